@@ -1,0 +1,42 @@
+# Loom's developer targets. `make test` is what CI runs (.ci/run).
+GO      ?= go
+# Numeric packages run without the race detector (it slows float loops ~10x
+# and they start no goroutines of interest); everything else runs with -race.
+NORACE  := $(shell $(GO) list ./kernels/... ./models/... 2>/dev/null)
+RACE    := $(filter-out $(NORACE),$(shell $(GO) list ./... 2>/dev/null))
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: test test-short fmt-check vet bench lint proto build
+
+build:
+	$(GO) build ./...
+
+test: fmt-check vet
+	$(GO) test -race -timeout 20m $(RACE)
+	$(if $(NORACE),$(GO) test -timeout 20m $(NORACE))
+
+# The same suites with -short: skips the slowest scenarios, for a quick loop.
+test-short: fmt-check vet
+	$(GO) test -race -short $(RACE)
+	$(if $(NORACE),$(GO) test -short $(NORACE))
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+# Go benchmarks of every package; the `loom bench ...` commands produce the
+# side-by-side ratios recorded in docs/BENCHMARKS.md.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+lint:
+	$(GO) run $(STATICCHECK) ./...
+
+# Regenerates the protobuf code in api/ (generated code is committed).
+# Needs protoc (Debian: protobuf-compiler) and the Go plugins, which
+# api/gen.sh installs at pinned versions.
+proto:
+	@if [ -f api/gen.sh ]; then bash api/gen.sh; else echo "no protobuf sources yet"; fi
