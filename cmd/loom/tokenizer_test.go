@@ -1,0 +1,34 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestTokenizerTrainEncodeDecode(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "c.txt")
+	if err := os.WriteFile(in, []byte(strings.Repeat("the cat sat on the mat\n", 20)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "tok.json")
+	if _, err := run(t, "tokenizer", "train", "--input", in, "--vocab-size", "280", "--out", out); err != nil {
+		t.Fatalf("loom tokenizer train: %v", err)
+	}
+	ids, err := run(t, "tokenizer", "encode", "--tokenizer", out, "<image>", "the", "cat")
+	if err != nil {
+		t.Fatalf("loom tokenizer encode: %v", err)
+	}
+	text, err := run(t, append([]string{"tokenizer", "decode", "--tokenizer", out}, strings.Fields(ids)...)...)
+	if err != nil {
+		t.Fatalf("loom tokenizer decode %s: %v", ids, err)
+	}
+	if text != "<image> the cat\n" {
+		t.Errorf("decode(encode(%q)) = %q", "<image> the cat", text)
+	}
+	if _, err := run(t, "tokenizer", "train", "--input", in, "--vocab-size", "10", "--out", out); err == nil || !strings.Contains(err.Error(), "--vocab-size") {
+		t.Errorf("train --vocab-size 10: error %v, want one naming --vocab-size", err)
+	}
+}
