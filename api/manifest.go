@@ -1,0 +1,400 @@
+package api
+
+import (
+	"fmt"
+	"sort"
+	"time"
+)
+
+// Recipes are the training recipes a manifest may name.
+var Recipes = []string{"blip2", "qwen-vl", "vila", "lwm"}
+
+// ModelSizes are the model sizes a manifest may name; models/ maps each
+// recipe and size to concrete dimensions.
+var ModelSizes = []string{"tiny", "small", "base", "large"}
+
+// Schedules are the learning-rate schedules a stage may use.
+var Schedules = []string{"cosine", "constant", "linear"}
+
+// Manifest is one training job as a user submits it. The zero value is not
+// valid; build one with ParseManifest, or fill it in and call Default and
+// Validate. JSON tags define its encoding in the coordinator's replicated
+// log; YAML tags define the normalised form.
+type Manifest struct {
+	// Name identifies the job: 1-63 characters of [a-z0-9-], starting with a
+	// letter. Required.
+	Name string `json:"name" yaml:"name"`
+	// Recipe is one of Recipes. Required.
+	Recipe string `json:"recipe" yaml:"recipe"`
+	// Model picks the model size.
+	Model Model `json:"model" yaml:"model"`
+	// Seed fixes data order and initialisation. Default 1.
+	Seed int64 `json:"seed" yaml:"seed"`
+	// Datasets are the data sources and their mixture weights. At least one.
+	Datasets []Dataset `json:"datasets" yaml:"datasets"`
+	// GlobalBatch is the number of samples per optimizer step across all
+	// ranks. Required; a stage may override it.
+	GlobalBatch int `json:"global_batch" yaml:"global_batch"`
+	// Elastic is the range of world sizes the job may run at.
+	Elastic Elastic `json:"elastic" yaml:"elastic"`
+	// Checkpoint says how often to checkpoint and how many to keep.
+	Checkpoint CheckpointPolicy `json:"checkpoint" yaml:"checkpoint"`
+	// Failure says how the coordinator reacts to lost or stalled workers.
+	Failure FailurePolicy `json:"failure" yaml:"failure"`
+	// Defaults are the hyperparameters every stage starts from.
+	Defaults Hyperparameters `json:"defaults" yaml:"defaults"`
+	// Stages run in order. At least one.
+	Stages []Stage `json:"stages" yaml:"stages"`
+}
+
+// Model selects the model of the recipe.
+type Model struct {
+	// Size is one of ModelSizes. Required.
+	Size string `json:"size" yaml:"size"`
+}
+
+// Dataset is one data source of the mixture.
+type Dataset struct {
+	// Name is how stages refer to the dataset: [a-z0-9_-]+, unique.
+	Name string `json:"name" yaml:"name"`
+	// URI is where the dataset index lives: s3://bucket/prefix or file:///path.
+	URI string `json:"uri" yaml:"uri"`
+	// Weight is the mixture weight (> 0), relative to the other datasets.
+	// Default 1.
+	Weight float64 `json:"weight" yaml:"weight"`
+}
+
+// Elastic is the range of world sizes a job may run at. The coordinator
+// picks the largest size in [Min, Max] that the available workers allow and
+// that divides the global batch of the current stage.
+type Elastic struct {
+	Min int `json:"min" yaml:"min"` // default 1
+	Max int `json:"max" yaml:"max"` // default Min
+}
+
+// CheckpointPolicy controls checkpoint frequency and retention.
+type CheckpointPolicy struct {
+	// Interval is the number of optimizer steps between checkpoints. Default 1000.
+	Interval int64 `json:"interval" yaml:"interval"`
+	// Keep is how many of the most recent checkpoints are retained; the final
+	// checkpoint of every stage is always kept as well. Default 3.
+	Keep int `json:"keep" yaml:"keep"`
+	// URI is the object-store prefix checkpoints are written under
+	// (s3://bucket/prefix). Empty: the worker's default.
+	URI string `json:"uri,omitempty" yaml:"uri,omitempty"`
+}
+
+// FailurePolicy controls restarts.
+type FailurePolicy struct {
+	// MaxRestarts is how many new generations failures may cause before the
+	// job is marked failed. Default 10.
+	MaxRestarts int `json:"max_restarts" yaml:"max_restarts"`
+	// StallFactor: a rank that reports no step for StallFactor times the
+	// recent step time (but at least StallGrace) is considered stalled.
+	// Default 10.
+	StallFactor float64 `json:"stall_factor" yaml:"stall_factor"`
+	// StallGrace is the least time without progress that counts as a stall;
+	// it also covers start-up (loading weights and data). Default 5m.
+	StallGrace Duration `json:"stall_grace" yaml:"stall_grace"`
+}
+
+// Duration is a time.Duration written as "90s" or "5m" in YAML and JSON.
+type Duration time.Duration
+
+// String formats d like time.Duration.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalYAML writes d as a duration string.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// MarshalText writes d as a duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText parses a duration string such as "90s".
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Stage is one phase of the recipe, e.g. BLIP-2's representation stage.
+type Stage struct {
+	// Name is unique within the manifest; [a-z0-9_-]+.
+	Name string `json:"name" yaml:"name"`
+	// Steps is the number of optimizer steps of the stage (> 0).
+	Steps int64 `json:"steps" yaml:"steps"`
+	// GlobalBatch overrides the manifest's global batch for this stage.
+	GlobalBatch int `json:"global_batch,omitempty" yaml:"global_batch,omitempty"`
+	// Datasets overrides the mixture for this stage: dataset name → weight.
+	// Empty: all datasets with their own weights.
+	Datasets map[string]float64 `json:"datasets,omitempty" yaml:"datasets,omitempty"`
+	// InitFrom names an earlier stage whose final checkpoint initialises
+	// this one. Empty: continue from the previous stage.
+	InitFrom string `json:"init_from,omitempty" yaml:"init_from,omitempty"`
+	// Overrides replace the manifest defaults for this stage.
+	Overrides Hyperparameters `json:"overrides,omitempty" yaml:"overrides,omitempty"`
+}
+
+// Hyperparameters of a stage. A nil field is unset: in Manifest.Defaults it
+// takes the built-in default, in Stage.Overrides it keeps the default.
+type Hyperparameters struct {
+	LR             *float64           `json:"lr,omitempty" yaml:"lr,omitempty"`
+	MinLR          *float64           `json:"min_lr,omitempty" yaml:"min_lr,omitempty"`
+	WarmupSteps    *int64             `json:"warmup_steps,omitempty" yaml:"warmup_steps,omitempty"`
+	Schedule       *string            `json:"schedule,omitempty" yaml:"schedule,omitempty"`
+	WeightDecay    *float64           `json:"weight_decay,omitempty" yaml:"weight_decay,omitempty"`
+	Beta1          *float64           `json:"beta1,omitempty" yaml:"beta1,omitempty"`
+	Beta2          *float64           `json:"beta2,omitempty" yaml:"beta2,omitempty"`
+	Eps            *float64           `json:"eps,omitempty" yaml:"eps,omitempty"`
+	GradClip       *float64           `json:"grad_clip,omitempty" yaml:"grad_clip,omitempty"`
+	MicroBatch     *int               `json:"micro_batch,omitempty" yaml:"micro_batch,omitempty"`
+	MaxSeqLen      *int               `json:"max_seq_len,omitempty" yaml:"max_seq_len,omitempty"`
+	ImageSize      *int               `json:"image_size,omitempty" yaml:"image_size,omitempty"`
+	RopeTheta      *float64           `json:"rope_theta,omitempty" yaml:"rope_theta,omitempty"`
+	LayerDecay     *float64           `json:"layer_decay,omitempty" yaml:"layer_decay,omitempty"`
+	LabelSmoothing *float64           `json:"label_smoothing,omitempty" yaml:"label_smoothing,omitempty"`
+	Trainable      []string           `json:"trainable,omitempty" yaml:"trainable,omitempty"`
+	Losses         map[string]float64 `json:"losses,omitempty" yaml:"losses,omitempty"`
+}
+
+// builtinDefaults are the hyperparameters a manifest gets when it sets none.
+func builtinDefaults() Hyperparameters {
+	f := func(v float64) *float64 { return &v }
+	i := func(v int) *int { return &v }
+	i64 := func(v int64) *int64 { return &v }
+	s := func(v string) *string { return &v }
+	return Hyperparameters{
+		LR: f(1e-4), MinLR: f(0), WarmupSteps: i64(0), Schedule: s("cosine"),
+		WeightDecay: f(0.05), Beta1: f(0.9), Beta2: f(0.999), Eps: f(1e-8),
+		GradClip: f(1), MaxSeqLen: i(512), ImageSize: i(224), RopeTheta: f(10000),
+		LayerDecay: f(1), LabelSmoothing: f(0),
+	}
+}
+
+// Merge returns h with every field that o sets replaced by o's value.
+func (h Hyperparameters) Merge(o Hyperparameters) Hyperparameters {
+	r := h
+	if o.LR != nil {
+		r.LR = o.LR
+	}
+	if o.MinLR != nil {
+		r.MinLR = o.MinLR
+	}
+	if o.WarmupSteps != nil {
+		r.WarmupSteps = o.WarmupSteps
+	}
+	if o.Schedule != nil {
+		r.Schedule = o.Schedule
+	}
+	if o.WeightDecay != nil {
+		r.WeightDecay = o.WeightDecay
+	}
+	if o.Beta1 != nil {
+		r.Beta1 = o.Beta1
+	}
+	if o.Beta2 != nil {
+		r.Beta2 = o.Beta2
+	}
+	if o.Eps != nil {
+		r.Eps = o.Eps
+	}
+	if o.GradClip != nil {
+		r.GradClip = o.GradClip
+	}
+	if o.MicroBatch != nil {
+		r.MicroBatch = o.MicroBatch
+	}
+	if o.MaxSeqLen != nil {
+		r.MaxSeqLen = o.MaxSeqLen
+	}
+	if o.ImageSize != nil {
+		r.ImageSize = o.ImageSize
+	}
+	if o.RopeTheta != nil {
+		r.RopeTheta = o.RopeTheta
+	}
+	if o.LayerDecay != nil {
+		r.LayerDecay = o.LayerDecay
+	}
+	if o.LabelSmoothing != nil {
+		r.LabelSmoothing = o.LabelSmoothing
+	}
+	if o.Trainable != nil {
+		r.Trainable = o.Trainable
+	}
+	if o.Losses != nil {
+		r.Losses = o.Losses
+	}
+	return r
+}
+
+// Default fills in every unset field that has a default. It is idempotent.
+func (m *Manifest) Default() {
+	if m.Seed == 0 {
+		m.Seed = 1
+	}
+	for i := range m.Datasets {
+		if m.Datasets[i].Weight == 0 {
+			m.Datasets[i].Weight = 1
+		}
+	}
+	if m.Elastic.Min == 0 {
+		m.Elastic.Min = 1
+	}
+	if m.Elastic.Max == 0 {
+		m.Elastic.Max = m.Elastic.Min
+	}
+	if m.Checkpoint.Interval == 0 {
+		m.Checkpoint.Interval = 1000
+	}
+	if m.Checkpoint.Keep == 0 {
+		m.Checkpoint.Keep = 3
+	}
+	if m.Failure.MaxRestarts == 0 {
+		m.Failure.MaxRestarts = 10
+	}
+	if m.Failure.StallFactor == 0 {
+		m.Failure.StallFactor = 10
+	}
+	if m.Failure.StallGrace == 0 {
+		m.Failure.StallGrace = Duration(5 * time.Minute)
+	}
+	m.Defaults = builtinDefaults().Merge(m.Defaults)
+}
+
+// StageHyperparameters returns the effective hyperparameters of stage i:
+// the manifest defaults with the stage's overrides applied.
+func (m *Manifest) StageHyperparameters(i int) Hyperparameters {
+	return builtinDefaults().Merge(m.Defaults).Merge(m.Stages[i].Overrides)
+}
+
+// StageGlobalBatch returns the global batch of stage i.
+func (m *Manifest) StageGlobalBatch(i int) int {
+	if g := m.Stages[i].GlobalBatch; g > 0 {
+		return g
+	}
+	return m.GlobalBatch
+}
+
+// TotalSteps is the number of optimizer steps over all stages.
+func (m *Manifest) TotalSteps() int64 {
+	var n int64
+	for _, s := range m.Stages {
+		n += s.Steps
+	}
+	return n
+}
+
+// StageEnd returns the global step at which stage i ends (exclusive of
+// later stages): the sum of the steps of stages 0..i.
+func (m *Manifest) StageEnd(i int) int64 {
+	var n int64
+	for j := 0; j <= i && j < len(m.Stages); j++ {
+		n += m.Stages[j].Steps
+	}
+	return n
+}
+
+// StageAt returns the index of the stage that global step `step` (the number
+// of completed steps) falls in; a step at a stage boundary belongs to the
+// next stage, and TotalSteps belongs to the last.
+func (m *Manifest) StageAt(step int64) int {
+	var end int64
+	for i, s := range m.Stages {
+		end += s.Steps
+		if step < end {
+			return i
+		}
+	}
+	return len(m.Stages) - 1
+}
+
+// WorldSizes returns, in ascending order, the world sizes in the elastic
+// range that divide the global batch of every stage.
+func (m *Manifest) WorldSizes() []int {
+	var out []int
+	for w := m.Elastic.Min; w <= m.Elastic.Max && w > 0; w++ {
+		ok := true
+		for i := range m.Stages {
+			if m.StageGlobalBatch(i)%w != 0 {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// FieldError is a problem with one field of a manifest.
+type FieldError struct {
+	File string // may be empty
+	Line int    // 0 when unknown
+	Path string // e.g. "stages[1].overrides.lr"
+	Msg  string
+}
+
+func (e *FieldError) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		if loc != "" {
+			loc += ":"
+		}
+		loc += fmt.Sprint(e.Line)
+	}
+	if loc != "" {
+		loc += ": "
+	}
+	if e.Path == "" {
+		return loc + e.Msg
+	}
+	return loc + e.Path + ": " + e.Msg
+}
+
+// ManifestError lists every problem found in a manifest, in file order.
+type ManifestError struct {
+	Errs []*FieldError
+}
+
+func (e *ManifestError) Error() string {
+	s := e.Errs[0].Error()
+	if n := len(e.Errs); n > 1 {
+		s += fmt.Sprintf(" (and %d more)", n-1)
+		for _, fe := range e.Errs[1:] {
+			s += "\n" + fe.Error()
+		}
+	}
+	return s
+}
+
+// Unwrap returns the individual field errors.
+func (e *ManifestError) Unwrap() []error {
+	out := make([]error, len(e.Errs))
+	for i, fe := range e.Errs {
+		out[i] = fe
+	}
+	return out
+}
