@@ -1,0 +1,73 @@
+// Package kernels is Loom's tensor math: a float32 Tensor, every op the
+// vision-language models need with its forward and backward side by side,
+// blockwise (flash-style) attention with the primitives that ring attention
+// composes, and AdamW.
+//
+// # Tensors
+//
+// A Tensor is a dense, contiguous, row-major []float32 with a Shape. Ops
+// never write into their inputs and always return contiguous tensors
+// (Reshape shares the input's Data); there are no strides to reason about,
+// which keeps every kernel a plain loop over rows and makes a future device
+// backend a matter of replacing those loops. Parameters are tensors made by
+// NewParam: they have a Name ("blocks.0.attn.wq") and require gradients.
+//
+// # Autograd: a tape of paired backward functions
+//
+// Every op is a method on *Tape. It computes its output immediately and, if
+// any input requires a gradient, appends one closure that holds the op's
+// backward rule (the llm.c layout: each op's forward and backward functions
+// sit next to each other in one file, forward saves what backward needs).
+// Tape.Backward(loss) seeds d(loss)=1 and runs the closures in reverse
+// order. There is no graph object and no operator overloading: a model is
+// ordinary Go code calling tape methods, and its gradients need no
+// hand-written chain rule:
+//
+//	tp := kernels.NewTape()
+//	h := tp.GELU(tp.Linear(x, w1, b1))
+//	loss := tp.CrossEntropy(tp.Linear(h, w2, b2), targets, kernels.CEOptions{})
+//	tp.Backward(loss)         // w1.Grad, b1.Grad, ... now hold gradients
+//	opt.Step()
+//
+// A nil *Tape records nothing (inference). Gradients follow llm.c's rule:
+// backward functions ACCUMULATE (+=) into Grad, so parameter gradients add
+// up across micro-batches until ZeroGrad; intermediate tensors are fresh on
+// every forward pass.
+//
+// Shape mistakes are programmer errors: ops panic with a *ShapeError that
+// names the op and both shapes ("kernels: Matmul: shapes [2 3] and [4 5]:
+// inner dimensions 3 and 4 differ"); Catch turns such a panic into an error.
+// Data errors (a target class or index out of range) panic with an error
+// that names the row.
+//
+// # Ops
+//
+// Linear algebra: Matmul/MatmulT (batched, transposes, a shared 2-D weight),
+// Linear (nn.Linear layout [out, in]). Elementwise with broadcasting: Add,
+// Sub, Mul, Div, Scale, AddScalar. Activations: GELU (tanh), GELUErf, SiLU,
+// SwiGLU, ReLU, Tanh, Sigmoid, Exp, Square. Reductions: Sum, Mean, SumAxis,
+// MeanAxis. Softmax, LogSoftmax, CrossEntropy (ignore index, per-row
+// weights, label smoothing). LayerNorm, RMSNorm. Movement: Reshape, Permute,
+// Transpose, Concat, Split, Slice, IndexSelect, Embedding. Attention
+// (blockwise, masks: causal, padding, packed segments, prefix/UniLM) and the
+// ring-attention block primitives AttnBlockForward, AttnMerge, AttnDelta,
+// AttnBlockBackward. RoPE (explicit and 2-D positions), SinCos2D, PatchEmbed,
+// Conv2D, InterpolateBicubic, VectorQuantize, Dropout. AdamW,
+// ClipGradNorm, and bf16 conversion for storage (ToBF16, FromBF16).
+//
+// # References and the backend boundary
+//
+// Each op's kernel is a generic function over float32 and float64: the
+// float32 instantiation is the training path and the float64 one is the
+// reference on which the tests run central finite differences. Where the
+// training path is a different algorithm (GEMM through
+// kernels/internal/gemm, blockwise attention, convolution through im2col),
+// a naive implementation is kept in the tree and the tests compare the two.
+// Golden files written by PyTorch (testdata/golden/gen.py) pin the numerics
+// of every op and of one transformer block.
+//
+// All math goes through a small set of slice-level kernels (gemm, the
+// generic *Fwd/*Bwd functions, the attention block primitives); the Tape
+// and Tensor never touch a loop themselves. A CUDA backend (build tag cuda)
+// replaces those kernels, not the tape.
+package kernels

@@ -1,0 +1,131 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+)
+
+// AdamWConfig holds the AdamW hyperparameters (Loshchilov & Hutter,
+// decoupled weight decay; the same update as torch.optim.AdamW).
+type AdamWConfig struct {
+	LR          float32 // learning rate; may be changed between steps (schedules)
+	Beta1       float32 // default 0.9 when 0
+	Beta2       float32 // default 0.999 when 0
+	Eps         float32 // default 1e-8 when 0
+	WeightDecay float32 // decoupled: p ← p − LR·WeightDecay·p
+	// Decay says which parameters get weight decay (a per-parameter mask).
+	// nil means tensors with at least 2 dimensions (weights, not biases or
+	// norm gains), the usual GPT/LLaMA convention.
+	Decay func(p *Tensor) bool
+}
+
+// AdamW updates parameters in place from their Grad. Parameters with a nil
+// Grad, or that no longer require gradients (frozen), are skipped and keep
+// their moments. Step does not zero the gradients.
+type AdamW struct {
+	Config AdamWConfig
+	params []*Tensor
+	m, v   [][]float32
+	decay  []bool
+	t      int
+}
+
+// NewAdamW returns an optimizer for params.
+func NewAdamW(params []*Tensor, cfg AdamWConfig) *AdamW {
+	if cfg.Beta1 == 0 {
+		cfg.Beta1 = 0.9
+	}
+	if cfg.Beta2 == 0 {
+		cfg.Beta2 = 0.999
+	}
+	if cfg.Eps == 0 {
+		cfg.Eps = 1e-8
+	}
+	o := &AdamW{Config: cfg, params: params}
+	for _, p := range params {
+		o.m = append(o.m, make([]float32, p.Size()))
+		o.v = append(o.v, make([]float32, p.Size()))
+		d := len(p.Shape) >= 2
+		if cfg.Decay != nil {
+			d = cfg.Decay(p)
+		}
+		o.decay = append(o.decay, d)
+	}
+	return o
+}
+
+// Steps is the number of updates taken so far.
+func (o *AdamW) Steps() int { return o.t }
+
+// Moments returns the first and second moment buffers of parameter i (for
+// checkpoints; they may be written to restore a state).
+func (o *AdamW) Moments(i int) (m, v []float32) { return o.m[i], o.v[i] }
+
+// SetSteps restores the step counter (for bias correction) from a checkpoint.
+func (o *AdamW) SetSteps(t int) { o.t = t }
+
+// Step applies one update.
+func (o *AdamW) Step() {
+	o.t++
+	c := o.Config
+	b1, b2 := float64(c.Beta1), float64(c.Beta2)
+	bc1 := 1 - math.Pow(b1, float64(o.t))
+	bc2 := 1 - math.Pow(b2, float64(o.t))
+	lr := float64(c.LR)
+	for i, p := range o.params {
+		if p.Grad == nil || !p.requiresGrad {
+			continue
+		}
+		adamwUpdate(p.Data, p.Grad, o.m[i], o.v[i], lr, b1, b2, float64(c.Eps), bc1, bc2, o.decay[i], float64(c.WeightDecay))
+	}
+}
+
+func adamwUpdate(p, g, m, v []float32, lr, b1, b2, eps, bc1, bc2 float64, decay bool, wd float64) {
+	stepSize := float32(lr / bc1)
+	sq := 1 / math.Sqrt(bc2)
+	shrink := float32(1)
+	if decay {
+		shrink = float32(1 - lr*wd)
+	}
+	fb1, fb2 := float32(b1), float32(b2)
+	for j, gj := range g {
+		mj := fb1*m[j] + (1-fb1)*gj
+		vj := fb2*v[j] + (1-fb2)*gj*gj
+		m[j], v[j] = mj, vj
+		den := float32(math.Sqrt(float64(vj))*sq + eps)
+		p[j] = p[j]*shrink - stepSize*mj/den
+	}
+}
+
+// ClipGradNorm scales every gradient so that their global L2 norm is at most
+// maxNorm (as torch.nn.utils.clip_grad_norm_, with its 1e-6 guard), and
+// returns the norm before clipping. A non-finite norm is returned as an
+// error naming the first parameter with a non-finite gradient, and nothing
+// is scaled.
+func ClipGradNorm(params []*Tensor, maxNorm float32) (float32, error) {
+	var s float64
+	for _, p := range params {
+		for _, g := range p.Grad {
+			s += float64(g) * float64(g)
+		}
+	}
+	norm := math.Sqrt(s)
+	if math.IsNaN(norm) || math.IsInf(norm, 0) {
+		for _, p := range params {
+			for j, g := range p.Grad {
+				if math.IsNaN(float64(g)) || math.IsInf(float64(g), 0) {
+					return float32(norm), fmt.Errorf("kernels: ClipGradNorm: gradient of %s[%d] is %v", p, j, g)
+				}
+			}
+		}
+		return float32(norm), fmt.Errorf("kernels: ClipGradNorm: gradient norm overflows")
+	}
+	if coef := float64(maxNorm) / (norm + 1e-6); coef < 1 {
+		for _, p := range params {
+			for j := range p.Grad {
+				p.Grad[j] = float32(float64(p.Grad[j]) * coef)
+			}
+		}
+	}
+	return float32(norm), nil
+}

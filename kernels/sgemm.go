@@ -1,0 +1,13 @@
+package kernels
+
+import "github.com/loomtrain/loom/kernels/internal/gemm"
+
+// sgemm is the float32 GEMM of the training path. It is the one place where
+// kernels reaches the BLAS-like backend (package kernels/internal/gemm);
+// gemmNaive is its reference.
+func sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	gemm.Sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}

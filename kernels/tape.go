@@ -1,0 +1,114 @@
+package kernels
+
+import "fmt"
+
+// Tape records the ops of one forward pass so that Backward can run their
+// gradient rules in reverse order.
+//
+// Every op is a method on *Tape: it computes its output at once and, when
+// some input requires a gradient, appends one closure holding that op's
+// backward rule (llm.c's paired forward/backward functions, composed by the
+// tape). A nil *Tape is valid and records nothing: use it for inference.
+//
+// A Tape is not safe for concurrent use; use one per goroutine (ops run
+// their inner loops in parallel themselves).
+type Tape struct {
+	nodes []node
+}
+
+type node struct {
+	op       string
+	out      *Tensor
+	backward func() // reads out.Grad, accumulates into the inputs' Grad
+}
+
+// NewTape returns an empty tape.
+func NewTape() *Tape { return &Tape{} }
+
+// Len is the number of recorded ops.
+func (tp *Tape) Len() int {
+	if tp == nil {
+		return 0
+	}
+	return len(tp.nodes)
+}
+
+// Reset forgets the recorded ops (the parameters keep their Grad).
+func (tp *Tape) Reset() {
+	if tp != nil {
+		tp.nodes = tp.nodes[:0]
+	}
+}
+
+// record appends the backward rule of op when any input requires a
+// gradient, and marks out as requiring one. It reports whether it recorded.
+func (tp *Tape) record(op string, out *Tensor, backward func(), inputs ...*Tensor) bool {
+	if tp == nil {
+		return false
+	}
+	need := false
+	for _, in := range inputs {
+		if in != nil && in.requiresGrad {
+			need = true
+			break
+		}
+	}
+	if !need {
+		return false
+	}
+	out.requiresGrad = true
+	tp.nodes = append(tp.nodes, node{op: op, out: out, backward: backward})
+	return true
+}
+
+// Backward computes the gradient of the scalar loss with respect to every
+// tensor recorded on the tape that requires one: it seeds d(loss)=1 and runs
+// the recorded rules in reverse. Parameter gradients accumulate (+=) into
+// their existing Grad. The tape is reset afterwards.
+func (tp *Tape) Backward(loss *Tensor) {
+	if loss.Size() != 1 {
+		panic(shapeErr("Backward", loss.Shape, nil, "loss must have one element (use BackwardFrom for a tensor gradient)"))
+	}
+	tp.BackwardFrom(loss, []float32{1})
+}
+
+// BackwardFrom runs the backward pass from out with the given upstream
+// gradient d(loss)/d(out) (len(grad) == out.Size()).
+func (tp *Tape) BackwardFrom(out *Tensor, grad []float32) {
+	if len(grad) != out.Size() {
+		panic(shapeErr("BackwardFrom", out.Shape, []int{len(grad)}, "gradient has %d values for %d", len(grad), out.Size()))
+	}
+	if tp == nil {
+		return
+	}
+	g := out.gradBuf()
+	for i, v := range grad {
+		g[i] += v
+	}
+	for i := len(tp.nodes) - 1; i >= 0; i-- {
+		n := tp.nodes[i]
+		if n.out.Grad == nil {
+			continue // no gradient reached this op
+		}
+		n.backward()
+	}
+	tp.nodes = tp.nodes[:0]
+}
+
+// gradBuf returns t.Grad, allocating zeros on first use.
+func (t *Tensor) gradBuf() []float32 {
+	if t.Grad == nil {
+		t.Grad = make([]float32, len(t.Data))
+	}
+	return t.Grad
+}
+
+// wants reports whether a backward rule must produce a gradient for t.
+func wants(t *Tensor) bool { return t != nil && t.requiresGrad }
+
+// Detach returns a tensor sharing t's data that no gradient flows through.
+func Detach(t *Tensor) *Tensor {
+	return &Tensor{Name: t.Name, Shape: t.Shape, Data: t.Data}
+}
+
+func (n node) String() string { return fmt.Sprintf("%s -> %v", n.op, n.out.Shape) }
