@@ -1,0 +1,421 @@
+package safetensors
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sort"
+	"strings"
+)
+
+// DType is a tensor element type as spelled in the header.
+type DType string
+
+// The element types of the format. Parse accepts all of them; Float32 can
+// convert F32, F64, F16 and BF16.
+const (
+	BOOL DType = "BOOL"
+	U8   DType = "U8"
+	I8   DType = "I8"
+	I16  DType = "I16"
+	U16  DType = "U16"
+	F16  DType = "F16"
+	BF16 DType = "BF16"
+	I32  DType = "I32"
+	U32  DType = "U32"
+	F32  DType = "F32"
+	F64  DType = "F64"
+	I64  DType = "I64"
+	U64  DType = "U64"
+	F8E5 DType = "F8_E5M2"
+	F8E4 DType = "F8_E4M3"
+)
+
+// Size returns the bytes per element, or 0 for an unknown dtype.
+func (d DType) Size() int {
+	switch d {
+	case BOOL, U8, I8, F8E5, F8E4:
+		return 1
+	case I16, U16, F16, BF16:
+		return 2
+	case I32, U32, F32:
+		return 4
+	case F64, I64, U64:
+		return 8
+	}
+	return 0
+}
+
+// MaxHeader is the largest header the format allows (100 MB).
+const MaxHeader = 100 << 20
+
+// Tensor is one named tensor with its raw little-endian bytes.
+type Tensor struct {
+	Name  string
+	DType DType
+	Shape []int
+	Data  []byte
+}
+
+// F32Tensor encodes values as an F32 tensor.
+func F32Tensor(name string, shape []int, values []float32) Tensor {
+	b := make([]byte, 4*len(values))
+	for i, v := range values {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+	}
+	return Tensor{Name: name, DType: F32, Shape: append([]int(nil), shape...), Data: b}
+}
+
+// BF16Tensor encodes values as a BF16 tensor, rounding to nearest even.
+func BF16Tensor(name string, shape []int, values []float32) Tensor {
+	b := make([]byte, 2*len(values))
+	for i, v := range values {
+		binary.LittleEndian.PutUint16(b[2*i:], ToBF16(v))
+	}
+	return Tensor{Name: name, DType: BF16, Shape: append([]int(nil), shape...), Data: b}
+}
+
+// ToBF16 rounds a float32 to bfloat16 (round to nearest, ties to even; NaN
+// stays NaN).
+func ToBF16(f float32) uint16 {
+	u := math.Float32bits(f)
+	if f != f {
+		return uint16(u>>16) | 0x40 // keep a quiet NaN
+	}
+	u += 0x7fff + (u>>16)&1
+	return uint16(u >> 16)
+}
+
+// FromBF16 widens a bfloat16 to float32 exactly.
+func FromBF16(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
+
+// FromF16 widens an IEEE half to float32 exactly.
+func FromF16(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := uint32(h>>10) & 0x1f
+	mant := uint32(h) & 0x3ff
+	switch {
+	case exp == 0 && mant == 0:
+		return math.Float32frombits(sign)
+	case exp == 0: // subnormal: mant × 2^-24
+		v := float32(mant) * float32(math.Ldexp(1, -24))
+		if sign != 0 {
+			v = -v
+		}
+		return v
+	case exp == 0x1f:
+		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
+	}
+	return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
+}
+
+func numel(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	return n
+}
+
+// Write writes tensors in the order given, with metadata (plus "format":
+// "pt"). It fails, naming the tensor, on a duplicate or empty name, an
+// unknown dtype, a negative dimension or data whose length does not match
+// the shape.
+func Write(w io.Writer, tensors []Tensor, metadata map[string]string) error {
+	type entry struct {
+		DType   DType    `json:"dtype"`
+		Shape   []int    `json:"shape"`
+		Offsets [2]int64 `json:"data_offsets"`
+	}
+	meta := map[string]string{"format": "pt"}
+	for k, v := range metadata {
+		meta[k] = v
+	}
+	seen := map[string]bool{}
+	var off int64
+	// Build the header by hand so that tensors keep their order.
+	var hdr bytes.Buffer
+	hdr.WriteString("{")
+	mb, _ := json.Marshal(meta)
+	hdr.WriteString(`"__metadata__":`)
+	hdr.Write(mb)
+	for _, t := range tensors {
+		switch {
+		case t.Name == "":
+			return errors.New("safetensors: tensor with an empty name")
+		case t.Name == "__metadata__":
+			return errors.New("safetensors: a tensor may not be called __metadata__")
+		case seen[t.Name]:
+			return fmt.Errorf("safetensors: tensor %q written twice", t.Name)
+		case t.DType.Size() == 0:
+			return fmt.Errorf("safetensors: tensor %q: unknown dtype %q", t.Name, t.DType)
+		}
+		for _, d := range t.Shape {
+			if d < 0 {
+				return fmt.Errorf("safetensors: tensor %q: negative dimension in shape %v", t.Name, t.Shape)
+			}
+		}
+		if want := numel(t.Shape) * t.DType.Size(); len(t.Data) != want {
+			return fmt.Errorf("safetensors: tensor %q: %d bytes of data, shape %v of %s needs %d", t.Name, len(t.Data), t.Shape, t.DType, want)
+		}
+		seen[t.Name] = true
+		shape := t.Shape
+		if shape == nil {
+			shape = []int{}
+		}
+		eb, _ := json.Marshal(entry{t.DType, shape, [2]int64{off, off + int64(len(t.Data))}})
+		nb, _ := json.Marshal(t.Name)
+		hdr.WriteString(",")
+		hdr.Write(nb)
+		hdr.WriteString(":")
+		hdr.Write(eb)
+		off += int64(len(t.Data))
+	}
+	hdr.WriteString("}")
+	for hdr.Len()%8 != 0 {
+		hdr.WriteByte(' ')
+	}
+	var n [8]byte
+	binary.LittleEndian.PutUint64(n[:], uint64(hdr.Len()))
+	if _, err := w.Write(n[:]); err != nil {
+		return err
+	}
+	if _, err := w.Write(hdr.Bytes()); err != nil {
+		return err
+	}
+	for _, t := range tensors {
+		if _, err := w.Write(t.Data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WriteFile writes a file atomically: to a temporary name in the same
+// directory, then renamed over path.
+func WriteFile(path string, tensors []Tensor, metadata map[string]string) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if err := Write(f, tensors, metadata); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Info describes one tensor of a parsed file.
+type Info struct {
+	Name    string
+	DType   DType
+	Shape   []int
+	Offsets [2]int64 // relative to the data block
+}
+
+// File is a parsed safetensors file held in memory.
+type File struct {
+	Metadata map[string]string
+	tensors  []Info // in data order
+	byName   map[string]int
+	data     []byte
+}
+
+// Parse validates buf as a safetensors file. Errors name the tensor or
+// header field at fault.
+func Parse(buf []byte) (*File, error) {
+	if len(buf) < 8 {
+		return nil, fmt.Errorf("safetensors: %d bytes is too short for the 8-byte header length", len(buf))
+	}
+	n := binary.LittleEndian.Uint64(buf)
+	if n > MaxHeader {
+		return nil, fmt.Errorf("safetensors: header length %d exceeds the 100 MB limit", n)
+	}
+	if uint64(len(buf)-8) < n {
+		return nil, fmt.Errorf("safetensors: header length %d runs past the end of the %d-byte file", n, len(buf))
+	}
+	hdr := buf[8 : 8+n]
+	data := buf[8+n:]
+	dec := json.NewDecoder(bytes.NewReader(hdr))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, fmt.Errorf("safetensors: header is not JSON: %w", err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, errors.New("safetensors: header is not a JSON object")
+	}
+	f := &File{byName: map[string]int{}, data: data}
+	for dec.More() {
+		kt, err := dec.Token()
+		if err != nil {
+			return nil, fmt.Errorf("safetensors: header: %w", err)
+		}
+		name := kt.(string)
+		if name == "__metadata__" {
+			if f.Metadata != nil {
+				return nil, errors.New("safetensors: header: __metadata__ appears twice")
+			}
+			var m map[string]string
+			if err := dec.Decode(&m); err != nil {
+				return nil, fmt.Errorf("safetensors: header: __metadata__ must map strings to strings: %w", err)
+			}
+			if m == nil {
+				m = map[string]string{}
+			}
+			f.Metadata = m
+			continue
+		}
+		var e struct {
+			DType   *DType   `json:"dtype"`
+			Shape   *[]int   `json:"shape"`
+			Offsets *[]int64 `json:"data_offsets"`
+		}
+		if err := dec.Decode(&e); err != nil {
+			return nil, fmt.Errorf("safetensors: tensor %q: %w", name, err)
+		}
+		if _, dup := f.byName[name]; dup {
+			return nil, fmt.Errorf("safetensors: tensor %q appears twice in the header", name)
+		}
+		switch {
+		case e.DType == nil:
+			return nil, fmt.Errorf("safetensors: tensor %q: missing dtype", name)
+		case e.Shape == nil:
+			return nil, fmt.Errorf("safetensors: tensor %q: missing shape", name)
+		case e.Offsets == nil || len(*e.Offsets) != 2:
+			return nil, fmt.Errorf("safetensors: tensor %q: data_offsets must be [begin, end]", name)
+		case e.DType.Size() == 0:
+			return nil, fmt.Errorf("safetensors: tensor %q: unknown dtype %q", name, *e.DType)
+		}
+		in := Info{Name: name, DType: *e.DType, Shape: *e.Shape, Offsets: [2]int64{(*e.Offsets)[0], (*e.Offsets)[1]}}
+		size := int64(in.DType.Size())
+		for _, d := range in.Shape {
+			if d < 0 {
+				return nil, fmt.Errorf("safetensors: tensor %q: negative dimension in shape %v", name, in.Shape)
+			}
+			if d > 0 && size > math.MaxInt64/int64(d) {
+				return nil, fmt.Errorf("safetensors: tensor %q: shape %v overflows", name, in.Shape)
+			}
+			size *= int64(d)
+		}
+		if in.Offsets[0] < 0 || in.Offsets[1] < in.Offsets[0] || in.Offsets[1]-in.Offsets[0] != size {
+			return nil, fmt.Errorf("safetensors: tensor %q: data_offsets %v hold %d bytes, shape %v of %s needs %d",
+				name, in.Offsets, in.Offsets[1]-in.Offsets[0], in.Shape, in.DType, size)
+		}
+		f.byName[name] = len(f.tensors)
+		f.tensors = append(f.tensors, in)
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, fmt.Errorf("safetensors: header: %w", err)
+	}
+	if rest := strings.TrimRight(string(hdr[dec.InputOffset():]), " "); rest != "" {
+		return nil, errors.New("safetensors: header: data after the JSON object")
+	}
+	if f.Metadata == nil {
+		f.Metadata = map[string]string{}
+	}
+	// The tensors must tile the data block: sorted by offset, each begins
+	// where the previous ended, and the last ends at the end of the file.
+	sort.SliceStable(f.tensors, func(i, j int) bool { return f.tensors[i].Offsets[0] < f.tensors[j].Offsets[0] })
+	var at int64
+	for i, in := range f.tensors {
+		if in.Offsets[0] != at {
+			if in.Offsets[0] < at {
+				return nil, fmt.Errorf("safetensors: tensor %q: data_offsets %v overlap the previous tensor (which ends at %d)", in.Name, in.Offsets, at)
+			}
+			return nil, fmt.Errorf("safetensors: tensor %q: data_offsets %v leave a hole after byte %d", in.Name, in.Offsets, at)
+		}
+		at = in.Offsets[1]
+		f.byName[in.Name] = i
+	}
+	if at != int64(len(data)) {
+		return nil, fmt.Errorf("safetensors: tensors cover %d bytes of data but the file holds %d", at, len(data))
+	}
+	return f, nil
+}
+
+// ReadFile reads and parses the file at path; errors start with the path.
+func ReadFile(path string) (*File, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	f, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return f, nil
+}
+
+// Tensors returns the tensors' descriptions in data order.
+func (f *File) Tensors() []Info { return append([]Info(nil), f.tensors...) }
+
+// Names returns the tensor names in data order.
+func (f *File) Names() []string {
+	out := make([]string, len(f.tensors))
+	for i, t := range f.tensors {
+		out[i] = t.Name
+	}
+	return out
+}
+
+// Info returns the description of one tensor.
+func (f *File) Info(name string) (Info, bool) {
+	i, ok := f.byName[name]
+	if !ok {
+		return Info{}, false
+	}
+	return f.tensors[i], true
+}
+
+// Raw returns the bytes of one tensor (a view into the file).
+func (f *File) Raw(name string) ([]byte, error) {
+	in, ok := f.Info(name)
+	if !ok {
+		return nil, fmt.Errorf("safetensors: no tensor %q", name)
+	}
+	return f.data[in.Offsets[0]:in.Offsets[1]], nil
+}
+
+// Float32 returns a tensor's values converted to float32. It accepts F32,
+// F64, F16 and BF16 tensors and names the tensor otherwise.
+func (f *File) Float32(name string) ([]float32, error) {
+	in, ok := f.Info(name)
+	if !ok {
+		return nil, fmt.Errorf("safetensors: no tensor %q", name)
+	}
+	b := f.data[in.Offsets[0]:in.Offsets[1]]
+	n := numel(in.Shape)
+	out := make([]float32, n)
+	switch in.DType {
+	case F32:
+		for i := range out {
+			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		}
+	case F64:
+		for i := range out {
+			out[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:])))
+		}
+	case BF16:
+		for i := range out {
+			out[i] = FromBF16(binary.LittleEndian.Uint16(b[2*i:]))
+		}
+	case F16:
+		for i := range out {
+			out[i] = FromF16(binary.LittleEndian.Uint16(b[2*i:]))
+		}
+	default:
+		return nil, fmt.Errorf("safetensors: tensor %q has dtype %s, not a float type", name, in.DType)
+	}
+	return out, nil
+}
