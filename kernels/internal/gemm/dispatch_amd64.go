@@ -1,0 +1,48 @@
+//go:build amd64 && !noasm
+
+package gemm
+
+import "golang.org/x/sys/cpu"
+
+//go:generate go run gen_kernels.go
+
+// microAVX512 implements microFunc for a 12×32 tile with AVX-512F (kernel_avx512_amd64.s).
+//
+//go:noescape
+func microAVX512(kc int, a, b, c *float32, ldc int, alpha, beta float32)
+
+// microAVX2 implements microFunc for a 6×16 tile with AVX2 and FMA (kernel_avx2_amd64.s).
+//
+//go:noescape
+func microAVX2(kc int, a, b, c *float32, ldc int, alpha, beta float32)
+
+// avx512Kernel: the 12×32 tile holds 24 of the 32 ZMM registers. The packed B
+// micro-panel (kc×32 floats = 32 KiB) stays in the 48 KiB L1; the A~ block
+// (mc×kc = 192 KiB) in L2.
+var avx512Kernel = kernel{
+	name: "avx512",
+	mr:   12, nr: 32,
+	mc: 192, kc: 256, nc: 2048,
+	micro: microAVX512,
+}
+
+// avx2Kernel: the BLIS Haswell shape, 6×16 in 12 of the 16 YMM registers.
+var avx2Kernel = kernel{
+	name: "avx2",
+	mr:   6, nr: 16,
+	mc: 144, kc: 256, nc: 2048,
+	micro: microAVX2,
+}
+
+// available lists the micro-kernels this CPU can run, fastest first. cpu.X86 reports
+// AVX-512 and AVX only where the operating system saves their registers too.
+func available() []*kernel {
+	var ks []*kernel
+	if cpu.X86.HasAVX512F {
+		ks = append(ks, &avx512Kernel)
+	}
+	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
+		ks = append(ks, &avx2Kernel)
+	}
+	return append(ks, &goKernel)
+}
