@@ -1,0 +1,26 @@
+// Package coordinator is Loom's control plane: a replicated state machine
+// of jobs, workers and assignments, the scheduler that drives it, and the
+// gRPC server and node wiring that run it on Raft.
+//
+// The layers, from pure to I/O:
+//
+//   - State (state.go) is the state machine. Apply(*Command) is a pure
+//     function of the state and the command: no clock, no I/O, no map-order
+//     dependence. Commands carry their time and an optional ID; a command
+//     whose ID was applied before returns the first result and changes
+//     nothing, so a write retried after raft.ErrLeadershipLost applies once.
+//   - Plan (schedule.go) is the leader's scheduler: state and time in,
+//     commands and checkpoint deletions out. Gang scheduling in the elastic
+//     range, failure handling (lost, restarted or stalled ranks → a new
+//     generation from the last committed checkpoint), stage advancement,
+//     completion and checkpoint retention.
+//   - FSM (fsm.go) adapts State to hashicorp/raft.
+//   - Server (server.go) is the gRPC API (api/loompb): any node answers
+//     reads from its replica; writes go to the leader, forwarded by
+//     followers. Bearer-token auth for user calls.
+//   - Node (node.go) wires it together with the Raft node, the worker
+//     registry watch and the leader loop, which starts only after Barrier.
+//
+// Scenario tests live in testdata/*.txt (see TestScripts); run
+// `go test ./coordinator -run TestScripts -update` to rewrite their traces.
+package coordinator
