@@ -1,8 +1,70 @@
 package kernels
 
+import "math"
+
 // unaryFwd32 and unaryBwd32 are the float32 training path of the unary
 // activations. They start as the float64-evaluated reference; faster float32
 // approximations replace individual kinds here, each tested against unaryRef.
 func unaryFwd32(k unaryKind, x, y []float32) { unaryFwd(k, x, y) }
 
 func unaryBwd32(k unaryKind, x, dy, dx []float32) { unaryBwd(k, x, dy, dx) }
+
+// expf is a float32 e^x with a relative error below 2e-7 (degree-6
+// polynomial on [−ln2/2, ln2/2] after range reduction, Cephes expf). It
+// flushes results below e^−87 to 0, so that masked or far-below-max scores
+// never produce subnormals (Go cannot set FTZ/DAZ), and returns +Inf above
+// e^88.72283.
+func expf(x float32) float32 {
+	const (
+		log2e = 1.44269504088896341
+		c1    = 0.693359375
+		c2    = -2.12194440e-4
+	)
+	if x < -87 {
+		return 0
+	}
+	if x != x {
+		return x // NaN
+	}
+	if x > 88.72283 {
+		return float32(math.Inf(1))
+	}
+	fx := x*log2e + 0.5
+	n := int32(fx)
+	if fx < 0 && float32(n) != fx {
+		n-- // floor
+	}
+	fn := float32(n)
+	r := x - fn*c1 - fn*c2
+	p := float32(1.9875691500e-4)
+	p = p*r + 1.3981999507e-3
+	p = p*r + 8.3334519073e-3
+	p = p*r + 4.1665795894e-2
+	p = p*r + 1.6666665459e-1
+	p = p*r + 5.0000001201e-1
+	y := p*r*r + r + 1
+	if n > 127 { // e^x just below MaxFloat32: 2^128 itself is not a float32
+		return 2 * y * math.Float32frombits(uint32(n+126)<<23)
+	}
+	return y * math.Float32frombits(uint32(n+127)<<23)
+}
+
+// expSubRow sets row[j] = exp(row[j] − m) and returns the sum (masked
+// entries hold −Inf and become 0).
+func expSubRow(row []float32, m float32) float32 {
+	var s0, s1 float32
+	j := 0
+	for ; j+1 < len(row); j += 2 {
+		e0 := expf(row[j] - m)
+		e1 := expf(row[j+1] - m)
+		row[j], row[j+1] = e0, e1
+		s0 += e0
+		s1 += e1
+	}
+	if j < len(row) {
+		e := expf(row[j] - m)
+		row[j] = e
+		s0 += e
+	}
+	return s0 + s1
+}

@@ -1,0 +1,402 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+)
+
+// This file holds the block-attention primitives that both the
+// single-process Attention op and ring attention (package collective) are
+// built from. Equations: FlashAttention-2 / RingAttention
+// (../shared/research/collectives.md §6).
+//
+// Layout: q is [nq, h, d], k and v are [nk, h, d], o/do/dq/dk/dv the same as
+// their inputs, row-major float32 (token-major, heads inside). lse and delta
+// are [nq, h].
+
+// AttnMask says which (query, key) pairs may attend, in GLOBAL terms, so
+// that a ring rank can apply it to a key/value block that came from another
+// rank. A nil *AttnMask is full attention.
+type AttnMask struct {
+	Causal     bool    // key may be attended only if KPos[j] <= QPos[i]
+	QPos, KPos []int32 // global positions of the query/key rows (required when Causal)
+	QSeg, KSeg []int32 // segment ids (packed sequences); nil means one segment. Different segments never attend.
+	// Prefix (with Causal) makes keys at positions < Prefix visible to every
+	// query of their segment: the prefix-LM / UniLM mask of BLIP-2's ITG loss
+	// (the learned queries see each other, text sees the queries and earlier
+	// text). 0 is plain causal.
+	Prefix int32
+}
+
+// allowed reports whether query row i may attend key row j.
+func (m *AttnMask) allowed(i, j int) bool {
+	if m == nil {
+		return true
+	}
+	if seg(m.QSeg, i) != seg(m.KSeg, j) {
+		return false
+	}
+	if m.Causal {
+		kp := m.KPos[j]
+		return kp <= m.QPos[i] || kp < m.Prefix
+	}
+	return true
+}
+
+func seg(s []int32, i int) int32 {
+	if s == nil {
+		return 0
+	}
+	return s[i]
+}
+
+func (m *AttnMask) check(op string, nq, nk int) {
+	if m == nil {
+		return
+	}
+	if m.Causal && (len(m.QPos) != nq || len(m.KPos) != nk) {
+		panic(fmt.Errorf("kernels: %s: causal mask needs QPos (%d) and KPos (%d) for %d queries and %d keys", op, len(m.QPos), len(m.KPos), nq, nk))
+	}
+	if (m.QSeg != nil && len(m.QSeg) != nq) || (m.KSeg != nil && len(m.KSeg) != nk) {
+		panic(fmt.Errorf("kernels: %s: QSeg has %d and KSeg %d entries for %d queries and %d keys", op, len(m.QSeg), len(m.KSeg), nq, nk))
+	}
+}
+
+func checkAttnBuf(op, name string, buf []float32, n int) {
+	if len(buf) < n {
+		panic(fmt.Errorf("kernels: %s: %s has %d values, needs %d", op, name, len(buf), n))
+	}
+}
+
+// Tile sizes: 64×64 score tiles keep each GEMM single-threaded (the tiles
+// themselves run in parallel) and the working set of one worker in L2.
+const (
+	attnBr = 64 // query rows per tile
+	attnBc = 64 // key rows per tile
+)
+
+type tileKind uint8
+
+const (
+	tileSkip    tileKind = iota // every pair masked
+	tileFull                    // every pair allowed
+	tilePartial                 // check each pair
+)
+
+// tileStats summarises the positions and segments of each tile so that
+// whole tiles can be skipped (above the causal diagonal, across segments)
+// or computed without per-pair checks.
+type tileStats struct {
+	minPos, maxPos, minSeg, maxSeg []int32
+}
+
+func newTileStats(pos, segs []int32, n, bs int) tileStats {
+	nt := (n + bs - 1) / bs
+	s := tileStats{make([]int32, nt), make([]int32, nt), make([]int32, nt), make([]int32, nt)}
+	for t := 0; t < nt; t++ {
+		lo, hi := t*bs, min(n, (t+1)*bs)
+		s.minPos[t], s.maxPos[t] = math.MaxInt32, math.MinInt32
+		s.minSeg[t], s.maxSeg[t] = math.MaxInt32, math.MinInt32
+		for i := lo; i < hi; i++ {
+			if pos != nil {
+				s.minPos[t] = min(s.minPos[t], pos[i])
+				s.maxPos[t] = max(s.maxPos[t], pos[i])
+			}
+			sg := seg(segs, i)
+			s.minSeg[t] = min(s.minSeg[t], sg)
+			s.maxSeg[t] = max(s.maxSeg[t], sg)
+		}
+	}
+	return s
+}
+
+type maskTiles struct {
+	m      *AttnMask
+	qs, ks tileStats
+}
+
+func newMaskTiles(m *AttnMask, nq, nk int) *maskTiles {
+	if m == nil {
+		return nil
+	}
+	mt := &maskTiles{m: m}
+	var qp, kp []int32
+	if m.Causal {
+		qp, kp = m.QPos, m.KPos
+	}
+	mt.qs = newTileStats(qp, m.QSeg, nq, attnBr)
+	mt.ks = newTileStats(kp, m.KSeg, nk, attnBc)
+	return mt
+}
+
+func (mt *maskTiles) kind(qt, kt int) tileKind {
+	if mt == nil {
+		return tileFull
+	}
+	q, k := &mt.qs, &mt.ks
+	if q.maxSeg[qt] < k.minSeg[kt] || k.maxSeg[kt] < q.minSeg[qt] {
+		return tileSkip
+	}
+	oneSeg := q.minSeg[qt] == q.maxSeg[qt] && k.minSeg[kt] == k.maxSeg[kt] && q.minSeg[qt] == k.minSeg[kt]
+	if !mt.m.Causal {
+		if oneSeg {
+			return tileFull
+		}
+		return tilePartial
+	}
+	p := mt.m.Prefix
+	if k.minPos[kt] > q.maxPos[qt] && k.minPos[kt] >= p {
+		return tileSkip
+	}
+	if oneSeg && (k.maxPos[kt] <= q.minPos[qt] || k.maxPos[kt] < p) {
+		return tileFull
+	}
+	return tilePartial
+}
+
+// maskTile sets the disallowed entries of the br×bc score tile s to −Inf.
+func (mt *maskTiles) maskTile(s []float32, i0, br, j0, bc int) {
+	ninf := float32(math.Inf(-1))
+	for r := 0; r < br; r++ {
+		row := s[r*bc : (r+1)*bc]
+		for c := range row {
+			if !mt.m.allowed(i0+r, j0+c) {
+				row[c] = ninf
+			}
+		}
+	}
+}
+
+// AttnBlockForward computes the softmax-normalised attention of the query
+// block over this one key block: o = softmax(scale·q·kᵀ + mask)·v, and lse =
+// log-sum-exp of the masked scaled scores per (row, head). A row with no
+// allowed key gets o = 0 and lse = −Inf. m may be nil (full attention). o
+// and lse are overwritten.
+//
+// It runs flash-style: 64×64 score tiles with an online softmax, never more
+// than one tile of scores per worker, in parallel over (head, query tile).
+func AttnBlockForward(q, k, v []float32, nq, nk, h, d int, scale float32, m *AttnMask, o, lse []float32) {
+	const op = "AttnBlockForward"
+	hd := h * d
+	checkAttnBuf(op, "q", q, nq*hd)
+	checkAttnBuf(op, "k", k, nk*hd)
+	checkAttnBuf(op, "v", v, nk*hd)
+	checkAttnBuf(op, "o", o, nq*hd)
+	checkAttnBuf(op, "lse", lse, nq*h)
+	m.check(op, nq, nk)
+	mt := newMaskTiles(m, nq, nk)
+	nqt, nkt := (nq+attnBr-1)/attnBr, (nk+attnBc-1)/attnBc
+	items := h * nqt
+	type scratch struct{ s, acc, mrow, l []float32 }
+	ws := make([]scratch, workersFor(items))
+	ninf := float32(math.Inf(-1))
+	parallelFor(items, func(w, item int) {
+		sc := &ws[w]
+		if sc.s == nil {
+			*sc = scratch{make([]float32, attnBr*attnBc), make([]float32, attnBr*d), make([]float32, attnBr), make([]float32, attnBr)}
+		}
+		hh, qt := item/nqt, item%nqt
+		i0 := qt * attnBr
+		br := min(attnBr, nq-i0)
+		acc, mrow, l := sc.acc[:br*d], sc.mrow[:br], sc.l[:br]
+		for i := range acc {
+			acc[i] = 0
+		}
+		for r := range mrow {
+			mrow[r], l[r] = ninf, 0
+		}
+		qi := q[i0*hd+hh*d:]
+		for kt := 0; kt < nkt; kt++ {
+			kind := mt.kind(qt, kt)
+			if kind == tileSkip {
+				continue
+			}
+			j0 := kt * attnBc
+			bc := min(attnBc, nk-j0)
+			s := sc.s[:br*bc]
+			sgemm(false, true, br, bc, d, scale, qi, hd, k[j0*hd+hh*d:], hd, 0, s, bc)
+			if kind == tilePartial {
+				mt.maskTile(s, i0, br, j0, bc)
+			}
+			for r := 0; r < br; r++ {
+				row := s[r*bc : (r+1)*bc]
+				mx := mrow[r]
+				for _, x := range row {
+					mx = max(mx, x)
+				}
+				if mx == ninf { // nothing allowed yet: p = 0
+					for c := range row {
+						row[c] = 0
+					}
+					continue
+				}
+				sum := expSubRow(row, mx)
+				if f := expf(mrow[r] - mx); f != 1 {
+					l[r] *= f
+					ar := acc[r*d : (r+1)*d]
+					for c := range ar {
+						ar[c] *= f
+					}
+				}
+				l[r] += sum
+				mrow[r] = mx
+			}
+			sgemm(false, false, br, d, bc, 1, s, bc, v[j0*hd+hh*d:], hd, 1, acc, d)
+		}
+		for r := 0; r < br; r++ {
+			orow := o[(i0+r)*hd+hh*d:][:d]
+			if l[r] == 0 {
+				for c := range orow {
+					orow[c] = 0
+				}
+				lse[(i0+r)*h+hh] = ninf
+				continue
+			}
+			inv := 1 / l[r]
+			for c, a := range acc[r*d : (r+1)*d] {
+				orow[c] = a * inv
+			}
+			lse[(i0+r)*h+hh] = mrow[r] + float32(math.Log(float64(l[r])))
+		}
+	})
+}
+
+// AttnMerge folds the partial (o2, lse2) over a disjoint key set into (o,
+// lse), in place: lse' = logaddexp(lse, lse2); o' = o·exp(lse−lse') +
+// o2·exp(lse2−lse'); −Inf on either side (no allowed key) is handled.
+func AttnMerge(o, lse, o2, lse2 []float32, nq, h, d int) {
+	const op = "AttnMerge"
+	checkAttnBuf(op, "o", o, nq*h*d)
+	checkAttnBuf(op, "o2", o2, nq*h*d)
+	checkAttnBuf(op, "lse", lse, nq*h)
+	checkAttnBuf(op, "lse2", lse2, nq*h)
+	for i := 0; i < nq*h; i++ {
+		a, b := float64(lse[i]), float64(lse2[i])
+		if math.IsInf(b, -1) {
+			continue
+		}
+		or, o2r := o[i*d:(i+1)*d], o2[i*d:(i+1)*d]
+		if math.IsInf(a, -1) {
+			copy(or, o2r)
+			lse[i] = lse2[i]
+			continue
+		}
+		mx := math.Max(a, b)
+		n := mx + math.Log(math.Exp(a-mx)+math.Exp(b-mx))
+		fa, fb := float32(math.Exp(a-n)), float32(math.Exp(b-n))
+		for c := range or {
+			or[c] = or[c]*fa + o2r[c]*fb
+		}
+		lse[i] = float32(n)
+	}
+}
+
+// AttnDelta writes delta[i,h] = Σ_d do[i,h,d]·o[i,h,d] (o is the FINAL
+// merged output).
+func AttnDelta(o, do []float32, nq, h, d int, delta []float32) {
+	checkAttnBuf("AttnDelta", "o", o, nq*h*d)
+	checkAttnBuf("AttnDelta", "do", do, nq*h*d)
+	checkAttnBuf("AttnDelta", "delta", delta, nq*h)
+	for i := 0; i < nq*h; i++ {
+		var s float32
+		a, b := o[i*d:(i+1)*d], do[i*d:(i+1)*d]
+		for c := range a {
+			s += a[c] * b[c]
+		}
+		delta[i] = s
+	}
+}
+
+// AttnBlockBackward ACCUMULATES (+=) this key block's contribution to dq, dk
+// and dv, recomputing p = exp(scale·q·kᵀ − lse) with the FINAL lse of the
+// full row; ds = p∘(do·vᵀ − delta), dq += scale·ds·k, dk += scale·dsᵀ·q,
+// dv += pᵀ·do.
+//
+// Work is split over (head, key tile), so each worker owns its dk and dv
+// rows; dq is accumulated in one private buffer per worker and summed at
+// the end (deterministic, no atomics).
+func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scale float32, m *AttnMask, dq, dk, dv []float32) {
+	const op = "AttnBlockBackward"
+	hd := h * d
+	for _, b := range []struct {
+		name string
+		buf  []float32
+		n    int
+	}{{"q", q, nq * hd}, {"k", k, nk * hd}, {"v", v, nk * hd}, {"do", do, nq * hd}, {"lse", lse, nq * h},
+		{"delta", delta, nq * h}, {"dq", dq, nq * hd}, {"dk", dk, nk * hd}, {"dv", dv, nk * hd}} {
+		checkAttnBuf(op, b.name, b.buf, b.n)
+	}
+	m.check(op, nq, nk)
+	mt := newMaskTiles(m, nq, nk)
+	nqt, nkt := (nq+attnBr-1)/attnBr, (nk+attnBc-1)/attnBc
+	items := h * nkt
+	nw := workersFor(items)
+	type scratch struct{ p, dp, dq []float32 }
+	ws := make([]scratch, nw)
+	parallelFor(items, func(w, item int) {
+		sc := &ws[w]
+		if sc.p == nil {
+			sc.p, sc.dp = make([]float32, attnBr*attnBc), make([]float32, attnBr*attnBc)
+			if nw == 1 {
+				sc.dq = dq
+			} else {
+				sc.dq = make([]float32, nq*hd)
+			}
+		}
+		hh, kt := item/nkt, item%nkt
+		j0 := kt * attnBc
+		bc := min(attnBc, nk-j0)
+		kj, vj := k[j0*hd+hh*d:], v[j0*hd+hh*d:]
+		dkj, dvj := dk[j0*hd+hh*d:], dv[j0*hd+hh*d:]
+		for qt := 0; qt < nqt; qt++ {
+			kind := mt.kind(qt, kt)
+			if kind == tileSkip {
+				continue
+			}
+			i0 := qt * attnBr
+			br := min(attnBr, nq-i0)
+			qi, doi := q[i0*hd+hh*d:], do[i0*hd+hh*d:]
+			p, dp := sc.p[:br*bc], sc.dp[:br*bc]
+			sgemm(false, true, br, bc, d, scale, qi, hd, kj, hd, 0, p, bc)
+			if kind == tilePartial {
+				mt.maskTile(p, i0, br, j0, bc)
+			}
+			for r := 0; r < br; r++ {
+				row := p[r*bc : (r+1)*bc]
+				ls := lse[(i0+r)*h+hh]
+				if math.IsInf(float64(ls), -1) {
+					for c := range row {
+						row[c] = 0
+					}
+					continue
+				}
+				expSubRow(row, ls)
+			}
+			// dv += pᵀ·do ; dp = do·vᵀ
+			sgemm(true, false, bc, d, br, 1, p, bc, doi, hd, 1, dvj, hd)
+			sgemm(false, true, br, bc, d, 1, doi, hd, vj, hd, 0, dp, bc)
+			for r := 0; r < br; r++ {
+				dl := delta[(i0+r)*h+hh]
+				pr, dr := p[r*bc:(r+1)*bc], dp[r*bc:(r+1)*bc]
+				for c := range dr {
+					dr[c] = pr[c] * (dr[c] - dl)
+				}
+			}
+			sgemm(true, false, bc, d, br, scale, dp, bc, qi, hd, 1, dkj, hd)
+			sgemm(false, false, br, d, bc, scale, dp, bc, kj, hd, 1, sc.dq[i0*hd+hh*d:], hd)
+		}
+	})
+	if nw > 1 {
+		parallelFor(nw, func(_, part int) {
+			lo, hi := part*len(dq[:nq*hd])/nw, (part+1)*len(dq[:nq*hd])/nw
+			for _, sc := range ws {
+				if sc.dq == nil {
+					continue
+				}
+				for i := lo; i < hi; i++ {
+					dq[i] += sc.dq[i]
+				}
+			}
+		})
+	}
+}

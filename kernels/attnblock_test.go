@@ -1,0 +1,210 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+type attnCase struct {
+	name      string
+	nq, nk, h int
+	d         int
+	mask      func(nq, nk int) *AttnMask
+}
+
+func posRange(lo, n int) []int32 {
+	p := make([]int32, n)
+	for i := range p {
+		p[i] = int32(lo + i)
+	}
+	return p
+}
+
+func attnCases() []attnCase {
+	return []attnCase{
+		{"full", 70, 130, 2, 8, func(nq, nk int) *AttnMask { return nil }},
+		{"causal", 150, 150, 2, 16, func(nq, nk int) *AttnMask {
+			return &AttnMask{Causal: true, QPos: posRange(0, nq), KPos: posRange(0, nk)}
+		}},
+		{"causal-offset", 65, 200, 1, 8, func(nq, nk int) *AttnMask { // a ring rank's later query block
+			return &AttnMask{Causal: true, QPos: posRange(100, nq), KPos: posRange(0, nk)}
+		}},
+		{"segments", 140, 140, 2, 8, func(nq, nk int) *AttnMask {
+			packed := func(n, per int) (pos, seg []int32) {
+				for i := 0; i < n; i++ {
+					pos = append(pos, int32(i%per)) // positions restart at 0
+					seg = append(seg, int32(i/per)) // packed sequences of per tokens
+				}
+				return pos, seg
+			}
+			per := max(2, nq/3)
+			qp, qs := packed(nq, per)
+			kp, ks := packed(nk, per)
+			return &AttnMask{Causal: true, QPos: qp, KPos: kp, QSeg: qs, KSeg: ks}
+		}},
+		{"prefix", 100, 100, 2, 8, func(nq, nk int) *AttnMask {
+			return &AttnMask{Causal: true, QPos: posRange(0, nq), KPos: posRange(0, nk), Prefix: 32}
+		}},
+		{"padding", 50, 90, 1, 8, func(nq, nk int) *AttnMask {
+			ks := make([]int32, nk)
+			for j := 70; j < nk; j++ {
+				ks[j] = -1 // padded keys
+			}
+			return &AttnMask{KSeg: ks}
+		}},
+		{"empty-rows", 40, 40, 1, 4, func(nq, nk int) *AttnMask { // queries 0..9 see nothing
+			return &AttnMask{Causal: true, QPos: posRange(0, nq), KPos: posRange(10, nk)}
+		}},
+	}
+}
+
+func randSlice(rng *rand.Rand, n int) ([]float32, []float64) {
+	a, b := make([]float32, n), make([]float64, n)
+	for i := range a {
+		a[i] = float32(rng.NormFloat64())
+		b[i] = float64(a[i])
+	}
+	return a, b
+}
+
+func maxRelErr(got []float32, want []float64) (float64, int) {
+	worst, at := 0.0, -1
+	for i := range want {
+		e := math.Abs(float64(got[i])-want[i]) / (1 + math.Abs(want[i]))
+		if math.IsInf(want[i], -1) && math.IsInf(float64(got[i]), -1) {
+			e = 0
+		}
+		if e > worst || math.IsNaN(e) {
+			worst, at = e, i
+		}
+	}
+	return worst, at
+}
+
+// TestAttnBlockVsDense runs the ring-attention composition in one process:
+// the keys are cut into blocks, each block's partial is merged with
+// AttnMerge, the backward is accumulated block by block with the final lse,
+// and everything must match dense float64 attention.
+func TestAttnBlockVsDense(t *testing.T) {
+	for _, tc := range attnCases() {
+		for _, nblocks := range []int{1, 3} {
+			t.Run(fmt.Sprintf("%s/%dblocks", tc.name, nblocks), func(t *testing.T) {
+				rng := rand.New(rand.NewPCG(7, uint64(tc.nq)))
+				nq, nk, h, d := tc.nq, tc.nk, tc.h, tc.d
+				m := tc.mask(nq, nk)
+				scale := float32(1 / math.Sqrt(float64(d)))
+				q32, q64 := randSlice(rng, nq*h*d)
+				k32, k64 := randSlice(rng, nk*h*d)
+				v32, v64 := randSlice(rng, nk*h*d)
+				do32, do64 := randSlice(rng, nq*h*d)
+				wantO, wantL := attnDenseRef(q64, k64, v64, nq, nk, h, d, float64(scale), m)
+				wdq, wdk, wdv := attnDenseRefBwd(q64, k64, v64, do64, nq, nk, h, d, float64(scale), m)
+
+				o, lse := make([]float32, nq*h*d), make([]float32, nq*h)
+				o2, lse2 := make([]float32, nq*h*d), make([]float32, nq*h)
+				bounds := blockBounds(nk, nblocks)
+				for b := 0; b+1 < len(bounds); b++ {
+					lo, hi := bounds[b], bounds[b+1]
+					bm := subMaskK(m, lo, hi)
+					if b == 0 {
+						AttnBlockForward(q32, k32[lo*h*d:hi*h*d], v32[lo*h*d:hi*h*d], nq, hi-lo, h, d, scale, bm, o, lse)
+						continue
+					}
+					AttnBlockForward(q32, k32[lo*h*d:hi*h*d], v32[lo*h*d:hi*h*d], nq, hi-lo, h, d, scale, bm, o2, lse2)
+					AttnMerge(o, lse, o2, lse2, nq, h, d)
+				}
+				if e, at := maxRelErr(o, wantO); e > 1e-5 {
+					t.Errorf("AttnBlockForward(%s): o[%d] = %g, want %g (rel err %.2g)", tc.name, at, o[at], wantO[at], e)
+				}
+				if e, at := maxRelErr(lse, wantL); e > 1e-5 {
+					t.Errorf("AttnBlockForward(%s): lse[%d] = %g, want %g (rel err %.2g)", tc.name, at, lse[at], wantL[at], e)
+				}
+				delta := make([]float32, nq*h)
+				AttnDelta(o, do32, nq, h, d, delta)
+				dq, dk, dv := make([]float32, nq*h*d), make([]float32, nk*h*d), make([]float32, nk*h*d)
+				for b := 0; b+1 < len(bounds); b++ {
+					lo, hi := bounds[b], bounds[b+1]
+					AttnBlockBackward(q32, k32[lo*h*d:hi*h*d], v32[lo*h*d:hi*h*d], do32, lse, delta, nq, hi-lo, h, d, scale,
+						subMaskK(m, lo, hi), dq, dk[lo*h*d:hi*h*d], dv[lo*h*d:hi*h*d])
+				}
+				for _, g := range []struct {
+					name string
+					got  []float32
+					want []float64
+				}{{"dq", dq, wdq}, {"dk", dk, wdk}, {"dv", dv, wdv}} {
+					if e, at := maxRelErr(g.got, g.want); e > 1e-5 {
+						t.Errorf("AttnBlockBackward(%s): %s[%d] = %g, want %g (rel err %.2g)", tc.name, g.name, at, g.got[at], g.want[at], e)
+					}
+				}
+			})
+		}
+	}
+}
+
+func blockBounds(n, parts int) []int {
+	b := []int{0}
+	for i := 1; i <= parts; i++ {
+		b = append(b, n*i/parts)
+	}
+	return b
+}
+
+// subMaskK restricts a mask to the key rows [lo, hi).
+func subMaskK(m *AttnMask, lo, hi int) *AttnMask {
+	if m == nil {
+		return nil
+	}
+	s := *m
+	if s.KPos != nil {
+		s.KPos = s.KPos[lo:hi]
+	}
+	if s.KSeg != nil {
+		s.KSeg = s.KSeg[lo:hi]
+	}
+	return &s
+}
+
+// TestAttnDenseRefGrad checks the dense reference's backward itself by
+// central finite differences in float64.
+func TestAttnDenseRefGrad(t *testing.T) {
+	for _, tc := range attnCases() {
+		nq, nk, h, d := 5, 7, 2, 3
+		m := tc.mask(nq, nk)
+		if m != nil && m.Prefix != 0 {
+			m.Prefix = 2
+		}
+		runCases(t, []opCase{{
+			name:   "attnDense/" + tc.name,
+			shapes: [][]int{{nq, h, d}, {nk, h, d}, {nk, h, d}},
+			tape: func(tp *Tape, in []*Tensor) *Tensor {
+				return tp.Attention(tp.Reshape(in[0], 1, nq, h, d), tp.Reshape(in[1], 1, nk, h, d), tp.Reshape(in[2], 1, nk, h, d),
+					AttnOptions{Mask: m, Scale: 0.7})
+			},
+			ref: func(in [][]float64) ([]float64, func([]float64) [][]float64) {
+				o, _ := attnDenseRef(in[0], in[1], in[2], nq, nk, h, d, 0.7, m)
+				return o, func(do []float64) [][]float64 {
+					dq, dk, dv := attnDenseRefBwd(in[0], in[1], in[2], do, nq, nk, h, d, 0.7, m)
+					return [][]float64{dq, dk, dv}
+				}
+			},
+		}})
+	}
+}
+
+func TestAttnMergeInf(t *testing.T) {
+	ninf := float32(math.Inf(-1))
+	o, lse := []float32{0, 0, 1, 2}, []float32{ninf, 0.5}
+	o2, lse2 := []float32{3, 4, 5, 6}, []float32{0.1, ninf}
+	AttnMerge(o, lse, o2, lse2, 2, 1, 2)
+	want := []float32{3, 4, 1, 2}
+	for i := range want {
+		if o[i] != want[i] {
+			t.Fatalf("AttnMerge with -Inf sides: o = %v, want %v", o, want)
+		}
+	}
+	if lse[0] != 0.1 || lse[1] != 0.5 {
+		t.Fatalf("AttnMerge with -Inf sides: lse = %v, want [0.1 0.5]", lse)
+	}
+}
