@@ -1,0 +1,154 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+)
+
+// ---------------------------------------------------------------------------
+// Rotary position embedding (RoPE), "rotate half" convention of LLaMA/HF:
+// within a rotated block of width w, channel c < w/2 pairs with c + w/2 and
+// both rotate by pos·θ^(−2c/w).
+// x is [rows, h, d]; pos gives one position per row.
+// ---------------------------------------------------------------------------
+
+// ropeApply rotates channels [off, off+w) of every head by pos[row]·freq
+// (sign −1 applies the inverse rotation, for backward) and accumulates into
+// y (y = x rotated when y starts at 0).
+func ropeApply[T float](rows, h, d int, x, y []T, pos []int32, theta float64, off, w int, sign float64) {
+	half := w / 2
+	inv := make([]float64, half)
+	for c := range inv {
+		inv[c] = math.Pow(theta, -2*float64(c)/float64(w))
+	}
+	cs, sn := make([]T, half), make([]T, half)
+	for r := 0; r < rows; r++ {
+		p := float64(pos[r%len(pos)])
+		for c := range inv {
+			a := p * inv[c]
+			cs[c], sn[c] = T(math.Cos(a)), T(sign*math.Sin(a))
+		}
+		for hh := 0; hh < h; hh++ {
+			base := r*h*d + hh*d + off
+			xr, yr := x[base:base+w], y[base:base+w]
+			for c := 0; c < half; c++ {
+				x1, x2 := xr[c], xr[c+half]
+				yr[c] += x1*cs[c] - x2*sn[c]
+				yr[c+half] += x1*sn[c] + x2*cs[c]
+			}
+		}
+	}
+}
+
+// copyOutside copies (accumulates) the channels of each head outside [off, off+w).
+func copyOutside[T float](rows, h, d int, x, y []T, blocks [][2]int) {
+	for i := 0; i < rows*h; i++ {
+		xr, yr := x[i*d:(i+1)*d], y[i*d:(i+1)*d]
+		for c := 0; c < d; c++ {
+			inside := false
+			for _, b := range blocks {
+				if c >= b[0] && c < b[0]+b[1] {
+					inside = true
+				}
+			}
+			if !inside {
+				yr[c] += xr[c]
+			}
+		}
+	}
+}
+
+// RoPEConfig configures Tape.RoPE.
+type RoPEConfig struct {
+	Theta float64 // base; 10000 (LLaMA), 1e6…5e7 for LWM's long-context stages
+	// Pos holds one position per token row (x's dimensions before [H, D]),
+	// or one per sequence position shared by every batch row (len = S).
+	// Packed sequences restart at 0 in each segment.
+	Pos []int32
+	// Rows and Cols, instead of Pos, give 2-D positions (image grids): the
+	// first half of each head's channels rotates by the row, the second
+	// half by the column.
+	Rows, Cols []int32
+	// Dims rotates only the first Dims channels of each head (partial
+	// rotary); 0 means all.
+	Dims int
+}
+
+// RoPE applies rotary position embedding to x [..., H, D] (D even).
+func (tp *Tape) RoPE(x *Tensor, cfg RoPEConfig) *Tensor {
+	if len(x.Shape) < 2 {
+		panic(shapeErr("RoPE", x.Shape, nil, "want [..., heads, dim]"))
+	}
+	h, d := x.Shape[len(x.Shape)-2], x.Shape[len(x.Shape)-1]
+	rows := numel(x.Shape[:len(x.Shape)-2])
+	rd := cfg.Dims
+	if rd == 0 {
+		rd = d
+	}
+	if cfg.Theta <= 0 {
+		panic(fmt.Errorf("kernels: RoPE: theta %g must be positive", cfg.Theta))
+	}
+	var blocks [][2]int
+	var poss [][]int32
+	if cfg.Rows != nil || cfg.Cols != nil {
+		if rd%4 != 0 || rd > d {
+			panic(shapeErr("RoPE", x.Shape, []int{rd}, "2-D RoPE needs rotated dims divisible by 4"))
+		}
+		blocks = [][2]int{{0, rd / 2}, {rd / 2, rd / 2}}
+		poss = [][]int32{cfg.Rows, cfg.Cols}
+	} else {
+		if rd%2 != 0 || rd > d {
+			panic(shapeErr("RoPE", x.Shape, []int{rd}, "rotated dims must be even and at most the head dim"))
+		}
+		blocks = [][2]int{{0, rd}}
+		poss = [][]int32{cfg.Pos}
+	}
+	for _, p := range poss {
+		if len(p) == 0 || rows%len(p) != 0 {
+			panic(shapeErr("RoPE", x.Shape, []int{len(p)}, "need one position per token row (%d) or per sequence position", rows))
+		}
+	}
+	out := Zeros(x.Shape...)
+	for i, b := range blocks {
+		ropeApply(rows, h, d, x.Data, out.Data, poss[i], cfg.Theta, b[0], b[1], 1)
+	}
+	copyOutside(rows, h, d, x.Data, out.Data, blocks)
+	tp.record("RoPE", out, func() {
+		g := x.gradBuf()
+		for i, b := range blocks {
+			ropeApply(rows, h, d, out.Grad, g, poss[i], cfg.Theta, b[0], b[1], -1)
+		}
+		copyOutside(rows, h, d, out.Grad, g, blocks)
+	}, x)
+	return out
+}
+
+// ---------------------------------------------------------------------------
+// Fixed 2-D sin-cos position table (MAE / ViT-style, no gradient).
+// ---------------------------------------------------------------------------
+
+// SinCos2D returns the [gridH·gridW, dim] table of MAE's
+// get_2d_sincos_pos_embed: for the token at (row i, column j), the first
+// dim/2 channels encode j and the last dim/2 encode i, each as
+// [sin(p·ω), cos(p·ω)] with ω_k = 10000^(−k/(dim/4)). dim must be a
+// multiple of 4.
+func SinCos2D(gridH, gridW, dim int) *Tensor {
+	if dim%4 != 0 || gridH < 0 || gridW < 0 {
+		panic(shapeErr("SinCos2D", []int{gridH, gridW}, []int{dim}, "dim must be a multiple of 4"))
+	}
+	t := Zeros(gridH*gridW, dim)
+	q := dim / 4
+	for i := 0; i < gridH; i++ {
+		for j := 0; j < gridW; j++ {
+			row := t.Data[(i*gridW+j)*dim:][:dim]
+			for k := 0; k < q; k++ {
+				om := 1 / math.Pow(10000, float64(k)/float64(q))
+				row[k] = float32(math.Sin(float64(j) * om))
+				row[q+k] = float32(math.Cos(float64(j) * om))
+				row[2*q+k] = float32(math.Sin(float64(i) * om))
+				row[3*q+k] = float32(math.Cos(float64(i) * om))
+			}
+		}
+	}
+	return t
+}
