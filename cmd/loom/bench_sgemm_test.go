@@ -1,0 +1,99 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// runBenchSgemm runs a fresh `loom bench sgemm` (flags do not leak between calls).
+func runBenchSgemm(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	c := newBenchSgemmCmd()
+	var out bytes.Buffer
+	c.SetOut(&out)
+	c.SetErr(&out)
+	c.SetArgs(args)
+	err := c.Execute()
+	return out.String(), err
+}
+
+func TestBenchSgemmJSON(t *testing.T) {
+	out, err := runBenchSgemm(t, "--n", "40", "--threads", "1", "--rounds", "1", "--budget", "1ms", "--baseline=false", "--json")
+	if err != nil {
+		t.Fatalf("loom bench sgemm --n 40 --json: %v", err)
+	}
+	var r sgemmResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("loom bench sgemm --json printed non-JSON %q: %v", out, err)
+	}
+	if r.M != 40 || r.N != 40 || r.K != 40 || r.Threads != 1 || !(r.GFLOPS > 0) || r.Kernel == "" {
+		t.Errorf("loom bench sgemm --n 40 --threads 1 --json got %+v, want a 40³ result on 1 thread with gflops > 0", r)
+	}
+	if r.BaselineGFLOPS != nil || r.Ratio != nil || !strings.Contains(r.Baseline, "not run") {
+		t.Errorf("--baseline=false got baseline_gflops=%v ratio=%v baseline=%q, want null, null, \"not run ...\"", r.BaselineGFLOPS, r.Ratio, r.Baseline)
+	}
+}
+
+func TestBenchSgemmTable(t *testing.T) {
+	out, err := runBenchSgemm(t, "--m", "7", "--n", "9", "--k", "5", "--trans", "nt", "--threads", "2", "--rounds", "1", "--budget", "1ms", "--baseline=false")
+	if err != nil {
+		t.Fatalf("loom bench sgemm --m 7 --n 9 --k 5: %v", err)
+	}
+	for _, want := range []string{"loom GFLOP/s", "baseline GFLOP/s", "ratio", "7x9x5 NT", "unavailable"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("loom bench sgemm table lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestBenchSgemmFlagErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--m", "4", "--n", "4"}, "--k is missing"},
+		{[]string{"--shapes", "model", "--k", "4"}, "exclude each other"},
+		{[]string{"--shapes", "huge"}, `--shapes "huge"`},
+		{[]string{"--trans", "tt"}, `--trans "tt"`},
+		{[]string{"--n", "0"}, "must be positive"},
+		{[]string{"--threads", "-1"}, "--threads -1"},
+		{[]string{"--rounds", "0"}, "--rounds 0"},
+	} {
+		_, err := runBenchSgemm(t, append(tc.args, "--baseline=false")...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("loom bench sgemm %s: got error %v, want one containing %q", strings.Join(tc.args, " "), err, tc.want)
+		}
+	}
+}
+
+// TestBenchSgemmBaseline runs the real OpenBLAS harness where numpy on OpenBLAS is
+// installed, and checks that a missing interpreter is reported, not invented.
+func TestBenchSgemmBaseline(t *testing.T) {
+	out, err := runBenchSgemm(t, "--n", "32", "--rounds", "1", "--budget", "1ms", "--python", "/nonexistent/python3", "--json")
+	if err != nil {
+		t.Fatalf("loom bench sgemm --python /nonexistent/python3: %v", err)
+	}
+	var r sgemmResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.BaselineGFLOPS != nil || !strings.HasPrefix(r.Baseline, "unavailable: ") {
+		t.Errorf("with no Python got baseline_gflops=%v baseline=%q, want null and \"unavailable: ...\"", r.BaselineGFLOPS, r.Baseline)
+	}
+
+	out, err = runBenchSgemm(t, "--n", "32", "--rounds", "2", "--budget", "1ms", "--json")
+	if err != nil {
+		t.Fatalf("loom bench sgemm --n 32: %v", err)
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.BaselineGFLOPS == nil {
+		t.Skipf("OpenBLAS baseline not available here: %s", r.Baseline)
+	}
+	if !(*r.BaselineGFLOPS > 0) || r.Ratio == nil || !strings.Contains(r.Baseline, "OpenBLAS") {
+		t.Errorf("got baseline_gflops=%v ratio=%v baseline=%q, want a positive OpenBLAS rate and a ratio", *r.BaselineGFLOPS, r.Ratio, r.Baseline)
+	}
+}
