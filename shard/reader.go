@@ -1,0 +1,435 @@
+package shard
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"image"
+	_ "image/jpeg" // image formats the reader can check
+	_ "image/png"
+	"io"
+	"sync"
+
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+)
+
+// ReaderOptions configures a Reader.
+type ReaderOptions struct {
+	// CacheBytes bounds the decoded batches kept in memory (default 256 MiB).
+	CacheBytes int64
+	// Fetchers bounds concurrent range GETs made by prefetching (default 4).
+	Fetchers int
+	// SkipImageCheck turns off the check that every image's header decodes
+	// and matches its stored size.
+	SkipImageCheck bool
+}
+
+// Loc addresses one sample: a shard of a dataset and a row in it.
+type Loc struct {
+	Shard int
+	Row   int64
+}
+
+// Reader gives random access to a dataset's samples by (shard, row). Each
+// record batch is fetched with one range GET, checked against the sha256 in
+// the index, decoded through the shard's Arrow footer, and kept in a
+// byte-bounded LRU cache. A Reader is safe for concurrent use.
+type Reader struct {
+	store  ObjectStore
+	prefix string
+	index  *Index
+	opts   ReaderOptions
+
+	mu       sync.Mutex
+	cache    *lru[batchKey, []Sample] // guarded by mu
+	inflight map[batchKey]*fetch      // guarded by mu
+	footers  map[int][]byte           // shard -> footer bytes; guarded by mu
+
+	sem chan struct{} // prefetch concurrency
+	wg  sync.WaitGroup
+
+	statsMu sync.Mutex
+	gets    int64
+	fetched int64
+}
+
+type batchKey struct{ shard, batch int }
+
+type fetch struct {
+	done    chan struct{}
+	samples []Sample
+	err     error
+}
+
+// OpenReader reads and checks the index of the dataset under prefix.
+func OpenReader(ctx context.Context, store ObjectStore, prefix string, opts ReaderOptions) (*Reader, error) {
+	ix, err := ReadIndex(ctx, store, prefix)
+	if err != nil {
+		return nil, err
+	}
+	return NewReader(store, prefix, ix, opts), nil
+}
+
+// ReadIndex fetches and parses the index of the dataset under prefix.
+func ReadIndex(ctx context.Context, store ObjectStore, prefix string) (*Index, error) {
+	key := JoinKey(prefix, IndexName)
+	data, err := store.GetRange(ctx, key, 0, -1)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("dataset %s: no %s (not a dataset, or its ingest has not finished): %w", prefix, IndexName, err)
+		}
+		return nil, fmt.Errorf("dataset %s: %w", prefix, err)
+	}
+	return ParseIndex(data, key)
+}
+
+// NewReader returns a reader of an index already loaded.
+func NewReader(store ObjectStore, prefix string, ix *Index, opts ReaderOptions) *Reader {
+	if opts.CacheBytes <= 0 {
+		opts.CacheBytes = 256 << 20
+	}
+	if opts.Fetchers <= 0 {
+		opts.Fetchers = 4
+	}
+	return &Reader{store: store, prefix: prefix, index: ix, opts: opts,
+		cache: newLRU[batchKey, []Sample](opts.CacheBytes), inflight: map[batchKey]*fetch{},
+		footers: map[int][]byte{}, sem: make(chan struct{}, opts.Fetchers)}
+}
+
+// Index returns the dataset's index.
+func (r *Reader) Index() *Index { return r.index }
+
+// Stats returns the range GETs made and the bytes they fetched.
+func (r *Reader) Stats() (gets, bytes int64) {
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
+	return r.gets, r.fetched
+}
+
+// Close waits for background prefetches to finish.
+func (r *Reader) Close() error {
+	r.wg.Wait()
+	return nil
+}
+
+func (r *Reader) objectName(shard int) string {
+	return JoinKey(r.prefix, r.index.Shards[shard].Key)
+}
+
+// Get returns the sample at (shard, row).
+func (r *Reader) Get(ctx context.Context, shard int, row int64) (Sample, error) {
+	if shard < 0 || shard >= len(r.index.Shards) {
+		return Sample{}, fmt.Errorf("dataset %s: shard %d out of range [0, %d)", r.prefix, shard, len(r.index.Shards))
+	}
+	si := &r.index.Shards[shard]
+	b, in, ok := si.locate(row)
+	if !ok {
+		return Sample{}, fmt.Errorf("object %s: row %d out of range [0, %d)", r.objectName(shard), row, si.Rows)
+	}
+	samples, err := r.batch(ctx, batchKey{shard, b}, false)
+	if err != nil {
+		return Sample{}, err
+	}
+	return samples[in], nil
+}
+
+// prefetch starts fetching the batch holding loc in the background, unless
+// it is cached or already being fetched.
+func (r *Reader) prefetch(ctx context.Context, loc Loc) {
+	if loc.Shard < 0 || loc.Shard >= len(r.index.Shards) {
+		return
+	}
+	b, _, ok := r.index.Shards[loc.Shard].locate(loc.Row)
+	if !ok {
+		return
+	}
+	k := batchKey{loc.Shard, b}
+	r.mu.Lock()
+	_, cached := r.cache.get(k)
+	_, flying := r.inflight[k]
+	r.mu.Unlock()
+	if cached || flying {
+		return
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		_, _ = r.batch(ctx, k, true)
+	}()
+}
+
+// batch returns the decoded samples of one batch, fetching it (once, even
+// when asked concurrently) if it is not cached.
+func (r *Reader) batch(ctx context.Context, k batchKey, background bool) ([]Sample, error) {
+	r.mu.Lock()
+	if s, ok := r.cache.get(k); ok {
+		r.mu.Unlock()
+		return s, nil
+	}
+	if f, ok := r.inflight[k]; ok {
+		r.mu.Unlock()
+		select {
+		case <-f.done:
+			return f.samples, f.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	f := &fetch{done: make(chan struct{})}
+	r.inflight[k] = f
+	r.mu.Unlock()
+
+	if background {
+		select {
+		case r.sem <- struct{}{}:
+		case <-ctx.Done():
+			f.err = ctx.Err()
+		}
+	}
+	if f.err == nil {
+		f.samples, f.err = r.load(ctx, k)
+		if background {
+			<-r.sem
+		}
+	}
+	r.mu.Lock()
+	delete(r.inflight, k)
+	if f.err == nil {
+		r.cache.add(k, f.samples, r.index.Shards[k.shard].Batches[k.batch].Length)
+	}
+	r.mu.Unlock()
+	close(f.done)
+	return f.samples, f.err
+}
+
+// load fetches, verifies and decodes one batch.
+func (r *Reader) load(ctx context.Context, k batchKey) ([]Sample, error) {
+	si := &r.index.Shards[k.shard]
+	bi := si.Batches[k.batch]
+	obj := r.objectName(k.shard)
+	first := si.firstRow(k.batch)
+	where := fmt.Sprintf("object %s batch %d (rows %d-%d)", obj, k.batch, first, first+bi.Rows-1)
+
+	footer, err := r.footer(ctx, k.shard)
+	if err != nil {
+		return nil, err
+	}
+	data, err := r.store.GetRange(ctx, obj, bi.Offset, bi.Length)
+	r.count(int64(len(data)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	if int64(len(data)) != bi.Length {
+		return nil, fmt.Errorf("%s: got %d bytes, want %d (truncated shard?)", where, len(data), bi.Length)
+	}
+	if h := sha256.Sum256(data); hex.EncodeToString(h[:]) != bi.SHA256 {
+		return nil, fmt.Errorf("%s: sha256 %x does not match the index (%s): corrupt shard", where, h[:8], bi.SHA256[:16])
+	}
+	ra := &rangeReaderAt{obj: obj, size: si.Size, parts: []part{{si.FooterOffset, footer}, {bi.Offset, data}}}
+	fr, err := ipc.NewFileReader(ra, ipc.WithFooterOffset(si.Size), ipc.WithAllocator(memory.DefaultAllocator))
+	if err != nil {
+		return nil, fmt.Errorf("object %s: footer: %w", obj, err)
+	}
+	defer fr.Close()
+	want, _ := Schema(r.index.Kind)
+	if !fr.Schema().Equal(want) {
+		return nil, fmt.Errorf("object %s: schema mismatch: the index says kind %s (%v), the file has %v", obj, r.index.Kind, want, fr.Schema())
+	}
+	if fr.NumRecords() != len(si.Batches) {
+		return nil, fmt.Errorf("object %s: footer lists %d record batches, the index %d", obj, fr.NumRecords(), len(si.Batches))
+	}
+	rec, err := fr.RecordBatchAt(k.batch)
+	if err != nil {
+		return nil, fmt.Errorf("%s: decode: %w", where, err)
+	}
+	defer rec.Release()
+	if rec.NumRows() != bi.Rows {
+		return nil, fmt.Errorf("%s: %d rows, the index says %d", where, rec.NumRows(), bi.Rows)
+	}
+	samples := decodeRecord(r.index.Kind, rec)
+	for i := range samples {
+		if err := ValidateSample(r.index.Kind, &samples[i]); err != nil {
+			return nil, fmt.Errorf("object %s row %d (id %q): %w", obj, first+int64(i), samples[i].ID, err)
+		}
+		if !r.opts.SkipImageCheck {
+			if err := checkImages(&samples[i]); err != nil {
+				return nil, fmt.Errorf("object %s row %d (id %q): %w", obj, first+int64(i), samples[i].ID, err)
+			}
+		}
+	}
+	return samples, nil
+}
+
+func (r *Reader) count(n int64) {
+	r.statsMu.Lock()
+	r.gets++
+	r.fetched += n
+	r.statsMu.Unlock()
+}
+
+// footer returns (fetching once) the footer bytes of a shard: one range GET
+// from the end of the last batch to the end of the file.
+func (r *Reader) footer(ctx context.Context, shard int) ([]byte, error) {
+	r.mu.Lock()
+	f, ok := r.footers[shard]
+	r.mu.Unlock()
+	if ok {
+		return f, nil
+	}
+	si := &r.index.Shards[shard]
+	obj := r.objectName(shard)
+	data, err := r.store.GetRange(ctx, obj, si.FooterOffset, si.Size-si.FooterOffset)
+	r.count(int64(len(data)))
+	if err != nil {
+		return nil, fmt.Errorf("object %s: footer: %w", obj, err)
+	}
+	if len(data) < 10 || !bytes.Equal(data[len(data)-6:], []byte("ARROW1")) {
+		return nil, fmt.Errorf("object %s: no Arrow file footer at [%d, %d) (truncated or not an Arrow IPC file)", obj, si.FooterOffset, si.Size)
+	}
+	r.mu.Lock()
+	r.footers[shard] = data
+	r.mu.Unlock()
+	return data, nil
+}
+
+// checkImages decodes each image's header and compares it with the stored
+// format and size.
+func checkImages(s *Sample) error {
+	check := func(what string, im *Image) error {
+		cfg, format, err := image.DecodeConfig(bytes.NewReader(im.Data))
+		if err != nil {
+			return fmt.Errorf("%s: undecodable image: %w", what, err)
+		}
+		if cfg.Width != im.Width || cfg.Height != im.Height {
+			return fmt.Errorf("%s: image is %dx%d, stored size says %dx%d", what, cfg.Width, cfg.Height, im.Width, im.Height)
+		}
+		if format != im.Format {
+			return fmt.Errorf("%s: image is %s, stored format says %s", what, format, im.Format)
+		}
+		return nil
+	}
+	if s.Image != nil {
+		if err := check("image", s.Image); err != nil {
+			return err
+		}
+	}
+	for i := range s.Items {
+		if s.Items[i].Image != nil {
+			if err := check(fmt.Sprintf("item %d", i), s.Items[i].Image); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range s.Frames {
+		if err := check(fmt.Sprintf("frame %d", i), &s.Frames[i]); err != nil {
+			return err
+		}
+	}
+	for i := range s.Images {
+		if err := check(fmt.Sprintf("image %d", i), &s.Images[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rangeReaderAt serves the Arrow file reader from the byte ranges fetched
+// for it (the footer and one batch); a read outside them is an error, so a
+// footer that disagrees with the index is detected rather than causing
+// extra requests.
+type rangeReaderAt struct {
+	obj   string
+	size  int64
+	parts []part
+	pos   int64
+}
+
+type part struct {
+	off  int64
+	data []byte
+}
+
+func (r *rangeReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	for _, pt := range r.parts {
+		if off >= pt.off && off+int64(len(p)) <= pt.off+int64(len(pt.data)) {
+			return copy(p, pt.data[off-pt.off:]), nil
+		}
+	}
+	return 0, fmt.Errorf("object %s: read [%d, %d) outside the ranges named by the index (footer and index disagree)", r.obj, off, off+int64(len(p)))
+}
+
+func (r *rangeReaderAt) Read(p []byte) (int, error) {
+	n, err := r.ReadAt(p, r.pos)
+	r.pos += int64(n)
+	return n, err
+}
+
+func (r *rangeReaderAt) Seek(off int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+		r.pos = off
+	case io.SeekCurrent:
+		r.pos += off
+	case io.SeekEnd:
+		r.pos = r.size + off
+	}
+	return r.pos, nil
+}
+
+// Stream yields the samples at a sequence of locations in order, keeping up
+// to Ahead samples' batches fetched or in flight ahead of the consumer.
+type Stream struct {
+	r     *Reader
+	ctx   context.Context
+	seq   func(i int64) (Loc, bool)
+	ahead int64
+	next  int64 // index of the next sample to return
+	sched int64 // locations below this have been scheduled for prefetch
+}
+
+// Stream returns an iterator over the locations seq(0), seq(1), ... until
+// seq reports false. ahead bounds how many samples beyond the current one
+// are prefetched (default 256); keep ahead's batches well within CacheBytes.
+func (r *Reader) Stream(ctx context.Context, seq func(i int64) (Loc, bool), ahead int) *Stream {
+	if ahead <= 0 {
+		ahead = 256
+	}
+	return &Stream{r: r, ctx: ctx, seq: seq, ahead: int64(ahead)}
+}
+
+// Next returns the next sample and its location, or io.EOF at the end.
+func (s *Stream) Next() (Sample, Loc, error) {
+	loc, ok := s.seq(s.next)
+	if !ok {
+		return Sample{}, Loc{}, io.EOF
+	}
+	if s.sched < s.next+1 {
+		s.sched = s.next + 1
+	}
+	var last batchKey
+	for ; s.sched <= s.next+s.ahead; s.sched++ {
+		l, ok := s.seq(s.sched)
+		if !ok {
+			break
+		}
+		if l.Shard >= 0 && l.Shard < len(s.r.index.Shards) {
+			b, _, _ := s.r.index.Shards[l.Shard].locate(l.Row)
+			k := batchKey{l.Shard, b}
+			if k == last {
+				continue
+			}
+			last = k
+		}
+		s.r.prefetch(s.ctx, l)
+	}
+	smp, err := s.r.Get(s.ctx, loc.Shard, loc.Row)
+	if err != nil {
+		return Sample{}, loc, err
+	}
+	s.next++
+	return smp, loc, nil
+}

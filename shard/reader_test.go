@@ -1,0 +1,319 @@
+package shard_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/loomtrain/loom/shard"
+	"github.com/loomtrain/loom/shard/synth"
+)
+
+func writeSynth(t testing.TB, store shard.ObjectStore, prefix string, kind shard.Kind, n int, opts shard.WriterOptions) *shard.Index {
+	t.Helper()
+	ix, err := synth.Write(context.Background(), store, prefix, kind, n, 1, opts)
+	if err != nil {
+		t.Fatalf("synth.Write(%s, %d): %v", kind, n, err)
+	}
+	return ix
+}
+
+func TestRoundTripEveryKind(t *testing.T) {
+	ctx := context.Background()
+	for _, kind := range shard.Kinds {
+		t.Run(string(kind), func(t *testing.T) {
+			store := shard.NewMemStore()
+			ix := writeSynth(t, store, "ds", kind, 60, shard.WriterOptions{BatchBytes: 1 << 10, ShardBytes: 4 << 10})
+			if ix.Rows != 60 || len(ix.Shards) < 2 {
+				t.Fatalf("index: %d rows in %d shards, want 60 rows in >= 2 shards", ix.Rows, len(ix.Shards))
+			}
+			r, err := shard.OpenReader(ctx, store, "ds", shard.ReaderOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			i := 0
+			for s := range ix.Shards {
+				for row := int64(0); row < ix.Shards[s].Rows; row++ {
+					got, err := r.Get(ctx, s, row)
+					if err != nil {
+						t.Fatalf("Get(%d, %d): %v", s, row, err)
+					}
+					want := synth.Sample(kind, 1, i)
+					if !reflect.DeepEqual(normalize(got), normalize(want)) {
+						t.Fatalf("Get(%d, %d) = %+v\nwant %+v", s, row, got, want)
+					}
+					i++
+				}
+			}
+		})
+	}
+}
+
+// normalize maps nil and empty slices to the same value for comparison.
+func normalize(s shard.Sample) shard.Sample {
+	if len(s.Timestamps) == 0 {
+		s.Timestamps = nil
+	}
+	if len(s.Items) == 0 {
+		s.Items = nil
+	}
+	if len(s.Images) == 0 {
+		s.Images = nil
+	}
+	if len(s.Frames) == 0 {
+		s.Frames = nil
+	}
+	return s
+}
+
+func TestOneRangeGetPerBatch(t *testing.T) {
+	ctx := context.Background()
+	store := shard.NewMemStore()
+	ix := writeSynth(t, store, "ds", shard.KindImageText, 200, shard.WriterOptions{BatchBytes: 16 << 10, ShardBytes: 200 << 10})
+	batches := 0
+	for _, s := range ix.Shards {
+		batches += len(s.Batches)
+	}
+	r, err := shard.OpenReader(ctx, store, "ds", shard.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := store.Gets()
+	for s := range ix.Shards {
+		for row := int64(0); row < ix.Shards[s].Rows; row++ {
+			if _, err := r.Get(ctx, s, row); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	got := store.Gets() - before
+	want := batches + len(ix.Shards) // one per batch + one footer per shard
+	if got != want {
+		t.Errorf("reading %d rows in %d batches of %d shards made %d range GETs, want %d", ix.Rows, batches, len(ix.Shards), got, want)
+	}
+}
+
+func TestCacheIsBounded(t *testing.T) {
+	ctx := context.Background()
+	store := shard.NewMemStore()
+	ix := writeSynth(t, store, "ds", shard.KindImageText, 200, shard.WriterOptions{BatchBytes: 16 << 10})
+	largest := int64(0)
+	for _, b := range ix.Shards[0].Batches {
+		largest = max(largest, b.Length)
+	}
+	// Room for about two batches: reading everything twice refetches.
+	r := shard.NewReader(store, "ds", ix, shard.ReaderOptions{CacheBytes: 2*largest + 1})
+	for pass := 0; pass < 2; pass++ {
+		for row := int64(0); row < ix.Shards[0].Rows; row++ {
+			if _, err := r.Get(ctx, 0, row); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	gets, _ := r.Stats()
+	n := int64(len(ix.Shards[0].Batches))
+	if gets != 2*n+1 {
+		t.Errorf("two passes over %d batches with a 2-batch cache made %d GETs, want %d", n, gets, 2*n+1)
+	}
+	// With a cache that holds everything, the second pass is free.
+	r = shard.NewReader(store, "ds", ix, shard.ReaderOptions{CacheBytes: 1 << 30})
+	for pass := 0; pass < 2; pass++ {
+		for row := int64(0); row < ix.Shards[0].Rows; row++ {
+			if _, err := r.Get(ctx, 0, row); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if gets, _ := r.Stats(); gets != n+1 {
+		t.Errorf("two passes with a large cache made %d GETs, want %d", gets, n+1)
+	}
+}
+
+func TestCorruptionIsNamed(t *testing.T) {
+	ctx := context.Background()
+	setup := func() (*shard.MemStore, *shard.Index) {
+		store := shard.NewMemStore()
+		return store, writeSynth(t, store, "ds", shard.KindImageText, 40, shard.WriterOptions{BatchBytes: 8 << 10})
+	}
+	t.Run("flipped byte", func(t *testing.T) {
+		store, ix := setup()
+		b := ix.Shards[0].Batches[1]
+		store.Corrupt("ds/shard-00000.arrow", b.Offset+b.Length/2, 0x5a)
+		r := shard.NewReader(store, "ds", ix, shard.ReaderOptions{})
+		row := ix.Shards[0].Batches[0].Rows
+		_, err := r.Get(ctx, 0, row)
+		if err == nil || !strings.Contains(err.Error(), "ds/shard-00000.arrow batch 1") || !strings.Contains(err.Error(), "sha256") {
+			t.Fatalf("Get on a corrupted batch = %v; want a sha256 error naming the object and batch", err)
+		}
+		if _, err := r.Get(ctx, 0, 0); err != nil {
+			t.Errorf("Get on an intact batch of the same shard = %v", err)
+		}
+	})
+	t.Run("truncated", func(t *testing.T) {
+		store, ix := setup()
+		store.Truncate("ds/shard-00000.arrow", ix.Shards[0].Size-100)
+		r := shard.NewReader(store, "ds", ix, shard.ReaderOptions{})
+		_, err := r.Get(ctx, 0, 0)
+		if err == nil || !strings.Contains(err.Error(), "ds/shard-00000.arrow") {
+			t.Fatalf("Get on a truncated shard = %v; want an error naming the object", err)
+		}
+	})
+	t.Run("schema mismatch", func(t *testing.T) {
+		store, ix := setup()
+		ix.Kind = shard.KindText
+		r := shard.NewReader(store, "ds", ix, shard.ReaderOptions{})
+		_, err := r.Get(ctx, 0, 0)
+		if err == nil || !strings.Contains(err.Error(), "ds/shard-00000.arrow") || !strings.Contains(err.Error(), "schema mismatch") {
+			t.Fatalf("Get with the wrong kind = %v; want a schema mismatch naming the object", err)
+		}
+	})
+	t.Run("undecodable image", func(t *testing.T) {
+		store := shard.NewMemStore()
+		w, err := shard.NewWriter(ctx, store, "ds", shard.WriterOptions{Kind: shard.KindImageText})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 5; i++ {
+			s := synth.Sample(shard.KindImageText, 1, i)
+			if i == 3 {
+				s.Image.Data = []byte("this is not a png at all")
+			}
+			if err := w.Add(s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ix, err := w.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := shard.NewReader(store, "ds", ix, shard.ReaderOptions{})
+		_, err = r.Get(ctx, 0, 0)
+		if err == nil || !strings.Contains(err.Error(), "ds/shard-00000.arrow row 3") || !strings.Contains(err.Error(), "undecodable image") {
+			t.Fatalf("Get with a bad image in the batch = %v; want an error naming object and row 3", err)
+		}
+	})
+	t.Run("no index", func(t *testing.T) {
+		_, err := shard.OpenReader(ctx, shard.NewMemStore(), "nothing", shard.ReaderOptions{})
+		if !errors.Is(err, shard.ErrNotFound) || !strings.Contains(err.Error(), "index.json") {
+			t.Fatalf("OpenReader without an index = %v; want ErrNotFound naming index.json", err)
+		}
+	})
+}
+
+func TestIndexWrittenLast(t *testing.T) {
+	ctx := context.Background()
+	rec := &recordingStore{ObjectStore: shard.NewMemStore()}
+	writeSynth(t, rec, "ds", shard.KindText, 300, shard.WriterOptions{BatchBytes: 4 << 10, ShardBytes: 16 << 10})
+	if len(rec.puts) < 3 || rec.puts[len(rec.puts)-1] != "ds/index.json" {
+		t.Fatalf("puts %v: want shards first and ds/index.json last", rec.puts)
+	}
+	for _, k := range rec.puts[:len(rec.puts)-1] {
+		if !strings.HasPrefix(k, "ds/shard-") {
+			t.Errorf("unexpected put %q before the index", k)
+		}
+	}
+	// A failing upload leaves no index behind.
+	fail := &recordingStore{ObjectStore: shard.NewMemStore(), failAfter: 2}
+	_, err := synth.Write(ctx, fail, "ds", shard.KindText, 300, 1, shard.WriterOptions{BatchBytes: 4 << 10, ShardBytes: 16 << 10})
+	if err == nil {
+		t.Fatal("Write with a failing store succeeded")
+	}
+	if _, err := fail.Stat(ctx, "ds/index.json"); !errors.Is(err, shard.ErrNotFound) {
+		t.Errorf("after a failed ingest, Stat(index) = %v, want ErrNotFound", err)
+	}
+}
+
+type recordingStore struct {
+	shard.ObjectStore
+	puts      []string
+	failAfter int
+}
+
+func (r *recordingStore) Put(ctx context.Context, key string, body io.Reader, size int64) error {
+	if r.failAfter > 0 && len(r.puts) >= r.failAfter {
+		return fmt.Errorf("put %q: injected failure", key)
+	}
+	r.puts = append(r.puts, key)
+	return r.ObjectStore.Put(ctx, key, body, size)
+}
+
+func TestStreamPrefetchesInOrder(t *testing.T) {
+	ctx := context.Background()
+	store := shard.NewMemStore()
+	ix := writeSynth(t, store, "ds", shard.KindTokens, 500, shard.WriterOptions{BatchBytes: 2 << 10, ShardBytes: 8 << 10})
+	r := shard.NewReader(store, "ds", ix, shard.ReaderOptions{Fetchers: 3})
+	var locs []shard.Loc
+	for s := len(ix.Shards) - 1; s >= 0; s-- {
+		for row := int64(0); row < ix.Shards[s].Rows; row += 3 {
+			locs = append(locs, shard.Loc{Shard: s, Row: row})
+		}
+	}
+	st := r.Stream(ctx, func(i int64) (shard.Loc, bool) {
+		if i >= int64(len(locs)) {
+			return shard.Loc{}, false
+		}
+		return locs[i], true
+	}, 64)
+	n := 0
+	for {
+		s, loc, err := st.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if loc != locs[n] {
+			t.Fatalf("Next #%d at %v, want %v", n, loc, locs[n])
+		}
+		want, _ := r.Get(ctx, loc.Shard, loc.Row)
+		if s.ID != want.ID {
+			t.Fatalf("Next #%d = %s, want %s", n, s.ID, want.ID)
+		}
+		n++
+	}
+	r.Close()
+	if n != len(locs) {
+		t.Fatalf("stream yielded %d samples, want %d", n, len(locs))
+	}
+}
+
+func TestWriterRejectsBadSamples(t *testing.T) {
+	w, err := shard.NewWriter(context.Background(), shard.NewMemStore(), "ds", shard.WriterOptions{Kind: shard.KindImageText})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	err = w.Add(shard.Sample{ID: "x1", Caption: "no image"})
+	if err == nil || !strings.Contains(err.Error(), "x1") {
+		t.Fatalf("Add(image-text without image) = %v; want an error naming the sample", err)
+	}
+}
+
+func TestShardSizes(t *testing.T) {
+	store := shard.NewMemStore()
+	ix := writeSynth(t, store, "ds", shard.KindImageText, 400, shard.WriterOptions{BatchBytes: 20 << 10, ShardBytes: 100 << 10})
+	for i, s := range ix.Shards {
+		if i < len(ix.Shards)-1 && (s.Size < 60<<10 || s.Size > 150<<10) {
+			t.Errorf("shard %d: %d bytes, want about 100 KiB", i, s.Size)
+		}
+		for j, b := range s.Batches {
+			if j < len(s.Batches)-1 && (b.Length < 16<<10 || b.Length > 40<<10) {
+				t.Errorf("shard %d batch %d: %d bytes, want about 20 KiB", i, j, b.Length)
+			}
+		}
+	}
+	data, _ := store.GetRange(context.Background(), "ds/index.json", 0, -1)
+	if _, err := shard.ParseIndex(data, "ds/index.json"); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(data, []byte(`"kind": "image-text"`)) {
+		t.Errorf("index does not record the kind:\n%s", data[:200])
+	}
+}
