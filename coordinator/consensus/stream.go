@@ -44,7 +44,17 @@ func listen(bindAddr, advertise string) (*streamLayer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consensus: BindAddr %q: %w", bindAddr, err)
 	}
-	adv, err := advertiseFor(ln.Addr().(*net.TCPAddr), advertise)
+	return wrapListener(ln, advertise)
+}
+
+// wrapListener is listen on a listener already bound; it closes ln on error.
+func wrapListener(ln net.Listener, advertise string) (*streamLayer, error) {
+	tcp, ok := ln.Addr().(*net.TCPAddr)
+	if !ok {
+		ln.Close()
+		return nil, fmt.Errorf("consensus: listener on %s is not TCP", ln.Addr())
+	}
+	adv, err := advertiseFor(tcp, advertise)
 	if err != nil {
 		ln.Close()
 		return nil, err

@@ -1,0 +1,504 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/loomtrain/loom/api"
+	"github.com/loomtrain/loom/api/loompb"
+)
+
+// Raft is what the coordinator needs from its consensus node;
+// coordinator/consensus.Node implements it.
+type Raft interface {
+	// Apply proposes an encoded command and returns the FSM's response
+	// (a Result) once committed and applied on this node. It fails with
+	// raft.ErrNotLeader on a follower; raft.ErrLeadershipLost means the
+	// command may or may not have been committed.
+	Apply(cmd []byte, timeout time.Duration) (any, error)
+	// Barrier returns once every entry committed before it is applied.
+	Barrier(timeout time.Duration) error
+	IsLeader() bool
+	// Leader returns the current leader's ID and Raft address ("" if none).
+	Leader() (id, addr string)
+	// LeaderCh delivers true on gaining leadership and false on losing it.
+	LeaderCh() <-chan bool
+}
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	NodeID string
+	Raft   Raft
+	FSM    *FSM
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// ApplyTimeout bounds one write, forwarding and retries included.
+	// Default 10s.
+	ApplyTimeout time.Duration
+	// ForwardDial are the options for dialling the leader's API address
+	// when forwarding (transport credentials and the token). Default:
+	// insecure.
+	ForwardDial []grpc.DialOption
+	// ProgressFlush is how often batched progress reports are applied.
+	// Default 200ms.
+	ProgressFlush time.Duration
+	Logger        *slog.Logger
+}
+
+// Server implements the Jobs, Workers and Cluster gRPC services on one
+// coordinator node. Reads come from the node's replica; writes are applied
+// through Raft on the leader, forwarded there by followers, and retried
+// across leader changes (every user write carries an ID, so a retry applies
+// once). Progress reports are batched per node.
+type Server struct {
+	cfg ServerConfig
+	log *slog.Logger
+
+	connMu sync.Mutex
+	conns  map[string]*grpc.ClientConn
+
+	progMu  sync.Mutex
+	pending map[string]ProgressReport
+}
+
+// NewServer returns a server; call Run to start its progress batcher.
+func NewServer(cfg ServerConfig) *Server {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.ApplyTimeout == 0 {
+		cfg.ApplyTimeout = 10 * time.Second
+	}
+	if cfg.ProgressFlush == 0 {
+		cfg.ProgressFlush = 200 * time.Millisecond
+	}
+	if cfg.ForwardDial == nil {
+		cfg.ForwardDial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, conns: map[string]*grpc.ClientConn{}, pending: map[string]ProgressReport{}}
+}
+
+// Register adds the three services to g.
+func (s *Server) Register(g *grpc.Server) {
+	loompb.RegisterJobsServer(g, jobsServer{Server: s})
+	loompb.RegisterWorkersServer(g, workersServer{Server: s})
+	loompb.RegisterClusterServer(g, clusterServer{Server: s})
+}
+
+// Run flushes batched progress reports until ctx ends, then closes the
+// forwarding connections.
+func (s *Server) Run(ctx context.Context) {
+	t := time.NewTicker(s.cfg.ProgressFlush)
+	defer t.Stop()
+	defer s.closeConns()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.flushProgress(ctx)
+		}
+	}
+}
+
+func (s *Server) closeConns() {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	for a, c := range s.conns {
+		c.Close()
+		delete(s.conns, a)
+	}
+}
+
+func (s *Server) flushProgress(ctx context.Context) {
+	s.progMu.Lock()
+	if len(s.pending) == 0 {
+		s.progMu.Unlock()
+		return
+	}
+	reps := make([]ProgressReport, 0, len(s.pending))
+	for _, r := range s.pending {
+		reps = append(reps, r)
+	}
+	s.pending = map[string]ProgressReport{}
+	s.progMu.Unlock()
+	sort.Slice(reps, func(a, b int) bool { return reps[a].WorkerID < reps[b].WorkerID })
+	if _, err := s.Apply(ctx, &Command{Progress: &Progress{Reports: reps}}); err != nil {
+		s.log.Warn("progress batch not applied", "reports", len(reps), "err", err)
+	}
+}
+
+// NewID returns a random command ID.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func retryable(err error) bool {
+	return errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+		errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrEnqueueTimeout)
+}
+
+// Apply applies c through Raft: directly on the leader, forwarded from a
+// follower, retried across leader changes until ApplyTimeout. c.Time is set
+// from the clock when zero. A command without an ID is not retried after
+// an indeterminate failure.
+func (s *Server) Apply(ctx context.Context, c *Command) (Result, error) {
+	if c.Time.IsZero() {
+		c.Time = s.cfg.Now()
+	}
+	b, err := c.Encode()
+	if err != nil {
+		return Result{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+	defer cancel()
+	backoff := 20 * time.Millisecond
+	var last error
+	for {
+		if s.cfg.Raft.IsLeader() {
+			resp, err := s.cfg.Raft.Apply(b, s.cfg.ApplyTimeout)
+			if err == nil {
+				r, ok := resp.(Result)
+				if !ok {
+					return Result{}, fmt.Errorf("raft apply returned %T, want coordinator.Result", resp)
+				}
+				return r, nil
+			}
+			if !retryable(err) || (c.ID == "" && errors.Is(err, raft.ErrLeadershipLost)) {
+				return Result{}, status.Errorf(codes.Unavailable, "apply %s: %v", c.Kind(), err)
+			}
+			last = err
+		} else if addr := s.leaderAPI(); addr != "" {
+			r, err := s.forward(ctx, addr, b)
+			if err == nil {
+				return r, nil
+			}
+			if status.Code(err) != codes.Unavailable {
+				return Result{}, err
+			}
+			last = err
+		} else {
+			last = errors.New("no leader known")
+		}
+		select {
+		case <-ctx.Done():
+			return Result{}, status.Errorf(codes.Unavailable, "apply %s: no leader accepted it within %s (last error: %v)", c.Kind(), s.cfg.ApplyTimeout, last)
+		case <-time.After(backoff):
+		}
+		if backoff < 500*time.Millisecond {
+			backoff *= 2
+		}
+	}
+}
+
+// leaderAPI returns the leader's API address from the replicated node table.
+func (s *Server) leaderAPI() string {
+	id, _ := s.cfg.Raft.Leader()
+	if id == "" || id == s.cfg.NodeID {
+		return ""
+	}
+	var addr string
+	s.cfg.FSM.Read(func(st *State) { addr = st.Nodes[id] })
+	return addr
+}
+
+func (s *Server) forward(ctx context.Context, addr string, cmd []byte) (Result, error) {
+	s.connMu.Lock()
+	cc, ok := s.conns[addr]
+	if !ok {
+		var err error
+		cc, err = grpc.NewClient(addr, s.cfg.ForwardDial...)
+		if err != nil {
+			s.connMu.Unlock()
+			return Result{}, status.Errorf(codes.Unavailable, "dial leader %s: %v", addr, err)
+		}
+		s.conns[addr] = cc
+	}
+	s.connMu.Unlock()
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := loompb.NewClusterClient(cc).Apply(fctx, &loompb.ApplyRequest{Command: cmd})
+	if err != nil {
+		if fctx.Err() != nil && ctx.Err() == nil {
+			return Result{}, status.Errorf(codes.Unavailable, "forward to %s: %v", addr, err)
+		}
+		return Result{}, err
+	}
+	var r Result
+	if err := json.Unmarshal(resp.Result, &r); err != nil {
+		return Result{}, fmt.Errorf("forward to %s: bad result: %w", addr, err)
+	}
+	return r, nil
+}
+
+// write applies a user or worker write and maps a refused command to its
+// gRPC status.
+func (s *Server) write(ctx context.Context, c *Command) error {
+	r, err := s.Apply(ctx, c)
+	if err != nil {
+		return err
+	}
+	return resultStatus(r)
+}
+
+func resultStatus(r Result) error {
+	switch r.Code {
+	case OK:
+		return nil
+	case InvalidArgument:
+		return status.Error(codes.InvalidArgument, r.Msg)
+	case NotFound:
+		return status.Error(codes.NotFound, r.Msg)
+	case AlreadyExists:
+		return status.Error(codes.AlreadyExists, r.Msg)
+	default:
+		return status.Error(codes.FailedPrecondition, r.Msg)
+	}
+}
+
+func (s *Server) job(name string) (*loompb.Job, error) {
+	var pj *loompb.Job
+	s.cfg.FSM.Read(func(st *State) {
+		if j := st.Jobs[name]; j != nil {
+			pj = jobProto(st, j)
+		}
+	})
+	if pj == nil {
+		return nil, status.Errorf(codes.NotFound, "no job named %q", name)
+	}
+	return pj, nil
+}
+
+func reqID(id string) string {
+	if id == "" {
+		return NewID()
+	}
+	return id
+}
+
+type jobsServer struct {
+	*Server
+	loompb.UnimplementedJobsServer
+}
+
+func (s jobsServer) SubmitJob(ctx context.Context, req *loompb.SubmitJobRequest) (*loompb.Job, error) {
+	file := req.File
+	if file == "" {
+		file = "manifest"
+	}
+	m, err := api.ParseManifest(file, req.ManifestYaml)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := s.write(ctx, &Command{ID: reqID(req.RequestId), Submit: &Submit{Manifest: *m}}); err != nil {
+		return nil, err
+	}
+	return s.job(m.Name)
+}
+
+func (s jobsServer) GetJob(ctx context.Context, req *loompb.GetJobRequest) (*loompb.Job, error) {
+	return s.job(req.Job)
+}
+
+func (s jobsServer) ListJobs(ctx context.Context, req *loompb.ListJobsRequest) (*loompb.ListJobsResponse, error) {
+	out := &loompb.ListJobsResponse{}
+	s.cfg.FSM.Read(func(st *State) {
+		for _, j := range st.SortedJobs() {
+			out.Jobs = append(out.Jobs, jobProto(st, j))
+		}
+	})
+	return out, nil
+}
+
+func (s jobsServer) CancelJob(ctx context.Context, req *loompb.CancelJobRequest) (*loompb.Job, error) {
+	if err := s.write(ctx, &Command{ID: reqID(req.RequestId), Cancel: &Cancel{Job: req.Job}}); err != nil {
+		return nil, err
+	}
+	return s.job(req.Job)
+}
+
+func (s jobsServer) ResumeJob(ctx context.Context, req *loompb.ResumeJobRequest) (*loompb.Job, error) {
+	if req.FromStep < 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "from_step %d is negative", req.FromStep)
+	}
+	if err := s.write(ctx, &Command{ID: reqID(req.RequestId), Resume: &Resume{Job: req.Job, FromStep: req.FromStep}}); err != nil {
+		return nil, err
+	}
+	return s.job(req.Job)
+}
+
+func (s jobsServer) WatchJob(req *loompb.WatchJobRequest, stream loompb.Jobs_WatchJobServer) error {
+	ctx := stream.Context()
+	since := req.SinceSeq
+	var lastUpdated int64 = -1
+	for {
+		changed := s.cfg.FSM.Changed()
+		var events []*loompb.JobEvent
+		var state *loompb.Job
+		var terminal, found bool
+		s.cfg.FSM.Read(func(st *State) {
+			j := st.Jobs[req.Job]
+			if j == nil {
+				return
+			}
+			found = true
+			state = jobProto(st, j)
+			terminal = j.State.Terminal()
+			for _, e := range j.Events {
+				if e.Seq > since {
+					events = append(events, &loompb.JobEvent{Seq: e.Seq, Job: e.Job, Kind: e.Kind, Message: e.Msg, UnixMs: e.Time.UnixMilli()})
+				}
+			}
+		})
+		if !found {
+			return status.Errorf(codes.NotFound, "no job named %q", req.Job)
+		}
+		if len(events) == 0 && state.UpdatedUnixMs != lastUpdated {
+			events = append(events, &loompb.JobEvent{Job: req.Job, Kind: "progress", UnixMs: state.UpdatedUnixMs})
+		}
+		for i, e := range events {
+			if i == len(events)-1 {
+				e.State = state
+			}
+			if err := stream.Send(e); err != nil {
+				return err
+			}
+			if e.Seq > since {
+				since = e.Seq
+			}
+		}
+		lastUpdated = state.UpdatedUnixMs
+		if terminal {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
+type workersServer struct {
+	*Server
+	loompb.UnimplementedWorkersServer
+}
+
+func (s workersServer) WatchAssignment(req *loompb.WatchAssignmentRequest, stream loompb.Workers_WatchAssignmentServer) error {
+	if req.WorkerId == "" {
+		return status.Error(codes.InvalidArgument, "worker_id is empty")
+	}
+	ctx := stream.Context()
+	var last *loompb.Assignment
+	for {
+		changed := s.cfg.FSM.Changed()
+		var a *loompb.Assignment
+		s.cfg.FSM.Read(func(st *State) { a = assignmentProto(st, req.WorkerId) })
+		if last == nil || !sameAssignment(last, a) {
+			if err := stream.Send(a); err != nil {
+				return err
+			}
+			last = a
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
+func sameAssignment(a, b *loompb.Assignment) bool {
+	if a.Idle != b.Idle || a.Job != b.Job || a.Generation != b.Generation || len(a.Peers) != len(b.Peers) {
+		return false
+	}
+	for i := range a.Peers {
+		if a.Peers[i].Addr != b.Peers[i].Addr || a.Peers[i].WorkerId != b.Peers[i].WorkerId {
+			return false
+		}
+	}
+	return true
+}
+
+func (s workersServer) ReportProgress(ctx context.Context, req *loompb.ReportProgressRequest) (*loompb.ReportProgressResponse, error) {
+	var current int64 = -1
+	var member bool
+	s.cfg.FSM.Read(func(st *State) {
+		if j := st.Jobs[req.Job]; j != nil && j.State == Running {
+			current = j.Generation
+			if w := st.Workers[req.WorkerId]; w != nil && w.Job == j.Name {
+				member = true
+			}
+		}
+	})
+	// This replica may lag the leader by a little; only a generation that
+	// is certainly stale is refused here. The state machine checks again.
+	if current < 0 || req.Generation < current || (req.Generation == current && !member) {
+		return nil, status.Errorf(codes.FailedPrecondition, "job %q generation %d is not current for worker %q; wait for the next assignment", req.Job, req.Generation, req.WorkerId)
+	}
+	s.progMu.Lock()
+	s.pending[req.WorkerId] = ProgressReport{WorkerID: req.WorkerId, Job: req.Job, Generation: req.Generation, Step: req.Step,
+		Samples: req.SamplesConsumed, Losses: req.Losses, TokensPerSec: req.TokensPerSec,
+		StepTime: time.Duration(req.StepTimeSeconds * float64(time.Second))}
+	s.progMu.Unlock()
+	return &loompb.ReportProgressResponse{}, nil
+}
+
+func (s workersServer) CommitCheckpoint(ctx context.Context, req *loompb.CommitCheckpointRequest) (*loompb.CommitCheckpointResponse, error) {
+	c := &Commit{WorkerID: req.WorkerId, Job: req.Job, Generation: req.Generation, Step: req.Step, Samples: req.SamplesConsumed}
+	for _, o := range req.Objects {
+		c.Objects = append(c.Objects, ObjectInfo{Path: o.Path, SHA256: o.Sha256, Size: o.Size})
+	}
+	if err := s.write(ctx, &Command{ID: reqID(req.RequestId), Commit: c}); err != nil {
+		return nil, err
+	}
+	return &loompb.CommitCheckpointResponse{}, nil
+}
+
+type clusterServer struct {
+	*Server
+	loompb.UnimplementedClusterServer
+}
+
+// Apply runs a forwarded command if this node is the leader.
+func (s clusterServer) Apply(ctx context.Context, req *loompb.ApplyRequest) (*loompb.ApplyResponse, error) {
+	if !s.cfg.Raft.IsLeader() {
+		return nil, status.Error(codes.Unavailable, "not the leader")
+	}
+	c, err := DecodeCommand(req.Command)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	resp, err := s.cfg.Raft.Apply(req.Command, s.cfg.ApplyTimeout)
+	if err != nil {
+		if retryable(err) && !(c.ID == "" && errors.Is(err, raft.ErrLeadershipLost)) {
+			return nil, status.Errorf(codes.Unavailable, "apply: %v", err)
+		}
+		return nil, status.Errorf(codes.Unavailable, "apply %s: %v", c.Kind(), err)
+	}
+	r, ok := resp.(Result)
+	if !ok {
+		return nil, status.Errorf(codes.Internal, "raft apply returned %T", resp)
+	}
+	b, _ := json.Marshal(r)
+	return &loompb.ApplyResponse{Result: b}, nil
+}
