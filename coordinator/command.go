@@ -227,6 +227,10 @@ type Result struct {
 	Dup bool `json:"dup,omitempty"`
 	// Skipped counts progress reports ignored as stale.
 	Skipped int `json:"skipped,omitempty"`
+	// Index is the state's Index after the command (set by the FSM), so a
+	// follower that forwarded the command can wait until its replica has
+	// applied it and read its own write.
+	Index uint64 `json:"index,omitempty"`
 }
 
 // Err returns the result as an error, or nil when it succeeded.

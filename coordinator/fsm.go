@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"sync"
@@ -39,6 +40,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	} else {
 		r = f.s.Apply(c)
 	}
+	r.Index = f.s.Index
 	f.notifyLocked()
 	return r
 }
@@ -54,6 +56,23 @@ func (f *FSM) Read(fn func(*State)) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	fn(f.s)
+}
+
+// WaitIndex waits until the state has applied index commands or ctx ends.
+func (f *FSM) WaitIndex(ctx context.Context, index uint64) error {
+	for {
+		f.mu.RLock()
+		cur, ch := f.s.Index, f.changed
+		f.mu.RUnlock()
+		if cur >= index {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
 }
 
 // Changed returns a channel closed at the next change of the state.

@@ -190,6 +190,10 @@ func (s *Server) Apply(ctx context.Context, c *Command) (Result, error) {
 		} else if addr := s.leaderAPI(); addr != "" {
 			r, err := s.forward(ctx, addr, b)
 			if err == nil {
+				// Read-your-writes: wait for this replica to apply it.
+				if werr := s.cfg.FSM.WaitIndex(ctx, r.Index); werr != nil {
+					return r, status.Errorf(codes.Unavailable, "applied on the leader, but this node did not catch up: %v", werr)
+				}
 				return r, nil
 			}
 			if status.Code(err) != codes.Unavailable {
