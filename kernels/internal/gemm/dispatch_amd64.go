@@ -16,6 +16,17 @@ func microAVX512(kc int, a, b, c *float32, ldc int, alpha, beta float32)
 //go:noescape
 func microAVX2(kc int, a, b, c *float32, ldc int, alpha, beta float32)
 
+// transpose16AVX512 implements transpose16 (transpose_avx512_amd64.s).
+//
+//go:noescape
+func transpose16AVX512(dst *float32, ldd int, src *float32, lds int, rows, lanes, blocks int)
+
+func init() {
+	if cpu.X86.HasAVX512F {
+		transpose16 = transpose16AVX512
+	}
+}
+
 // avx512Kernel: the 12×32 tile holds 24 of the 32 ZMM registers. The packed B
 // micro-panel (kc×32 floats = 32 KiB) stays in the 48 KiB L1; the A~ block
 // (mc×kc = 192 KiB) in L2.

@@ -117,23 +117,10 @@ func packA(dst []float32, pr *problem, i0, p0, mc, kc, mr int) {
 		panel := dst[ir*kc : ir*kc+mr*kc]
 		if pr.transA {
 			// op(A)[i][p] = A[p][i]: each k step is a contiguous run of A's row p.
-			for p := 0; p < kc; p++ {
-				d := panel[p*mr : p*mr+mr]
-				copy(d, a[(p0+p)*lda+i0+ir:][:rows])
-				clear(d[rows:])
-			}
-			continue
-		}
-		for i := 0; i < rows; i++ {
-			src := a[(i0+ir+i)*lda+p0:][:kc]
-			for p, v := range src {
-				panel[p*mr+i] = v
-			}
-		}
-		for i := rows; i < mr; i++ {
-			for p := 0; p < kc; p++ {
-				panel[p*mr+i] = 0
-			}
+			copyRows(panel, a[(p0)*lda+i0+ir:], lda, kc, rows, mr)
+		} else {
+			// Row i of the panel is a contiguous run of A's row i0+ir+i.
+			transposeRows(panel, a[(i0+ir)*lda+p0:], lda, rows, kc, mr)
 		}
 	}
 }
@@ -145,25 +132,108 @@ func packB(dst []float32, pr *problem, p0, j0, kc, nc, nr int) {
 	for jr := 0; jr < nc; jr += nr {
 		cols := min(nr, nc-jr)
 		panel := dst[jr*kc : jr*kc+nr*kc]
-		if !pr.transB {
-			for p := 0; p < kc; p++ {
-				d := panel[p*nr : p*nr+nr]
-				copy(d, b[(p0+p)*ldb+j0+jr:][:cols])
-				clear(d[cols:])
-			}
-			continue
+		if pr.transB {
+			// op(B)[p][j] = B[j][p]: column j of the panel is a contiguous run of B's row j.
+			transposeRows(panel, b[(j0+jr)*ldb+p0:], ldb, cols, kc, nr)
+		} else {
+			copyRows(panel, b[p0*ldb+j0+jr:], ldb, kc, cols, nr)
 		}
-		// op(B)[p][j] = B[j][p]: each column j of the panel is a contiguous row of B.
-		for j := 0; j < cols; j++ {
-			src := b[(j0+jr+j)*ldb+p0:][:kc]
-			for p, v := range src {
-				panel[p*nr+j] = v
-			}
+	}
+}
+
+// copyRows writes the rows×cols matrix src (row stride ld) into dst with row
+// stride w >= cols, zeroing columns cols..w-1: dst[r*w+c] = src[r*ld+c].
+func copyRows(dst, src []float32, ld, rows, cols, w int) {
+	if rows == 0 {
+		return
+	}
+	_ = dst[rows*w-1]
+	_ = src[(rows-1)*ld+cols-1]
+	d, s := unsafe.Pointer(&dst[0]), unsafe.Pointer(&src[0])
+	switch {
+	case cols == 32 && w == 32:
+		for r := 0; r < rows; r++ {
+			*(*[32]float32)(unsafe.Add(d, r*32*4)) = *(*[32]float32)(unsafe.Add(s, r*ld*4))
 		}
-		for j := cols; j < nr; j++ {
-			for p := 0; p < kc; p++ {
-				panel[p*nr+j] = 0
+	case cols == 16 && w == 16:
+		for r := 0; r < rows; r++ {
+			*(*[16]float32)(unsafe.Add(d, r*16*4)) = *(*[16]float32)(unsafe.Add(s, r*ld*4))
+		}
+	default:
+		for r := 0; r < rows; r++ {
+			copy(dst[r*w:r*w+cols], src[r*ld:r*ld+cols])
+			clear(dst[r*w+cols : r*w+w])
+		}
+	}
+}
+
+// transposeRows writes the transpose of the rows×cols matrix src (row stride ld)
+// into dst with row stride w >= rows, zeroing dst columns rows..w-1:
+// dst[c*w+r] = src[r*ld+c].
+func transposeRows(dst, src []float32, ld, rows, cols, w int) {
+	if cols == 0 {
+		return
+	}
+	_ = dst[cols*w-1]
+	if rows > 0 {
+		_ = src[(rows-1)*ld+cols-1]
+	}
+	if blocks := cols / 16; transpose16 != nil && blocks > 0 {
+		// Whole 16-column blocks in 16-row groups; the groups past rows write zeros.
+		for g := 0; g < w; g += 16 {
+			r := min(max(rows-g, 0), 16)
+			s := &src[0]
+			if r > 0 {
+				s = &src[g*ld]
 			}
+			transpose16(&dst[g], w, s, ld, r, min(16, w-g), blocks)
+		}
+		done := blocks * 16
+		if done == cols {
+			return
+		}
+		if rows > 0 {
+			src = src[done:]
+		}
+		transposeRowsGo(dst[done*w:], src, ld, rows, cols-done, w)
+		return
+	}
+	transposeRowsGo(dst, src, ld, rows, cols, w)
+}
+
+// transpose16, when not nil, is transposeRows' assembly block transpose:
+// for each of blocks 16-column blocks, dst[c*ldd+r] = src[r*lds+c] for c < 16 and
+// r < lanes (lanes <= 16), with source rows r >= rows read as zero.
+var transpose16 func(dst *float32, ldd int, src *float32, lds int, rows, lanes, blocks int)
+
+// transposeRowsGo is transposeRows in Go; it is also the reference in tests.
+func transposeRowsGo(dst, src []float32, ld, rows, cols, w int) {
+	if cols == 0 {
+		return
+	}
+	_ = dst[cols*w-1]
+	if rows > 0 {
+		_ = src[(rows-1)*ld+cols-1]
+	}
+	d := unsafe.Pointer(&dst[0])
+	for r := 0; r < rows; r++ {
+		s := unsafe.Pointer(&src[r*ld])
+		dr := unsafe.Add(d, r*4)
+		c := 0
+		for ; c+4 <= cols; c += 4 {
+			v := *(*[4]float32)(unsafe.Add(s, c*4))
+			*(*float32)(unsafe.Add(dr, c*w*4)) = v[0]
+			*(*float32)(unsafe.Add(dr, (c+1)*w*4)) = v[1]
+			*(*float32)(unsafe.Add(dr, (c+2)*w*4)) = v[2]
+			*(*float32)(unsafe.Add(dr, (c+3)*w*4)) = v[3]
+		}
+		for ; c < cols; c++ {
+			*(*float32)(unsafe.Add(dr, c*w*4)) = *(*float32)(unsafe.Add(s, c*4))
+		}
+	}
+	for r := rows; r < w; r++ {
+		for c := 0; c < cols; c++ {
+			dst[c*w+r] = 0
 		}
 	}
 }

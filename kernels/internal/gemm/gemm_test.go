@@ -338,3 +338,43 @@ func FuzzSgemm(f *testing.F) {
 		o.check(t, "kernel "+kern.name, got, want)
 	})
 }
+
+// TestTransposeRows checks the packers' transpose (assembly where this CPU has it,
+// and the Go version) against the definition, including the zero padding.
+func TestTransposeRows(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	fast := transpose16
+	defer func() { transpose16 = fast }()
+	for _, impl := range []string{"asm", "go"} {
+		if impl == "asm" && fast == nil {
+			continue
+		}
+		if impl == "go" {
+			transpose16 = nil
+		}
+		for _, s := range [][4]int{ // rows, cols, w, ld pad
+			{12, 256, 12, 0}, {12, 37, 12, 3}, {5, 16, 12, 1}, {32, 64, 32, 0}, {20, 50, 32, 7},
+			{0, 17, 12, 0}, {6, 33, 6, 2}, {16, 15, 16, 0}, {1, 1, 4, 0}, {17, 48, 32, 1},
+		} {
+			rows, cols, w, pad := s[0], s[1], s[2], s[3]
+			ld := cols + pad
+			src := randSlice(rng, max(1, rows*ld))
+			dst := make([]float32, cols*w)
+			for i := range dst {
+				dst[i] = sentinel
+			}
+			transposeRows(dst, src, ld, rows, cols, w)
+			for c := 0; c < cols; c++ {
+				for r := 0; r < w; r++ {
+					want := float32(0)
+					if r < rows {
+						want = src[r*ld+c]
+					}
+					if got := dst[c*w+r]; got != want {
+						t.Fatalf("%s: transposeRows(rows=%d, cols=%d, w=%d, ld=%d): dst[%d*%d+%d] got %g, want %g", impl, rows, cols, w, ld, c, w, r, got, want)
+					}
+				}
+			}
+		}
+	}
+}
