@@ -1,0 +1,225 @@
+package grpctransport_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/loomtrain/loom/collective"
+	"github.com/loomtrain/loom/collective/grpctransport"
+	"github.com/loomtrain/loom/collective/transporttest"
+)
+
+// newRing starts world gRPC transports on 127.0.0.1 free ports.
+func newRing(t testing.TB, world, channels int, mod func(r int, o *grpctransport.Options)) []*grpctransport.Transport {
+	t.Helper()
+	lis := make([]net.Listener, world)
+	addrs := make([]string, world)
+	for r := range lis {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lis[r], addrs[r] = l, l.Addr().String()
+	}
+	ts := make([]*grpctransport.Transport, world)
+	for r := range ts {
+		o := grpctransport.Options{Rank: r, Addrs: addrs, Listener: lis[r], Channels: channels,
+			StreamWindow: 4 << 20, ConnWindow: 8 << 20, BufferSize: 64 << 10, CloseGrace: 200 * time.Millisecond}
+		if mod != nil {
+			mod(r, &o)
+		}
+		tr, err := grpctransport.New(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts[r] = tr
+	}
+	return ts
+}
+
+func asTransports(ts []*grpctransport.Transport) []collective.Transport {
+	out := make([]collective.Transport, len(ts))
+	for i, t := range ts {
+		out[i] = t
+	}
+	return out
+}
+
+func TestConformance(t *testing.T) {
+	before := runtime.NumGoroutine()
+	transporttest.Run(t, func(t *testing.T, world, channels int) []collective.Transport {
+		return asTransports(newRing(t, world, channels, nil))
+	})
+	transporttest.CheckNoLeaks(t, before)
+}
+
+func TestConformanceProtoCodec(t *testing.T) {
+	transporttest.Run(t, func(t *testing.T, world, channels int) []collective.Transport {
+		return asTransports(newRing(t, world, channels, func(_ int, o *grpctransport.Options) { o.Codec = "proto" }))
+	})
+}
+
+// certs makes a CA and a certificate for 127.0.0.1 signed by it, usable as
+// both server and client certificate.
+func certs(t *testing.T) (*x509.CertPool, tls.Certificate) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "loom test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "loom worker"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return pool, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+func mtls(pool *x509.CertPool, cert tls.Certificate) func(int, *grpctransport.Options) {
+	return func(_ int, o *grpctransport.Options) {
+		o.ServerTLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}
+		o.ClientTLS = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool}
+	}
+}
+
+// TestMutualTLSAllReduce runs an all-reduce over mutual TLS, and checks that
+// a rank without a client certificate is refused.
+func TestMutualTLSAllReduce(t *testing.T) {
+	pool, cert := certs(t)
+	ts := newRing(t, 3, 2, mtls(pool, cert))
+	allReduce(t, ts, 3000)
+
+	// A client that presents no certificate cannot deliver anything.
+	bad := newRing(t, 2, 1, func(r int, o *grpctransport.Options) {
+		mtls(pool, cert)(r, o)
+		if r == 0 {
+			o.ClientTLS = &tls.Config{RootCAs: pool}
+		}
+	})
+	defer bad[0].Close()
+	defer bad[1].Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	go bad[0].Send(ctx, 1, 0, collective.Header{}, []float32{1})
+	if _, err := bad[1].Recv(ctx, 0, 0, make([]float32, 1)); err == nil {
+		t.Fatal("Recv from a rank without a client certificate succeeded")
+	}
+}
+
+func allReduce(t *testing.T, ts []*grpctransport.Transport, n int) {
+	t.Helper()
+	world := len(ts)
+	comms := make([]*collective.Comm, world)
+	for r, tr := range ts {
+		c, err := collective.New(tr, collective.Config{Job: "grpc", Generation: 2, SliceBytes: 4096})
+		if err != nil {
+			t.Fatal(err)
+		}
+		comms[r] = c
+	}
+	bufs := make([][]float32, world)
+	var wg sync.WaitGroup
+	errs := make([]error, world)
+	for r, c := range comms {
+		bufs[r] = make([]float32, n)
+		for j := range bufs[r] {
+			bufs[r][j] = float32(r*n + j)
+		}
+		wg.Go(func() { errs[r] = c.AllReduce(context.Background(), bufs[r], collective.Sum) })
+	}
+	wg.Wait()
+	for r, err := range errs {
+		if err != nil {
+			t.Fatalf("rank %d: AllReduce: %v", r, err)
+		}
+	}
+	for r := range bufs {
+		for j, v := range bufs[r] {
+			want := float32(0)
+			for q := range world {
+				want += float32(q*n + j)
+			}
+			if v != want {
+				t.Fatalf("rank %d element %d = %v, want %v", r, j, v, want)
+			}
+		}
+	}
+	for _, c := range comms {
+		c.Close()
+	}
+}
+
+func TestAllReduceOverGRPC(t *testing.T) {
+	before := runtime.NumGoroutine()
+	allReduce(t, newRing(t, 4, 2, nil), 100_003)
+	transporttest.CheckNoLeaks(t, before)
+}
+
+// TestKilledRank: rank 1 aborts (as a crashed process would) in the middle of
+// a run of all-reduces over gRPC. Every rank returns an error naming a peer
+// and the operation, and no goroutine or connection is left behind.
+func TestKilledRank(t *testing.T) {
+	before := runtime.NumGoroutine()
+	const world = 4
+	ts := newRing(t, world, 2, nil)
+	errs := make([]error, world)
+	var wg sync.WaitGroup
+	for r, tr := range ts {
+		c, _ := collective.New(tr, collective.Config{Job: "j", Generation: 1, Timeout: 3 * time.Second, SliceBytes: 8192})
+		wg.Go(func() {
+			defer c.Close()
+			buf := make([]float32, 20000)
+			for i := range 1000 {
+				if r == 1 && i == 2 {
+					tr.Abort()
+				}
+				if err := c.AllReduce(context.Background(), buf, collective.Sum); err != nil {
+					errs[r] = err
+					return
+				}
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("ranks still running 30s after rank 1 died")
+	}
+	for r, err := range errs {
+		var oe *collective.OpError
+		if !errors.As(err, &oe) || oe.Op != collective.OpAllReduce {
+			t.Errorf("rank %d: err = %v, want an allreduce *OpError", r, err)
+			continue
+		}
+		t.Logf("rank %d: %v", r, err)
+	}
+	if !errors.Is(errs[2], collective.ErrPeerClosed) {
+		t.Errorf("rank 2 (receives from rank 1): %v, want ErrPeerClosed", errs[2])
+	}
+	transporttest.CheckNoLeaks(t, before)
+}
