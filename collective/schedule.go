@@ -52,8 +52,8 @@ type SendStep struct {
 type RecvStep struct {
 	Range
 	Step, Slice uint32
-	Reduce bool // add the payload into the range (reduce-scatter) instead of copying it
-	Scale  bool // after reducing, multiply the range by 1/world (mean)
+	Reduce      bool // add the payload into the range (reduce-scatter) instead of copying it
+	Scale       bool // after reducing, multiply the range by 1/world (mean)
 	// AfterSend is the index in Plan.Sends of the send that must complete
 	// before this receive may overwrite the range, or -1.
 	AfterSend int
