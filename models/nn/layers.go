@@ -98,19 +98,92 @@ func Attend(tp *kernels.Tape, q, k, v, bias *kernels.Tensor) *kernels.Tensor {
 	return tp.Matmul(tp.Softmax(s), v)
 }
 
-// MLP is the two-layer feed-forward fc1 → GELU → fc2 of ViT and BERT.
+// MLP is the two-layer feed-forward fc1 → activation → fc2 of ViT and BERT.
 type MLP struct {
 	FC1, FC2 Linear
-	ErfGELU  bool // exact erf GELU (BERT, CLIP-L uses quick_gelu; see ViT)
+	Act      Act
 }
 
 // Forward applies the MLP to x [..., dim].
 func (m MLP) Forward(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
-	h := m.FC1.Forward(tp, x)
-	if m.ErfGELU {
-		h = tp.GELUErf(h)
-	} else {
-		h = tp.GELU(h)
+	return m.FC2.Forward(tp, m.Act.Apply(tp, m.FC1.Forward(tp, x)))
+}
+
+// MHA is multi-head attention with separate q/k/v/output projections
+// (Hugging Face CLIP, LLaMA and BERT all store them separately).
+type MHA struct {
+	Q, K, V, O Linear
+	Heads      int
+}
+
+// NewMHA adds name.{q,k,v,o}Name projections: q from dim, k and v from
+// kvDim (cross-attention reads another width), all to dim.
+func NewMHA(p *Params, rng *rand.Rand, names [4]string, dim, kvDim, heads int, qkvBias, outBias bool) MHA {
+	return MHA{
+		Q:     NewLinear(p, rng, names[0], dim, dim, qkvBias),
+		K:     NewLinear(p, rng, names[1], kvDim, dim, qkvBias),
+		V:     NewLinear(p, rng, names[2], kvDim, dim, qkvBias),
+		O:     NewLinear(p, rng, names[3], dim, dim, outBias),
+		Heads: heads,
 	}
-	return m.FC2.Forward(tp, h)
+}
+
+// MHAParams counts the parameters of NewMHA.
+func MHAParams(dim, kvDim int, qkvBias, outBias bool) int {
+	return LinearParams(dim, dim, qkvBias) + 2*LinearParams(kvDim, dim, qkvBias) + LinearParams(dim, dim, outBias)
+}
+
+// Forward attends from xq [B, Sq, dim] to xkv [B, Sk, kvDim] (nil for
+// self-attention) with kernels.Attention's blockwise kernel and masks, and
+// applies the output projection. rope, when non-nil, rotates q and k.
+func (a MHA) Forward(tp *kernels.Tape, xq, xkv *kernels.Tensor, opt kernels.AttnOptions, rope *kernels.RoPEConfig) *kernels.Tensor {
+	if xkv == nil {
+		xkv = xq
+	}
+	return a.ForwardQKV(tp, xq, xkv, xkv, opt, rope)
+}
+
+// ForwardQKV is Forward with different inputs for keys and values (Qwen-VL's
+// adapter adds positions to the keys but not to the values).
+func (a MHA) ForwardQKV(tp *kernels.Tape, xq, xk, xv *kernels.Tensor, opt kernels.AttnOptions, rope *kernels.RoPEConfig) *kernels.Tensor {
+	b, sq, dim := xq.Shape[0], xq.Shape[1], xq.Shape[2]
+	sk := xk.Shape[1]
+	hd := dim / a.Heads
+	q := tp.Reshape(a.Q.Forward(tp, xq), b, sq, a.Heads, hd)
+	k := tp.Reshape(a.K.Forward(tp, xk), b, sk, a.Heads, hd)
+	v := tp.Reshape(a.V.Forward(tp, xv), b, sk, a.Heads, hd)
+	if rope != nil {
+		q = tp.RoPE(q, *rope)
+		k = tp.RoPE(k, *rope)
+	}
+	o := tp.Attention(q, k, v, opt)
+	return a.O.Forward(tp, tp.Reshape(o, b, sq, dim))
+}
+
+// QuickGELU is CLIP's x·σ(1.702x) (openai/CLIP model.py QuickGELU),
+// composed from kernels ops.
+func QuickGELU(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
+	return tp.Mul(x, tp.Sigmoid(tp.Scale(x, 1.702)))
+}
+
+// Act names an MLP activation.
+type Act string
+
+// The activations of the encoders: exact GELU (BERT, EVA, OpenCLIP),
+// CLIP's quick GELU, and the tanh approximation.
+const (
+	ActGELU      Act = "gelu"
+	ActQuickGELU Act = "quick_gelu"
+	ActGELUTanh  Act = "gelu_tanh"
+)
+
+// Apply applies the activation.
+func (a Act) Apply(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
+	switch a {
+	case ActQuickGELU:
+		return QuickGELU(tp, x)
+	case ActGELUTanh:
+		return tp.GELU(x)
+	}
+	return tp.GELUErf(x)
 }

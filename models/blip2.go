@@ -1,0 +1,311 @@
+package models
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"github.com/loomtrain/loom/kernels"
+	"github.com/loomtrain/loom/models/llm"
+	"github.com/loomtrain/loom/models/nn"
+	"github.com/loomtrain/loom/models/qformer"
+	"github.com/loomtrain/loom/models/vit"
+)
+
+// blip2 is BLIP-2 (Li et al. 2023, arXiv 2301.12597; LAVIS blip2_qformer.py
+// and blip2_opt.py at 506965b) and InstructBLIP (arXiv 2305.06500; LAVIS
+// blip2_vicuna_instruct.py).
+//
+// Parameters: vit.* (frozen at construction, §3.1 "frozen image encoder"),
+// ln_vision.* (a new LayerNorm after the ViT, trainable: LAVIS blip2.py
+// init_vision_encoder), qformer.* and, in stage 2 and InstructBLIP,
+// llm_proj.* and llm.* (the LLM frozen at construction, §3.3).
+//
+// Stage 1 reads Images (one per row) and Tokens (Q-Former caption tokens,
+// first token Special.BOS in the [CLS] role) and returns itc + itm + itg
+// (equal weights, LAVIS Blip2Qformer.forward). Stage 2 reads Images and
+// Tokens (LLM caption tokens; Loss optional) and returns lm. InstructBLIP
+// also reads Instruction (Q-Former tokens) and Loss (false on the prompt).
+type blip2 struct {
+	cfg     Config
+	params  *nn.Params
+	vit     *vit.ViT
+	lnV     nn.LayerNorm
+	qf      *qformer.QFormer
+	llmProj nn.Linear
+	llm     *llm.Model
+}
+
+func newBLIP2(cfg Config, seed uint64) (*blip2, error) {
+	m := &blip2{cfg: cfg, params: nn.NewParams()}
+	rng := nn.Rng(seed)
+	var err error
+	if m.vit, err = vit.New(m.params, rng, "vit", cfg.ViT); err != nil {
+		return nil, err
+	}
+	m.lnV = nn.NewLayerNorm(m.params, "ln_vision", cfg.ViT.Width, 1e-5)
+	if m.qf, err = qformer.New(m.params, rng, "qformer", cfg.qformerConfig()); err != nil {
+		return nil, err
+	}
+	frozen := []string{"vit.*"}
+	if cfg.Family == InstructBLIP || cfg.Stage == 2 {
+		m.llmProj = nn.NewLinear(m.params, rng, "llm_proj", cfg.QFormer.Hidden, cfg.LLM.Hidden, true)
+		if m.llm, err = llm.New(m.params, rng, "llm.", cfg.LLM); err != nil {
+			return nil, err
+		}
+		frozen = append(frozen, "llm.*")
+	}
+	if _, err := m.params.Freeze(frozen...); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *blip2) Config() Config     { return m.cfg }
+func (m *blip2) Params() *nn.Params { return m.params }
+
+// imageFeatures runs the ViT (all tokens of its last kept layer) and the
+// trainable ln_vision.
+func (m *blip2) imageFeatures(tp *kernels.Tape, images *kernels.Tensor) *kernels.Tensor {
+	return m.lnV.Forward(tp, m.vit.Forward(tp, images, vit.LastAll))
+}
+
+func (m *blip2) Forward(tp *kernels.Tape, b *Batch) (Output, error) {
+	if err := b.checkRows(); err != nil {
+		return Output{}, err
+	}
+	if b.Images == nil || b.Images.Shape[0] != len(b.Tokens) {
+		return Output{}, fmt.Errorf("batch: images: BLIP-2 needs one image per row (%d rows)", len(b.Tokens))
+	}
+	vocab := m.cfg.LLM.Vocab
+	if m.cfg.Family == BLIP2 && m.cfg.Stage == 1 {
+		vocab = m.cfg.QFormer.Vocab
+	}
+	if err := checkIDs("tokens", b.Tokens, vocab); err != nil {
+		return Output{}, err
+	}
+	feats := m.imageFeatures(tp, b.Images)
+	if m.cfg.Family == BLIP2 && m.cfg.Stage == 1 {
+		return m.stage1(tp, b, feats)
+	}
+	return m.stage2(tp, b, feats)
+}
+
+// padRows pads rows with pad to the longest and returns ids [B·T], T and
+// the lengths.
+func padRows(rows [][]int32, pad int32) ([]int32, int, []int) {
+	t := 0
+	for _, r := range rows {
+		t = max(t, len(r))
+	}
+	ids := make([]int32, 0, len(rows)*t)
+	lens := make([]int, len(rows))
+	for i, r := range rows {
+		lens[i] = len(r)
+		ids = append(ids, r...)
+		for j := len(r); j < t; j++ {
+			ids = append(ids, pad)
+		}
+	}
+	return ids, t, lens
+}
+
+// l2normalize divides the last dimension by its Euclidean norm, composed
+// as RMSNorm (x/√(mean x²)) scaled by 1/√D.
+func l2normalize(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
+	d := x.Shape[len(x.Shape)-1]
+	return tp.Scale(tp.RMSNorm(x, kernels.Full(1, d), 1e-12), float32(1/math.Sqrt(float64(d))))
+}
+
+func (m *blip2) stage1(tp *kernels.Tape, b *Batch, feats *kernels.Tensor) (Output, error) {
+	nb := len(b.Tokens)
+	nq := m.cfg.QFormer.Queries
+	hd := m.qf.Heads()
+	ls := m.cfg.LabelSmoothing
+	ids, t, lens := padRows(b.Tokens, m.cfg.Special.Pad)
+
+	// ITC (§3.2): unimodal passes; similarity = max over queries / temp.
+	if v := hd.Temp.Data[0]; v < 0.001 || v > 0.5 { // LAVIS clamps temp to [0.001, 0.5] before use
+		hd.Temp.Data[0] = float32(math.Min(math.Max(float64(v), 0.001), 0.5))
+	}
+	q := m.qf.Forward(tp, qformer.Input{Queries: true, Image: feats, B: nb})
+	imgFeat := l2normalize(tp, hd.VisionProj.Forward(tp, q)) // [B, Nq, E]
+	txt := m.qf.Forward(tp, qformer.Input{Text: ids, B: nb, T: t, TextLens: lens})
+	cls := tp.Reshape(tp.Slice(txt, 1, 0, 1), nb, m.cfg.QFormer.Hidden)
+	txtFeat := l2normalize(tp, hd.TextProj.Forward(tp, cls)) // [B, E]
+	e := txtFeat.Shape[1]
+	simQ := tp.MatmulT(tp.Reshape(imgFeat, nb*nq, e), txtFeat, false, true) // [B·Nq, B]: (i, q) × j
+	// Max over queries: gather the arg-max query of each (image, text)
+	// pair, which is exactly max's gradient path.
+	pick := make([]int32, nb*nb)
+	for i := 0; i < nb; i++ {
+		for j := 0; j < nb; j++ {
+			best := 0
+			for k := 1; k < nq; k++ {
+				if simQ.Data[(i*nq+k)*nb+j] > simQ.Data[(i*nq+best)*nb+j] {
+					best = k
+				}
+			}
+			pick[i*nb+j] = int32((i*nq+best)*nb + j)
+		}
+	}
+	simI2T := tp.Div(tp.Reshape(tp.IndexSelect(tp.Reshape(simQ, nb*nq*nb, 1), 0, pick), nb, nb), hd.Temp)
+	simT2I := tp.Transpose(simI2T, 0, 1)
+	diag := make([]int32, nb)
+	for i := range diag {
+		diag[i] = int32(i)
+	}
+	ceOpt := kernels.CEOptions{LabelSmoothing: ls}
+	itc := tp.Scale(tp.Add(tp.CrossEntropy(simI2T, diag, ceOpt), tp.CrossEntropy(simT2I, diag, ceOpt)), 0.5)
+	terms := map[string]float32{"itc": itc.Item()}
+	total := itc
+
+	// ITM (§3.2): bidirectional [queries; text] with cross-attention, one
+	// hard negative image per text and one hard negative text per image,
+	// drawn ∝ softmax(sim) with the positive excluded; score = mean over
+	// queries of the ITM logits.
+	if nb >= 2 {
+		rng := rand.New(rand.NewPCG(b.Seed, 0x1b873593))
+		negImg := make([]int32, nb) // for text j
+		negTxt := make([]int32, nb) // for image i
+		for j := 0; j < nb; j++ {
+			negImg[j] = sampleNeg(rng, simT2I.Data[j*nb:(j+1)*nb], j)
+		}
+		for i := 0; i < nb; i++ {
+			negTxt[i] = sampleNeg(rng, simI2T.Data[i*nb:(i+1)*nb], i)
+		}
+		imgIdx := make([]int32, 0, 3*nb)
+		txtRows := make([][]int32, 0, 3*nb)
+		for i := 0; i < nb; i++ { // positives
+			imgIdx = append(imgIdx, int32(i))
+			txtRows = append(txtRows, b.Tokens[i])
+		}
+		for j := 0; j < nb; j++ { // (text_pos, image_neg)
+			imgIdx = append(imgIdx, negImg[j])
+			txtRows = append(txtRows, b.Tokens[j])
+		}
+		for i := 0; i < nb; i++ { // (text_neg, image_pos)
+			imgIdx = append(imgIdx, int32(i))
+			txtRows = append(txtRows, b.Tokens[negTxt[i]])
+		}
+		allIDs, tt, allLens := padRows(txtRows, m.cfg.Special.Pad)
+		out := m.qf.Forward(tp, qformer.Input{Queries: true, Image: tp.IndexSelect(feats, 0, imgIdx), Text: allIDs, B: 3 * nb, T: tt, TextLens: allLens})
+		logits := tp.MeanAxis(hd.ITM.Forward(tp, tp.Slice(out, 1, 0, nq)), 1) // [3B, 2]
+		labels := make([]int32, 3*nb)
+		for i := 0; i < nb; i++ {
+			labels[i] = 1
+		}
+		itm := tp.CrossEntropy(logits, labels, kernels.CEOptions{})
+		terms["itm"] = itm.Item()
+		total = tp.Add(total, itm)
+	}
+
+	// ITG (§3.2): [DEC] replaces [CLS]; UniLM mask over [queries; text];
+	// next-token loss on the text, padding ignored. (LAVIS reuses the
+	// query pass's key/value cache; with the UniLM mask the query rows see
+	// only queries, so one joint pass computes the same thing.)
+	dec := append([]int32(nil), ids...)
+	for i := 0; i < nb; i++ {
+		dec[i*t] = m.cfg.Special.Dec
+	}
+	out := m.qf.Forward(tp, qformer.Input{Queries: true, Image: feats, Text: dec, B: nb, T: t, TextLens: lens, Mask: qformer.UniLMMask})
+	var rows, tgt []int32
+	for i := 0; i < nb; i++ {
+		for p := 0; p+1 < lens[i]; p++ {
+			rows = append(rows, int32(i*(nq+t)+nq+p))
+			tgt = append(tgt, ids[i*t+p+1])
+		}
+	}
+	if len(rows) > 0 {
+		h := tp.IndexSelect(tp.Reshape(out, nb*(nq+t), m.cfg.QFormer.Hidden), 0, rows)
+		itg := tp.CrossEntropy(m.qf.LMLogits(tp, h), tgt, kernels.CEOptions{LabelSmoothing: ls})
+		terms["itg"] = itg.Item()
+		total = tp.Add(total, itg)
+	}
+	terms["loss"] = total.Item()
+	return Output{Loss: total, Terms: terms}, nil
+}
+
+// sampleNeg draws an index ∝ softmax(logits) with skip excluded.
+func sampleNeg(rng *rand.Rand, logits []float32, skip int) int32 {
+	mx := math.Inf(-1)
+	for k, v := range logits {
+		if k != skip {
+			mx = math.Max(mx, float64(v))
+		}
+	}
+	w := make([]float64, len(logits))
+	var sum float64
+	for k, v := range logits {
+		if k != skip {
+			w[k] = math.Exp(float64(v) - mx)
+			sum += w[k]
+		}
+	}
+	u := rng.Float64() * sum
+	for k, v := range w {
+		if k == skip {
+			continue
+		}
+		if u < v {
+			return int32(k)
+		}
+		u -= v
+	}
+	for k := len(w) - 1; k >= 0; k-- {
+		if k != skip {
+			return int32(k)
+		}
+	}
+	return int32(skip)
+}
+
+// stage2 projects the query outputs into the LLM as soft prompts (§3.3;
+// LAVIS blip2_opt.forward: inputs_opt = opt_proj(query_output); attention
+// mask 1, labels -100 on them).
+func (m *blip2) stage2(tp *kernels.Tape, b *Batch, feats *kernels.Tensor) (Output, error) {
+	nb := len(b.Tokens)
+	nq := m.cfg.QFormer.Queries
+	in := qformer.Input{Queries: true, Image: feats, B: nb}
+	if m.cfg.Family == InstructBLIP {
+		// The instruction joins the queries in the Q-Former's
+		// self-attention (bidirectional, padding hidden); only the query
+		// outputs go on (LAVIS blip2_vicuna_instruct.py).
+		if len(b.Instruction) != nb {
+			return Output{}, fmt.Errorf("batch: instruction has %d rows, tokens has %d", len(b.Instruction), nb)
+		}
+		if err := checkIDs("instruction", b.Instruction, m.cfg.QFormer.Vocab); err != nil {
+			return Output{}, err
+		}
+		in.Text, in.T, in.TextLens = padRows(b.Instruction, m.cfg.Special.Pad)
+	}
+	q := m.qf.Forward(tp, in)
+	if in.Text != nil {
+		q = tp.Slice(q, 1, 0, nq)
+	}
+	soft := tp.Reshape(m.llmProj.Forward(tp, q), nb*nq, m.cfg.LLM.Hidden)
+	rows := make([][]piece, nb)
+	for r, toks := range b.Tokens {
+		for k := 0; k < nq; k++ {
+			rows[r] = append(rows[r], piece{feat: r*nq + k, seg: 0})
+		}
+		for t, id := range toks {
+			loss := true // the first caption token is predicted from the last query
+			if b.Loss != nil {
+				loss = b.Loss[r][t]
+			}
+			rows[r] = append(rows[r], piece{tok: id, feat: -1, loss: loss})
+		}
+	}
+	p, err := pack(rows, nb*nq)
+	if err != nil {
+		return Output{}, err
+	}
+	x := p.embed(tp, m.llm.Embed, nil, soft, m.cfg.LLM.Hidden)
+	h := m.llm.Forward(tp, x, llm.Layout{KeyLens: p.lens})
+	loss, n := lmLoss(tp, h, func(x *kernels.Tensor) *kernels.Tensor { return m.llm.Logits(tp, x) }, p, false, 0)
+	if n == 0 {
+		return Output{}, fmt.Errorf("batch: loss: no token is trained")
+	}
+	return Output{Loss: loss, Terms: map[string]float32{"lm": loss.Item(), "loss": loss.Item()}}, nil
+}

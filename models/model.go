@@ -1,0 +1,209 @@
+package models
+
+import (
+	"fmt"
+
+	"github.com/loomtrain/loom/kernels"
+	"github.com/loomtrain/loom/models/nn"
+	"github.com/loomtrain/loom/models/safetensors"
+	"github.com/loomtrain/loom/models/tokenizer"
+)
+
+// Model is what the trainer drives: one family built from a Config.
+type Model interface {
+	// Config returns the configuration the model was built from.
+	Config() Config
+	// Params is the named parameter tree: freeze, unfreeze, drop, save and
+	// load through it.
+	Params() *nn.Params
+	// Forward runs one batch and returns the loss to back-propagate and its
+	// named terms. Errors name the batch field at fault; shape mistakes
+	// inside the model panic (kernels.Catch turns them into errors).
+	Forward(tp *kernels.Tape, b *Batch) (Output, error)
+}
+
+// Batch is one training batch. Which fields a family reads is documented on
+// the family; unused fields must be nil.
+type Batch struct {
+	// Images [N, C, H, W], in the order their placeholders appear in
+	// Tokens (row by row, left to right). BLIP-2 and Qwen-VL/LLaVA take
+	// values normalised as their ViT expects; LWM takes none (its images are
+	// vision tokens already).
+	Images *kernels.Tensor
+	// Tokens holds one row of token ids per sequence. LLaVA/VILA rows
+	// contain Special.Image placeholders, Qwen-VL rows <img></img> pairs,
+	// LWM rows text and vision ids (see Vision). For BLIP-2 stage 1 the
+	// rows are the Q-Former's caption tokens starting with Special.BOS (the
+	// [CLS] position); in stage 2 they are the LLM's caption tokens.
+	Tokens [][]int32
+	// Loss marks, per token, whether predicting it is trained (true), e.g.
+	// false on prompts and user turns. nil trains every token but the first.
+	Loss [][]bool
+	// Vision marks LWM's vision ids (an index into the vision vocabulary).
+	Vision [][]bool
+	// Segments gives, per token of a packed row, the document it belongs
+	// to: documents never attend to each other and positions restart at 0.
+	// nil is one document per row. (Images inherit their placeholder's.)
+	Segments [][]int32
+	// Instruction holds InstructBLIP's instruction tokens for the Q-Former.
+	Instruction [][]int32
+	// Seed drives the random choices of a step (BLIP-2's ITM hard-negative
+	// sampling), so a step is a pure function of the batch.
+	Seed uint64
+}
+
+// Output is the result of Forward.
+type Output struct {
+	Loss  *kernels.Tensor    // scalar to back-propagate
+	Terms map[string]float32 // named loss terms, e.g. itc, itm, itg, lm, ce_text, ce_vision
+}
+
+// Special holds the ids of the special tokens the families use.
+type Special struct {
+	Pad, BOS, EOS        int32
+	Image                int32 // LLaVA/VILA placeholder
+	ImgStart, ImgEnd     int32 // Qwen-VL delimiters
+	VisionBeg, VisionEnd int32 // LWM text delimiters
+	Dec                  int32 // BLIP-2 [DEC]
+}
+
+// SpecialFrom reads the special-token ids of a tokenizer; it fails naming
+// the first missing token.
+func SpecialFrom(t tokenizer.Tokenizer) (Special, error) {
+	var s Special
+	for _, f := range []struct {
+		name string
+		dst  *int32
+	}{
+		{tokenizer.Pad, &s.Pad}, {tokenizer.BOS, &s.BOS}, {tokenizer.EOS, &s.EOS}, {tokenizer.Image, &s.Image},
+		{tokenizer.ImgStart, &s.ImgStart}, {tokenizer.ImgEnd, &s.ImgEnd}, {tokenizer.VisionBeg, &s.VisionBeg},
+		{tokenizer.VisionEnd, &s.VisionEnd}, {tokenizer.Dec, &s.Dec},
+	} {
+		id, ok := t.TokenID(f.name)
+		if !ok {
+			return s, fmt.Errorf("tokenizer has no special token %q", f.name)
+		}
+		*f.dst = int32(id)
+	}
+	return s, nil
+}
+
+// defaultSpecial places the special tokens at the end of a vocabulary of
+// size v, in tokenizer.DefaultSpecial order (what `loom tokenizer train`
+// produces).
+func defaultSpecial(v int) Special {
+	base := int32(v - len(tokenizer.DefaultSpecial))
+	return Special{
+		Pad: base, BOS: base + 1, EOS: base + 2, Image: base + 3, ImgStart: base + 4, ImgEnd: base + 5,
+		VisionBeg: base + 6, VisionEnd: base + 7, Dec: base + 10,
+	}
+}
+
+// New builds the family named by cfg with parameters drawn from seed.
+func New(cfg Config, seed uint64) (Model, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	switch cfg.Family {
+	case BLIP2, InstructBLIP:
+		return newBLIP2(cfg, seed)
+	case QwenVL:
+		return newQwenVL(cfg, seed)
+	case LLaVA, VILA:
+		return newLLaVA(cfg, seed)
+	case LWM:
+		return newLWM(cfg, seed)
+	case VQGAN:
+		return newVQ(cfg, seed)
+	}
+	return nil, fmt.Errorf("family %q: want one of %v", cfg.Family, Families)
+}
+
+// Save writes a model's parameters as safetensors with the family, size
+// and stage in the metadata.
+func Save(path string, m Model, metadata map[string]string) error {
+	md := map[string]string{"family": string(m.Config().Family), "size": m.Config().Size}
+	for k, v := range metadata {
+		md[k] = v
+	}
+	return m.Params().SaveFile(path, md)
+}
+
+// Load reads a safetensors file into a model's parameters (see
+// nn.LoadOptions for partial loading); errors start with the path.
+func Load(path string, m Model, opt nn.LoadOptions) ([]string, error) {
+	f, err := safetensors.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	names, err := m.Params().Load(f, opt)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return names, nil
+}
+
+// tokensLoss returns the loss flag of token t of row r.
+func (b *Batch) tokensLoss(r, t int) bool {
+	if b.Loss == nil {
+		return t > 0
+	}
+	return b.Loss[r][t]
+}
+
+func (b *Batch) segment(r, t int) int32 {
+	if b.Segments == nil {
+		return 0
+	}
+	return b.Segments[r][t]
+}
+
+// checkRows validates the per-token side tables against Tokens.
+func (b *Batch) checkRows() error {
+	if len(b.Tokens) == 0 {
+		return fmt.Errorf("batch: tokens: no rows")
+	}
+	for name, tab := range map[string]int{"loss": len(b.Loss), "vision": len(b.Vision), "segments": len(b.Segments)} {
+		if tab != 0 && tab != len(b.Tokens) {
+			return fmt.Errorf("batch: %s has %d rows, tokens has %d", name, tab, len(b.Tokens))
+		}
+	}
+	for r, row := range b.Tokens {
+		if len(row) == 0 {
+			return fmt.Errorf("batch: tokens[%d] is empty", r)
+		}
+		if b.Loss != nil && len(b.Loss[r]) != len(row) {
+			return fmt.Errorf("batch: loss[%d] has %d entries for %d tokens", r, len(b.Loss[r]), len(row))
+		}
+		if b.Vision != nil && len(b.Vision[r]) != len(row) {
+			return fmt.Errorf("batch: vision[%d] has %d entries for %d tokens", r, len(b.Vision[r]), len(row))
+		}
+		if b.Segments != nil && len(b.Segments[r]) != len(row) {
+			return fmt.Errorf("batch: segments[%d] has %d entries for %d tokens", r, len(b.Segments[r]), len(row))
+		}
+	}
+	return nil
+}
+
+func checkIDs(field string, rows [][]int32, vocab int) error {
+	for r, row := range rows {
+		for t, id := range row {
+			if id < 0 || int(id) >= vocab {
+				return fmt.Errorf("batch: %s[%d][%d] = %d is not a token id (vocabulary %d)", field, r, t, id, vocab)
+			}
+		}
+	}
+	return nil
+}
+
+// lmLoss is the next-token cross-entropy over the positions of p whose
+// target is a text token, averaged over them.
+func lmLoss(tp *kernels.Tape, h *kernels.Tensor, head func(*kernels.Tensor) *kernels.Tensor, p *packed, vis bool, smoothing float32) (*kernels.Tensor, int) {
+	idx, tgt := p.rowsWhere(vis)
+	if len(idx) == 0 {
+		return nil, 0
+	}
+	hid := h.Shape[len(h.Shape)-1]
+	rows := tp.IndexSelect(tp.Reshape(h, p.B*p.T, hid), 0, idx)
+	return tp.CrossEntropy(head(rows), tgt, kernels.CEOptions{LabelSmoothing: smoothing}), len(idx)
+}
