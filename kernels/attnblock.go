@@ -68,11 +68,12 @@ func checkAttnBuf(op, name string, buf []float32, n int) {
 	}
 }
 
-// Tile sizes: 64×64 score tiles keep each GEMM single-threaded (the tiles
-// themselves run in parallel) and the working set of one worker in L2.
-const (
-	attnBr = 64 // query rows per tile
-	attnBc = 64 // key rows per tile
+// Tile sizes: a 128×128 score tile (64 KiB) and its probabilities stay in
+// L2 next to the K/V tiles, and each GEMM is large enough to amortise
+// packing. Variables so that tests can exercise other tilings.
+var (
+	attnBr = 128 // query rows per tile
+	attnBc = 128 // key rows per tile
 )
 
 type tileKind uint8
@@ -220,10 +221,7 @@ func AttnBlockForward(q, k, v []float32, nq, nk, h, d int, scale float32, m *Att
 			}
 			for r := 0; r < br; r++ {
 				row := s[r*bc : (r+1)*bc]
-				mx := mrow[r]
-				for _, x := range row {
-					mx = max(mx, x)
-				}
+				mx := rowMax(row, mrow[r])
 				if mx == ninf { // nothing allowed yet: p = 0
 					for c := range row {
 						row[c] = 0
@@ -377,10 +375,7 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 			sgemm(false, true, br, bc, d, 1, doi, hd, vj, hd, 0, dp, bc)
 			for r := 0; r < br; r++ {
 				dl := delta[(i0+r)*h+hh]
-				pr, dr := p[r*bc:(r+1)*bc], dp[r*bc:(r+1)*bc]
-				for c := range dr {
-					dr[c] = pr[c] * (dr[c] - dl)
-				}
+				dsRow(p[r*bc:(r+1)*bc], dp[r*bc:(r+1)*bc], dl)
 			}
 			sgemm(true, false, bc, d, br, scale, dp, bc, qi, hd, 1, dkj, hd)
 			sgemm(false, false, br, d, bc, scale, dp, bc, kj, hd, 1, sc.dq[i0*hd+hh*d:], hd)

@@ -88,9 +88,17 @@ func maxRelErr(got []float32, want []float64) (float64, int) {
 // AttnMerge, the backward is accumulated block by block with the final lse,
 // and everything must match dense float64 attention.
 func TestAttnBlockVsDense(t *testing.T) {
+	defer func(br, bc int) { attnBr, attnBc = br, bc }(attnBr, attnBc)
+	for _, tile := range [][2]int{{attnBr, attnBc}, {64, 64}, {16, 32}} {
+		attnBr, attnBc = tile[0], tile[1]
+		testAttnBlockVsDense(t, fmt.Sprintf("tile%dx%d", tile[0], tile[1]))
+	}
+}
+
+func testAttnBlockVsDense(t *testing.T, tiling string) {
 	for _, tc := range attnCases() {
 		for _, nblocks := range []int{1, 3} {
-			t.Run(fmt.Sprintf("%s/%dblocks", tc.name, nblocks), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%s/%s/%dblocks", tiling, tc.name, nblocks), func(t *testing.T) {
 				rng := rand.New(rand.NewPCG(7, uint64(tc.nq)))
 				nq, nk, h, d := tc.nq, tc.nk, tc.h, tc.d
 				m := tc.mask(nq, nk)

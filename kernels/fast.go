@@ -50,8 +50,19 @@ func expf(x float32) float32 {
 }
 
 // expSubRow sets row[j] = exp(row[j] − m) and returns the sum (masked
-// entries hold −Inf and become 0).
+// entries hold −Inf and become 0). Arguments above 88.37 saturate.
 func expSubRow(row []float32, m float32) float32 {
+	var s float32
+	if n8 := len(row) &^ 7; haveAVX2 && n8 > 0 {
+		s = expSubAVX2(&row[0], n8, m)
+		row = row[n8:]
+	}
+	return s + expSubRowGo(row, m)
+}
+
+// expSubRowGo is the pure-Go expSubRow (the fallback and the reference of
+// the AVX2 kernel).
+func expSubRowGo(row []float32, m float32) float32 {
 	var s0, s1 float32
 	j := 0
 	for ; j+1 < len(row); j += 2 {
@@ -67,4 +78,29 @@ func expSubRow(row []float32, m float32) float32 {
 		s0 += e
 	}
 	return s0 + s1
+}
+
+// rowMax returns max(m0, max(row)).
+func rowMax(row []float32, m0 float32) float32 {
+	if n8 := len(row) &^ 7; haveAVX2 && n8 > 0 {
+		m0 = max(m0, maxAVX2(&row[0], n8))
+		row = row[n8:]
+	}
+	for _, x := range row {
+		m0 = max(m0, x)
+	}
+	return m0
+}
+
+// dsRow sets dp[j] = p[j]·(dp[j] − delta): the softmax backward of one
+// attention row.
+func dsRow(p, dp []float32, delta float32) {
+	dp = dp[:len(p)]
+	if n8 := len(p) &^ 7; haveAVX2 && n8 > 0 {
+		dsAVX2(&p[0], &dp[0], n8, delta)
+		p, dp = p[n8:], dp[n8:]
+	}
+	for j := range dp {
+		dp[j] = p[j] * (dp[j] - delta)
+	}
 }

@@ -38,3 +38,55 @@ func TestExpf(t *testing.T) {
 	}
 	t.Logf("worst relative error %.3g", worst)
 }
+
+// TestRowKernels checks the AVX2 row kernels against the pure-Go loops on
+// every length 0..40 (all remainders of 8) and extreme values.
+func TestRowKernels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	ninf := float32(math.Inf(-1))
+	for n := 0; n <= 40; n++ {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32(rng.Float64()*190 - 100)
+			if i%7 == 3 {
+				x[i] = ninf
+			}
+		}
+		m := float32(rng.Float64()*4 - 2)
+		want := append([]float32{}, x...)
+		wantSum := expSubRowGo(want, m)
+		got := append([]float32{}, x...)
+		gotSum := expSubRow(got, m)
+		for i := range want {
+			if x[i]-m > 88.37 {
+				continue // the vector kernel saturates here; attention and softmax never exceed 0
+			}
+			if d := math.Abs(float64(got[i] - want[i])); d > 4e-7*float64(want[i]) {
+				t.Fatalf("expSubRow(n=%d)[%d] at x−m=%g: %g, pure Go %g", n, i, x[i]-m, got[i], want[i])
+			}
+		}
+		if n > 0 && max(wantSum, gotSum) < 1e30 && math.Abs(float64(gotSum-wantSum)) > 1e-6*float64(wantSum) {
+			t.Fatalf("expSubRow(n=%d) sum %g, pure Go %g", n, gotSum, wantSum)
+		}
+		wm := ninf
+		for _, v := range x {
+			wm = max(wm, v)
+		}
+		if gm := rowMax(x, ninf); gm != wm {
+			t.Fatalf("rowMax(n=%d) = %g, want %g", n, gm, wm)
+		}
+		p, dp := append([]float32{}, x...), make([]float32, n)
+		wdp := make([]float32, n)
+		for i := range p {
+			p[i] = float32(rng.Float64())
+			dp[i] = float32(rng.NormFloat64())
+			wdp[i] = p[i] * (dp[i] - 0.3)
+		}
+		dsRow(p, dp, 0.3)
+		for i := range dp {
+			if dp[i] != wdp[i] {
+				t.Fatalf("dsRow(n=%d)[%d] = %g, want %g", n, i, dp[i], wdp[i])
+			}
+		}
+	}
+}

@@ -1,0 +1,20 @@
+//go:build amd64 && !noasm
+
+package kernels
+
+import "golang.org/x/sys/cpu"
+
+// The AVX2 row kernels of vec_amd64.s. Each handles a multiple of 8
+// elements and ends with VZEROUPPER, so the scalar Go code after it pays
+// no AVX-to-SSE transition penalty.
+
+//go:noescape
+func expSubAVX2(x *float32, n int, m float32) float32
+
+//go:noescape
+func maxAVX2(x *float32, n int) float32
+
+//go:noescape
+func dsAVX2(p, dp *float32, n int, delta float32)
+
+var haveAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA

@@ -1,0 +1,13 @@
+//go:build !amd64 || noasm
+
+package kernels
+
+// Without the assembly row kernels every caller takes its pure-Go loop.
+
+const haveAVX2 = false
+
+func expSubAVX2(x *float32, n int, m float32) float32 { panic("kernels: no AVX2 kernels in this build") }
+
+func maxAVX2(x *float32, n int) float32 { panic("kernels: no AVX2 kernels in this build") }
+
+func dsAVX2(p, dp *float32, n int, delta float32) { panic("kernels: no AVX2 kernels in this build") }
