@@ -6,7 +6,9 @@ package kernels
 
 const haveAVX2 = false
 
-func expSubAVX2(x *float32, n int, m float32) float32 { panic("kernels: no AVX2 kernels in this build") }
+func expSubAVX2(x *float32, n int, m float32) float32 {
+	panic("kernels: no AVX2 kernels in this build")
+}
 
 func maxAVX2(x *float32, n int) float32 { panic("kernels: no AVX2 kernels in this build") }
 
