@@ -33,17 +33,21 @@ var sgemmModelShapes = []sgemmShape{
 	{M: 256, N: 256, K: 1024},
 }
 
-// sgemmShape is one C[m×n] = A[m×k]·op(B) problem; TransB multiplies by Bᵀ
-// with B stored n×k (a linear layer's x·Wᵀ).
+// sgemmShape is one C[m×n] = op(A)·op(B) problem. TransA multiplies by Aᵀ with
+// A stored k×m (a weight gradient's dYᵀ·X); TransB by Bᵀ with B stored n×k (a
+// linear layer's x·Wᵀ).
 type sgemmShape struct {
-	M, N, K int
-	TransB  bool
+	M, N, K        int
+	TransA, TransB bool
 }
 
 func (s sgemmShape) String() string {
-	t := "NN"
+	t := []byte("NN")
+	if s.TransA {
+		t[0] = 'T'
+	}
 	if s.TransB {
-		t = "NT"
+		t[1] = 'T'
 	}
 	return fmt.Sprintf("%dx%dx%d %s", s.M, s.N, s.K, t)
 }
@@ -57,6 +61,7 @@ type sgemmResult struct {
 	M              int      `json:"m"`
 	N              int      `json:"n"`
 	K              int      `json:"k"`
+	TransA         bool     `json:"trans_a"`
 	TransB         bool     `json:"trans_b"`
 	Threads        int      `json:"threads"`
 	Kernel         string   `json:"kernel"`
@@ -112,7 +117,8 @@ estimated.
 
 Shapes: --n alone is a square problem; --m/--n/--k give any shape; --shapes model
 runs the models' real shapes (1024³, 196×768×768, 1024×768×768, 1024×3072×768,
-1024×768×3072, 256×256×1024). --trans nt multiplies by Bᵀ, as a linear layer does.
+1024×768×3072, 256×256×1024). --trans picks op(A)·op(B): nn, nt (A·Bᵀ, a linear
+layer's forward), tn (Aᵀ·B, its weight gradient) or tt.
 
 Example:
   loom bench sgemm --n 1024 --threads 1
@@ -122,7 +128,7 @@ Example:
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			set := func(name string) bool { return cmd.Flags().Changed(name) }
-			transB, err := parseTrans(trans)
+			transA, transB, err := parseTrans(trans)
 			if err != nil {
 				return err
 			}
@@ -131,14 +137,14 @@ Example:
 			case "":
 				sq := n
 				if !set("m") && !set("k") {
-					list = []sgemmShape{{M: sq, N: sq, K: sq, TransB: transB}}
+					list = []sgemmShape{{M: sq, N: sq, K: sq, TransA: transA, TransB: transB}}
 				} else {
 					for _, f := range shapeFlags {
 						if !set(f) {
 							return fmt.Errorf("--%s is missing: give all of --m, --n and --k, or --n alone for a square problem", f)
 						}
 					}
-					list = []sgemmShape{{M: m, N: n, K: k, TransB: transB}}
+					list = []sgemmShape{{M: m, N: n, K: k, TransA: transA, TransB: transB}}
 				}
 			case "model":
 				for _, f := range shapeFlags {
@@ -147,7 +153,7 @@ Example:
 					}
 				}
 				for _, s := range sgemmModelShapes {
-					s.TransB = transB
+					s.TransA, s.TransB = transA, transB
 					list = append(list, s)
 				}
 			default:
@@ -187,7 +193,7 @@ Example:
 	f.IntVar(&k, "k", 0, "the inner dimension")
 	f.IntVar(&threads, "threads", 1, "threads for both Loom and OpenBLAS; 0 means all cores")
 	f.StringVar(&shapes, "shapes", "", `"model" runs the models' real shapes`)
-	f.StringVar(&trans, "trans", "nn", "nn for A·B, nt for A·Bᵀ with B stored n×k")
+	f.StringVar(&trans, "trans", "nn", "nn (A·B), nt (A·Bᵀ, B stored n×k), tn (Aᵀ·B, A stored k×m) or tt")
 	f.IntVar(&rounds, "rounds", 5, "interleaved rounds per shape; the best of each side is kept")
 	f.DurationVar(&budget, "budget", 300*time.Millisecond, "time each side spends per shape per round")
 	f.BoolVar(&baseline, "baseline", true, "run OpenBLAS (numpy) side by side")
@@ -199,14 +205,18 @@ Example:
 
 func init() { benchCmd.AddCommand(newBenchSgemmCmd()) }
 
-func parseTrans(s string) (transB bool, err error) {
+func parseTrans(s string) (transA, transB bool, err error) {
 	switch strings.ToLower(s) {
 	case "nn":
-		return false, nil
+		return false, false, nil
 	case "nt":
-		return true, nil
+		return false, true, nil
+	case "tn":
+		return true, false, nil
+	case "tt":
+		return true, true, nil
 	}
-	return false, fmt.Errorf("--trans %q: want nn or nt", s)
+	return false, false, fmt.Errorf("--trans %q: want nn, nt, tn or tt", s)
 }
 
 // runSgemmBench measures every shape, interleaving Loom and the baseline.
@@ -254,7 +264,7 @@ func runSgemmBench(ctx context.Context, o sgemmBenchOpts) ([]sgemmResult, error)
 				}
 			}
 		}
-		res := sgemmResult{Shape: s.String(), M: s.M, N: s.N, K: s.K, TransB: s.TransB, Threads: threads,
+		res := sgemmResult{Shape: s.String(), M: s.M, N: s.N, K: s.K, TransA: s.TransA, TransB: s.TransB, Threads: threads,
 			Kernel: kernels.GemmKernel(), Seconds: best.Seconds(), GFLOPS: s.flops() / best.Seconds() / 1e9,
 			Baseline: baseNote}
 		if base != nil {
@@ -284,13 +294,16 @@ func newLoomSgemm(s sgemmShape) *loomSgemm {
 		return x
 	}
 	l := &loomSgemm{s: s, a: kernels.New(fill(s.M*s.K), s.M, s.K)}
+	if s.TransA {
+		l.a = kernels.New(l.a.Data, s.K, s.M)
+	}
 	if s.TransB {
 		l.b = kernels.New(fill(s.N*s.K), s.N, s.K)
 	} else {
 		l.b = kernels.New(fill(s.K*s.N), s.K, s.N)
 	}
 	var tp *kernels.Tape // nil: inference, records nothing
-	tp.MatmulT(l.a, l.b, false, s.TransB)
+	tp.MatmulT(l.a, l.b, s.TransA, s.TransB)
 	return l
 }
 
@@ -302,7 +315,7 @@ func (l *loomSgemm) best(budget time.Duration) time.Duration {
 	start := time.Now()
 	for calls := 0; calls < 3 || time.Since(start) < budget; calls++ {
 		t0 := time.Now()
-		tp.MatmulT(l.a, l.b, false, l.s.TransB)
+		tp.MatmulT(l.a, l.b, l.s.TransA, l.s.TransB)
 		if d := time.Since(t0); best == 0 || d < best {
 			best = d
 		}
@@ -311,7 +324,7 @@ func (l *loomSgemm) best(budget time.Duration) time.Duration {
 }
 
 // openblasScript serves timing requests over stdin/stdout: one JSON line per
-// request {"m","n","k","trans_b","budget"} answered by {"seconds"} (the fastest
+// request {"m","n","k","trans_a","trans_b","budget"} answered by {"seconds"} (the fastest
 // call) or {"error"}. Its first line says which BLAS numpy really loaded.
 const openblasScript = `
 import ctypes, json, sys, time
@@ -336,12 +349,12 @@ print(json.dumps({"ready": True, "numpy": np.__version__, "core": ob.openblas_ge
 cache = {}
 for line in sys.stdin:
     r = json.loads(line)
-    key = (r["m"], r["n"], r["k"], r["trans_b"])
+    key = (r["m"], r["n"], r["k"], r["trans_a"], r["trans_b"])
     if key not in cache:
         g = np.random.default_rng(0)
-        a = g.standard_normal((r["m"], r["k"]), dtype=np.float32)
+        a = g.standard_normal((r["k"], r["m"]) if r["trans_a"] else (r["m"], r["k"]), dtype=np.float32)
         b = g.standard_normal((r["n"], r["k"]) if r["trans_b"] else (r["k"], r["n"]), dtype=np.float32)
-        cache = {key: (a, b.T if r["trans_b"] else b)}
+        cache = {key: (a.T if r["trans_a"] else a, b.T if r["trans_b"] else b)}
         cache[key][0] @ cache[key][1]
     a, b = cache[key]
     best, calls, end = float("inf"), 0, time.perf_counter() + r["budget"]
@@ -411,7 +424,7 @@ func (h *openblasHarness) read(v any) error {
 
 // best asks the child for the fastest call of shape s over about budget.
 func (h *openblasHarness) best(s sgemmShape, budget time.Duration) (time.Duration, error) {
-	req, _ := json.Marshal(map[string]any{"m": s.M, "n": s.N, "k": s.K, "trans_b": s.TransB, "budget": budget.Seconds()})
+	req, _ := json.Marshal(map[string]any{"m": s.M, "n": s.N, "k": s.K, "trans_a": s.TransA, "trans_b": s.TransB, "budget": budget.Seconds()})
 	if _, err := h.in.Write(append(req, '\n')); err != nil {
 		return 0, err
 	}

@@ -37,11 +37,11 @@ func TestBenchSgemmJSON(t *testing.T) {
 }
 
 func TestBenchSgemmTable(t *testing.T) {
-	out, err := runBenchSgemm(t, "--m", "7", "--n", "9", "--k", "5", "--trans", "nt", "--threads", "2", "--rounds", "1", "--budget", "1ms", "--baseline=false")
+	out, err := runBenchSgemm(t, "--m", "7", "--n", "9", "--k", "5", "--trans", "tn", "--threads", "2", "--rounds", "1", "--budget", "1ms", "--baseline=false")
 	if err != nil {
 		t.Fatalf("loom bench sgemm --m 7 --n 9 --k 5: %v", err)
 	}
-	for _, want := range []string{"loom GFLOP/s", "baseline GFLOP/s", "ratio", "7x9x5 NT", "unavailable"} {
+	for _, want := range []string{"loom GFLOP/s", "baseline GFLOP/s", "ratio", "7x9x5 TN", "unavailable"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("loom bench sgemm table lacks %q:\n%s", want, out)
 		}
@@ -56,7 +56,7 @@ func TestBenchSgemmFlagErrors(t *testing.T) {
 		{[]string{"--m", "4", "--n", "4"}, "--k is missing"},
 		{[]string{"--shapes", "model", "--k", "4"}, "exclude each other"},
 		{[]string{"--shapes", "huge"}, `--shapes "huge"`},
-		{[]string{"--trans", "tt"}, `--trans "tt"`},
+		{[]string{"--trans", "xt"}, `--trans "xt"`},
 		{[]string{"--n", "0"}, "must be positive"},
 		{[]string{"--threads", "-1"}, "--threads -1"},
 		{[]string{"--rounds", "0"}, "--rounds 0"},

@@ -378,3 +378,20 @@ func TestTransposeRows(t *testing.T) {
 		}
 	}
 }
+
+func TestPick(t *testing.T) {
+	ks := available()
+	for _, k := range ks {
+		if got := pick(k.name); got != k {
+			t.Errorf("pick(%q) = %q, want %q", k.name, got.name, k.name)
+		}
+	}
+	for _, name := range []string{"", "sse", "AVX2 "} {
+		if got := pick(name); got != ks[0] {
+			t.Errorf("pick(%q) = %q, want the fastest available, %q", name, got.name, ks[0].name)
+		}
+	}
+	if ks[len(ks)-1].name != "go" {
+		t.Errorf("available() = %v: the portable kernel must always be last", ks)
+	}
+}
