@@ -86,7 +86,9 @@ func Preset(f Family, size string) (Config, error) {
 				Queries: 4, CrossFreq: 2, VisionWidth: 16, EmbedDim: 8}
 		case QwenVL:
 			c.ViT = tinyViT(16, false)
+			c.ViT.Width, c.ViT.MLPDim = 24, 48 // ≠ LLM width: exercises kv_proj
 			c.ViT.PosGrid = 2 // trained at 8 px (2×2 patches), run at 16 px: exercises interpolation
+			c.LLM.QKVBias = true // as Qwen-7B
 			c.Queries, c.QueryGrid, c.AdapterHeads = 4, 2, 2
 		case LLaVA:
 			c.ViT, c.Projector = tinyViT(16, true), ProjMLP2xGELU
@@ -108,6 +110,7 @@ func Preset(f Family, size string) (Config, error) {
 				Queries: 8, CrossFreq: 2, VisionWidth: 64, EmbedDim: 32}
 		case QwenVL:
 			c.ViT = smallViT(32, false)
+			c.LLM.QKVBias = true
 			c.Queries, c.QueryGrid, c.AdapterHeads = 16, 4, 4
 		case LLaVA:
 			c.ViT, c.Projector = smallViT(32, true), ProjMLP2xGELU
