@@ -87,8 +87,8 @@ func Preset(f Family, size string) (Config, error) {
 		case QwenVL:
 			c.ViT = tinyViT(16, false)
 			c.ViT.Width, c.ViT.MLPDim = 24, 48 // ≠ LLM width: exercises kv_proj
-			c.ViT.PosGrid = 2 // trained at 8 px (2×2 patches), run at 16 px: exercises interpolation
-			c.LLM.QKVBias = true // as Qwen-7B
+			c.ViT.PosGrid = 2                  // trained at 8 px (2×2 patches), run at 16 px: exercises interpolation
+			c.LLM.QKVBias = true               // as Qwen-7B
 			c.Queries, c.QueryGrid, c.AdapterHeads = 4, 2, 2
 		case LLaVA:
 			c.ViT, c.Projector = tinyViT(16, true), ProjMLP2xGELU
