@@ -84,9 +84,9 @@ func simulate(t *testing.T, spec collective.PlanSpec, bufs [][]float32) {
 
 func TestPlansSimulated(t *testing.T) {
 	for _, world := range []int{1, 2, 3, 4, 5, 8} {
-		for _, channels := range []int{1, 2, 3} {
-			for _, n := range []int{0, 1, 7, 100, 1001} {
-				for _, slice := range []int{1, 3, 64} {
+		for _, channels := range []int{1, 3} {
+			for _, n := range []int{0, 7, 1001} {
+				for _, slice := range []int{3, 64} {
 					spec := collective.PlanSpec{World: world, Len: n, Channels: channels, SliceElems: slice}
 					name := fmt.Sprintf("world=%d/channels=%d/len=%d/slice=%d", world, channels, n, slice)
 					t.Run(name, func(t *testing.T) { checkPlans(t, spec) })
