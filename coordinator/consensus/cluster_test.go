@@ -40,14 +40,8 @@ func applyN(t *testing.T, c *consensustest.Cluster, prefix string, n int) map[st
 // running node to reach the leader's applied index.
 func converge(t *testing.T, c *consensustest.Cluster) int {
 	t.Helper()
-	l, err := c.Leader(wait)
+	l, err := c.Converge(wait)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Nodes[l].Barrier(wait); err != nil {
-		t.Fatalf("Barrier on %s: %v", c.IDs[l], err)
-	}
-	if err := c.WaitApplied(c.Nodes[l].AppliedIndex(), wait); err != nil {
 		t.Fatal(err)
 	}
 	return l

@@ -297,7 +297,8 @@ func (n *Node) ID() string { return n.id }
 // the first start of a node with a Bootstrap list).
 func (n *Node) Bootstrapped() bool { return n.bootstrapped }
 
-// AppliedIndex is the index of the last entry applied to the FSM.
+// AppliedIndex is the index of the last entry handed to the FSM; the FSM
+// goroutine may not have applied it yet (Barrier waits for that).
 func (n *Node) AppliedIndex() uint64 { return n.raft.AppliedIndex() }
 
 // Raft exposes the underlying *raft.Raft for what this wrapper does not

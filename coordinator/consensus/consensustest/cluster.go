@@ -207,14 +207,29 @@ func retryable(err error) bool {
 		errors.Is(err, raft.ErrLeadershipTransferInProgress)
 }
 
-// WaitApplied waits until every running node has applied index.
+// IndexedFSM is an FSM that reports the index of the last log it applied.
+type IndexedFSM interface {
+	raft.FSM
+	AppliedIndex() uint64
+}
+
+// applied is what node i's FSM holds: the FSM's own index when it reports
+// one, else the node's (which may run ahead of the FSM goroutine).
+func (c *Cluster) applied(i int) uint64 {
+	if f, ok := c.FSMs[i].(IndexedFSM); ok {
+		return f.AppliedIndex()
+	}
+	return c.Nodes[i].AppliedIndex()
+}
+
+// WaitApplied waits until every running node's FSM has applied index.
 func (c *Cluster) WaitApplied(index uint64, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		behind := ""
 		for i, n := range c.Nodes {
-			if n != nil && n.AppliedIndex() < index {
-				behind = fmt.Sprintf("%s at %d", c.IDs[i], n.AppliedIndex())
+			if n != nil && c.applied(i) < index {
+				behind = fmt.Sprintf("%s at %d", c.IDs[i], c.applied(i))
 				break
 			}
 		}
@@ -226,6 +241,21 @@ func (c *Cluster) WaitApplied(index uint64, timeout time.Duration) error {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// Converge waits for a leader, runs a Barrier on it (so its FSM has
+// applied every committed entry) and then waits until every running node's
+// FSM has caught up with the leader's. It returns the leader's index.
+func (c *Cluster) Converge(timeout time.Duration) (int, error) {
+	deadline := time.Now().Add(timeout)
+	l, err := c.Leader(timeout)
+	if err != nil {
+		return -1, err
+	}
+	if err := c.Nodes[l].Barrier(time.Until(deadline)); err != nil {
+		return -1, fmt.Errorf("consensustest: barrier on %s: %w", c.IDs[l], err)
+	}
+	return l, c.WaitApplied(c.applied(l), time.Until(deadline))
 }
 
 // Close stops every running node.

@@ -70,18 +70,21 @@ func (f *KV) Apply(l *raft.Log) any {
 func (f *KV) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return kvSnapshot(maps.Clone(f.m)), nil
+	return &kvSnapshot{Index: f.applied, M: maps.Clone(f.m)}, nil
 }
 
 // Restore implements raft.FSM, replacing the whole map.
 func (f *KV) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	m := map[string]string{}
-	if err := json.NewDecoder(rc).Decode(&m); err != nil {
+	var s kvSnapshot
+	if err := json.NewDecoder(rc).Decode(&s); err != nil {
 		return fmt.Errorf("kv: restore: %w", err)
 	}
+	if s.M == nil {
+		s.M = map[string]string{}
+	}
 	f.mu.Lock()
-	f.m = m
+	f.m, f.applied = s.M, s.Index
 	f.mu.Unlock()
 	return nil
 }
@@ -108,14 +111,26 @@ func (f *KV) Len() int {
 	return len(f.m)
 }
 
-type kvSnapshot map[string]string
+// AppliedIndex is the index of the last log the FSM has applied (or of the
+// snapshot it was restored from). Unlike Node.AppliedIndex, which counts
+// entries handed to the FSM goroutine, it says what the map holds.
+func (f *KV) AppliedIndex() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applied
+}
 
-func (s kvSnapshot) Persist(sink raft.SnapshotSink) error {
-	if err := json.NewEncoder(sink).Encode(map[string]string(s)); err != nil {
+type kvSnapshot struct {
+	Index uint64            `json:"index"`
+	M     map[string]string `json:"m"`
+}
+
+func (s *kvSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := json.NewEncoder(sink).Encode(s); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("kv: snapshot %s: %w", sink.ID(), err)
 	}
 	return sink.Close()
 }
 
-func (kvSnapshot) Release() {}
+func (*kvSnapshot) Release() {}
