@@ -232,3 +232,29 @@ func TestAttendMasked(t *testing.T) {
 		}
 	}
 }
+
+func TestMatch(t *testing.T) {
+	tests := []struct {
+		name, pat string
+		want      bool
+	}{
+		{"vit.encoder.layers.0.mlp.fc1.weight", "vit.*", true},
+		{"vit.encoder.layers.0.mlp.fc1.weight", "vit", true},
+		{"vitx.a", "vit", false},
+		{"qformer.layer.0.output.dense.weight", "qformer.layer.*.output.*", true},
+		{"qformer.layer.0.attention.output.dense.weight", "qformer.layer.*.output.*", false},
+		{"qformer.layer.0.output_query.dense.weight", "qformer.layer.*.output.*", false},
+		{"qformer.layer.10.crossattention.key.bias", "**.bias", true},
+		{"qformer.layer.10.crossattention.key.bias", "qformer.**.key.*", true},
+		{"llm.model.layers.3.mlp.up_proj.weight", "llm.model.layers.[0-2].*", false},
+		{"llm.model.layers.3.mlp.up_proj.weight", "llm.model.layers.[0-3].*", true},
+		{"qformer.temp", "qformer.temp", true},
+		{"qformer.temp", "qformer.*", true},
+		{"qformer", "qformer.*", false},
+	}
+	for _, tc := range tests {
+		if got := Match(tc.name, tc.pat); got != tc.want {
+			t.Errorf("Match(%q, %q) = %v, want %v", tc.name, tc.pat, got, tc.want)
+		}
+	}
+}

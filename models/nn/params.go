@@ -11,9 +11,9 @@ import (
 // Params is a model's named parameter tree: every parameter has a dotted
 // PyTorch-style name ("qformer.layer.3.crossattention.self.query.weight")
 // and the tree keeps them in creation order, which is also the order of a
-// saved checkpoint. Stages freeze, unfreeze or drop parameters by glob
-// pattern (path.Match syntax, where '*' also crosses dots: "vit.*",
-// "qformer.layer.*.intermediate_query.*").
+// saved checkpoint. Stages freeze, unfreeze or drop parameters by dotted
+// glob pattern (see Match: "vit.*", "qformer.layer.*.intermediate_query.*",
+// "**.bias").
 //
 // A Params is not safe for concurrent mutation; build and freeze it before
 // training starts.
@@ -64,27 +64,58 @@ func (p *Params) Count() int {
 	return n
 }
 
-// Match reports whether name matches one of the glob patterns. A pattern
-// ending in ".*" also matches the prefix's whole subtree, and a pattern with
-// no wildcard matches the name itself or, as a module name, its subtree
-// ("projector" matches "projector.0.weight").
+// Match reports whether the dotted name matches one of the patterns.
+// Patterns are dotted too and are matched segment by segment: "*" matches
+// one segment ("qformer.layer.*.output.dense.weight" does not match
+// attention.output), "**" any number of segments, and other segments use
+// path.Match syntax ("layer_*", "[0-5]"). A final "*" matches the whole
+// remaining subtree ("vit.*" is everything under vit), and a pattern with
+// no wildcard also names its subtree ("projector" matches
+// "projector.0.weight").
 func Match(name string, patterns ...string) bool {
+	ns := strings.Split(name, ".")
 	for _, pat := range patterns {
-		if ok, err := path.Match(pat, name); err == nil && ok {
+		if !strings.ContainsAny(pat, "*?[") && (name == pat || strings.HasPrefix(name, pat+".")) {
 			return true
 		}
-		if !strings.ContainsAny(pat, "*?[") && strings.HasPrefix(name, pat+".") {
+		if matchSegs(strings.Split(pat, "."), ns) {
 			return true
 		}
 	}
 	return false
 }
 
+func matchSegs(pat, name []string) bool {
+	if len(pat) == 0 {
+		return len(name) == 0
+	}
+	if pat[0] == "**" {
+		for k := 0; k <= len(name); k++ {
+			if matchSegs(pat[1:], name[k:]) {
+				return true
+			}
+		}
+		return false
+	}
+	if len(name) == 0 {
+		return false
+	}
+	if len(pat) == 1 && pat[0] == "*" {
+		return true
+	}
+	if ok, err := path.Match(pat[0], name[0]); err != nil || !ok {
+		return false
+	}
+	return matchSegs(pat[1:], name[1:])
+}
+
 // ValidatePatterns returns an error naming the first malformed pattern.
 func ValidatePatterns(patterns ...string) error {
 	for _, pat := range patterns {
-		if _, err := path.Match(pat, ""); err != nil {
-			return fmt.Errorf("pattern %q: %w", pat, err)
+		for _, seg := range strings.Split(pat, ".") {
+			if _, err := path.Match(seg, ""); err != nil {
+				return fmt.Errorf("pattern %q: %w", pat, err)
+			}
 		}
 	}
 	return nil
