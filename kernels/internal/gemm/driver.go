@@ -24,30 +24,41 @@ type kernel struct {
 	pool sync.Pool // *workspace sized for this kernel
 }
 
-// workspace holds one goroutine's packing buffers, 64-byte aligned.
+// workspace holds one goroutine's packing buffers, each 64-byte aligned. The
+// buffers are sized for the largest blocks seen so far, so a small product does
+// not pay for the full mc×kc and kc×nc blocks.
 type workspace struct {
-	a    []float32 // mc×kc
-	b    []float32 // kc×nc
+	buf  []float32
+	a    []float32 // packed A~ block, up to mc×kc
+	b    []float32 // packed B~ block, up to kc×nc
 	tile []float32 // mr×nr scratch for edge tiles
 }
 
-func (kern *kernel) getWorkspace() *workspace {
-	if w, ok := kern.pool.Get().(*workspace); ok {
+// getWorkspace returns a workspace with room for an na-float A~ block and an
+// nb-float B~ block. Return it with kern.pool.Put.
+func (kern *kernel) getWorkspace(na, nb int) *workspace {
+	w, _ := kern.pool.Get().(*workspace)
+	if w == nil {
+		w = &workspace{}
+	}
+	nt := kern.mr * kern.nr
+	if len(w.a) >= na && len(w.b) >= nb && len(w.tile) >= nt {
 		return w
 	}
-	na, nb, nt := kern.mc*kern.kc, kern.kc*kern.nc, kern.mr*kern.nr
+	na, nb = max(na, len(w.a)), max(nb, len(w.b))
 	const pad = 16 // floats, 64 bytes
-	buf := make([]float32, na+nb+nt+3*pad)
+	w.buf = make([]float32, na+nb+nt+3*pad)
 	off := 0
 	take := func(n int) []float32 {
 		// Advance off to the next 64-byte boundary.
-		addr := uintptr(unsafe.Pointer(&buf[off]))
+		addr := uintptr(unsafe.Pointer(&w.buf[off]))
 		off += int((64-addr%64)%64) / 4
-		s := buf[off : off+n : off+n]
+		s := w.buf[off : off+n : off+n]
 		off += n
 		return s
 	}
-	return &workspace{a: take(na), b: take(nb), tile: take(nt)}
+	w.a, w.b, w.tile = take(na), take(nb), take(nt)
+	return w
 }
 
 // region is the part of C one goroutine computes: rows [i0, i1), columns [j0, j1).
@@ -55,9 +66,11 @@ type region struct{ i0, i1, j0, j1 int }
 
 // compute runs the blocked algorithm on region r of p.
 func compute(kern *kernel, p *problem, r region) {
-	w := kern.getWorkspace()
-	defer kern.pool.Put(w)
 	mr, nr := kern.mr, kern.nr
+	roundUp := func(x, to int) int { return (x + to - 1) / to * to }
+	kcMax := min(kern.kc, p.k)
+	w := kern.getWorkspace(min(kern.mc, roundUp(r.i1-r.i0, mr))*kcMax, kcMax*min(kern.nc, roundUp(r.j1-r.j0, nr)))
+	defer kern.pool.Put(w)
 	for jc := r.j0; jc < r.j1; jc += kern.nc {
 		nc := min(kern.nc, r.j1-jc)
 		for pc := 0; pc < p.k; pc += kern.kc {

@@ -395,3 +395,33 @@ func TestPick(t *testing.T) {
 		t.Errorf("available() = %v: the portable kernel must always be last", ks)
 	}
 }
+
+// TestSgemmConcurrent: independent calls from several goroutines share the
+// workspace pool but nothing else.
+func TestSgemmConcurrent(t *testing.T) {
+	const callers = 4
+	ops := make([]*operands, callers)
+	wants := make([][]float32, callers)
+	gots := make([][]float32, callers)
+	for i := range ops {
+		rng := rand.New(rand.NewPCG(uint64(i), 11))
+		ops[i] = newOperands(rng, i%2 == 1, i/2 == 1, 40+13*i, 70-9*i, 300+i, i, 1, 0.5)
+		wants[i] = ops[i].want()
+		gots[i] = append([]float32(nil), ops[i].c...)
+	}
+	done := make(chan int)
+	for i := range ops {
+		go func() {
+			o := ops[i]
+			for rep := 0; rep < 3; rep++ {
+				copy(gots[i], o.c)
+				Sgemm(o.transA, o.transB, o.m, o.n, o.k, o.alpha, o.a, o.lda, o.b, o.ldb, o.beta, gots[i], o.ldc)
+			}
+			done <- i
+		}()
+	}
+	for range ops {
+		i := <-done
+		ops[i].check(t, fmt.Sprintf("concurrent caller %d", i), gots[i], wants[i])
+	}
+}
