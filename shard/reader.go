@@ -208,27 +208,48 @@ func (r *Reader) batch(ctx context.Context, k batchKey, background bool) ([]Samp
 
 // load fetches, verifies and decodes one batch.
 func (r *Reader) load(ctx context.Context, k batchKey) ([]Sample, error) {
-	si := &r.index.Shards[k.shard]
-	bi := si.Batches[k.batch]
-	obj := r.objectName(k.shard)
-	first := si.firstRow(k.batch)
-	where := fmt.Sprintf("object %s batch %d (rows %d-%d)", obj, k.batch, first, first+bi.Rows-1)
-
 	footer, err := r.footer(ctx, k.shard)
 	if err != nil {
 		return nil, err
 	}
-	data, err := r.store.GetRange(ctx, obj, bi.Offset, bi.Length)
+	data, err := r.fetchBatch(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	return r.decodeBatch(k, footer, data, !r.opts.SkipImageCheck)
+}
+
+// where names a batch for error messages.
+func (r *Reader) where(k batchKey) string {
+	si := &r.index.Shards[k.shard]
+	first := si.firstRow(k.batch)
+	return fmt.Sprintf("object %s batch %d (rows %d-%d)", r.objectName(k.shard), k.batch, first, first+si.Batches[k.batch].Rows-1)
+}
+
+// fetchBatch gets a batch's bytes with one range GET and checks its sha256.
+func (r *Reader) fetchBatch(ctx context.Context, k batchKey) ([]byte, error) {
+	bi := r.index.Shards[k.shard].Batches[k.batch]
+	data, err := r.store.GetRange(ctx, r.objectName(k.shard), bi.Offset, bi.Length)
 	r.count(int64(len(data)))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", where, err)
+		return nil, fmt.Errorf("%s: %w", r.where(k), err)
 	}
 	if int64(len(data)) != bi.Length {
-		return nil, fmt.Errorf("%s: got %d bytes, want %d (truncated shard?)", where, len(data), bi.Length)
+		return nil, fmt.Errorf("%s: got %d bytes, want %d (truncated shard?)", r.where(k), len(data), bi.Length)
 	}
 	if h := sha256.Sum256(data); hex.EncodeToString(h[:]) != bi.SHA256 {
-		return nil, fmt.Errorf("%s: sha256 %x does not match the index (%s): corrupt shard", where, h[:8], bi.SHA256[:16])
+		return nil, fmt.Errorf("%s: sha256 %x... does not match the index (%s...): corrupt shard", r.where(k), h[:8], bi.SHA256[:16])
 	}
+	return data, nil
+}
+
+// decodeBatch decodes a fetched batch through the shard's footer and checks
+// the schema, the row count and every sample.
+func (r *Reader) decodeBatch(k batchKey, footer, data []byte, checkImgs bool) ([]Sample, error) {
+	si := &r.index.Shards[k.shard]
+	bi := si.Batches[k.batch]
+	obj := r.objectName(k.shard)
+	first := si.firstRow(k.batch)
 	ra := &rangeReaderAt{obj: obj, size: si.Size, parts: []part{{si.FooterOffset, footer}, {bi.Offset, data}}}
 	fr, err := ipc.NewFileReader(ra, ipc.WithFooterOffset(si.Size), ipc.WithAllocator(memory.DefaultAllocator))
 	if err != nil {
@@ -244,18 +265,18 @@ func (r *Reader) load(ctx context.Context, k batchKey) ([]Sample, error) {
 	}
 	rec, err := fr.RecordBatchAt(k.batch)
 	if err != nil {
-		return nil, fmt.Errorf("%s: decode: %w", where, err)
+		return nil, fmt.Errorf("%s: decode: %w", r.where(k), err)
 	}
 	defer rec.Release()
 	if rec.NumRows() != bi.Rows {
-		return nil, fmt.Errorf("%s: %d rows, the index says %d", where, rec.NumRows(), bi.Rows)
+		return nil, fmt.Errorf("%s: %d rows, the index says %d", r.where(k), rec.NumRows(), bi.Rows)
 	}
 	samples := decodeRecord(r.index.Kind, rec)
 	for i := range samples {
 		if err := ValidateSample(r.index.Kind, &samples[i]); err != nil {
 			return nil, fmt.Errorf("object %s row %d (id %q): %w", obj, first+int64(i), samples[i].ID, err)
 		}
-		if !r.opts.SkipImageCheck {
+		if checkImgs {
 			if err := checkImages(&samples[i]); err != nil {
 				return nil, fmt.Errorf("object %s row %d (id %q): %w", obj, first+int64(i), samples[i].ID, err)
 			}

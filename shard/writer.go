@@ -101,7 +101,7 @@ func (w *Writer) Add(s Sample) error {
 		return fmt.Errorf("writer closed")
 	}
 	if err := ValidateSample(w.opts.Kind, &s); err != nil {
-		return fmt.Errorf("sample %q: %w", s.ID, err)
+		return &sampleError{id: s.ID, err: err}
 	}
 	appendSample(w.opts.Kind, w.builder, &s)
 	sz := sampleBytes(&s)
@@ -284,3 +284,12 @@ func (w *Writer) abortShard() {
 		w.cur = nil
 	}
 }
+
+// sampleError is a sample that does not fit the dataset's kind.
+type sampleError struct {
+	id  string
+	err error
+}
+
+func (e *sampleError) Error() string { return fmt.Sprintf("sample %q: %v", e.id, e.err) }
+func (e *sampleError) Unwrap() error { return e.err }
