@@ -225,19 +225,25 @@ func (s *Server) leaderAPI() string {
 	return addr
 }
 
-func (s *Server) forward(ctx context.Context, addr string, cmd []byte) (Result, error) {
+func (s *Server) conn(addr string) (*grpc.ClientConn, error) {
 	s.connMu.Lock()
-	cc, ok := s.conns[addr]
-	if !ok {
-		var err error
-		cc, err = grpc.NewClient(addr, s.cfg.ForwardDial...)
-		if err != nil {
-			s.connMu.Unlock()
-			return Result{}, status.Errorf(codes.Unavailable, "dial leader %s: %v", addr, err)
-		}
-		s.conns[addr] = cc
+	defer s.connMu.Unlock()
+	if cc, ok := s.conns[addr]; ok {
+		return cc, nil
 	}
-	s.connMu.Unlock()
+	cc, err := grpc.NewClient(addr, s.cfg.ForwardDial...)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "dial leader %s: %v", addr, err)
+	}
+	s.conns[addr] = cc
+	return cc, nil
+}
+
+func (s *Server) forward(ctx context.Context, addr string, cmd []byte) (Result, error) {
+	cc, err := s.conn(addr)
+	if err != nil {
+		return Result{}, err
+	}
 	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	resp, err := loompb.NewClusterClient(cc).Apply(fctx, &loompb.ApplyRequest{Command: cmd})
@@ -476,6 +482,49 @@ func (s workersServer) CommitCheckpoint(ctx context.Context, req *loompb.CommitC
 		return nil, err
 	}
 	return &loompb.CommitCheckpointResponse{}, nil
+}
+
+// Voters is what Join needs from the Raft node (consensus.Node has it).
+type Voters interface {
+	AddVoter(id, addr string, timeout time.Duration) error
+}
+
+// Join adds a voter on the leader, or forwards the request to it.
+func (s clusterServer) Join(ctx context.Context, req *loompb.JoinRequest) (*loompb.JoinResponse, error) {
+	if req.NodeId == "" || req.RaftAddr == "" {
+		return nil, status.Error(codes.InvalidArgument, "join needs node_id and raft_addr")
+	}
+	v, ok := s.cfg.Raft.(Voters)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "this node's consensus cannot add voters")
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+	defer cancel()
+	for {
+		var err error
+		if s.cfg.Raft.IsLeader() {
+			if err = v.AddVoter(req.NodeId, req.RaftAddr, s.cfg.ApplyTimeout); err == nil {
+				return &loompb.JoinResponse{}, nil
+			}
+			if !retryable(err) {
+				return nil, status.Errorf(codes.FailedPrecondition, "add voter %s at %s: %v", req.NodeId, req.RaftAddr, err)
+			}
+		} else if addr := s.leaderAPI(); addr != "" {
+			cc, derr := s.conn(addr)
+			if derr != nil {
+				return nil, derr
+			}
+			_, err = loompb.NewClusterClient(cc).Join(ctx, req)
+			if err == nil || status.Code(err) != codes.Unavailable {
+				return &loompb.JoinResponse{}, err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, status.Errorf(codes.Unavailable, "join %s: no leader accepted it (last error: %v)", req.NodeId, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 type clusterServer struct {

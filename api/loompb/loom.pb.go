@@ -1371,6 +1371,95 @@ func (x *ApplyRequest) GetCommand() []byte {
 	return nil
 }
 
+type JoinRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// raft_addr is the address the other nodes dial for Raft.
+	RaftAddr      string `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_loom_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loom_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_loom_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *JoinRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+type JoinResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinResponse) Reset() {
+	*x = JoinResponse{}
+	mi := &file_loom_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinResponse) ProtoMessage() {}
+
+func (x *JoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loom_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
+func (*JoinResponse) Descriptor() ([]byte, []int) {
+	return file_loom_proto_rawDescGZIP(), []int{20}
+}
+
 type ApplyResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Result        []byte                 `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
@@ -1380,7 +1469,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_loom_proto_msgTypes[19]
+	mi := &file_loom_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1481,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[19]
+	mi := &file_loom_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1494,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{19}
+	return file_loom_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ApplyResponse) GetResult() []byte {
@@ -1549,7 +1638,11 @@ const file_loom_proto_rawDesc = "" +
 	"request_id\x18\a \x01(\tR\trequestId\"\x1a\n" +
 	"\x18CommitCheckpointResponse\"(\n" +
 	"\fApplyRequest\x12\x18\n" +
-	"\acommand\x18\x01 \x01(\fR\acommand\"'\n" +
+	"\acommand\x18\x01 \x01(\fR\acommand\"C\n" +
+	"\vJoinRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
+	"\traft_addr\x18\x02 \x01(\tR\braftAddr\"\x0e\n" +
+	"\fJoinResponse\"'\n" +
 	"\rApplyResponse\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result2\xd4\x02\n" +
 	"\x04Jobs\x124\n" +
@@ -1562,9 +1655,10 @@ const file_loom_proto_rawDesc = "" +
 	"\aWorkers\x12I\n" +
 	"\x0fWatchAssignment\x12\x1f.loom.v1.WatchAssignmentRequest\x1a\x13.loom.v1.Assignment0\x01\x12Q\n" +
 	"\x0eReportProgress\x12\x1e.loom.v1.ReportProgressRequest\x1a\x1f.loom.v1.ReportProgressResponse\x12W\n" +
-	"\x10CommitCheckpoint\x12 .loom.v1.CommitCheckpointRequest\x1a!.loom.v1.CommitCheckpointResponse2A\n" +
+	"\x10CommitCheckpoint\x12 .loom.v1.CommitCheckpointRequest\x1a!.loom.v1.CommitCheckpointResponse2v\n" +
 	"\aCluster\x126\n" +
-	"\x05Apply\x12\x15.loom.v1.ApplyRequest\x1a\x16.loom.v1.ApplyResponseB&Z$github.com/loomtrain/loom/api/loompbb\x06proto3"
+	"\x05Apply\x12\x15.loom.v1.ApplyRequest\x1a\x16.loom.v1.ApplyResponse\x123\n" +
+	"\x04Join\x12\x14.loom.v1.JoinRequest\x1a\x15.loom.v1.JoinResponseB&Z$github.com/loomtrain/loom/api/loompbb\x06proto3"
 
 var (
 	file_loom_proto_rawDescOnce sync.Once
@@ -1578,7 +1672,7 @@ func file_loom_proto_rawDescGZIP() []byte {
 	return file_loom_proto_rawDescData
 }
 
-var file_loom_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_loom_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_loom_proto_goTypes = []any{
 	(*SubmitJobRequest)(nil),         // 0: loom.v1.SubmitJobRequest
 	(*GetJobRequest)(nil),            // 1: loom.v1.GetJobRequest
@@ -1599,19 +1693,21 @@ var file_loom_proto_goTypes = []any{
 	(*CommitCheckpointRequest)(nil),  // 16: loom.v1.CommitCheckpointRequest
 	(*CommitCheckpointResponse)(nil), // 17: loom.v1.CommitCheckpointResponse
 	(*ApplyRequest)(nil),             // 18: loom.v1.ApplyRequest
-	(*ApplyResponse)(nil),            // 19: loom.v1.ApplyResponse
-	nil,                              // 20: loom.v1.Job.LossesEntry
-	nil,                              // 21: loom.v1.ReportProgressRequest.LossesEntry
+	(*JoinRequest)(nil),              // 19: loom.v1.JoinRequest
+	(*JoinResponse)(nil),             // 20: loom.v1.JoinResponse
+	(*ApplyResponse)(nil),            // 21: loom.v1.ApplyResponse
+	nil,                              // 22: loom.v1.Job.LossesEntry
+	nil,                              // 23: loom.v1.ReportProgressRequest.LossesEntry
 }
 var file_loom_proto_depIdxs = []int32{
 	7,  // 0: loom.v1.ListJobsResponse.jobs:type_name -> loom.v1.Job
-	20, // 1: loom.v1.Job.losses:type_name -> loom.v1.Job.LossesEntry
+	22, // 1: loom.v1.Job.losses:type_name -> loom.v1.Job.LossesEntry
 	8,  // 2: loom.v1.Job.checkpoints:type_name -> loom.v1.Checkpoint
 	9,  // 3: loom.v1.Checkpoint.objects:type_name -> loom.v1.CheckpointObject
 	7,  // 4: loom.v1.JobEvent.state:type_name -> loom.v1.Job
 	12, // 5: loom.v1.Assignment.peers:type_name -> loom.v1.Peer
 	8,  // 6: loom.v1.Assignment.restore:type_name -> loom.v1.Checkpoint
-	21, // 7: loom.v1.ReportProgressRequest.losses:type_name -> loom.v1.ReportProgressRequest.LossesEntry
+	23, // 7: loom.v1.ReportProgressRequest.losses:type_name -> loom.v1.ReportProgressRequest.LossesEntry
 	9,  // 8: loom.v1.CommitCheckpointRequest.objects:type_name -> loom.v1.CheckpointObject
 	0,  // 9: loom.v1.Jobs.SubmitJob:input_type -> loom.v1.SubmitJobRequest
 	1,  // 10: loom.v1.Jobs.GetJob:input_type -> loom.v1.GetJobRequest
@@ -1623,18 +1719,20 @@ var file_loom_proto_depIdxs = []int32{
 	14, // 16: loom.v1.Workers.ReportProgress:input_type -> loom.v1.ReportProgressRequest
 	16, // 17: loom.v1.Workers.CommitCheckpoint:input_type -> loom.v1.CommitCheckpointRequest
 	18, // 18: loom.v1.Cluster.Apply:input_type -> loom.v1.ApplyRequest
-	7,  // 19: loom.v1.Jobs.SubmitJob:output_type -> loom.v1.Job
-	7,  // 20: loom.v1.Jobs.GetJob:output_type -> loom.v1.Job
-	3,  // 21: loom.v1.Jobs.ListJobs:output_type -> loom.v1.ListJobsResponse
-	7,  // 22: loom.v1.Jobs.CancelJob:output_type -> loom.v1.Job
-	7,  // 23: loom.v1.Jobs.ResumeJob:output_type -> loom.v1.Job
-	10, // 24: loom.v1.Jobs.WatchJob:output_type -> loom.v1.JobEvent
-	13, // 25: loom.v1.Workers.WatchAssignment:output_type -> loom.v1.Assignment
-	15, // 26: loom.v1.Workers.ReportProgress:output_type -> loom.v1.ReportProgressResponse
-	17, // 27: loom.v1.Workers.CommitCheckpoint:output_type -> loom.v1.CommitCheckpointResponse
-	19, // 28: loom.v1.Cluster.Apply:output_type -> loom.v1.ApplyResponse
-	19, // [19:29] is the sub-list for method output_type
-	9,  // [9:19] is the sub-list for method input_type
+	19, // 19: loom.v1.Cluster.Join:input_type -> loom.v1.JoinRequest
+	7,  // 20: loom.v1.Jobs.SubmitJob:output_type -> loom.v1.Job
+	7,  // 21: loom.v1.Jobs.GetJob:output_type -> loom.v1.Job
+	3,  // 22: loom.v1.Jobs.ListJobs:output_type -> loom.v1.ListJobsResponse
+	7,  // 23: loom.v1.Jobs.CancelJob:output_type -> loom.v1.Job
+	7,  // 24: loom.v1.Jobs.ResumeJob:output_type -> loom.v1.Job
+	10, // 25: loom.v1.Jobs.WatchJob:output_type -> loom.v1.JobEvent
+	13, // 26: loom.v1.Workers.WatchAssignment:output_type -> loom.v1.Assignment
+	15, // 27: loom.v1.Workers.ReportProgress:output_type -> loom.v1.ReportProgressResponse
+	17, // 28: loom.v1.Workers.CommitCheckpoint:output_type -> loom.v1.CommitCheckpointResponse
+	21, // 29: loom.v1.Cluster.Apply:output_type -> loom.v1.ApplyResponse
+	20, // 30: loom.v1.Cluster.Join:output_type -> loom.v1.JoinResponse
+	20, // [20:31] is the sub-list for method output_type
+	9,  // [9:20] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -1651,7 +1749,7 @@ func file_loom_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loom_proto_rawDesc), len(file_loom_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

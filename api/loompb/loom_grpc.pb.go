@@ -544,6 +544,7 @@ var Workers_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	Cluster_Apply_FullMethodName = "/loom.v1.Cluster/Apply"
+	Cluster_Join_FullMethodName  = "/loom.v1.Cluster/Join"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -554,6 +555,9 @@ const (
 type ClusterClient interface {
 	// Apply runs an encoded state-machine command on the leader.
 	Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*ApplyResponse, error)
+	// Join adds a node as a Raft voter (on the leader; forwarded otherwise).
+	// Joining again with the same ID and address is a no-op.
+	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
 }
 
 type clusterClient struct {
@@ -574,6 +578,16 @@ func (c *clusterClient) Apply(ctx context.Context, in *ApplyRequest, opts ...grp
 	return out, nil
 }
 
+func (c *clusterClient) Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinResponse)
+	err := c.cc.Invoke(ctx, Cluster_Join_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -582,6 +596,9 @@ func (c *clusterClient) Apply(ctx context.Context, in *ApplyRequest, opts ...grp
 type ClusterServer interface {
 	// Apply runs an encoded state-machine command on the leader.
 	Apply(context.Context, *ApplyRequest) (*ApplyResponse, error)
+	// Join adds a node as a Raft voter (on the leader; forwarded otherwise).
+	// Joining again with the same ID and address is a no-op.
+	Join(context.Context, *JoinRequest) (*JoinResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -594,6 +611,9 @@ type UnimplementedClusterServer struct{}
 
 func (UnimplementedClusterServer) Apply(context.Context, *ApplyRequest) (*ApplyResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Apply not implemented")
+}
+func (UnimplementedClusterServer) Join(context.Context, *JoinRequest) (*JoinResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Join not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -634,6 +654,24 @@ func _Cluster_Apply_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_Join_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).Join(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_Join_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).Join(ctx, req.(*JoinRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -644,6 +682,10 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Apply",
 			Handler:    _Cluster_Apply_Handler,
+		},
+		{
+			MethodName: "Join",
+			Handler:    _Cluster_Join_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
