@@ -11,6 +11,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/loomtrain/loom/api/loompb"
 	"github.com/loomtrain/loom/coordinator/consensus/consensustest"
@@ -269,3 +271,46 @@ func (m *memSink) reader() *readCloser {
 type readCloser struct{ *bytes.Reader }
 
 func (readCloser) Close() error { return nil }
+
+// TestClusterJoin adds a fourth node through the Join RPC sent to a
+// follower (forwarded to the leader); the new node then holds the jobs.
+func TestClusterJoin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Raft cluster")
+	}
+	rc := newRaftCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lead := rc.leader(10 * time.Second)
+	follower := (lead + 1) % 3
+	waitFor(t, 10*time.Second, "node addresses registered", func() bool {
+		n := 0
+		rc.stacks[follower].fsm.Read(func(s *State) { n = len(s.Nodes) })
+		return n == 3
+	})
+	cc := dial(t, rc.stacks[follower].addr, testToken)
+	if _, err := loompb.NewJobsClient(cc).SubmitJob(ctx, &loompb.SubmitJobRequest{ManifestYaml: submitManifest("before-join")}); err != nil {
+		t.Fatal(err)
+	}
+	i, err := rc.c.AddNode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.stacks = append(rc.stacks, nil)
+	rc.start(i)
+	if _, err := loompb.NewClusterClient(cc).Join(ctx, &loompb.JoinRequest{NodeId: rc.c.IDs[i], RaftAddr: rc.c.Addrs[i]}); err != nil {
+		t.Fatalf("Join via follower: %v", err)
+	}
+	servers, err := rc.c.Nodes[lead].Servers()
+	if err != nil || len(servers) != 4 {
+		t.Fatalf("Servers() after join = %v, %v; want 4", servers, err)
+	}
+	waitFor(t, 10*time.Second, "joined node to hold the job", func() bool {
+		ok := false
+		rc.stacks[i].fsm.Read(func(s *State) { ok = s.Jobs["before-join"] != nil })
+		return ok
+	})
+	if _, err := loompb.NewClusterClient(cc).Join(ctx, &loompb.JoinRequest{NodeId: ""}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("Join with no id = %v, want InvalidArgument", err)
+	}
+}
