@@ -211,3 +211,23 @@ func FuzzParseManifest(f *testing.F) {
 		}
 	})
 }
+
+// TestDocExample keeps the example in docs/manifest.md valid.
+func TestDocExample(t *testing.T) {
+	b, err := os.ReadFile("../docs/manifest.md")
+	if err != nil {
+		t.Skip("docs/manifest.md not found")
+	}
+	_, rest, ok := strings.Cut(string(b), "```yaml\n")
+	if !ok {
+		t.Fatal("docs/manifest.md has no yaml block")
+	}
+	block, _, _ := strings.Cut(rest, "```")
+	m, err := ParseManifest("docs/manifest.md", []byte(block))
+	if err != nil {
+		t.Fatalf("the example in docs/manifest.md does not parse: %v", err)
+	}
+	if m.Stages[1].InitFrom != "representation" || m.StageGlobalBatch(1) != 128 {
+		t.Errorf("doc example parsed to stage 1 init_from %q global batch %d", m.Stages[1].InitFrom, m.StageGlobalBatch(1))
+	}
+}
