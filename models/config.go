@@ -6,6 +6,7 @@ import (
 	"github.com/loomtrain/loom/models/llm"
 	"github.com/loomtrain/loom/models/nn"
 	"github.com/loomtrain/loom/models/qformer"
+	"github.com/loomtrain/loom/models/tokenizer"
 	"github.com/loomtrain/loom/models/vit"
 	"github.com/loomtrain/loom/models/vqgan"
 )
@@ -190,11 +191,22 @@ func projectorParams(c Config) int {
 	return 2*4*w + nn.LinearParams(4*w, d, true) + nn.LinearParams(d, d, true)
 }
 
-// WithTokenizer sets the text vocabulary (LLM and Q-Former) and the
-// special-token ids from a tokenizer's vocabulary size and ids.
+// WithVocab sets the text vocabulary of the LLM and the Q-Former and the
+// special-token ids.
 func (c Config) WithVocab(vocab int, s Special) Config {
 	c.LLM.Vocab = vocab
 	c.QFormer.Vocab = vocab
 	c.Special = s
 	return c
+}
+
+// WithTokenizer sets the vocabulary and special-token ids from a tokenizer
+// (see SpecialFrom); the tiny and small presets are meant to be used with a
+// tokenizer trained by `loom tokenizer train`.
+func (c Config) WithTokenizer(t tokenizer.Tokenizer) (Config, error) {
+	s, err := SpecialFrom(t)
+	if err != nil {
+		return c, err
+	}
+	return c.WithVocab(t.VocabSize(), s), nil
 }

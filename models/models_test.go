@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/loomtrain/loom/kernels"
+	"github.com/loomtrain/loom/models/tokenizer"
 )
 
 // tinyBatch builds a small, deterministic batch for a family's tiny preset.
@@ -119,5 +120,35 @@ func TestForwardTiny(t *testing.T) {
 			t.Errorf("%s: loss %v", f, l)
 		}
 		t.Logf("%s: %v", f, out.Terms)
+	}
+}
+
+func TestWithTokenizer(t *testing.T) {
+	c := tokenizer.NewCorpus(tokenizer.DefaultSpecial)
+	c.Add([]byte("a photo of a cat on a mat, a photo of a dog"))
+	tok, err := tokenizer.Train(tokenizer.TrainConfig{VocabSize: 300}, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := Preset(LLaVA, "tiny")
+	cfg, err = cfg.WithTokenizer(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, _ := tok.TokenID(tokenizer.Image)
+	if cfg.LLM.Vocab != tok.VocabSize() || cfg.Special.Image != int32(img) {
+		t.Fatalf("WithTokenizer: vocab %d image id %d, tokenizer has %d and %d", cfg.LLM.Vocab, cfg.Special.Image, tok.VocabSize(), img)
+	}
+	m, err := New(cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := tok.Encode("<image> a photo of a cat<eos>")
+	row := make([]int32, len(ids))
+	for i, id := range ids {
+		row[i] = int32(id)
+	}
+	if _, err := m.Forward(nil, &Batch{Images: kernels.Zeros(1, 3, 16, 16), Tokens: [][]int32{row}}); err != nil {
+		t.Fatal(err)
 	}
 }
