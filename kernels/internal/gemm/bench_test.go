@@ -68,3 +68,19 @@ func BenchmarkMicro(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSgemmSmall times the per-call overhead on the blockwise-attention and
+// small-model shapes, through the public entry point.
+func BenchmarkSgemmSmall(b *testing.B) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	for _, s := range [][3]int{{8, 8, 8}, {64, 64, 64}, {64, 128, 64}, {128, 64, 128}} {
+		m, n, k := s[0], s[1], s[2]
+		x, y, c := randSlice(rng, m*k), randSlice(rng, k*n), make([]float32, m*n)
+		b.Run(fmt.Sprintf("%dx%dx%d/NT", m, n, k), func(b *testing.B) {
+			for b.Loop() {
+				Sgemm(false, true, m, n, k, 1, x, k, y, k, 0, c, n)
+			}
+			b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}

@@ -244,12 +244,17 @@ func transposeRowsGo(dst, src []float32, ld, rows, cols, w int) {
 			*(*float32)(unsafe.Add(dr, c*w*4)) = *(*float32)(unsafe.Add(s, c*4))
 		}
 	}
-	for r := rows; r < w; r++ {
+	if rows < w {
 		for c := 0; c < cols; c++ {
-			dst[c*w+r] = 0
+			clear(dst[c*w+rows : c*w+w])
 		}
 	}
 }
+
+// minWorkPerThread is the fewest multiply-adds worth a goroutine of their own:
+// about 10 µs of work at 100 GFLOP/s, several times the cost of starting and
+// joining one.
+const minWorkPerThread = 1 << 19
 
 // split divides the m×n output into at most threads regions for kern. Each region
 // boundary falls on a micro-tile boundary. It picks the grid (tm row bands × tn column
@@ -257,12 +262,10 @@ func transposeRowsGo(dst, src []float32, ld, rows, cols, w int) {
 // about 32 multiply-adds a cycle) plus packing (the region's A rows once per NC column
 // block and its B columns once).
 func split(kern *kernel, m, n, k, threads int) []region {
-	// Below about 64³ multiply-adds, starting goroutines costs more than it saves.
-	const minWork = 64 * 64 * 64
-	if threads <= 1 || m*n*k < 2*minWork {
+	if threads <= 1 || m*n*k < 2*minWorkPerThread {
 		return []region{{0, m, 0, n}}
 	}
-	threads = min(threads, m*n*k/minWork)
+	threads = min(threads, m*n*k/minWorkPerThread)
 	bm := (m + kern.mr - 1) / kern.mr // micro-tile rows
 	bn := (n + kern.nr - 1) / kern.nr
 	bestTm, bestTn, bestCost := 1, 1, -1.0

@@ -3,6 +3,7 @@ package gemm
 import (
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -50,7 +51,11 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 		alpha: alpha, beta: beta,
 		a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
 	}
-	run(active, &p, MaxThreads())
+	threads := 1
+	if m*n*k >= 2*minWorkPerThread {
+		threads = MaxThreads() // takes a runtime lock: only when it can matter
+	}
+	run(active, &p, threads)
 }
 
 // run computes the checked problem p with kernel kern on up to threads goroutines.
@@ -62,18 +67,20 @@ func run(kern *kernel, p *problem, threads int) {
 		scaleC(p.m, p.n, p.beta, p.c, p.ldc)
 		return
 	}
-	regions := split(kern, p.m, p.n, p.k, threads)
-	if len(regions) == 1 {
-		compute(kern, p, regions[0])
+	if threads <= 1 || p.m*p.n*p.k < 2*minWorkPerThread {
+		compute(kern, p, region{0, p.m, 0, p.n})
 		return
 	}
+	regions := split(kern, p.m, p.n, p.k, threads)
 	var wg sync.WaitGroup
 	for _, r := range regions[1:] {
 		wg.Add(1)
-		go func(r region) {
+		// p is passed by value so that it does not escape: the single-threaded path
+		// above then allocates nothing.
+		go func(p problem, r region) {
 			defer wg.Done()
-			compute(kern, p, r)
-		}(r)
+			compute(kern, &p, r)
+		}(*p, r)
 	}
 	compute(kern, p, regions[0])
 	wg.Wait()
@@ -128,18 +135,22 @@ func checkArgs(transA, transB bool, m, n, k int, a []float32, lda int, b []float
 }
 
 func checkMatrix(name string, trans bool, rows, cols int, x []float32, ld int) {
-	shape := fmt.Sprintf("%s (%d×%d as stored", name, rows, cols)
-	if trans {
-		shape += ", transposed"
-	}
-	shape += ")"
 	if ld < max(1, cols) {
-		panic(fmt.Sprintf("gemm: %s: leading dimension ld%c=%d is less than its %d columns", shape, name[0]+'a'-'A', ld, cols))
+		panic(fmt.Sprintf("gemm: %s: leading dimension ld%s=%d is less than its %d columns", describe(name, trans, rows, cols), strings.ToLower(name), ld, cols))
 	}
 	if rows == 0 || cols == 0 {
 		return
 	}
 	if need := (rows-1)*ld + cols; len(x) < need {
-		panic(fmt.Sprintf("gemm: %s: slice has %d elements, want at least %d with ld%c=%d", shape, len(x), need, name[0]+'a'-'A', ld))
+		panic(fmt.Sprintf("gemm: %s: slice has %d elements, want at least %d with ld%s=%d", describe(name, trans, rows, cols), len(x), need, strings.ToLower(name), ld))
 	}
+}
+
+// describe names a matrix argument and its stored shape for panic messages.
+func describe(name string, trans bool, rows, cols int) string {
+	s := fmt.Sprintf("%s (%d×%d as stored", name, rows, cols)
+	if trans {
+		s += ", transposed"
+	}
+	return s + ")"
 }
