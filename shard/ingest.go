@@ -240,6 +240,10 @@ func Ingest(ctx context.Context, src string, store ObjectStore, prefix string, o
 			return st, err
 		}
 	}
+	if w.Rows() == 0 {
+		w.Abort()
+		return st, fmt.Errorf("input %s: no valid records (%d bad ones skipped); nothing written", src, st.Skipped)
+	}
 	ix, err := w.Close()
 	if err != nil {
 		return st, err
