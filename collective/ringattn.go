@@ -226,6 +226,25 @@ func stepBlocks(causal bool, l Layout, n, r, s, rows int) []block {
 	return []block{{half, half, 0, rows, false}} // late queries × both visitor chunks
 }
 
+// Block is one kernel call of a ring-attention step: local query rows
+// [Q0, Q0+NQ) against key rows [K0, K0+NK) of the visiting block, with the
+// causal mask (by global position) or without.
+type Block struct {
+	Q0, NQ, K0, NK int
+	Causal         bool
+}
+
+// StepBlocks is the per-step rule RingAttentionForward and Backward follow at
+// ring step s on rank (the block visiting then comes from rank
+// (rank−s) mod world), for benchmarks that time the compute alone.
+func StepBlocks(causal bool, l Layout, total, world, rank, s int) []Block {
+	var out []Block
+	for _, b := range stepBlocks(causal, l, world, rank, s, total/world) {
+		out = append(out, Block{b.q0, b.nq, b.k0, b.nk, b.causal})
+	}
+	return out
+}
+
 // StepWork is the number of (query, key) pairs per head a rank computes at
 // ring step s, for the load-balance accounting of benchmarks and tests (a
 // causal diagonal block counts as full: the kernel computes its tiles).

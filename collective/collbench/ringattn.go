@@ -1,0 +1,382 @@
+package collbench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"runtime/metrics"
+	"slices"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/loomtrain/loom/collective"
+	"github.com/loomtrain/loom/collective/inproc"
+	"github.com/loomtrain/loom/kernels"
+)
+
+// RingAttnOptions configures RingAttention.
+type RingAttnOptions struct {
+	World         int   // ranks for the layout comparison, default 4
+	TokensPerRank int   // default 1024
+	Heads         int   // default 4
+	HeadDim       int   // default 64
+	Iters         int   // timed repetitions (median reported), default 3
+	MemWorlds     []int // ring sizes for the memory measurement, default 1, 2, 4, 8
+	MemTokens     int   // tokens per rank for the memory measurement, default 512
+}
+
+func (o *RingAttnOptions) defaults() {
+	if o.World == 0 {
+		o.World = 4
+	}
+	if o.TokensPerRank == 0 {
+		o.TokensPerRank = 1024
+	}
+	if o.Heads == 0 {
+		o.Heads = 4
+	}
+	if o.HeadDim == 0 {
+		o.HeadDim = 64
+	}
+	if o.Iters == 0 {
+		o.Iters = 3
+	}
+	if len(o.MemWorlds) == 0 {
+		o.MemWorlds = []int{1, 2, 4, 8}
+	}
+	if o.MemTokens == 0 {
+		o.MemTokens = 512
+	}
+}
+
+// LayoutRow is the causal forward+backward cost of one layout.
+type LayoutRow struct {
+	Layout string `json:"layout"`
+	World  int    `json:"world"`
+	Total  int    `json:"total_tokens"`
+	// CriticalMS is the time of the ring's critical path, computed from
+	// each (rank, step) block's measured kernel time (one thread, ranks
+	// timed one at a time) through the ring's dependencies (CriticalPath):
+	// what the ring takes when every rank has its own core.
+	CriticalMS float64 `json:"critical_path_ms"`
+	// Imbalance is max over ranks / mean over ranks of the summed kernel
+	// time (forward + backward) in that measurement.
+	Imbalance float64   `json:"imbalance"`
+	RankMS    []float64 `json:"rank_compute_ms"`
+	// WallMS is the median wall time of a real forward+backward over the
+	// in-process transport with all ranks running at once on this
+	// machine's cores (fewer cores than ranks: the layouts then differ
+	// little, because an idle rank's core serves a busy one).
+	WallMS  float64 `json:"shared_core_wall_ms"`
+	Speedup float64 `json:"critical_path_speedup_vs_contiguous,omitempty"`
+}
+
+// MemRow is the heap a rank needs for one forward+backward at a ring size.
+type MemRow struct {
+	World         int     `json:"world"`
+	TokensPerRank int     `json:"tokens_per_rank"`
+	PeakMiB       float64 `json:"peak_heap_per_rank_mib"`
+	AllocMiB      float64 `json:"allocated_per_rank_mib"`
+}
+
+// RingAttnResult is what RingAttention measured.
+type RingAttnResult struct {
+	Options RingAttnOptions `json:"options"`
+	Layouts []LayoutRow     `json:"layouts"`
+	Memory  []MemRow        `json:"memory"`
+	Cores   int             `json:"cores"`
+}
+
+type rankData struct{ q, k, v, do, o, lse, dq, dk, dv []float32 }
+
+func newRankData(r *rand.Rand, rows, h, d int) *rankData {
+	x := func(n int) []float32 {
+		s := make([]float32, n)
+		for i := range s {
+			s[i] = float32(r.NormFloat64())
+		}
+		return s
+	}
+	n := rows * h * d
+	return &rankData{q: x(n), k: x(n), v: x(n), do: x(n), o: make([]float32, n), lse: make([]float32, rows*h),
+		dq: make([]float32, n), dk: make([]float32, n), dv: make([]float32, n)}
+}
+
+// RingAttention runs the ring-attention benchmark.
+func RingAttention(ctx context.Context, o RingAttnOptions, progress io.Writer) (*RingAttnResult, error) {
+	o.defaults()
+	res := &RingAttnResult{Options: o, Cores: runtime.NumCPU()}
+	total := o.World * o.TokensPerRank
+	prev := kernels.MaxThreads()
+	defer kernels.SetMaxThreads(prev)
+	for _, l := range []collective.Layout{collective.Contiguous, collective.Zigzag} {
+		cfg := collective.RingAttnConfig{Total: total, Heads: o.Heads, HeadDim: o.HeadDim, Causal: true, Layout: l}
+		kernels.SetMaxThreads(1)
+		fwd, bwd := stepTimes(cfg, o.World, o.Iters)
+		row := LayoutRow{Layout: l.String(), World: o.World, Total: total}
+		row.CriticalMS = CriticalPath(fwd, false) + CriticalPath(bwd, true)
+		var sum, hi float64
+		for r := range o.World {
+			t := 0.0
+			for s := range o.World {
+				t += fwd[r][s] + bwd[r][s]
+			}
+			row.RankMS = append(row.RankMS, t)
+			sum += t
+			hi = max(hi, t)
+		}
+		row.Imbalance = hi / (sum / float64(o.World))
+		kernels.SetMaxThreads(prev)
+		wall, err := distributedWall(ctx, cfg, o.World, o.Iters)
+		if err != nil {
+			return nil, err
+		}
+		row.WallMS = wall
+		res.Layouts = append(res.Layouts, row)
+		if progress != nil {
+			fmt.Fprintf(progress, "ringattention %-10s critical path %.1f ms, imbalance %.3f, shared-core wall %.1f ms\n", l, row.CriticalMS, row.Imbalance, row.WallMS)
+		}
+	}
+	if len(res.Layouts) == 2 && res.Layouts[1].CriticalMS > 0 {
+		res.Layouts[1].Speedup = res.Layouts[0].CriticalMS / res.Layouts[1].CriticalMS
+	}
+	for _, w := range o.MemWorlds {
+		m, err := memoryPerRank(ctx, w, o.MemTokens, o.Heads, o.HeadDim)
+		if err != nil {
+			return nil, err
+		}
+		res.Memory = append(res.Memory, m)
+		if progress != nil {
+			fmt.Fprintf(progress, "ringattention memory: %d ranks × %d tokens: peak %.2f MiB/rank\n", w, o.MemTokens, m.PeakMiB)
+		}
+	}
+	return res, nil
+}
+
+// stepTimes times, for every rank and ring step, the kernel calls that rank
+// makes at that step (collective.StepBlocks), forward and backward, one
+// rank at a time; the median of iters runs, in milliseconds.
+func stepTimes(cfg collective.RingAttnConfig, world, iters int) (fwd, bwd [][]float64) {
+	h, d := cfg.Heads, cfg.HeadDim
+	rows := cfg.Total / world
+	rng := rand.New(rand.NewPCG(3, 4))
+	a := newRankData(rng, rows, h, d)
+	kv := newRankData(rng, rows, h, d)
+	delta := make([]float32, rows*h)
+	ob, lb := make([]float32, rows*h*d), make([]float32, rows*h)
+	scale := float32(1 / math.Sqrt(float64(d)))
+	// A real lse and delta so the backward does the same arithmetic.
+	kernels.AttnBlockForward(a.q, kv.k, kv.v, rows, rows, h, d, scale, nil, a.o, a.lse)
+	kernels.AttnDelta(a.o, a.do, rows, h, d, delta)
+	hd := h * d
+	fwd, bwd = make([][]float64, world), make([][]float64, world)
+	for r := range world {
+		fwd[r], bwd[r] = make([]float64, world), make([]float64, world)
+		qpos := cfg.Layout.Positions(cfg.Total, world, r)
+		for s := range world {
+			kpos := cfg.Layout.Positions(cfg.Total, world, (r-s+world)%world)
+			blocks := collective.StepBlocks(cfg.Causal, cfg.Layout, cfg.Total, world, r, s)
+			mask := func(b collective.Block) *kernels.AttnMask {
+				if !b.Causal {
+					return nil
+				}
+				return &kernels.AttnMask{Causal: true, QPos: qpos[b.Q0 : b.Q0+b.NQ], KPos: kpos[b.K0 : b.K0+b.NK]}
+			}
+			var tf, tb []float64
+			for range iters {
+				t0 := time.Now()
+				for _, b := range blocks {
+					q0, k0 := b.Q0*hd, b.K0*hd
+					kernels.AttnBlockForward(a.q[q0:q0+b.NQ*hd], kv.k[k0:k0+b.NK*hd], kv.v[k0:k0+b.NK*hd], b.NQ, b.NK, h, d, scale, mask(b), ob[:b.NQ*hd], lb[:b.NQ*h])
+					kernels.AttnMerge(a.o[q0:q0+b.NQ*hd], a.lse[b.Q0*h:(b.Q0+b.NQ)*h], ob[:b.NQ*hd], lb[:b.NQ*h], b.NQ, h, d)
+				}
+				t1 := time.Now()
+				for _, b := range blocks {
+					q0, k0 := b.Q0*hd, b.K0*hd
+					kernels.AttnBlockBackward(a.q[q0:q0+b.NQ*hd], kv.k[k0:k0+b.NK*hd], kv.v[k0:k0+b.NK*hd], a.do[q0:q0+b.NQ*hd],
+						a.lse[b.Q0*h:(b.Q0+b.NQ)*h], delta[b.Q0*h:(b.Q0+b.NQ)*h], b.NQ, b.NK, h, d, scale, mask(b),
+						a.dq[q0:q0+b.NQ*hd], kv.dk[k0:k0+b.NK*hd], kv.dv[k0:k0+b.NK*hd])
+				}
+				tf = append(tf, ms(t1.Sub(t0)))
+				tb = append(tb, ms(time.Since(t1)))
+			}
+			fwd[r][s], bwd[r][s] = median(tf), median(tb)
+		}
+	}
+	return fwd, bwd
+}
+
+func ms(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
+
+func median(x []float64) float64 {
+	y := slices.Clone(x)
+	slices.Sort(y)
+	return y[len(y)/2]
+}
+
+// CriticalPath is the finishing time of a ring whose rank r spends t[r][s]
+// computing at step s, with free communication, following the dependencies
+// of RingAttentionForward (step s+1 needs the block the predecessor
+// forwarded when it started step s) and, if backward, also those of
+// RingAttentionBackward (step s+1 needs the dK/dV accumulator the
+// predecessor finished at step s, and the last one must come home).
+func CriticalPath(t [][]float64, backward bool) float64 {
+	n := len(t)
+	start := make([]float64, n)
+	finish := make([]float64, n)
+	for s := range n {
+		ns := make([]float64, n)
+		for r := range n {
+			p := (r + n - 1) % n
+			st := finish[r]
+			if s > 0 {
+				st = max(st, start[p]) // the block prev forwarded at its step s-1
+				if backward {
+					st = max(st, finish[p]) // the accumulator prev finished
+				}
+			}
+			ns[r] = st
+		}
+		for r := range n {
+			start[r] = ns[r]
+			finish[r] = ns[r] + t[r][s]
+		}
+	}
+	end := 0.0
+	for r := range n {
+		end = max(end, finish[r])
+		if backward {
+			end = max(end, finish[(r+n-1)%n]) // the last accumulator hop
+		}
+	}
+	return end
+}
+
+// distributedWall runs forward+backward over the in-process transport with
+// all ranks at once, iters times, and returns the median in milliseconds.
+func distributedWall(ctx context.Context, cfg collective.RingAttnConfig, world, iters int) (float64, error) {
+	rows := cfg.Total / world
+	comms := make([]*collective.Comm, world)
+	net := inproc.NewNetwork(world, 1)
+	data := make([]*rankData, world)
+	for r := range comms {
+		comms[r], _ = collective.New(net.Transport(r), collective.Config{Job: "bench", Timeout: time.Minute})
+		data[r] = newRankData(rand.New(rand.NewPCG(uint64(r), 5)), rows, cfg.Heads, cfg.HeadDim)
+	}
+	defer func() {
+		for _, c := range comms {
+			c.Close()
+		}
+	}()
+	var times []float64
+	for range iters {
+		t0 := time.Now()
+		if err := fwdBwd(ctx, comms, cfg, data); err != nil {
+			return 0, err
+		}
+		times = append(times, ms(time.Since(t0)))
+	}
+	return median(times), nil
+}
+
+func fwdBwd(ctx context.Context, comms []*collective.Comm, cfg collective.RingAttnConfig, data []*rankData) error {
+	errs := make([]error, len(comms))
+	var wg sync.WaitGroup
+	for r, c := range comms {
+		wg.Go(func() {
+			x := data[r]
+			if errs[r] = c.RingAttentionForward(ctx, cfg, x.q, x.k, x.v, x.o, x.lse); errs[r] != nil {
+				return
+			}
+			errs[r] = c.RingAttentionBackward(ctx, cfg, x.q, x.k, x.v, x.o, x.lse, x.do, x.dq, x.dk, x.dv)
+		})
+	}
+	wg.Wait()
+	for r, err := range errs {
+		if err != nil {
+			return fmt.Errorf("collbench: ring attention rank %d: %w", r, err)
+		}
+	}
+	return nil
+}
+
+// memoryPerRank runs one causal zigzag forward+backward over world ranks
+// at tokens rows per rank and reports the heap it took beyond the inputs
+// and outputs: the peak of live heap objects (sampled every 200µs) and the
+// total allocated, each divided by world.
+func memoryPerRank(ctx context.Context, world, tokens, h, d int) (MemRow, error) {
+	cfg := collective.RingAttnConfig{Total: world * tokens, Heads: h, HeadDim: d, Causal: true, Layout: collective.Zigzag}
+	comms := make([]*collective.Comm, world)
+	net := inproc.NewNetwork(world, 1)
+	data := make([]*rankData, world)
+	for r := range comms {
+		comms[r], _ = collective.New(net.Transport(r), collective.Config{Job: "bench", Timeout: time.Minute})
+		data[r] = newRankData(rand.New(rand.NewPCG(uint64(r), 6)), tokens, h, d)
+	}
+	defer func() {
+		for _, c := range comms {
+			c.Close()
+		}
+	}()
+	if err := fwdBwd(ctx, comms, cfg, data); err != nil { // warm the kernels' pools
+		return MemRow{}, err
+	}
+	runtime.GC()
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(sample)
+	base, alloc0 := sample[0].Value.Uint64(), sample[1].Value.Uint64()
+	peak := base
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+		tk := time.NewTicker(200 * time.Microsecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+				metrics.Read(s)
+				peak = max(peak, s[0].Value.Uint64())
+			}
+		}
+	})
+	debugGC := setGCPercent(-1) // no collection during the run: the peak is everything the run allocated and still held
+	err := fwdBwd(ctx, comms, cfg, data)
+	close(stop)
+	wg.Wait()
+	setGCPercent(debugGC)
+	if err != nil {
+		return MemRow{}, err
+	}
+	metrics.Read(sample)
+	_ = sample
+	return MemRow{World: world, TokensPerRank: tokens,
+		PeakMiB:  float64(peak-base) / float64(world) / (1 << 20),
+		AllocMiB: float64(sample[1].Value.Uint64()-alloc0) / float64(world) / (1 << 20)}, nil
+}
+
+// WriteRingAttnTable prints the result.
+func WriteRingAttnTable(w io.Writer, res *RingAttnResult) {
+	o := res.Options
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "# causal ring attention fwd+bwd, %d ranks × %d tokens, %d heads × %d, %d cores\t\t\t\t\t\t\n", o.World, o.TokensPerRank, o.Heads, o.HeadDim, res.Cores)
+	fmt.Fprintln(tw, "layout\ttokens\tcritical path(ms)\tspeedup\timbalance\tshared-core wall(ms)\tper-rank compute(ms)\t")
+	for _, r := range res.Layouts {
+		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.2f\t%.3f\t%.1f\t%.0f\t\n", r.Layout, r.Total, r.CriticalMS, r.Speedup, r.Imbalance, r.WallMS, r.RankMS)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "# heap per rank, zigzag causal fwd+bwd, fixed tokens per rank\t\t\t\t")
+	fmt.Fprintln(tw, "ranks\ttokens/rank\tpeak heap/rank(MiB)\tallocated/rank(MiB)\t")
+	for _, m := range res.Memory {
+		fmt.Fprintf(tw, "%d\t%d\t%.2f\t%.2f\t\n", m.World, m.TokensPerRank, m.PeakMiB, m.AllocMiB)
+	}
+	tw.Flush()
+}
