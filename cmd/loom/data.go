@@ -369,5 +369,4 @@ func (r *progressReporter) finish() {
 	}
 }
 
-
 func init() { rootCmd.AddCommand(newDataCmd()) }
