@@ -90,3 +90,25 @@ func hasKernel(name string) bool {
 	}
 	return false
 }
+
+// BenchmarkPeak measures the float32 FMA peak of one core from register-only loops;
+// BenchmarkMicro's GFLOP/s divided by this is the micro-kernel's efficiency.
+func BenchmarkPeak(b *testing.B) {
+	const iters = 1000
+	if hasKernel("avx512") {
+		b.Run("avx512", func(b *testing.B) {
+			for b.Loop() {
+				peakAVX512(iters)
+			}
+			b.ReportMetric(24*16*2*iters*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+	if hasKernel("avx2") {
+		b.Run("avx2", func(b *testing.B) {
+			for b.Loop() {
+				peakAVX2(iters)
+			}
+			b.ReportMetric(12*8*2*iters*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}

@@ -21,6 +21,17 @@ func microAVX2(kc int, a, b, c *float32, ldc int, alpha, beta float32)
 //go:noescape
 func transpose16AVX512(dst *float32, ldd int, src *float32, lds int, rows, lanes, blocks int)
 
+// peakAVX512 runs n iterations of 24 independent ZMM FMAs (peak_amd64.s); the
+// benchmarks use it as the measured FMA peak.
+//
+//go:noescape
+func peakAVX512(n int)
+
+// peakAVX2 runs n iterations of 12 independent YMM FMAs (peak_amd64.s).
+//
+//go:noescape
+func peakAVX2(n int)
+
 func init() {
 	if cpu.X86.HasAVX512F {
 		transpose16 = transpose16AVX512
