@@ -71,25 +71,29 @@ func (m *qwenVL) Config() Config     { return m.cfg }
 func (m *qwenVL) Params() *nn.Params { return m.params }
 
 // adapt runs the ViT and the adapter: images [N, C, H, W] → [N, Queries, D].
-// Q = ln_q(query) + pos(G×G); K = ln_kv(kv) + pos interpolated to the image
-// grid; V = ln_kv(kv) (Resampler.forward, adaptive=False).
 func (m *qwenVL) adapt(tp *kernels.Tape, images *kernels.Tensor) *kernels.Tensor {
+	x := m.vit.Forward(tp, images, vit.LastPatches) // [N, gh·gw, W]
+	return m.resample(tp, x, images.Shape[2]/m.cfg.ViT.PatchSize, images.Shape[3]/m.cfg.ViT.PatchSize)
+}
+
+// resample is the adapter on ViT features x [N, gh·gw, W]:
+// Q = ln_q(query) + pos(G×G); K = ln_kv(kv) + pos interpolated to the
+// gh×gw image grid; V = ln_kv(kv), without positions (Resampler.forward,
+// adaptive=False); then ln_post and x·proj.
+func (m *qwenVL) resample(tp *kernels.Tape, x *kernels.Tensor, gh, gw int) *kernels.Tensor {
 	c := m.cfg
 	d := c.LLM.Hidden
-	x := m.vit.Forward(tp, images, vit.LastPatches) // [N, gh·gw, W]
 	if m.kvProj != nil {
 		x = m.kvProj.Forward(tp, x)
 	}
 	kv := m.lnKV.Forward(tp, x)
 	g := c.QueryGrid
 	pos := nn.SinCos2D(g, g, d)
-	gh := images.Shape[2] / c.ViT.PatchSize
-	gw := images.Shape[3] / c.ViT.PatchSize
 	posK := pos
 	if gh != g || gw != g {
 		posK = tp.Matmul(nn.BicubicMatrix(g, g, gh, gw), pos) // get_abs_pos
 	}
-	n := images.Shape[0]
+	n := x.Shape[0]
 	q := tp.Add(kernels.Zeros(n, c.Queries, d), tp.Add(m.lnQ.Forward(tp, m.query), pos))
 	out := m.attn.ForwardQKV(tp, q, tp.Add(kv, posK), kv, kernels.AttnOptions{}, nil)
 	return tp.Matmul(m.lnPost.Forward(tp, out), m.proj)
