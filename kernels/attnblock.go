@@ -158,11 +158,23 @@ func (mt *maskTiles) kind(qt, kt int) tileKind {
 // maskTile sets the disallowed entries of the br×bc score tile s to −Inf.
 func (mt *maskTiles) maskTile(s []float32, i0, br, j0, bc int) {
 	ninf := float32(math.Inf(-1))
+	m := mt.m
 	for r := 0; r < br; r++ {
 		row := s[r*bc : (r+1)*bc]
-		for c := range row {
-			if !mt.m.allowed(i0+r, j0+c) {
-				row[c] = ninf
+		if m.QSeg != nil || m.KSeg != nil {
+			qs := seg(m.QSeg, i0+r)
+			for c := range row {
+				if seg(m.KSeg, j0+c) != qs {
+					row[c] = ninf
+				}
+			}
+		}
+		if m.Causal {
+			qp, kpos := m.QPos[i0+r], m.KPos[j0:j0+bc]
+			for c, kp := range kpos {
+				if kp > qp && kp >= m.Prefix {
+					row[c] = ninf
+				}
 			}
 		}
 	}

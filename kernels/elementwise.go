@@ -150,6 +150,29 @@ func binFwd[T float](k binKind, p *bcast, a, b, out []T) {
 
 // binBwd accumulates da and db (either may be nil) from dout.
 func binBwd[T float](k binKind, p *bcast, a, b, dout, da, db []T) {
+	if (k == binAdd || k == binSub) && (p.mode == 0 || (p.mode == 1 && p.nb > 0)) {
+		sign := T(1)
+		if k == binSub {
+			sign = -1
+		}
+		if da != nil {
+			for i, g := range dout {
+				da[i] += g
+			}
+		}
+		if db != nil && p.mode == 0 {
+			for i, g := range dout {
+				db[i] += sign * g
+			}
+		} else if db != nil {
+			for r := 0; r < p.n; r += p.nb {
+				for j, g := range dout[r : r+p.nb] {
+					db[j] += sign * g
+				}
+			}
+		}
+		return
+	}
 	for i, g := range dout {
 		ia, ib := p.index(i)
 		switch k {

@@ -5,9 +5,33 @@ import "math"
 // unaryFwd32 and unaryBwd32 are the float32 training path of the unary
 // activations. They start as the float64-evaluated reference; faster float32
 // approximations replace individual kinds here, each tested against unaryRef.
-func unaryFwd32(k unaryKind, x, y []float32) { unaryFwd(k, x, y) }
+func unaryFwd32(k unaryKind, x, y []float32) {
+	if k == unGELU && haveAVX2 {
+		parallelChunks(len(x), func(lo, hi int) {
+			if n8 := (hi - lo) &^ 7; n8 > 0 {
+				geluAVX2(&x[lo], &y[lo], n8)
+				lo += n8
+			}
+			unaryFwd(k, x[lo:hi], y[lo:hi])
+		})
+		return
+	}
+	parallelChunks(len(x), func(lo, hi int) { unaryFwd(k, x[lo:hi], y[lo:hi]) })
+}
 
-func unaryBwd32(k unaryKind, x, dy, dx []float32) { unaryBwd(k, x, dy, dx) }
+func unaryBwd32(k unaryKind, x, dy, dx []float32) {
+	if k == unGELU && haveAVX2 {
+		parallelChunks(len(x), func(lo, hi int) {
+			if n8 := (hi - lo) &^ 7; n8 > 0 {
+				geluBwdAVX2(&x[lo], &dy[lo], &dx[lo], n8)
+				lo += n8
+			}
+			unaryBwd(k, x[lo:hi], dy[lo:hi], dx[lo:hi])
+		})
+		return
+	}
+	parallelChunks(len(x), func(lo, hi int) { unaryBwd(k, x[lo:hi], dy[lo:hi], dx[lo:hi]) })
+}
 
 // expf is a float32 e^x with a relative error below 2e-7 (degree-6
 // polynomial on [−ln2/2, ln2/2] after range reduction, Cephes expf). It

@@ -150,9 +150,18 @@ func (tp *Tape) LayerNorm(x, w, b *Tensor, eps float32) *Tensor {
 	checkAffine("LayerNorm", x, b, c)
 	out := Zeros(x.Shape...)
 	mean, rstd := make([]float32, rows), make([]float32, rows)
-	layerNormFwd(rows, c, x.Data, dataOrNil(w), dataOrNil(b), out.Data, mean, rstd, float64(eps))
+	parallelRows(rows, c, func(r0, r1 int) {
+		layerNormFwd(r1-r0, c, x.Data[r0*c:r1*c], dataOrNil(w), dataOrNil(b), out.Data[r0*c:r1*c], mean[r0:r1], rstd[r0:r1], float64(eps))
+	})
 	tp.record("LayerNorm", out, func() {
-		layerNormBwd(rows, c, x.Data, dataOrNil(w), mean, rstd, out.Grad, gradOrNil(x), gradOrNil(w), gradOrNil(b))
+		dx := gradOrNil(x)
+		rowParallelParamGrads(rows, c, []*Tensor{w, b}, func(r0, r1 int, pg [][]float32) {
+			var dxr []float32
+			if dx != nil {
+				dxr = dx[r0*c : r1*c]
+			}
+			layerNormBwd(r1-r0, c, x.Data[r0*c:r1*c], dataOrNil(w), mean[r0:r1], rstd[r0:r1], out.Grad[r0*c:r1*c], dxr, pg[0], pg[1])
+		})
 	}, x, w, b)
 	return out
 }
@@ -163,9 +172,57 @@ func (tp *Tape) RMSNorm(x, w *Tensor, eps float32) *Tensor {
 	checkAffine("RMSNorm", x, w, c)
 	out := Zeros(x.Shape...)
 	rstd := make([]float32, rows)
-	rmsNormFwd(rows, c, x.Data, dataOrNil(w), out.Data, rstd, float64(eps))
+	parallelRows(rows, c, func(r0, r1 int) {
+		rmsNormFwd(r1-r0, c, x.Data[r0*c:r1*c], dataOrNil(w), out.Data[r0*c:r1*c], rstd[r0:r1], float64(eps))
+	})
 	tp.record("RMSNorm", out, func() {
-		rmsNormBwd(rows, c, x.Data, dataOrNil(w), rstd, out.Grad, gradOrNil(x), gradOrNil(w))
+		dx := gradOrNil(x)
+		rowParallelParamGrads(rows, c, []*Tensor{w}, func(r0, r1 int, pg [][]float32) {
+			var dxr []float32
+			if dx != nil {
+				dxr = dx[r0*c : r1*c]
+			}
+			rmsNormBwd(r1-r0, c, x.Data[r0*c:r1*c], dataOrNil(w), rstd[r0:r1], out.Grad[r0*c:r1*c], dxr, pg[0])
+		})
 	}, x, w)
 	return out
+}
+
+// rowParallelParamGrads runs a row-wise backward in parallel over row
+// ranges. Each range accumulates the gradients of the shared parameters
+// params (nil entries, or ones that need no gradient, get nil) into private
+// buffers that are added to the parameters' Grad at the end, in range order.
+func rowParallelParamGrads(rows, c int, params []*Tensor, body func(r0, r1 int, pg [][]float32)) {
+	const grain = 16 << 10
+	parts := min(MaxThreads(), rows, max(1, rows*c/grain))
+	if parts <= 1 {
+		pg := make([][]float32, len(params))
+		for i, p := range params {
+			pg[i] = gradOrNil(p)
+		}
+		body(0, rows, pg)
+		return
+	}
+	priv := make([][][]float32, parts)
+	parallelFor(parts, func(_, part int) {
+		pg := make([][]float32, len(params))
+		for i, p := range params {
+			if wants(p) {
+				pg[i] = make([]float32, p.Size())
+			}
+		}
+		priv[part] = pg
+		body(part*rows/parts, (part+1)*rows/parts, pg)
+	})
+	for i, p := range params {
+		if !wants(p) {
+			continue
+		}
+		g := p.gradBuf()
+		for _, pg := range priv {
+			for j, v := range pg[i] {
+				g[j] += v
+			}
+		}
+	}
 }

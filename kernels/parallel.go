@@ -63,3 +63,34 @@ func parallelFor(n int, body func(worker, item int)) {
 
 // workersFor is the number of workers parallelFor uses for n items.
 func workersFor(n int) int { return max(1, min(n, MaxThreads())) }
+
+// parallelChunks splits [0, n) into contiguous chunks of at least 16 Ki
+// elements (multiples of 8, so vector kernels see whole lanes) and runs
+// body on them in parallel.
+func parallelChunks(n int, body func(lo, hi int)) {
+	const grain = 16 << 10
+	parts := min(MaxThreads(), (n+grain-1)/grain)
+	if parts <= 1 {
+		body(0, n)
+		return
+	}
+	step := ((n+parts-1)/parts + 7) &^ 7
+	parallelFor(parts, func(_, p int) {
+		lo := p * step
+		if lo < n {
+			body(lo, min(n, lo+step))
+		}
+	})
+}
+
+// parallelRows splits rows of width n into contiguous ranges of at least
+// 16 Ki elements and runs body on them in parallel.
+func parallelRows(rows, n int, body func(r0, r1 int)) {
+	const grain = 16 << 10
+	parts := min(MaxThreads(), rows, max(1, rows*n/grain))
+	if parts <= 1 {
+		body(0, rows)
+		return
+	}
+	parallelFor(parts, func(_, p int) { body(p*rows/parts, (p+1)*rows/parts) })
+}

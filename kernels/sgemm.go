@@ -11,3 +11,11 @@ func sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 	}
 	gemm.Sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
+
+// Sgemm computes C = alpha·op(A)·op(B) + beta·C for row-major float32
+// matrices (op(X) = Xᵀ when transX): op(A) is m×k, op(B) k×n, C m×n, with
+// row strides lda, ldb, ldc. It is the GEMM every op uses, exported for
+// benchmarks and for callers that manage their own buffers.
+func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}

@@ -33,7 +33,11 @@ func (tp *Tape) Reshape(a *Tensor, shape ...int) *Tensor {
 	}
 	out := &Tensor{Shape: shape, Data: a.Data}
 	tp.record("Reshape", out, func() {
-		ga := a.gradBuf()
+		if a.Grad == nil { // first gradient of a: take out's buffer instead of copying it
+			a.Grad = out.Grad
+			return
+		}
+		ga := a.Grad
 		for i, g := range out.Grad {
 			ga[i] += g
 		}

@@ -11,6 +11,10 @@ import (
 // ---------------------------------------------------------------------------
 
 func softmaxFwd[T float](rows, n int, x, y []T) {
+	if x32, ok := any(x).([]float32); ok {
+		softmaxFwd32(rows, n, x32, any(y).([]float32))
+		return
+	}
 	for r := 0; r < rows; r++ {
 		xr, yr := x[r*n:(r+1)*n], y[r*n:(r+1)*n]
 		m := T(math.Inf(-1))
@@ -45,6 +49,10 @@ func softmaxBwd[T float](rows, n int, y, dy, dx []T) {
 }
 
 func logSoftmaxFwd[T float](rows, n int, x, y []T) {
+	if x32, ok := any(x).([]float32); ok {
+		logSoftmaxFwd32(rows, n, x32, any(y).([]float32))
+		return
+	}
 	for r := 0; r < rows; r++ {
 		xr, yr := x[r*n:(r+1)*n], y[r*n:(r+1)*n]
 		lse := T(logSumExp(xr))
@@ -56,6 +64,10 @@ func logSoftmaxFwd[T float](rows, n int, x, y []T) {
 
 // logSoftmaxBwd: dx = dy − softmax(x)·Σdy, with softmax = exp(y).
 func logSoftmaxBwd[T float](rows, n int, y, dy, dx []T) {
+	if y32, ok := any(y).([]float32); ok {
+		logSoftmaxBwd32(rows, n, y32, any(dy).([]float32), any(dx).([]float32))
+		return
+	}
 	for r := 0; r < rows; r++ {
 		yr, gr, dr := y[r*n:(r+1)*n], dy[r*n:(r+1)*n], dx[r*n:(r+1)*n]
 		var s float64
@@ -166,6 +178,10 @@ func ceFwd[T float](rows, v int, x []T, tgt []int32, o *CEOptions, logp []T, los
 
 // ceBwd accumulates dx given the upstream gradient g of the reduced loss.
 func ceBwd[T float](rows, v int, tgt []int32, o *CEOptions, logp []T, scale float64, dx []T) {
+	if lp32, ok := any(logp).([]float32); ok {
+		ceBwd32(rows, v, tgt, o, lp32, scale, any(dx).([]float32))
+		return
+	}
 	eps := float64(o.LabelSmoothing)
 	for r := 0; r < rows; r++ {
 		t := tgt[r]
@@ -228,4 +244,80 @@ func (tp *Tape) CrossEntropy(logits *Tensor, targets []int32, opt CEOptions) *Te
 		ceBwd(rows, v, targets, &o, logp, float64(out.Grad[0])/norm, logits.gradBuf())
 	}, logits)
 	return out
+}
+
+// The float32 paths below use the vector exp (fast.go) and run rows in
+// parallel; the generic functions above, instantiated at float64, are their
+// reference.
+
+func softmaxFwd32(rows, n int, x, y []float32) {
+	parallelRows(rows, n, func(r0, r1 int) {
+		for r := r0; r < r1; r++ {
+			xr, yr := x[r*n:(r+1)*n], y[r*n:(r+1)*n]
+			copy(yr, xr)
+			s := expSubRow(yr, rowMax(xr, float32(math.Inf(-1))))
+			inv := 1 / s
+			for j := range yr {
+				yr[j] *= inv
+			}
+		}
+	})
+}
+
+func logSoftmaxFwd32(rows, n int, x, y []float32) {
+	parallelRows(rows, n, func(r0, r1 int) {
+		for r := r0; r < r1; r++ {
+			xr, yr := x[r*n:(r+1)*n], y[r*n:(r+1)*n]
+			m := rowMax(xr, float32(math.Inf(-1)))
+			copy(yr, xr)
+			lse := m + float32(math.Log(float64(expSubRow(yr, m))))
+			for j, v := range xr {
+				yr[j] = v - lse
+			}
+		}
+	})
+}
+
+func logSoftmaxBwd32(rows, n int, y, dy, dx []float32) {
+	parallelRows(rows, n, func(r0, r1 int) {
+		p := make([]float32, n)
+		for r := r0; r < r1; r++ {
+			yr, gr, dr := y[r*n:(r+1)*n], dy[r*n:(r+1)*n], dx[r*n:(r+1)*n]
+			var s float32
+			for _, g := range gr {
+				s += g
+			}
+			copy(p, yr)
+			expSubRow(p, 0)
+			for j := range dr {
+				dr[j] += gr[j] - p[j]*s
+			}
+		}
+	})
+}
+
+func ceBwd32(rows, v int, tgt []int32, o *CEOptions, logp []float32, scale float64, dx []float32) {
+	eps := float32(o.LabelSmoothing)
+	parallelRows(rows, v, func(r0, r1 int) {
+		p := make([]float32, v)
+		for r := r0; r < r1; r++ {
+			t := tgt[r]
+			if o.HasIgnore && t == o.IgnoreIndex {
+				continue
+			}
+			w := 1.0
+			if o.Weights != nil {
+				w = float64(o.Weights[r])
+			}
+			c := float32(w * scale)
+			copy(p, logp[r*v:(r+1)*v])
+			expSubRow(p, 0)
+			d := dx[r*v : (r+1)*v]
+			u := eps / float32(v)
+			for j, pj := range p {
+				d[j] += c * (pj - u)
+			}
+			d[t] -= c * (1 - eps)
+		}
+	})
 }

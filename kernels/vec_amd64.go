@@ -17,4 +17,10 @@ func maxAVX2(x *float32, n int) float32
 //go:noescape
 func dsAVX2(p, dp *float32, n int, delta float32)
 
+//go:noescape
+func geluAVX2(x, y *float32, n int)
+
+//go:noescape
+func geluBwdAVX2(x, dy, dx *float32, n int)
+
 var haveAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA

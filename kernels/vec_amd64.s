@@ -18,7 +18,139 @@ DATA vexpc<>+44(SB)/4, $0x42b0c0a5 // 88.3762626647949: above, saturate
 DATA vexpc<>+48(SB)/4, $0x3f000000 // 0.5
 DATA vexpc<>+52(SB)/4, $0x0000007f // exponent bias 127
 DATA vexpc<>+56(SB)/4, $0xff800000 // -Inf
-GLOBL vexpc<>(SB), RODATA|NOPTR, $60
+DATA vexpc<>+60(SB)/4, $0x3f4c422a // sqrt(2/pi)
+DATA vexpc<>+64(SB)/4, $0x3d372713 // 0.044715
+DATA vexpc<>+68(SB)/4, $0x3e095d4f // 3·0.044715
+DATA vexpc<>+72(SB)/4, $0x40000000 // 2
+DATA vexpc<>+76(SB)/4, $0x41f00000 // 30: clamp of 2u in GELU
+GLOBL vexpc<>(SB), RODATA|NOPTR, $80
+
+// EXPCONST loads the constants EXP8 needs into Y7-Y14.
+#define EXPCONST \
+	VBROADCASTSS vexpc<>+0(SB), Y14; \
+	VBROADCASTSS vexpc<>+4(SB), Y13; \
+	VBROADCASTSS vexpc<>+8(SB), Y12; \
+	VBROADCASTSS vexpc<>+36(SB), Y11; \
+	VBROADCASTSS vexpc<>+40(SB), Y10; \
+	VBROADCASTSS vexpc<>+44(SB), Y9; \
+	VBROADCASTSS vexpc<>+48(SB), Y8; \
+	VPBROADCASTD vexpc<>+52(SB), Y7
+
+// EXP8 sets Y3 = exp(Y1) for 8 lanes (flushing below −87 to 0, saturating
+// above 88.37); it clobbers Y1, Y2, Y4, Y5.
+#define EXP8 \
+	VCMPPS  $0x0D, Y10, Y1, Y4; \
+	VMAXPS  Y10, Y1, Y1; \
+	VMINPS  Y9, Y1, Y1; \
+	VMOVAPS Y8, Y2; \
+	VFMADD231PS Y14, Y1, Y2; \
+	VROUNDPS $1, Y2, Y2; \
+	VFNMADD231PS Y13, Y2, Y1; \
+	VFNMADD231PS Y12, Y2, Y1; \
+	VBROADCASTSS vexpc<>+12(SB), Y3; \
+	VBROADCASTSS vexpc<>+16(SB), Y5; \
+	VFMADD213PS Y5, Y1, Y3; \
+	VBROADCASTSS vexpc<>+20(SB), Y5; \
+	VFMADD213PS Y5, Y1, Y3; \
+	VBROADCASTSS vexpc<>+24(SB), Y5; \
+	VFMADD213PS Y5, Y1, Y3; \
+	VBROADCASTSS vexpc<>+28(SB), Y5; \
+	VFMADD213PS Y5, Y1, Y3; \
+	VBROADCASTSS vexpc<>+32(SB), Y5; \
+	VFMADD213PS Y5, Y1, Y3; \
+	VMULPS  Y1, Y1, Y5; \
+	VFMADD213PS Y1, Y5, Y3; \
+	VADDPS  Y11, Y3, Y3; \
+	VCVTTPS2DQ Y2, Y2; \
+	VPADDD  Y7, Y2, Y2; \
+	VPSLLD  $23, Y2, Y2; \
+	VMULPS  Y2, Y3, Y3; \
+	VANDPS  Y4, Y3, Y3
+
+// GELUER sets Y3 = e = exp(2u) and Y4 = r = 1/(e+1) for x in Y6, with
+// u = √(2/π)(x + 0.044715x³) clamped to 15 (tanh(15) is 1 in float32).
+// Then ½(1+tanh u) = e·r and 1 − tanh²u = 4·e·r², products without the
+// cancellation of 1 − t². Clobbers Y1, Y2, Y5.
+#define GELUER \
+	VMULPS  Y6, Y6, Y1; \
+	VBROADCASTSS vexpc<>+64(SB), Y5; \
+	VMULPS  Y5, Y1, Y1; \
+	VFMADD213PS Y6, Y6, Y1; \
+	VMULPS  Y15, Y1, Y1; \
+	VADDPS  Y1, Y1, Y1; \
+	VBROADCASTSS vexpc<>+76(SB), Y5; \
+	VMINPS  Y5, Y1, Y1; \
+	EXP8; \
+	VADDPS  Y11, Y3, Y4; \
+	VDIVPS  Y4, Y11, Y4
+
+// func geluAVX2(x, y *float32, n int)
+//
+// y[i] = GELU_tanh(x[i]) = x·e·r for i < n (n a multiple of 8).
+TEXT ·geluAVX2(SB), NOSPLIT, $0-24
+	MOVQ x+0(FP), SI
+	MOVQ y+8(FP), DI
+	MOVQ n+16(FP), CX
+	EXPCONST
+	VBROADCASTSS vexpc<>+60(SB), Y15
+
+gloop:
+	CMPQ CX, $8
+	JL   gdone
+	VMOVUPS (SI), Y6
+	GELUER
+	VMULPS  Y4, Y3, Y3
+	VMULPS  Y6, Y3, Y3
+	VMOVUPS Y3, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  gloop
+
+gdone:
+	VZEROUPPER
+	RET
+
+// func geluBwdAVX2(x, dy, dx *float32, n int)
+//
+// dx[i] += dy[i]·GELU_tanh'(x[i]) for i < n (n a multiple of 8), with
+// GELU' = ½(1+t) + ½x(1−t²)·u' = e·r + 2x·e·r²·√(2/π)(1+3·0.044715x²).
+TEXT ·geluBwdAVX2(SB), NOSPLIT, $0-32
+	MOVQ x+0(FP), SI
+	MOVQ dy+8(FP), DX
+	MOVQ dx+16(FP), DI
+	MOVQ n+24(FP), CX
+	EXPCONST
+	VBROADCASTSS vexpc<>+60(SB), Y15
+
+bloop:
+	CMPQ CX, $8
+	JL   bdone
+	VMOVUPS (SI), Y6
+	GELUER
+	VMULPS  Y4, Y3, Y5             // a = e·r = ½(1+t)
+	VMULPS  Y4, Y5, Y2             // e·r² = (1−t²)/4
+	VMULPS  Y6, Y6, Y1
+	VBROADCASTSS vexpc<>+68(SB), Y3
+	VMULPS  Y3, Y1, Y1
+	VADDPS  Y11, Y1, Y1            // 1 + 3·0.044715x²
+	VMULPS  Y15, Y1, Y1
+	VMULPS  Y2, Y1, Y1
+	VMULPS  Y6, Y1, Y1
+	VADDPS  Y1, Y1, Y1             // ½x(1−t²)·u' = 2x·e·r²·u'
+	VADDPS  Y1, Y5, Y5
+	VMULPS  (DX), Y5, Y5
+	VADDPS  (DI), Y5, Y5
+	VMOVUPS Y5, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  bloop
+
+bdone:
+	VZEROUPPER
+	RET
 
 // func expSubAVX2(x *float32, n int, m float32) float32
 //

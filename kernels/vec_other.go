@@ -13,3 +13,7 @@ func expSubAVX2(x *float32, n int, m float32) float32 {
 func maxAVX2(x *float32, n int) float32 { panic("kernels: no AVX2 kernels in this build") }
 
 func dsAVX2(p, dp *float32, n int, delta float32) { panic("kernels: no AVX2 kernels in this build") }
+
+func geluAVX2(x, y *float32, n int) { panic("kernels: no AVX2 kernels in this build") }
+
+func geluBwdAVX2(x, dy, dx *float32, n int) { panic("kernels: no AVX2 kernels in this build") }

@@ -1,0 +1,164 @@
+package kbench
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"time"
+
+	"github.com/loomtrain/loom/kernels"
+)
+
+// AttnConfig configures BenchAttention.
+type AttnConfig struct {
+	Seq, Heads, HeadDim int
+	Causal              bool
+	Threads             int // goroutines per op; 0 = GOMAXPROCS
+	Repeats             int // interleaved runs; the best counts
+	// MemSeqs are the sequence lengths of the memory-growth measurement.
+	MemSeqs []int
+}
+
+// AttnResult is the outcome of BenchAttention. FLOPs count the matrix
+// products executed: forward 4·S²·D·H, backward 10·S²·D·H (it recomputes
+// q·kᵀ), halved when causal.
+type AttnResult struct {
+	Seq        int     `json:"seq"`
+	Heads      int     `json:"heads"`
+	HeadDim    int     `json:"head_dim"`
+	Causal     bool    `json:"causal"`
+	Threads    int     `json:"threads"`
+	Kernel     string  `json:"gemm_kernel"`
+	FwdSeconds float64 `json:"fwd_seconds"`
+	BwdSeconds float64 `json:"bwd_seconds"`
+	FwdGFLOPS  float64 `json:"fwd_gflops"`
+	BwdGFLOPS  float64 `json:"bwd_gflops"`
+	GFLOPS     float64 `json:"gflops"` // forward + backward
+	// SgemmGFLOPS is sgemm at 1024³ with the same threads, in the same run.
+	SgemmGFLOPS float64 `json:"sgemm_gflops"`
+	Ratio       float64 `json:"ratio_to_sgemm"`
+	// Memory: bytes allocated by one forward+backward at each length,
+	// beyond the inputs, outputs and gradients.
+	Memory []AttnMem `json:"memory"`
+	// MemExponent is log2(alloc(2S)/alloc(S)) over the last doubling: 1 is
+	// linear growth, 2 quadratic.
+	MemExponent float64 `json:"memory_growth_exponent"`
+}
+
+// AttnMem is one point of the memory-growth measurement.
+type AttnMem struct {
+	Seq        int     `json:"seq"`
+	AllocBytes uint64  `json:"alloc_bytes"`
+	QKVBytes   uint64  `json:"qkv_bytes"`   // q, k and v together, for scale
+	DenseBytes uint64  `json:"dense_bytes"` // the S×S×H score matrix a dense implementation holds
+	PerToken   float64 `json:"alloc_bytes_per_token"`
+}
+
+type attnBufs struct {
+	q, k, v, do, o, lse, delta, dq, dk, dv []float32
+}
+
+func newAttnBufs(s, h, d int) *attnBufs {
+	rng := rand.New(rand.NewPCG(1, uint64(s)))
+	r := func(n int) []float32 {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())
+		}
+		return x
+	}
+	n := s * h * d
+	return &attnBufs{r(n), r(n), r(n), r(n), make([]float32, n), make([]float32, s*h), make([]float32, s*h),
+		make([]float32, n), make([]float32, n), make([]float32, n)}
+}
+
+func (b *attnBufs) run(s, h, d int, m *kernels.AttnMask) (fwd, bwd time.Duration) {
+	scale := float32(1 / math.Sqrt(float64(d)))
+	t0 := time.Now()
+	kernels.AttnBlockForward(b.q, b.k, b.v, s, s, h, d, scale, m, b.o, b.lse)
+	t1 := time.Now()
+	kernels.AttnDelta(b.o, b.do, s, h, d, b.delta)
+	kernels.AttnBlockBackward(b.q, b.k, b.v, b.do, b.lse, b.delta, s, s, h, d, scale, m, b.dq, b.dk, b.dv)
+	return t1.Sub(t0), time.Since(t1)
+}
+
+func causalMask(s int) *kernels.AttnMask {
+	p := make([]int32, s)
+	for i := range p {
+		p[i] = int32(i)
+	}
+	return &kernels.AttnMask{Causal: true, QPos: p, KPos: p}
+}
+
+// SgemmGFLOPS times one n³ sgemm through the kernels' GEMM (best of reps).
+func SgemmGFLOPS(n, reps int) float64 {
+	a, b, c := make([]float32, n*n), make([]float32, n*n), make([]float32, n*n)
+	for i := range a {
+		a[i], b[i] = float32(i%7)-3, float32(i%5)-2
+	}
+	best := math.Inf(1)
+	for r := 0; r < reps; r++ {
+		t0 := time.Now()
+		kernels.Sgemm(false, false, n, n, n, 1, a, n, b, n, 0, c, n)
+		best = math.Min(best, time.Since(t0).Seconds())
+	}
+	return 2 * float64(n) * float64(n) * float64(n) / best / 1e9
+}
+
+// BenchAttention measures blockwise attention forward+backward against
+// sgemm, interleaved, and the memory growth with sequence length.
+func BenchAttention(cfg AttnConfig) (AttnResult, error) {
+	if cfg.Seq <= 0 || cfg.Heads <= 0 || cfg.HeadDim <= 0 {
+		return AttnResult{}, fmt.Errorf("kbench: attention: seq %d, heads %d and head dim %d must be positive", cfg.Seq, cfg.Heads, cfg.HeadDim)
+	}
+	if cfg.Repeats <= 0 {
+		cfg.Repeats = 3
+	}
+	kernels.SetMaxThreads(cfg.Threads)
+	defer kernels.SetMaxThreads(0)
+	s, h, d := cfg.Seq, cfg.Heads, cfg.HeadDim
+	var m *kernels.AttnMask
+	if cfg.Causal {
+		m = causalMask(s)
+	}
+	bufs := newAttnBufs(s, h, d)
+	bufs.run(min(s, 256), h, d, nil) // warm up
+	res := AttnResult{Seq: s, Heads: h, HeadDim: d, Causal: cfg.Causal, Threads: kernels.MaxThreads(), Kernel: kernels.GemmKernel()}
+	res.FwdSeconds, res.BwdSeconds = math.Inf(1), math.Inf(1)
+	for r := 0; r < cfg.Repeats; r++ {
+		f, b := bufs.run(s, h, d, m)
+		res.FwdSeconds = math.Min(res.FwdSeconds, f.Seconds())
+		res.BwdSeconds = math.Min(res.BwdSeconds, b.Seconds())
+		res.SgemmGFLOPS = math.Max(res.SgemmGFLOPS, SgemmGFLOPS(1024, 2))
+	}
+	work := float64(s) * float64(s) * float64(d) * float64(h)
+	if cfg.Causal {
+		work /= 2
+	}
+	res.FwdGFLOPS = 4 * work / res.FwdSeconds / 1e9
+	res.BwdGFLOPS = 10 * work / res.BwdSeconds / 1e9
+	res.GFLOPS = 14 * work / (res.FwdSeconds + res.BwdSeconds) / 1e9
+	res.Ratio = res.GFLOPS / res.SgemmGFLOPS
+
+	for _, ms := range cfg.MemSeqs {
+		var mm *kernels.AttnMask
+		if cfg.Causal {
+			mm = causalMask(ms)
+		}
+		b := newAttnBufs(ms, h, d)
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		b.run(ms, h, d, mm)
+		runtime.ReadMemStats(&after)
+		alloc := after.TotalAlloc - before.TotalAlloc
+		res.Memory = append(res.Memory, AttnMem{Seq: ms, AllocBytes: alloc, QKVBytes: uint64(3 * ms * h * d * 4),
+			DenseBytes: uint64(ms) * uint64(ms) * uint64(h) * 4, PerToken: float64(alloc) / float64(ms)})
+	}
+	if n := len(res.Memory); n >= 2 {
+		a, b := res.Memory[n-2], res.Memory[n-1]
+		res.MemExponent = math.Log(float64(b.AllocBytes)/float64(a.AllocBytes)) / math.Log(float64(b.Seq)/float64(a.Seq))
+	}
+	return res, nil
+}

@@ -1,0 +1,66 @@
+package kbench
+
+import (
+	"math"
+	"testing"
+
+	"github.com/loomtrain/loom/kernels"
+)
+
+func TestBenchAttentionSmall(t *testing.T) {
+	r, err := BenchAttention(AttnConfig{Seq: 256, Heads: 2, HeadDim: 32, Causal: true, Repeats: 1, MemSeqs: []int{128, 256}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !(r.GFLOPS > 0) || !(r.SgemmGFLOPS > 0) || len(r.Memory) != 2 {
+		t.Fatalf("BenchAttention: implausible result %+v", r)
+	}
+	if _, err := BenchAttention(AttnConfig{Seq: 0, Heads: 1, HeadDim: 8}); err == nil {
+		t.Error("BenchAttention(seq 0): no error")
+	}
+}
+
+// TestStepModelLearns checks that the benchmark model is a working model:
+// a few AdamW steps on a fixed batch lower the loss.
+func TestStepModelLearns(t *testing.T) {
+	cfg := StepConfig{Layers: 2, Dim: 32, Heads: 2, Seq: 16, Batch: 2, Vocab: 50}
+	m := NewStepModel(cfg)
+	opt := kernels.NewAdamW(m.Params, kernels.AdamWConfig{LR: 3e-3})
+	ids, tgt := make([]int32, 32), make([]int32, 32)
+	for i := range ids {
+		ids[i], tgt[i] = int32(i*7%50), int32(i*3%50)
+	}
+	var first, last float32
+	for s := 0; s < 15; s++ {
+		for _, p := range m.Params {
+			p.ZeroGrad()
+		}
+		tp := kernels.NewTape()
+		loss := m.Loss(tp, ids, tgt)
+		tp.Backward(loss)
+		opt.Step()
+		if s == 0 {
+			first = loss.Item()
+		}
+		last = loss.Item()
+	}
+	if !(last < first-0.5) || math.IsNaN(float64(last)) {
+		t.Fatalf("step model loss %g -> %g after 15 steps, want a clear decrease", first, last)
+	}
+	if math.Abs(float64(first)-math.Log(50)) > 0.3 {
+		t.Errorf("initial loss %g, want about ln(50) = %.2f for a freshly initialised model", first, math.Log(50))
+	}
+}
+
+func TestBenchStepNoTorch(t *testing.T) {
+	r, err := BenchStep(StepConfig{Layers: 1, Dim: 16, Heads: 2, Seq: 8, Batch: 1, Vocab: 20, Steps: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.LoomSeconds <= 0 || r.Params == 0 || r.TorchSeconds != 0 {
+		t.Fatalf("BenchStep without Python: %+v", r)
+	}
+	if _, err := BenchStep(StepConfig{Layers: 1, Dim: 10, Heads: 3, Seq: 8, Batch: 1, Vocab: 20}); err == nil {
+		t.Error("BenchStep(dim 10, heads 3): no error")
+	}
+}
