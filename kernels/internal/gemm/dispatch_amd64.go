@@ -32,9 +32,17 @@ func peakAVX512(n int)
 //go:noescape
 func peakAVX2(n int)
 
+// transpose8AVX2 implements transpose8 (transpose_avx2_amd64.s).
+//
+//go:noescape
+func transpose8AVX2(dst *float32, ldd int, src *float32, lds int, rows, blocks int, mask *[8]int32)
+
 func init() {
 	if cpu.X86.HasAVX512F {
 		transpose16 = transpose16AVX512
+	}
+	if cpu.X86.HasAVX2 {
+		transpose8 = transpose8AVX2
 	}
 }
 

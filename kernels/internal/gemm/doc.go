@@ -19,9 +19,9 @@
 //
 // Transposes are absorbed by the packers, so NN, NT, TN and TT all run the same
 // micro-kernel. A packer either copies rows (op(A) = Aᵀ, op(B) = B) or transposes
-// them (op(A) = A, op(B) = Bᵀ); on AVX-512 CPUs the transposing packer runs 16×16
-// register transposes in assembly, since a scalar transpose cost about 20 % of a
-// 1024³ product. The first K panel applies the caller's beta (beta == 0 never reads C,
+// them (op(A) = A, op(B) = Bᵀ); the transposing packer runs 16×16 (AVX-512) or 8×8
+// (AVX2) register transposes in assembly, since a scalar transpose cost about 20 %
+// of a 1024³ product. The first K panel applies the caller's beta (beta == 0 never reads C,
 // so NaNs in an uninitialised C do not leak); later panels accumulate with beta' = 1.
 // Edge tiles (fewer than MR rows or NR columns left) run the same kernel into a
 // scratch tile that is then merged into C, so the kernels only ever see full tiles.

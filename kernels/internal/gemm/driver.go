@@ -211,8 +211,43 @@ func transposeRows(dst, src []float32, ld, rows, cols, w int) {
 		transposeRowsGo(dst[done*w:], src, ld, rows, cols-done, w)
 		return
 	}
+	if blocks := cols / 8; transpose8 != nil && blocks > 0 {
+		// The same with 8×8 blocks and 8-row groups.
+		for g := 0; g < w; g += 8 {
+			r := min(max(rows-g, 0), 8)
+			s := &src[0]
+			if r > 0 {
+				s = &src[g*ld]
+			}
+			transpose8(&dst[g], w, s, ld, r, blocks, &laneMasks[min(8, w-g)])
+		}
+		done := blocks * 8
+		if done == cols {
+			return
+		}
+		if rows > 0 {
+			src = src[done:]
+		}
+		transposeRowsGo(dst[done*w:], src, ld, rows, cols-done, w)
+		return
+	}
 	transposeRowsGo(dst, src, ld, rows, cols, w)
 }
+
+// transpose8, when not nil and transpose16 is, is transposeRows' AVX2 block
+// transpose: for each of blocks 8-column blocks, dst[c*ldd+r] = src[r*lds+c] for
+// c < 8 and the r < 8 with mask[r] == -1, source rows r >= rows reading as zero.
+var transpose8 func(dst *float32, ldd int, src *float32, lds int, rows, blocks int, mask *[8]int32)
+
+// laneMasks[n] selects the first n of 8 lanes, for transpose8's masked stores.
+var laneMasks = func() (m [9][8]int32) {
+	for n := range m {
+		for i := 0; i < n; i++ {
+			m[n][i] = -1
+		}
+	}
+	return m
+}()
 
 // transpose16, when not nil, is transposeRows' assembly block transpose:
 // for each of blocks 16-column blocks, dst[c*ldd+r] = src[r*lds+c] for c < 16 and

@@ -343,18 +343,26 @@ func FuzzSgemm(f *testing.F) {
 // and the Go version) against the definition, including the zero padding.
 func TestTransposeRows(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
-	fast := transpose16
-	defer func() { transpose16 = fast }()
-	for _, impl := range []string{"asm", "go"} {
-		if impl == "asm" && fast == nil {
-			continue
-		}
-		if impl == "go" {
+	t16, t8 := transpose16, transpose8
+	defer func() { transpose16, transpose8 = t16, t8 }()
+	for _, impl := range []string{"avx512", "avx2", "go"} {
+		switch impl {
+		case "avx512":
+			if t16 == nil {
+				continue
+			}
+		case "avx2":
+			if t8 == nil {
+				continue
+			}
 			transpose16 = nil
+		case "go":
+			transpose16, transpose8 = nil, nil
 		}
 		for _, s := range [][4]int{ // rows, cols, w, ld pad
 			{12, 256, 12, 0}, {12, 37, 12, 3}, {5, 16, 12, 1}, {32, 64, 32, 0}, {20, 50, 32, 7},
 			{0, 17, 12, 0}, {6, 33, 6, 2}, {16, 15, 16, 0}, {1, 1, 4, 0}, {17, 48, 32, 1},
+			{6, 256, 6, 0}, {16, 24, 16, 3}, {3, 9, 6, 0}, {9, 40, 16, 1},
 		} {
 			rows, cols, w, pad := s[0], s[1], s[2], s[3]
 			ld := cols + pad
@@ -423,5 +431,33 @@ func TestSgemmConcurrent(t *testing.T) {
 	for range ops {
 		i := <-done
 		ops[i].check(t, fmt.Sprintf("concurrent caller %d", i), gots[i], wants[i])
+	}
+}
+
+// TestSgemmPackers runs whole products with each transposing packer this CPU
+// has (AVX-512, AVX2, Go), so that every packer is checked inside the driver too.
+func TestSgemmPackers(t *testing.T) {
+	rng := rand.New(rand.NewPCG(12, 13))
+	t16, t8 := transpose16, transpose8
+	defer func() { transpose16, transpose8 = t16, t8 }()
+	for _, impl := range []string{"avx512", "avx2", "go"} {
+		switch {
+		case impl == "avx512" && t16 == nil, impl == "avx2" && t8 == nil:
+			continue
+		case impl == "avx2":
+			transpose16 = nil
+		case impl == "go":
+			transpose16, transpose8 = nil, nil
+		}
+		for _, kern := range testKernels() {
+			for _, s := range [][3]int{{29, 45, 40}, {12, 32, 16}, {70, 33, 9}} {
+				for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
+					o := newOperands(rng, tr[0], tr[1], s[0], s[1], s[2], 1, 1, 0.5)
+					got := append([]float32(nil), o.c...)
+					run(kern, o.problem(got), 1)
+					o.check(t, fmt.Sprintf("packer %s, kernel %s", impl, kern.name), got, o.want())
+				}
+			}
+		}
 	}
 }
