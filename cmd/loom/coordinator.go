@@ -1,0 +1,352 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/loomtrain/loom/api/loompb"
+	"github.com/loomtrain/loom/coordinator"
+	"github.com/loomtrain/loom/coordinator/consensus"
+	"github.com/loomtrain/loom/shard"
+)
+
+func init() { rootCmd.AddCommand(newCoordinatorCmd()) }
+
+// coordinatorFlags are the flags of `loom coordinator`. Their names are
+// stable: deploy/k8s is tested against them.
+type coordinatorFlags struct {
+	id, dataDir              string
+	raftAddr, raftAdvertise  string
+	grpcAddr, grpcAdvertise  string
+	httpAddr                 string
+	peers                    string
+	join                     string
+	etcd, etcdPrefix         string
+	token                    string
+	tls                      coordinator.TLSFiles
+	s3Endpoint, s3Region     string
+	s3AccessKey, s3SecretKey string
+	tick                     time.Duration
+	workerTTL                time.Duration
+}
+
+func newCoordinatorCmd() *cobra.Command {
+	var f coordinatorFlags
+	c := &cobra.Command{
+		Use:   "coordinator",
+		Short: "Run a coordinator node (Raft-replicated control plane: jobs, workers, checkpoints)",
+		Long: `Runs one node of the coordinator: the Raft-replicated state of every job, worker
+and committed checkpoint; the gRPC API that loom submit/status/cancel/resume and
+the workers call; and, on the leader, the scheduler (gang scheduling, failure
+handling, stage advancement, checkpoint retention).
+
+Run 1, 3 or 5 nodes. On first start a node with --peers bootstraps the cluster
+with exactly those voters (every node gets the same list); a node with --join
+asks an existing cluster to add it instead. Later starts recover from --data-dir
+and ignore both. With neither flag a node bootstraps a cluster of one.
+
+Any node answers; writes sent to a follower are forwarded to the leader. Workers
+are found in etcd (--etcd) under --etcd-prefix. Retired checkpoints are deleted
+from S3 when --s3-endpoint is set. /healthz, /readyz (a leader is known) and
+/metrics (Prometheus) are served on --http-addr.
+
+The bearer token (--token or LOOM_TOKEN) is required from every client when set.
+--tls-cert, --tls-key and --tls-ca turn on mutual TLS for the API (clients and
+forwarding between nodes present certificates signed by the CA).
+
+Example (a three-node cluster on one machine):
+  loom coordinator --id c0 --data-dir /tmp/c0 --raft-addr 127.0.0.1:7000 --grpc-addr 127.0.0.1:7001 --http-addr 127.0.0.1:7002 \
+      --peers c0=127.0.0.1:7000,c1=127.0.0.1:7010,c2=127.0.0.1:7020 --etcd http://127.0.0.1:2379
+  loom coordinator --id c1 --data-dir /tmp/c1 --raft-addr 127.0.0.1:7010 --grpc-addr 127.0.0.1:7011 --http-addr 127.0.0.1:7012 \
+      --peers c0=127.0.0.1:7000,c1=127.0.0.1:7010,c2=127.0.0.1:7020 --etcd http://127.0.0.1:2379
+  (and c2 likewise), then: LOOM_TOKEN=... loom status --coordinator 127.0.0.1:7011`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runCoordinator(ctx, f, nil)
+		},
+	}
+	host, _ := os.Hostname()
+	fl := c.Flags()
+	fl.StringVar(&f.id, "id", host, "this node's stable Raft ID (the pod name in a StatefulSet)")
+	fl.StringVar(&f.dataDir, "data-dir", "loom-coordinator", "directory for the Raft log, stable store and snapshots")
+	fl.StringVar(&f.raftAddr, "raft-addr", "0.0.0.0:7000", "host:port the Raft transport listens on")
+	fl.StringVar(&f.raftAdvertise, "raft-advertise", "", "host:port other nodes dial for Raft, e.g. coord-0.coord.ns.svc:7000 (default: --raft-addr)")
+	fl.StringVar(&f.grpcAddr, "grpc-addr", "0.0.0.0:7001", "host:port the gRPC API listens on")
+	fl.StringVar(&f.grpcAdvertise, "grpc-advertise", "", "host:port other nodes dial for the API (default: the --raft-advertise host with the --grpc-addr port)")
+	fl.StringVar(&f.httpAddr, "http-addr", "0.0.0.0:7002", "host:port for /healthz, /readyz and /metrics (empty: off)")
+	fl.StringVar(&f.peers, "peers", "", "initial voters as id=raft-host:port,... (first start only; include this node)")
+	fl.StringVar(&f.join, "join", "", "gRPC address of a running coordinator to join through (first start only)")
+	fl.StringVar(&f.etcd, "etcd", "", "comma-separated etcd endpoints of the worker registry (empty: no registry)")
+	fl.StringVar(&f.etcdPrefix, "etcd-prefix", "/loom/workers", "etcd key prefix the workers register under")
+	fl.StringVar(&f.token, "token", "", "bearer token clients must send (default $LOOM_TOKEN; empty: no authentication)")
+	fl.StringVar(&f.tls.Cert, "tls-cert", "", "PEM certificate of this node (mutual TLS for the API)")
+	fl.StringVar(&f.tls.Key, "tls-key", "", "PEM private key of --tls-cert")
+	fl.StringVar(&f.tls.CA, "tls-ca", "", "PEM CA that signs client and node certificates")
+	fl.StringVar(&f.s3Endpoint, "s3-endpoint", "", "S3 endpoint (host:port or URL) for deleting retired checkpoints (empty: keep them)")
+	fl.StringVar(&f.s3Region, "s3-region", "us-east-1", "S3 region")
+	fl.StringVar(&f.s3AccessKey, "s3-access-key", "", "S3 access key (default $LOOM_S3_ACCESS_KEY or $AWS_ACCESS_KEY_ID)")
+	fl.StringVar(&f.s3SecretKey, "s3-secret-key", "", "S3 secret key (default $LOOM_S3_SECRET_KEY or $AWS_SECRET_ACCESS_KEY)")
+	fl.DurationVar(&f.tick, "tick", time.Second, "scheduler period on the leader")
+	fl.DurationVar(&f.workerTTL, "worker-ttl", 10*time.Second, "(informational) the lease TTL workers register with")
+	return c
+}
+
+func firstNonEmpty(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// parsePeers parses "id=host:port,...".
+func parsePeers(s string) ([]consensus.Peer, error) {
+	var out []consensus.Peer
+	seen := map[string]bool{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		id, addr, ok := strings.Cut(part, "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("--peers entry %q: want id=host:port", part)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("--peers entry %q: %v", part, err)
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("--peers: id %q listed twice", id)
+		}
+		seen[id] = true
+		out = append(out, consensus.Peer{ID: id, Addr: addr})
+	}
+	return out, nil
+}
+
+// apiAdvertise is the gRPC address other nodes dial.
+func apiAdvertise(f coordinatorFlags, raftAdvertise string) (string, error) {
+	if f.grpcAdvertise != "" {
+		return f.grpcAdvertise, nil
+	}
+	_, gport, err := net.SplitHostPort(f.grpcAddr)
+	if err != nil {
+		return "", fmt.Errorf("--grpc-addr %q: %v", f.grpcAddr, err)
+	}
+	host, _, err := net.SplitHostPort(raftAdvertise)
+	if err != nil {
+		return "", fmt.Errorf("raft address %q: %v", raftAdvertise, err)
+	}
+	if host == "0.0.0.0" || host == "::" || host == "" {
+		host, _ = os.Hostname()
+	}
+	return net.JoinHostPort(host, gport), nil
+}
+
+// runCoordinator runs a node until ctx ends. ready, when set, is called
+// with the gRPC and HTTP addresses once both listen.
+func runCoordinator(ctx context.Context, f coordinatorFlags, ready func(api, http string)) error {
+	log := slog.Default().With("node", f.id)
+	if f.id == "" {
+		return errors.New("--id is required")
+	}
+	f.token = firstNonEmpty(f.token, os.Getenv("LOOM_TOKEN"))
+	peers, err := parsePeers(f.peers)
+	if err != nil {
+		return err
+	}
+	if len(peers) > 0 && f.join != "" {
+		return errors.New("--peers and --join are exclusive: bootstrap with --peers, or join a running cluster with --join")
+	}
+	if len(peers) == 0 && f.join == "" {
+		peers = []consensus.Peer{{ID: f.id}} // a cluster of one; Addr filled in by consensus
+	}
+	if f.join != "" {
+		peers = nil
+	}
+	if err := os.MkdirAll(f.dataDir, 0o755); err != nil {
+		return err
+	}
+	var serverTLS, clientTLS *tls.Config
+	if f.tls.Enabled() {
+		if serverTLS, err = f.tls.ServerConfig(); err != nil {
+			return err
+		}
+		if clientTLS, err = f.tls.ClientConfig(); err != nil {
+			return err
+		}
+	}
+	fsm := coordinator.NewFSM()
+	rn, err := consensus.Open(consensus.Config{ID: f.id, DataDir: filepath.Join(f.dataDir, "raft"), BindAddr: f.raftAddr,
+		AdvertiseAddr: f.raftAdvertise, Bootstrap: peers, Logger: log.With("component", "raft")}, fsm)
+	if err != nil {
+		return fmt.Errorf("open raft: %w", err)
+	}
+	defer rn.Close()
+	lis, err := net.Listen("tcp", f.grpcAddr)
+	if err != nil {
+		return fmt.Errorf("--grpc-addr: %w", err)
+	}
+	bound := f
+	bound.grpcAddr = lis.Addr().String() // the real port when --grpc-addr asks for :0
+	apiAddr, err := apiAdvertise(bound, rn.Addr())
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	dialOpts := coordinator.DialOptions(f.token, clientTLS)
+	srv := coordinator.NewServer(coordinator.ServerConfig{NodeID: f.id, Raft: rn, FSM: fsm, ForwardDial: dialOpts, Logger: log})
+	gopts := coordinator.AuthServerOptions(f.token)
+	if serverTLS != nil {
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(serverTLS)))
+	}
+	g := grpc.NewServer(gopts...)
+	srv.Register(g)
+
+	ncfg := coordinator.NodeConfig{ID: f.id, APIAddr: apiAddr, Raft: rn, FSM: fsm, Server: srv, Tick: f.tick, Logger: log}
+	if f.etcd != "" {
+		reg, closeReg, err := newEtcdRegistry(strings.Split(f.etcd, ","), f.etcdPrefix)
+		if err != nil {
+			return err
+		}
+		defer closeReg()
+		ncfg.Registry = reg
+	}
+	if f.s3Endpoint != "" {
+		ncfg.Deleter = &s3Deleter{cfg: shard.S3Config{Endpoint: f.s3Endpoint, Region: f.s3Region,
+			AccessKey: firstNonEmpty(f.s3AccessKey, os.Getenv("LOOM_S3_ACCESS_KEY"), os.Getenv("AWS_ACCESS_KEY_ID")),
+			SecretKey: firstNonEmpty(f.s3SecretKey, os.Getenv("LOOM_S3_SECRET_KEY"), os.Getenv("AWS_SECRET_ACCESS_KEY"))}}
+	}
+	node, err := coordinator.NewNode(ncfg)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := g.Serve(lis); err != nil {
+			log.Error("grpc server", "err", err)
+		}
+	}()
+	defer g.GracefulStop()
+	var hsAddr net.Addr
+	if f.httpAddr != "" {
+		hs := &http.Server{Addr: f.httpAddr, Handler: node.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second}
+		hl, err := net.Listen("tcp", f.httpAddr)
+		if err != nil {
+			return fmt.Errorf("--http-addr: %w", err)
+		}
+		hsAddr = hl.Addr()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := hs.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("http server", "err", err)
+			}
+		}()
+		defer hs.Close()
+	}
+	if f.join != "" && !rn.Bootstrapped() {
+		if err := joinCluster(ctx, f.join, dialOpts, f.id, rn.Addr()); err != nil {
+			return err
+		}
+	}
+	httpAddr := ""
+	if hsAddr != nil {
+		httpAddr = hsAddr.String()
+	}
+	if ready != nil {
+		ready(lis.Addr().String(), httpAddr)
+	}
+	log.Info("coordinator running", "raft", rn.Addr(), "api", apiAddr, "http", httpAddr, "registry", f.etcd != "", "s3_deletes", f.s3Endpoint != "")
+	node.Run(ctx)
+	if rn.IsLeader() {
+		if err := rn.TransferLeadership(); err != nil {
+			log.Info("leadership transfer on shutdown", "err", err)
+		}
+	}
+	log.Info("coordinator stopping")
+	return nil
+}
+
+// joinCluster asks a running coordinator to add this node as a voter,
+// retrying while the cluster has no leader.
+func joinCluster(ctx context.Context, addr string, opts []grpc.DialOption, id, raftAddr string) error {
+	cc, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		return fmt.Errorf("--join %s: %w", addr, err)
+	}
+	defer cc.Close()
+	var last error
+	for try := 0; try < 30; try++ {
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		_, last = loompb.NewClusterClient(cc).Join(cctx, &loompb.JoinRequest{NodeId: id, RaftAddr: raftAddr})
+		cancel()
+		if last == nil {
+			return nil
+		}
+		slog.Warn("joining the cluster", "via", addr, "err", last)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+	return fmt.Errorf("--join %s: %w", addr, last)
+}
+
+// s3Deleter deletes checkpoint objects named s3://bucket/key.
+type s3Deleter struct {
+	cfg    shard.S3Config
+	mu     sync.Mutex
+	stores map[string]*shard.S3Store
+}
+
+func (d *s3Deleter) Delete(ctx context.Context, path string) error {
+	rest, ok := strings.CutPrefix(path, "s3://")
+	if !ok {
+		return fmt.Errorf("checkpoint object %q: want s3://bucket/key", path)
+	}
+	bucket, key, ok := strings.Cut(rest, "/")
+	if !ok || key == "" {
+		return fmt.Errorf("checkpoint object %q: want s3://bucket/key", path)
+	}
+	d.mu.Lock()
+	st := d.stores[bucket]
+	if st == nil {
+		cfg := d.cfg
+		cfg.Bucket = bucket
+		var err error
+		if st, err = shard.NewS3Store(cfg); err != nil {
+			d.mu.Unlock()
+			return err
+		}
+		if d.stores == nil {
+			d.stores = map[string]*shard.S3Store{}
+		}
+		d.stores[bucket] = st
+	}
+	d.mu.Unlock()
+	return st.Delete(ctx, key)
+}
