@@ -21,3 +21,26 @@ func ExampleSgemm() {
 	fmt.Println(y)
 	// Output: [-2 3 -2 7.5]
 }
+
+// The weight gradient of that layer, dW = dYᵀ·x (transA), accumulated into an
+// existing gradient with beta = 1, checked against the reference loop.
+func ExampleSgemmRef() {
+	x := []float32{1, 2, 3, 4, 5, 6}  // 2×3
+	dy := []float32{1, 0, 0.5, -1}    // 2×2
+	dw := []float32{1, 1, 1, 0, 0, 0} // 2×3, already holds a gradient
+	ref := append([]float32(nil), dw...)
+	gemm.Sgemm(true, false, 2, 3, 2, 1, dy, 2, x, 3, 1, dw, 3)
+	gemm.SgemmRef(true, false, 2, 3, 2, 1, dy, 2, x, 3, 1, ref, 3)
+	fmt.Println(dw)
+	fmt.Println(ref)
+	// Output:
+	// [4 5.5 7 -4 -5 -6]
+	// [4 5.5 7 -4 -5 -6]
+}
+
+func ExampleSetMaxThreads() {
+	gemm.SetMaxThreads(1) // e.g. one sgemm per worker goroutine
+	fmt.Println(gemm.MaxThreads())
+	gemm.SetMaxThreads(0) // back to runtime.GOMAXPROCS(0)
+	// Output: 1
+}
