@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -36,6 +37,10 @@ type Options struct {
 	// ReadyTimeout bounds the wait for the member to elect itself and serve;
 	// 30 s when zero.
 	ReadyTimeout time.Duration
+	// ClientAddr and PeerAddr, when both set (127.0.0.1:PORT), are used
+	// instead of free ports, e.g. to restart a server where its clients
+	// expect it. There is no retry if they are taken.
+	ClientAddr, PeerAddr string
 }
 
 // Server is a running single-member etcd.
@@ -47,6 +52,9 @@ type Server struct {
 	PeerURL string
 	// Dir is the data directory.
 	Dir string
+	// ClientAddr and PeerAddr are the bound host:ports; pass them in
+	// Options to restart the server in the same place.
+	ClientAddr, PeerAddr string
 
 	etcd *embed.Etcd
 }
@@ -65,9 +73,19 @@ func StartWithOptions(dir string, opt Options) (*Server, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("etcdserver: data dir %s: %w", dir, err)
 	}
+	if (opt.ClientAddr == "") != (opt.PeerAddr == "") {
+		return nil, fmt.Errorf("etcdserver: set both ClientAddr and PeerAddr or neither (got %q, %q)", opt.ClientAddr, opt.PeerAddr)
+	}
+	if opt.ClientAddr != "" {
+		return startOnce(dir, opt, opt.ClientAddr, opt.PeerAddr)
+	}
 	var lastErr error
 	for attempt := 0; attempt < StartAttempts; attempt++ {
-		s, err := startOnce(dir, opt)
+		ports, err := pickPorts(2)
+		if err != nil {
+			return nil, fmt.Errorf("etcdserver: picking ports: %w", err)
+		}
+		s, err := startOnce(dir, opt, net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])), net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1])))
 		if err == nil {
 			return s, nil
 		}
@@ -79,13 +97,9 @@ func StartWithOptions(dir string, opt Options) (*Server, error) {
 	return nil, lastErr
 }
 
-func startOnce(dir string, opt Options) (*Server, error) {
-	ports, err := pickPorts(2)
-	if err != nil {
-		return nil, fmt.Errorf("etcdserver: picking ports: %w", err)
-	}
-	client := url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", fmt.Sprint(ports[0]))}
-	peer := url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", fmt.Sprint(ports[1]))}
+func startOnce(dir string, opt Options, clientAddr, peerAddr string) (*Server, error) {
+	client := url.URL{Scheme: "http", Host: clientAddr}
+	peer := url.URL{Scheme: "http", Host: peerAddr}
 
 	cfg := embed.NewConfig()
 	cfg.Name = opt.Name
@@ -144,10 +158,12 @@ func startOnce(dir string, opt Options) (*Server, error) {
 		return nil, fmt.Errorf("etcdserver: start in %s: not ready after %v", dir, timeout)
 	}
 	return &Server{
-		Endpoints: []string{client.String()},
-		PeerURL:   peer.String(),
-		Dir:       dir,
-		etcd:      e,
+		Endpoints:  []string{client.String()},
+		PeerURL:    peer.String(),
+		ClientAddr: clientAddr,
+		PeerAddr:   peerAddr,
+		Dir:        dir,
+		etcd:       e,
 	}, nil
 }
 

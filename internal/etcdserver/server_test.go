@@ -42,8 +42,7 @@ func TestStartPutGet(t *testing.T) {
 	}
 }
 
-// A server restarted on the same data dir keeps its keys, even though its
-// ports change.
+// A server restarted on the same data dir and ports keeps its keys.
 func TestRestartKeepsData(t *testing.T) {
 	dir := t.TempDir()
 	s1, err := Start(dir)
@@ -64,9 +63,12 @@ func TestRestartKeepsData(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 
-	s2, err := Start(dir)
+	s2, err := StartWithOptions(dir, Options{ClientAddr: s1.ClientAddr, PeerAddr: s1.PeerAddr})
 	if err != nil {
-		t.Fatalf("Start(%s) again: %v", dir, err)
+		t.Fatalf("Start(%s) again on %s: %v", dir, s1.ClientAddr, err)
+	}
+	if s2.Endpoints[0] != s1.Endpoints[0] {
+		t.Errorf("restarted Endpoints = %v, want %v", s2.Endpoints, s1.Endpoints)
 	}
 	defer s2.Close()
 	cli2 := newClient(t, s2)
@@ -156,5 +158,12 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
 		t.Fatalf("%d goroutines after Close, %d before:\n%s", n, before, buf)
+	}
+}
+
+func TestStartRejectsHalfFixedAddrs(t *testing.T) {
+	_, err := StartWithOptions(t.TempDir(), Options{ClientAddr: "127.0.0.1:1"})
+	if err == nil || !strings.Contains(err.Error(), "both ClientAddr and PeerAddr") {
+		t.Fatalf("StartWithOptions(ClientAddr only) = %v, want an error naming both fields", err)
 	}
 }
