@@ -226,6 +226,33 @@ func (s *opState) send(to, ch int, step, slice uint32, payload []float32) error 
 	return err
 }
 
+// recvAdd receives a reduce-scatter payload and adds it into dst, without a
+// staging buffer when the transport can (ReduceReceiver); tmp is the
+// staging buffer otherwise.
+func (s *opState) recvAdd(from, ch int, step, slice uint32, dst []float32, tmp *[]float32) error {
+	rr, ok := s.c.t.(ReduceReceiver)
+	if !ok {
+		if cap(*tmp) < len(dst) {
+			*tmp = make([]float32, len(dst))
+		}
+		t := (*tmp)[:len(dst)]
+		if err := s.recv(from, ch, step, slice, t); err != nil {
+			return err
+		}
+		addTo(dst, t)
+		return nil
+	}
+	ctx, done := s.withTimeout()
+	h, err := rr.RecvAdd(ctx, from, ch, dst)
+	if err != nil {
+		err = s.transferErr(ctx, from, "recv from", err)
+		done()
+		return err
+	}
+	done()
+	return s.checkHeader(from, h, step, slice, len(dst))
+}
+
 // recv is one Transport.Recv that checks the header against the expected
 // job, generation, operation, sequence, step, slice and length.
 func (s *opState) recv(from, ch int, step, slice uint32, dst []float32) error {
@@ -237,8 +264,12 @@ func (s *opState) recv(from, ch int, step, slice uint32, dst []float32) error {
 		return err
 	}
 	done()
+	return s.checkHeader(from, h, step, slice, len(dst))
+}
+
+func (s *opState) checkHeader(from int, h Header, step, slice uint32, n int) error {
 	want := s.header(step, slice)
-	want.Len = uint32(len(dst))
+	want.Len = uint32(n)
 	if h != want {
 		return s.opError(from, "recv from", fmt.Errorf("%w: got %s, want %s", ErrMismatch, fmtHeader(h), fmtHeader(want)))
 	}
@@ -291,17 +322,19 @@ func (s *opState) runPlans(buf []float32, plans []Plan) {
 					}
 				}
 				dst := buf[st.Off : st.Off+st.Len]
+				var err error
 				if st.Reduce {
-					if cap(tmp) < st.Len {
-						tmp = make([]float32, st.Len)
-					}
-					dst = tmp[:st.Len]
+					err = s.recvAdd(prev, ch, st.Step, st.Slice, dst, &tmp)
+				} else {
+					err = s.recv(prev, ch, st.Step, st.Slice, dst)
 				}
-				if err := s.recv(prev, ch, st.Step, st.Slice, dst); err != nil {
+				if err != nil {
 					s.fail(err)
 					return
 				}
-				applyRecv(buf, dst, st, s.c.world)
+				if st.Scale {
+					scaleBy(dst, 1/float32(s.c.world))
+				}
 				recvDone <- struct{}{}
 			}
 		}()

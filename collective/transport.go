@@ -158,3 +158,14 @@ func ParseHeader(b []byte) (Header, int, error) {
 	h.Job = string(b[headerFixedLen : headerFixedLen+jl])
 	return h, headerFixedLen + jl, nil
 }
+
+// ReduceReceiver is an optional interface of a Transport that can add a
+// received payload into the destination straight from its own buffers,
+// saving the staging copy of a reduce-scatter step. RecvAdd is Recv with
+// dst[i] += payload[i] instead of dst[i] = payload[i] (one float32 addition
+// per element, so the result is bit-identical to Recv then add); the payload
+// must have exactly len(dst) elements, otherwise it is an ErrMismatch and
+// dst is unchanged.
+type ReduceReceiver interface {
+	RecvAdd(ctx context.Context, from, ch int, dst []float32) (Header, error)
+}

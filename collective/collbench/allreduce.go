@@ -293,8 +293,8 @@ func p2p(ctx context.Context, kind string, channels int, total int64, msg int) (
 
 // WriteAllReduceTable prints the result like nccl-tests.
 func WriteAllReduceTable(w io.Writer, res *AllReduceResult) {
+	fmt.Fprintf(w, "# all-reduce (mean, float32), %d ranks on loopback, %d channels, slice %d B\n", res.Options.World, res.Options.Channels, res.Options.SliceBytes)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "# all-reduce (mean, float32), %d ranks on loopback, %d channels, slice %d B\t\t\t\t\t\t\t\n", res.Options.World, res.Options.Channels, res.Options.SliceBytes)
 	fmt.Fprintln(tw, "transport\tsize(B)\tcount\ttime(us)\tmin(us)\talgbw(GB/s)\tbusbw(GB/s)\tbusbw/tcp\t")
 	for _, r := range res.Rows {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.3f\t%.3f\t%.2f\t\n", r.Transport, r.Bytes, r.Count, r.TimeUS, r.MinUS, r.AlgBW, r.BusBW, r.VsTCP)
@@ -302,8 +302,8 @@ func WriteAllReduceTable(w io.Writer, res *AllReduceResult) {
 	tw.Flush()
 	if len(res.P2P) > 0 {
 		fmt.Fprintln(w)
+		fmt.Fprintln(w, "# point-to-point, rank 0 → 1")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "# point-to-point, rank 0 → 1\t\t\t\t\t")
 		fmt.Fprintln(tw, "transport\tchannels\tbytes\tmsg(B)\tGB/s\tvs tcp\t")
 		for _, r := range res.P2P {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.3f\t%.2f\t\n", r.Transport, r.Channels, r.Bytes, r.MsgBytes, r.GBps, r.VsTCP)

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/loomtrain/loom/collective"
 
 	"github.com/loomtrain/loom/collective/collbench"
 )
@@ -81,5 +84,41 @@ func TestBenchmarksRun(t *testing.T) {
 	collbench.WriteRingAttnTable(&buf, ra)
 	if len(ra.Layouts) != 2 || len(ra.Memory) != 2 || !strings.Contains(buf.String(), "zigzag") {
 		t.Errorf("RingAttention: %d layouts, %d memory rows, table:\n%s", len(ra.Layouts), len(ra.Memory), buf.String())
+	}
+}
+
+func benchAllReduce(b *testing.B, kind string, size int64) {
+	trs, err := collbench.Ring(kind, 4, 2)
+	if err != nil {
+		b.Fatal(err)
+	}
+	comms := make([]*collective.Comm, len(trs))
+	bufs := make([][]float32, len(trs))
+	for r, tr := range trs {
+		comms[r], _ = collective.New(tr, collective.Config{Job: "b"})
+		bufs[r] = make([]float32, size/4)
+	}
+	defer func() {
+		for _, c := range comms {
+			c.Close()
+		}
+	}()
+	b.SetBytes(size)
+	for b.Loop() {
+		var wg sync.WaitGroup
+		for r, c := range comms {
+			wg.Go(func() {
+				if err := c.AllReduce(context.Background(), bufs[r], collective.Mean); err != nil {
+					b.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+}
+
+func BenchmarkAllReduce16MiB(b *testing.B) {
+	for _, kind := range []string{collbench.TCP, collbench.GRPC} {
+		b.Run(kind, func(b *testing.B) { benchAllReduce(b, kind, 16<<20) })
 	}
 }

@@ -364,16 +364,16 @@ func memoryPerRank(ctx context.Context, world, tokens, h, d int) (MemRow, error)
 // WriteRingAttnTable prints the result.
 func WriteRingAttnTable(w io.Writer, res *RingAttnResult) {
 	o := res.Options
+	fmt.Fprintf(w, "# causal ring attention fwd+bwd, %d ranks × %d tokens, %d heads × %d, %d cores\n", o.World, o.TokensPerRank, o.Heads, o.HeadDim, res.Cores)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "# causal ring attention fwd+bwd, %d ranks × %d tokens, %d heads × %d, %d cores\t\t\t\t\t\t\n", o.World, o.TokensPerRank, o.Heads, o.HeadDim, res.Cores)
 	fmt.Fprintln(tw, "layout\ttokens\tcritical path(ms)\tspeedup\timbalance\tshared-core wall(ms)\tper-rank compute(ms)\t")
 	for _, r := range res.Layouts {
 		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.2f\t%.3f\t%.1f\t%.0f\t\n", r.Layout, r.Total, r.CriticalMS, r.Speedup, r.Imbalance, r.WallMS, r.RankMS)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+	fmt.Fprintln(w, "# heap per rank, zigzag causal fwd+bwd, fixed tokens per rank")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "# heap per rank, zigzag causal fwd+bwd, fixed tokens per rank\t\t\t\t")
 	fmt.Fprintln(tw, "ranks\ttokens/rank\tpeak heap/rank(MiB)\tallocated/rank(MiB)\t")
 	for _, m := range res.Memory {
 		fmt.Fprintf(tw, "%d\t%d\t%.2f\t%.2f\t\n", m.World, m.TokensPerRank, m.PeakMiB, m.AllocMiB)

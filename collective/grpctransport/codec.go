@@ -1,8 +1,10 @@
 package grpctransport
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 
 	"google.golang.org/grpc/mem"
 
@@ -23,12 +25,13 @@ type outFrame struct {
 	done         donePool
 }
 
-// inFrame is a received message: its header, and the rest of gRPC's pooled
-// buffers, held (by reference) until Recv copies them into the destination.
+// inFrame is a received message: its header, and gRPC's pooled buffers,
+// held (by reference) until Recv copies or adds them into the destination.
 type inFrame struct {
 	h     collective.Header
-	r     *mem.Reader // raw codec
-	bytes []byte      // proto codec
+	data  mem.BufferSlice // raw codec: the whole message, referenced
+	off   int             // raw codec: where the payload starts in data
+	bytes []byte          // proto codec: the payload
 }
 
 func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
@@ -68,11 +71,13 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return fmt.Errorf("grpctransport: frame header: job name: %w", err)
 	}
 	h.Job = string(job)
-	if r.Remaining() != int(h.Len)*4 {
-		r.Close()
-		return fmt.Errorf("grpctransport: frame: header says %d elements, %d payload bytes follow", h.Len, r.Remaining())
+	rest := r.Remaining()
+	r.Close()
+	if rest != int(h.Len)*4 {
+		return fmt.Errorf("grpctransport: frame: header says %d elements, %d payload bytes follow", h.Len, rest)
 	}
-	f.h, f.r = h, r
+	data.Ref() // keep the buffers past this call; released by free
+	f.h, f.data, f.off = h, data, data.Len()-rest
 	return nil
 }
 
@@ -88,20 +93,66 @@ func (f *inFrame) parseProto(b []byte) error {
 	return nil
 }
 
-// copyTo copies the payload into dst (len(dst) == h.Len).
-func (f *inFrame) copyTo(dst []float32) error {
-	b := f32bytes(dst)
-	if f.r == nil {
-		copy(b, f.bytes)
-		return nil
+// pieces calls fn on the payload's bytes, piece by piece, in order.
+func (f *inFrame) pieces(fn func(b []byte)) {
+	if f.data == nil {
+		fn(f.bytes)
+		return
 	}
-	_, err := io.ReadFull(f.r, b)
-	return err
+	skip := f.off
+	for _, buf := range f.data {
+		d := buf.ReadOnlyData()
+		if skip >= len(d) {
+			skip -= len(d)
+			continue
+		}
+		fn(d[skip:])
+		skip = 0
+	}
+}
+
+// copyTo copies the payload into dst (len(dst) == h.Len).
+func (f *inFrame) copyTo(dst []float32) {
+	b := f32bytes(dst)
+	f.pieces(func(p []byte) { b = b[copy(b, p):] })
+}
+
+// addTo adds the payload into dst (len(dst) == h.Len) straight from the
+// received buffers. Pieces need not hold whole float32s: an element split
+// across two pieces is assembled in a 4-byte carry.
+func (f *inFrame) addTo(dst []float32) {
+	var carry [4]byte
+	nc := 0
+	f.pieces(func(p []byte) {
+		if nc > 0 {
+			k := copy(carry[nc:], p)
+			nc += k
+			p = p[k:]
+			if nc < 4 {
+				return
+			}
+			dst[0] += math.Float32frombits(binary.LittleEndian.Uint32(carry[:]))
+			dst = dst[1:]
+			nc = 0
+		}
+		n := len(p) / 4
+		addBytes(dst[:n], p[:4*n])
+		dst = dst[n:]
+		nc = copy(carry[:], p[4*n:])
+	})
+}
+
+// addBytes adds little-endian float32s from b (4·len(dst) bytes) into dst.
+func addBytes(dst []float32, b []byte) {
+	b = b[:4*len(dst)]
+	for i := range dst {
+		dst[i] += math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
 }
 
 func (f *inFrame) free() {
-	if f.r != nil {
-		f.r.Close()
-		f.r = nil
+	if f.data != nil {
+		f.data.Free()
+		f.data = nil
 	}
 }

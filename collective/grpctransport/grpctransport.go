@@ -78,7 +78,10 @@ type Transport struct {
 
 type lane struct{ peer, ch int }
 
-var _ collective.Transport = (*Transport)(nil)
+var (
+	_ collective.Transport      = (*Transport)(nil)
+	_ collective.ReduceReceiver = (*Transport)(nil)
+)
 
 const (
 	serviceName = "loom.collective.v1.Ring"
@@ -446,37 +449,61 @@ func first(s []string) string {
 
 // Recv implements collective.Transport.
 func (t *Transport) Recv(ctx context.Context, from, ch int, dst []float32) (collective.Header, error) {
-	if err := t.check(from, ch); err != nil {
+	f, err := t.next(ctx, from, ch)
+	if err != nil {
 		return collective.Header{}, err
 	}
-	if t.isClosing() {
-		return collective.Header{}, collective.ErrClosed
-	}
-	in := t.inbound(from, ch)
-	var f *inFrame
-	select {
-	case f = <-in.queue:
-	case <-ctx.Done():
-		return collective.Header{}, ctx.Err()
-	case <-t.closing:
-		return collective.Header{}, collective.ErrClosed
-	case <-in.ended:
-		select {
-		case f = <-in.queue:
-		default:
-			return collective.Header{}, fmt.Errorf("grpctransport: rank %d: recv from rank %d channel %d: %w (%v)",
-				t.o.Rank, from, ch, collective.ErrPeerClosed, in.endErr)
-		}
-	}
+
 	defer f.free()
 	if int(f.h.Len) > len(dst) {
 		return collective.Header{}, fmt.Errorf("grpctransport: rank %d: recv from rank %d channel %d: %d elements into %d: %w",
 			t.o.Rank, from, ch, f.h.Len, len(dst), collective.ErrTooLarge)
 	}
-	if err := f.copyTo(dst[:f.h.Len]); err != nil {
-		return collective.Header{}, fmt.Errorf("grpctransport: rank %d: recv from rank %d channel %d: %w", t.o.Rank, from, ch, err)
-	}
+	f.copyTo(dst[:f.h.Len])
 	return f.h, nil
+}
+
+// RecvAdd implements collective.ReduceReceiver: the payload is added into
+// dst straight from gRPC's receive buffers.
+func (t *Transport) RecvAdd(ctx context.Context, from, ch int, dst []float32) (collective.Header, error) {
+	f, err := t.next(ctx, from, ch)
+	if err != nil {
+		return collective.Header{}, err
+	}
+	defer f.free()
+	if int(f.h.Len) != len(dst) {
+		return collective.Header{}, fmt.Errorf("grpctransport: rank %d: recv from rank %d channel %d: %d elements to add into %d: %w",
+			t.o.Rank, from, ch, f.h.Len, len(dst), collective.ErrMismatch)
+	}
+	f.addTo(dst)
+	return f.h, nil
+}
+
+// next waits for the next frame from (from, ch).
+func (t *Transport) next(ctx context.Context, from, ch int) (*inFrame, error) {
+	if err := t.check(from, ch); err != nil {
+		return nil, err
+	}
+	if t.isClosing() {
+		return nil, collective.ErrClosed
+	}
+	in := t.inbound(from, ch)
+	select {
+	case f := <-in.queue:
+		return f, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-t.closing:
+		return nil, collective.ErrClosed
+	case <-in.ended:
+		select {
+		case f := <-in.queue:
+			return f, nil
+		default:
+			return nil, fmt.Errorf("grpctransport: rank %d: recv from rank %d channel %d: %w (%v)",
+				t.o.Rank, from, ch, collective.ErrPeerClosed, in.endErr)
+		}
+	}
 }
 
 // ---- closing ----

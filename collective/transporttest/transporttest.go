@@ -80,6 +80,41 @@ func Run(t *testing.T, newRing Factory) {
 	t.Run("RecvContextDeadline", func(t *testing.T) { testRecvDeadline(t, newRing) })
 	t.Run("CloseUnblocksLocal", func(t *testing.T) { testCloseLocal(t, newRing) })
 	t.Run("PeerCloseIsError", func(t *testing.T) { testPeerClose(t, newRing) })
+	t.Run("RecvAdd", func(t *testing.T) { testRecvAdd(t, newRing) })
+}
+
+// testRecvAdd checks the optional collective.ReduceReceiver: RecvAdd must
+// equal Recv followed by an element-wise add, bit for bit.
+func testRecvAdd(t *testing.T, newRing Factory) {
+	ts := newRing(t, 2, 1)
+	defer closeAll(ts)
+	rr, ok := ts[1].(collective.ReduceReceiver)
+	if !ok {
+		t.Skip("transport does not implement collective.ReduceReceiver")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r := rand.New(rand.NewPCG(3, 3))
+	for i, n := range []int{0, 1, 5, 4097, 1 << 17} {
+		p, dst := make([]float32, n), make([]float32, n)
+		want := make([]float32, n)
+		for j := range p {
+			p[j], dst[j] = float32(r.NormFloat64()), float32(r.NormFloat64())
+			want[j] = dst[j] + p[j]
+		}
+		go ts[0].Send(ctx, 1, 0, hdr(uint64(i), 0), p)
+		h, err := rr.RecvAdd(ctx, 0, 0, dst)
+		if err != nil || h.Len != uint32(n) {
+			t.Fatalf("RecvAdd #%d (%d elements): header %+v, err %v", i, n, h, err)
+		}
+		if at := sameBits(dst, want); at >= 0 {
+			t.Fatalf("RecvAdd #%d (%d elements): element %d = %v, want %v", i, n, at, dst[at], want[at])
+		}
+	}
+	go ts[0].Send(ctx, 1, 0, hdr(9, 0), make([]float32, 3))
+	if _, err := rr.RecvAdd(ctx, 0, 0, make([]float32, 4)); !errors.Is(err, collective.ErrMismatch) {
+		t.Errorf("RecvAdd of 3 elements into 4: err = %v, want ErrMismatch", err)
+	}
 }
 
 func testOrdered(t *testing.T, newRing Factory) {
