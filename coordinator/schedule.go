@@ -41,10 +41,19 @@ type Decision struct {
 func Plan(s *State, now time.Time) Decision {
 	var d Decision
 	taken := map[string]bool{}
+	var idle []*Worker // free workers sorted by ID, computed once
 	free := func() []*Worker {
-		var out []*Worker
-		for _, w := range s.SortedWorkers() {
-			if w.Up && !w.Unhealthy && w.Job == "" && !taken[w.ID] {
+		if idle == nil {
+			idle = []*Worker{}
+			for _, w := range s.SortedWorkers() {
+				if w.Up && !w.Unhealthy && w.Job == "" {
+					idle = append(idle, w)
+				}
+			}
+		}
+		out := make([]*Worker, 0, len(idle))
+		for _, w := range idle {
+			if !taken[w.ID] {
 				out = append(out, w)
 			}
 		}

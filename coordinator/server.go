@@ -140,7 +140,7 @@ func (s *Server) flushProgress(ctx context.Context) {
 	s.pending = map[string]ProgressReport{}
 	s.progMu.Unlock()
 	sort.Slice(reps, func(a, b int) bool { return reps[a].WorkerID < reps[b].WorkerID })
-	if _, err := s.Apply(ctx, &Command{Progress: &Progress{Reports: reps}}); err != nil {
+	if _, err := s.apply(ctx, &Command{Progress: &Progress{Reports: reps}}, false); err != nil {
 		s.log.Warn("progress batch not applied", "reports", len(reps), "err", err)
 	}
 }
@@ -160,8 +160,15 @@ func retryable(err error) bool {
 // Apply applies c through Raft: directly on the leader, forwarded from a
 // follower, retried across leader changes until ApplyTimeout. c.Time is set
 // from the clock when zero. A command without an ID is not retried after
-// an indeterminate failure.
+// an indeterminate failure. On a follower, Apply returns once this node's
+// replica has applied the command too, so the caller reads its own write.
 func (s *Server) Apply(ctx context.Context, c *Command) (Result, error) {
+	return s.apply(ctx, c, true)
+}
+
+// apply is Apply; readOwn=false skips waiting for this replica to catch up
+// (for writes whose caller reads nothing back: progress, checkpoints).
+func (s *Server) apply(ctx context.Context, c *Command, readOwn bool) (Result, error) {
 	if c.Time.IsZero() {
 		c.Time = s.cfg.Now()
 	}
@@ -191,6 +198,9 @@ func (s *Server) Apply(ctx context.Context, c *Command) (Result, error) {
 			r, err := s.forward(ctx, addr, b)
 			if err == nil {
 				// Read-your-writes: wait for this replica to apply it.
+				if !readOwn {
+					return r, nil
+				}
 				if werr := s.cfg.FSM.WaitIndex(ctx, r.Index); werr != nil {
 					return r, status.Errorf(codes.Unavailable, "applied on the leader, but this node did not catch up: %v", werr)
 				}
@@ -478,7 +488,11 @@ func (s workersServer) CommitCheckpoint(ctx context.Context, req *loompb.CommitC
 	for _, o := range req.Objects {
 		c.Objects = append(c.Objects, ObjectInfo{Path: o.Path, SHA256: o.Sha256, Size: o.Size})
 	}
-	if err := s.write(ctx, &Command{ID: reqID(req.RequestId), Commit: c}); err != nil {
+	r, err := s.apply(ctx, &Command{ID: reqID(req.RequestId), Commit: c}, false)
+	if err == nil {
+		err = resultStatus(r)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return &loompb.CommitCheckpointResponse{}, nil
