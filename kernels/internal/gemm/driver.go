@@ -288,8 +288,8 @@ func transposeRowsGo(dst, src []float32, ld, rows, cols, w int) {
 
 // minWorkPerThread is the fewest multiply-adds worth a goroutine of their own:
 // about 10 µs of work at 100 GFLOP/s, several times the cost of starting and
-// joining one.
-const minWorkPerThread = 1 << 19
+// joining one. Tests lower it to run the threaded split on small shapes.
+var minWorkPerThread = 1 << 19
 
 // split divides the m×n output into at most threads regions for kern. Each region
 // boundary falls on a micro-tile boundary. It picks the grid (tm row bands × tn column

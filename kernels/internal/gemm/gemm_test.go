@@ -129,7 +129,16 @@ var shapes = [][3]int{
 	{64, 64, 64}, {100, 3, 50}, {3, 100, 50}, {49, 130, 7},
 }
 
+// threadSmall makes even the smallest products use every thread they are given,
+// so that the threaded split is tested on small shapes; it returns the undo.
+func threadSmall() func() {
+	old := minWorkPerThread
+	minWorkPerThread = 1
+	return func() { minWorkPerThread = old }
+}
+
 func TestSgemmMatchesRef(t *testing.T) {
+	defer threadSmall()()
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, kern := range testKernels() {
 		for _, s := range shapes {
@@ -184,6 +193,7 @@ func TestSgemmPublic(t *testing.T) {
 
 // TestSgemmBetaZeroIgnoresC: with beta == 0, C is not read, so NaN and Inf in C vanish.
 func TestSgemmBetaZeroIgnoresC(t *testing.T) {
+	defer threadSmall()()
 	rng := rand.New(rand.NewPCG(7, 8))
 	for _, kern := range testKernels() {
 		for _, s := range [][3]int{{13, 35, 9}, {1, 1, 1}, {30, 70, 20}} {
@@ -325,6 +335,7 @@ func FuzzSgemm(f *testing.F) {
 	f.Add(uint8(0), uint8(4), uint8(4), uint8(1), uint8(1), uint8(1), uint64(3))
 	f.Add(uint8(40), uint8(1), uint8(40), uint8(2), uint8(3), uint8(3), uint64(4))
 	kerns := testKernels()
+	defer threadSmall()()
 	f.Fuzz(func(t *testing.T, m, n, k, flags, pad, threads uint8, seed uint64) {
 		rng := rand.New(rand.NewPCG(seed, 99))
 		alphas := []float32{1, -2, 0.5, 0}
