@@ -43,19 +43,38 @@ type Cluster struct {
 	NewFSM func() raft.FSM
 	Tuning *raft.Config
 	Logger *slog.Logger
+	Sync   bool // fsync the log store
 }
 
 // NewCluster starts n nodes (an odd number) bootstrapped with the same
-// n-voter configuration. newFSM makes a fresh FSM for each (re)started node;
-// nil means NewKV. logger nil discards raft's logs.
+// n-voter configuration, with FastTuning and fsync off. newFSM makes a fresh
+// FSM for each (re)started node; nil means NewKV. logger nil discards raft's
+// logs.
 func NewCluster(dir string, n int, newFSM func() raft.FSM, logger *slog.Logger) (*Cluster, error) {
-	if newFSM == nil {
-		newFSM = func() raft.FSM { return NewKV() }
+	return NewClusterWithOptions(dir, n, ClusterOptions{NewFSM: newFSM, Logger: logger})
+}
+
+// ClusterOptions tune NewClusterWithOptions; zero fields take NewCluster's
+// defaults.
+type ClusterOptions struct {
+	NewFSM func() raft.FSM
+	Logger *slog.Logger
+	Tuning *raft.Config // FastTuning() when nil
+	Sync   bool         // fsync the log store (off by default: tests)
+}
+
+// NewClusterWithOptions is NewCluster with options.
+func NewClusterWithOptions(dir string, n int, opt ClusterOptions) (*Cluster, error) {
+	if opt.NewFSM == nil {
+		opt.NewFSM = func() raft.FSM { return NewKV() }
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Cluster{Dir: dir, NewFSM: newFSM, Tuning: FastTuning(), Logger: logger}
+	if opt.Tuning == nil {
+		opt.Tuning = FastTuning()
+	}
+	c := &Cluster{Dir: dir, NewFSM: opt.NewFSM, Tuning: opt.Tuning, Logger: opt.Logger, Sync: opt.Sync}
 	lns := make([]net.Listener, n)
 	var peers []consensus.Peer
 	for i := range n {
@@ -111,7 +130,7 @@ func (c *Cluster) open(i int, ln net.Listener, bootstrap []consensus.Peer) error
 		Bootstrap:     bootstrap,
 		Logger:        c.Logger,
 		Tuning:        c.Tuning,
-		NoSync:        true,
+		NoSync:        !c.Sync,
 	}, fsm)
 	if err != nil {
 		return err
