@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/loomtrain/loom/models/tokenizer"
 	"github.com/spf13/cobra"
@@ -190,4 +191,55 @@ Example:
 	return c
 }
 
-func init() { rootCmd.AddCommand(newTokenizerCmd()) }
+func newBenchTokenizerCmd() *cobra.Command {
+	var (
+		asJSON bool
+		words  []int
+		merges int
+		seed   uint64
+	)
+	c := &cobra.Command{
+		Use:   "tokenizer",
+		Short: "Time BPE training (incremental pair counts) against the naive reference trainer",
+		Long: `Trains the byte-level BPE tokenizer on deterministic synthetic text (Zipf-
+distributed words) with the incremental trainer and with the naive reference
+trainer (which recounts every pair before each merge), checks that both learn
+the same merges, and prints the two times and their ratio.
+
+Example:
+  loom bench tokenizer --words 20000,80000 --merges 500
+  loom bench tokenizer --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var rows []tokenizer.BenchResult
+			for _, w := range words {
+				r, err := tokenizer.BenchTrain(seed, w, merges, time.Now)
+				if err != nil {
+					return err
+				}
+				rows = append(rows, r)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(map[string]any{"benchmark": "tokenizer-train", "merges": merges, "seed": seed, "results": rows})
+			}
+			fmt.Fprintf(out, "%-8s %-9s %-7s %-12s %-14s %s\n", "words", "bytes", "merges", "train (s)", "reference (s)", "speedup")
+			for _, r := range rows {
+				fmt.Fprintf(out, "%-8d %-9d %-7d %-12.3f %-14.3f %.1fx\n", r.Words, r.Bytes, r.Merges, r.FastSec, r.ReferenceSec, r.Speedup)
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.Flags().IntSliceVar(&words, "words", []int{20000, 80000}, "corpus sizes in words")
+	c.Flags().IntVar(&merges, "merges", 500, "merges to learn")
+	c.Flags().Uint64Var(&seed, "seed", 1, "seed of the synthetic text")
+	return c
+}
+
+func init() {
+	rootCmd.AddCommand(newTokenizerCmd())
+	benchCmd.AddCommand(newBenchTokenizerCmd())
+}

@@ -32,3 +32,13 @@ func TestTokenizerTrainEncodeDecode(t *testing.T) {
 		t.Errorf("train --vocab-size 10: error %v, want one naming --vocab-size", err)
 	}
 }
+
+func TestBenchTokenizer(t *testing.T) {
+	out, err := run(t, "bench", "tokenizer", "--words", "500", "--merges", "20", "--json")
+	if err != nil {
+		t.Fatalf("loom bench tokenizer: %v", err)
+	}
+	if !strings.Contains(out, `"benchmark": "tokenizer-train"`) || !strings.Contains(out, `"merges": 20`) {
+		t.Errorf("unexpected output:\n%s", out)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func corpusOf(texts ...string) *Corpus {
@@ -96,12 +97,12 @@ func TestTrainMatchesNaive(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		naive, err := trainNaive(cfg, c2)
+		naive, err := TrainReference(cfg, c2)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !reflect.DeepEqual(fast.Merges(), naive.Merges()) {
-			t.Errorf("seed %d: Train merges differ from trainNaive:\n got %v\nwant %v", seed, fast.Merges(), naive.Merges())
+			t.Errorf("seed %d: Train merges differ from TrainReference:\n got %v\nwant %v", seed, fast.Merges(), naive.Merges())
 		}
 	}
 }
@@ -316,4 +317,19 @@ func ExampleTrain() {
 	text, _ := tok.Decode(ids)
 	fmt.Println(len(ids), text)
 	// Output: 3 <image> the cat
+}
+
+func TestBenchTrain(t *testing.T) {
+	tick := time.Unix(0, 0)
+	now := func() time.Time { tick = tick.Add(time.Second); return tick } // fake clock: 1 s per call
+	r, err := BenchTrain(1, 2000, 50, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Merges != 50 || r.FastSec != 1 || r.ReferenceSec != 1 || r.Speedup != 1 {
+		t.Errorf("BenchTrain = %+v, want 50 merges and 1 s each on the fake clock", r)
+	}
+	if a, b := SyntheticText(3, 100), SyntheticText(3, 100); a != b || len(strings.Fields(a)) != 100 {
+		t.Errorf("SyntheticText is not deterministic or has %d words", len(strings.Fields(a)))
+	}
 }

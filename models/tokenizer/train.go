@@ -105,7 +105,7 @@ func better(p [2]int, n int, q [2]int, m int) bool {
 
 // Train learns BPE merges from the corpus. It keeps incremental pair counts
 // and a lazy max-heap, so each merge touches only the words that contain the
-// merged pair; trainNaive is the reference it is tested against.
+// merged pair; TrainReference is the reference it is tested against.
 func Train(cfg TrainConfig, c *Corpus) (*BPE, error) {
 	cfg = cfg.withDefaults()
 	n, err := cfg.numMerges()
@@ -183,9 +183,10 @@ func Train(cfg TrainConfig, c *Corpus) (*BPE, error) {
 	return NewBPE(merges, cfg.Special)
 }
 
-// trainNaive is the reference trainer: it recounts every pair of every word
-// before each merge.
-func trainNaive(cfg TrainConfig, c *Corpus) (*BPE, error) {
+// TrainReference is the naive reference trainer Train is tested against:
+// it recounts every pair of every word before each merge. It gives the same
+// merges as Train, more slowly.
+func TrainReference(cfg TrainConfig, c *Corpus) (*BPE, error) {
 	cfg = cfg.withDefaults()
 	n, err := cfg.numMerges()
 	if err != nil {
