@@ -68,13 +68,47 @@ func checkAttnBuf(op, name string, buf []float32, n int) {
 	}
 }
 
-// Tile sizes: a 128×128 score tile (64 KiB) and its probabilities stay in
-// L2 next to the K/V tiles, and each GEMM is large enough to amortise
-// packing. Variables so that tests can exercise other tilings.
+// Tile sizes: a 96×192 score tile (72 KiB) and its probabilities stay in
+// L2 next to the K/V tiles. With head dim 64 and AVX-512, full tiles run on
+// the attention micro-kernels (attn_amd64.s: rows in sixes, columns in
+// 64s); other tiles go through sgemm. Variables so that tests can exercise
+// other tilings.
 var (
-	attnBr = 128 // query rows per tile
-	attnBc = 128 // key rows per tile
+	attnBr = 96  // query rows per tile
+	attnBc = 192 // key rows per tile
 )
+
+// attnFast reports whether full tiles of this problem take the micro-kernels.
+func attnFast(d int) bool {
+	return haveAttnMicro && d == 64 && attnBr%6 == 0 && attnBc%6 == 0 && attnBc%64 == 0
+}
+
+// transposeHeads returns xT with xT[(hh·d + c)·n + j] = x[j·h·d + hh·d + c]:
+// each head's [n, d] slice transposed to [d, n], so that rows of kᵀ (and
+// vᵀ) are contiguous for the micro-kernels.
+func transposeHeads(x []float32, n, h, d int) []float32 {
+	xt := make([]float32, n*h*d)
+	parallelFor(h, func(_, hh int) {
+		for j := 0; j < n; j++ {
+			row := x[j*h*d+hh*d:][:d]
+			for c, v := range row {
+				xt[(hh*d+c)*n+j] = v
+			}
+		}
+	})
+	return xt
+}
+
+// tileMatmulNT sets s[br×bc] = alpha·a·btᵀ-stored-as-bT: a is br×d (row
+// stride lda), bT is the d×nk transposed operand starting at its column
+// offset (row stride nk); s has row stride bc. Used for q·kᵀ and do·vᵀ.
+func tileMatmulNT(br, bc, d int, alpha float32, a []float32, lda int, bT []float32, nk int, s []float32) {
+	for rb := 0; rb < br; rb += 6 {
+		for cu := 0; cu < bc; cu += 64 {
+			attnMicroN(d, &a[rb*lda], lda, &bT[cu], nk, &s[rb*bc+cu], bc, alpha, 0)
+		}
+	}
+}
 
 type tileKind uint8
 
@@ -200,6 +234,11 @@ func AttnBlockForward(q, k, v []float32, nq, nk, h, d int, scale float32, m *Att
 	mt := newMaskTiles(m, nq, nk)
 	nqt, nkt := (nq+attnBr-1)/attnBr, (nk+attnBc-1)/attnBc
 	items := h * nqt
+	fast := attnFast(d)
+	var kT []float32
+	if fast {
+		kT = transposeHeads(k, nk, h, d)
+	}
 	type scratch struct{ s, acc, mrow, l []float32 }
 	ws := make([]scratch, workersFor(items))
 	ninf := float32(math.Inf(-1))
@@ -227,7 +266,12 @@ func AttnBlockForward(q, k, v []float32, nq, nk, h, d int, scale float32, m *Att
 			j0 := kt * attnBc
 			bc := min(attnBc, nk-j0)
 			s := sc.s[:br*bc]
-			sgemm(false, true, br, bc, d, scale, qi, hd, k[j0*hd+hh*d:], hd, 0, s, bc)
+			full := fast && br == attnBr && bc == attnBc
+			if full {
+				tileMatmulNT(br, bc, d, scale, qi, hd, kT[hh*d*nk+j0:], nk, s)
+			} else {
+				sgemm(false, true, br, bc, d, scale, qi, hd, k[j0*hd+hh*d:], hd, 0, s, bc)
+			}
 			if kind == tilePartial {
 				mt.maskTile(s, i0, br, j0, bc)
 			}
@@ -251,7 +295,13 @@ func AttnBlockForward(q, k, v []float32, nq, nk, h, d int, scale float32, m *Att
 				l[r] += sum
 				mrow[r] = mx
 			}
-			sgemm(false, false, br, d, bc, 1, s, bc, v[j0*hd+hh*d:], hd, 1, acc, d)
+			if full {
+				for rb := 0; rb < br; rb += 6 {
+					attnMicroN(bc, &s[rb*bc], bc, &v[j0*hd+hh*d], hd, &acc[rb*d], d, 1, 1)
+				}
+			} else {
+				sgemm(false, false, br, d, bc, 1, s, bc, v[j0*hd+hh*d:], hd, 1, acc, d)
+			}
 		}
 		for r := 0; r < br; r++ {
 			orow := o[(i0+r)*hd+hh*d:][:d]
@@ -341,6 +391,11 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 	nqt, nkt := (nq+attnBr-1)/attnBr, (nk+attnBc-1)/attnBc
 	items := h * nkt
 	nw := workersFor(items)
+	fast := attnFast(d)
+	var kT, vT []float32
+	if fast {
+		kT, vT = transposeHeads(k, nk, h, d), transposeHeads(v, nk, h, d)
+	}
 	type scratch struct{ p, dp, dq []float32 }
 	ws := make([]scratch, nw)
 	parallelFor(items, func(w, item int) {
@@ -367,7 +422,12 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 			br := min(attnBr, nq-i0)
 			qi, doi := q[i0*hd+hh*d:], do[i0*hd+hh*d:]
 			p, dp := sc.p[:br*bc], sc.dp[:br*bc]
-			sgemm(false, true, br, bc, d, scale, qi, hd, kj, hd, 0, p, bc)
+			full := fast && br == attnBr && bc == attnBc
+			if full {
+				tileMatmulNT(br, bc, d, scale, qi, hd, kT[hh*d*nk+j0:], nk, p)
+			} else {
+				sgemm(false, true, br, bc, d, scale, qi, hd, kj, hd, 0, p, bc)
+			}
 			if kind == tilePartial {
 				mt.maskTile(p, i0, br, j0, bc)
 			}
@@ -382,15 +442,32 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 				}
 				expSubRow(row, ls)
 			}
-			// dv += pᵀ·do ; dp = do·vᵀ
-			sgemm(true, false, bc, d, br, 1, p, bc, doi, hd, 1, dvj, hd)
-			sgemm(false, true, br, bc, d, 1, doi, hd, vj, hd, 0, dp, bc)
+			// dv += pᵀ·do ; dp = do·vᵀ ; ds = p∘(dp − delta) ; dk += scale·dsᵀ·q ; dq += scale·ds·k
+			if full {
+				for cb := 0; cb < bc; cb += 6 {
+					attnMicroT(br, &p[cb], bc, &doi[0], hd, &dvj[cb*hd], hd, 1, 1)
+				}
+				tileMatmulNT(br, bc, d, 1, doi, hd, vT[hh*d*nk+j0:], nk, dp)
+			} else {
+				sgemm(true, false, bc, d, br, 1, p, bc, doi, hd, 1, dvj, hd)
+				sgemm(false, true, br, bc, d, 1, doi, hd, vj, hd, 0, dp, bc)
+			}
 			for r := 0; r < br; r++ {
 				dl := delta[(i0+r)*h+hh]
 				dsRow(p[r*bc:(r+1)*bc], dp[r*bc:(r+1)*bc], dl)
 			}
-			sgemm(true, false, bc, d, br, scale, dp, bc, qi, hd, 1, dkj, hd)
-			sgemm(false, false, br, d, bc, scale, dp, bc, kj, hd, 1, sc.dq[i0*hd+hh*d:], hd)
+			if full {
+				for cb := 0; cb < bc; cb += 6 {
+					attnMicroT(br, &dp[cb], bc, &qi[0], hd, &dkj[cb*hd], hd, scale, 1)
+				}
+				dqi := sc.dq[i0*hd+hh*d:]
+				for rb := 0; rb < br; rb += 6 {
+					attnMicroN(bc, &dp[rb*bc], bc, &kj[0], hd, &dqi[rb*hd], hd, scale, 1)
+				}
+			} else {
+				sgemm(true, false, bc, d, br, scale, dp, bc, qi, hd, 1, dkj, hd)
+				sgemm(false, false, br, d, bc, scale, dp, bc, kj, hd, 1, sc.dq[i0*hd+hh*d:], hd)
+			}
 		}
 	})
 	if nw > 1 {

@@ -54,6 +54,10 @@ func attnCases() []attnCase {
 			}
 			return &AttnMask{KSeg: ks}
 		}},
+		{"d64-causal", 200, 400, 2, 64, func(nq, nk int) *AttnMask { // full and partial micro-kernel tiles
+			return &AttnMask{Causal: true, QPos: posRange(300, nq), KPos: posRange(0, nk)}
+		}},
+		{"d64-full", 97, 385, 1, 64, func(nq, nk int) *AttnMask { return nil }},
 		{"empty-rows", 40, 40, 1, 4, func(nq, nk int) *AttnMask { // queries 0..9 see nothing
 			return &AttnMask{Causal: true, QPos: posRange(0, nq), KPos: posRange(10, nk)}
 		}},
@@ -89,7 +93,7 @@ func maxRelErr(got []float32, want []float64) (float64, int) {
 // and everything must match dense float64 attention.
 func TestAttnBlockVsDense(t *testing.T) {
 	defer func(br, bc int) { attnBr, attnBc = br, bc }(attnBr, attnBc)
-	for _, tile := range [][2]int{{attnBr, attnBc}, {64, 64}, {16, 32}} {
+	for _, tile := range [][2]int{{attnBr, attnBc}, {64, 64}, {16, 32}, {12, 192}} {
 		attnBr, attnBc = tile[0], tile[1]
 		testAttnBlockVsDense(t, fmt.Sprintf("tile%dx%d", tile[0], tile[1]))
 	}

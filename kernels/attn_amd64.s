@@ -1,0 +1,140 @@
+//go:build amd64 && !noasm
+
+#include "textflag.h"
+
+// The attention micro-kernels: C[6×64] = alpha·op(A)[6×k]·B[k×64] (+ C),
+// reading A and B where they lie (no packing): A rows (or, transposed, A
+// columns) are broadcast one value at a time, B rows are four ZMM loads
+// shared by the six rows. 24 ZMM accumulators. d = 64 attention heads make
+// every product of the flash-attention tile loop this shape.
+
+#define FMA4(z0, z1, z2, z3, bc) \
+	VFMADD231PS Z24, bc, z0; \
+	VFMADD231PS Z25, bc, z1; \
+	VFMADD231PS Z26, bc, z2; \
+	VFMADD231PS Z27, bc, z3
+
+#define LOADB \
+	VMOVUPS (BX), Z24; \
+	VMOVUPS 64(BX), Z25; \
+	VMOVUPS 128(BX), Z26; \
+	VMOVUPS 192(BX), Z27
+
+#define ZERO24 \
+	VPXORD Z0, Z0, Z0; VPXORD Z1, Z1, Z1; VPXORD Z2, Z2, Z2; VPXORD Z3, Z3, Z3; \
+	VPXORD Z4, Z4, Z4; VPXORD Z5, Z5, Z5; VPXORD Z6, Z6, Z6; VPXORD Z7, Z7, Z7; \
+	VPXORD Z8, Z8, Z8; VPXORD Z9, Z9, Z9; VPXORD Z10, Z10, Z10; VPXORD Z11, Z11, Z11; \
+	VPXORD Z12, Z12, Z12; VPXORD Z13, Z13, Z13; VPXORD Z14, Z14, Z14; VPXORD Z15, Z15, Z15; \
+	VPXORD Z16, Z16, Z16; VPXORD Z17, Z17, Z17; VPXORD Z18, Z18, Z18; VPXORD Z19, Z19, Z19; \
+	VPXORD Z20, Z20, Z20; VPXORD Z21, Z21, Z21; VPXORD Z22, Z22, Z22; VPXORD Z23, Z23, Z23
+
+#define SCALEROW(z0, z1, z2, z3) \
+	VMULPS Z30, z0, z0; VMULPS Z30, z1, z1; VMULPS Z30, z2, z2; VMULPS Z30, z3, z3
+
+#define ADDROW(z0, z1, z2, z3) \
+	VADDPS (DI), z0, z0; VADDPS 64(DI), z1, z1; VADDPS 128(DI), z2, z2; VADDPS 192(DI), z3, z3
+
+#define STOREROW(z0, z1, z2, z3) \
+	VMOVUPS z0, (DI); VMOVUPS z1, 64(DI); VMOVUPS z2, 128(DI); VMOVUPS z3, 192(DI); \
+	ADDQ R12, DI
+
+// STORE6 writes the tile: alpha·acc, plus C when accum != 0.
+#define STORE6(accumLabel, endLabel) \
+	MOVQ c+40(FP), DI; \
+	MOVQ ldc+48(FP), R12; \
+	SHLQ $2, R12; \
+	VBROADCASTSS alpha+56(FP), Z30; \
+	SCALEROW(Z0, Z1, Z2, Z3); SCALEROW(Z4, Z5, Z6, Z7); SCALEROW(Z8, Z9, Z10, Z11); \
+	SCALEROW(Z12, Z13, Z14, Z15); SCALEROW(Z16, Z17, Z18, Z19); SCALEROW(Z20, Z21, Z22, Z23); \
+	MOVQ accum+64(FP), AX; \
+	TESTQ AX, AX; \
+	JNE accumLabel; \
+	STOREROW(Z0, Z1, Z2, Z3); STOREROW(Z4, Z5, Z6, Z7); STOREROW(Z8, Z9, Z10, Z11); \
+	STOREROW(Z12, Z13, Z14, Z15); STOREROW(Z16, Z17, Z18, Z19); STOREROW(Z20, Z21, Z22, Z23); \
+	JMP endLabel; \
+accumLabel: \
+	ADDROW(Z0, Z1, Z2, Z3); STOREROW(Z0, Z1, Z2, Z3); \
+	ADDROW(Z4, Z5, Z6, Z7); STOREROW(Z4, Z5, Z6, Z7); \
+	ADDROW(Z8, Z9, Z10, Z11); STOREROW(Z8, Z9, Z10, Z11); \
+	ADDROW(Z12, Z13, Z14, Z15); STOREROW(Z12, Z13, Z14, Z15); \
+	ADDROW(Z16, Z17, Z18, Z19); STOREROW(Z16, Z17, Z18, Z19); \
+	ADDROW(Z20, Z21, Z22, Z23); STOREROW(Z20, Z21, Z22, Z23); \
+endLabel: \
+	VZEROUPPER; \
+	RET
+
+// func attnMicroN(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, alpha float32, accum int)
+//
+// A is row-major: A[i][p] = a[i·lda + p].
+TEXT ·attnMicroN(SB), NOSPLIT, $0-72
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ lda+16(FP), R8
+	SHLQ $2, R8
+	LEAQ (R8)(R8*2), R9
+	LEAQ (R8)(R8*4), R10
+	MOVQ b+24(FP), BX
+	MOVQ ldb+32(FP), R11
+	SHLQ $2, R11
+	ZERO24
+	TESTQ CX, CX
+	JE   nstore
+
+nloop:
+	LOADB
+	VBROADCASTSS (SI), Z28
+	FMA4(Z0, Z1, Z2, Z3, Z28)
+	VBROADCASTSS (SI)(R8*1), Z29
+	FMA4(Z4, Z5, Z6, Z7, Z29)
+	VBROADCASTSS (SI)(R8*2), Z28
+	FMA4(Z8, Z9, Z10, Z11, Z28)
+	VBROADCASTSS (SI)(R9*1), Z29
+	FMA4(Z12, Z13, Z14, Z15, Z29)
+	VBROADCASTSS (SI)(R8*4), Z28
+	FMA4(Z16, Z17, Z18, Z19, Z28)
+	VBROADCASTSS (SI)(R10*1), Z29
+	FMA4(Z20, Z21, Z22, Z23, Z29)
+	ADDQ $4, SI
+	ADDQ R11, BX
+	DECQ CX
+	JNE  nloop
+
+nstore:
+	STORE6(naccum, nend)
+
+// func attnMicroT(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, alpha float32, accum int)
+//
+// A is transposed: A[i][p] = a[p·lda + i].
+TEXT ·attnMicroT(SB), NOSPLIT, $0-72
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ lda+16(FP), R8
+	SHLQ $2, R8
+	MOVQ b+24(FP), BX
+	MOVQ ldb+32(FP), R11
+	SHLQ $2, R11
+	ZERO24
+	TESTQ CX, CX
+	JE   tstore
+
+tloop:
+	LOADB
+	VBROADCASTSS (SI), Z28
+	FMA4(Z0, Z1, Z2, Z3, Z28)
+	VBROADCASTSS 4(SI), Z29
+	FMA4(Z4, Z5, Z6, Z7, Z29)
+	VBROADCASTSS 8(SI), Z28
+	FMA4(Z8, Z9, Z10, Z11, Z28)
+	VBROADCASTSS 12(SI), Z29
+	FMA4(Z12, Z13, Z14, Z15, Z29)
+	VBROADCASTSS 16(SI), Z28
+	FMA4(Z16, Z17, Z18, Z19, Z28)
+	VBROADCASTSS 20(SI), Z29
+	FMA4(Z20, Z21, Z22, Z23, Z29)
+	ADDQ R8, SI
+	ADDQ R11, BX
+	DECQ CX
+	JNE  tloop
+
+tstore:
+	STORE6(taccum, tend)

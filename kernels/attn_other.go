@@ -1,0 +1,16 @@
+//go:build !amd64 || noasm
+
+package kernels
+
+// Without the AVX-512 attention micro-kernels, attention runs its tiles
+// through sgemm.
+
+const haveAttnMicro = false
+
+func attnMicroN(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, alpha float32, accum int) {
+	panic("kernels: no attention micro-kernels in this build")
+}
+
+func attnMicroT(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, alpha float32, accum int) {
+	panic("kernels: no attention micro-kernels in this build")
+}
