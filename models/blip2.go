@@ -74,6 +74,9 @@ func (m *blip2) Forward(tp *kernels.Tape, b *Batch) (Output, error) {
 	if err := b.checkRows(); err != nil {
 		return Output{}, err
 	}
+	if err := checkImages(b.Images, m.cfg); err != nil {
+		return Output{}, err
+	}
 	if b.Images == nil || b.Images.Shape[0] != len(b.Tokens) {
 		return Output{}, fmt.Errorf("batch: images: BLIP-2 needs one image per row (%d rows)", len(b.Tokens))
 	}

@@ -167,3 +167,15 @@ func TestLWMLoss(t *testing.T) {
 		t.Errorf("LWMVision(2 frames) = %v %v, want %v %v", ids, vis, wantIDs, wantVis)
 	}
 }
+
+func TestBadImages(t *testing.T) {
+	for _, f := range []Family{BLIP2, QwenVL, LLaVA, VILA} {
+		m, c := tinyModel(t, f, 1)
+		b := tinyBatch(t, c, 1)
+		n := b.Images.Shape[0]
+		b.Images = kernels.Zeros(n, 3, 15, 15)
+		if _, err := m.Forward(nil, b); err == nil || !strings.Contains(err.Error(), "batch: images: shape [") {
+			t.Errorf("%s with 15 px images: error %v, want one naming the images' shape", f, err)
+		}
+	}
+}

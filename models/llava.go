@@ -117,6 +117,9 @@ func (m *llava) Forward(tp *kernels.Tape, b *Batch) (Output, error) {
 	if err := checkIDs("tokens", b.Tokens, m.cfg.LLM.Vocab); err != nil {
 		return Output{}, err
 	}
+	if err := checkImages(b.Images, m.cfg); err != nil {
+		return Output{}, err
+	}
 	k := m.cfg.TokensPerImage()
 	rows := make([][]piece, len(b.Tokens))
 	img := 0

@@ -18,7 +18,10 @@ type Model interface {
 	Params() *nn.Params
 	// Forward runs one batch and returns the loss to back-propagate and its
 	// named terms. Errors name the batch field at fault; shape mistakes
-	// inside the model panic (kernels.Catch turns them into errors).
+	// inside the model panic (kernels.Catch turns them into errors). A
+	// nil tape runs without recording (evaluation). Forward is not safe
+	// for concurrent use on one model (BLIP-2 clamps its temperature in
+	// place, as LAVIS does).
 	Forward(tp *kernels.Tape, b *Batch) (Output, error)
 }
 
@@ -181,6 +184,23 @@ func (b *Batch) checkRows() error {
 		if b.Segments != nil && len(b.Segments[r]) != len(row) {
 			return fmt.Errorf("batch: segments[%d] has %d entries for %d tokens", r, len(b.Segments[r]), len(row))
 		}
+	}
+	return nil
+}
+
+// checkImages validates images for a ViT: [N, C, H, W] with square sides
+// that are multiples of the patch.
+func checkImages(images *kernels.Tensor, c Config) error {
+	if images == nil {
+		return nil
+	}
+	s := images.Shape
+	if len(s) != 4 || s[1] != c.ViT.Channels || s[2] != s[3] || s[2]%c.ViT.PatchSize != 0 || s[2] == 0 {
+		return fmt.Errorf("batch: images: shape %v, want [N, %d, S, S] with S a multiple of the %d-pixel patch (the preset trains at %d)",
+			s, c.ViT.Channels, c.ViT.PatchSize, c.ImageSize)
+	}
+	if c.Projector == ProjMLPDownsample && (s[2]/c.ViT.PatchSize)%2 != 0 {
+		return fmt.Errorf("batch: images: %d px gives an odd %d-patch grid; the 2×2 downsampling projector needs an even one", s[2], s[2]/c.ViT.PatchSize)
 	}
 	return nil
 }

@@ -106,6 +106,9 @@ func (m *qwenVL) Forward(tp *kernels.Tape, b *Batch) (Output, error) {
 	if err := checkIDs("tokens", b.Tokens, m.cfg.LLM.Vocab); err != nil {
 		return Output{}, err
 	}
+	if err := checkImages(b.Images, m.cfg); err != nil {
+		return Output{}, err
+	}
 	nq := m.cfg.Queries
 	s := m.cfg.Special
 	rows := make([][]piece, len(b.Tokens))
