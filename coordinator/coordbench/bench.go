@@ -311,14 +311,19 @@ func fsmOnly(cmds []*coordinator.Command) (float64, error) {
 		}
 		enc[i] = b
 	}
-	f := coordinator.NewFSM()
-	start := time.Now()
-	for i, b := range enc {
-		if r := f.Apply(&raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: b}).(coordinator.Result); r.Code != coordinator.OK {
-			return 0, fmt.Errorf("baseline apply: %s", r.Msg)
+	// Best of three fresh runs: the first one also pays for warming up.
+	best := 0.0
+	for range 3 {
+		f := coordinator.NewFSM()
+		start := time.Now()
+		for i, b := range enc {
+			if r := f.Apply(&raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: b}).(coordinator.Result); r.Code != coordinator.OK {
+				return 0, fmt.Errorf("baseline apply: %s", r.Msg)
+			}
 		}
+		best = max(best, float64(len(enc))/time.Since(start).Seconds())
 	}
-	return float64(len(enc)) / time.Since(start).Seconds(), nil
+	return best, nil
 }
 
 func percentiles(d []time.Duration) (p50, p99 float64) {
