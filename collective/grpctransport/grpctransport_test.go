@@ -60,10 +60,12 @@ func asTransports(ts []*grpctransport.Transport) []collective.Transport {
 }
 
 func TestConformance(t *testing.T) {
+	fds := transporttest.OpenFDs()
 	before := runtime.NumGoroutine()
 	transporttest.Run(t, func(t *testing.T, world, channels int) []collective.Transport {
 		return asTransports(newRing(t, world, channels, nil))
 	})
+	transporttest.CheckNoFDLeaks(t, fds)
 	transporttest.CheckNoLeaks(t, before)
 }
 
@@ -184,6 +186,7 @@ func TestAllReduceOverGRPC(t *testing.T) {
 // a run of all-reduces over gRPC. Every rank returns an error naming a peer
 // and the operation, and no goroutine or connection is left behind.
 func TestKilledRank(t *testing.T) {
+	fds := transporttest.OpenFDs()
 	before := runtime.NumGoroutine()
 	const world = 4
 	ts := newRing(t, world, 2, nil)
@@ -223,6 +226,7 @@ func TestKilledRank(t *testing.T) {
 	if !errors.Is(errs[2], collective.ErrPeerClosed) {
 		t.Errorf("rank 2 (receives from rank 1): %v, want ErrPeerClosed", errs[2])
 	}
+	transporttest.CheckNoFDLeaks(t, fds)
 	transporttest.CheckNoLeaks(t, before)
 }
 

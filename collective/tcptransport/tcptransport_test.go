@@ -11,6 +11,7 @@ import (
 )
 
 func TestConformance(t *testing.T) {
+	fds := transporttest.OpenFDs()
 	before := runtime.NumGoroutine()
 	transporttest.Run(t, func(t *testing.T, world, channels int) []collective.Transport {
 		lis := make([]net.Listener, world)
@@ -32,5 +33,6 @@ func TestConformance(t *testing.T) {
 		}
 		return out
 	})
+	transporttest.CheckNoFDLeaks(t, fds)
 	transporttest.CheckNoLeaks(t, before)
 }

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -329,6 +330,38 @@ func testPeerClose(t *testing.T, newRing Factory) {
 	}
 	if !errors.Is(err, collective.ErrPeerClosed) {
 		t.Errorf("Send to a closed peer: err = %v, want ErrPeerClosed", err)
+	}
+}
+
+// OpenFDs counts this process's open file descriptors (sockets included),
+// or returns -1 where /proc/self/fd does not exist.
+func OpenFDs() int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	return len(ents)
+}
+
+// CheckNoFDLeaks fails t if, within 5 seconds, the number of open file
+// descriptors does not settle back to at most before (from OpenFDs): a
+// connection left open after Close.
+func CheckNoFDLeaks(t testing.TB, before int) {
+	t.Helper()
+	if before < 0 {
+		return
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := OpenFDs()
+		if n <= before {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("file descriptors leaked: %d open, %d before", n, before)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
