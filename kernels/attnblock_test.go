@@ -93,13 +93,17 @@ func maxRelErr(got []float32, want []float64) (float64, int) {
 // and everything must match dense float64 attention.
 func TestAttnBlockVsDense(t *testing.T) {
 	defer func(br, bc int) { attnBr, attnBc = br, bc }(attnBr, attnBc)
+	refs := map[string]*attnRef{}
 	for _, tile := range [][2]int{{attnBr, attnBc}, {64, 64}, {16, 32}, {12, 192}} {
 		attnBr, attnBc = tile[0], tile[1]
-		testAttnBlockVsDense(t, fmt.Sprintf("tile%dx%d", tile[0], tile[1]))
+		testAttnBlockVsDense(t, fmt.Sprintf("tile%dx%d", tile[0], tile[1]), refs)
 	}
 }
 
-func testAttnBlockVsDense(t *testing.T, tiling string) {
+// attnRef caches one case's dense float64 results across tilings.
+type attnRef struct{ o, lse, dq, dk, dv []float64 }
+
+func testAttnBlockVsDense(t *testing.T, tiling string, refs map[string]*attnRef) {
 	for _, tc := range attnCases() {
 		for _, nblocks := range []int{1, 3} {
 			t.Run(fmt.Sprintf("%s/%s/%dblocks", tiling, tc.name, nblocks), func(t *testing.T) {
@@ -111,8 +115,14 @@ func testAttnBlockVsDense(t *testing.T, tiling string) {
 				k32, k64 := randSlice(rng, nk*h*d)
 				v32, v64 := randSlice(rng, nk*h*d)
 				do32, do64 := randSlice(rng, nq*h*d)
-				wantO, wantL := attnDenseRef(q64, k64, v64, nq, nk, h, d, float64(scale), m)
-				wdq, wdk, wdv := attnDenseRefBwd(q64, k64, v64, do64, nq, nk, h, d, float64(scale), m)
+				ref := refs[tc.name]
+				if ref == nil {
+					ref = &attnRef{}
+					ref.o, ref.lse = attnDenseRef(q64, k64, v64, nq, nk, h, d, float64(scale), m)
+					ref.dq, ref.dk, ref.dv = attnDenseRefBwd(q64, k64, v64, do64, nq, nk, h, d, float64(scale), m)
+					refs[tc.name] = ref
+				}
+				wantO, wantL, wdq, wdk, wdv := ref.o, ref.lse, ref.dq, ref.dk, ref.dv
 
 				o, lse := make([]float32, nq*h*d), make([]float32, nq*h)
 				o2, lse2 := make([]float32, nq*h*d), make([]float32, nq*h)

@@ -391,6 +391,10 @@ func (tp *Tape) SwiGLU(gate, up *Tensor) *Tensor {
 }
 
 func swigluFwd[T float](g, u, out []T) {
+	if g32, ok := any(g).([]float32); ok {
+		swigluFwd32(g32, any(u).([]float32), any(out).([]float32))
+		return
+	}
 	for i, x := range g {
 		s := 1 / (1 + math.Exp(-float64(x)))
 		out[i] = T(float64(x) * s * float64(u[i]))
@@ -398,6 +402,17 @@ func swigluFwd[T float](g, u, out []T) {
 }
 
 func swigluBwd[T float](g, u, dout, dg, du []T) {
+	if g32, ok := any(g).([]float32); ok {
+		var dg32, du32 []float32
+		if dg != nil {
+			dg32 = any(dg).([]float32)
+		}
+		if du != nil {
+			du32 = any(du).([]float32)
+		}
+		swigluBwd32(g32, any(u).([]float32), any(dout).([]float32), dg32, du32)
+		return
+	}
 	for i, x := range g {
 		xf := float64(x)
 		s := 1 / (1 + math.Exp(-xf))

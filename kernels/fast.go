@@ -6,6 +6,10 @@ import "math"
 // activations. They start as the float64-evaluated reference; faster float32
 // approximations replace individual kinds here, each tested against unaryRef.
 func unaryFwd32(k unaryKind, x, y []float32) {
+	if k == unSiLU || k == unSigmoid {
+		parallelChunks(len(x), func(lo, hi int) { sigmoidFwd32(k == unSiLU, x[lo:hi], y[lo:hi]) })
+		return
+	}
 	if k == unGELU && haveAVX2 {
 		parallelChunks(len(x), func(lo, hi int) {
 			if n8 := (hi - lo) &^ 7; n8 > 0 {
@@ -20,6 +24,10 @@ func unaryFwd32(k unaryKind, x, y []float32) {
 }
 
 func unaryBwd32(k unaryKind, x, dy, dx []float32) {
+	if k == unSiLU || k == unSigmoid {
+		parallelChunks(len(x), func(lo, hi int) { sigmoidBwd32(k == unSiLU, x[lo:hi], dy[lo:hi], dx[lo:hi]) })
+		return
+	}
 	if k == unGELU && haveAVX2 {
 		parallelChunks(len(x), func(lo, hi int) {
 			if n8 := (hi - lo) &^ 7; n8 > 0 {
@@ -127,4 +135,84 @@ func dsRow(p, dp []float32, delta float32) {
 	for j := range dp {
 		dp[j] = p[j] * (dp[j] - delta)
 	}
+}
+
+// negExp sets e[i] = exp(−x[i]) with the vector exp (e is scratch of len(x)).
+func negExp(x, e []float32) {
+	for i, v := range x {
+		e[i] = -v
+	}
+	expSubRow(e, 0)
+}
+
+const sigChunk = 1024
+
+// sigmoidFwd32 writes σ(x), or x·σ(x) when silu, in float32 with the
+// vector exp.
+func sigmoidFwd32(silu bool, x, y []float32) {
+	var e [sigChunk]float32
+	for lo := 0; lo < len(x); lo += sigChunk {
+		xs := x[lo:min(len(x), lo+sigChunk)]
+		ys, es := y[lo:lo+len(xs)], e[:len(xs)]
+		negExp(xs, es)
+		for i, v := range xs {
+			s := 1 / (1 + es[i])
+			if silu {
+				s *= v
+			}
+			ys[i] = s
+		}
+	}
+}
+
+// sigmoidBwd32 accumulates dx += dy·σ'(x) (σ(1−σ)), or dy·SiLU'(x)
+// (σ(1 + x(1−σ))) when silu.
+func sigmoidBwd32(silu bool, x, dy, dx []float32) {
+	var e [sigChunk]float32
+	for lo := 0; lo < len(x); lo += sigChunk {
+		xs := x[lo:min(len(x), lo+sigChunk)]
+		es := e[:len(xs)]
+		negExp(xs, es)
+		for i, v := range xs {
+			s := 1 / (1 + es[i])
+			var d float32
+			if silu {
+				d = s * (1 + v*(1-s))
+			} else {
+				d = s * (1 - s)
+			}
+			dx[lo+i] += dy[lo+i] * d
+		}
+	}
+}
+
+// swigluFwd32 and swigluBwd32 are the float32 SwiGLU: out = SiLU(g)·u.
+func swigluFwd32(g, u, out []float32) {
+	parallelChunks(len(g), func(lo, hi int) {
+		sigmoidFwd32(true, g[lo:hi], out[lo:hi])
+		for i := lo; i < hi; i++ {
+			out[i] *= u[i]
+		}
+	})
+}
+
+func swigluBwd32(g, u, dout, dg, du []float32) {
+	parallelChunks(len(g), func(lo, hi int) {
+		var e [sigChunk]float32
+		for c := lo; c < hi; c += sigChunk {
+			xs := g[c:min(hi, c+sigChunk)]
+			es := e[:len(xs)]
+			negExp(xs, es)
+			for i, x := range xs {
+				j := c + i
+				s := 1 / (1 + es[i])
+				if dg != nil {
+					dg[j] += dout[j] * u[j] * s * (1 + x*(1-s))
+				}
+				if du != nil {
+					du[j] += dout[j] * x * s
+				}
+			}
+		}
+	})
 }

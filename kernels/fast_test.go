@@ -96,8 +96,8 @@ func TestRowKernels(t *testing.T) {
 // including saturated tails, on lengths that leave every remainder of 8.
 func TestUnaryFast32(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
-	for _, k := range []unaryKind{unGELU, unSiLU, unGELUErf} {
-		for _, n := range []int{1, 7, 8, 9, 64, 1001} {
+	for _, k := range []unaryKind{unGELU, unSiLU, unSigmoid, unGELUErf} {
+		for _, n := range []int{1, 7, 8, 9, 64, 1001, 3000} {
 			x := make([]float32, n)
 			for i := range x {
 				x[i] = float32(rng.NormFloat64() * 4)
