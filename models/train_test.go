@@ -81,6 +81,15 @@ func TestGradCheck(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if f == InstructBLIP {
+				// At N(0, 0.02²) the projection into the frozen LLM passes
+				// gradients to the Q-Former at the finite difference's
+				// float32 noise floor; the check holds for any weights, so
+				// enlarge it.
+				for i, w := range m.Params().Get("llm_proj.weight").Data {
+					m.Params().Get("llm_proj.weight").Data[i] = 25 * w
+				}
+			}
 			b := tinyBatch(t, c, 4)
 			// A few optimizer steps first: at initialisation attention is
 			// nearly uniform and the gradients of q/k weights are at the
@@ -137,10 +146,15 @@ func TestGradCheck(t *testing.T) {
 						p.Data[i] = orig
 						return (up - down) / (2 * float64(h))
 					}
-					num := (4*diff(2e-3) - diff(4e-3)) / 3
+					// Two step sizes: the small one is limited by float32
+					// round-off of the loss, the large one by curvature. A
+					// wrong gradient misses both.
 					ana := float64(p.Grad[i])
-					msg := fmt.Sprintf("%s[%d]: tape gradient %.6g, finite difference %.6g", name, i, ana, num)
-					if math.Abs(ana-num) > 0.05*math.Abs(num)+5e-4 {
+					ok := func(num float64) bool { return math.Abs(ana-num) <= 0.05*math.Abs(num)+2e-5 }
+					small := (4*diff(2e-3) - diff(4e-3)) / 3
+					large := (4*diff(2e-2) - diff(4e-2)) / 3
+					msg := fmt.Sprintf("%s[%d]: tape gradient %.6g, finite differences %.6g (h=2e-3) %.6g (h=2e-2)", name, i, ana, small, large)
+					if !ok(small) && !ok(large) {
 						t.Error(msg)
 					} else {
 						t.Log(msg)
