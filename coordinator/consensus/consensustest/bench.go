@@ -178,7 +178,7 @@ func RunApplyBench(dir string, cfg ApplyBench) (ApplyBenchResult, error) {
 		return ApplyBenchResult{}, err
 	}
 	defer os.RemoveAll(tmp)
-	c, err := NewClusterWithOptions(tmp, cfg.Nodes, ClusterOptions{Sync: cfg.Sync})
+	c, err := NewClusterWithOptions(tmp, cfg.Nodes, ClusterOptions{Sync: cfg.Sync, Tuning: BenchTuning()})
 	if err != nil {
 		return ApplyBenchResult{}, err
 	}

@@ -41,7 +41,11 @@ func TestRunApplyBenchSmall(t *testing.T) {
 }
 
 func TestMeasureApplyMatchesFSM(t *testing.T) {
-	c := StartCluster(t, 3, nil)
+	c, err := NewClusterWithOptions(t.TempDir(), 3, ClusterOptions{Tuning: BenchTuning()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 	l, err := c.Converge(10 * time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +75,7 @@ func TestMeasureApplyMatchesFSM(t *testing.T) {
 }
 
 func BenchmarkRaftApply3(b *testing.B) {
-	c, err := NewCluster(b.TempDir(), 3, nil, nil)
+	c, err := NewClusterWithOptions(b.TempDir(), 3, ClusterOptions{Tuning: BenchTuning()})
 	if err != nil {
 		b.Fatal(err)
 	}

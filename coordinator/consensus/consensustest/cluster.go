@@ -20,15 +20,21 @@ import (
 // way; tests take them with Node.Snapshot.
 func FastTuning() *raft.Config {
 	c := raft.DefaultConfig()
-	c.HeartbeatTimeout = 150 * time.Millisecond
-	c.ElectionTimeout = 150 * time.Millisecond
-	c.LeaderLeaseTimeout = 100 * time.Millisecond
+	c.HeartbeatTimeout = 200 * time.Millisecond
+	c.ElectionTimeout = 200 * time.Millisecond
+	c.LeaderLeaseTimeout = 150 * time.Millisecond
 	c.CommitTimeout = 5 * time.Millisecond
 	c.SnapshotInterval = time.Hour
 	c.SnapshotThreshold = 1 << 20
 	c.TrailingLogs = 64
 	return c
 }
+
+// BenchTuning is hashicorp/raft's DefaultConfig (1 s heartbeat and
+// election timeouts, snapshots every 8192 entries): what a measurement
+// should run with, and steady enough not to lose leadership on a loaded
+// machine in the middle of a timed run.
+func BenchTuning() *raft.Config { return raft.DefaultConfig() }
 
 // Cluster is a set of consensus.Nodes on 127.0.0.1 in this process, each
 // with its own data dir under Dir, advertising "localhost:PORT" (a name, as
