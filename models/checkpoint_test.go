@@ -27,7 +27,14 @@ func TestSaveLoadFamily(t *testing.T) {
 		if file.Metadata["family"] != string(f) || file.Metadata["step"] != "3" || file.Metadata["format"] != "pt" {
 			t.Errorf("%s: metadata %v", f, file.Metadata)
 		}
-		dst, err := New(c, 99)
+		rc, err := ReadConfig(path)
+		if err != nil {
+			t.Fatalf("%s: ReadConfig: %v", f, err)
+		}
+		if !reflect.DeepEqual(rc, c) {
+			t.Errorf("%s: ReadConfig = %+v, saved %+v", f, rc, c)
+		}
+		dst, err := New(rc, 99)
 		if err != nil {
 			t.Fatal(err)
 		}

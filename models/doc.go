@@ -49,7 +49,8 @@
 //
 // m.Params() is the named tree (PyTorch names, e.g.
 // "qformer.layer.0.crossattention.query.weight"). Save writes safetensors
-// (PyTorch-readable, metadata family/size); Load reads it and by default
+// (PyTorch-readable; metadata family, size and the Config as JSON, which
+// ReadConfig returns to rebuild the model); Load reads it and by default
 // requires an exact match, failing on a missing, extra or wrongly shaped
 // tensor with its name. Partial loading is explicit:
 //

@@ -1,7 +1,9 @@
 package models
 
 import (
+	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/loomtrain/loom/kernels"
 	"github.com/loomtrain/loom/models/nn"
@@ -122,14 +124,42 @@ func New(cfg Config, seed uint64) (Model, error) {
 	return nil, fmt.Errorf("family %q: want one of %v", cfg.Family, Families)
 }
 
-// Save writes a model's parameters as safetensors with the family, size
-// and stage in the metadata.
+// Save writes a model's parameters as safetensors. The metadata holds the
+// family, the size and the whole Config as JSON ("config"), so that
+// ReadConfig can rebuild the model a checkpoint belongs to, plus the
+// caller's entries.
 func Save(path string, m Model, metadata map[string]string) error {
-	md := map[string]string{"family": string(m.Config().Family), "size": m.Config().Size}
+	cj, err := json.Marshal(m.Config())
+	if err != nil {
+		return err
+	}
+	md := map[string]string{"family": string(m.Config().Family), "size": m.Config().Size, "config": string(cj)}
 	for k, v := range metadata {
 		md[k] = v
 	}
 	return m.Params().SaveFile(path, md)
+}
+
+// ReadConfig returns the Config stored by Save in a checkpoint's metadata.
+func ReadConfig(path string) (Config, error) {
+	f, err := safetensors.ReadFile(path)
+	if err != nil {
+		return Config{}, err
+	}
+	s, ok := f.Metadata["config"]
+	if !ok {
+		return Config{}, fmt.Errorf("%s: no \"config\" in the metadata (not written by models.Save)", path)
+	}
+	var c Config
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, fmt.Errorf("%s: metadata config: %w", path, err)
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("%s: metadata config: %w", path, err)
+	}
+	return c, nil
 }
 
 // Load reads a safetensors file into a model's parameters (see
