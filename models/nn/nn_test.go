@@ -258,3 +258,28 @@ func TestMatch(t *testing.T) {
 		}
 	}
 }
+
+// FuzzMatch: patterns come from recipe manifests. Matching must not panic,
+// every name matches itself, "**" and a final "*" under its first segment
+// match everything below, and a malformed pattern is reported by
+// ValidatePatterns rather than matching silently.
+func FuzzMatch(f *testing.F) {
+	f.Add("qformer.layer.0.output.dense.weight", "qformer.layer.*.output.*")
+	f.Add("vit.a", "[")
+	f.Add("a..b", "**")
+	f.Fuzz(func(t *testing.T, name, pat string) {
+		got := Match(name, pat)
+		if ValidatePatterns(pat) != nil && got && strings.ContainsAny(pat, "*?[") {
+			t.Fatalf("Match(%q, malformed %q) = true", name, pat)
+		}
+		if !Match(name, name) {
+			t.Fatalf("Match(%q, itself) = false", name)
+		}
+		if !Match(name, "**") {
+			t.Fatalf("Match(%q, **) = false", name)
+		}
+		if i := strings.IndexByte(name, '.'); i > 0 && !strings.ContainsAny(name[:i], "*?[\\") && !Match(name, name[:i]+".*") {
+			t.Fatalf("Match(%q, %q) = false", name, name[:i]+".*")
+		}
+	})
+}

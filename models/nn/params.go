@@ -75,7 +75,7 @@ func (p *Params) Count() int {
 func Match(name string, patterns ...string) bool {
 	ns := strings.Split(name, ".")
 	for _, pat := range patterns {
-		if !strings.ContainsAny(pat, "*?[") && (name == pat || strings.HasPrefix(name, pat+".")) {
+		if name == pat || (!strings.ContainsAny(pat, "*?[") && strings.HasPrefix(name, pat+".")) {
 			return true
 		}
 		if matchSegs(strings.Split(pat, "."), ns) {
