@@ -133,7 +133,7 @@ Example:
   loom tokenizer encode --tokenizer tokenizer.json "<image> a photo of a cat"`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			tok, err := tokenizer.Load(path)
+			tok, err := tokenizer.Open(path)
 			if err != nil {
 				return err
 			}
@@ -141,7 +141,11 @@ Example:
 			if asJSON {
 				pieces := make([]string, len(ids))
 				for i, id := range ids {
-					pieces[i], _ = tok.Token(id)
+					if p, ok := tok.(interface{ Token(int) (string, error) }); ok {
+						pieces[i], _ = p.Token(id)
+					} else {
+						pieces[i], _ = tok.Decode([]int{id})
+					}
 				}
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]any{"ids": ids, "pieces": pieces})
 			}
@@ -169,7 +173,7 @@ Example:
   loom tokenizer decode --tokenizer tokenizer.json 259 312 97`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			tok, err := tokenizer.Load(path)
+			tok, err := tokenizer.Open(path)
 			if err != nil {
 				return err
 			}

@@ -24,7 +24,8 @@
 //	tok2, err := tokenizer.Load("tokenizer.json")
 //
 // Models depend only on the Tokenizer interface, so a user's own tokenizer
-// can be plugged in by implementing it; Load reads the JSON file written by
-// Save (format "loom-bpe-v1") and names the field at fault when the file is
-// malformed.
+// can be plugged in by implementing it and registering a loader for its
+// file format (Register); Open dispatches on a JSON file's "format" field.
+// Load reads the JSON file written by Save (format "loom-bpe-v1") and names
+// the field at fault when the file is malformed.
 package tokenizer
