@@ -405,3 +405,21 @@ func TestNodeHTTP(t *testing.T) {
 		t.Errorf("GET /readyz with no leader = %d, want 503", code)
 	}
 }
+
+// TestNodeDutiesFollowLeadership: only the leader runs the duties, and they
+// move with leadership.
+func TestNodeDutiesFollowLeadership(t *testing.T) {
+	c, nodes := startFakeCluster(t, []string{"n1", "n2"}, nil, nil)
+	waitFor(t, 5*time.Second, "n1 leading", func() bool { return nodes[0].node.Leading() && !nodes[1].node.Leading() })
+	c.setLeader("n2")
+	waitFor(t, 5*time.Second, "n2 leading and n1 not", func() bool { return nodes[1].node.Leading() && !nodes[0].node.Leading() })
+	c.setLeader("")
+	waitFor(t, 5*time.Second, "nobody leading", func() bool { return !nodes[1].node.Leading() && !nodes[0].node.Leading() })
+	// A write with no leader fails when its deadline passes, with Unavailable.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := nodes[0].srv.Apply(ctx, &Command{Cancel: &Cancel{Job: "x"}})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "no leader") {
+		t.Errorf("Apply with no leader = %v, want Unavailable naming the missing leader", err)
+	}
+}
