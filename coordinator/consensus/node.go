@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,6 +48,13 @@ type Config struct {
 	// NoSync skips fsync in the log store: for tests only, a crash loses
 	// acknowledged entries.
 	NoSync bool
+	// TLS, when set, wraps every Raft connection in TLS. It must carry this
+	// node's certificate (presented when accepting and, for mutual TLS, when
+	// dialling) and the roots that sign the peers' certificates; set
+	// ClientAuth to tls.RequireAndVerifyClientCert for mutual TLS. The name
+	// verified when dialling is the host of the peer's advertised address,
+	// so certificates must name the pods' DNS names.
+	TLS *tls.Config
 	// Listener, when set, is used instead of binding BindAddr (tests pass a
 	// listener they opened on 127.0.0.1:0, so there is no port race). The
 	// Node closes it.
@@ -135,9 +143,9 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 
 	var stream *streamLayer
 	if cfg.Listener != nil {
-		stream, err = wrapListener(cfg.Listener, cfg.AdvertiseAddr)
+		stream, err = wrapListener(cfg.Listener, cfg.AdvertiseAddr, cfg.TLS)
 	} else {
-		stream, err = listen(cfg.BindAddr, cfg.AdvertiseAddr)
+		stream, err = listen(cfg.BindAddr, cfg.AdvertiseAddr, cfg.TLS)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", cfg.ID, err)

@@ -1,9 +1,11 @@
 package consensus
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -15,9 +17,19 @@ import (
 // would put its current IP into the Raft configuration and be unreachable
 // after a reschedule; here the name lands in the configuration and is
 // resolved at every dial.
+//
+// It also tracks its connections and closes them all in Close:
+// hashicorp's NetworkTransport closes only its listener, which leaves the
+// goroutines serving accepted connections, and the peers' goroutines serving
+// pooled outbound ones, blocked in Read after shutdown.
 type streamLayer struct {
 	ln        net.Listener
 	advertise advertiseAddr
+	tls       *tls.Config
+
+	mu     sync.Mutex
+	conns  map[*trackedConn]struct{}
+	closed bool
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
@@ -28,27 +40,94 @@ type advertiseAddr string
 func (a advertiseAddr) Network() string { return "tcp" }
 func (a advertiseAddr) String() string  { return string(a) }
 
-func (s *streamLayer) Accept() (net.Conn, error) { return s.ln.Accept() }
-func (s *streamLayer) Close() error              { return s.ln.Close() }
-func (s *streamLayer) Addr() net.Addr            { return s.advertise }
+func (s *streamLayer) Addr() net.Addr { return s.advertise }
+
+func (s *streamLayer) Accept() (net.Conn, error) {
+	c, err := s.ln.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if s.tls != nil {
+		c = tls.Server(c, s.tls)
+	}
+	return s.track(c)
+}
 
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return net.DialTimeout("tcp", string(address), timeout)
+	d := &net.Dialer{Timeout: timeout}
+	var c net.Conn
+	var err error
+	if s.tls != nil {
+		cfg := s.tls.Clone()
+		if cfg.ServerName == "" {
+			if host, _, herr := net.SplitHostPort(string(address)); herr == nil {
+				cfg.ServerName = host
+			}
+		}
+		c, err = tls.DialWithDialer(d, "tcp", string(address), cfg)
+	} else {
+		c, err = d.Dial("tcp", string(address))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.track(c)
+}
+
+// Close closes the listener and every connection still open.
+func (s *streamLayer) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	conns := s.conns
+	s.conns = nil
+	s.mu.Unlock()
+	for c := range conns {
+		c.Conn.Close()
+	}
+	return s.ln.Close()
+}
+
+func (s *streamLayer) track(c net.Conn) (net.Conn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	if s.conns == nil {
+		s.conns = map[*trackedConn]struct{}{}
+	}
+	tc := &trackedConn{Conn: c, s: s}
+	s.conns[tc] = struct{}{}
+	return tc, nil
+}
+
+// trackedConn forgets itself in its stream layer when closed.
+type trackedConn struct {
+	net.Conn
+	s *streamLayer
+}
+
+func (c *trackedConn) Close() error {
+	c.s.mu.Lock()
+	delete(c.s.conns, c)
+	c.s.mu.Unlock()
+	return c.Conn.Close()
 }
 
 // listen binds bindAddr and works out the address to advertise: advertise
 // as given, with a port of 0 replaced by the bound port; or, when advertise
 // is empty, the bound address, which must then not be a wildcard.
-func listen(bindAddr, advertise string) (*streamLayer, error) {
+func listen(bindAddr, advertise string, tlsConf *tls.Config) (*streamLayer, error) {
 	ln, err := net.Listen("tcp", bindAddr)
 	if err != nil {
 		return nil, fmt.Errorf("consensus: BindAddr %q: %w", bindAddr, err)
 	}
-	return wrapListener(ln, advertise)
+	return wrapListener(ln, advertise, tlsConf)
 }
 
 // wrapListener is listen on a listener already bound; it closes ln on error.
-func wrapListener(ln net.Listener, advertise string) (*streamLayer, error) {
+func wrapListener(ln net.Listener, advertise string, tlsConf *tls.Config) (*streamLayer, error) {
 	tcp, ok := ln.Addr().(*net.TCPAddr)
 	if !ok {
 		ln.Close()
@@ -59,7 +138,7 @@ func wrapListener(ln net.Listener, advertise string) (*streamLayer, error) {
 		ln.Close()
 		return nil, err
 	}
-	return &streamLayer{ln: ln, advertise: advertiseAddr(adv)}, nil
+	return &streamLayer{ln: ln, advertise: advertiseAddr(adv), tls: tlsConf}, nil
 }
 
 // advertiseFor is the pure part of listen.

@@ -1,6 +1,7 @@
 package consensustest
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,7 +50,8 @@ type Cluster struct {
 	NewFSM func() raft.FSM
 	Tuning *raft.Config
 	Logger *slog.Logger
-	Sync   bool // fsync the log store
+	Sync   bool        // fsync the log store
+	TLS    *tls.Config // for nodes opened from now on
 }
 
 // NewCluster starts n nodes (an odd number) bootstrapped with the same
@@ -67,6 +69,7 @@ type ClusterOptions struct {
 	Logger *slog.Logger
 	Tuning *raft.Config // FastTuning() when nil
 	Sync   bool         // fsync the log store (off by default: tests)
+	TLS    *tls.Config  // Raft connections over TLS (see consensus.Config.TLS)
 }
 
 // NewClusterWithOptions is NewCluster with options.
@@ -80,7 +83,7 @@ func NewClusterWithOptions(dir string, n int, opt ClusterOptions) (*Cluster, err
 	if opt.Tuning == nil {
 		opt.Tuning = FastTuning()
 	}
-	c := &Cluster{Dir: dir, NewFSM: opt.NewFSM, Tuning: opt.Tuning, Logger: opt.Logger, Sync: opt.Sync}
+	c := &Cluster{Dir: dir, NewFSM: opt.NewFSM, Tuning: opt.Tuning, Logger: opt.Logger, Sync: opt.Sync, TLS: opt.TLS}
 	lns := make([]net.Listener, n)
 	var peers []consensus.Peer
 	for i := range n {
@@ -137,6 +140,7 @@ func (c *Cluster) open(i int, ln net.Listener, bootstrap []consensus.Peer) error
 		Logger:        c.Logger,
 		Tuning:        c.Tuning,
 		NoSync:        !c.Sync,
+		TLS:           c.TLS,
 	}, fsm)
 	if err != nil {
 		return err
