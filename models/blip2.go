@@ -23,7 +23,10 @@ import (
 //
 // Stage 1 reads Images (one per row) and Tokens (Q-Former caption tokens,
 // first token Special.BOS in the [CLS] role) and returns itc + itm + itg
-// (equal weights, LAVIS Blip2Qformer.forward). Stage 2 reads Images and
+// (equal weights, LAVIS Blip2Qformer.forward); ITM needs at least two rows
+// (its negatives come from the batch). The Q-Former's dropout
+// (QFormer.Dropout, 0.1 at paper size) is active when Forward records on a
+// tape and is seeded from Batch.Seed. Stage 2 reads Images and
 // Tokens (LLM caption tokens; Loss optional) and returns lm. InstructBLIP
 // also reads Instruction (Q-Former tokens) and Loss (false on the prompt).
 type blip2 struct {
@@ -131,9 +134,9 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, feats *kernels.Tensor) (Outpu
 	if v := hd.Temp.Data[0]; v < 0.001 || v > 0.5 { // LAVIS clamps temp to [0.001, 0.5] before use
 		hd.Temp.Data[0] = float32(math.Min(math.Max(float64(v), 0.001), 0.5))
 	}
-	q := m.qf.Forward(tp, qformer.Input{Queries: true, Image: feats, B: nb})
+	q := m.qf.Forward(tp, qformer.Input{Queries: true, Image: feats, B: nb, Train: tp != nil, Seed: b.Seed*4 + 0})
 	imgFeat := l2normalize(tp, hd.VisionProj.Forward(tp, q)) // [B, Nq, E]
-	txt := m.qf.Forward(tp, qformer.Input{Text: ids, B: nb, T: t, TextLens: lens})
+	txt := m.qf.Forward(tp, qformer.Input{Text: ids, B: nb, T: t, TextLens: lens, Train: tp != nil, Seed: b.Seed*4 + 1})
 	cls := tp.Reshape(tp.Slice(txt, 1, 0, 1), nb, m.cfg.QFormer.Hidden)
 	txtFeat := l2normalize(tp, hd.TextProj.Forward(tp, cls)) // [B, E]
 	e := txtFeat.Shape[1]
@@ -192,7 +195,7 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, feats *kernels.Tensor) (Outpu
 			txtRows = append(txtRows, b.Tokens[negTxt[i]])
 		}
 		allIDs, tt, allLens := padRows(txtRows, m.cfg.Special.Pad)
-		out := m.qf.Forward(tp, qformer.Input{Queries: true, Image: tp.IndexSelect(feats, 0, imgIdx), Text: allIDs, B: 3 * nb, T: tt, TextLens: allLens})
+		out := m.qf.Forward(tp, qformer.Input{Queries: true, Image: tp.IndexSelect(feats, 0, imgIdx), Text: allIDs, B: 3 * nb, T: tt, TextLens: allLens, Train: tp != nil, Seed: b.Seed*4 + 2})
 		logits := tp.MeanAxis(hd.ITM.Forward(tp, tp.Slice(out, 1, 0, nq)), 1) // [3B, 2]
 		labels := make([]int32, 3*nb)
 		for i := 0; i < nb; i++ {
@@ -211,7 +214,7 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, feats *kernels.Tensor) (Outpu
 	for i := 0; i < nb; i++ {
 		dec[i*t] = m.cfg.Special.Dec
 	}
-	out := m.qf.Forward(tp, qformer.Input{Queries: true, Image: feats, Text: dec, B: nb, T: t, TextLens: lens, Mask: qformer.UniLMMask})
+	out := m.qf.Forward(tp, qformer.Input{Queries: true, Image: feats, Text: dec, B: nb, T: t, TextLens: lens, Mask: qformer.UniLMMask, Train: tp != nil, Seed: b.Seed*4 + 3})
 	var rows, tgt []int32
 	for i := 0; i < nb; i++ {
 		for p := 0; p+1 < lens[i]; p++ {
@@ -269,7 +272,7 @@ func sampleNeg(rng *rand.Rand, logits []float32, skip int) int32 {
 func (m *blip2) stage2(tp *kernels.Tape, b *Batch, feats *kernels.Tensor) (Output, error) {
 	nb := len(b.Tokens)
 	nq := m.cfg.QFormer.Queries
-	in := qformer.Input{Queries: true, Image: feats, B: nb}
+	in := qformer.Input{Queries: true, Image: feats, B: nb, Train: tp != nil, Seed: b.Seed}
 	if m.cfg.Family == InstructBLIP {
 		// The instruction joins the queries in the Q-Former's
 		// self-attention (bidirectional, padding hidden); only the query

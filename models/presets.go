@@ -44,7 +44,7 @@ var (
 	// queries, cross-attention every 2nd layer onto 1408-d features,
 	// ITC dim 256 (LAVIS blip2_qformer.py, Qformer.py).
 	qformerBase = qformer.Config{Hidden: 768, Layers: 12, Heads: 12, Intermediate: 3072, Vocab: 30523, MaxPos: 512,
-		Queries: 32, CrossFreq: 2, VisionWidth: 1408, EmbedDim: 256}
+		Queries: 32, CrossFreq: 2, VisionWidth: 1408, EmbedDim: 256, Dropout: 0.1}
 	// LWM's VQGAN (lwm/vqgan.py VQGANConfig): 256 px, channel multipliers
 	// (1, 2, 2, 4, 6) on 128 → 16×16 codes, 2 res blocks, 8192×64 codebook.
 	lwmVQGAN = vqgan.Config{ImageSize: 256, Channels: 3, Base: 128, Mult: []int{1, 2, 2, 4, 6}, NumRes: 2, Groups: 32,

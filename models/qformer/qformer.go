@@ -27,6 +27,11 @@ type Config struct {
 	// temperature and the LM head (needs TextSide).
 	Objectives bool
 	Eps        float32 // 1e-12 (BERT)
+	// Dropout is BERT's hidden_dropout_prob (0.1 in LAVIS), applied after
+	// the embeddings and to each sub-layer's output before its residual
+	// LayerNorm, when Input.Train is set. Attention-probability dropout is
+	// not applied (the blockwise attention kernel has none).
+	Dropout float32
 }
 
 // Validate names the first inconsistent field.
@@ -116,9 +121,9 @@ func newFFN(p *nn.Params, rng *rand.Rand, in, out string, h, m int, eps float32)
 }
 
 // forward is BertIntermediate (dense + exact GELU) then BertOutput
-// (LayerNorm(x + dense(·))).
-func (f ffn) forward(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
-	return f.ln.Forward(tp, tp.Add(x, f.out.Forward(tp, tp.GELUErf(f.in.Forward(tp, x)))))
+// (LayerNorm(x + dropout(dense(·)))).
+func (f ffn) forward(tp *kernels.Tape, x *kernels.Tensor, drop func(*kernels.Tensor) *kernels.Tensor) *kernels.Tensor {
+	return f.ln.Forward(tp, tp.Add(x, drop(f.out.Forward(tp, tp.GELUErf(f.in.Forward(tp, x))))))
 }
 
 type layer struct {
@@ -213,6 +218,10 @@ type Input struct {
 	// end of the text is hidden from attention). nil: no padding.
 	TextLens []int
 	Mask     MaskKind
+	// Train enables dropout, with masks derived from Seed (a pure function
+	// of the seed, so a step is reproducible).
+	Train bool
+	Seed  uint64
 }
 
 // MaskKind is the self-attention mask over [queries; text] (arXiv
@@ -255,6 +264,13 @@ func (q *QFormer) Forward(tp *kernels.Tape, in Input) *kernels.Tensor {
 		x = tp.Concat(1, parts...)
 	}
 	x = q.embLN.Forward(tp, x)
+	drop := func(t *kernels.Tensor, site uint64) *kernels.Tensor {
+		if !in.Train || c.Dropout == 0 {
+			return t
+		}
+		return tp.Dropout(t, c.Dropout, in.Seed*0x9e3779b97f4a7c15+site)
+	}
+	x = drop(x, 1)
 	n := x.Shape[1]
 	opt := kernels.AttnOptions{}
 	if in.TextLens != nil {
@@ -273,8 +289,9 @@ func (q *QFormer) Forward(tp *kernels.Tape, in Input) *kernels.Tensor {
 		}
 		opt.Mask = &kernels.AttnMask{QSeg: seg, KSeg: seg}
 	}
-	for _, l := range q.layers {
-		a := l.self.attn.Forward(tp, x, nil, opt, nil)
+	for li, l := range q.layers {
+		site := uint64(li+1) * 16
+		a := drop(l.self.attn.Forward(tp, x, nil, opt, nil), site)
 		x = l.self.ln.Forward(tp, tp.Add(x, a))
 		// Cross-attention and the query FFN act on the query positions,
 		// the text FFN on the text positions (LAVIS BertLayer.forward).
@@ -285,17 +302,17 @@ func (q *QFormer) Forward(tp *kernels.Tape, in Input) *kernels.Tensor {
 				xq = tp.Slice(x, 1, 0, nq)
 			}
 			if l.cross != nil && in.Image != nil {
-				ca := l.cross.attn.Forward(tp, xq, in.Image, kernels.AttnOptions{}, nil)
+				ca := drop(l.cross.attn.Forward(tp, xq, in.Image, kernels.AttnOptions{}, nil), site+1)
 				xq = l.cross.ln.Forward(tp, tp.Add(xq, ca))
 			}
-			xq = l.ffnQuery.forward(tp, xq)
+			xq = l.ffnQuery.forward(tp, xq, func(t *kernels.Tensor) *kernels.Tensor { return drop(t, site+2) })
 		}
 		if n > nq {
 			xt = x
 			if nq > 0 {
 				xt = tp.Slice(x, 1, nq, n)
 			}
-			xt = l.ffnText.forward(tp, xt)
+			xt = l.ffnText.forward(tp, xt, func(t *kernels.Tensor) *kernels.Tensor { return drop(t, site+3) })
 		}
 		switch {
 		case xq != nil && xt != nil:

@@ -77,3 +77,29 @@ func TestParamCountAndStage2(t *testing.T) {
 		t.Errorf("after dropping the text side: %d params, stage-2 Q-Former has %d", p.Count(), ParamCount(stage2))
 	}
 }
+
+func TestDropout(t *testing.T) {
+	c := tinyCfg
+	c.Dropout = 0.5
+	q, _ := New(nn.NewParams(), nn.Rng(3), "qformer", c)
+	in := Input{Queries: true, Image: feats(), Text: []int32{1, 2, 3, 4, 5, 6, 7, 8}, B: 2, T: 4}
+	eval := q.Forward(nil, in)
+	in.Train, in.Seed = true, 7
+	a, b := q.Forward(nil, in), q.Forward(nil, in)
+	in.Seed = 8
+	other := q.Forward(nil, in)
+	same := func(x, y *kernels.Tensor) bool {
+		for i := range x.Data {
+			if x.Data[i] != y.Data[i] {
+				return false
+			}
+		}
+		return true
+	}
+	if !same(a, b) {
+		t.Error("dropout with one seed is not reproducible")
+	}
+	if same(a, eval) || same(a, other) {
+		t.Error("dropout changed nothing, or two seeds gave the same masks")
+	}
+}
