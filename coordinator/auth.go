@@ -112,6 +112,18 @@ func (f TLSFiles) ClientConfig() (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: f.ServerName, MinVersion: tls.VersionTLS12}, nil
 }
 
+// PeerConfig returns one TLS config for connections between coordinator
+// nodes (the Raft transport), which both accept and dial: it presents Cert
+// either way, requires the peer's certificate and verifies it against CA.
+func (f TLSFiles) PeerConfig() (*tls.Config, error) {
+	cert, pool, err := f.load()
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ClientCAs: pool,
+		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}, nil
+}
+
 func (f TLSFiles) load() (tls.Certificate, *x509.CertPool, error) {
 	if f.Cert == "" || f.Key == "" || f.CA == "" {
 		return tls.Certificate{}, nil, fmt.Errorf("mutual TLS needs a certificate, a key and a CA file (got cert=%q key=%q ca=%q)", f.Cert, f.Key, f.CA)

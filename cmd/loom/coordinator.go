@@ -40,10 +40,10 @@ type coordinatorFlags struct {
 	etcd, etcdPrefix         string
 	token                    string
 	tls                      coordinator.TLSFiles
+	etcdTLS                  coordinator.TLSFiles
 	s3Endpoint, s3Region     string
 	s3AccessKey, s3SecretKey string
 	tick                     time.Duration
-	workerTTL                time.Duration
 }
 
 func newCoordinatorCmd() *cobra.Command {
@@ -67,8 +67,10 @@ from S3 when --s3-endpoint is set. /healthz, /readyz (a leader is known) and
 /metrics (Prometheus) are served on --http-addr.
 
 The bearer token (--token or LOOM_TOKEN) is required from every client when set.
---tls-cert, --tls-key and --tls-ca turn on mutual TLS for the API (clients and
-forwarding between nodes present certificates signed by the CA).
+--tls-cert, --tls-key and --tls-ca turn on mutual TLS for every connection of
+the node: the API (clients, workers and forwarding between nodes present
+certificates signed by the CA) and the Raft transport (certificates must name
+the advertised host). --etcd-tls-* do the same for the connection to etcd.
 
 Example (a three-node cluster on one machine):
   loom coordinator --id c0 --data-dir /tmp/c0 --raft-addr 127.0.0.1:7000 --grpc-addr 127.0.0.1:7001 --http-addr 127.0.0.1:7002 \
@@ -97,15 +99,17 @@ Example (a three-node cluster on one machine):
 	fl.StringVar(&f.etcd, "etcd", "", "comma-separated etcd endpoints of the worker registry (empty: no registry)")
 	fl.StringVar(&f.etcdPrefix, "etcd-prefix", "/loom/workers", "etcd key prefix the workers register under")
 	fl.StringVar(&f.token, "token", "", "bearer token clients must send (default $LOOM_TOKEN; empty: no authentication)")
-	fl.StringVar(&f.tls.Cert, "tls-cert", "", "PEM certificate of this node (mutual TLS for the API)")
+	fl.StringVar(&f.tls.Cert, "tls-cert", "", "PEM certificate of this node (mutual TLS for the API and between nodes, Raft included)")
 	fl.StringVar(&f.tls.Key, "tls-key", "", "PEM private key of --tls-cert")
 	fl.StringVar(&f.tls.CA, "tls-ca", "", "PEM CA that signs client and node certificates")
+	fl.StringVar(&f.etcdTLS.Cert, "etcd-tls-cert", "", "PEM client certificate for etcd (mutual TLS to the registry)")
+	fl.StringVar(&f.etcdTLS.Key, "etcd-tls-key", "", "PEM private key of --etcd-tls-cert")
+	fl.StringVar(&f.etcdTLS.CA, "etcd-tls-ca", "", "PEM CA that signed etcd's server certificate")
 	fl.StringVar(&f.s3Endpoint, "s3-endpoint", "", "S3 endpoint (host:port or URL) for deleting retired checkpoints (empty: keep them)")
 	fl.StringVar(&f.s3Region, "s3-region", "us-east-1", "S3 region")
 	fl.StringVar(&f.s3AccessKey, "s3-access-key", "", "S3 access key (default $LOOM_S3_ACCESS_KEY or $AWS_ACCESS_KEY_ID)")
 	fl.StringVar(&f.s3SecretKey, "s3-secret-key", "", "S3 secret key (default $LOOM_S3_SECRET_KEY or $AWS_SECRET_ACCESS_KEY)")
 	fl.DurationVar(&f.tick, "tick", time.Second, "scheduler period on the leader")
-	fl.DurationVar(&f.workerTTL, "worker-ttl", 10*time.Second, "(informational) the lease TTL workers register with")
 	return c
 }
 
@@ -186,7 +190,7 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, ready func(api, htt
 	if err := os.MkdirAll(f.dataDir, 0o755); err != nil {
 		return err
 	}
-	var serverTLS, clientTLS *tls.Config
+	var serverTLS, clientTLS, peerTLS, etcdTLS *tls.Config
 	if f.tls.Enabled() {
 		if serverTLS, err = f.tls.ServerConfig(); err != nil {
 			return err
@@ -194,10 +198,18 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, ready func(api, htt
 		if clientTLS, err = f.tls.ClientConfig(); err != nil {
 			return err
 		}
+		if peerTLS, err = f.tls.PeerConfig(); err != nil {
+			return err
+		}
+	}
+	if f.etcdTLS.Enabled() {
+		if etcdTLS, err = f.etcdTLS.ClientConfig(); err != nil {
+			return fmt.Errorf("etcd TLS: %w", err)
+		}
 	}
 	fsm := coordinator.NewFSM()
 	rn, err := consensus.Open(consensus.Config{ID: f.id, DataDir: filepath.Join(f.dataDir, "raft"), BindAddr: f.raftAddr,
-		AdvertiseAddr: f.raftAdvertise, Bootstrap: peers, Logger: log.With("component", "raft")}, fsm)
+		AdvertiseAddr: f.raftAdvertise, Bootstrap: peers, Logger: log.With("component", "raft"), TLS: peerTLS}, fsm)
 	if err != nil {
 		return fmt.Errorf("open raft: %w", err)
 	}
@@ -224,7 +236,7 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, ready func(api, htt
 
 	ncfg := coordinator.NodeConfig{ID: f.id, APIAddr: apiAddr, Raft: rn, FSM: fsm, Server: srv, Tick: f.tick, Logger: log}
 	if f.etcd != "" {
-		reg, closeReg, err := newEtcdRegistry(strings.Split(f.etcd, ","), f.etcdPrefix)
+		reg, closeReg, err := newEtcdRegistry(strings.Split(f.etcd, ","), f.etcdPrefix, etcdTLS)
 		if err != nil {
 			return err
 		}

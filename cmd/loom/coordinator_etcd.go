@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"time"
 
@@ -18,8 +19,8 @@ type etcdRegistry struct {
 	prefix string
 }
 
-func newEtcdRegistry(endpoints []string, prefix string) (coordinator.Registry, func(), error) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+func newEtcdRegistry(endpoints []string, prefix string, tlsConf *tls.Config) (coordinator.Registry, func(), error) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, TLS: tlsConf})
 	if err != nil {
 		return nil, nil, fmt.Errorf("--etcd %v: %w", endpoints, err)
 	}
