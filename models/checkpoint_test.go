@@ -186,3 +186,18 @@ func TestBadImages(t *testing.T) {
 		}
 	}
 }
+
+// TestDownsample2x2 pins the neighbour order of VILA-1.5's DownSampleBlock:
+// PyTorch's flat_square on a 4×4 grid of scalars 0..15 gives
+// [[0 1 4 5] [2 3 6 7] [8 9 12 13] [10 11 14 15]] (computed with torch 1.13).
+func TestDownsample2x2(t *testing.T) {
+	x := kernels.Zeros(1, 16, 1)
+	for i := range x.Data {
+		x.Data[i] = float32(i)
+	}
+	got := downsample2x2(nil, x, 4, 4)
+	want := []float32{0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15}
+	if !reflect.DeepEqual(got.Shape, []int{1, 4, 4}) || !reflect.DeepEqual(got.Data, want) {
+		t.Errorf("downsample2x2(0..15 on 4×4) = %v %v, want [1 4 4] %v", got.Shape, got.Data, want)
+	}
+}
