@@ -28,6 +28,11 @@ type ReaderOptions struct {
 	SkipImageCheck bool
 }
 
+// goAlloc is the allocator of decoded batches. It must be the Go allocator
+// (whose Free is a no-op, leaving memory to the garbage collector): decoded
+// samples keep referencing the batch buffers after the record is released.
+var goAlloc = memory.NewGoAllocator()
+
 // Loc addresses one sample: a shard of a dataset and a row in it.
 type Loc struct {
 	Shard int
@@ -47,10 +52,12 @@ type Reader struct {
 	mu       sync.Mutex
 	cache    *lru[batchKey, []Sample] // guarded by mu
 	inflight map[batchKey]*fetch      // guarded by mu
-	footers  map[int][]byte           // shard -> footer bytes; guarded by mu
+	footers  map[int]*footerFetch     // guarded by mu
+	queue    []queued                 // prefetches not started, FIFO; guarded by mu
+	queuedK  map[batchKey]bool        // keys in queue; guarded by mu
+	workers  int                      // prefetch workers running; guarded by mu
 
-	sem chan struct{} // prefetch concurrency
-	wg  sync.WaitGroup
+	wg sync.WaitGroup
 
 	statsMu sync.Mutex
 	gets    int64
@@ -63,6 +70,17 @@ type fetch struct {
 	done    chan struct{}
 	samples []Sample
 	err     error
+}
+
+type footerFetch struct {
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+type queued struct {
+	ctx context.Context
+	k   batchKey
 }
 
 // OpenReader reads and checks the index of the dataset under prefix.
@@ -97,7 +115,7 @@ func NewReader(store ObjectStore, prefix string, ix *Index, opts ReaderOptions) 
 	}
 	return &Reader{store: store, prefix: prefix, index: ix, opts: opts,
 		cache: newLRU[batchKey, []Sample](opts.CacheBytes), inflight: map[batchKey]*fetch{},
-		footers: map[int][]byte{}, sem: make(chan struct{}, opts.Fetchers)}
+		footers: map[int]*footerFetch{}, queuedK: map[batchKey]bool{}}
 }
 
 // Index returns the dataset's index.
@@ -120,7 +138,8 @@ func (r *Reader) objectName(shard int) string {
 	return JoinKey(r.prefix, r.index.Shards[shard].Key)
 }
 
-// Get returns the sample at (shard, row).
+// Get returns the sample at (shard, row). The sample's byte slices (image
+// data) share memory with the reader's cache: read them, do not modify them.
 func (r *Reader) Get(ctx context.Context, shard int, row int64) (Sample, error) {
 	if shard < 0 || shard >= len(r.index.Shards) {
 		return Sample{}, fmt.Errorf("dataset %s: shard %d out of range [0, %d)", r.prefix, shard, len(r.index.Shards))
@@ -130,15 +149,17 @@ func (r *Reader) Get(ctx context.Context, shard int, row int64) (Sample, error) 
 	if !ok {
 		return Sample{}, fmt.Errorf("object %s: row %d out of range [0, %d)", r.objectName(shard), row, si.Rows)
 	}
-	samples, err := r.batch(ctx, batchKey{shard, b}, false)
+	samples, err := r.batch(ctx, batchKey{shard, b})
 	if err != nil {
 		return Sample{}, err
 	}
 	return samples[in], nil
 }
 
-// prefetch starts fetching the batch holding loc in the background, unless
-// it is cached or already being fetched.
+// prefetch queues the batch holding loc for fetching in the background,
+// unless it is cached, being fetched or queued. Up to Fetchers workers take
+// queued batches in FIFO order, so batches arrive in the order the stream
+// needs them.
 func (r *Reader) prefetch(ctx context.Context, loc Loc) {
 	if loc.Shard < 0 || loc.Shard >= len(r.index.Shards) {
 		return
@@ -149,22 +170,41 @@ func (r *Reader) prefetch(ctx context.Context, loc Loc) {
 	}
 	k := batchKey{loc.Shard, b}
 	r.mu.Lock()
-	_, cached := r.cache.get(k)
-	_, flying := r.inflight[k]
-	r.mu.Unlock()
-	if cached || flying {
+	defer r.mu.Unlock()
+	if _, cached := r.cache.get(k); cached || r.inflight[k] != nil || r.queuedK[k] {
 		return
 	}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		_, _ = r.batch(ctx, k, true)
-	}()
+	r.queue = append(r.queue, queued{ctx, k})
+	r.queuedK[k] = true
+	if r.workers < r.opts.Fetchers {
+		r.workers++
+		r.wg.Add(1)
+		go r.worker()
+	}
+}
+
+func (r *Reader) worker() {
+	defer r.wg.Done()
+	for {
+		r.mu.Lock()
+		if len(r.queue) == 0 {
+			r.workers--
+			r.mu.Unlock()
+			return
+		}
+		q := r.queue[0]
+		r.queue = r.queue[1:]
+		delete(r.queuedK, q.k)
+		r.mu.Unlock()
+		if q.ctx.Err() == nil {
+			_, _ = r.batch(q.ctx, q.k)
+		}
+	}
 }
 
 // batch returns the decoded samples of one batch, fetching it (once, even
 // when asked concurrently) if it is not cached.
-func (r *Reader) batch(ctx context.Context, k batchKey, background bool) ([]Sample, error) {
+func (r *Reader) batch(ctx context.Context, k batchKey) ([]Sample, error) {
 	r.mu.Lock()
 	if s, ok := r.cache.get(k); ok {
 		r.mu.Unlock()
@@ -183,19 +223,7 @@ func (r *Reader) batch(ctx context.Context, k batchKey, background bool) ([]Samp
 	r.inflight[k] = f
 	r.mu.Unlock()
 
-	if background {
-		select {
-		case r.sem <- struct{}{}:
-		case <-ctx.Done():
-			f.err = ctx.Err()
-		}
-	}
-	if f.err == nil {
-		f.samples, f.err = r.load(ctx, k)
-		if background {
-			<-r.sem
-		}
-	}
+	f.samples, f.err = r.load(ctx, k)
 	r.mu.Lock()
 	delete(r.inflight, k)
 	if f.err == nil {
@@ -251,7 +279,7 @@ func (r *Reader) decodeBatch(k batchKey, footer, data []byte, checkImgs bool) ([
 	obj := r.objectName(k.shard)
 	first := si.firstRow(k.batch)
 	ra := &rangeReaderAt{obj: obj, size: si.Size, parts: []part{{si.FooterOffset, footer}, {bi.Offset, data}}}
-	fr, err := ipc.NewFileReader(ra, ipc.WithFooterOffset(si.Size), ipc.WithAllocator(memory.DefaultAllocator))
+	fr, err := ipc.NewFileReader(ra, ipc.WithFooterOffset(si.Size), ipc.WithAllocator(goAlloc))
 	if err != nil {
 		return nil, fmt.Errorf("object %s: footer: %w", obj, err)
 	}
@@ -292,15 +320,36 @@ func (r *Reader) count(n int64) {
 	r.statsMu.Unlock()
 }
 
-// footer returns (fetching once) the footer bytes of a shard: one range GET
-// from the end of the last batch to the end of the file.
+// footer returns (fetching once, even when asked concurrently) the footer
+// bytes of a shard: one range GET from the end of the last batch to the end
+// of the file. A failed fetch is not cached.
 func (r *Reader) footer(ctx context.Context, shard int) ([]byte, error) {
 	r.mu.Lock()
 	f, ok := r.footers[shard]
+	if !ok {
+		f = &footerFetch{done: make(chan struct{})}
+		r.footers[shard] = f
+	}
 	r.mu.Unlock()
 	if ok {
-		return f, nil
+		select {
+		case <-f.done:
+			return f.data, f.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
+	f.data, f.err = r.fetchFooter(ctx, shard)
+	if f.err != nil {
+		r.mu.Lock()
+		delete(r.footers, shard)
+		r.mu.Unlock()
+	}
+	close(f.done)
+	return f.data, f.err
+}
+
+func (r *Reader) fetchFooter(ctx context.Context, shard int) ([]byte, error) {
 	si := &r.index.Shards[shard]
 	obj := r.objectName(shard)
 	data, err := r.store.GetRange(ctx, obj, si.FooterOffset, si.Size-si.FooterOffset)
@@ -311,9 +360,6 @@ func (r *Reader) footer(ctx context.Context, shard int) ([]byte, error) {
 	if len(data) < 10 || !bytes.Equal(data[len(data)-6:], []byte("ARROW1")) {
 		return nil, fmt.Errorf("object %s: no Arrow file footer at [%d, %d) (truncated or not an Arrow IPC file)", obj, si.FooterOffset, si.Size)
 	}
-	r.mu.Lock()
-	r.footers[shard] = data
-	r.mu.Unlock()
 	return data, nil
 }
 

@@ -310,7 +310,7 @@ func decodeImage(a *array.Struct, i int) *Image {
 		Format: a.Field(0).(*array.String).Value(i),
 		Width:  int(a.Field(1).(*array.Int32).Value(i)),
 		Height: int(a.Field(2).(*array.Int32).Value(i)),
-		Data:   append([]byte(nil), data...),
+		Data:   data[:len(data):len(data)], // references the batch buffer (see goAlloc)
 	}
 }
 

@@ -41,12 +41,23 @@ var Colours = []Colour{
 var Shapes = []string{"circle", "square", "triangle"}
 
 // Scene describes one picture: a shape of a colour on a background colour,
-// centred at (CX, CY) with radius R, in a Size x Size image.
+// centred at (CX, CY) with radius R, in a Size x Size image. Noise > 0 adds
+// a deterministic per-pixel jitter of up to ±Noise to every channel, which
+// makes the PNG about as large as a photograph of the same size.
 type Scene struct {
 	Shape     string
 	Fg, Bg    Colour
 	Size      int
 	CX, CY, R int
+	Noise     uint8
+	NoiseSeed uint64
+}
+
+// Options shape generated images. The zero value gives 32-64 px images
+// without noise.
+type Options struct {
+	MinSide, MaxSide int   // image side range in pixels (default 32-64)
+	Noise            uint8 // per-pixel jitter, see Scene.Noise
 }
 
 // Caption describes the scene in words.
@@ -55,26 +66,46 @@ func (s Scene) Caption() string {
 }
 
 // RandomScene draws a scene from r: image side 32-64 px, distinct colours.
-func RandomScene(r *rand.Rand) Scene {
+func RandomScene(r *rand.Rand) Scene { return randomScene(r, Options{}) }
+
+func randomScene(r *rand.Rand, o Options) Scene {
+	lo, hi := o.MinSide, o.MaxSide
+	if lo <= 0 {
+		lo = 32
+	}
+	if hi < lo {
+		hi = max(lo, 64)
+	}
 	fg := r.IntN(len(Colours))
 	bg := r.IntN(len(Colours) - 1)
 	if bg >= fg {
 		bg++
 	}
-	size := 32 + r.IntN(33)
+	size := lo + r.IntN(hi-lo+1)
 	rad := size/5 + r.IntN(size/5)
 	return Scene{Shape: Shapes[r.IntN(len(Shapes))], Fg: Colours[fg], Bg: Colours[bg], Size: size,
-		CX: rad + r.IntN(size-2*rad), CY: rad + r.IntN(size-2*rad), R: rad}
+		CX: rad + r.IntN(size-2*rad), CY: rad + r.IntN(size-2*rad), R: rad, Noise: o.Noise, NoiseSeed: r.Uint64()}
 }
 
 // Render draws the scene.
 func (s Scene) Render() *image.RGBA {
 	img := image.NewRGBA(image.Rect(0, 0, s.Size, s.Size))
+	var nr *rand.Rand
+	if s.Noise > 0 {
+		nr = rand.New(rand.NewPCG(s.NoiseSeed, 7))
+	}
+	jitter := func(v uint8) uint8 {
+		d := int(v) + nr.IntN(2*int(s.Noise)+1) - int(s.Noise)
+		return uint8(min(max(d, 0), 255))
+	}
 	for y := 0; y < s.Size; y++ {
 		for x := 0; x < s.Size; x++ {
 			c := s.Bg.RGB
 			if s.inside(x, y) {
 				c = s.Fg.RGB
+			}
+			if nr != nil {
+				c = color.RGBA{jitter(c.R), jitter(c.G), jitter(c.B), 255}
 			}
 			img.SetRGBA(x, y, c)
 		}
@@ -128,7 +159,13 @@ func rng(seed uint64, i int) *rand.Rand {
 
 // Sample returns sample i of a synthetic dataset of kind under seed.
 func Sample(kind shard.Kind, seed uint64, i int) shard.Sample {
+	return SampleWith(kind, seed, i, Options{})
+}
+
+// SampleWith is Sample with image options.
+func SampleWith(kind shard.Kind, seed uint64, i int, o Options) shard.Sample {
 	r := rng(seed, i)
+	RandomScene := func(r *rand.Rand) Scene { return randomScene(r, o) }
 	id := fmt.Sprintf("%s-%08d", kind, i)
 	switch kind {
 	case shard.KindImageText:
@@ -188,13 +225,18 @@ func Sample(kind shard.Kind, seed uint64, i int) shard.Sample {
 // Write generates n samples of kind under seed and writes them as a dataset
 // under prefix, through the same Writer as ingest.
 func Write(ctx context.Context, store shard.ObjectStore, prefix string, kind shard.Kind, n int, seed uint64, opts shard.WriterOptions) (*shard.Index, error) {
+	return WriteWith(ctx, store, prefix, kind, n, seed, Options{}, opts)
+}
+
+// WriteWith is Write with image options.
+func WriteWith(ctx context.Context, store shard.ObjectStore, prefix string, kind shard.Kind, n int, seed uint64, o Options, opts shard.WriterOptions) (*shard.Index, error) {
 	opts.Kind = kind
 	w, err := shard.NewWriter(ctx, store, prefix, opts)
 	if err != nil {
 		return nil, err
 	}
 	for i := 0; i < n; i++ {
-		if err := w.Add(Sample(kind, seed, i)); err != nil {
+		if err := w.Add(SampleWith(kind, seed, i, o)); err != nil {
 			w.Abort()
 			return nil, err
 		}

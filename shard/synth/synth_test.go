@@ -72,3 +72,13 @@ func TestCaptionMatchesPixels(t *testing.T) {
 		}
 	}
 }
+
+func TestNoisyImagesAreLargeAndDecode(t *testing.T) {
+	s := synth.SampleWith(shard.KindImageText, 1, 0, synth.Options{MinSide: 128, MaxSide: 128, Noise: 24})
+	if s.Image.Width != 128 || len(s.Image.Data) < 20000 {
+		t.Fatalf("noisy 128px image: %dx%d, %d bytes; want 128 px and > 20 KB", s.Image.Width, s.Image.Height, len(s.Image.Data))
+	}
+	if _, err := png.Decode(bytes.NewReader(s.Image.Data)); err != nil {
+		t.Fatal(err)
+	}
+}
