@@ -360,3 +360,28 @@ func (s *memSink) reader() *nopCloser {
 type nopCloser struct{ *strings.Reader }
 
 func (nopCloser) Close() error { return nil }
+
+// Five voters tolerate two failures: with the leader and one follower gone
+// the other three elect a leader and keep every committed entry.
+func TestFiveNodesLoseTwo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("five nodes; -short")
+	}
+	c := consensustest.StartCluster(t, 5, nil)
+	want := applyN(t, c, "five", 20)
+	l := converge(t, c)
+	if err := c.Stop(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Stop((l + 1) % 5); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Leader(5 * time.Second); err != nil {
+		t.Fatalf("no leader among the 3 remaining voters within 5 s: %v", err)
+	}
+	for k, v := range applyN(t, c, "three", 10) {
+		want[k] = v
+	}
+	converge(t, c)
+	checkState(t, c, want)
+}
