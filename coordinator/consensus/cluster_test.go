@@ -1,6 +1,7 @@
 package consensus_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -384,4 +385,34 @@ func TestFiveNodesLoseTwo(t *testing.T) {
 	}
 	converge(t, c)
 	checkState(t, c, want)
+}
+
+func TestApplyContext(t *testing.T) {
+	c := consensustest.StartCluster(t, 3, nil)
+	l := converge(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if _, err := c.Nodes[l].ApplyContext(ctx, consensustest.Set("a", "1")); err != nil {
+		t.Fatalf("ApplyContext on the leader: %v", err)
+	}
+	resp, err := c.Nodes[l].ApplyContext(ctx, consensustest.Set("a", "2"))
+	if err != nil || resp != "1" {
+		t.Fatalf("ApplyContext(set a 2) = %v, %v; want previous value 1", resp, err)
+	}
+	if _, err := c.Nodes[(l+1)%3].ApplyContext(ctx, consensustest.Set("a", "3")); !errors.Is(err, raft.ErrNotLeader) {
+		t.Fatalf("ApplyContext on a follower = %v, want ErrNotLeader", err)
+	}
+	done, cancelDone := context.WithCancel(context.Background())
+	cancelDone()
+	if _, err := c.Nodes[l].ApplyContext(done, consensustest.Set("a", "4")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ApplyContext(cancelled ctx) = %v, want context.Canceled", err)
+	}
+	// With a majority gone nothing commits, and the context bounds the wait.
+	c.Stop((l + 1) % 3)
+	c.Stop((l + 2) % 3)
+	short, cancelShort := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelShort()
+	if _, err := c.Nodes[l].ApplyContext(short, consensustest.Set("a", "5")); err == nil {
+		t.Fatal("ApplyContext without a quorum succeeded")
+	}
 }

@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -235,6 +236,33 @@ func (n *Node) Apply(cmd []byte, timeout time.Duration) (any, error) {
 		return nil, err
 	}
 	return f.Response(), nil
+}
+
+// ApplyContext is Apply with the whole wait (enqueue and commit) bounded
+// by ctx. When ctx ends first it returns ctx.Err(), and, as with
+// raft.ErrLeadershipLost, the entry may still commit later.
+func (n *Node) ApplyContext(ctx context.Context, cmd []byte) (any, error) {
+	timeout := time.Duration(0)
+	if d, ok := ctx.Deadline(); ok {
+		if timeout = time.Until(d); timeout <= 0 {
+			return nil, context.DeadlineExceeded
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f := n.raft.Apply(cmd, timeout)
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, err
+		}
+		return f.Response(), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // Barrier returns once every entry committed before it has been applied to
