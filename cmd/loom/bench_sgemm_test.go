@@ -60,6 +60,8 @@ func TestBenchSgemmFlagErrors(t *testing.T) {
 		{[]string{"--n", "0"}, "must be positive"},
 		{[]string{"--threads", "-1"}, "--threads -1"},
 		{[]string{"--rounds", "0"}, "--rounds 0"},
+		{[]string{"--clock", "cpu", "--threads", "2"}, "--clock cpu needs --threads 1"},
+		{[]string{"--clock", "tsc"}, `--clock "tsc"`},
 	} {
 		_, err := runBenchSgemm(t, append(tc.args, "--baseline=false")...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -83,7 +85,7 @@ func TestBenchSgemmBaseline(t *testing.T) {
 		t.Errorf("with no Python got baseline_gflops=%v baseline=%q, want null and \"unavailable: ...\"", r.BaselineGFLOPS, r.Baseline)
 	}
 
-	out, err = runBenchSgemm(t, "--n", "32", "--rounds", "2", "--budget", "1ms", "--json")
+	out, err = runBenchSgemm(t, "--n", "32", "--rounds", "2", "--budget", "1ms", "--clock", "cpu", "--json")
 	if err != nil {
 		t.Fatalf("loom bench sgemm --n 32: %v", err)
 	}
@@ -93,7 +95,7 @@ func TestBenchSgemmBaseline(t *testing.T) {
 	if r.BaselineGFLOPS == nil {
 		t.Skipf("OpenBLAS baseline not available here: %s", r.Baseline)
 	}
-	if !(*r.BaselineGFLOPS > 0) || r.Ratio == nil || !strings.Contains(r.Baseline, "OpenBLAS") {
-		t.Errorf("got baseline_gflops=%v ratio=%v baseline=%q, want a positive OpenBLAS rate and a ratio", *r.BaselineGFLOPS, r.Ratio, r.Baseline)
+	if !(*r.BaselineGFLOPS > 0) || r.Ratio == nil || !strings.Contains(r.Baseline, "OpenBLAS") || r.Clock != "cpu" {
+		t.Errorf("--clock cpu got baseline_gflops=%v ratio=%v baseline=%q clock=%q, want a positive OpenBLAS rate, a ratio and clock cpu", *r.BaselineGFLOPS, r.Ratio, r.Baseline, r.Clock)
 	}
 }
