@@ -28,9 +28,9 @@ func TestRoundTripEveryKind(t *testing.T) {
 	for _, kind := range shard.Kinds {
 		t.Run(string(kind), func(t *testing.T) {
 			store := shard.NewMemStore()
-			ix := writeSynth(t, store, "ds", kind, 60, shard.WriterOptions{BatchBytes: 1 << 10, ShardBytes: 4 << 10})
-			if ix.Rows != 60 || len(ix.Shards) < 2 {
-				t.Fatalf("index: %d rows in %d shards, want 60 rows in >= 2 shards", ix.Rows, len(ix.Shards))
+			ix := writeSynth(t, store, "ds", kind, 30, shard.WriterOptions{BatchBytes: 1 << 10, ShardBytes: 3 << 10})
+			if ix.Rows != 30 || len(ix.Shards) < 2 {
+				t.Fatalf("index: %d rows in %d shards, want 30 rows in >= 2 shards", ix.Rows, len(ix.Shards))
 			}
 			r, err := shard.OpenReader(ctx, store, "ds", shard.ReaderOptions{})
 			if err != nil {
@@ -298,14 +298,14 @@ func TestWriterRejectsBadSamples(t *testing.T) {
 
 func TestShardSizes(t *testing.T) {
 	store := shard.NewMemStore()
-	ix := writeSynth(t, store, "ds", shard.KindImageText, 400, shard.WriterOptions{BatchBytes: 20 << 10, ShardBytes: 100 << 10})
+	ix := writeSynth(t, store, "ds", shard.KindImageText, 250, shard.WriterOptions{BatchBytes: 12 << 10, ShardBytes: 50 << 10})
 	for i, s := range ix.Shards {
-		if i < len(ix.Shards)-1 && (s.Size < 60<<10 || s.Size > 150<<10) {
-			t.Errorf("shard %d: %d bytes, want about 100 KiB", i, s.Size)
+		if i < len(ix.Shards)-1 && (s.Size < 30<<10 || s.Size > 75<<10) {
+			t.Errorf("shard %d: %d bytes, want about 50 KiB", i, s.Size)
 		}
 		for j, b := range s.Batches {
-			if j < len(s.Batches)-1 && (b.Length < 16<<10 || b.Length > 40<<10) {
-				t.Errorf("shard %d batch %d: %d bytes, want about 20 KiB", i, j, b.Length)
+			if j < len(s.Batches)-1 && (b.Length < 10<<10 || b.Length > 24<<10) {
+				t.Errorf("shard %d batch %d: %d bytes, want about 12 KiB", i, j, b.Length)
 			}
 		}
 	}
