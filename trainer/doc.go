@@ -1,0 +1,57 @@
+// Package trainer turns one stage of a manifest into optimizer steps: it
+// builds the stage's model (models/), reads this rank's slice of every
+// global batch (shard/), runs forward and backward with gradient
+// accumulation over micro-batches, all-reduces the gradients in buckets
+// (collective/), clips them by their global norm and applies AdamW with a
+// learning-rate schedule; it writes checkpoints (sharded safetensors plus a
+// JSON manifest with checksums) to an object store, asynchronously, and
+// makes them visible only through a Committer; it evaluates (retrieval
+// accuracy, caption loss and exact match).
+//
+// # Usage (what the worker does for one assignment)
+//
+//	run, err := trainer.NewRun(ctx, trainer.Job{
+//		Manifest: m, Stage: a.Stage, Rank: a.Rank, World: a.World,
+//		Generation: a.Generation, Comm: comm, Store: ckptStore,
+//		CheckpointPrefix: "ckpt/" + m.Name, Committer: coordinatorCommitter,
+//	}, restore) // restore: the last committed checkpoint, or nil
+//	defer run.Close()
+//	for !run.Done() {
+//		p, err := run.Step(ctx) // one optimizer step; p: loss per term, tokens/s, ...
+//		if run.State().Step%interval == 0 {
+//			results, err := run.Checkpoint(ctx) // returns once the state is copied
+//			go func() { r := <-results; report(r) }()
+//		}
+//	}
+//	res, err := run.Checkpoint(ctx) // the stage's final checkpoint
+//
+// # Recipes
+//
+// A Recipe (blip2.go, qwenvl.go, vila.go, lwm.go; one file per family, every
+// stage citing ../shared/research/recipes.md) says, per stage: the model and
+// its size mapping, which modules train (Trainable patterns; the rest is
+// frozen), which modules are dropped, the sample kinds the stage reads and
+// how they become token rows (captions, interleaved documents, assistant-only
+// conversations, VQ-tokenised images and videos with masked packing), the
+// resolution, context length and RoPE θ, the losses with their weights, the
+// optimizer hyperparameters, and which stage initialises it. The manifest's
+// defaults and per-stage overrides (api.Hyperparameters) are applied on top
+// of the recipe's values.
+//
+// # Determinism and data parallelism
+//
+// Global batch k is the samples at positions [k·B, (k+1)·B) of the stage's
+// mixture stream (shard.MixedSampler), whatever the world size; rank r takes
+// shard.RankSlice(B, r, W) of it and cuts it into micro-batches. Each
+// micro-batch's loss is scaled by its share of the global normaliser
+// (trained tokens, or samples for losses that are per-sample means), so the
+// sum of the ranks' gradients is the gradient of the global batch's loss:
+// N ranks with global batch B produce the weights one rank produces with B,
+// up to float32 summation order. Every random choice (ITM negatives,
+// dropout, augmentation) is a pure function of (seed, step, sample position).
+//
+// A checkpoint stores the weights, the AdamW moments and step count, the
+// samples consumed and the seed; a run restored from it continues exactly
+// as the uninterrupted run would, at any world size that divides the global
+// batch.
+package trainer
