@@ -70,6 +70,12 @@ type AllReduceRow struct {
 	AlgBW     float64 `json:"algbw_gbps"` // Bytes / time, GB/s (1e9)
 	BusBW     float64 `json:"busbw_gbps"` // algbw · 2(n−1)/n
 	VsTCP     float64 `json:"busbw_vs_tcp,omitempty"`
+	// CPUPerGB is the process CPU time (all ranks, user+system) per GB of
+	// buffer all-reduced, over the timed iterations: what the transport
+	// costs when cores, not wall time, are the scarce thing.
+	CPUPerGB float64 `json:"cpu_s_per_gb"`
+	// CPUVsTCP is CPUPerGB / the TCP ring's (lower is better).
+	CPUVsTCP float64 `json:"cpu_vs_tcp,omitempty"`
 }
 
 // P2PRow is the point-to-point rate of one transport from rank 0 to rank 1
@@ -167,10 +173,14 @@ func AllReduce(ctx context.Context, o AllReduceOptions, progress io.Writer) (*Al
 				bufs[r][j] = float32(r + 1)
 			}
 		}
-		var tcpBus float64
+		var tcpBus, tcpCPU float64
 		for _, kind := range o.Transports {
 			times := make([]time.Duration, 0, o.Iters)
+			var cpu0 time.Duration
 			for it := range o.Warmup + o.Iters {
+				if it == o.Warmup {
+					cpu0 = processCPU()
+				}
 				d, err := timeAllReduce(ctx, rings[kind], bufs)
 				if err != nil {
 					return nil, fmt.Errorf("collbench: %s all-reduce of %d bytes: %w", kind, size, err)
@@ -179,17 +189,22 @@ func AllReduce(ctx context.Context, o AllReduceOptions, progress io.Writer) (*Al
 					times = append(times, d)
 				}
 			}
+			cpu := processCPU() - cpu0
 			slices.Sort(times)
 			med := times[len(times)/2]
 			row := AllReduceRow{Transport: kind, World: o.World, Bytes: size, Count: int64(n),
 				TimeUS: us(med), MinUS: us(times[0]), MaxUS: us(times[len(times)-1])}
 			row.AlgBW = float64(size) / med.Seconds() / 1e9
 			row.BusBW = row.AlgBW * 2 * float64(o.World-1) / float64(o.World)
+			row.CPUPerGB = cpu.Seconds() / (float64(o.Iters) * float64(size) / 1e9)
 			if kind == TCP {
-				tcpBus = row.BusBW
+				tcpBus, tcpCPU = row.BusBW, row.CPUPerGB
 			}
 			if tcpBus > 0 {
 				row.VsTCP = row.BusBW / tcpBus
+			}
+			if tcpCPU > 0 {
+				row.CPUVsTCP = row.CPUPerGB / tcpCPU
 			}
 			res.Rows = append(res.Rows, row)
 			if progress != nil {
@@ -295,9 +310,9 @@ func p2p(ctx context.Context, kind string, channels int, total int64, msg int) (
 func WriteAllReduceTable(w io.Writer, res *AllReduceResult) {
 	fmt.Fprintf(w, "# all-reduce (mean, float32), %d ranks on loopback, %d channels, slice %d B\n", res.Options.World, res.Options.Channels, res.Options.SliceBytes)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "transport\tsize(B)\tcount\ttime(us)\tmin(us)\talgbw(GB/s)\tbusbw(GB/s)\tbusbw/tcp\t")
+	fmt.Fprintln(tw, "transport\tsize(B)\tcount\ttime(us)\tmin(us)\talgbw(GB/s)\tbusbw(GB/s)\tbusbw/tcp\tCPU s/GB\tCPU/tcp\t")
 	for _, r := range res.Rows {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.3f\t%.3f\t%.2f\t\n", r.Transport, r.Bytes, r.Count, r.TimeUS, r.MinUS, r.AlgBW, r.BusBW, r.VsTCP)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.3f\t%.3f\t%.2f\t%.2f\t%.2f\t\n", r.Transport, r.Bytes, r.Count, r.TimeUS, r.MinUS, r.AlgBW, r.BusBW, r.VsTCP, r.CPUPerGB, r.CPUVsTCP)
 	}
 	tw.Flush()
 	if len(res.P2P) > 0 {
