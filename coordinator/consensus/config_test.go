@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -28,6 +29,7 @@ func TestAdvertiseFor(t *testing.T) {
 		{bound, "0.0.0.0:7000", "", "wildcard"},
 		{bound, "host:port", "", "bad port"},
 		{bound, "host:70000", "", "bad port"},
+		{bound, "host:+070", "host:70", ""},
 	}
 	for _, tc := range tests {
 		got, err := advertiseFor(tc.bound, tc.advertise)
@@ -107,4 +109,27 @@ func TestOpenRejectsBadConfig(t *testing.T) {
 			t.Errorf("Open(%+v) error = %v, want one containing %q", tc.cfg, err, tc.wantErr)
 		}
 	}
+}
+
+func FuzzAdvertiseFor(f *testing.F) {
+	for _, s := range []string{"", "coord-0.coord.loom.svc:7000", "localhost:0", "[::1]:7000", "0.0.0.0:1", ":7000", "host", "host:99999", "[::]:0"} {
+		f.Add(s)
+	}
+	bound := &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 7001}
+	f.Fuzz(func(t *testing.T, advertise string) {
+		got, err := advertiseFor(bound, advertise)
+		if err != nil {
+			return
+		}
+		host, port, err := net.SplitHostPort(got)
+		if err != nil || host == "" {
+			t.Fatalf("advertiseFor(%q) = %q, not host:port (%v)", advertise, got, err)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 || strconv.Itoa(p) != port {
+			t.Fatalf("advertiseFor(%q) = %q, port %q not dialable", advertise, got, port)
+		}
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			t.Fatalf("advertiseFor(%q) = %q, a wildcard", advertise, got)
+		}
+	})
 }

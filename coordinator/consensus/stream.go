@@ -164,7 +164,8 @@ func advertiseFor(bound *net.TCPAddr, advertise string) (string, error) {
 		return "", fmt.Errorf("consensus: AdvertiseAddr %q: bad port %q", advertise, port)
 	}
 	if p == 0 {
-		port = strconv.Itoa(bound.Port)
+		p = bound.Port
 	}
+	port = strconv.Itoa(p) // normalised: "+70" and "070" become "70"
 	return net.JoinHostPort(host, port), nil
 }
