@@ -66,7 +66,8 @@ type fakeEntry struct {
 var _ Registry = (*Fake)(nil)
 
 // NewFake returns an empty Fake reading time from clock (a *ManualClock in
-// tests); nil means the wall clock.
+// tests); nil means the wall clock. Either way leases expire only when
+// Expire is called: after advancing a ManualClock, or periodically.
 func NewFake(clock Clock) *Fake {
 	if clock == nil {
 		clock = wallClock{}
