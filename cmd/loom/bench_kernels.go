@@ -97,9 +97,10 @@ func newBenchStepCmd() *cobra.Command {
 		Long: `Builds a GPT-style pre-norm transformer from the kernels ops (learned
 positions, LayerNorm, causal blockwise attention, GELU MLP, untied LM head,
 cross-entropy) and times one training step: zero grads, forward, backward,
-AdamW. The same model runs in PyTorch as a child process (--python, with
-OPENBLAS_CORETYPE=SkylakeX and the same thread count), alternating with Loom;
-the best step of each counts. The ratio is Loom's time over PyTorch's (target
+AdamW. The same model runs in PyTorch in a child process (--python, with
+OPENBLAS_CORETYPE=SkylakeX and the same thread count) that steps on request,
+so the two alternate step by step and see the same machine load; the best
+step of each counts. The ratio is Loom's time over PyTorch's (target
 ≤ 1). Without a Python interpreter with torch, use --no-torch.
 
 Example:
@@ -140,7 +141,7 @@ Example:
 	f.IntVar(&cfg.Batch, "batch", 8, "sequences per step")
 	f.IntVar(&cfg.Vocab, "vocab", 1024, "vocabulary size")
 	f.IntVar(&cfg.Threads, "threads", 1, "goroutines per op and torch threads (0 = GOMAXPROCS)")
-	f.IntVar(&cfg.Steps, "steps", 4, "timed steps per contender; the best counts")
+	f.IntVar(&cfg.Steps, "steps", 6, "timed steps per contender, alternating Loom and PyTorch step by step; the best counts")
 	f.StringVar(&cfg.Python, "python", "/usr/bin/python3", "interpreter with torch for the baseline")
 	f.BoolVar(&noTorch, "no-torch", false, "skip the PyTorch baseline")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")

@@ -2,6 +2,7 @@ package kbench
 
 import (
 	"math"
+	"os/exec"
 	"testing"
 
 	"github.com/loomtrain/loom/kernels"
@@ -62,5 +63,27 @@ func TestBenchStepNoTorch(t *testing.T) {
 	}
 	if _, err := BenchStep(StepConfig{Layers: 1, Dim: 10, Heads: 3, Seq: 8, Batch: 1, Vocab: 20}); err == nil {
 		t.Error("BenchStep(dim 10, heads 3): no error")
+	}
+}
+
+// TestBenchStepTorch runs the PyTorch side on a tiny model when Debian's
+// torch is installed (CI does not need it: the test skips).
+func TestBenchStepTorch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Python process")
+	}
+	if err := exec.Command("/usr/bin/python3", "-c", "import torch").Run(); err != nil {
+		t.Skipf("no /usr/bin/python3 with torch: %v", err)
+	}
+	cfg := StepConfig{Layers: 1, Dim: 16, Heads: 2, Seq: 8, Batch: 2, Vocab: 20, Steps: 2, Threads: 1, Python: "/usr/bin/python3"}
+	r, err := BenchStep(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.TorchParams != r.Params {
+		t.Errorf("PyTorch model has %d parameters, Loom's %d: not the same model", r.TorchParams, r.Params)
+	}
+	if !(r.TorchSeconds > 0) || !(r.Ratio > 0) {
+		t.Errorf("BenchStep with PyTorch: %+v", r)
 	}
 }

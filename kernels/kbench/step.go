@@ -1,10 +1,12 @@
 package kbench
 
 import (
+	"bufio"
 	"bytes"
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -22,10 +24,15 @@ var torchStepScript string
 // (learned positions, LayerNorm, causal attention, GELU MLP of 4·Dim, an
 // untied LM head), one AdamW training step on random tokens.
 type StepConfig struct {
-	Layers, Dim, Heads, Seq, Batch, Vocab int
-	Threads                               int    // goroutines per op, and torch.set_num_threads; 0 = GOMAXPROCS
-	Steps                                 int    // timed steps per contender (after one warm-up); the best counts
-	Python                                string // the interpreter for the PyTorch baseline; "" skips it
+	Layers  int    `json:"layers"`
+	Dim     int    `json:"dim"`
+	Heads   int    `json:"heads"`
+	Seq     int    `json:"seq"`
+	Batch   int    `json:"batch"`
+	Vocab   int    `json:"vocab"`
+	Threads int    `json:"threads"` // goroutines per op, and torch.set_num_threads; 0 = GOMAXPROCS
+	Steps   int    `json:"steps"`   // timed steps per contender (after one warm-up each), alternating; the best counts
+	Python  string `json:"python"`  // the interpreter for the PyTorch baseline; "" skips it
 }
 
 // StepResult is the outcome of BenchStep.
@@ -157,24 +164,30 @@ func BenchStep(cfg StepConfig) (StepResult, error) {
 		return time.Since(t0).Seconds()
 	}
 	step() // warm up
-	rounds := 1
+	var torch *torchProc
 	if cfg.Python != "" {
-		rounds = 2 // alternate: loom, torch, loom, torch
-	}
-	for r := 0; r < rounds; r++ {
-		for i := 0; i < (cfg.Steps+rounds-1)/rounds; i++ {
-			res.LoomSeconds = math.Min(res.LoomSeconds, step())
+		var err error
+		if torch, err = startTorch(cfg); err != nil {
+			return res, err
 		}
-		if cfg.Python != "" {
-			tr, err := runTorchStep(cfg, (cfg.Steps+rounds-1)/rounds)
+		defer torch.close()
+		res.TorchParams, res.TorchVersion = torch.params, torch.version
+		if _, err := torch.step(); err != nil { // warm up
+			return res, err
+		}
+	}
+	// Alternate step by step, so that both sides see the same load.
+	for i := 0; i < cfg.Steps; i++ {
+		res.LoomSeconds = math.Min(res.LoomSeconds, step())
+		if torch != nil {
+			t, err := torch.step()
 			if err != nil {
 				return res, err
 			}
-			res.TorchSeconds = math.Min(res.TorchSeconds, tr.Seconds)
-			res.TorchParams, res.TorchVersion = tr.Params, tr.Torch
+			res.TorchSeconds = math.Min(res.TorchSeconds, t)
 		}
 	}
-	if cfg.Python == "" {
+	if torch == nil {
 		res.TorchSeconds = 0
 	} else {
 		res.Ratio = res.LoomSeconds / res.TorchSeconds
@@ -182,26 +195,73 @@ func BenchStep(cfg StepConfig) (StepResult, error) {
 	return res, nil
 }
 
-type torchResult struct {
-	Seconds float64 `json:"seconds"`
-	Params  int     `json:"params"`
-	Torch   string  `json:"torch"`
+// torchProc is the PyTorch baseline running as a child process that
+// performs one training step per "step" line on its stdin.
+type torchProc struct {
+	cmd     *exec.Cmd
+	in      io.WriteCloser
+	out     *bufio.Scanner
+	errb    *bytes.Buffer
+	params  int
+	version string
 }
 
-func runTorchStep(cfg StepConfig, steps int) (torchResult, error) {
+func startTorch(cfg StepConfig) (*torchProc, error) {
 	arg, _ := json.Marshal(map[string]int{"layers": cfg.Layers, "dim": cfg.Dim, "heads": cfg.Heads, "seq": cfg.Seq,
-		"batch": cfg.Batch, "vocab": cfg.Vocab, "steps": steps, "threads": cfg.Threads})
+		"batch": cfg.Batch, "vocab": cfg.Vocab, "threads": cfg.Threads})
 	cmd := exec.Command(cfg.Python, "-c", torchStepScript, string(arg))
 	cmd.Env = append(os.Environ(), "OPENBLAS_CORETYPE=SkylakeX", "OPENBLAS_NUM_THREADS="+strconv.Itoa(cfg.Threads),
 		"OMP_NUM_THREADS="+strconv.Itoa(cfg.Threads))
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return torchResult{}, fmt.Errorf("kbench: PyTorch baseline (%s): %v: %s", cfg.Python, err, bytes.TrimSpace(errb.Bytes()))
+	p := &torchProc{cmd: cmd, errb: &bytes.Buffer{}}
+	cmd.Stderr = p.errb
+	var err error
+	if p.in, err = cmd.StdinPipe(); err != nil {
+		return nil, err
 	}
-	var r torchResult
-	if err := json.Unmarshal(bytes.TrimSpace(out.Bytes()), &r); err != nil {
-		return r, fmt.Errorf("kbench: PyTorch baseline printed %q: %v", out.String(), err)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
 	}
-	return r, nil
+	p.out = bufio.NewScanner(stdout)
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("kbench: PyTorch baseline (%s): %v", cfg.Python, err)
+	}
+	var hello struct {
+		Params int    `json:"params"`
+		Torch  string `json:"torch"`
+	}
+	if err := p.read(&hello); err != nil {
+		p.close()
+		return nil, err
+	}
+	p.params, p.version = hello.Params, hello.Torch
+	return p, nil
+}
+
+func (p *torchProc) read(v any) error {
+	if !p.out.Scan() {
+		_ = p.cmd.Wait()
+		return fmt.Errorf("kbench: PyTorch baseline exited: %s", bytes.TrimSpace(p.errb.Bytes()))
+	}
+	if err := json.Unmarshal(p.out.Bytes(), v); err != nil {
+		return fmt.Errorf("kbench: PyTorch baseline printed %q: %v", p.out.Text(), err)
+	}
+	return nil
+}
+
+func (p *torchProc) step() (float64, error) {
+	if _, err := io.WriteString(p.in, "step\n"); err != nil {
+		return 0, fmt.Errorf("kbench: PyTorch baseline: %v: %s", err, bytes.TrimSpace(p.errb.Bytes()))
+	}
+	var r struct {
+		Seconds float64 `json:"seconds"`
+	}
+	err := p.read(&r)
+	return r.Seconds, err
+}
+
+// close ends the child: closing stdin makes it exit; Wait reaps it.
+func (p *torchProc) close() {
+	_ = p.in.Close()
+	_ = p.cmd.Wait()
 }

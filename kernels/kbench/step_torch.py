@@ -1,7 +1,10 @@
 """The PyTorch side of `loom bench step`: the same pre-norm transformer as
-kbench/step.go, one AdamW training step timed best-of-N. Prints one JSON line.
+kbench/step.go. After building the model it prints one JSON line (params,
+torch version, threads), then for every line "step" read from stdin it runs
+one AdamW training step and prints its time in seconds, so that the Go side
+can alternate Loom and PyTorch step by step. It exits at end of input.
 
-argv[1] is a JSON object: layers, dim, heads, seq, batch, vocab, steps, threads.
+argv[1] is a JSON object: layers, dim, heads, seq, batch, vocab, threads.
 """
 import json
 import math
@@ -55,16 +58,15 @@ model = GPT()
 opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
 ids = torch.randint(0, V, (B, S))
 tgt = torch.randint(0, V, (B, S))
-best, loss = math.inf, None
-for i in range(cfg["steps"] + 1):  # the first step warms up
+params = sum(p.numel() for p in model.parameters())
+print(json.dumps({"params": params, "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+for line in sys.stdin:
+    if line.strip() != "step":
+        break
     t0 = time.perf_counter()
     opt.zero_grad(set_to_none=False)
     loss = model(ids, tgt)
     loss.backward()
     opt.step()
     dt = time.perf_counter() - t0
-    if i > 0:
-        best = min(best, dt)
-params = sum(p.numel() for p in model.parameters())
-print(json.dumps({"seconds": best, "params": params, "loss": loss.item(), "torch": torch.__version__,
-                  "threads": torch.get_num_threads()}))
+    print(json.dumps({"seconds": dt, "loss": loss.item()}), flush=True)
