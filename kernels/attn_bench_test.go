@@ -16,7 +16,7 @@ func benchAttnBufs(s, h, d int) (q, k, v, do, o, lse, delta, dq, dk, dv []float3
 }
 
 func BenchmarkAttnForward1024(b *testing.B) {
-	s, h, d := 2048, 2, 64
+	s, h, d := 4096, 4, 64
 	q, k, v, _, o, lse, _, _, _, _ := benchAttnBufs(s, h, d)
 	b.SetBytes(int64(4 * s * s * h * d)) // "bytes" = FLOPs, so MB/s reads as MFLOP/s
 	for i := 0; i < b.N; i++ {
@@ -25,7 +25,7 @@ func BenchmarkAttnForward1024(b *testing.B) {
 }
 
 func BenchmarkAttnBackward1024(b *testing.B) {
-	s, h, d := 2048, 2, 64
+	s, h, d := 4096, 4, 64
 	q, k, v, do, o, lse, delta, dq, dk, dv := benchAttnBufs(s, h, d)
 	AttnBlockForward(q, k, v, s, s, h, d, 0.125, nil, o, lse)
 	AttnDelta(o, do, s, h, d, delta)

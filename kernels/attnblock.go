@@ -83,29 +83,52 @@ func attnFast(d int) bool {
 	return haveAttnMicro && d == 64 && attnBr%6 == 0 && attnBc%6 == 0 && attnBc%64 == 0
 }
 
-// transposeHeads returns xT with xT[(hh·d + c)·n + j] = x[j·h·d + hh·d + c]:
-// each head's [n, d] slice transposed to [d, n], so that rows of kᵀ (and
-// vᵀ) are contiguous for the micro-kernels.
-func transposeHeads(x []float32, n, h, d int) []float32 {
-	xt := make([]float32, n*h*d)
+// transposeHeads returns xT and its row stride ld: xT[(hh·d + c)·ld + j] =
+// x[j·h·d + hh·d + c], each head's [n, d] slice transposed to [d, n], so
+// that rows of kᵀ (and vᵀ) are contiguous for the micro-kernels. ld is n
+// rounded up to 16 plus 16, never a power of two: the micro-kernels read 64
+// rows of xT at once, and a power-of-two stride would map them all to one
+// L1 set.
+func transposeHeads(x []float32, n, h, d int) ([]float32, int) {
+	ld := (n+15)&^15 + 16
+	xt := make([]float32, h*d*ld)
+	const bj = 16
 	parallelFor(h, func(_, hh int) {
-		for j := 0; j < n; j++ {
-			row := x[j*h*d+hh*d:][:d]
-			for c, v := range row {
-				xt[(hh*d+c)*n+j] = v
+		for j0 := 0; j0 < n; j0 += bj {
+			j1 := min(n, j0+bj)
+			for c := 0; c < d; c++ {
+				dst := xt[(hh*d+c)*ld+j0 : (hh*d+c)*ld+j1]
+				for jj := range dst {
+					dst[jj] = x[(j0+jj)*h*d+hh*d+c]
+				}
 			}
 		}
 	})
-	return xt
+	return xt, ld
 }
 
-// tileMatmulNT sets s[br×bc] = alpha·a·btᵀ-stored-as-bT: a is br×d (row
-// stride lda), bT is the d×nk transposed operand starting at its column
-// offset (row stride nk); s has row stride bc. Used for q·kᵀ and do·vᵀ.
-func tileMatmulNT(br, bc, d int, alpha float32, a []float32, lda int, bT []float32, nk int, s []float32) {
+// headMajor returns x [n, h, d] rearranged as [h, n, d], so that the rows a
+// micro-kernel streams through (k, v, q, do of one head) are contiguous.
+func headMajor(x []float32, n, h, d int) []float32 {
+	if h == 1 {
+		return x[:n*d]
+	}
+	y := make([]float32, n*h*d)
+	parallelFor(h, func(_, hh int) {
+		for j := 0; j < n; j++ {
+			copy(y[(hh*n+j)*d:][:d], x[j*h*d+hh*d:][:d])
+		}
+	})
+	return y
+}
+
+// tileMatmulNT sets s[br×bc] = alpha·a·b_tileᵀ, where a is br×d (row stride
+// lda) and bT holds b transposed (d rows of stride ldT) starting at the
+// tile's first column; s has row stride bc. Used for q·kᵀ and do·vᵀ.
+func tileMatmulNT(br, bc, d int, alpha float32, a []float32, lda int, bT []float32, ldT int, s []float32) {
 	for rb := 0; rb < br; rb += 6 {
 		for cu := 0; cu < bc; cu += 64 {
-			attnMicroN(d, &a[rb*lda], lda, &bT[cu], nk, &s[rb*bc+cu], bc, alpha, 0)
+			attnMicroN(d, &a[rb*lda], lda, &bT[cu], ldT, &s[rb*bc+cu], bc, alpha, 0)
 		}
 	}
 }
@@ -235,9 +258,11 @@ func AttnBlockForward(q, k, v []float32, nq, nk, h, d int, scale float32, m *Att
 	nqt, nkt := (nq+attnBr-1)/attnBr, (nk+attnBc-1)/attnBc
 	items := h * nqt
 	fast := attnFast(d)
-	var kT []float32
+	var kT, vH []float32
+	ldT := 0
 	if fast {
-		kT = transposeHeads(k, nk, h, d)
+		kT, ldT = transposeHeads(k, nk, h, d)
+		vH = headMajor(v, nk, h, d)
 	}
 	type scratch struct{ s, acc, mrow, l []float32 }
 	ws := make([]scratch, workersFor(items))
@@ -268,7 +293,7 @@ func AttnBlockForward(q, k, v []float32, nq, nk, h, d int, scale float32, m *Att
 			s := sc.s[:br*bc]
 			full := fast && br == attnBr && bc == attnBc
 			if full {
-				tileMatmulNT(br, bc, d, scale, qi, hd, kT[hh*d*nk+j0:], nk, s)
+				tileMatmulNT(br, bc, d, scale, qi, hd, kT[hh*d*ldT+j0:], ldT, s)
 			} else {
 				sgemm(false, true, br, bc, d, scale, qi, hd, k[j0*hd+hh*d:], hd, 0, s, bc)
 			}
@@ -297,7 +322,7 @@ func AttnBlockForward(q, k, v []float32, nq, nk, h, d int, scale float32, m *Att
 			}
 			if full {
 				for rb := 0; rb < br; rb += 6 {
-					attnMicroN(bc, &s[rb*bc], bc, &v[j0*hd+hh*d], hd, &acc[rb*d], d, 1, 1)
+					attnMicroN(bc, &s[rb*bc], bc, &vH[(hh*nk+j0)*d], d, &acc[rb*d], d, 1, 1)
 				}
 			} else {
 				sgemm(false, false, br, d, bc, 1, s, bc, v[j0*hd+hh*d:], hd, 1, acc, d)
@@ -392,9 +417,12 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 	items := h * nkt
 	nw := workersFor(items)
 	fast := attnFast(d)
-	var kT, vT []float32
+	var kT, vT, kH, qH, doH []float32
+	ldT := 0
 	if fast {
-		kT, vT = transposeHeads(k, nk, h, d), transposeHeads(v, nk, h, d)
+		kT, ldT = transposeHeads(k, nk, h, d)
+		vT, _ = transposeHeads(v, nk, h, d)
+		kH, qH, doH = headMajor(k, nk, h, d), headMajor(q, nq, h, d), headMajor(do, nq, h, d)
 	}
 	type scratch struct{ p, dp, dq []float32 }
 	ws := make([]scratch, nw)
@@ -424,7 +452,7 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 			p, dp := sc.p[:br*bc], sc.dp[:br*bc]
 			full := fast && br == attnBr && bc == attnBc
 			if full {
-				tileMatmulNT(br, bc, d, scale, qi, hd, kT[hh*d*nk+j0:], nk, p)
+				tileMatmulNT(br, bc, d, scale, qi, hd, kT[hh*d*ldT+j0:], ldT, p)
 			} else {
 				sgemm(false, true, br, bc, d, scale, qi, hd, kj, hd, 0, p, bc)
 			}
@@ -445,9 +473,9 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 			// dv += pᵀ·do ; dp = do·vᵀ ; ds = p∘(dp − delta) ; dk += scale·dsᵀ·q ; dq += scale·ds·k
 			if full {
 				for cb := 0; cb < bc; cb += 6 {
-					attnMicroT(br, &p[cb], bc, &doi[0], hd, &dvj[cb*hd], hd, 1, 1)
+					attnMicroT(br, &p[cb], bc, &doH[(hh*nq+i0)*d], d, &dvj[cb*hd], hd, 1, 1)
 				}
-				tileMatmulNT(br, bc, d, 1, doi, hd, vT[hh*d*nk+j0:], nk, dp)
+				tileMatmulNT(br, bc, d, 1, doi, hd, vT[hh*d*ldT+j0:], ldT, dp)
 			} else {
 				sgemm(true, false, bc, d, br, 1, p, bc, doi, hd, 1, dvj, hd)
 				sgemm(false, true, br, bc, d, 1, doi, hd, vj, hd, 0, dp, bc)
@@ -458,11 +486,11 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 			}
 			if full {
 				for cb := 0; cb < bc; cb += 6 {
-					attnMicroT(br, &dp[cb], bc, &qi[0], hd, &dkj[cb*hd], hd, scale, 1)
+					attnMicroT(br, &dp[cb], bc, &qH[(hh*nq+i0)*d], d, &dkj[cb*hd], hd, scale, 1)
 				}
 				dqi := sc.dq[i0*hd+hh*d:]
 				for rb := 0; rb < br; rb += 6 {
-					attnMicroN(bc, &dp[rb*bc], bc, &kj[0], hd, &dqi[rb*hd], hd, scale, 1)
+					attnMicroN(bc, &dp[rb*bc], bc, &kH[(hh*nk+j0)*d], d, &dqi[rb*hd], hd, scale, 1)
 				}
 			} else {
 				sgemm(true, false, bc, d, br, scale, dp, bc, qi, hd, 1, dkj, hd)
