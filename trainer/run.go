@@ -3,56 +3,514 @@ package trainer
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/loomtrain/loom/api"
+	"github.com/loomtrain/loom/collective"
+	"github.com/loomtrain/loom/kernels"
+	"github.com/loomtrain/loom/models"
+	"github.com/loomtrain/loom/models/nn"
+	"github.com/loomtrain/loom/models/tokenizer"
+	"github.com/loomtrain/loom/models/vqgan"
 )
 
 // ManifestName is the file name of a checkpoint's manifest object.
 const ManifestName = "manifest.json"
 
-// ErrNotImplemented is returned by the parts of the API that are still
-// being written (the skeleton is committed first so the worker can build
-// against it).
-var ErrNotImplemented = errors.New("trainer: not implemented yet")
+// ErrDone is returned by Step once the stage (or Job.StopStep) is reached.
+var ErrDone = errors.New("trainer: stage done")
+
+// bucketFloats is the gradient bucket size of the data-parallel all-reduce
+// (4 MiB of float32, within PyTorch DDP's 1–25 MB range).
+const bucketFloats = 1 << 20
 
 // Run trains one stage on one rank. It is driven by one goroutine: Step,
 // Checkpoint, Evaluate and Close must not be called concurrently (the
 // uploads Checkpoint starts run in the background and only read a private
 // copy of the state).
 type Run struct {
-	job Job
+	job    Job
+	log    *slog.Logger
+	now    func() time.Time
+	stage  *Stage
+	model  models.Model
+	cfg    models.Config
+	params []*kernels.Tensor // trainable, in tree order
+	opt    *kernels.AdamW
+	sched  Schedule
+	clip   float64
+
+	data    *dataSource
+	builder *rowBuilder
+
+	step    int64 // global steps completed
+	samples int64 // samples of the stage's stream consumed
+	finals  map[int]CheckpointRef
+
+	flat     []float32 // gradients (+ loss) of the all-reduce
+	bucketer *collective.Bucketer
+
+	uploads sync.WaitGroup
 }
 
 // NewRun builds the stage's model and optimizer and positions the data
-// stream. With restore nil it initialises the stage: from the previous
-// stage's final checkpoint when the stage has one (Manifest InitFrom, or
-// the stage before), found through the Store, otherwise from the seed. With
-// restore set it loads that committed checkpoint, verifying every object's
-// sha256 (the error names the object and, for a bad tensor, the tensor).
+// stream.
+//
+// restore is the last committed checkpoint. If it belongs to this stage,
+// the run resumes from it exactly: weights, AdamW moments and step count,
+// and the data position. If it belongs to an earlier stage it is that
+// stage's final checkpoint, and the run initialises from it: weights only
+// (the recipe stage's InitOnly/InitSkip), a fresh optimizer, the data
+// stream at its start; when the stage's InitFrom names an earlier stage
+// than restore's, that stage's final checkpoint is found through the
+// restore's manifest. A stage with nothing to initialise from (the first)
+// takes restore nil and starts from the manifest's seed. Every object read
+// is checked against its sha256 (errors name the object and the tensor).
 func NewRun(ctx context.Context, j Job, restore *CheckpointRef) (*Run, error) {
-	return nil, ErrNotImplemented
+	if err := j.check(); err != nil {
+		return nil, err
+	}
+	st, err := Resolve(j.Manifest, j.Stage)
+	if err != nil {
+		return nil, fmt.Errorf("trainer: manifest %s: %w", j.Manifest.Name, err)
+	}
+	r := &Run{job: j, stage: st, log: j.Logger, now: j.Now, step: st.Start, finals: map[int]CheckpointRef{}}
+	if r.log == nil {
+		r.log = slog.Default()
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	tok := j.Tokenizer
+	if tok == nil {
+		tok, err = tokenizer.NewBPE(nil, tokenizer.DefaultSpecial)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if r.cfg, err = stageConfig(j.Manifest, st, tok); err != nil {
+		return nil, fmt.Errorf("trainer: stage %q: %w", st.Name, err)
+	}
+	if r.model, err = models.New(r.cfg, seed(j.Manifest)); err != nil {
+		return nil, fmt.Errorf("trainer: stage %q: %w", st.Name, err)
+	}
+	if err := r.applyTrainable(); err != nil {
+		return nil, err
+	}
+	r.params = r.model.Params().Trainable()
+	h := st.Hyper
+	r.sched = Schedule{Kind: *h.Schedule, Peak: *h.LR, Min: *h.MinLR, Steps: st.Steps}
+	if st.Spec.WarmupRatio > 0 && !warmupSet(j.Manifest, st.Index) {
+		r.sched.Warmup = int64(math.Ceil(st.Spec.WarmupRatio * float64(st.Steps)))
+	} else {
+		r.sched.Warmup = *h.WarmupSteps
+	}
+	if r.sched.Min > r.sched.Peak {
+		r.sched.Min = r.sched.Peak
+	}
+	if err := r.sched.Validate(); err != nil {
+		return nil, fmt.Errorf("trainer: stage %q: %w", st.Name, err)
+	}
+	r.clip = *h.GradClip
+	r.opt = kernels.NewAdamW(r.params, kernels.AdamWConfig{
+		LR: float32(r.sched.LR(0)), Beta1: float32(*h.Beta1), Beta2: float32(*h.Beta2), Eps: float32(*h.Eps),
+		WeightDecay: float32(*h.WeightDecay), Decay: decayMask(r.params)})
+
+	if restore != nil {
+		if err := r.restore(ctx, restore); err != nil {
+			return nil, err
+		}
+	} else if st.InitFrom >= 0 {
+		return nil, fmt.Errorf("trainer: stage %q initialises from stage %q's final checkpoint: restore is nil",
+			st.Name, j.Manifest.Stages[st.InitFrom].Name)
+	}
+
+	r.builder = &rowBuilder{format: st.Spec.Format, kinds: st.Spec.Kinds, tok: tok, cfg: r.cfg, maxLen: st.MaxSeqLen,
+		imageSize: r.cfg.ImageSize, augment: st.Spec.Augment, seed: seed(j.Manifest) ^ uint64(st.Index)<<32}
+	if r.cfg.Family == models.LWM {
+		if r.builder.vq, err = lwmTokenizer(r.cfg, seed(j.Manifest)); err != nil {
+			return nil, err
+		}
+	}
+	if r.data, err = openData(ctx, j, st); err != nil {
+		return nil, err
+	}
+	if j.World > 1 {
+		n := 1 // the weighted loss travels with the gradients
+		for _, p := range r.params {
+			n += len(p.Data)
+		}
+		r.flat = make([]float32, n)
+		r.bucketer = collective.NewBucketerBuffers(j.Comm, collective.Sum, buckets(r.flat, r.params)...)
+	}
+	r.log.Info("trainer: stage ready", "job", j.Manifest.Name, "stage", st.Name, "rank", j.Rank, "world", j.World,
+		"step", r.step, "samples", r.samples, "trainable", countParams(r.params), "params", r.model.Params().Count())
+	return r, nil
+}
+
+func (j *Job) check() error {
+	switch {
+	case j.Manifest == nil:
+		return fmt.Errorf("trainer: job: manifest is nil")
+	case j.Stage < 0 || j.Stage >= len(j.Manifest.Stages):
+		return fmt.Errorf("trainer: job: stage %d: the manifest has %d stages", j.Stage, len(j.Manifest.Stages))
+	case j.World < 1 || j.Rank < 0 || j.Rank >= j.World:
+		return fmt.Errorf("trainer: job: rank %d of world %d", j.Rank, j.World)
+	case j.World > 1 && j.Comm == nil:
+		return fmt.Errorf("trainer: job: world %d needs a communicator", j.World)
+	case j.Comm != nil && (j.Comm.Rank() != j.Rank || j.Comm.World() != j.World):
+		return fmt.Errorf("trainer: job: communicator is rank %d of %d, job says %d of %d", j.Comm.Rank(), j.Comm.World(), j.Rank, j.World)
+	case j.Store == nil:
+		return fmt.Errorf("trainer: job: checkpoint store is nil")
+	}
+	return nil
+}
+
+func seed(m *api.Manifest) uint64 { return uint64(m.Seed) }
+
+func warmupSet(m *api.Manifest, i int) bool {
+	if m.Stages[i].Overrides.WarmupSteps != nil {
+		return true
+	}
+	b := builtinHyper()
+	return m.Defaults.WarmupSteps != nil && *m.Defaults.WarmupSteps != *b.WarmupSteps
+}
+
+// stageConfig is the model configuration of a stage: the family's preset at
+// the manifest's size, with the stage's resolution, RoPE θ and BLIP-2
+// model stage. The ViT's learned position grid stays the preset's, so a
+// resolution change interpolates it (bicubic, Qwen-VL get_abs_pos) and
+// checkpoints load across stages.
+func stageConfig(m *api.Manifest, st *Stage, tok tokenizer.Tokenizer) (models.Config, error) {
+	size, err := modelSize(m.Model.Size)
+	if err != nil {
+		return models.Config{}, err
+	}
+	cfg, err := models.Preset(st.Recipe.Family, size)
+	if err != nil {
+		return cfg, err
+	}
+	if st.Spec.ModelStage > 0 {
+		cfg.Stage = st.Spec.ModelStage
+	}
+	if cfg, err = cfg.WithTokenizer(tok); err != nil {
+		return cfg, err
+	}
+	if cfg.ViT.PatchSize > 0 && cfg.ViT.PosGrid == 0 {
+		cfg.ViT.PosGrid = cfg.ViT.ImageSize / cfg.ViT.PatchSize
+	}
+	if st.ImageSize > 0 {
+		cfg.ImageSize = st.ImageSize
+	} else if f := st.Spec.ImageFactor; f > 0 && f != 1 {
+		cfg.ImageSize = int(math.Round(float64(cfg.ImageSize) * f))
+	}
+	b := builtinHyper()
+	if st.Spec.RopeTheta > 0 {
+		cfg.LLM.Theta = st.Spec.RopeTheta
+	}
+	if m.Stages[st.Index].Overrides.RopeTheta != nil || *m.Defaults.RopeTheta != *b.RopeTheta {
+		cfg.LLM.Theta = *st.Hyper.RopeTheta
+	}
+	if m.Stages[st.Index].Overrides.LabelSmoothing != nil || *m.Defaults.LabelSmoothing != *b.LabelSmoothing {
+		cfg.LabelSmoothing = float32(*st.Hyper.LabelSmoothing)
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("model: %w", err)
+	}
+	return cfg, nil
+}
+
+// lwmTokenizer is LWM's frozen VQGAN image tokenizer at the model's size,
+// with the LWM codebook (LWM uses a pretrained aMUSEd VQGAN; Loom draws it
+// from the seed unless a trained one is loaded: the codes are then a fixed
+// random projection of the pixels, still a deterministic tokenisation).
+func lwmTokenizer(c models.Config, seed uint64) (*vqgan.VQGAN, error) {
+	vc, err := models.Preset(models.VQGAN, c.Size)
+	if err != nil {
+		return nil, err
+	}
+	cfg := vc.VQGAN
+	cfg.Codebook = c.Codebook
+	return vqgan.New(nn.NewParams(), nn.Rng(seed^0x76716761), "vqgan", cfg)
+}
+
+// applyTrainable freezes everything but the stage's trainable patterns.
+func (r *Run) applyTrainable() error {
+	spec := r.stage.Spec
+	p := r.model.Params()
+	if r.stage.Trainable != nil {
+		if _, err := p.Freeze("**"); err != nil {
+			return fmt.Errorf("trainer: stage %q: freeze: %w", r.stage.Name, err)
+		}
+		for _, pat := range r.stage.Trainable {
+			if _, err := p.Unfreeze(pat); err != nil {
+				return fmt.Errorf("trainer: stage %q: trainable %q: %w", r.stage.Name, pat, err)
+			}
+		}
+	}
+	if len(spec.Frozen) > 0 {
+		if _, err := p.Freeze(spec.Frozen...); err != nil {
+			return fmt.Errorf("trainer: stage %q: frozen: %w", r.stage.Name, err)
+		}
+	}
+	if len(p.Trainable()) == 0 {
+		return fmt.Errorf("trainer: stage %q: no parameter is trainable", r.stage.Name)
+	}
+	return nil
+}
+
+// buckets cuts the flat gradient buffer into all-reduce buckets in the
+// order the backward pass finishes them: the last parameters first (the
+// flat layout is reversed tree order, the loss slot last).
+func buckets(flat []float32, params []*kernels.Tensor) [][]float32 {
+	var out [][]float32
+	start := 0
+	for start < len(flat) {
+		end := min(start+bucketFloats, len(flat))
+		out = append(out, flat[start:end])
+		start = end
+	}
+	return out
+}
+
+func countParams(ps []*kernels.Tensor) int {
+	n := 0
+	for _, p := range ps {
+		n += len(p.Data)
+	}
+	return n
+}
+
+// Done reports whether the stage (or Job.StopStep) is reached.
+func (r *Run) Done() bool {
+	end := r.stage.Start + r.stage.Steps
+	if r.job.StopStep > 0 && r.job.StopStep < end {
+		end = r.job.StopStep
+	}
+	return r.step >= end
+}
+
+// State returns where the run stands.
+func (r *Run) State() State {
+	return State{Stage: r.stage.Index, Step: r.step, StageStep: r.step - r.stage.Start, StageSteps: r.stage.Steps,
+		Samples: r.samples, Seed: seed(r.job.Manifest)}
+}
+
+// Stage returns the resolved stage the run trains.
+func (r *Run) Stage() *Stage { return r.stage }
+
+// Model returns the model (for evaluation and tests; do not use it
+// concurrently with Step).
+func (r *Run) Model() models.Model { return r.model }
+
+// Close waits for background uploads and releases the data readers. It
+// does not close the Comm (the caller owns it).
+func (r *Run) Close() error {
+	r.uploads.Wait()
+	if r.data != nil {
+		return r.data.Close()
+	}
+	return nil
+}
+
+// micro is one micro-batch with its weight in the global loss.
+type micro struct {
+	rows   []row
+	weight float64
+	count  int // normaliser units (trained tokens or samples)
 }
 
 // Step runs one optimizer step: every micro-batch of this rank's slice of
 // the global batch forward and backward, the gradient all-reduce, clipping,
-// the learning rate of the schedule and AdamW. It fails if the stage is
-// done.
+// the learning rate of the schedule and AdamW. It returns ErrDone when the
+// stage is done.
 func (r *Run) Step(ctx context.Context) (Progress, error) {
-	return Progress{}, ErrNotImplemented
+	if r.Done() {
+		return Progress{}, ErrDone
+	}
+	start := r.now()
+	var comm time.Duration
+	st := r.stage
+	stageStep := r.step - st.Start
+	rows, err := r.data.rankRows(ctx, r.builder, r.samples, r.job.Rank, r.job.World, st.GlobalBatch)
+	if err != nil {
+		return Progress{}, fmt.Errorf("trainer: step %d: %w", r.step+1, err)
+	}
+	prog := Progress{Stage: st.Index, StageName: st.Name, Terms: map[string]float64{}}
+	for _, rw := range rows {
+		prog.SampleIDs = append(prog.SampleIDs, rw.ID)
+	}
+	// Micro-batches of MicroBatch samples (packed within each when the
+	// stage packs) and their share of the global normaliser.
+	var mbs []micro
+	local := 0
+	for i := 0; i < len(rows); i += st.MicroBatch {
+		m := micro{rows: rows[i:min(i+st.MicroBatch, len(rows))]}
+		if st.Spec.Pack {
+			m.rows = packRows(m.rows, st.MaxSeqLen)
+		}
+		for _, rw := range m.rows {
+			if st.Spec.Normaliser == PerToken {
+				m.count += trainedTokens(rw)
+			} else {
+				m.count += max(1, rw.N)
+			}
+		}
+		local += m.count
+		mbs = append(mbs, m)
+	}
+	total := float64(st.GlobalBatch)
+	if st.Spec.Normaliser == PerToken {
+		total = float64(local)
+		if r.job.World > 1 {
+			buf := []float32{float32(local)}
+			t0 := r.now()
+			if err := r.job.Comm.AllReduce(ctx, buf, collective.Sum); err != nil {
+				return Progress{}, fmt.Errorf("trainer: step %d: token count: %w", r.step+1, err)
+			}
+			comm += r.now().Sub(t0)
+			total = float64(buf[0])
+		}
+	}
+	if total <= 0 {
+		return Progress{}, fmt.Errorf("trainer: step %d: the global batch has no trained token", r.step+1)
+	}
+	r.model.Params().ZeroGrad()
+	var lossSum float64
+	termN := 0
+	for k, m := range mbs {
+		m.weight = float64(m.count) / total
+		if m.weight == 0 {
+			continue
+		}
+		b, err := assemble(m.rows, batchSeed(seed(r.job.Manifest), r.step, r.job.Rank, k))
+		if err != nil {
+			return Progress{}, fmt.Errorf("trainer: step %d: %w", r.step+1, err)
+		}
+		for _, rw := range m.rows {
+			prog.Tokens += int64(len(rw.Tokens)) + int64(len(rw.Images)*max(0, r.builder.imagePositions()-1))
+		}
+		tp := kernels.NewTape()
+		var out models.Output
+		ferr := kernels.Catch(func() {
+			out, err = r.model.Forward(tp, b)
+			if err == nil {
+				tp.Backward(tp.Scale(out.Loss, float32(m.weight)))
+			}
+		})
+		if ferr != nil {
+			err = ferr
+		}
+		if err != nil {
+			return Progress{}, fmt.Errorf("trainer: step %d: micro-batch %d (samples %s): %w", r.step+1, k, idList(m.rows), err)
+		}
+		lossSum += m.weight * float64(out.Loss.Item())
+		for name, v := range out.Terms {
+			if name != "loss" {
+				prog.Terms[name] += float64(v)
+			}
+		}
+		termN++
+	}
+	for name := range prog.Terms {
+		prog.Terms[name] /= float64(max(1, termN))
+	}
+	for _, p := range r.params {
+		if p.Grad == nil {
+			p.Grad = make([]float32, len(p.Data))
+		}
+	}
+	if r.job.World > 1 {
+		t0 := r.now()
+		if err := r.allReduce(ctx, &lossSum); err != nil {
+			return Progress{}, fmt.Errorf("trainer: step %d: gradient all-reduce: %w", r.step+1, err)
+		}
+		comm += r.now().Sub(t0)
+	}
+	if r.clip > 0 {
+		norm, err := kernels.ClipGradNorm(r.params, float32(r.clip))
+		if err != nil {
+			return Progress{}, fmt.Errorf("trainer: step %d: %w", r.step+1, err)
+		}
+		prog.GradNorm = float64(norm)
+	} else {
+		prog.GradNorm = gradNorm(r.params)
+	}
+	lr := r.sched.LR(stageStep)
+	r.opt.Config.LR = float32(lr)
+	r.opt.Step()
+	r.step++
+	r.samples += int64(st.GlobalBatch)
+
+	prog.Step, prog.StageStep, prog.Samples, prog.LR, prog.Loss = r.step, r.step-st.Start, r.samples, lr, lossSum
+	prog.StepTime, prog.CommWait = r.now().Sub(start), comm
+	if s := prog.StepTime.Seconds(); s > 0 {
+		prog.TokensPerSec = float64(prog.Tokens) / s
+	}
+	r.log.Debug("trainer: step", "stage", st.Name, "step", r.step, "loss", prog.Loss, "lr", lr, "grad_norm", prog.GradNorm,
+		"tokens_per_s", prog.TokensPerSec, "step_time", prog.StepTime, "comm_wait", comm)
+	return prog, nil
 }
 
-// Checkpoint copies the weights, optimizer moments and data position and
-// returns; the objects are uploaded in the background while training goes
-// on, then committed through the Committer. The channel yields exactly one
-// result. On ranks other than 0 it yields a Skipped result at once.
-func (r *Run) Checkpoint(ctx context.Context) (<-chan CheckpointResult, error) {
-	return nil, ErrNotImplemented
+// allReduce sums the gradients (and the weighted loss) over the ranks
+// through the Bucketer: the flat buffer holds the parameters in reverse
+// order, so the first bucket is the last layers', which a backward pass
+// finishes first.
+func (r *Run) allReduce(ctx context.Context, loss *float64) error {
+	off := 0
+	for i := len(r.params) - 1; i >= 0; i-- {
+		off += copy(r.flat[off:], r.params[i].Grad)
+	}
+	r.flat[off] = float32(*loss)
+	for i := 0; i < r.bucketer.Len(); i++ {
+		r.bucketer.Ready(ctx, i)
+	}
+	if err := r.bucketer.Wait(); err != nil {
+		return err
+	}
+	off = 0
+	for i := len(r.params) - 1; i >= 0; i-- {
+		off += copy(r.params[i].Grad, r.flat[off:off+len(r.params[i].Grad)])
+	}
+	*loss = float64(r.flat[off])
+	return nil
 }
 
-// Done reports whether the stage (or Job.StopStep) is reached.
-func (r *Run) Done() bool { return true }
+func gradNorm(ps []*kernels.Tensor) float64 {
+	var s float64
+	for _, p := range ps {
+		for _, g := range p.Grad {
+			s += float64(g) * float64(g)
+		}
+	}
+	return math.Sqrt(s)
+}
 
-// State returns where the run stands.
-func (r *Run) State() State { return State{} }
+// batchSeed drives a micro-batch's random choices (ITM negatives,
+// dropout): a pure function of the seed, the step, the rank and the
+// micro-batch.
+func batchSeed(s uint64, step int64, rank, k int) uint64 {
+	r := rand.New(rand.NewPCG(s, uint64(step)<<20|uint64(rank)<<8|uint64(k)))
+	return r.Uint64()
+}
 
-// Close waits for background uploads and releases the data readers. It
-// does not close the Comm (the caller owns it).
-func (r *Run) Close() error { return nil }
+func sampleIDs(rows []row) []string {
+	var out []string
+	for _, r := range rows {
+		out = append(out, r.ID)
+	}
+	return out
+}
+
+func idList(rows []row) string {
+	ids := sampleIDs(rows)
+	if len(ids) > 4 {
+		return fmt.Sprintf("%v…", ids[:4])
+	}
+	return fmt.Sprint(ids)
+}

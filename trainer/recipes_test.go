@@ -1,0 +1,57 @@
+package trainer
+
+import (
+	"context"
+	"errors"
+	"math"
+	"testing"
+
+	"github.com/loomtrain/loom/shard"
+)
+
+// TestRecipesEndToEnd runs every stage of every recipe at the tiny size on
+// synthetic data: each stage initialises from the previous stage's final
+// checkpoint, takes its steps with finite losses, and checkpoints.
+func TestRecipesEndToEnd(t *testing.T) {
+	d := sharedData(t)
+	for _, rc := range Recipes() {
+		t.Run(rc.Name, func(t *testing.T) {
+			ctx := context.Background()
+			m := testManifest(t, rc.Name, 2, 4)
+			for i := range m.Stages {
+				m.Stages[i].Overrides.MicroBatch = ptr(2)
+			}
+			ckpt := shard.NewMemStore()
+			var restore *CheckpointRef
+			for i := range m.Stages {
+				run, err := NewRun(ctx, d.job(m, i, ckpt), restore)
+				if err != nil {
+					t.Fatalf("stage %d (%s): NewRun: %v", i, m.Stages[i].Name, err)
+				}
+				for !run.Done() {
+					p, err := run.Step(ctx)
+					if err != nil {
+						t.Fatalf("stage %s: Step: %v", m.Stages[i].Name, err)
+					}
+					if math.IsNaN(p.Loss) || math.IsInf(p.Loss, 0) || p.Loss <= 0 {
+						t.Fatalf("stage %s step %d: loss %v", p.StageName, p.Step, p.Loss)
+					}
+					t.Logf("%s step %d: loss %.4f terms %v lr %.3g tokens %d", p.StageName, p.Step, p.Loss, p.Terms, p.LR, p.Tokens)
+				}
+				if _, err := run.Step(ctx); !errors.Is(err, ErrDone) {
+					t.Fatalf("Step after the stage: %v, want ErrDone", err)
+				}
+				res, err := run.SaveSync(ctx)
+				if err != nil {
+					t.Fatalf("stage %s: checkpoint: %v", m.Stages[i].Name, err)
+				}
+				restore = &res.Ref
+				if err := run.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
