@@ -1,0 +1,165 @@
+package trainer
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/loomtrain/loom/api"
+	"github.com/loomtrain/loom/models/nn"
+	"github.com/loomtrain/loom/shard"
+)
+
+// ranksResult is what a data-parallel run of some steps left behind.
+type ranksResult struct {
+	weights []map[string][]float32 // per rank
+	ids     [][]string              // per step: every rank's sample ids, rank order
+	losses  []float64               // per step (rank 0)
+	ref     *CheckpointRef          // the checkpoint taken at the end, if asked
+}
+
+// runRanks trains stage of m on world in-process ranks for steps steps
+// (from restore when set) and checkpoints at the end when ckpt is true.
+func runRanks(t *testing.T, m *api.Manifest, stage, world int, store shard.ObjectStore, restore *CheckpointRef, steps int, ckpt bool) ranksResult {
+	t.Helper()
+	d := sharedData(t)
+	cs := comms(t, world, 1)
+	res := ranksResult{weights: make([]map[string][]float32, world), ids: make([][]string, steps), losses: make([]float64, steps)}
+	perRank := make([][][]string, world)
+	errs := make([]error, world)
+	var wg sync.WaitGroup
+	ctx := context.Background()
+	for r := 0; r < world; r++ {
+		wg.Add(1)
+		go func(r int) {
+			defer wg.Done()
+			j := d.job(m, stage, store)
+			j.Rank, j.World = r, world
+			if world > 1 {
+				j.Comm = cs[r]
+			}
+			run, err := NewRun(ctx, j, restore)
+			if err != nil {
+				errs[r] = err
+				return
+			}
+			defer run.Close()
+			for s := 0; s < steps; s++ {
+				p, err := run.Step(ctx)
+				if err != nil {
+					errs[r] = fmt.Errorf("rank %d step %d: %w", r, s, err)
+					return
+				}
+				perRank[r] = append(perRank[r], p.SampleIDs)
+				if r == 0 {
+					res.losses[s] = p.Loss
+				}
+			}
+			if ckpt {
+				out, err := run.SaveSync(ctx)
+				if err != nil {
+					errs[r] = err
+					return
+				}
+				if r == 0 {
+					res.ref = &out.Ref
+				}
+			}
+			res.weights[r] = weights(run)
+		}(r)
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for s := 0; s < steps; s++ {
+		for r := 0; r < world; r++ {
+			res.ids[s] = append(res.ids[s], perRank[r][s]...)
+		}
+	}
+	return res
+}
+
+// zeroGrad names parameters whose true gradient is identically zero: a
+// bias added to every attention key shifts all of a query's logits by the
+// same q·b, which softmax ignores. Their float32 gradient is round-off
+// (~1e-10), which AdamW normalises into lr-sized steps of random sign, so
+// any change of summation order moves them arbitrarily; they carry no
+// information about equivalence.
+var zeroGrad = []string{"**.k_proj.bias", "**.key.bias"}
+
+// maxRelDiff is the largest, over tensors, of ‖a−b‖/‖a‖, and the tensor.
+func maxRelDiff(a, b map[string][]float32) (float64, string) {
+	worst, at := 0.0, ""
+	for name, x := range a {
+		if nn.Match(name, zeroGrad...) {
+			continue
+		}
+		y := b[name]
+		var num, den float64
+		for i := range x {
+			d := float64(x[i]) - float64(y[i])
+			num += d * d
+			den += float64(x[i]) * float64(x[i])
+		}
+		rel := math.Sqrt(num) / math.Max(math.Sqrt(den), 1e-12)
+		if rel > worst {
+			worst, at = rel, name
+		}
+	}
+	return worst, at
+}
+
+// changed reports whether training moved the weights at all (so that
+// equivalence is not vacuous).
+func moved(a, b map[string][]float32) bool {
+	d, _ := maxRelDiff(a, b)
+	return d > 1e-4
+}
+
+// TestDataParallelEquivalence: 2 and 4 ranks with the same global batch
+// end with the weights of 1 rank, within 1e-5 relative per tensor, and
+// consume the same samples in the same order.
+func TestDataParallelEquivalence(t *testing.T) {
+	for _, tc := range []struct {
+		recipe string
+		stage  int
+	}{{"qwen-vl", 0}, {"lwm", 0}, {"vila", 0}} {
+		t.Run(tc.recipe, func(t *testing.T) {
+			m := testManifest(t, tc.recipe, 3, 8)
+			m.Stages[tc.stage].Overrides.MicroBatch = ptr(2)
+			m.Stages[tc.stage].Overrides.LR = ptr(3e-3) // large enough to move every weight visibly
+			init := runRanks(t, m, tc.stage, 1, shard.NewMemStore(), nil, 0, false)
+			one := runRanks(t, m, tc.stage, 1, shard.NewMemStore(), nil, 3, false)
+			if !moved(init.weights[0], one.weights[0]) {
+				t.Fatalf("3 steps did not change the weights")
+			}
+			for _, world := range []int{2, 4} {
+				got := runRanks(t, m, tc.stage, world, shard.NewMemStore(), nil, 3, false)
+				for r := 1; r < world; r++ {
+					if d, at := maxRelDiff(got.weights[0], got.weights[r]); d != 0 {
+						t.Errorf("world %d: rank %d differs from rank 0 (%s: %.3g): ranks must stay bit-identical", world, r, at, d)
+					}
+				}
+				d, at := maxRelDiff(one.weights[0], got.weights[0])
+				t.Logf("world %d vs 1: max relative difference %.3g (%s); losses %v vs %v", world, d, at, got.losses, one.losses)
+				if d > 1e-5 {
+					t.Errorf("world %d vs 1 after 3 steps: %s differs by %.3g relative, want ≤ 1e-5", world, at, d)
+				}
+				if !slices.EqualFunc(got.ids, one.ids, slices.Equal) {
+					t.Errorf("world %d read samples %v, world 1 read %v", world, got.ids, one.ids)
+				}
+				for s := range got.losses {
+					if math.Abs(got.losses[s]-one.losses[s]) > 1e-5*math.Abs(one.losses[s]) {
+						t.Errorf("world %d step %d: loss %v, world 1 %v", world, s, got.losses[s], one.losses[s])
+					}
+				}
+			}
+		})
+	}
+}
