@@ -16,9 +16,9 @@ import (
 // ranksResult is what a data-parallel run of some steps left behind.
 type ranksResult struct {
 	weights []map[string][]float32 // per rank
-	ids     [][]string              // per step: every rank's sample ids, rank order
-	losses  []float64               // per step (rank 0)
-	ref     *CheckpointRef          // the checkpoint taken at the end, if asked
+	ids     [][]string             // per step: every rank's sample ids, rank order
+	losses  []float64              // per step (rank 0)
+	ref     *CheckpointRef         // the checkpoint taken at the end, if asked
 }
 
 // runRanks trains stage of m on world in-process ranks for steps steps
