@@ -2037,3 +2037,172 @@ func FuzzParseDockerfile(f *testing.F) {
 		_, _ = dockerStages(instrs)
 	})
 }
+
+// ---- docs/deploy.md ------------------------------------------------------------
+
+// plannedCommands are the user-facing commands of DESIGN.md that other work
+// adds; docs/deploy.md may show them before they are in the tree.
+var plannedCommands = []string{"data", "logs", "worker", "dev"}
+
+// docCommands returns the shell commands in the ```sh blocks of a Markdown
+// page, continuation lines joined, leading VAR=value assignments and a
+// trailing & dropped.
+func docCommands(doc string) []string {
+	var out []string
+	in := false
+	var cur strings.Builder
+	for _, line := range strings.Split(doc, "\n") {
+		trimmed := strings.TrimSpace(line)
+		if strings.HasPrefix(trimmed, "```") {
+			in = !in && trimmed == "```sh"
+			continue
+		}
+		if !in || trimmed == "" || strings.HasPrefix(trimmed, "#") {
+			continue
+		}
+		if cont, ok := strings.CutSuffix(trimmed, "\\"); ok {
+			cur.WriteString(cont + " ")
+			continue
+		}
+		cur.WriteString(trimmed)
+		cmd := strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(cur.String()), "&"))
+		cur.Reset()
+		if i := strings.Index(cmd, " #"); i >= 0 {
+			cmd = strings.TrimSpace(cmd[:i])
+		}
+		f := strings.Fields(cmd)
+		for len(f) > 0 && regexp.MustCompile(`^[A-Z_][A-Z0-9_]*=`).MatchString(f[0]) {
+			f = f[1:]
+		}
+		if len(f) > 0 {
+			out = append(out, strings.Join(f, " "))
+		}
+	}
+	return out
+}
+
+func TestDocCommands(t *testing.T) {
+	doc := "text\n```sh\nkubectl -n loom scale statefulset/loom-worker \\\n  --replicas=4\nLOOM_TOKEN=x loom status   # all jobs\nkubectl port-forward svc/a 1:1 &\n```\n```yaml\nnot: a command\n```\n"
+	got := docCommands(doc)
+	want := []string{"kubectl -n loom scale statefulset/loom-worker --replicas=4", "loom status", "kubectl port-forward svc/a 1:1"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("docCommands(...) = %q; want %q", got, want)
+	}
+}
+
+// TestDeployDocs checks the commands of docs/deploy.md: the loom commands
+// and flags exist (or are planned), and the kubectl commands name
+// kustomizations, objects and ports that the dev overlay renders.
+func TestDeployDocs(t *testing.T) {
+	kubectl := kubectlPath(t)
+	b, err := os.ReadFile(filepath.Join(repoRoot, secretDocs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := renderTarget(t, kubectl, "deploy/k8s/overlays/dev")
+	cmds := docCommands(string(b))
+	if len(cmds) < 10 {
+		t.Fatalf("%s has %d shell commands; the walkthrough needs more", secretDocs, len(cmds))
+	}
+	for _, line := range cmds {
+		f := strings.Fields(line)
+		switch f[0] {
+		case "loom":
+			checkDocLoom(t, line, f[1:])
+		case "kubectl":
+			checkDocKubectl(t, r, line, f[1:])
+		case "docker":
+			if i := slices.Index(f, "--target"); i >= 0 && i+1 < len(f) {
+				if !slices.ContainsFunc(readDockerfile(t), func(s dockerStage) bool { return s.name == f[i+1] }) {
+					t.Errorf("%s: %q: the Dockerfile has no stage %s", secretDocs, line, f[i+1])
+				}
+			}
+		case "kind", "minikube", "export":
+		default:
+			t.Errorf("%s: %q: the walkthrough uses kubectl and loom only (and docker/kind/minikube to build and load the image, export for the token)", secretDocs, line)
+		}
+	}
+}
+
+func checkDocLoom(t *testing.T, line string, args []string) {
+	var path []string
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") {
+			break
+		}
+		path = append(path, a)
+	}
+	cmd, rest, err := rootCmd.Find(path)
+	if err != nil || cmd == rootCmd {
+		if len(path) > 0 && slices.Contains(plannedCommands, path[0]) {
+			t.Logf("%s: %q: `loom %s` is not built yet", secretDocs, line, path[0])
+			return
+		}
+		t.Errorf("%s: %q: no such loom command (%v)", secretDocs, line, err)
+		return
+	}
+	_ = rest
+	for _, a := range args {
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		var ok bool
+		if strings.HasPrefix(a, "--") {
+			ok = lookupFlag(cmd, name) != nil
+		} else {
+			ok = cmd.Flags().ShorthandLookup(name) != nil || cmd.InheritedFlags().ShorthandLookup(name) != nil
+		}
+		if !ok {
+			t.Errorf("%s: %q: `loom %s` has no flag %s", secretDocs, line, cmd.Name(), a)
+		}
+	}
+}
+
+func checkDocKubectl(t *testing.T, r *rendering, line string, args []string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "-n" && i+1 < len(args):
+			if args[i+1] != r.namespace {
+				t.Errorf("%s: %q: namespace %s, the overlays deploy to %s", secretDocs, line, args[i+1], r.namespace)
+			}
+			i++
+		case a == "-k" && i+1 < len(args):
+			if !slices.Contains(deployTargets, args[i+1]) {
+				t.Errorf("%s: %q: %s is not one of the tested kustomizations %v", secretDocs, line, args[i+1], deployTargets)
+			}
+			i++
+		case strings.HasPrefix(a, "statefulset/"):
+			if r.statefulSets[strings.TrimPrefix(a, "statefulset/")] == nil {
+				t.Errorf("%s: %q: the dev overlay has no StatefulSet %s", secretDocs, line, a)
+			}
+		case strings.HasPrefix(a, "svc/"):
+			svc := r.services[strings.TrimPrefix(a, "svc/")]
+			if svc == nil {
+				t.Errorf("%s: %q: the dev overlay has no Service %s", secretDocs, line, a)
+				continue
+			}
+			if slices.Contains(args, "port-forward") && i+1 < len(args) {
+				_, remote, _ := strings.Cut(args[i+1], ":")
+				if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return strconv.Itoa(int(p.Port)) == remote }) {
+					t.Errorf("%s: %q: Service %s has no port %s", secretDocs, line, svc.Name, remote)
+				}
+			}
+		case slices.Contains(args, "logs") && strings.HasPrefix(a, "loom-"):
+			ok := false
+			for _, sts := range r.statefulSets {
+				if ord, found := strings.CutPrefix(a, sts.Name+"-"); found {
+					n, err := strconv.Atoi(ord)
+					ok = ok || err == nil && n < int(ptrOr(sts.Spec.Replicas, 1))
+				}
+			}
+			if !ok {
+				t.Errorf("%s: %q: no pod %s in the dev overlay", secretDocs, line, a)
+			}
+		}
+	}
+	if slices.Contains(args, "secret") && slices.Contains(args, "generic") && !slices.Contains(args, "create") {
+		t.Errorf("%s: %q: want kubectl create secret generic", secretDocs, line)
+	}
+}
