@@ -6,15 +6,16 @@
 //
 // Sgemm follows the BLIS / GotoBLAS structure (Goto and van de Geijn, "Anatomy of
 // High-Performance Matrix Multiplication", TOMS 2008; Van Zee and van de Geijn, "BLIS",
-// TOMS 2015): five loops around a register-blocked micro-kernel.
+// TOMS 2015): five loops around a register-blocked micro-kernel, in BLIS's order for
+// Skylake-X with our operands' roles (A is broadcast, B is loaded as vectors).
 //
-//	for jc in N by NC:              B~ block, KC×NC, packed once per (jc, pc)
+//	for ic in M by MC:              A~ block, MC×KC
 //	  for pc in K by KC:
-//	    pack op(B)[pc:pc+KC, jc:jc+NC] → B~  (NR-wide micro-panels, k-major, zero-padded)
-//	    for ic in M by MC:          A~ block, MC×KC, stays in L2
-//	      pack op(A)[ic:ic+MC, pc:pc+KC] → A~ (MR-tall micro-panels, k-major, zero-padded)
-//	      for jr in NC by NR:       one B~ micro-panel (KC×NR) stays in L1
-//	        for ir in MC by MR:     A~ micro-panels stream from L2
+//	    pack op(A)[ic:ic+MC, pc:pc+KC] → A~ (MR-tall micro-panels, k-major, zero-padded)
+//	    for jc in N by NC:          B~ block, KC×NC, stays in L2
+//	      pack op(B)[pc:pc+KC, jc:jc+NC] → B~ (NR-wide micro-panels, k-major, zero-padded)
+//	      for ir in MC by MR:       one A~ micro-panel (MR×KC) stays in L1
+//	        for jr in NC by NR:     B~ micro-panels stream from L2
 //	          micro-kernel: C[MR×NR] = alpha·Σ_k A~[k,:]⊗B~[k,:] + beta'·C
 //
 // Transposes are absorbed by the packers, so NN, NT, TN and TT all run the same

@@ -158,12 +158,13 @@ func TestSgemmMatchesRef(t *testing.T) {
 	}
 }
 
-// TestSgemmLarge crosses the real blocking (several KC and MC blocks, ragged edges) and
-// the threaded split with every kernel.
+// TestSgemmLarge crosses the real KC and NC blocking (with ragged edges) and the
+// threaded split with every kernel; the tiny-block variants of TestSgemmMatchesRef
+// cross MC as well.
 func TestSgemmLarge(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for _, kern := range available() {
-		for _, s := range [][3]int{{kern.mc + 13, kern.nr*3 + 5, kern.kc + 29}, {197, 75, 300}} {
+		for _, s := range [][3]int{{kern.mr*7 + 5, kern.nc + kern.nr + 5, kern.kc + 29}, {197, 75, 300}} {
 			for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
 				o := newOperands(rng, tr[0], tr[1], s[0], s[1], s[2], 3, 0.75, 0.5)
 				want := o.want()

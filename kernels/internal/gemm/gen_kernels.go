@@ -37,7 +37,7 @@ func main() {
 		{
 			file: "kernel_avx512_amd64.s", fn: "microAVX512", reg: "Z", lanes: 16, mr: 12, nv: 2,
 			bcast: []int{26, 27, 28, 29, 30, 31}, bregs: []int{24, 25}, zero: "VPXORD",
-			need: "AVX-512F", unroll: 4, prefetchA: 384,
+			need: "AVX-512F", unroll: 4, prefetchA: 0,
 		},
 		{
 			file: "kernel_avx2_amd64.s", fn: "microAVX2", reg: "Y", lanes: 8, mr: 6, nv: 2,

@@ -7,7 +7,7 @@ import "unsafe"
 var goKernel = kernel{
 	name: "go",
 	mr:   4, nr: 4,
-	mc: 128, kc: 256, nc: 1024,
+	mc: 512, kc: 256, nc: 512,
 	micro: microGo4x4,
 }
 
