@@ -75,6 +75,8 @@ type rowBuilder struct {
 	maxLen    int
 	imageSize int
 	augment   bool // random resized crop + flip (BLIP-2 pre-training)
+	// understand forces LWM's vision → text order (evaluation).
+	understand bool
 	seed      uint64
 	vq        *vqgan.VQGAN // LWM's frozen image tokenizer
 }
@@ -270,7 +272,7 @@ func (b *rowBuilder) buildLWM(kind shard.Kind, s shard.Sample, r row, rng *rand.
 		text = clip(text, max(1, b.maxLen-len(vids)-2))
 		// Half the samples are understanding (vision → text), half
 		// generation (text → vision): LWM randomises the field order.
-		understand := rng.IntN(2) == 0
+		understand := b.understand || rng.IntN(2) == 0
 		add([]int32{sp.BOS}, false, false)
 		if understand {
 			r.Tokens = append(r.Tokens, vids...)

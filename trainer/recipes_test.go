@@ -41,6 +41,13 @@ func TestRecipesEndToEnd(t *testing.T) {
 				if _, err := run.Step(ctx); !errors.Is(err, ErrDone) {
 					t.Fatalf("Step after the stage: %v, want ErrDone", err)
 				}
+				ev, err := run.Evaluate(ctx, heldOut(3))
+				if err != nil {
+					t.Fatalf("stage %s: Evaluate: %v", m.Stages[i].Name, err)
+				}
+				if ev.N != 3 || ev.Chance != 1.0/3 || ev.Retrieval < 0 || ev.Retrieval > 1 || !(ev.CaptionLoss > 0) {
+					t.Errorf("stage %s: Evaluate = %+v", m.Stages[i].Name, ev)
+				}
 				res, err := run.SaveSync(ctx)
 				if err != nil {
 					t.Fatalf("stage %s: checkpoint: %v", m.Stages[i].Name, err)

@@ -1,0 +1,98 @@
+package trainer
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/loomtrain/loom/kernels"
+	"github.com/loomtrain/loom/models"
+	"github.com/loomtrain/loom/shard"
+)
+
+// EvalResult is what Evaluate measured on held-out image-text pairs.
+type EvalResult struct {
+	Kind EvalKind
+	N    int // pairs evaluated
+	// Retrieval is image→text recall@1: the share of images whose own
+	// caption scores best among all N captions. Chance is 1/N.
+	Retrieval, Chance float64
+	// CaptionLoss is the mean caption loss of the true pairs (ITG for
+	// BLIP-2 stage 1, the LM loss on the caption otherwise).
+	CaptionLoss float64
+	// ExactMatch is the share of images for which the best-scoring caption
+	// is word for word the reference (identical captions of different
+	// images count as correct, unlike Retrieval).
+	ExactMatch float64
+}
+
+// Evaluate scores held-out image-text pairs with the model as it stands
+// (no gradients, no augmentation). Every image is paired with every
+// caption and each pair is scored by the model's caption loss given the
+// image: the conditional likelihood a generative model assigns, and for
+// BLIP-2 stage 1 the image-grounded text generation (ITG) loss, since
+// models.Model exposes losses, not embeddings. N pairs take N² forward
+// passes; keep N small (8–32).
+func (r *Run) Evaluate(ctx context.Context, samples []shard.Sample) (EvalResult, error) {
+	res := EvalResult{Kind: r.stage.Spec.Eval, N: len(samples)}
+	if len(samples) < 2 {
+		return res, fmt.Errorf("trainer: evaluate: %d samples, want at least 2", len(samples))
+	}
+	b := *r.builder
+	b.augment, b.understand = false, true
+	loss := make([][]float64, len(samples))
+	for i, si := range samples {
+		if si.Image == nil {
+			return res, fmt.Errorf("trainer: evaluate: sample %s: want an image-text pair", si.ID)
+		}
+		loss[i] = make([]float64, len(samples))
+		for j, sj := range samples {
+			if err := ctx.Err(); err != nil {
+				return res, err
+			}
+			pair := shard.Sample{ID: si.ID + "×" + sj.ID, Image: si.Image, Caption: sj.Caption}
+			rw, err := b.build(shard.KindImageText, pair, int64(i))
+			if err != nil {
+				return res, fmt.Errorf("trainer: evaluate: %w", err)
+			}
+			batch, err := assemble([]row{rw}, 0)
+			if err != nil {
+				return res, err
+			}
+			var out models.Output
+			ferr := kernels.Catch(func() { out, err = r.model.Forward(nil, batch) })
+			if ferr != nil {
+				err = ferr
+			}
+			if err != nil {
+				return res, fmt.Errorf("trainer: evaluate: pair %s: %w", pair.ID, err)
+			}
+			v, ok := out.Terms["itg"]
+			if !ok {
+				v, ok = out.Terms["ce_text"]
+			}
+			if !ok {
+				v = out.Loss.Item()
+			}
+			loss[i][j] = float64(v)
+		}
+	}
+	hits, exact := 0, 0
+	for i := range samples {
+		best := 0
+		for j := range samples {
+			if loss[i][j] < loss[i][best] {
+				best = j
+			}
+		}
+		if best == i {
+			hits++
+		}
+		if samples[best].Caption == samples[i].Caption {
+			exact++
+		}
+		res.CaptionLoss += loss[i][i]
+	}
+	n := float64(len(samples))
+	res.Retrieval, res.ExactMatch, res.Chance, res.CaptionLoss = float64(hits)/n, float64(exact)/n, 1/n, res.CaptionLoss/n
+	return res, nil
+}
