@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"go.etcd.io/etcd/server/v3/embed"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -72,10 +73,31 @@ var loomPorts = map[string]map[string]string{
 	"worker":      {"collective": "listen", "http": "http-addr"},
 }
 
-// workerContractDefaults are the defaults of `loom worker`'s address flags
-// as fixed by its contract (issue 9), used for the Dockerfile check only
-// while the command is not in the tree yet.
-var workerContractDefaults = map[string]string{"listen": ":7300", "http-addr": ":7301"}
+// workerContract is the flag set of `loom worker` as its contract (issue 9)
+// fixes it. TestWorkerManifestsMatchContract checks the manifests against
+// it, and the Dockerfile check takes the worker's default ports from it,
+// while the real command is not in the tree; once it is, the real flag set
+// is checked too and the two must agree.
+func workerContract() *cobra.Command {
+	c := &cobra.Command{Use: "worker"}
+	fl := c.Flags()
+	fl.String("id", "", "worker id (default: the hostname)")
+	fl.String("coordinator", "", "coordinator gRPC address(es) (env LOOM_COORDINATOR)")
+	fl.String("etcd", "", "etcd client endpoints (env LOOM_ETCD_ENDPOINTS)")
+	fl.String("etcd-prefix", "/loom/workers", "registry prefix")
+	fl.String("listen", ":7300", "collective gRPC listen address")
+	fl.String("advertise", "", "host:port peers dial")
+	fl.String("http-addr", ":7301", "serves /healthz, /readyz, /metrics")
+	fl.String("s3-endpoint", "", "S3 endpoint host:port (env LOOM_S3_ENDPOINT)")
+	fl.String("s3-bucket", "", "bucket (env LOOM_S3_BUCKET)")
+	fl.String("s3-region", "us-east-1", "")
+	fl.Bool("s3-insecure", false, "plain HTTP instead of HTTPS")
+	fl.String("cache-dir", "", "local shard cache")
+	fl.Int("gpus", 0, "GPUs this worker offers")
+	fl.Duration("drain-timeout", 2*time.Minute, "time allowed for the drain checkpoint on SIGTERM")
+	rootCmd.PersistentFlags().VisitAll(func(f *pflag.Flag) { c.PersistentFlags().AddFlag(f) })
+	return c
+}
 
 // probePaths are what each probe of a loom container must GET on its
 // --http-addr port: the command contracts of both long-running roles.
@@ -574,6 +596,16 @@ func (r *rendering) loomContainers(t *testing.T) []*loomInvocation {
 }
 
 func (r *rendering) invocation(sts *appsv1.StatefulSet, c corev1.Container, pod string) (*loomInvocation, error) {
+	var cmd *cobra.Command
+	if len(c.Args) > 0 {
+		cmd = subcommand(c.Args[0])
+	}
+	return r.invocationOf(sts, c, pod, cmd)
+}
+
+// invocationOf resolves container c of pod against the flag set of cmd (nil
+// when the subcommand is not built yet).
+func (r *rendering) invocationOf(sts *appsv1.StatefulSet, c corev1.Container, pod string, cmd *cobra.Command) (*loomInvocation, error) {
 	if len(c.Command) > 0 {
 		return nil, fmt.Errorf("sets command %q; the image's ENTRYPOINT is the loom binary, so pass the subcommand in args", c.Command)
 	}
@@ -588,7 +620,7 @@ func (r *rendering) invocation(sts *appsv1.StatefulSet, c corev1.Container, pod 
 	if err != nil {
 		return nil, err
 	}
-	inv := &loomInvocation{sts: sts, container: c, sub: sub, cmd: subcommand(sub), env: env, pod: pod,
+	inv := &loomInvocation{sts: sts, container: c, sub: sub, cmd: cmd, env: env, pod: pod,
 		flags: map[string]string{}, rawFlags: map[string]string{}}
 	isBool := func(name string) bool {
 		if inv.cmd == nil {
@@ -685,17 +717,60 @@ func checkFlags(t *testing.T, r *rendering, invs []*loomInvocation) {
 				}
 				t.Fatalf("%s: StatefulSet %s runs `loom %s`, which is not in the command tree", r.target, inv.sts.Name, inv.sub)
 			}
-			for _, name := range keys(inv.flags) {
-				f := lookupFlag(inv.cmd, name)
-				if f == nil {
-					t.Errorf("%s: StatefulSet %s passes --%s to `loom %s`, which has no such flag", r.target, inv.sts.Name, name, inv.sub)
-					continue
-				}
-				if err := checkFlagValue(f.typ, inv.flags[name]); err != nil {
-					t.Errorf("%s: StatefulSet %s: `loom %s --%s=%s` (after expansion %q): not a %s: %v", r.target, inv.sts.Name, inv.sub, name, inv.rawFlags[name], inv.flags[name], f.typ, err)
-				}
+			checkInvocationFlags(t, r, inv)
+		})
+	}
+}
+
+// checkInvocationFlags checks that every flag inv passes exists in inv.cmd
+// and has a value of its type.
+func checkInvocationFlags(t *testing.T, r *rendering, inv *loomInvocation) {
+	t.Helper()
+	for _, name := range keys(inv.flags) {
+		f := lookupFlag(inv.cmd, name)
+		if f == nil {
+			t.Errorf("%s: StatefulSet %s passes --%s to `loom %s`, which has no such flag", r.target, inv.sts.Name, name, inv.sub)
+			continue
+		}
+		if err := checkFlagValue(f.typ, inv.flags[name]); err != nil {
+			t.Errorf("%s: StatefulSet %s: `loom %s --%s=%s` (after expansion %q): not a %s: %v", r.target, inv.sts.Name, inv.sub, name, inv.rawFlags[name], inv.flags[name], f.typ, err)
+		}
+	}
+}
+
+// TestWorkerManifestsMatchContract checks the worker StatefulSet of every
+// rendering against the flag set the `loom worker` contract fixes, and,
+// once the command is built, that the real flag set still offers every
+// contract flag with its type and default.
+func TestWorkerManifestsMatchContract(t *testing.T) {
+	contract := workerContract()
+	if real := subcommand("worker"); real != nil {
+		contract.LocalFlags().VisitAll(func(cf *pflag.Flag) {
+			f := lookupFlag(real, cf.Name)
+			if f == nil || f.typ != cf.Value.Type() {
+				t.Errorf("`loom worker --%s`: the contract fixes a %s flag; the command has %+v", cf.Name, cf.Value.Type(), f)
+			} else if cf.DefValue != "" && f.def != cf.DefValue {
+				t.Errorf("`loom worker --%s` default %q; the contract fixes %q", cf.Name, f.def, cf.DefValue)
 			}
 		})
+	}
+	kubectl := kubectlPath(t)
+	for _, target := range deployTargets {
+		r := renderTarget(t, kubectl, target)
+		sts := r.statefulSets["loom-worker"]
+		if sts == nil {
+			t.Fatalf("%s has no StatefulSet loom-worker", target)
+		}
+		for _, c := range sts.Spec.Template.Spec.Containers {
+			if !isLoomImage(c.Image) {
+				continue
+			}
+			inv, err := r.invocationOf(sts, c, sts.Name+"-0", contract)
+			if err != nil {
+				t.Fatalf("%s: loom-worker: %v", target, err)
+			}
+			checkInvocationFlags(t, r, inv)
+		}
 	}
 }
 
@@ -979,7 +1054,7 @@ func checkWorkers(t *testing.T, r *rendering, invs []*loomInvocation) {
 		domain := r.configValue(t, "CLUSTER_DOMAIN")
 		listen, ok := inv.flagValue("listen")
 		if !ok {
-			listen = workerContractDefaults["listen"]
+			listen = workerContract().Flags().Lookup("listen").DefValue
 		}
 		port, err := portOf(listen)
 		if err != nil {
@@ -1649,7 +1724,7 @@ func TestDockerfile(t *testing.T) {
 				}
 				def = f.def
 			case sub == "worker":
-				def = workerContractDefaults[flagName]
+				def = workerContract().Flags().Lookup(flagName).DefValue
 				t.Logf("loom worker not built yet: using its contract default --%s=%s", flagName, def)
 			default:
 				t.Fatalf("`loom %s` is not in the command tree", sub)
