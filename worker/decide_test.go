@@ -1,0 +1,95 @@
+package worker
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/loomtrain/loom/api/loompb"
+)
+
+func TestDecide(t *testing.T) {
+	run := func(job string, gen int64) *loompb.Assignment { return &loompb.Assignment{Job: job, Generation: gen} }
+	idle := &loompb.Assignment{Idle: true}
+	for _, tc := range []struct {
+		cur  Current
+		next *loompb.Assignment
+		want Action
+	}{
+		{Current{}, idle, Keep},
+		{Current{}, run("j", 1), Start},
+		{Current{"j", 1}, run("j", 1), Keep},
+		{Current{"j", 1}, run("j", 2), Replace},
+		{Current{"j", 1}, run("k", 1), Replace},
+		{Current{"j", 1}, idle, Stop},
+	} {
+		if got := Decide(tc.cur, tc.next); got != tc.want {
+			t.Errorf("Decide(%+v, idle=%v job=%q gen=%d) = %v, want %v", tc.cur, tc.next.Idle, tc.next.Job, tc.next.Generation, got, tc.want)
+		}
+	}
+}
+
+func TestPlanStep(t *testing.T) {
+	for _, tc := range []struct {
+		step, stop, interval int64
+		draining             bool
+		want                 StepPlan
+	}{
+		{1, 10, 4, false, Continue},
+		{4, 10, 4, false, Checkpoint},
+		{4, 10, 4, true, Drain},
+		{3, 10, 4, true, Drain},
+		{10, 10, 4, false, Finish},
+		{10, 10, 5, true, Finish},
+		{7, 10, 0, false, Continue},
+	} {
+		if got := PlanStep(tc.step, tc.stop, tc.interval, tc.draining); got != tc.want {
+			t.Errorf("PlanStep(step %d, stop %d, interval %d, draining %v) = %v, want %v", tc.step, tc.stop, tc.interval, tc.draining, got, tc.want)
+		}
+	}
+}
+
+func TestCheckAssignment(t *testing.T) {
+	good := func() *loompb.Assignment {
+		return &loompb.Assignment{Job: "j", Generation: 3, Rank: 1, World: 2, StopStep: 10, ManifestYaml: []byte("x"),
+			Peers: []*loompb.Peer{{Rank: 0, WorkerId: "a", Addr: "a:1"}, {Rank: 1, WorkerId: "b", Addr: "b:1"}}}
+	}
+	if err := CheckAssignment("b", good()); err != nil {
+		t.Fatalf("CheckAssignment(valid) = %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(a *loompb.Assignment)
+		want string
+	}{
+		{"rank out of range", func(a *loompb.Assignment) { a.Rank = 2 }, "rank 2 outside"},
+		{"peers short", func(a *loompb.Assignment) { a.Peers = a.Peers[:1] }, "1 peers for world 2"},
+		{"peer without addr", func(a *loompb.Assignment) { a.Peers[0].Addr = "" }, "peers[0] (worker \"a\") has no address"},
+		{"peer rank order", func(a *loompb.Assignment) { a.Peers[0].Rank = 1 }, "peers[0].rank is 1"},
+		{"not me", func(a *loompb.Assignment) { a.Peers[1].WorkerId = "c" }, "not this worker"},
+		{"no manifest", func(a *loompb.Assignment) { a.ManifestYaml = nil }, "manifest_yaml is empty"},
+		{"stop before start", func(a *loompb.Assignment) { a.StartStep = 10 }, "stop_step 10 is not after start_step 10"},
+	} {
+		a := good()
+		tc.mod(a)
+		err := CheckAssignment("b", a)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), `job "j" generation 3`) {
+			t.Errorf("CheckAssignment(%s) = %v, want an error naming the job and %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestRestoreRef(t *testing.T) {
+	a := &loompb.Assignment{Stage: 1, Restore: &loompb.Checkpoint{Stage: 1, Step: 8, SamplesConsumed: 32,
+		Objects: []*loompb.CheckpointObject{{Path: "s3://ck/checkpoints/j/step-8/manifest.json", Sha256: "ab", Size: 3}}}}
+	ref, err := RestoreRef(a, "ck")
+	if err != nil || ref == nil || ref.Objects[0].Path != "checkpoints/j/step-8/manifest.json" || ref.Samples != 32 {
+		t.Fatalf("RestoreRef = %+v, %v; want the key within bucket ck", ref, err)
+	}
+	if _, err := RestoreRef(a, "other"); err == nil || !strings.Contains(err.Error(), "objects[0]") {
+		t.Errorf("RestoreRef(other bucket) = %v, want an error naming objects[0]", err)
+	}
+	a.Restore.Stage = 0 // the previous stage's final checkpoint: the trainer initialises the stage
+	if ref, err := RestoreRef(a, "ck"); ref != nil || err != nil {
+		t.Errorf("RestoreRef(previous stage) = %+v, %v; want nil, nil", ref, err)
+	}
+}

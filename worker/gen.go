@@ -1,0 +1,424 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/loomtrain/loom/api"
+	"github.com/loomtrain/loom/api/loompb"
+	"github.com/loomtrain/loom/collective"
+	"github.com/loomtrain/loom/shard"
+	"github.com/loomtrain/loom/trainer"
+)
+
+// genEnd is how a generation ended.
+type genEnd int
+
+const (
+	endFailed   genEnd = iota // an error (collective, trainer, store)
+	endFinished               // the stage's stop step is reached and checkpointed
+	endDrained                // stopped at a drain checkpoint
+	endStale                  // the coordinator said the generation is not current
+	endStopped                // the agent stopped it (new assignment, drain timeout)
+)
+
+func (e genEnd) String() string {
+	return [...]string{"failed", "finished", "drained", "stale", "stopped"}[e]
+}
+
+// generation runs one (job, generation) assignment in its own goroutine.
+type generation struct {
+	ag  *Agent
+	a   *loompb.Assignment
+	ctx context.Context
+
+	cancel   context.CancelFunc
+	abortMu  sync.Mutex
+	abort    func() // aborts the transport; nil before the comm exists
+	aborted  bool
+	stopped  atomic.Bool
+	stale    atomic.Bool
+	drainReq atomic.Bool
+
+	bucket string // checkpoint bucket
+
+	rep reporter
+
+	done chan struct{}
+	// Set before done is closed.
+	end           genEnd
+	err           error
+	lastStep      int64
+	lastCommitted atomic.Int64
+}
+
+func (a *Agent) startGeneration(parent context.Context, as *loompb.Assignment) *generation {
+	ctx, cancel := context.WithCancel(parent)
+	g := &generation{ag: a, a: as, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	g.rep.wake = make(chan struct{}, 1)
+	go g.run()
+	return g
+}
+
+// stop aborts the generation: its context ends and its transport is
+// aborted, so no rank stays blocked in a collective.
+func (g *generation) stop() {
+	g.stopped.Store(true)
+	g.cancel()
+	g.abortComm()
+}
+
+func (g *generation) requestDrain() { g.drainReq.Store(true) }
+
+func (g *generation) setAbort(f func()) {
+	g.abortMu.Lock()
+	defer g.abortMu.Unlock()
+	g.abort = f
+	if g.aborted && f != nil {
+		f()
+	}
+}
+
+func (g *generation) abortComm() {
+	g.abortMu.Lock()
+	defer g.abortMu.Unlock()
+	g.aborted = true
+	if g.abort != nil {
+		g.abort()
+	}
+}
+
+// markStale is called when the coordinator refuses a report: the
+// generation is over.
+func (g *generation) markStale(err error) {
+	if g.stale.CompareAndSwap(false, true) {
+		g.ag.log.Info("generation is no longer current", "job", g.a.Job, "generation", g.a.Generation, "err", err)
+		g.cancel()
+		g.abortComm()
+	}
+}
+
+func (g *generation) run() {
+	var wg sync.WaitGroup
+	wg.Go(g.report)
+	end, err := g.train()
+	switch {
+	case g.stopped.Load():
+		end = endStopped
+	case g.stale.Load() && end == endFailed:
+		end = endStale
+	}
+	g.end, g.err = end, err
+	if end == endFinished || end == endDrained {
+		// The last step's report, if still pending, goes out before the
+		// agent waits for its next assignment.
+		if req := g.rep.take(); req != nil {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(g.ctx), callTimeout)
+			g.send(ctx, req)
+			cancel()
+		}
+	}
+	g.cancel()
+	wg.Wait()
+	close(g.done)
+}
+
+// checkpointLocation is where a job's checkpoints go: the manifest's
+// checkpoint.uri, or DefaultBucket under checkpoints/JOB.
+func (g *generation) checkpointLocation(m *api.Manifest) (bucket, prefix string, err error) {
+	if m.Checkpoint.URI == "" {
+		return g.ag.cfg.DefaultBucket, shard.JoinKey("checkpoints", m.Name), nil
+	}
+	loc, err := shard.ParseLocation(m.Checkpoint.URI)
+	if err != nil {
+		return "", "", fmt.Errorf("manifest checkpoint.uri: %w", err)
+	}
+	if !loc.S3 {
+		return "", "", fmt.Errorf("manifest checkpoint.uri %q: workers write checkpoints to s3:// locations only", m.Checkpoint.URI)
+	}
+	return loc.Bucket, loc.Prefix, nil
+}
+
+// RestoreRef converts the assignment's restore checkpoint to the trainer's
+// form (object paths s3://BUCKET/KEY become KEY of the bucket's store). It
+// returns nil when the assignment restores nothing, or when the checkpoint
+// is another stage's: the trainer then initialises the stage (from the
+// previous stage's final checkpoint).
+func RestoreRef(a *loompb.Assignment, bucket string) (*trainer.CheckpointRef, error) {
+	c := a.Restore
+	if c == nil || c.Stage != a.Stage {
+		return nil, nil
+	}
+	ref := &trainer.CheckpointRef{Stage: int(c.Stage), Step: c.Step, Generation: uint64(c.Generation), Samples: c.SamplesConsumed}
+	for i, o := range c.Objects {
+		key, err := objectKey(bucket, o.Path)
+		if err != nil {
+			return nil, fmt.Errorf("assignment restore checkpoint at step %d: objects[%d]: %w", c.Step, i, err)
+		}
+		ref.Objects = append(ref.Objects, trainer.CheckpointObject{Path: key, SHA256: o.Sha256, Size: o.Size})
+	}
+	return ref, nil
+}
+
+// objectPath names a checkpoint object in the coordinator's records.
+func objectPath(bucket, key string) string { return "s3://" + bucket + "/" + key }
+
+func objectKey(bucket, path string) (string, error) {
+	key, ok := strings.CutPrefix(path, "s3://"+bucket+"/")
+	if !ok || key == "" {
+		return "", fmt.Errorf("object %q is not in the checkpoint bucket s3://%s", path, bucket)
+	}
+	return key, nil
+}
+
+// Commit implements trainer.Committer through the coordinator.
+func (g *generation) Commit(ctx context.Context, ref trainer.CheckpointRef) error {
+	req := &loompb.CommitCheckpointRequest{
+		WorkerId: g.ag.cfg.Info.ID, Job: g.a.Job, Generation: g.a.Generation, Step: ref.Step,
+		SamplesConsumed: ref.Samples,
+		RequestId:       fmt.Sprintf("commit/%s/%d/%d", g.a.Job, g.a.Generation, ref.Step),
+	}
+	for _, o := range ref.Objects {
+		req.Objects = append(req.Objects, &loompb.CheckpointObject{Path: objectPath(g.bucket, o.Path), Sha256: o.SHA256, Size: o.Size})
+	}
+	if err := g.ag.cfg.Coordinator.CommitCheckpoint(ctx, req); err != nil {
+		return fmt.Errorf("coordinator refused checkpoint at step %d of job %q generation %d: %w", ref.Step, g.a.Job, g.a.Generation, err)
+	}
+	g.lastCommitted.Store(ref.Step)
+	return nil
+}
+
+func (g *generation) train() (genEnd, error) {
+	a, ag := g.a, g.ag
+	log := ag.log.With("job", a.Job, "generation", a.Generation, "rank", a.Rank)
+	m, err := api.ParseManifest(fmt.Sprintf("job %q (assignment manifest)", a.Job), a.ManifestYaml)
+	if err != nil {
+		return endFailed, err
+	}
+	bucket, prefix, err := g.checkpointLocation(m)
+	if err != nil {
+		return endFailed, err
+	}
+	g.bucket = bucket
+	store, err := ag.cfg.OpenBucket(bucket)
+	if err != nil {
+		return endFailed, fmt.Errorf("checkpoint bucket %q: %w", bucket, err)
+	}
+	restore, err := RestoreRef(a, bucket)
+	if err != nil {
+		return endFailed, err
+	}
+	var comm *collective.Comm
+	if a.World > 1 {
+		c, abort, err := ag.cfg.NewComm(g.ctx, a, ag.cfg.CollectiveTimeout)
+		if err != nil {
+			return endFailed, fmt.Errorf("connecting the ring: %w", err)
+		}
+		comm = c
+		g.setAbort(abort)
+		defer func() {
+			if g.ctx.Err() != nil {
+				g.abortComm()
+			} else {
+				comm.Close()
+			}
+		}()
+	}
+	job := trainer.Job{
+		Manifest: m, Stage: int(a.Stage), Rank: int(a.Rank), World: int(a.World), Generation: uint64(a.Generation),
+		Comm: comm, Store: store, CheckpointPrefix: prefix, OpenDataset: ag.cfg.OpenDataset, Committer: g,
+		StopStep: a.StopStep, Logger: log, Now: ag.cfg.Now,
+	}
+	from := "initialisation"
+	if restore != nil {
+		from = fmt.Sprintf("checkpoint at step %d", restore.Step)
+	}
+	log.Info("starting generation", "stage", a.StageName, "world", a.World, "from", from, "stop_step", a.StopStep)
+	tr, err := ag.cfg.NewTrainer(g.ctx, job, restore)
+	if err != nil {
+		return endFailed, fmt.Errorf("building the trainer run: %w", err)
+	}
+	var async sync.WaitGroup
+	defer func() {
+		if err := tr.Close(); err != nil {
+			log.Warn("closing the trainer run", "err", err)
+		}
+		async.Wait()
+	}()
+	collect := func(r trainer.CheckpointResult) {
+		ag.metrics.observeCheckpoint(r)
+		switch {
+		case r.Err != nil:
+			log.Warn("checkpoint not committed", "err", r.Err)
+		case !r.Skipped:
+			log.Info("checkpoint committed", "step", r.Ref.Step, "objects", len(r.Ref.Objects),
+				"blocked", r.Blocked, "upload", r.Upload, "commit", r.Commit)
+		}
+	}
+	interval := m.Checkpoint.Interval
+	for first := true; ; first = false {
+		if tr.Done() {
+			if first {
+				log.Info("stage already complete at its restore point")
+			}
+			return endFinished, nil
+		}
+		p, err := tr.Step(g.ctx)
+		if err != nil {
+			return endFailed, fmt.Errorf("step %d: %w", tr.State().Step+1, err)
+		}
+		g.lastStep = p.Step
+		ag.metrics.observeStep(p)
+		g.rep.put(progressRequest(ag.cfg.Info.ID, a, p))
+		log.Debug("step", "stage", p.StageName, "step", p.Step, "loss", p.Loss, "terms", p.Terms, "tokens_per_sec", p.TokensPerSec,
+			"step_time", p.StepTime, "comm_wait", p.CommWait, "samples", p.Samples, "sample_ids", p.SampleIDs)
+		if p.StageStep == 1 || p.Step%10 == 0 || p.Step >= a.StopStep {
+			log.Info("step", "stage", p.StageName, "step", p.Step, "of", a.StopStep, "loss", p.Loss, "tokens_per_sec", int64(p.TokensPerSec),
+				"step_time", p.StepTime.Round(1e6))
+		}
+		draining, err := g.vote(comm)
+		if err != nil {
+			return endFailed, fmt.Errorf("drain vote after step %d: %w", p.Step, err)
+		}
+		switch PlanStep(p.Step, a.StopStep, interval, draining) {
+		case Continue:
+		case Checkpoint:
+			ch, err := tr.Checkpoint(g.ctx)
+			if err != nil {
+				return endFailed, fmt.Errorf("checkpoint at step %d: %w", p.Step, err)
+			}
+			async.Go(func() {
+				select {
+				case r := <-ch:
+					collect(r)
+				case <-g.ctx.Done():
+				}
+			})
+		case Finish, Drain:
+			final := draining && p.Step < a.StopStep
+			ch, err := tr.Checkpoint(g.ctx)
+			if err != nil {
+				return endFailed, fmt.Errorf("checkpoint at step %d: %w", p.Step, err)
+			}
+			var r trainer.CheckpointResult
+			select {
+			case r = <-ch:
+			case <-g.ctx.Done():
+				return endFailed, fmt.Errorf("waiting for the checkpoint at step %d: %w", p.Step, g.ctx.Err())
+			}
+			collect(r)
+			if !final {
+				if r.Err != nil {
+					return endFailed, r.Err
+				}
+				return endFinished, nil
+			}
+			// Every rank learns whether rank 0 committed the drain
+			// checkpoint before the draining rank leaves (its lease going
+			// away starts the next generation).
+			committed, err := g.agree(comm, r.Err == nil && !r.Skipped)
+			if err != nil {
+				return endFailed, fmt.Errorf("after the drain checkpoint at step %d: %w", p.Step, err)
+			}
+			log.Info("stopping for a drain", "step", p.Step, "checkpoint_committed", committed, "draining_here", g.drainReq.Load())
+			if g.drainReq.Load() {
+				return endDrained, nil
+			}
+			return endFinished, nil
+		}
+	}
+}
+
+// vote tells every rank whether any of them is draining: a one-element
+// all-reduce after every step, so that all ranks stop at the same step.
+func (g *generation) vote(comm *collective.Comm) (bool, error) {
+	return g.agree(comm, g.drainReq.Load())
+}
+
+// agree returns whether flag is set on any rank.
+func (g *generation) agree(comm *collective.Comm, flag bool) (bool, error) {
+	if comm == nil {
+		return flag, nil
+	}
+	buf := []float32{0}
+	if flag {
+		buf[0] = 1
+	}
+	if err := comm.AllReduce(g.ctx, buf, collective.Sum); err != nil {
+		return false, err
+	}
+	return buf[0] > 0, nil
+}
+
+func progressRequest(id string, a *loompb.Assignment, p trainer.Progress) *loompb.ReportProgressRequest {
+	losses := make(map[string]float64, len(p.Terms)+1)
+	for k, v := range p.Terms {
+		losses[k] = v
+	}
+	losses["loss"] = p.Loss
+	return &loompb.ReportProgressRequest{WorkerId: id, Job: a.Job, Generation: a.Generation, Step: p.Step, Losses: losses,
+		TokensPerSec: p.TokensPerSec, StepTimeSeconds: p.StepTime.Seconds(), SamplesConsumed: p.Samples}
+}
+
+// reporter sends the latest progress report; older unsent ones are
+// superseded, so a slow coordinator never holds up training.
+type reporter struct {
+	mu      sync.Mutex
+	pending *loompb.ReportProgressRequest
+	wake    chan struct{}
+}
+
+func (r *reporter) put(req *loompb.ReportProgressRequest) {
+	r.mu.Lock()
+	r.pending = req
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *reporter) take() *loompb.ReportProgressRequest {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	req := r.pending
+	r.pending = nil
+	return req
+}
+
+// report sends progress reports until the generation's context ends.
+func (g *generation) send(ctx context.Context, req *loompb.ReportProgressRequest) {
+	err := g.ag.cfg.Coordinator.ReportProgress(ctx, req)
+	switch {
+	case err == nil:
+		g.ag.metrics.reports.WithLabelValues("ok").Inc()
+	case status.Code(err) == codes.FailedPrecondition:
+		g.ag.metrics.reports.WithLabelValues("stale").Inc()
+		g.markStale(err)
+	default:
+		g.ag.metrics.reports.WithLabelValues("error").Inc()
+		if !errors.Is(err, context.Canceled) {
+			g.ag.log.Debug("progress report dropped", "step", req.Step, "err", err)
+		}
+	}
+}
+
+func (g *generation) report() {
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-g.rep.wake:
+			if req := g.rep.take(); req != nil {
+				g.send(g.ctx, req)
+			}
+		}
+	}
+}
