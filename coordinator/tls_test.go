@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -122,5 +123,58 @@ func TestMutualTLS(t *testing.T) {
 	defer cancel()
 	if _, err := loompb.NewJobsClient(cc).ListJobs(ctx, &loompb.ListJobsRequest{}); err == nil {
 		t.Error("ListJobs without a client certificate succeeded, want refused")
+	}
+}
+
+// TestPeerTLS: two nodes with PeerConfig complete a mutual handshake; a
+// node whose certificate another CA signed is refused.
+func TestPeerTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, caKey, caPath, _ := writeCert(t, dir, "ca", true, nil, nil)
+	_, _, aCert, aKey := writeCert(t, dir, "a", false, ca, caKey)
+	_, _, bCert, bKey := writeCert(t, dir, "b", false, ca, caKey)
+	other, otherKey, _, _ := writeCert(t, dir, "other-ca", true, nil, nil)
+	_, _, xCert, xKey := writeCert(t, dir, "x", false, other, otherKey)
+	handshake := func(server, client TLSFiles) error {
+		sc, err := server.PeerConfig()
+		if err != nil {
+			return err
+		}
+		cc, err := client.PeerConfig()
+		if err != nil {
+			return err
+		}
+		cc.ServerName = "localhost"
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", sc)
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		errs := make(chan error, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			errs <- c.(*tls.Conn).Handshake()
+		}()
+		c, err := tls.Dial("tcp", ln.Addr().String(), cc)
+		if err != nil {
+			<-errs
+			return err
+		}
+		defer c.Close()
+		// In TLS 1.3 the server checks the client's certificate after the
+		// client's side is done: its verdict is what counts.
+		return <-errs
+	}
+	if err := handshake(TLSFiles{Cert: aCert, Key: aKey, CA: caPath}, TLSFiles{Cert: bCert, Key: bKey, CA: caPath}); err != nil {
+		t.Errorf("handshake between two nodes of the CA: %v", err)
+	}
+	if err := handshake(TLSFiles{Cert: aCert, Key: aKey, CA: caPath}, TLSFiles{Cert: xCert, Key: xKey, CA: caPath}); err == nil {
+		t.Error("handshake with a node of another CA succeeded, want refused")
 	}
 }
