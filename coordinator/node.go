@@ -219,7 +219,7 @@ func (n *Node) schedule(ctx context.Context) {
 	now := n.cfg.Now()
 	n.cfg.FSM.Read(func(s *State) { d = Plan(s, now) })
 	for _, c := range d.Commands {
-		r, err := n.cfg.Server.Apply(ctx, c)
+		r, err := n.cfg.Server.ApplyAsLeader(c)
 		if err != nil {
 			n.log.Warn("scheduler command not applied", "kind", c.Kind(), "err", err)
 			return
@@ -246,7 +246,7 @@ func (n *Node) schedule(ctx context.Context) {
 		}
 	}
 	for job, steps := range purged {
-		if _, err := n.cfg.Server.Apply(ctx, &Command{Purge: &Purge{Job: job, Steps: steps}}); err != nil {
+		if _, err := n.cfg.Server.ApplyAsLeader(&Command{Purge: &Purge{Job: job, Steps: steps}}); err != nil {
 			n.log.Warn("purge not applied", "job", job, "err", err)
 		}
 	}
@@ -277,7 +277,7 @@ func (n *Node) watchOnce(ctx context.Context) error {
 	var cmds []*Command
 	n.cfg.FSM.Read(func(s *State) { cmds = reconcile(s, list) })
 	for _, c := range cmds {
-		if _, err := n.cfg.Server.Apply(ctx, c); err != nil {
+		if _, err := n.cfg.Server.ApplyAsLeader(c); err != nil {
 			return fmt.Errorf("reconcile workers: %w", err)
 		}
 	}
@@ -286,7 +286,7 @@ func (n *Node) watchOnce(ctx context.Context) error {
 		if ev.Up {
 			c = &Command{WorkerUp: &WorkerUp{Worker: ev.Worker}}
 		}
-		if _, err := n.cfg.Server.Apply(ctx, c); err != nil {
+		if _, err := n.cfg.Server.ApplyAsLeader(c); err != nil {
 			return fmt.Errorf("apply registry event: %w", err)
 		}
 	}

@@ -166,6 +166,31 @@ func (s *Server) Apply(ctx context.Context, c *Command) (Result, error) {
 	return s.apply(ctx, c, true)
 }
 
+// ApplyAsLeader applies c only if this node leads, never forwarding: the
+// leader duties use it, so that a deposed leader's decisions are dropped
+// rather than sent to its successor.
+func (s *Server) ApplyAsLeader(c *Command) (Result, error) {
+	if c.Time.IsZero() {
+		c.Time = s.cfg.Now()
+	}
+	if !s.cfg.Raft.IsLeader() {
+		return Result{}, raft.ErrNotLeader
+	}
+	b, err := c.Encode()
+	if err != nil {
+		return Result{}, err
+	}
+	resp, err := s.cfg.Raft.Apply(b, s.cfg.ApplyTimeout)
+	if err != nil {
+		return Result{}, err
+	}
+	r, ok := resp.(Result)
+	if !ok {
+		return Result{}, fmt.Errorf("raft apply returned %T, want coordinator.Result", resp)
+	}
+	return r, nil
+}
+
 // apply is Apply; readOwn=false skips waiting for this replica to catch up
 // (for writes whose caller reads nothing back: progress, checkpoints).
 func (s *Server) apply(ctx context.Context, c *Command, readOwn bool) (Result, error) {
