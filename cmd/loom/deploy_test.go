@@ -41,6 +41,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
@@ -704,6 +705,7 @@ func TestDeployManifests(t *testing.T) {
 			t.Run("networkpolicy", func(t *testing.T) { checkNetworkPolicies(t, r) })
 			t.Run("etcd", func(t *testing.T) { checkEtcd(t, r) })
 			t.Run("endpoints", func(t *testing.T) { checkEndpoints(t, r) })
+			t.Run("apivalidation", func(t *testing.T) { checkAPIValidation(t, r) })
 		})
 	}
 }
@@ -1455,6 +1457,84 @@ func checkNetworkPolicies(t *testing.T, r *rendering) {
 			for _, cp := range c.Ports {
 				if !covered[name][cp.Name] {
 					t.Errorf("%s: no NetworkPolicy admits traffic to StatefulSet %s port %s (%d)", r.target, name, cp.Name, cp.ContainerPort)
+				}
+			}
+		}
+	}
+}
+
+// checkAPIValidation repeats the API server's validation rules that a
+// decoded object can still break: name syntax, port names and numbers,
+// environment variable and ConfigMap key names, one handler per probe,
+// requests not above limits, unique container and port names.
+func checkAPIValidation(t *testing.T, r *rendering) {
+	bad := func(what, value string, errs []string) {
+		if len(errs) > 0 {
+			t.Errorf("%s: %s %q: %s", r.target, what, value, strings.Join(errs, "; "))
+		}
+	}
+	for _, name := range keys(r.services) {
+		bad("Service name", name, validation.IsDNS1035Label(name))
+		for _, p := range r.services[name].Spec.Ports {
+			bad("Service "+name+" port name", p.Name, validation.IsValidPortName(p.Name))
+			bad("Service "+name+" port", strconv.Itoa(int(p.Port)), validation.IsValidPortNum(int(p.Port)))
+		}
+	}
+	for _, cm := range r.configMaps {
+		bad("ConfigMap name", cm.Name, validation.IsDNS1123Subdomain(cm.Name))
+		for k := range cm.Data {
+			bad("ConfigMap "+cm.Name+" key", k, validation.IsConfigMapKey(k))
+		}
+	}
+	for _, name := range keys(r.statefulSets) {
+		// A StatefulSet's pods are named <name>-<ordinal> and carry a label
+		// with that value, so the name must leave room for the ordinal.
+		bad("StatefulSet name", name, validation.IsDNS1123Label(name+"-999"))
+		sts := r.statefulSets[name]
+		spec := sts.Spec.Template.Spec
+		containers := map[string]bool{}
+		for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+			where := "StatefulSet " + name + " container " + c.Name
+			bad("container name", c.Name, validation.IsDNS1123Label(c.Name))
+			if containers[c.Name] {
+				t.Errorf("%s: %s: container name used twice", r.target, where)
+			}
+			containers[c.Name] = true
+			ports := map[string]bool{}
+			for _, p := range c.Ports {
+				bad(where+" port name", p.Name, validation.IsValidPortName(p.Name))
+				bad(where+" port", strconv.Itoa(int(p.ContainerPort)), validation.IsValidPortNum(int(p.ContainerPort)))
+				if ports[p.Name] {
+					t.Errorf("%s: %s: port name %s used twice", r.target, where, p.Name)
+				}
+				ports[p.Name] = true
+			}
+			for _, e := range c.Env {
+				bad(where+" env", e.Name, validation.IsEnvVarName(e.Name))
+			}
+			for _, pr := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe, c.StartupProbe} {
+				if pr == nil {
+					continue
+				}
+				n := 0
+				for _, set := range []bool{pr.HTTPGet != nil, pr.TCPSocket != nil, pr.Exec != nil, pr.GRPC != nil} {
+					if set {
+						n++
+					}
+				}
+				if n != 1 {
+					t.Errorf("%s: %s: a probe needs exactly one handler, has %d", r.target, where, n)
+				}
+				if pr.HTTPGet != nil && pr.HTTPGet.Port.Type == intstr.String && !ports[pr.HTTPGet.Port.StrVal] {
+					t.Errorf("%s: %s: probe port %s is not a port of the container", r.target, where, pr.HTTPGet.Port.StrVal)
+				}
+				if pr.TCPSocket != nil && pr.TCPSocket.Port.Type == intstr.String && !ports[pr.TCPSocket.Port.StrVal] {
+					t.Errorf("%s: %s: probe port %s is not a port of the container", r.target, where, pr.TCPSocket.Port.StrVal)
+				}
+			}
+			for res, req := range c.Resources.Requests {
+				if lim, ok := c.Resources.Limits[res]; ok && req.Cmp(lim) > 0 {
+					t.Errorf("%s: %s: %s request %s exceeds its limit %s", r.target, where, res, req.String(), lim.String())
 				}
 			}
 		}
