@@ -178,6 +178,18 @@ func copyRows(dst, src []float32, ld, rows, cols, w int) {
 		for r := 0; r < rows; r++ {
 			*(*[16]float32)(unsafe.Add(d, r*16*4)) = *(*[16]float32)(unsafe.Add(s, r*ld*4))
 		}
+	case cols == 12 && w == 12:
+		for r := 0; r < rows; r++ {
+			*(*[12]float32)(unsafe.Add(d, r*12*4)) = *(*[12]float32)(unsafe.Add(s, r*ld*4))
+		}
+	case cols == 6 && w == 6:
+		for r := 0; r < rows; r++ {
+			*(*[6]float32)(unsafe.Add(d, r*6*4)) = *(*[6]float32)(unsafe.Add(s, r*ld*4))
+		}
+	case cols == 4 && w == 4:
+		for r := 0; r < rows; r++ {
+			*(*[4]float32)(unsafe.Add(d, r*4*4)) = *(*[4]float32)(unsafe.Add(s, r*ld*4))
+		}
 	default:
 		for r := 0; r < rows; r++ {
 			copy(dst[r*w:r*w+cols], src[r*ld:r*ld+cols])

@@ -473,3 +473,32 @@ func TestSgemmPackers(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyRows checks the packers' row copy (each fixed-width fast case and the
+// general one) against the definition, including the zero padding.
+func TestCopyRows(t *testing.T) {
+	rng := rand.New(rand.NewPCG(14, 15))
+	for _, s := range [][4]int{ // rows, cols, w, ld pad
+		{5, 32, 32, 3}, {5, 16, 16, 0}, {7, 12, 12, 5}, {3, 6, 6, 1}, {9, 4, 4, 2}, {4, 5, 12, 0}, {2, 31, 32, 1}, {0, 12, 12, 0},
+	} {
+		rows, cols, w, pad := s[0], s[1], s[2], s[3]
+		ld := cols + pad
+		src := randSlice(rng, max(1, rows*ld))
+		dst := make([]float32, max(1, rows*w))
+		for i := range dst {
+			dst[i] = sentinel
+		}
+		copyRows(dst, src, ld, rows, cols, w)
+		for r := 0; r < rows; r++ {
+			for c := 0; c < w; c++ {
+				want := float32(0)
+				if c < cols {
+					want = src[r*ld+c]
+				}
+				if got := dst[r*w+c]; got != want {
+					t.Fatalf("copyRows(rows=%d, cols=%d, w=%d, ld=%d): dst[%d*%d+%d] got %g, want %g", rows, cols, w, ld, r, w, c, got, want)
+				}
+			}
+		}
+	}
+}
