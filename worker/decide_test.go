@@ -88,8 +88,11 @@ func TestRestoreRef(t *testing.T) {
 	if _, err := RestoreRef(a, "other"); err == nil || !strings.Contains(err.Error(), "objects[0]") {
 		t.Errorf("RestoreRef(other bucket) = %v, want an error naming objects[0]", err)
 	}
-	a.Restore.Stage = 0 // the previous stage's final checkpoint: the trainer initialises the stage
-	if ref, err := RestoreRef(a, "ck"); ref != nil || err != nil {
-		t.Errorf("RestoreRef(previous stage) = %+v, %v; want nil, nil", ref, err)
+	a.Restore.Stage = 0 // the previous stage's final checkpoint: the trainer initialises the stage from it
+	if ref, err := RestoreRef(a, "ck"); ref == nil || ref.Stage != 0 || err != nil {
+		t.Errorf("RestoreRef(previous stage) = %+v, %v; want the stage-0 checkpoint", ref, err)
+	}
+	if ref, err := RestoreRef(&loompb.Assignment{}, "ck"); ref != nil || err != nil {
+		t.Errorf("RestoreRef(no restore) = %+v, %v; want nil, nil", ref, err)
 	}
 }

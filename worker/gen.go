@@ -148,12 +148,12 @@ func (g *generation) checkpointLocation(m *api.Manifest) (bucket, prefix string,
 
 // RestoreRef converts the assignment's restore checkpoint to the trainer's
 // form (object paths s3://BUCKET/KEY become KEY of the bucket's store). It
-// returns nil when the assignment restores nothing, or when the checkpoint
-// is another stage's: the trainer then initialises the stage (from the
-// previous stage's final checkpoint).
+// returns nil when the assignment restores nothing. A checkpoint of an
+// earlier stage is that stage's final one: the trainer initialises the new
+// stage from it.
 func RestoreRef(a *loompb.Assignment, bucket string) (*trainer.CheckpointRef, error) {
 	c := a.Restore
-	if c == nil || c.Stage != a.Stage {
+	if c == nil {
 		return nil, nil
 	}
 	ref := &trainer.CheckpointRef{Stage: int(c.Stage), Step: c.Step, Generation: uint64(c.Generation), Samples: c.SamplesConsumed}

@@ -44,6 +44,8 @@ type Info struct {
 	Host   string // machine name: the scheduler puts ring neighbours on one host
 	GPUs   int
 	Labels map[string]string
+	// Version is the build this worker runs.
+	Version string
 }
 
 // Registrar registers the worker in the registry the coordinator watches.
