@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/loomtrain/loom/api/loompb"
+	"github.com/loomtrain/loom/coordinator/registry"
 )
 
 // testNode is one coordinator node of a fake-Raft cluster with a real gRPC
@@ -33,34 +34,6 @@ type testNode struct {
 	node *Node
 	addr string
 	g    *grpc.Server
-}
-
-type fakeRegistry struct {
-	mu     sync.Mutex
-	list   []WorkerInfo
-	events chan RegistryEvent
-}
-
-func (f *fakeRegistry) Watch(ctx context.Context) ([]WorkerInfo, <-chan RegistryEvent, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	out := make(chan RegistryEvent)
-	go func() {
-		defer close(out)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev := <-f.events:
-				select {
-				case out <- ev:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}
-	}()
-	return append([]WorkerInfo(nil), f.list...), out, nil
 }
 
 type fakeDeleter struct {
@@ -233,11 +206,16 @@ func TestServerAuth(t *testing.T) {
 // registry → schedule → assignment stream → progress → checkpoints →
 // retention deletes → completion, with writes sent to a follower.
 func TestServerJobLifecycle(t *testing.T) {
-	reg := &fakeRegistry{events: make(chan RegistryEvent, 16), list: []WorkerInfo{{ID: "w1", Addr: "10.0.0.1:7000", Host: "a"}}}
-	del := &fakeDeleter{}
-	_, nodes := startFakeCluster(t, []string{"n1", "n2"}, reg, del)
+	reg := registry.NewFake(nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	r1, err := reg.Register(ctx, registry.Worker{ID: "w1", Addr: "10.0.0.1:7000", Host: "a", GPUs: 1}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Close()
+	del := &fakeDeleter{}
+	_, nodes := startFakeCluster(t, []string{"n1", "n2"}, FromRegistry(reg), del)
 	cc := dial(t, nodes[1].addr, testToken)
 	jobs, workers := loompb.NewJobsClient(cc), loompb.NewWorkersClient(cc)
 
@@ -299,7 +277,11 @@ stages: [{name: pretrain, steps: 10}, {name: sft, steps: 5}]
 	if a := recv("w1", true); !a.Idle {
 		t.Fatalf("w1 first assignment = %v, want idle", a)
 	}
-	reg.events <- RegistryEvent{Up: true, Worker: WorkerInfo{ID: "w2", Addr: "10.0.0.2:7000", Host: "b"}}
+	r2, err := reg.Register(ctx, registry.Worker{ID: "w2", Addr: "10.0.0.2:7000", Host: "b", GPUs: 1}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
 	a1, a2 := recv("w1", false), recv("w2", false)
 	if a1.Generation != 1 || a1.Rank != 0 || a2.Rank != 1 || a1.World != 2 || a1.StopStep != 10 || a2.Peers[0].Addr != "10.0.0.1:7000" {
 		t.Fatalf("assignments: w1 %v, w2 %v", a1, a2)
@@ -422,4 +404,61 @@ func TestNodeDutiesFollowLeadership(t *testing.T) {
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "no leader") {
 		t.Errorf("Apply with no leader = %v, want Unavailable naming the missing leader", err)
 	}
+}
+
+// TestServerLeaseLost: a worker whose registry lease is lost is dropped from
+// its job, which continues on the rest as a new generation; when it comes
+// back the job grows again after its next checkpoint.
+func TestServerLeaseLost(t *testing.T) {
+	reg := registry.NewFake(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	r1, err := reg.Register(ctx, registry.Worker{ID: "w1", Addr: "10.0.0.1:7000"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Close()
+	r2, err := reg.Register(ctx, registry.Worker{ID: "w2", Addr: "10.0.0.2:7000"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, nodes := startFakeCluster(t, []string{"n1"}, FromRegistry(reg), nil)
+	cc := dial(t, nodes[0].addr, testToken)
+	jobs, workers := loompb.NewJobsClient(cc), loompb.NewWorkersClient(cc)
+	if _, err := jobs.SubmitJob(ctx, &loompb.SubmitJobRequest{ManifestYaml: []byte(`name: lease
+recipe: vila
+model: {size: tiny}
+datasets: [{name: d, uri: "s3://bkt/d"}]
+global_batch: 2
+elastic: {min: 1, max: 2}
+stages: [{name: s, steps: 100}]
+`)}); err != nil {
+		t.Fatal(err)
+	}
+	job := func() *loompb.Job {
+		j, err := jobs.GetJob(ctx, &loompb.GetJobRequest{Job: "lease"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	waitFor(t, 5*time.Second, "world 2", func() bool { j := job(); return j.World == 2 && j.Generation == 1 })
+	reg.Revoke(r2)
+	waitFor(t, 5*time.Second, "generation 2 on w1 alone", func() bool {
+		j := job()
+		return j.Generation == 2 && j.World == 1 && j.Workers[0] == "w1" && j.Restarts == 1
+	})
+	r2b, err := reg.Register(ctx, registry.Worker{ID: "w2", Addr: "10.0.0.2:7000"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2b.Close()
+	if _, err := workers.CommitCheckpoint(ctx, &loompb.CommitCheckpointRequest{WorkerId: "w1", Job: "lease", Generation: 2, Step: 10,
+		SamplesConsumed: 20, Objects: []*loompb.CheckpointObject{{Path: "s3://ckpt/lease/10", Sha256: strings.Repeat("0", 64), Size: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "growth back to 2 from step 10", func() bool {
+		j := job()
+		return j.Generation == 3 && j.World == 2 && j.Step == 10 && j.Restarts == 1
+	})
 }
