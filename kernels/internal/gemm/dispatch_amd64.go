@@ -11,6 +11,15 @@ import "golang.org/x/sys/cpu"
 //go:noescape
 func microAVX512(kc int, a, b, c *float32, ldc int, alpha, beta float32)
 
+// microAVX512x8 and microAVX512x4 implement microFunc for the last 8 or 4 rows of
+// C: an 8×32 or 4×32 tile read from 12-row A panels.
+//
+//go:noescape
+func microAVX512x8(kc int, a, b, c *float32, ldc int, alpha, beta float32)
+
+//go:noescape
+func microAVX512x4(kc int, a, b, c *float32, ldc int, alpha, beta float32)
+
 // microAVX2 implements microFunc for a 6×16 tile with AVX2 and FMA (kernel_avx2_amd64.s).
 //
 //go:noescape
@@ -55,6 +64,7 @@ var avx512Kernel = kernel{
 	mr:   12, nr: 32,
 	mc: 1536, kc: 384, nc: 480,
 	micro: microAVX512,
+	edges: []edgeKernel{{4, microAVX512x4}, {8, microAVX512x8}},
 }
 
 // avx2Kernel: the BLIS Haswell shape, 6×16 in 12 of the 16 YMM registers.

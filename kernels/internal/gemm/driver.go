@@ -20,8 +20,28 @@ type kernel struct {
 	mc, kc int // A~ block, packed once per K panel: mc×kc; mc is a multiple of mr
 	nc     int // B~ block, in L2: kc×nc; nc is a multiple of nr
 	micro  microFunc
+	// edges are optional kernels for fewer rows than mr (ascending rows), reading
+	// the same mr-row A panels; the last row band of C uses the smallest that fits.
+	edges []edgeKernel
 
 	pool sync.Pool // *workspace sized for this kernel
+}
+
+// edgeKernel is a micro-kernel for the first rows (< mr) of an mr-row A panel:
+// microFunc's contract with MR = rows.
+type edgeKernel struct {
+	rows  int
+	micro microFunc
+}
+
+// forRows returns the kernel and its row count for a band of rows <= mr rows.
+func (kern *kernel) forRows(rows int) (microFunc, int) {
+	for _, e := range kern.edges {
+		if rows <= e.rows {
+			return e.micro, e.rows
+		}
+	}
+	return kern.micro, kern.mr
 }
 
 // workspace holds one goroutine's packing buffers, each 64-byte aligned. The
@@ -91,16 +111,17 @@ func compute(kern *kernel, p *problem, r region) {
 				packB(w.b, p, pc, jc, kc, nc, nr)
 				for ir := 0; ir < mc; ir += mr {
 					rows := min(mr, mc-ir)
+					micro, kr := kern.forRows(rows)
 					ap := &w.a[ir*kc]
 					for jr := 0; jr < nc; jr += nr {
 						cols := min(nr, nc-jr)
 						bp := &w.b[jr*kc]
 						ci := (ic+ir)*p.ldc + jc + jr
-						if rows == mr && cols == nr {
-							kern.micro(kc, ap, bp, &p.c[ci], p.ldc, p.alpha, beta)
+						if rows == kr && cols == nr {
+							micro(kc, ap, bp, &p.c[ci], p.ldc, p.alpha, beta)
 							continue
 						}
-						kern.micro(kc, ap, bp, &w.tile[0], nr, 1, 0)
+						micro(kc, ap, bp, &w.tile[0], nr, 1, 0)
 						mergeTile(p.c[ci:], p.ldc, w.tile, nr, rows, cols, p.alpha, beta)
 					}
 				}

@@ -18,8 +18,11 @@ func testKernels() []*kernel {
 			name: k.name + "/tiny-blocks",
 			mr:   k.mr, nr: k.nr,
 			mc: 2 * k.mr, kc: 5, nc: 2 * k.nr,
-			micro: k.micro,
+			micro: k.micro, edges: k.edges,
 		})
+		if len(k.edges) > 0 {
+			ks = append(ks, &kernel{name: k.name + "/no-edge-kernels", mr: k.mr, nr: k.nr, mc: k.mc, kc: k.kc, nc: k.nc, micro: k.micro})
+		}
 	}
 	return ks
 }
@@ -126,7 +129,7 @@ func (o *operands) want() []float32 {
 var shapes = [][3]int{
 	{1, 1, 1}, {1, 7, 3}, {7, 1, 3}, {3, 5, 1}, {4, 4, 4}, {5, 17, 9},
 	{12, 32, 16}, {13, 33, 17}, {6, 16, 11}, {25, 47, 31}, {37, 70, 64},
-	{64, 64, 64}, {100, 3, 50}, {3, 100, 50}, {49, 130, 7},
+	{64, 64, 64}, {100, 3, 50}, {3, 100, 50}, {49, 130, 7}, {20, 40, 9}, {8, 64, 3},
 }
 
 // threadSmall makes even the smallest products use every thread they are given,

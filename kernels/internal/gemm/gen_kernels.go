@@ -18,18 +18,20 @@ import (
 )
 
 type spec struct {
-	file   string
-	fn     string // Go function name
-	reg    string // "Z" or "Y"
-	lanes  int    // float32 lanes per vector
-	mr, nv int    // rows, vectors per row
-	bcast  []int  // registers used for broadcast A values, in rotation
-	bregs  []int  // registers holding the B row
-	zero   string // instruction that zeroes a register
-	need   string // the CPU features the kernel needs, for the comment
-	unroll int
-	// prefetchA is the distance in bytes ahead of the A pointer to prefetch, or 0.
-	prefetchA int
+	file    string
+	fn      string // Go function name
+	reg     string // "Z" or "Y"
+	lanes   int    // float32 lanes per vector
+	mr, nv  int    // rows, vectors per row
+	astride int    // floats of packed A per k step (the panel's MR); 0 means mr
+	bcast   []int  // registers used for broadcast A values, in rotation
+	bregs   []int  // registers holding the B row
+	zero    string // instruction that zeroes a register
+	need    string // the CPU features the kernel needs, for the comment
+	unroll  int
+	// prefetchA and prefetchB are the distances in bytes ahead of the A and B
+	// pointers to prefetch each unrolled iteration, or 0 for none.
+	prefetchA, prefetchB int
 }
 
 func main() {
@@ -37,12 +39,23 @@ func main() {
 		{
 			file: "kernel_avx512_amd64.s", fn: "microAVX512", reg: "Z", lanes: 16, mr: 12, nv: 2,
 			bcast: []int{26, 27, 28, 29, 30, 31}, bregs: []int{24, 25}, zero: "VPXORD",
-			need: "AVX-512F", unroll: 4, prefetchA: 0,
+			need: "AVX-512F", unroll: 4, prefetchB: 0,
+		},
+		// Edge kernels for the last rows of C: they read the same 12-row A panels.
+		{
+			file: "kernel_avx512x8_amd64.s", fn: "microAVX512x8", reg: "Z", lanes: 16, mr: 8, nv: 2, astride: 12,
+			bcast: []int{26, 27, 28, 29, 30, 31}, bregs: []int{24, 25}, zero: "VPXORD",
+			need: "AVX-512F", unroll: 4, prefetchB: 0,
+		},
+		{
+			file: "kernel_avx512x4_amd64.s", fn: "microAVX512x4", reg: "Z", lanes: 16, mr: 4, nv: 2, astride: 12,
+			bcast: []int{26, 27, 28, 29, 30, 31}, bregs: []int{24, 25}, zero: "VPXORD",
+			need: "AVX-512F", unroll: 4, prefetchB: 0,
 		},
 		{
 			file: "kernel_avx2_amd64.s", fn: "microAVX2", reg: "Y", lanes: 8, mr: 6, nv: 2,
 			bcast: []int{14, 15}, bregs: []int{12, 13}, zero: "VXORPS",
-			need: "AVX2 and FMA", unroll: 4, prefetchA: 192,
+			need: "AVX2 and FMA", unroll: 4,
 		},
 	}
 	for _, s := range specs {
@@ -275,6 +288,9 @@ func genTranspose() []byte {
 }
 
 func gen(s spec) []byte {
+	if s.astride == 0 {
+		s.astride = s.mr
+	}
 	var w bytes.Buffer
 	p := func(format string, args ...any) { fmt.Fprintf(&w, format+"\n", args...) }
 	nr := s.nv * s.lanes
@@ -291,7 +307,7 @@ func gen(s spec) []byte {
 	p("// func %s(kc int, a, b, c *float32, ldc int, alpha, beta float32)", s.fn)
 	p("//")
 	p("// %d×%d micro-kernel (%d accumulators %s0-%s%d); needs %s.", s.mr, nr, s.mr*s.nv, s.reg, s.reg, s.mr*s.nv-1, s.need)
-	p("// AX walks packed A (%d floats a step), BX packed B (%d floats a step), DX is C.", s.mr, nr)
+	p("// AX walks packed A (%d floats a step), BX packed B (%d floats a step), DX is C.", s.astride, nr)
 	p("TEXT ·%s(SB), NOSPLIT, $0-48", s.fn)
 	p("\tMOVQ kc+0(FP), CX")
 	p("\tMOVQ a+8(FP), AX")
@@ -318,7 +334,7 @@ func gen(s spec) []byte {
 		}
 		for i := 0; i < s.mr; i++ {
 			br := reg(s.bcast[(u*s.mr+i)%len(s.bcast)])
-			p("\tVBROADCASTSS %d(AX), %s", (u*s.mr+i)*4, br)
+			p("\tVBROADCASTSS %d(AX), %s", (u*s.astride+i)*4, br)
 			for v := 0; v < s.nv; v++ {
 				p("\tVFMADD231PS %s, %s, %s", reg(s.bregs[v]), br, acc(i, v))
 			}
@@ -329,14 +345,19 @@ func gen(s spec) []byte {
 	p("\tJZ tail")
 	p("loop:")
 	if s.prefetchA > 0 {
-		for off := 0; off < s.unroll*s.mr*4; off += 64 {
+		for off := 0; off < s.unroll*s.astride*4; off += 64 {
 			p("\tPREFETCHT0 %d(AX)", s.prefetchA+off)
+		}
+	}
+	if s.prefetchB > 0 {
+		for off := 0; off < s.unroll*nr*4; off += 64 {
+			p("\tPREFETCHT0 %d(BX)", s.prefetchB+off)
 		}
 	}
 	for u := 0; u < s.unroll; u++ {
 		step(u)
 	}
-	p("\tADDQ $%d, AX", s.unroll*s.mr*4)
+	p("\tADDQ $%d, AX", s.unroll*s.astride*4)
 	p("\tADDQ $%d, BX", s.unroll*nr*4)
 	p("\tDECQ R9")
 	p("\tJNZ loop")
@@ -345,7 +366,7 @@ func gen(s spec) []byte {
 	p("\tJZ epilogue")
 	p("tailloop:")
 	step(0)
-	p("\tADDQ $%d, AX", s.mr*4)
+	p("\tADDQ $%d, AX", s.astride*4)
 	p("\tADDQ $%d, BX", nr*4)
 	p("\tDECQ CX")
 	p("\tJNZ tailloop")
