@@ -5,6 +5,7 @@ package gemm
 import (
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -110,5 +111,33 @@ func BenchmarkPeak(b *testing.B) {
 			}
 			b.ReportMetric(12*8*2*iters*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})
+	}
+}
+
+// TestGeneratedAsmUpToDate regenerates the assembly into a temporary directory and
+// checks that the committed *_amd64.s files are exactly what gen_kernels.go writes.
+func TestGeneratedAsmUpToDate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the generator")
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("no go command to run the generator: %v", err)
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command(goBin, "run", "gen_kernels.go", "-o", dir).CombinedOutput(); err != nil {
+		t.Fatalf("go run gen_kernels.go -o %s: %v\n%s", dir, err, out)
+	}
+	gen, _ := filepath.Glob(filepath.Join(dir, "*.s"))
+	committed, _ := filepath.Glob("*_amd64.s")
+	if len(gen) != len(committed) {
+		t.Errorf("generator writes %d .s files, the package has %d: run go generate", len(gen), len(committed))
+	}
+	for _, g := range gen {
+		want, _ := os.ReadFile(g)
+		got, err := os.ReadFile(filepath.Base(g))
+		if err != nil || string(got) != string(want) {
+			t.Errorf("%s differs from gen_kernels.go's output (err %v): run go generate ./kernels/internal/gemm/", filepath.Base(g), err)
+		}
 	}
 }

@@ -1,7 +1,9 @@
 //go:build ignore
 
 // gen_kernels writes the assembly micro-kernels kernel_avx512_amd64.s and
-// kernel_avx2_amd64.s. Run it with `go generate` in this directory.
+// kernel_avx2_amd64.s (and the other *_amd64.s files). Run it with `go generate`
+// in this directory; `go run gen_kernels.go -o DIR` writes into DIR instead, which
+// TestGeneratedAsmUpToDate uses to check that the committed files match.
 //
 // Each kernel implements microFunc (see driver.go) for an MR×NR tile whose rows are
 // NV vectors wide. Per k step it loads the NV vectors of the packed B row, broadcasts
@@ -15,6 +17,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 )
 
 type spec struct {
@@ -35,6 +38,16 @@ type spec struct {
 }
 
 func main() {
+	dir := "."
+	if len(os.Args) == 3 && os.Args[1] == "-o" {
+		dir = os.Args[2]
+	}
+	write := func(name string, b []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
 	specs := []spec{
 		{
 			file: "kernel_avx512_amd64.s", fn: "microAVX512", reg: "Z", lanes: 16, mr: 12, nv: 2,
@@ -59,23 +72,11 @@ func main() {
 		},
 	}
 	for _, s := range specs {
-		if err := os.WriteFile(s.file, gen(s), 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
+		write(s.file, gen(s))
 	}
-	if err := os.WriteFile("peak_amd64.s", genPeak(), 0o644); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if err := os.WriteFile("transpose_avx2_amd64.s", genTranspose8(), 0o644); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if err := os.WriteFile("transpose_avx512_amd64.s", genTranspose(), 0o644); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+	write("peak_amd64.s", genPeak())
+	write("transpose_avx2_amd64.s", genTranspose8())
+	write("transpose_avx512_amd64.s", genTranspose())
 }
 
 // genPeak writes the register-only FMA loops that measure the CPU's float32 FMA
