@@ -241,6 +241,9 @@ type fakeTrainer struct {
 	// failAt makes the step that would reach this global step fail.
 	failAt int64
 	wg     sync.WaitGroup
+	// prev is closed when the previous checkpoint is committed: like the
+	// trainer, uploads commit one at a time, in step order.
+	prev chan struct{}
 }
 
 type fakeState struct {
@@ -321,7 +324,13 @@ func (t *fakeTrainer) Checkpoint(ctx context.Context) (<-chan trainer.Checkpoint
 		return ch, nil
 	}
 	st := fakeState{Step: t.step, Samples: t.samples, Weights: t.weights}
+	prev, mine := t.prev, make(chan struct{})
+	t.prev = mine
 	t.wg.Go(func() {
+		defer close(mine)
+		if prev != nil {
+			<-prev
+		}
 		b, _ := json.Marshal(st)
 		key := shard.JoinKey(t.j.CheckpointPrefix, fmt.Sprintf("step-%08d", st.Step), "state.json")
 		if err := t.j.Store.Put(ctx, key, bytes.NewReader(b), int64(len(b))); err != nil {
