@@ -95,6 +95,9 @@ func (tp *Tape) Attention(q, k, v *Tensor, opt AttnOptions) *Tensor {
 		panic(shapeErr("Attention", q.Shape, k.Shape, "want q [B, Sq, H, D] and k, v [B, Sk, H, D] (v is %v)", v.Shape))
 	}
 	nb, sq, h, d := q.Shape[0], q.Shape[1], q.Shape[2], q.Shape[3]
+	if d == 0 {
+		panic(shapeErr("Attention", q.Shape, k.Shape, "head dimension is 0"))
+	}
 	sk := k.Shape[1]
 	scale := opt.Scale
 	if scale == 0 {

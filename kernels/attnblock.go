@@ -62,6 +62,12 @@ func (m *AttnMask) check(op string, nq, nk int) {
 	}
 }
 
+func checkAttnDims(op string, nq, nk, h, d int) {
+	if nq < 0 || nk < 0 || h < 0 || d < 1 {
+		panic(fmt.Errorf("kernels: %s: nq %d, nk %d, h %d must be >= 0 and head dim %d >= 1", op, nq, nk, h, d))
+	}
+}
+
 func checkAttnBuf(op, name string, buf []float32, n int) {
 	if len(buf) < n {
 		panic(fmt.Errorf("kernels: %s: %s has %d values, needs %d", op, name, len(buf), n))
@@ -247,6 +253,7 @@ func (mt *maskTiles) maskTile(s []float32, i0, br, j0, bc int) {
 // than one tile of scores per worker, in parallel over (head, query tile).
 func AttnBlockForward(q, k, v []float32, nq, nk, h, d int, scale float32, m *AttnMask, o, lse []float32) {
 	const op = "AttnBlockForward"
+	checkAttnDims(op, nq, nk, h, d)
 	hd := h * d
 	checkAttnBuf(op, "q", q, nq*hd)
 	checkAttnBuf(op, "k", k, nk*hd)
@@ -402,6 +409,7 @@ func AttnDelta(o, do []float32, nq, h, d int, delta []float32) {
 // the end (deterministic, no atomics).
 func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scale float32, m *AttnMask, dq, dk, dv []float32) {
 	const op = "AttnBlockBackward"
+	checkAttnDims(op, nq, nk, h, d)
 	hd := h * d
 	for _, b := range []struct {
 		name string

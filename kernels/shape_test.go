@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -195,6 +196,71 @@ func FuzzShapes(f *testing.F) {
 		}
 		// Backward through the result must not panic either.
 		if out.Size() > 0 && out.RequiresGrad() {
+			tp.BackwardFrom(out, make([]float32, out.Size()))
+		}
+	})
+}
+
+// FuzzShapes2 covers the ops with structured shapes (attention, RoPE,
+// convolution, patch embedding, bicubic resizing, cross-entropy, norms):
+// any shape either works, with the promised output size, or panics with a
+// *ShapeError or an error naming the bad argument, never with an index error.
+func FuzzShapes2(f *testing.F) {
+	f.Add(uint8(1), uint8(4), uint8(2), uint8(8), uint8(3), uint8(0))
+	f.Add(uint8(2), uint8(5), uint8(1), uint8(4), uint8(7), uint8(1))
+	f.Add(uint8(1), uint8(8), uint8(3), uint8(6), uint8(2), uint8(4))
+	f.Fuzz(func(t *testing.T, b, s, h, d, e, sel uint8) {
+		B, S, H, D, E := int(b%3), int(s%9), int(h%4), int(d%9), int(e%7)
+		rng := rand.New(rand.NewPCG(uint64(b), uint64(s)))
+		mk := func(shape ...int) *Tensor { return Zeros(shape...).InitNormal(rng, 1).SetRequiresGrad(true) }
+		tp := NewTape()
+		var out *Tensor
+		err := Catch(func() {
+			defer func() {
+				// Argument errors that are not shape errors (bad ids,
+				// masks) must be plain errors naming the argument.
+				if r := recover(); r != nil {
+					if _, ok := r.(*ShapeError); ok {
+						panic(r)
+					}
+					if e, ok := r.(error); ok && strings.HasPrefix(e.Error(), "kernels: ") {
+						out = nil
+						return
+					}
+					panic(r)
+				}
+			}()
+			switch sel % 8 {
+			case 0:
+				out = tp.Attention(mk(B, S, H, D), mk(B, S+E%2, H, D), mk(B, S+E%2, H, D), AttnOptions{Causal: e&1 == 0, Prefix: E})
+			case 1:
+				pos := make([]int32, S)
+				out = tp.RoPE(mk(B, S, H, D), RoPEConfig{Theta: 10000, Pos: pos, Dims: E})
+			case 2:
+				out = tp.Conv2D(mk(B, H, S, D), mk(E, H, 3, 2), mk(E), 1+E%2, E%2)
+			case 3:
+				out = tp.PatchEmbed(mk(B, H, S, D), mk(E, H, 2, 2), nil)
+			case 4:
+				out = tp.InterpolateBicubic(mk(B, H, S, D), E, S)
+			case 5:
+				tgt := make([]int32, B*S)
+				for i := range tgt {
+					tgt[i] = int32(i % max(1, D+E-3))
+				}
+				out = tp.CrossEntropy(mk(B, S, D), tgt, CEOptions{})
+			case 6:
+				out = tp.LayerNorm(mk(B, S, D), mk(E), nil, 1e-5)
+			case 7:
+				out = tp.Split(mk(B, S, D), 1, E, S-E)[1]
+			}
+		})
+		if err != nil || out == nil {
+			return
+		}
+		if len(out.Data) != numel(out.Shape) {
+			t.Fatalf("op %d: result shape %v holds %d values", sel%8, out.Shape, len(out.Data))
+		}
+		if out.RequiresGrad() && out.Size() > 0 {
 			tp.BackwardFrom(out, make([]float32, out.Size()))
 		}
 	})
