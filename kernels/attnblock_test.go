@@ -230,3 +230,29 @@ func TestAttnMergeInf(t *testing.T) {
 		t.Fatalf("AttnMerge with -Inf sides: lse = %v, want [0.1 0.5]", lse)
 	}
 }
+
+// TestAttentionPerBatchMask checks that mask slices of B·S entries give
+// each batch element its own mask: the batched call equals separate calls.
+func TestAttentionPerBatchMask(t *testing.T) {
+	rng := rand.New(rand.NewPCG(41, 42))
+	const b, s, h, d = 2, 10, 2, 4
+	q := Zeros(b, s, h, d).InitNormal(rng, 1)
+	k := Zeros(b, s, h, d).InitNormal(rng, 1)
+	v := Zeros(b, s, h, d).InitNormal(rng, 1)
+	seg := []int32{0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 2, 2}
+	pos := []int32{0, 1, 2, 0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 4, 5, 0, 1, 0, 1}
+	opt := AttnOptions{Causal: true, KeyLens: []int{10, 9}, Mask: &AttnMask{QSeg: seg, KSeg: seg, QPos: pos, KPos: pos}}
+	all := NewTape().Attention(q, k, v, opt)
+	tp := NewTape()
+	for i := 0; i < b; i++ {
+		one := func(x *Tensor) *Tensor { return tp.Reshape(tp.Slice(x, 0, i, i+1), 1, s, h, d) }
+		sl := func(x []int32) []int32 { return x[i*s : (i+1)*s] }
+		o := tp.Attention(one(q), one(k), one(v), AttnOptions{Causal: true, KeyLens: opt.KeyLens[i : i+1],
+			Mask: &AttnMask{QSeg: sl(seg), KSeg: sl(seg), QPos: sl(pos), KPos: sl(pos)}})
+		for j, want := range o.Data {
+			if got := all.Data[i*s*h*d+j]; got != want {
+				t.Fatalf("batch %d element %d: batched %g, alone %g", i, j, got, want)
+			}
+		}
+	}
+}
