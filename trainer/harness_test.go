@@ -25,8 +25,8 @@ var (
 	dataErr  error
 )
 
-// samplesPerKind is large enough that no test runs past one epoch.
-const samplesPerKind = 160
+// samplesPerKind keeps the data small; TestLearns runs over several epochs.
+const samplesPerKind = 64
 
 func sharedData(t testing.TB) *testData {
 	t.Helper()

@@ -24,7 +24,7 @@ func heldOut(n int) []shard.Sample {
 func TestLearns(t *testing.T) {
 	d := sharedData(t)
 	ctx := context.Background()
-	m := testManifest(t, "vila", 40, 8)
+	m := testManifest(t, "vila", 30, 8)
 	m.Stages[0].Overrides.LR = ptr(1e-2)
 	m.Stages[0].Overrides.Trainable = []string{"projector", "llm"}
 	run, err := NewRun(ctx, d.job(m, 0, shard.NewMemStore()), nil)
@@ -45,7 +45,7 @@ func TestLearns(t *testing.T) {
 		if s < 5 {
 			first += p.Loss / 5
 		}
-		if s >= 35 {
+		if s >= 25 {
 			last += p.Loss / 5
 		}
 	}

@@ -17,7 +17,7 @@ func TestRecipesEndToEnd(t *testing.T) {
 	for _, rc := range Recipes() {
 		t.Run(rc.Name, func(t *testing.T) {
 			ctx := context.Background()
-			m := testManifest(t, rc.Name, 2, 4)
+			m := testManifest(t, rc.Name, 1, 4)
 			for i := range m.Stages {
 				m.Stages[i].Overrides.MicroBatch = ptr(2)
 			}
