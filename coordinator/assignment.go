@@ -2,9 +2,9 @@ package coordinator
 
 // Peer is one rank of a generation.
 type Peer struct {
-	Rank     int
-	WorkerID string
-	Addr     string
+	Rank     int    `json:"rank"`
+	WorkerID string `json:"worker_id"`
+	Addr     string `json:"addr"`
 }
 
 // Assignment is what a worker is told to do. Idle is true when it has no job.

@@ -37,6 +37,14 @@ func jobProto(st *State, j *Job) *loompb.Job {
 	for i := range j.Checkpoints {
 		pj.Checkpoints = append(pj.Checkpoints, checkpointProto(&j.Checkpoints[i]))
 	}
+	for _, h := range j.History {
+		g := &loompb.Generation{Generation: h.Generation, Stage: int32(h.Stage), RestoreStep: h.RestoreStep,
+			StartedUnixMs: h.Started.UnixMilli(), Reason: h.Reason, Restart: h.Restart}
+		for _, p := range h.Peers {
+			g.Peers = append(g.Peers, &loompb.Peer{Rank: int32(p.Rank), WorkerId: p.WorkerID, Addr: p.Addr})
+		}
+		pj.History = append(pj.History, g)
+	}
 	if b, err := m.Normalized(); err == nil {
 		pj.ManifestYaml = b
 	}

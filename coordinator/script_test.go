@@ -21,7 +21,7 @@ var update = flag.Bool("update", false, "rewrite the expected output of testdata
 
 // TestScripts runs the scenario scripts in testdata/*.txt. Each block is a
 // command line, a "----" line and the expected trace, ended by a blank line.
-// Every command except status, assignment and snapshot also runs the
+// Every command except status, history, assignment and snapshot also runs the
 // scheduler (Plan) and applies what it decides, until it decides nothing.
 // Run with -update to rewrite the expected traces.
 func TestScripts(t *testing.T) {
@@ -307,6 +307,20 @@ func (h *harness) run(line string) {
 		}
 		h.s = r
 		planAfter = false
+	case "history":
+		j := h.s.Jobs[arg(0)]
+		if j == nil {
+			h.t.Fatalf("%q: no job", line)
+		}
+		for _, g := range j.History {
+			var peers []string
+			for _, p := range g.Peers {
+				peers = append(peers, fmt.Sprintf("%d=%s", p.Rank, p.WorkerID))
+			}
+			h.printf("%s", strings.TrimSpace(fmt.Sprintf("gen %d stage %d from step %d at +%s restart=%v [%s] %s", g.Generation, g.Stage, g.RestoreStep,
+				g.Started.Sub(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)), g.Restart, strings.Join(peers, " "), g.Reason)))
+		}
+		return
 	case "status":
 		h.status()
 		return

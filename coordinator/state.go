@@ -77,7 +77,24 @@ type Job struct {
 	GenerationStart time.Time `json:"generation_start"`
 
 	Events []Event `json:"events,omitempty"`
+	// History are the job's most recent generations, oldest first.
+	History []GenerationRecord `json:"history,omitempty"`
 }
+
+// GenerationRecord is one generation of a job: which workers held which
+// ranks, from which checkpoint, and why it started.
+type GenerationRecord struct {
+	Generation  int64     `json:"generation"`
+	Stage       int       `json:"stage"`
+	Peers       []Peer    `json:"peers,omitempty"`
+	RestoreStep int64     `json:"restore_step"`
+	Started     time.Time `json:"started"`
+	Reason      string    `json:"reason,omitempty"`
+	Restart     bool      `json:"restart,omitempty"`
+}
+
+// maxHistory is how many generations each job keeps.
+const maxHistory = 16
 
 // LastCheckpoint returns the newest committed checkpoint, or nil.
 func (j *Job) LastCheckpoint() *Checkpoint {
@@ -419,6 +436,14 @@ func (s *State) schedule(x *Schedule, now time.Time) Result {
 	}
 	j.GenerationStart = now
 	j.Updated = now
+	rec := GenerationRecord{Generation: j.Generation, Stage: j.Stage, RestoreStep: j.Step, Started: now, Reason: x.Reason, Restart: x.Restart}
+	for i, id := range x.Workers {
+		rec.Peers = append(rec.Peers, Peer{Rank: i, WorkerID: id, Addr: s.Workers[id].Addr})
+	}
+	j.History = append(j.History, rec)
+	if len(j.History) > maxHistory {
+		j.History = append([]GenerationRecord(nil), j.History[len(j.History)-maxHistory:]...)
+	}
 	if len(x.Workers) == 0 {
 		j.State = Pending
 		j.Message = orDefault(x.Reason, "waiting for workers")

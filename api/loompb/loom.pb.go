@@ -401,7 +401,9 @@ type Job struct {
 	SubmittedUnixMs int64  `protobuf:"varint,19,opt,name=submitted_unix_ms,json=submittedUnixMs,proto3" json:"submitted_unix_ms,omitempty"`
 	UpdatedUnixMs   int64  `protobuf:"varint,20,opt,name=updated_unix_ms,json=updatedUnixMs,proto3" json:"updated_unix_ms,omitempty"`
 	// manifest_yaml is the normalised manifest.
-	ManifestYaml  []byte `protobuf:"bytes,21,opt,name=manifest_yaml,json=manifestYaml,proto3" json:"manifest_yaml,omitempty"`
+	ManifestYaml []byte `protobuf:"bytes,21,opt,name=manifest_yaml,json=manifestYaml,proto3" json:"manifest_yaml,omitempty"`
+	// history lists the job's recent generations, oldest first.
+	History       []*Generation `protobuf:"bytes,22,rep,name=history,proto3" json:"history,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -583,6 +585,107 @@ func (x *Job) GetManifestYaml() []byte {
 	return nil
 }
 
+func (x *Job) GetHistory() []*Generation {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
+// Generation is one run of a job on a fixed set of ranks.
+type Generation struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Generation int64                  `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	Stage      int32                  `protobuf:"varint,2,opt,name=stage,proto3" json:"stage,omitempty"`
+	// peers are the ranks in ring order (empty: the job waited for workers).
+	Peers         []*Peer `protobuf:"bytes,3,rep,name=peers,proto3" json:"peers,omitempty"`
+	RestoreStep   int64   `protobuf:"varint,4,opt,name=restore_step,json=restoreStep,proto3" json:"restore_step,omitempty"`
+	StartedUnixMs int64   `protobuf:"varint,5,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
+	Reason        string  `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	Restart       bool    `protobuf:"varint,7,opt,name=restart,proto3" json:"restart,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Generation) Reset() {
+	*x = Generation{}
+	mi := &file_loom_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Generation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Generation) ProtoMessage() {}
+
+func (x *Generation) ProtoReflect() protoreflect.Message {
+	mi := &file_loom_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Generation.ProtoReflect.Descriptor instead.
+func (*Generation) Descriptor() ([]byte, []int) {
+	return file_loom_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Generation) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *Generation) GetStage() int32 {
+	if x != nil {
+		return x.Stage
+	}
+	return 0
+}
+
+func (x *Generation) GetPeers() []*Peer {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+func (x *Generation) GetRestoreStep() int64 {
+	if x != nil {
+		return x.RestoreStep
+	}
+	return 0
+}
+
+func (x *Generation) GetStartedUnixMs() int64 {
+	if x != nil {
+		return x.StartedUnixMs
+	}
+	return 0
+}
+
+func (x *Generation) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Generation) GetRestart() bool {
+	if x != nil {
+		return x.Restart
+	}
+	return false
+}
+
 type Checkpoint struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Step            int64                  `protobuf:"varint,1,opt,name=step,proto3" json:"step,omitempty"`
@@ -597,7 +700,7 @@ type Checkpoint struct {
 
 func (x *Checkpoint) Reset() {
 	*x = Checkpoint{}
-	mi := &file_loom_proto_msgTypes[8]
+	mi := &file_loom_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +712,7 @@ func (x *Checkpoint) String() string {
 func (*Checkpoint) ProtoMessage() {}
 
 func (x *Checkpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[8]
+	mi := &file_loom_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +725,7 @@ func (x *Checkpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
 func (*Checkpoint) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{8}
+	return file_loom_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Checkpoint) GetStep() int64 {
@@ -678,7 +781,7 @@ type CheckpointObject struct {
 
 func (x *CheckpointObject) Reset() {
 	*x = CheckpointObject{}
-	mi := &file_loom_proto_msgTypes[9]
+	mi := &file_loom_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +793,7 @@ func (x *CheckpointObject) String() string {
 func (*CheckpointObject) ProtoMessage() {}
 
 func (x *CheckpointObject) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[9]
+	mi := &file_loom_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +806,7 @@ func (x *CheckpointObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointObject.ProtoReflect.Descriptor instead.
 func (*CheckpointObject) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{9}
+	return file_loom_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CheckpointObject) GetPath() string {
@@ -743,7 +846,7 @@ type JobEvent struct {
 
 func (x *JobEvent) Reset() {
 	*x = JobEvent{}
-	mi := &file_loom_proto_msgTypes[10]
+	mi := &file_loom_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +858,7 @@ func (x *JobEvent) String() string {
 func (*JobEvent) ProtoMessage() {}
 
 func (x *JobEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[10]
+	mi := &file_loom_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +871,7 @@ func (x *JobEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEvent.ProtoReflect.Descriptor instead.
 func (*JobEvent) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{10}
+	return file_loom_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *JobEvent) GetSeq() int64 {
@@ -822,7 +925,7 @@ type WatchAssignmentRequest struct {
 
 func (x *WatchAssignmentRequest) Reset() {
 	*x = WatchAssignmentRequest{}
-	mi := &file_loom_proto_msgTypes[11]
+	mi := &file_loom_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +937,7 @@ func (x *WatchAssignmentRequest) String() string {
 func (*WatchAssignmentRequest) ProtoMessage() {}
 
 func (x *WatchAssignmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[11]
+	mi := &file_loom_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +950,7 @@ func (x *WatchAssignmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentRequest.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentRequest) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{11}
+	return file_loom_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchAssignmentRequest) GetWorkerId() string {
@@ -868,7 +971,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_loom_proto_msgTypes[12]
+	mi := &file_loom_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +983,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[12]
+	mi := &file_loom_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +996,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{12}
+	return file_loom_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Peer) GetRank() int32 {
@@ -944,7 +1047,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_loom_proto_msgTypes[13]
+	mi := &file_loom_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -956,7 +1059,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[13]
+	mi := &file_loom_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -969,7 +1072,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{13}
+	return file_loom_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Assignment) GetIdle() bool {
@@ -1079,7 +1182,7 @@ type ReportProgressRequest struct {
 
 func (x *ReportProgressRequest) Reset() {
 	*x = ReportProgressRequest{}
-	mi := &file_loom_proto_msgTypes[14]
+	mi := &file_loom_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1194,7 @@ func (x *ReportProgressRequest) String() string {
 func (*ReportProgressRequest) ProtoMessage() {}
 
 func (x *ReportProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[14]
+	mi := &file_loom_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1207,7 @@ func (x *ReportProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportProgressRequest.ProtoReflect.Descriptor instead.
 func (*ReportProgressRequest) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{14}
+	return file_loom_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReportProgressRequest) GetWorkerId() string {
@@ -1171,7 +1274,7 @@ type ReportProgressResponse struct {
 
 func (x *ReportProgressResponse) Reset() {
 	*x = ReportProgressResponse{}
-	mi := &file_loom_proto_msgTypes[15]
+	mi := &file_loom_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1183,7 +1286,7 @@ func (x *ReportProgressResponse) String() string {
 func (*ReportProgressResponse) ProtoMessage() {}
 
 func (x *ReportProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[15]
+	mi := &file_loom_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,7 +1299,7 @@ func (x *ReportProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportProgressResponse.ProtoReflect.Descriptor instead.
 func (*ReportProgressResponse) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{15}
+	return file_loom_proto_rawDescGZIP(), []int{16}
 }
 
 type CommitCheckpointRequest struct {
@@ -1214,7 +1317,7 @@ type CommitCheckpointRequest struct {
 
 func (x *CommitCheckpointRequest) Reset() {
 	*x = CommitCheckpointRequest{}
-	mi := &file_loom_proto_msgTypes[16]
+	mi := &file_loom_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1329,7 @@ func (x *CommitCheckpointRequest) String() string {
 func (*CommitCheckpointRequest) ProtoMessage() {}
 
 func (x *CommitCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[16]
+	mi := &file_loom_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1342,7 @@ func (x *CommitCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CommitCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{16}
+	return file_loom_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CommitCheckpointRequest) GetWorkerId() string {
@@ -1299,7 +1402,7 @@ type CommitCheckpointResponse struct {
 
 func (x *CommitCheckpointResponse) Reset() {
 	*x = CommitCheckpointResponse{}
-	mi := &file_loom_proto_msgTypes[17]
+	mi := &file_loom_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1414,7 @@ func (x *CommitCheckpointResponse) String() string {
 func (*CommitCheckpointResponse) ProtoMessage() {}
 
 func (x *CommitCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[17]
+	mi := &file_loom_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1427,7 @@ func (x *CommitCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*CommitCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{17}
+	return file_loom_proto_rawDescGZIP(), []int{18}
 }
 
 type ApplyRequest struct {
@@ -1336,7 +1439,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_loom_proto_msgTypes[18]
+	mi := &file_loom_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1451,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[18]
+	mi := &file_loom_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1464,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{18}
+	return file_loom_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -1382,7 +1485,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_loom_proto_msgTypes[19]
+	mi := &file_loom_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1497,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[19]
+	mi := &file_loom_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1510,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{19}
+	return file_loom_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -1432,7 +1535,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_loom_proto_msgTypes[20]
+	mi := &file_loom_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1444,7 +1547,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[20]
+	mi := &file_loom_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1457,7 +1560,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{20}
+	return file_loom_proto_rawDescGZIP(), []int{21}
 }
 
 type ApplyResponse struct {
@@ -1469,7 +1572,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_loom_proto_msgTypes[21]
+	mi := &file_loom_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1584,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[21]
+	mi := &file_loom_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1597,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{21}
+	return file_loom_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ApplyResponse) GetResult() []byte {
@@ -1531,7 +1634,7 @@ const file_loom_proto_rawDesc = "" +
 	"request_id\x18\x03 \x01(\tR\trequestId\"@\n" +
 	"\x0fWatchJobRequest\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x1b\n" +
-	"\tsince_seq\x18\x02 \x01(\x03R\bsinceSeq\"\xe9\x05\n" +
+	"\tsince_seq\x18\x02 \x01(\x03R\bsinceSeq\"\x98\x06\n" +
 	"\x03Job\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
@@ -1558,10 +1661,22 @@ const file_loom_proto_rawDesc = "" +
 	"\amessage\x18\x12 \x01(\tR\amessage\x12*\n" +
 	"\x11submitted_unix_ms\x18\x13 \x01(\x03R\x0fsubmittedUnixMs\x12&\n" +
 	"\x0fupdated_unix_ms\x18\x14 \x01(\x03R\rupdatedUnixMs\x12#\n" +
-	"\rmanifest_yaml\x18\x15 \x01(\fR\fmanifestYaml\x1a9\n" +
+	"\rmanifest_yaml\x18\x15 \x01(\fR\fmanifestYaml\x12-\n" +
+	"\ahistory\x18\x16 \x03(\v2\x13.loom.v1.GenerationR\ahistory\x1a9\n" +
 	"\vLossesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xe2\x01\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xe4\x01\n" +
+	"\n" +
+	"Generation\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x03R\n" +
+	"generation\x12\x14\n" +
+	"\x05stage\x18\x02 \x01(\x05R\x05stage\x12#\n" +
+	"\x05peers\x18\x03 \x03(\v2\r.loom.v1.PeerR\x05peers\x12!\n" +
+	"\frestore_step\x18\x04 \x01(\x03R\vrestoreStep\x12&\n" +
+	"\x0fstarted_unix_ms\x18\x05 \x01(\x03R\rstartedUnixMs\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x18\n" +
+	"\arestart\x18\a \x01(\bR\arestart\"\xe2\x01\n" +
 	"\n" +
 	"Checkpoint\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\x03R\x04step\x12\x14\n" +
@@ -1672,7 +1787,7 @@ func file_loom_proto_rawDescGZIP() []byte {
 	return file_loom_proto_rawDescData
 }
 
-var file_loom_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_loom_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_loom_proto_goTypes = []any{
 	(*SubmitJobRequest)(nil),         // 0: loom.v1.SubmitJobRequest
 	(*GetJobRequest)(nil),            // 1: loom.v1.GetJobRequest
@@ -1682,60 +1797,63 @@ var file_loom_proto_goTypes = []any{
 	(*ResumeJobRequest)(nil),         // 5: loom.v1.ResumeJobRequest
 	(*WatchJobRequest)(nil),          // 6: loom.v1.WatchJobRequest
 	(*Job)(nil),                      // 7: loom.v1.Job
-	(*Checkpoint)(nil),               // 8: loom.v1.Checkpoint
-	(*CheckpointObject)(nil),         // 9: loom.v1.CheckpointObject
-	(*JobEvent)(nil),                 // 10: loom.v1.JobEvent
-	(*WatchAssignmentRequest)(nil),   // 11: loom.v1.WatchAssignmentRequest
-	(*Peer)(nil),                     // 12: loom.v1.Peer
-	(*Assignment)(nil),               // 13: loom.v1.Assignment
-	(*ReportProgressRequest)(nil),    // 14: loom.v1.ReportProgressRequest
-	(*ReportProgressResponse)(nil),   // 15: loom.v1.ReportProgressResponse
-	(*CommitCheckpointRequest)(nil),  // 16: loom.v1.CommitCheckpointRequest
-	(*CommitCheckpointResponse)(nil), // 17: loom.v1.CommitCheckpointResponse
-	(*ApplyRequest)(nil),             // 18: loom.v1.ApplyRequest
-	(*JoinRequest)(nil),              // 19: loom.v1.JoinRequest
-	(*JoinResponse)(nil),             // 20: loom.v1.JoinResponse
-	(*ApplyResponse)(nil),            // 21: loom.v1.ApplyResponse
-	nil,                              // 22: loom.v1.Job.LossesEntry
-	nil,                              // 23: loom.v1.ReportProgressRequest.LossesEntry
+	(*Generation)(nil),               // 8: loom.v1.Generation
+	(*Checkpoint)(nil),               // 9: loom.v1.Checkpoint
+	(*CheckpointObject)(nil),         // 10: loom.v1.CheckpointObject
+	(*JobEvent)(nil),                 // 11: loom.v1.JobEvent
+	(*WatchAssignmentRequest)(nil),   // 12: loom.v1.WatchAssignmentRequest
+	(*Peer)(nil),                     // 13: loom.v1.Peer
+	(*Assignment)(nil),               // 14: loom.v1.Assignment
+	(*ReportProgressRequest)(nil),    // 15: loom.v1.ReportProgressRequest
+	(*ReportProgressResponse)(nil),   // 16: loom.v1.ReportProgressResponse
+	(*CommitCheckpointRequest)(nil),  // 17: loom.v1.CommitCheckpointRequest
+	(*CommitCheckpointResponse)(nil), // 18: loom.v1.CommitCheckpointResponse
+	(*ApplyRequest)(nil),             // 19: loom.v1.ApplyRequest
+	(*JoinRequest)(nil),              // 20: loom.v1.JoinRequest
+	(*JoinResponse)(nil),             // 21: loom.v1.JoinResponse
+	(*ApplyResponse)(nil),            // 22: loom.v1.ApplyResponse
+	nil,                              // 23: loom.v1.Job.LossesEntry
+	nil,                              // 24: loom.v1.ReportProgressRequest.LossesEntry
 }
 var file_loom_proto_depIdxs = []int32{
 	7,  // 0: loom.v1.ListJobsResponse.jobs:type_name -> loom.v1.Job
-	22, // 1: loom.v1.Job.losses:type_name -> loom.v1.Job.LossesEntry
-	8,  // 2: loom.v1.Job.checkpoints:type_name -> loom.v1.Checkpoint
-	9,  // 3: loom.v1.Checkpoint.objects:type_name -> loom.v1.CheckpointObject
-	7,  // 4: loom.v1.JobEvent.state:type_name -> loom.v1.Job
-	12, // 5: loom.v1.Assignment.peers:type_name -> loom.v1.Peer
-	8,  // 6: loom.v1.Assignment.restore:type_name -> loom.v1.Checkpoint
-	23, // 7: loom.v1.ReportProgressRequest.losses:type_name -> loom.v1.ReportProgressRequest.LossesEntry
-	9,  // 8: loom.v1.CommitCheckpointRequest.objects:type_name -> loom.v1.CheckpointObject
-	0,  // 9: loom.v1.Jobs.SubmitJob:input_type -> loom.v1.SubmitJobRequest
-	1,  // 10: loom.v1.Jobs.GetJob:input_type -> loom.v1.GetJobRequest
-	2,  // 11: loom.v1.Jobs.ListJobs:input_type -> loom.v1.ListJobsRequest
-	4,  // 12: loom.v1.Jobs.CancelJob:input_type -> loom.v1.CancelJobRequest
-	5,  // 13: loom.v1.Jobs.ResumeJob:input_type -> loom.v1.ResumeJobRequest
-	6,  // 14: loom.v1.Jobs.WatchJob:input_type -> loom.v1.WatchJobRequest
-	11, // 15: loom.v1.Workers.WatchAssignment:input_type -> loom.v1.WatchAssignmentRequest
-	14, // 16: loom.v1.Workers.ReportProgress:input_type -> loom.v1.ReportProgressRequest
-	16, // 17: loom.v1.Workers.CommitCheckpoint:input_type -> loom.v1.CommitCheckpointRequest
-	18, // 18: loom.v1.Cluster.Apply:input_type -> loom.v1.ApplyRequest
-	19, // 19: loom.v1.Cluster.Join:input_type -> loom.v1.JoinRequest
-	7,  // 20: loom.v1.Jobs.SubmitJob:output_type -> loom.v1.Job
-	7,  // 21: loom.v1.Jobs.GetJob:output_type -> loom.v1.Job
-	3,  // 22: loom.v1.Jobs.ListJobs:output_type -> loom.v1.ListJobsResponse
-	7,  // 23: loom.v1.Jobs.CancelJob:output_type -> loom.v1.Job
-	7,  // 24: loom.v1.Jobs.ResumeJob:output_type -> loom.v1.Job
-	10, // 25: loom.v1.Jobs.WatchJob:output_type -> loom.v1.JobEvent
-	13, // 26: loom.v1.Workers.WatchAssignment:output_type -> loom.v1.Assignment
-	15, // 27: loom.v1.Workers.ReportProgress:output_type -> loom.v1.ReportProgressResponse
-	17, // 28: loom.v1.Workers.CommitCheckpoint:output_type -> loom.v1.CommitCheckpointResponse
-	21, // 29: loom.v1.Cluster.Apply:output_type -> loom.v1.ApplyResponse
-	20, // 30: loom.v1.Cluster.Join:output_type -> loom.v1.JoinResponse
-	20, // [20:31] is the sub-list for method output_type
-	9,  // [9:20] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	23, // 1: loom.v1.Job.losses:type_name -> loom.v1.Job.LossesEntry
+	9,  // 2: loom.v1.Job.checkpoints:type_name -> loom.v1.Checkpoint
+	8,  // 3: loom.v1.Job.history:type_name -> loom.v1.Generation
+	13, // 4: loom.v1.Generation.peers:type_name -> loom.v1.Peer
+	10, // 5: loom.v1.Checkpoint.objects:type_name -> loom.v1.CheckpointObject
+	7,  // 6: loom.v1.JobEvent.state:type_name -> loom.v1.Job
+	13, // 7: loom.v1.Assignment.peers:type_name -> loom.v1.Peer
+	9,  // 8: loom.v1.Assignment.restore:type_name -> loom.v1.Checkpoint
+	24, // 9: loom.v1.ReportProgressRequest.losses:type_name -> loom.v1.ReportProgressRequest.LossesEntry
+	10, // 10: loom.v1.CommitCheckpointRequest.objects:type_name -> loom.v1.CheckpointObject
+	0,  // 11: loom.v1.Jobs.SubmitJob:input_type -> loom.v1.SubmitJobRequest
+	1,  // 12: loom.v1.Jobs.GetJob:input_type -> loom.v1.GetJobRequest
+	2,  // 13: loom.v1.Jobs.ListJobs:input_type -> loom.v1.ListJobsRequest
+	4,  // 14: loom.v1.Jobs.CancelJob:input_type -> loom.v1.CancelJobRequest
+	5,  // 15: loom.v1.Jobs.ResumeJob:input_type -> loom.v1.ResumeJobRequest
+	6,  // 16: loom.v1.Jobs.WatchJob:input_type -> loom.v1.WatchJobRequest
+	12, // 17: loom.v1.Workers.WatchAssignment:input_type -> loom.v1.WatchAssignmentRequest
+	15, // 18: loom.v1.Workers.ReportProgress:input_type -> loom.v1.ReportProgressRequest
+	17, // 19: loom.v1.Workers.CommitCheckpoint:input_type -> loom.v1.CommitCheckpointRequest
+	19, // 20: loom.v1.Cluster.Apply:input_type -> loom.v1.ApplyRequest
+	20, // 21: loom.v1.Cluster.Join:input_type -> loom.v1.JoinRequest
+	7,  // 22: loom.v1.Jobs.SubmitJob:output_type -> loom.v1.Job
+	7,  // 23: loom.v1.Jobs.GetJob:output_type -> loom.v1.Job
+	3,  // 24: loom.v1.Jobs.ListJobs:output_type -> loom.v1.ListJobsResponse
+	7,  // 25: loom.v1.Jobs.CancelJob:output_type -> loom.v1.Job
+	7,  // 26: loom.v1.Jobs.ResumeJob:output_type -> loom.v1.Job
+	11, // 27: loom.v1.Jobs.WatchJob:output_type -> loom.v1.JobEvent
+	14, // 28: loom.v1.Workers.WatchAssignment:output_type -> loom.v1.Assignment
+	16, // 29: loom.v1.Workers.ReportProgress:output_type -> loom.v1.ReportProgressResponse
+	18, // 30: loom.v1.Workers.CommitCheckpoint:output_type -> loom.v1.CommitCheckpointResponse
+	22, // 31: loom.v1.Cluster.Apply:output_type -> loom.v1.ApplyResponse
+	21, // 32: loom.v1.Cluster.Join:output_type -> loom.v1.JoinResponse
+	22, // [22:33] is the sub-list for method output_type
+	11, // [11:22] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_loom_proto_init() }
@@ -1749,7 +1867,7 @@ func file_loom_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loom_proto_rawDesc), len(file_loom_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

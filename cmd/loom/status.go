@@ -215,6 +215,24 @@ func renderJob(w io.Writer, j *loompb.Job, now time.Time) {
 		ago := now.Sub(time.UnixMilli(last.CommittedUnixMs)).Round(time.Second)
 		fmt.Fprintf(w, "  checkpoints %s (last %s ago)\n", strings.Join(steps, ", "), ago)
 	}
+	if n := len(j.History); n > 0 {
+		fmt.Fprintln(w, "  generations (most recent last):")
+		for _, g := range j.History[max(0, n-5):] {
+			var ranks []string
+			for _, p := range g.Peers {
+				ranks = append(ranks, p.WorkerId)
+			}
+			world := strings.Join(ranks, " ")
+			if world == "" {
+				world = "waiting for workers"
+			}
+			line := fmt.Sprintf("    %d: stage %d from step %d on [%s]", g.Generation, g.Stage+1, g.RestoreStep, world)
+			if g.Reason != "" {
+				line += " — " + g.Reason
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
 	if j.UpdatedUnixMs > 0 {
 		fmt.Fprintf(w, "  updated   %s ago\n", now.Sub(time.UnixMilli(j.UpdatedUnixMs)).Round(time.Second))
 	}
