@@ -240,3 +240,36 @@ func TestRingAttentionRejectsBadShapes(t *testing.T) {
 		t.Fatal("zigzag over 2 ranks with sequence length 6 (not a multiple of 4): no error")
 	}
 }
+
+// TestRingAttentionLongBlocks uses blocks longer than the kernel's 64-row
+// tiles and an odd chunk length, so that the zigzag diagonal block's three
+// sub-blocks and the kernel's partial tiles are all exercised.
+func TestRingAttentionLongBlocks(t *testing.T) {
+	const T, h, d = 4 * 139, 1, 4
+	r := rand.New(rand.NewPCG(5, 6))
+	q, k, v, do := randVec(r, T*h*d), randVec(r, T*h*d), randVec(r, T*h*d), randVec(r, T*h*d)
+	seg := make([]int32, T)
+	for i := range seg {
+		seg[i] = int32(i / 200)
+	}
+	for _, tc := range []attnCase{
+		{"causal-zigzag", true, collective.Zigzag, false},
+		{"causal-contiguous", true, collective.Contiguous, false},
+		{"causal-zigzag-segments", true, collective.Zigzag, true},
+	} {
+		allowed := func(i, j int) bool { return j <= i && (!tc.seg || seg[i] == seg[j]) }
+		wo, wdq, wdk, wdv := denseAttn(q, k, v, do, T, h, d, 0.5, allowed)
+		for _, world := range []int{1, 2} {
+			got := runRingAttention(t, ring(t, world, 1, collective.Config{Job: "ra"}), tc, T, h, d, q, k, v, do, seg)
+			for i, want := range [][]float64{wo, wdq, wdk, wdv} {
+				tol := 1e-4
+				if i == 0 {
+					tol = 1e-5
+				}
+				if e := relErr(got[i], want); e > tol {
+					t.Errorf("%s over %d ranks: output %d relative error %.3g > %g", tc.name, world, i, e, tol)
+				}
+			}
+		}
+	}
+}

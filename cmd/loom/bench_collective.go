@@ -120,7 +120,7 @@ tokens per rank as the number of ranks doubles (it should stay flat).
 
 Example:
   loom bench ringattention
-  loom bench ringattention --ranks 4 --tokens-per-rank 2048 --json`,
+  loom bench ringattention --ranks 8 --tokens-per-rank 1024 --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, f := range strings.Split(memRanks, ",") {
@@ -148,7 +148,7 @@ Example:
 	}
 	f := cmd.Flags()
 	f.IntVar(&o.World, "ranks", 4, "ranks for the layout comparison")
-	f.IntVar(&o.TokensPerRank, "tokens-per-rank", 1024, "sequence rows per rank (even)")
+	f.IntVar(&o.TokensPerRank, "tokens-per-rank", 2048, "sequence rows per rank (even)")
 	f.IntVar(&o.Heads, "heads", 4, "attention heads")
 	f.IntVar(&o.HeadDim, "head-dim", 64, "dimension per head")
 	f.IntVar(&o.Iters, "iters", 3, "repetitions (the median is reported)")

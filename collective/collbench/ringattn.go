@@ -21,10 +21,10 @@ import (
 // RingAttnOptions configures RingAttention.
 type RingAttnOptions struct {
 	World         int   // ranks for the layout comparison, default 4
-	TokensPerRank int   // default 1024
+	TokensPerRank int   // default 2048
 	Heads         int   // default 4
 	HeadDim       int   // default 64
-	Iters         int   // timed repetitions (median reported), default 3
+	Iters         int   // repetitions (minimum for the step timings, median for the wall), default 3
 	MemWorlds     []int // ring sizes for the memory measurement, default 1, 2, 4, 8
 	MemTokens     int   // tokens per rank for the memory measurement, default 512
 }
@@ -34,7 +34,7 @@ func (o *RingAttnOptions) defaults() {
 		o.World = 4
 	}
 	if o.TokensPerRank == 0 {
-		o.TokensPerRank = 1024
+		o.TokensPerRank = 2048
 	}
 	if o.Heads == 0 {
 		o.Heads = 4
@@ -59,8 +59,8 @@ type LayoutRow struct {
 	World  int    `json:"world"`
 	Total  int    `json:"total_tokens"`
 	// CriticalMS is the time of the ring's critical path, computed from
-	// each (rank, step) block's measured kernel time (one thread, ranks
-	// timed one at a time) through the ring's dependencies (CriticalPath):
+	// each (rank, step) block's measured kernel CPU time (one thread, timed
+	// one at a time, minimum of Iters interleaved runs) through the ring's dependencies (CriticalPath):
 	// what the ring takes when every rank has its own core.
 	CriticalMS float64 `json:"critical_path_ms"`
 	// Imbalance is max over ranks / mean over ranks of the summed kernel
@@ -80,7 +80,6 @@ type MemRow struct {
 	World         int     `json:"world"`
 	TokensPerRank int     `json:"tokens_per_rank"`
 	PeakMiB       float64 `json:"peak_heap_per_rank_mib"`
-	AllocMiB      float64 `json:"allocated_per_rank_mib"`
 }
 
 // RingAttnResult is what RingAttention measured.
@@ -89,6 +88,7 @@ type RingAttnResult struct {
 	Layouts []LayoutRow     `json:"layouts"`
 	Memory  []MemRow        `json:"memory"`
 	Cores   int             `json:"cores"`
+	Clock   string          `json:"step_clock"` // what the step timings measure
 }
 
 type rankData struct{ q, k, v, do, o, lse, dq, dk, dv []float32 }
@@ -109,14 +109,20 @@ func newRankData(r *rand.Rand, rows, h, d int) *rankData {
 // RingAttention runs the ring-attention benchmark.
 func RingAttention(ctx context.Context, o RingAttnOptions, progress io.Writer) (*RingAttnResult, error) {
 	o.defaults()
-	res := &RingAttnResult{Options: o, Cores: runtime.NumCPU()}
+	res := &RingAttnResult{Options: o, Cores: runtime.NumCPU(), Clock: threadClockName}
 	total := o.World * o.TokensPerRank
 	prev := kernels.MaxThreads()
 	defer kernels.SetMaxThreads(prev)
-	for _, l := range []collective.Layout{collective.Contiguous, collective.Zigzag} {
-		cfg := collective.RingAttnConfig{Total: total, Heads: o.Heads, HeadDim: o.HeadDim, Causal: true, Layout: l}
-		kernels.SetMaxThreads(1)
-		fwd, bwd := stepTimes(cfg, o.World, o.Iters)
+	layouts := []collective.Layout{collective.Contiguous, collective.Zigzag}
+	var cfgs []collective.RingAttnConfig
+	for _, l := range layouts {
+		cfgs = append(cfgs, collective.RingAttnConfig{Total: total, Heads: o.Heads, HeadDim: o.HeadDim, Causal: true, Layout: l})
+	}
+	kernels.SetMaxThreads(1)
+	fwds, bwds := stepTimes(cfgs, o.World, o.Iters)
+	kernels.SetMaxThreads(prev)
+	for c, l := range layouts {
+		cfg, fwd, bwd := cfgs[c], fwds[c], bwds[c]
 		row := LayoutRow{Layout: l.String(), World: o.World, Total: total}
 		row.CriticalMS = CriticalPath(fwd, false) + CriticalPath(bwd, true)
 		var sum, hi float64
@@ -130,7 +136,6 @@ func RingAttention(ctx context.Context, o RingAttnOptions, progress io.Writer) (
 			hi = max(hi, t)
 		}
 		row.Imbalance = hi / (sum / float64(o.World))
-		kernels.SetMaxThreads(prev)
 		wall, err := distributedWall(ctx, cfg, o.World, o.Iters)
 		if err != nil {
 			return nil, err
@@ -157,12 +162,17 @@ func RingAttention(ctx context.Context, o RingAttnOptions, progress io.Writer) (
 	return res, nil
 }
 
-// stepTimes times, for every rank and ring step, the kernel calls that rank
-// makes at that step (collective.StepBlocks), forward and backward, one
-// rank at a time; the median of iters runs, in milliseconds.
-func stepTimes(cfg collective.RingAttnConfig, world, iters int) (fwd, bwd [][]float64) {
-	h, d := cfg.Heads, cfg.HeadDim
-	rows := cfg.Total / world
+// stepTimes times, for every layout, rank and ring step, the kernel calls
+// that rank makes at that step (collective.StepBlocks), forward and
+// backward, one at a time on this goroutine, in CPU time of its thread
+// (threadClock; wall time where that is not available). The repetitions are
+// interleaved across layouts, ranks and steps, so that load from other
+// processes hits them alike, and the minimum of iters runs is kept (in
+// milliseconds): the time of the work itself, not of the interference.
+func stepTimes(cfgs []collective.RingAttnConfig, world, iters int) (fwd, bwd [][][]float64) {
+	cfg0 := cfgs[0]
+	h, d := cfg0.Heads, cfg0.HeadDim
+	rows := cfg0.Total / world
 	rng := rand.New(rand.NewPCG(3, 4))
 	a := newRankData(rng, rows, h, d)
 	kv := newRankData(rng, rows, h, d)
@@ -172,39 +182,55 @@ func stepTimes(cfg collective.RingAttnConfig, world, iters int) (fwd, bwd [][]fl
 	// A real lse and delta so the backward does the same arithmetic.
 	kernels.AttnBlockForward(a.q, kv.k, kv.v, rows, rows, h, d, scale, nil, a.o, a.lse)
 	kernels.AttnDelta(a.o, a.do, rows, h, d, delta)
+	lse0, o0 := slices.Clone(a.lse), slices.Clone(a.o)
 	hd := h * d
-	fwd, bwd = make([][]float64, world), make([][]float64, world)
-	for r := range world {
-		fwd[r], bwd[r] = make([]float64, world), make([]float64, world)
-		qpos := cfg.Layout.Positions(cfg.Total, world, r)
-		for s := range world {
-			kpos := cfg.Layout.Positions(cfg.Total, world, (r-s+world)%world)
-			blocks := collective.StepBlocks(cfg.Causal, cfg.Layout, cfg.Total, world, r, s)
-			mask := func(b collective.Block) *kernels.AttnMask {
-				if !b.Causal {
-					return nil
-				}
-				return &kernels.AttnMask{Causal: true, QPos: qpos[b.Q0 : b.Q0+b.NQ], KPos: kpos[b.K0 : b.K0+b.NK]}
+	fwd, bwd = make([][][]float64, len(cfgs)), make([][][]float64, len(cfgs))
+	for c := range cfgs {
+		fwd[c], bwd[c] = make([][]float64, world), make([][]float64, world)
+		for r := range world {
+			fwd[c][r], bwd[c][r] = make([]float64, world), make([]float64, world)
+			for s := range world {
+				fwd[c][r][s], bwd[c][r][s] = math.Inf(1), math.Inf(1)
 			}
-			var tf, tb []float64
-			for range iters {
-				t0 := time.Now()
-				for _, b := range blocks {
-					q0, k0 := b.Q0*hd, b.K0*hd
-					kernels.AttnBlockForward(a.q[q0:q0+b.NQ*hd], kv.k[k0:k0+b.NK*hd], kv.v[k0:k0+b.NK*hd], b.NQ, b.NK, h, d, scale, mask(b), ob[:b.NQ*hd], lb[:b.NQ*h])
-					kernels.AttnMerge(a.o[q0:q0+b.NQ*hd], a.lse[b.Q0*h:(b.Q0+b.NQ)*h], ob[:b.NQ*hd], lb[:b.NQ*h], b.NQ, h, d)
+		}
+	}
+	var clk threadClock
+	clk.lock() // one thread runs every kernel call (kernels.MaxThreads is 1)
+	defer clk.unlock()
+	for range iters {
+		for c, cfg := range cfgs {
+			for r := range world {
+				qpos := cfg.Layout.Positions(cfg.Total, world, r)
+				for s := range world {
+					kpos := cfg.Layout.Positions(cfg.Total, world, (r-s+world)%world)
+					blocks := collective.StepBlocks(cfg.Causal, cfg.Layout, cfg.Total, world, r, s)
+					mask := func(b collective.Block) *kernels.AttnMask {
+						if !b.Causal {
+							return nil
+						}
+						return &kernels.AttnMask{Causal: true, QPos: qpos[b.Q0 : b.Q0+b.NQ], KPos: kpos[b.K0 : b.K0+b.NK]}
+					}
+					copy(a.lse, lse0)
+					copy(a.o, o0)
+					t0 := clk.now()
+					for _, b := range blocks {
+						q0, k0 := b.Q0*hd, b.K0*hd
+						kernels.AttnBlockForward(a.q[q0:q0+b.NQ*hd], kv.k[k0:k0+b.NK*hd], kv.v[k0:k0+b.NK*hd], b.NQ, b.NK, h, d, scale, mask(b), ob[:b.NQ*hd], lb[:b.NQ*h])
+						kernels.AttnMerge(a.o[q0:q0+b.NQ*hd], a.lse[b.Q0*h:(b.Q0+b.NQ)*h], ob[:b.NQ*hd], lb[:b.NQ*h], b.NQ, h, d)
+					}
+					t1 := clk.now()
+					copy(a.lse, lse0)
+					for _, b := range blocks {
+						q0, k0 := b.Q0*hd, b.K0*hd
+						kernels.AttnBlockBackward(a.q[q0:q0+b.NQ*hd], kv.k[k0:k0+b.NK*hd], kv.v[k0:k0+b.NK*hd], a.do[q0:q0+b.NQ*hd],
+							a.lse[b.Q0*h:(b.Q0+b.NQ)*h], delta[b.Q0*h:(b.Q0+b.NQ)*h], b.NQ, b.NK, h, d, scale, mask(b),
+							a.dq[q0:q0+b.NQ*hd], kv.dk[k0:k0+b.NK*hd], kv.dv[k0:k0+b.NK*hd])
+					}
+					t2 := clk.now()
+					fwd[c][r][s] = min(fwd[c][r][s], ms(t1-t0))
+					bwd[c][r][s] = min(bwd[c][r][s], ms(t2-t1))
 				}
-				t1 := time.Now()
-				for _, b := range blocks {
-					q0, k0 := b.Q0*hd, b.K0*hd
-					kernels.AttnBlockBackward(a.q[q0:q0+b.NQ*hd], kv.k[k0:k0+b.NK*hd], kv.v[k0:k0+b.NK*hd], a.do[q0:q0+b.NQ*hd],
-						a.lse[b.Q0*h:(b.Q0+b.NQ)*h], delta[b.Q0*h:(b.Q0+b.NQ)*h], b.NQ, b.NK, h, d, scale, mask(b),
-						a.dq[q0:q0+b.NQ*hd], kv.dk[k0:k0+b.NK*hd], kv.dv[k0:k0+b.NK*hd])
-				}
-				tf = append(tf, ms(t1.Sub(t0)))
-				tb = append(tb, ms(time.Since(t1)))
 			}
-			fwd[r][s], bwd[r][s] = median(tf), median(tb)
 		}
 	}
 	return fwd, bwd
@@ -306,8 +332,8 @@ func fwdBwd(ctx context.Context, comms []*collective.Comm, cfg collective.RingAt
 
 // memoryPerRank runs one causal zigzag forward+backward over world ranks
 // at tokens rows per rank and reports the heap it took beyond the inputs
-// and outputs: the peak of live heap objects (sampled every 200µs) and the
-// total allocated, each divided by world.
+// and outputs: the peak of heap objects (sampled every 200µs, with the
+// collector running often) divided by world.
 func memoryPerRank(ctx context.Context, world, tokens, h, d int) (MemRow, error) {
 	cfg := collective.RingAttnConfig{Total: world * tokens, Heads: h, HeadDim: d, Causal: true, Layout: collective.Zigzag}
 	comms := make([]*collective.Comm, world)
@@ -326,9 +352,9 @@ func memoryPerRank(ctx context.Context, world, tokens, h, d int) (MemRow, error)
 		return MemRow{}, err
 	}
 	runtime.GC()
-	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/allocs:bytes"}}
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
 	metrics.Read(sample)
-	base, alloc0 := sample[0].Value.Uint64(), sample[1].Value.Uint64()
+	base := sample[0].Value.Uint64()
 	peak := base
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -346,7 +372,10 @@ func memoryPerRank(ctx context.Context, world, tokens, h, d int) (MemRow, error)
 			}
 		}
 	})
-	debugGC := setGCPercent(-1) // no collection during the run: the peak is everything the run allocated and still held
+	// Collect often, so that the sampled peak is (close to) the live heap:
+	// the ring's working buffers plus the messages in flight, not the
+	// garbage of messages already consumed.
+	debugGC := setGCPercent(5)
 	err := fwdBwd(ctx, comms, cfg, data)
 	close(stop)
 	wg.Wait()
@@ -354,17 +383,13 @@ func memoryPerRank(ctx context.Context, world, tokens, h, d int) (MemRow, error)
 	if err != nil {
 		return MemRow{}, err
 	}
-	metrics.Read(sample)
-	_ = sample
-	return MemRow{World: world, TokensPerRank: tokens,
-		PeakMiB:  float64(peak-base) / float64(world) / (1 << 20),
-		AllocMiB: float64(sample[1].Value.Uint64()-alloc0) / float64(world) / (1 << 20)}, nil
+	return MemRow{World: world, TokensPerRank: tokens, PeakMiB: float64(peak-base) / float64(world) / (1 << 20)}, nil
 }
 
 // WriteRingAttnTable prints the result.
 func WriteRingAttnTable(w io.Writer, res *RingAttnResult) {
 	o := res.Options
-	fmt.Fprintf(w, "# causal ring attention fwd+bwd, %d ranks × %d tokens, %d heads × %d, %d cores\n", o.World, o.TokensPerRank, o.Heads, o.HeadDim, res.Cores)
+	fmt.Fprintf(w, "# causal ring attention fwd+bwd, %d ranks × %d tokens, %d heads × %d, %d cores; critical path from per-step %s\n", o.World, o.TokensPerRank, o.Heads, o.HeadDim, res.Cores, res.Clock)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "layout\ttokens\tcritical path(ms)\tspeedup\timbalance\tshared-core wall(ms)\tper-rank compute(ms)\t")
 	for _, r := range res.Layouts {
@@ -374,9 +399,9 @@ func WriteRingAttnTable(w io.Writer, res *RingAttnResult) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "# heap per rank, zigzag causal fwd+bwd, fixed tokens per rank")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "ranks\ttokens/rank\tpeak heap/rank(MiB)\tallocated/rank(MiB)\t")
+	fmt.Fprintln(tw, "ranks\ttokens/rank\tpeak heap/rank(MiB)\t")
 	for _, m := range res.Memory {
-		fmt.Fprintf(tw, "%d\t%d\t%.2f\t%.2f\t\n", m.World, m.TokensPerRank, m.PeakMiB, m.AllocMiB)
+		fmt.Fprintf(tw, "%d\t%d\t%.2f\t\n", m.World, m.TokensPerRank, m.PeakMiB)
 	}
 	tw.Flush()
 }
