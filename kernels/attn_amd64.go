@@ -16,4 +16,9 @@ func attnMicroN(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc
 //go:noescape
 func attnMicroT(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, alpha float32, accum int)
 
+// expSubAVX512 is expSubAVX2 on 16 lanes (n a multiple of 16).
+//
+//go:noescape
+func expSubAVX512(x *float32, n int, m float32) float32
+
 var haveAttnMicro = cpu.X86.HasAVX512F

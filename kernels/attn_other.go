@@ -14,3 +14,7 @@ func attnMicroN(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc
 func attnMicroT(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, alpha float32, accum int) {
 	panic("kernels: no attention micro-kernels in this build")
 }
+
+func expSubAVX512(x *float32, n int, m float32) float32 {
+	panic("kernels: no AVX-512 kernels in this build")
+}

@@ -85,8 +85,12 @@ func expf(x float32) float32 {
 // entries hold −Inf and become 0). Arguments above 88.37 saturate.
 func expSubRow(row []float32, m float32) float32 {
 	var s float32
+	if n16 := len(row) &^ 15; haveAttnMicro && n16 > 0 {
+		s = expSubAVX512(&row[0], n16, m)
+		row = row[n16:]
+	}
 	if n8 := len(row) &^ 7; haveAVX2 && n8 > 0 {
-		s = expSubAVX2(&row[0], n8, m)
+		s += expSubAVX2(&row[0], n8, m)
 		row = row[n8:]
 	}
 	return s + expSubRowGo(row, m)

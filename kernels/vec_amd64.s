@@ -3,38 +3,38 @@
 #include "textflag.h"
 
 // Constants of expf (fast.go): range reduction and the Cephes polynomial.
-DATA vexpc<>+0(SB)/4, $0x3fb8aa3b  // log2(e)
-DATA vexpc<>+4(SB)/4, $0x3f318000  // c1 = 0.693359375
-DATA vexpc<>+8(SB)/4, $0xb95e8083  // c2 = -2.12194440e-4
-DATA vexpc<>+12(SB)/4, $0x39506967 // p0
-DATA vexpc<>+16(SB)/4, $0x3ab743ce // p1
-DATA vexpc<>+20(SB)/4, $0x3c088908 // p2
-DATA vexpc<>+24(SB)/4, $0x3d2aa9c1 // p3
-DATA vexpc<>+28(SB)/4, $0x3e2aaaaa // p4
-DATA vexpc<>+32(SB)/4, $0x3f000000 // p5
-DATA vexpc<>+36(SB)/4, $0x3f800000 // 1
-DATA vexpc<>+40(SB)/4, $0xc2ae0000 // -87: below, e^x flushes to 0
-DATA vexpc<>+44(SB)/4, $0x42b0c0a5 // 88.3762626647949: above, saturate
-DATA vexpc<>+48(SB)/4, $0x3f000000 // 0.5
-DATA vexpc<>+52(SB)/4, $0x0000007f // exponent bias 127
-DATA vexpc<>+56(SB)/4, $0xff800000 // -Inf
-DATA vexpc<>+60(SB)/4, $0x3f4c422a // sqrt(2/pi)
-DATA vexpc<>+64(SB)/4, $0x3d372713 // 0.044715
-DATA vexpc<>+68(SB)/4, $0x3e095d4f // 3·0.044715
-DATA vexpc<>+72(SB)/4, $0x40000000 // 2
-DATA vexpc<>+76(SB)/4, $0x41f00000 // 30: clamp of 2u in GELU
-GLOBL vexpc<>(SB), RODATA|NOPTR, $80
+DATA ·expConsts+0(SB)/4, $0x3fb8aa3b  // log2(e)
+DATA ·expConsts+4(SB)/4, $0x3f318000  // c1 = 0.693359375
+DATA ·expConsts+8(SB)/4, $0xb95e8083  // c2 = -2.12194440e-4
+DATA ·expConsts+12(SB)/4, $0x39506967 // p0
+DATA ·expConsts+16(SB)/4, $0x3ab743ce // p1
+DATA ·expConsts+20(SB)/4, $0x3c088908 // p2
+DATA ·expConsts+24(SB)/4, $0x3d2aa9c1 // p3
+DATA ·expConsts+28(SB)/4, $0x3e2aaaaa // p4
+DATA ·expConsts+32(SB)/4, $0x3f000000 // p5
+DATA ·expConsts+36(SB)/4, $0x3f800000 // 1
+DATA ·expConsts+40(SB)/4, $0xc2ae0000 // -87: below, e^x flushes to 0
+DATA ·expConsts+44(SB)/4, $0x42b0c0a5 // 88.3762626647949: above, saturate
+DATA ·expConsts+48(SB)/4, $0x3f000000 // 0.5
+DATA ·expConsts+52(SB)/4, $0x0000007f // exponent bias 127
+DATA ·expConsts+56(SB)/4, $0xff800000 // -Inf
+DATA ·expConsts+60(SB)/4, $0x3f4c422a // sqrt(2/pi)
+DATA ·expConsts+64(SB)/4, $0x3d372713 // 0.044715
+DATA ·expConsts+68(SB)/4, $0x3e095d4f // 3·0.044715
+DATA ·expConsts+72(SB)/4, $0x40000000 // 2
+DATA ·expConsts+76(SB)/4, $0x41f00000 // 30: clamp of 2u in GELU
+GLOBL ·expConsts(SB), RODATA|NOPTR, $80
 
 // EXPCONST loads the constants EXP8 needs into Y7-Y14.
 #define EXPCONST \
-	VBROADCASTSS vexpc<>+0(SB), Y14; \
-	VBROADCASTSS vexpc<>+4(SB), Y13; \
-	VBROADCASTSS vexpc<>+8(SB), Y12; \
-	VBROADCASTSS vexpc<>+36(SB), Y11; \
-	VBROADCASTSS vexpc<>+40(SB), Y10; \
-	VBROADCASTSS vexpc<>+44(SB), Y9; \
-	VBROADCASTSS vexpc<>+48(SB), Y8; \
-	VPBROADCASTD vexpc<>+52(SB), Y7
+	VBROADCASTSS ·expConsts+0(SB), Y14; \
+	VBROADCASTSS ·expConsts+4(SB), Y13; \
+	VBROADCASTSS ·expConsts+8(SB), Y12; \
+	VBROADCASTSS ·expConsts+36(SB), Y11; \
+	VBROADCASTSS ·expConsts+40(SB), Y10; \
+	VBROADCASTSS ·expConsts+44(SB), Y9; \
+	VBROADCASTSS ·expConsts+48(SB), Y8; \
+	VPBROADCASTD ·expConsts+52(SB), Y7
 
 // EXP8 sets Y3 = exp(Y1) for 8 lanes (flushing below −87 to 0, saturating
 // above 88.37); it clobbers Y1, Y2, Y4, Y5.
@@ -47,16 +47,16 @@ GLOBL vexpc<>(SB), RODATA|NOPTR, $80
 	VROUNDPS $1, Y2, Y2; \
 	VFNMADD231PS Y13, Y2, Y1; \
 	VFNMADD231PS Y12, Y2, Y1; \
-	VBROADCASTSS vexpc<>+12(SB), Y3; \
-	VBROADCASTSS vexpc<>+16(SB), Y5; \
+	VBROADCASTSS ·expConsts+12(SB), Y3; \
+	VBROADCASTSS ·expConsts+16(SB), Y5; \
 	VFMADD213PS Y5, Y1, Y3; \
-	VBROADCASTSS vexpc<>+20(SB), Y5; \
+	VBROADCASTSS ·expConsts+20(SB), Y5; \
 	VFMADD213PS Y5, Y1, Y3; \
-	VBROADCASTSS vexpc<>+24(SB), Y5; \
+	VBROADCASTSS ·expConsts+24(SB), Y5; \
 	VFMADD213PS Y5, Y1, Y3; \
-	VBROADCASTSS vexpc<>+28(SB), Y5; \
+	VBROADCASTSS ·expConsts+28(SB), Y5; \
 	VFMADD213PS Y5, Y1, Y3; \
-	VBROADCASTSS vexpc<>+32(SB), Y5; \
+	VBROADCASTSS ·expConsts+32(SB), Y5; \
 	VFMADD213PS Y5, Y1, Y3; \
 	VMULPS  Y1, Y1, Y5; \
 	VFMADD213PS Y1, Y5, Y3; \
@@ -73,12 +73,12 @@ GLOBL vexpc<>(SB), RODATA|NOPTR, $80
 // cancellation of 1 − t². Clobbers Y1, Y2, Y5.
 #define GELUER \
 	VMULPS  Y6, Y6, Y1; \
-	VBROADCASTSS vexpc<>+64(SB), Y5; \
+	VBROADCASTSS ·expConsts+64(SB), Y5; \
 	VMULPS  Y5, Y1, Y1; \
 	VFMADD213PS Y6, Y6, Y1; \
 	VMULPS  Y15, Y1, Y1; \
 	VADDPS  Y1, Y1, Y1; \
-	VBROADCASTSS vexpc<>+76(SB), Y5; \
+	VBROADCASTSS ·expConsts+76(SB), Y5; \
 	VMINPS  Y5, Y1, Y1; \
 	EXP8; \
 	VADDPS  Y11, Y3, Y4; \
@@ -92,7 +92,7 @@ TEXT ·geluAVX2(SB), NOSPLIT, $0-24
 	MOVQ y+8(FP), DI
 	MOVQ n+16(FP), CX
 	EXPCONST
-	VBROADCASTSS vexpc<>+60(SB), Y15
+	VBROADCASTSS ·expConsts+60(SB), Y15
 
 gloop:
 	CMPQ CX, $8
@@ -121,7 +121,7 @@ TEXT ·geluBwdAVX2(SB), NOSPLIT, $0-32
 	MOVQ dx+16(FP), DI
 	MOVQ n+24(FP), CX
 	EXPCONST
-	VBROADCASTSS vexpc<>+60(SB), Y15
+	VBROADCASTSS ·expConsts+60(SB), Y15
 
 bloop:
 	CMPQ CX, $8
@@ -131,7 +131,7 @@ bloop:
 	VMULPS  Y4, Y3, Y5             // a = e·r = ½(1+t)
 	VMULPS  Y4, Y5, Y2             // e·r² = (1−t²)/4
 	VMULPS  Y6, Y6, Y1
-	VBROADCASTSS vexpc<>+68(SB), Y3
+	VBROADCASTSS ·expConsts+68(SB), Y3
 	VMULPS  Y3, Y1, Y1
 	VADDPS  Y11, Y1, Y1            // 1 + 3·0.044715x²
 	VMULPS  Y15, Y1, Y1
@@ -159,14 +159,14 @@ TEXT ·expSubAVX2(SB), NOSPLIT, $0-28
 	MOVQ x+0(FP), SI
 	MOVQ n+8(FP), CX
 	VBROADCASTSS m+16(FP), Y15
-	VBROADCASTSS vexpc<>+0(SB), Y14
-	VBROADCASTSS vexpc<>+4(SB), Y13
-	VBROADCASTSS vexpc<>+8(SB), Y12
-	VBROADCASTSS vexpc<>+36(SB), Y11
-	VBROADCASTSS vexpc<>+40(SB), Y10
-	VBROADCASTSS vexpc<>+44(SB), Y9
-	VBROADCASTSS vexpc<>+48(SB), Y8
-	VPBROADCASTD vexpc<>+52(SB), Y7
+	VBROADCASTSS ·expConsts+0(SB), Y14
+	VBROADCASTSS ·expConsts+4(SB), Y13
+	VBROADCASTSS ·expConsts+8(SB), Y12
+	VBROADCASTSS ·expConsts+36(SB), Y11
+	VBROADCASTSS ·expConsts+40(SB), Y10
+	VBROADCASTSS ·expConsts+44(SB), Y9
+	VBROADCASTSS ·expConsts+48(SB), Y8
+	VPBROADCASTD ·expConsts+52(SB), Y7
 	VXORPS Y0, Y0, Y0
 	VXORPS Y6, Y6, Y6
 
@@ -183,16 +183,16 @@ loop:
 	VROUNDPS $1, Y2, Y2            // n = floor(...)
 	VFNMADD231PS Y13, Y2, Y1       // r = x − n·c1
 	VFNMADD231PS Y12, Y2, Y1       //     − n·c2
-	VBROADCASTSS vexpc<>+12(SB), Y3
-	VBROADCASTSS vexpc<>+16(SB), Y5
+	VBROADCASTSS ·expConsts+12(SB), Y3
+	VBROADCASTSS ·expConsts+16(SB), Y5
 	VFMADD213PS Y5, Y1, Y3
-	VBROADCASTSS vexpc<>+20(SB), Y5
+	VBROADCASTSS ·expConsts+20(SB), Y5
 	VFMADD213PS Y5, Y1, Y3
-	VBROADCASTSS vexpc<>+24(SB), Y5
+	VBROADCASTSS ·expConsts+24(SB), Y5
 	VFMADD213PS Y5, Y1, Y3
-	VBROADCASTSS vexpc<>+28(SB), Y5
+	VBROADCASTSS ·expConsts+28(SB), Y5
 	VFMADD213PS Y5, Y1, Y3
-	VBROADCASTSS vexpc<>+32(SB), Y5
+	VBROADCASTSS ·expConsts+32(SB), Y5
 	VFMADD213PS Y5, Y1, Y3
 	VMULPS  Y1, Y1, Y5             // r²
 	VFMADD213PS Y1, Y5, Y3         // p·r² + r
@@ -223,7 +223,7 @@ done:
 TEXT ·maxAVX2(SB), NOSPLIT, $0-20
 	MOVQ x+0(FP), SI
 	MOVQ n+8(FP), CX
-	VBROADCASTSS vexpc<>+56(SB), Y0
+	VBROADCASTSS ·expConsts+56(SB), Y0
 	VMOVAPS Y0, Y1
 
 mloop:
