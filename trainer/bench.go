@@ -1,0 +1,268 @@
+package trainer
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/loomtrain/loom/api"
+	"github.com/loomtrain/loom/collective"
+	"github.com/loomtrain/loom/collective/inproc"
+	"github.com/loomtrain/loom/shard"
+	"github.com/loomtrain/loom/shard/synth"
+)
+
+// BenchOptions configures Bench.
+type BenchOptions struct {
+	Recipe  string // recipe whose first stage is timed (default "lwm": every parameter trains)
+	Size    string // model size (default "small")
+	Worlds  []int  // in-process world sizes (default 1, 2, 4)
+	PerRank int    // samples per rank per step (weak scaling; default 4)
+	Steps   int    // timed steps per world size, after one warm-up (default 5)
+	Dir     string // checkpoint directory (default a temporary one, removed after)
+}
+
+// BenchWorld is the measurement at one world size.
+type BenchWorld struct {
+	World int `json:"world"`
+	// TokensPerSecPerWorker is the mean over ranks and steps of the
+	// tokens a rank processed over the step time.
+	TokensPerSecPerWorker float64 `json:"tokens_per_sec_per_worker"`
+	// Ratio is TokensPerSecPerWorker over the 1-worker value.
+	Ratio float64 `json:"ratio_vs_1"`
+	// StepSeconds is the median step time; CommShare the share of step
+	// time spent waiting on collectives (token count and gradient
+	// all-reduce), summed over steps and ranks.
+	StepSeconds float64 `json:"step_seconds"`
+	CommShare   float64 `json:"comm_share"`
+}
+
+// BenchResult is what Bench measured.
+type BenchResult struct {
+	Recipe, Stage, Size string
+	Params              int          `json:"params"`
+	Worlds              []BenchWorld `json:"worlds"`
+	// Checkpoint: the time a checkpoint blocks training when saved
+	// synchronously (snapshot + upload + commit) and asynchronously (the
+	// snapshot only), median of 3 each, and async/sync.
+	CheckpointSyncSeconds  float64 `json:"checkpoint_sync_seconds"`
+	CheckpointAsyncSeconds float64 `json:"checkpoint_async_seconds"`
+	CheckpointRatio        float64 `json:"checkpoint_ratio_async_vs_sync"`
+	CheckpointBytes        int64   `json:"checkpoint_bytes"`
+}
+
+// Bench measures training throughput per worker at several in-process
+// world sizes (the ranks are goroutines of this process sharing its cores,
+// connected by collective/inproc), the share of step time spent in
+// collectives, and how long a checkpoint blocks training synchronously
+// (write and commit before going on) and asynchronously (copy, then
+// upload in the background). Progress lines go to log.
+func Bench(ctx context.Context, o BenchOptions, log io.Writer) (*BenchResult, error) {
+	if o.Recipe == "" {
+		o.Recipe = "lwm"
+	}
+	if o.Size == "" {
+		o.Size = "small"
+	}
+	if len(o.Worlds) == 0 {
+		o.Worlds = []int{1, 2, 4}
+	}
+	if o.PerRank <= 0 {
+		o.PerRank = 4
+	}
+	if o.Steps <= 0 {
+		o.Steps = 5
+	}
+	dir := o.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "loom-bench-train-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	r, err := Lookup(o.Recipe)
+	if err != nil {
+		return nil, err
+	}
+	data := shard.NewMemStore()
+	maxWorld := 0
+	for _, w := range o.Worlds {
+		maxWorld = max(maxWorld, w)
+	}
+	n := (o.Steps + 1) * o.PerRank * maxWorld
+	for _, k := range r.Stages[0].Kinds {
+		fmt.Fprintf(log, "generating %d %s samples\n", n, k)
+		if _, err := synth.Write(ctx, data, "data/"+string(k), k, n, 1, shard.WriterOptions{Kind: k, TempDir: dir}); err != nil {
+			return nil, err
+		}
+	}
+	open := func(_ context.Context, d api.Dataset) (shard.ObjectStore, string, error) {
+		return data, "data/" + d.Name, nil
+	}
+	res := &BenchResult{Recipe: o.Recipe, Size: o.Size, Stage: r.Stages[0].Name}
+	var base float64
+	for _, world := range o.Worlds {
+		m, err := ExampleManifest(o.Recipe, o.Size, func(k shard.Kind) string { return "s3://bench/" + string(k) }, int64(o.Steps+1), o.PerRank*world)
+		if err != nil {
+			return nil, err
+		}
+		m.Stages = m.Stages[:1]
+		m.Stages[0].Overrides.MicroBatch = &o.PerRank
+		bw, params, err := benchWorld(ctx, m, world, open)
+		if err != nil {
+			return nil, fmt.Errorf("world %d: %w", world, err)
+		}
+		res.Params = params
+		if base == 0 {
+			base = bw.TokensPerSecPerWorker
+		}
+		bw.Ratio = bw.TokensPerSecPerWorker / base
+		fmt.Fprintf(log, "world %d: %.0f tokens/s per worker, step %.3fs, comm %.1f%%\n", world, bw.TokensPerSecPerWorker, bw.StepSeconds, 100*bw.CommShare)
+		res.Worlds = append(res.Worlds, bw)
+	}
+	if err := benchCheckpoint(ctx, o, dir, open, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func benchWorld(ctx context.Context, m *api.Manifest, world int, open func(context.Context, api.Dataset) (shard.ObjectStore, string, error)) (BenchWorld, int, error) {
+	bw := BenchWorld{World: world}
+	net := inproc.NewNetwork(world, 2)
+	var wg sync.WaitGroup
+	errs := make([]error, world)
+	type obs struct{ tps, step, comm []float64 }
+	got := make([]obs, world)
+	params := 0
+	for rank := 0; rank < world; rank++ {
+		wg.Add(1)
+		go func(rank int) {
+			defer wg.Done()
+			j := Job{Manifest: m, Rank: rank, World: world, Store: shard.NewMemStore(), OpenDataset: open}
+			if world > 1 {
+				c, err := collective.New(net.Transport(rank), collective.Config{Job: "bench", Timeout: time.Minute})
+				if err != nil {
+					errs[rank] = err
+					return
+				}
+				defer c.Close()
+				j.Comm = c
+			}
+			run, err := NewRun(ctx, j, nil)
+			if err != nil {
+				errs[rank] = err
+				return
+			}
+			defer run.Close()
+			if rank == 0 {
+				params = run.model.Params().Count()
+			}
+			for s := 0; !run.Done(); s++ {
+				p, err := run.Step(ctx)
+				if err != nil {
+					errs[rank] = err
+					return
+				}
+				if s == 0 {
+					continue // warm-up
+				}
+				got[rank].tps = append(got[rank].tps, p.TokensPerSec)
+				got[rank].step = append(got[rank].step, p.StepTime.Seconds())
+				got[rank].comm = append(got[rank].comm, p.CommWait.Seconds())
+			}
+		}(rank)
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return bw, 0, err
+		}
+	}
+	var tps, step, comm, count float64
+	var steps []float64
+	for _, g := range got {
+		for i := range g.tps {
+			tps += g.tps[i]
+			step += g.step[i]
+			comm += g.comm[i]
+			count++
+			steps = append(steps, g.step[i])
+		}
+	}
+	bw.TokensPerSecPerWorker = tps / count
+	bw.CommShare = comm / step
+	bw.StepSeconds = median(steps)
+	return bw, params, nil
+}
+
+func benchCheckpoint(ctx context.Context, o BenchOptions, dir string, open func(context.Context, api.Dataset) (shard.ObjectStore, string, error), res *BenchResult) error {
+	m, err := ExampleManifest(o.Recipe, o.Size, func(k shard.Kind) string { return "s3://bench/" + string(k) }, 10, o.PerRank)
+	if err != nil {
+		return err
+	}
+	m.Stages = m.Stages[:1]
+	store, err := shard.NewFSStore(dir + "/ckpt")
+	if err != nil {
+		return err
+	}
+	run, err := NewRun(ctx, Job{Manifest: m, World: 1, Store: store, CheckpointPrefix: "ckpt", OpenDataset: open}, nil)
+	if err != nil {
+		return err
+	}
+	defer run.Close()
+	var syncT, asyncT []float64
+	for i := 0; i < 3; i++ {
+		t0 := time.Now()
+		r, err := run.SaveSync(ctx)
+		if err != nil {
+			return err
+		}
+		syncT = append(syncT, time.Since(t0).Seconds())
+		res.CheckpointBytes = 0
+		for _, ob := range r.Ref.Objects {
+			res.CheckpointBytes += ob.Size
+		}
+		t0 = time.Now()
+		ch, err := run.Checkpoint(ctx)
+		if err != nil {
+			return err
+		}
+		asyncT = append(asyncT, time.Since(t0).Seconds())
+		if r := <-ch; r.Err != nil {
+			return r.Err
+		}
+	}
+	res.CheckpointSyncSeconds, res.CheckpointAsyncSeconds = median(syncT), median(asyncT)
+	res.CheckpointRatio = res.CheckpointAsyncSeconds / res.CheckpointSyncSeconds
+	return nil
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+// WriteBenchTable prints res as Markdown tables.
+func WriteBenchTable(w io.Writer, res *BenchResult) {
+	fmt.Fprintf(w, "recipe %s, stage %s, size %s (%d parameters)\n\n", res.Recipe, res.Stage, res.Size, res.Params)
+	fmt.Fprintln(w, "| workers | tokens/s per worker | ratio vs 1 worker | median step (s) | comm share of step time |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- |")
+	for _, b := range res.Worlds {
+		fmt.Fprintf(w, "| %d | %.0f | %.2f | %.3f | %.1f%% |\n", b.World, b.TokensPerSecPerWorker, b.Ratio, b.StepSeconds, 100*b.CommShare)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| checkpoint (blocks training) | seconds | ratio vs sync |")
+	fmt.Fprintln(w, "| --- | --- | --- |")
+	fmt.Fprintf(w, "| sync (snapshot + write %s + commit) | %.4f | 1.00 |\n", shard.HumanBytes(res.CheckpointBytes), res.CheckpointSyncSeconds)
+	fmt.Fprintf(w, "| async (snapshot; upload in the background) | %.4f | %.3f |\n", res.CheckpointAsyncSeconds, res.CheckpointRatio)
+}
