@@ -77,8 +77,8 @@ type rowBuilder struct {
 	augment   bool // random resized crop + flip (BLIP-2 pre-training)
 	// understand forces LWM's vision → text order (evaluation).
 	understand bool
-	seed      uint64
-	vq        *vqgan.VQGAN // LWM's frozen image tokenizer
+	seed       uint64
+	vq         *vqgan.VQGAN // LWM's frozen image tokenizer
 }
 
 func (b *rowBuilder) enc(s string) []int32 {
