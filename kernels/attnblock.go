@@ -75,7 +75,8 @@ func checkAttnBuf(op, name string, buf []float32, n int) {
 }
 
 // Tile sizes: a 96×192 score tile (72 KiB) and its probabilities stay in
-// L2 next to the K/V tiles. With head dim 64 and AVX-512, full tiles run on
+// L2 next to the K/V tiles. With a head dim that is a multiple of 64
+// (64, 128) and AVX-512, full tiles run on
 // the attention micro-kernels (attn_amd64.s: rows in sixes, columns in
 // 64s); other tiles go through sgemm. Variables so that tests can exercise
 // other tilings.
@@ -86,7 +87,7 @@ var (
 
 // attnFast reports whether full tiles of this problem take the micro-kernels.
 func attnFast(d int) bool {
-	return haveAttnMicro && d == 64 && attnBr%6 == 0 && attnBc%6 == 0 && attnBc%64 == 0
+	return haveAttnMicro && d%64 == 0 && attnBr%6 == 0 && attnBc%6 == 0 && attnBc%64 == 0
 }
 
 // transposeHeads returns xT and its row stride ld: xT[(hh·d + c)·ld + j] =
@@ -329,7 +330,9 @@ func AttnBlockForward(q, k, v []float32, nq, nk, h, d int, scale float32, m *Att
 			}
 			if full {
 				for rb := 0; rb < br; rb += 6 {
-					attnMicroN(bc, &s[rb*bc], bc, &vH[(hh*nk+j0)*d], d, &acc[rb*d], d, 1, 1)
+					for dc := 0; dc < d; dc += 64 {
+						attnMicroN(bc, &s[rb*bc], bc, &vH[(hh*nk+j0)*d+dc], d, &acc[rb*d+dc], d, 1, 1)
+					}
 				}
 			} else {
 				sgemm(false, false, br, d, bc, 1, s, bc, v[j0*hd+hh*d:], hd, 1, acc, d)
@@ -481,7 +484,9 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 			// dv += pᵀ·do ; dp = do·vᵀ ; ds = p∘(dp − delta) ; dk += scale·dsᵀ·q ; dq += scale·ds·k
 			if full {
 				for cb := 0; cb < bc; cb += 6 {
-					attnMicroT(br, &p[cb], bc, &doH[(hh*nq+i0)*d], d, &dvj[cb*hd], hd, 1, 1)
+					for dc := 0; dc < d; dc += 64 {
+						attnMicroT(br, &p[cb], bc, &doH[(hh*nq+i0)*d+dc], d, &dvj[cb*hd+dc], hd, 1, 1)
+					}
 				}
 				tileMatmulNT(br, bc, d, 1, doi, hd, vT[hh*d*ldT+j0:], ldT, dp)
 			} else {
@@ -494,11 +499,15 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 			}
 			if full {
 				for cb := 0; cb < bc; cb += 6 {
-					attnMicroT(br, &dp[cb], bc, &qH[(hh*nq+i0)*d], d, &dkj[cb*hd], hd, scale, 1)
+					for dc := 0; dc < d; dc += 64 {
+						attnMicroT(br, &dp[cb], bc, &qH[(hh*nq+i0)*d+dc], d, &dkj[cb*hd+dc], hd, scale, 1)
+					}
 				}
 				dqi := sc.dq[i0*hd+hh*d:]
 				for rb := 0; rb < br; rb += 6 {
-					attnMicroN(bc, &dp[rb*bc], bc, &kH[(hh*nk+j0)*d], d, &dqi[rb*hd], hd, scale, 1)
+					for dc := 0; dc < d; dc += 64 {
+						attnMicroN(bc, &dp[rb*bc], bc, &kH[(hh*nk+j0)*d+dc], d, &dqi[rb*hd+dc], hd, scale, 1)
+					}
 				}
 			} else {
 				sgemm(true, false, bc, d, br, scale, dp, bc, qi, hd, 1, dkj, hd)

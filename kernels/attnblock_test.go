@@ -58,6 +58,9 @@ func attnCases() []attnCase {
 			return &AttnMask{Causal: true, QPos: posRange(300, nq), KPos: posRange(0, nk)}
 		}},
 		{"d64-full", 97, 385, 1, 64, func(nq, nk int) *AttnMask { return nil }},
+		{"d128-causal", 100, 200, 2, 128, func(nq, nk int) *AttnMask {
+			return &AttnMask{Causal: true, QPos: posRange(100, nq), KPos: posRange(0, nk)}
+		}},
 		{"empty-rows", 40, 40, 1, 4, func(nq, nk int) *AttnMask { // queries 0..9 see nothing
 			return &AttnMask{Causal: true, QPos: posRange(0, nq), KPos: posRange(10, nk)}
 		}},
