@@ -39,12 +39,16 @@ type ShardInfo struct {
 }
 
 // BatchInfo is one record batch (an encapsulated IPC message: metadata and
-// body) inside a shard.
+// body) inside a shard. Both checksums cover the batch's bytes: the Reader
+// checks CRC32C on every fetch (hardware-accelerated, so checking costs a
+// small fraction of the transfer), and `loom data verify` (or a Reader with
+// VerifySHA256) checks SHA256 as well.
 type BatchInfo struct {
 	Offset int64  `json:"offset"`
 	Length int64  `json:"length"`
 	Rows   int64  `json:"rows"`
 	SHA256 string `json:"sha256"`
+	CRC32C uint32 `json:"crc32c"`
 }
 
 // ParseIndex decodes and checks an index document. name (the object key)

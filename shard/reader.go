@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"image"
 	_ "image/jpeg" // image formats the reader can check
 	_ "image/png"
@@ -23,6 +24,13 @@ type ReaderOptions struct {
 	CacheBytes int64
 	// Fetchers bounds concurrent range GETs made by prefetching (default 4).
 	Fetchers int
+	// CoalesceBytes bounds the range GETs of prefetching: adjacent batches
+	// of one shard that are queued together are fetched with one GET of up
+	// to this many bytes (default 16 MiB; 1 fetches each batch alone).
+	// Random access with Get always fetches one batch.
+	CoalesceBytes int64
+	// VerifySHA256 checks each batch's SHA256 too, not only its CRC32C.
+	VerifySHA256 bool
 	// SkipImageCheck turns off the check that every image's header decodes
 	// and matches its stored size.
 	SkipImageCheck bool
@@ -40,8 +48,8 @@ type Loc struct {
 }
 
 // Reader gives random access to a dataset's samples by (shard, row). Each
-// record batch is fetched with one range GET, checked against the sha256 in
-// the index, decoded through the shard's Arrow footer, and kept in a
+// record batch is fetched with one range GET, checked against the CRC32C
+// (and optionally the SHA256) in the index, decoded through the shard's Arrow footer, and kept in a
 // byte-bounded LRU cache. A Reader is safe for concurrent use.
 type Reader struct {
 	store  ObjectStore
@@ -113,6 +121,9 @@ func NewReader(store ObjectStore, prefix string, ix *Index, opts ReaderOptions) 
 	if opts.Fetchers <= 0 {
 		opts.Fetchers = 4
 	}
+	if opts.CoalesceBytes <= 0 {
+		opts.CoalesceBytes = 16 << 20
+	}
 	return &Reader{store: store, prefix: prefix, index: ix, opts: opts,
 		cache: newLRU[batchKey, []Sample](opts.CacheBytes), inflight: map[batchKey]*fetch{},
 		footers: map[int]*footerFetch{}, queuedK: map[batchKey]bool{}}
@@ -156,27 +167,30 @@ func (r *Reader) Get(ctx context.Context, shard int, row int64) (Sample, error) 
 	return samples[in], nil
 }
 
-// prefetch queues the batch holding loc for fetching in the background,
-// unless it is cached, being fetched or queued. Up to Fetchers workers take
-// queued batches in FIFO order, so batches arrive in the order the stream
-// needs them.
-func (r *Reader) prefetch(ctx context.Context, loc Loc) {
-	if loc.Shard < 0 || loc.Shard >= len(r.index.Shards) {
-		return
-	}
-	b, _, ok := r.index.Shards[loc.Shard].locate(loc.Row)
-	if !ok {
-		return
-	}
-	k := batchKey{loc.Shard, b}
+// prefetch queues the batches holding locs for fetching in the background,
+// skipping those cached, being fetched or already queued. Up to Fetchers
+// workers take queued batches in FIFO order, so batches arrive in the order
+// the stream needs them; queueing many at once lets a worker coalesce
+// adjacent ones into one range GET.
+func (r *Reader) prefetch(ctx context.Context, locs []Loc) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, cached := r.cache.get(k); cached || r.inflight[k] != nil || r.queuedK[k] {
-		return
+	for _, loc := range locs {
+		if loc.Shard < 0 || loc.Shard >= len(r.index.Shards) {
+			continue
+		}
+		b, _, ok := r.index.Shards[loc.Shard].locate(loc.Row)
+		if !ok {
+			continue
+		}
+		k := batchKey{loc.Shard, b}
+		if _, cached := r.cache.get(k); cached || r.inflight[k] != nil || r.queuedK[k] {
+			continue
+		}
+		r.queue = append(r.queue, queued{ctx, k})
+		r.queuedK[k] = true
 	}
-	r.queue = append(r.queue, queued{ctx, k})
-	r.queuedK[k] = true
-	if r.workers < r.opts.Fetchers {
+	for r.workers < r.opts.Fetchers && r.workers < len(r.queue) {
 		r.workers++
 		r.wg.Add(1)
 		go r.worker()
@@ -195,10 +209,95 @@ func (r *Reader) worker() {
 		q := r.queue[0]
 		r.queue = r.queue[1:]
 		delete(r.queuedK, q.k)
-		r.mu.Unlock()
-		if q.ctx.Err() == nil {
-			_, _ = r.batch(q.ctx, q.k)
+		if _, cached := r.cache.get(q.k); cached || r.inflight[q.k] != nil || q.ctx.Err() != nil {
+			r.mu.Unlock()
+			continue
 		}
+		lo, hi, fetches := r.claimRunLocked(q.k)
+		r.mu.Unlock()
+		r.loadRun(q.ctx, q.k.shard, lo, hi, fetches)
+	}
+}
+
+// claimRunLocked extends batch k to the longest run of adjacent batches of
+// the same shard that are queued (and neither cached nor being fetched),
+// up to CoalesceBytes, takes them off the queue and registers them as in
+// flight. Adjacent batches are adjacent bytes, so the run is fetched with
+// one range GET.
+func (r *Reader) claimRunLocked(k batchKey) (lo, hi int, fetches []*fetch) {
+	bs := r.index.Shards[k.shard].Batches
+	lo, hi = k.batch, k.batch
+	size := bs[k.batch].Length
+	take := func(b int) bool {
+		kk := batchKey{k.shard, b}
+		if b < 0 || b >= len(bs) || !r.queuedK[kk] || r.inflight[kk] != nil || size+bs[b].Length > r.opts.CoalesceBytes {
+			return false
+		}
+		if _, cached := r.cache.get(kk); cached {
+			return false
+		}
+		size += bs[b].Length
+		return true
+	}
+	for take(hi + 1) {
+		hi++
+	}
+	for take(lo - 1) {
+		lo--
+	}
+	if lo < hi || r.queuedK[k] {
+		kept := r.queue[:0]
+		for _, q := range r.queue {
+			if q.k.shard == k.shard && q.k.batch >= lo && q.k.batch <= hi {
+				delete(r.queuedK, q.k)
+				continue
+			}
+			kept = append(kept, q)
+		}
+		r.queue = kept
+	}
+	for b := lo; b <= hi; b++ {
+		f := &fetch{done: make(chan struct{})}
+		r.inflight[batchKey{k.shard, b}] = f
+		fetches = append(fetches, f)
+	}
+	return lo, hi, fetches
+}
+
+// loadRun fetches batches lo..hi of a shard with one range GET, then
+// verifies and decodes each, completing their fetches.
+func (r *Reader) loadRun(ctx context.Context, shard, lo, hi int, fetches []*fetch) {
+	bs := r.index.Shards[shard].Batches
+	footer, err := r.footer(ctx, shard)
+	var data []byte
+	if err == nil {
+		off, end := bs[lo].Offset, bs[hi].Offset+bs[hi].Length
+		data, err = r.store.GetRange(ctx, r.objectName(shard), off, end-off)
+		r.count(int64(len(data)))
+		if err == nil && int64(len(data)) != end-off {
+			err = fmt.Errorf("got %d bytes, want %d (truncated shard?)", len(data), end-off)
+		}
+		if err != nil {
+			err = fmt.Errorf("object %s batches %d-%d: %w", r.objectName(shard), lo, hi, err)
+		}
+	}
+	for i, f := range fetches {
+		k := batchKey{shard, lo + i}
+		if err != nil {
+			f.err = err
+		} else {
+			part := data[bs[k.batch].Offset-bs[lo].Offset:][:bs[k.batch].Length]
+			if f.err = r.checkBatch(k, part); f.err == nil {
+				f.samples, f.err = r.decodeBatch(k, footer, part, !r.opts.SkipImageCheck)
+			}
+		}
+		r.mu.Lock()
+		delete(r.inflight, k)
+		if f.err == nil {
+			r.cache.add(k, f.samples, bs[k.batch].Length)
+		}
+		r.mu.Unlock()
+		close(f.done)
 	}
 }
 
@@ -218,6 +317,15 @@ func (r *Reader) batch(ctx context.Context, k batchKey) ([]Sample, error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+	}
+	if r.queuedK[k] {
+		// Queued for prefetch but not started: fetch it now, with the
+		// adjacent queued batches.
+		lo, _, fetches := r.claimRunLocked(k)
+		r.mu.Unlock()
+		r.loadRun(ctx, k.shard, lo, lo+len(fetches)-1, fetches)
+		f := fetches[k.batch-lo]
+		return f.samples, f.err
 	}
 	f := &fetch{done: make(chan struct{})}
 	r.inflight[k] = f
@@ -265,37 +373,60 @@ func (r *Reader) fetchBatch(ctx context.Context, k batchKey) ([]byte, error) {
 	if int64(len(data)) != bi.Length {
 		return nil, fmt.Errorf("%s: got %d bytes, want %d (truncated shard?)", r.where(k), len(data), bi.Length)
 	}
-	if h := sha256.Sum256(data); hex.EncodeToString(h[:]) != bi.SHA256 {
-		return nil, fmt.Errorf("%s: sha256 %x... does not match the index (%s...): corrupt shard", r.where(k), h[:8], bi.SHA256[:16])
+	if err := r.checkBatch(k, data); err != nil {
+		return nil, err
 	}
 	return data, nil
 }
 
-// decodeBatch decodes a fetched batch through the shard's footer and checks
-// the schema, the row count and every sample.
+// checkBatch compares a batch's bytes with the checksums in the index.
+func (r *Reader) checkBatch(k batchKey, data []byte) error {
+	bi := r.index.Shards[k.shard].Batches[k.batch]
+	if c := crc32.Checksum(data, castagnoli); c != bi.CRC32C {
+		return fmt.Errorf("%s: crc32c %08x does not match the index (%08x): corrupt shard", r.where(k), c, bi.CRC32C)
+	}
+	if r.opts.VerifySHA256 {
+		if h := sha256.Sum256(data); hex.EncodeToString(h[:]) != bi.SHA256 {
+			return fmt.Errorf("%s: sha256 %x... does not match the index (%s...): corrupt shard", r.where(k), h[:8], bi.SHA256[:16])
+		}
+	}
+	return nil
+}
+
+// decodeBatch decodes a fetched batch (whose shard footer was checked by
+// footer) without copying its bytes, and checks the row count and every
+// sample.
 func (r *Reader) decodeBatch(k batchKey, footer, data []byte, checkImgs bool) ([]Sample, error) {
 	si := &r.index.Shards[k.shard]
 	bi := si.Batches[k.batch]
 	obj := r.objectName(k.shard)
 	first := si.firstRow(k.batch)
-	ra := &rangeReaderAt{obj: obj, size: si.Size, parts: []part{{si.FooterOffset, footer}, {bi.Offset, data}}}
-	fr, err := ipc.NewFileReader(ra, ipc.WithFooterOffset(si.Size), ipc.WithAllocator(goAlloc))
+	sm, err := schemaMessage(r.index.Kind)
 	if err != nil {
-		return nil, fmt.Errorf("object %s: footer: %w", obj, err)
+		return nil, err
 	}
-	defer fr.Close()
+	smsg, err := splitMessage(sm)
+	if err != nil {
+		return nil, fmt.Errorf("internal error: schema message: %w", err)
+	}
+	bmsg, err := splitMessage(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", r.where(k), err)
+	}
 	want, _ := Schema(r.index.Kind)
-	if !fr.Schema().Equal(want) {
-		return nil, fmt.Errorf("object %s: schema mismatch: the index says kind %s (%v), the file has %v", obj, r.index.Kind, want, fr.Schema())
-	}
-	if fr.NumRecords() != len(si.Batches) {
-		return nil, fmt.Errorf("object %s: footer lists %d record batches, the index %d", obj, fr.NumRecords(), len(si.Batches))
-	}
-	rec, err := fr.RecordBatchAt(k.batch)
+	rd, err := ipc.NewReaderFromMessageReader(&sliceMessages{msgs: []*ipc.Message{smsg, bmsg}}, ipc.WithSchema(want), ipc.WithAllocator(goAlloc))
 	if err != nil {
 		return nil, fmt.Errorf("%s: decode: %w", r.where(k), err)
 	}
-	defer rec.Release()
+	defer rd.Release()
+	if !rd.Next() {
+		err := rd.Err()
+		if err == nil {
+			err = fmt.Errorf("no record batch")
+		}
+		return nil, fmt.Errorf("%s: decode: %w", r.where(k), err)
+	}
+	rec := rd.RecordBatch()
 	if rec.NumRows() != bi.Rows {
 		return nil, fmt.Errorf("%s: %d rows, the index says %d", r.where(k), rec.NumRows(), bi.Rows)
 	}
@@ -359,6 +490,22 @@ func (r *Reader) fetchFooter(ctx context.Context, shard int) ([]byte, error) {
 	}
 	if len(data) < 10 || !bytes.Equal(data[len(data)-6:], []byte("ARROW1")) {
 		return nil, fmt.Errorf("object %s: no Arrow file footer at [%d, %d) (truncated or not an Arrow IPC file)", obj, si.FooterOffset, si.Size)
+	}
+	// Check the footer once per shard: the schema is the kind's and it
+	// lists as many record batches as the index. Batches are then decoded
+	// straight from their fetched bytes.
+	ra := &rangeReaderAt{obj: obj, size: si.Size, parts: []part{{si.FooterOffset, data}}}
+	fr, err := ipc.NewFileReader(ra, ipc.WithFooterOffset(si.Size), ipc.WithAllocator(goAlloc))
+	if err != nil {
+		return nil, fmt.Errorf("object %s: footer: %w", obj, err)
+	}
+	defer fr.Close()
+	want, _ := Schema(r.index.Kind)
+	if !fr.Schema().Equal(want) {
+		return nil, fmt.Errorf("object %s: schema mismatch: the index says kind %s (%v), the file has %v", obj, r.index.Kind, want, fr.Schema())
+	}
+	if fr.NumRecords() != len(si.Batches) {
+		return nil, fmt.Errorf("object %s: footer lists %d record batches, the index %d", obj, fr.NumRecords(), len(si.Batches))
 	}
 	return data, nil
 }
@@ -474,24 +621,21 @@ func (s *Stream) Next() (Sample, Loc, error) {
 	if !ok {
 		return Sample{}, Loc{}, io.EOF
 	}
-	if s.sched < s.next+1 {
-		s.sched = s.next + 1
+	if s.sched < s.next {
+		s.sched = s.next
 	}
-	var last batchKey
-	for ; s.sched <= s.next+s.ahead; s.sched++ {
-		l, ok := s.seq(s.sched)
-		if !ok {
-			break
-		}
-		if l.Shard >= 0 && l.Shard < len(s.r.index.Shards) {
-			b, _, _ := s.r.index.Shards[l.Shard].locate(l.Row)
-			k := batchKey{l.Shard, b}
-			if k == last {
-				continue
+	// Top the prefetch window up in chunks, so that batches are queued
+	// together and adjacent ones can share a range GET.
+	if s.sched <= s.next+s.ahead/4 {
+		var locs []Loc
+		for ; s.sched <= s.next+s.ahead; s.sched++ {
+			l, ok := s.seq(s.sched)
+			if !ok {
+				break
 			}
-			last = k
+			locs = append(locs, l)
 		}
-		s.r.prefetch(s.ctx, l)
+		s.r.prefetch(s.ctx, locs)
 	}
 	smp, err := s.r.Get(s.ctx, loc.Shard, loc.Row)
 	if err != nil {

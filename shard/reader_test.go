@@ -148,11 +148,24 @@ func TestCorruptionIsNamed(t *testing.T) {
 		r := shard.NewReader(store, "ds", ix, shard.ReaderOptions{})
 		row := ix.Shards[0].Batches[0].Rows
 		_, err := r.Get(ctx, 0, row)
-		if err == nil || !strings.Contains(err.Error(), "ds/shard-00000.arrow batch 1") || !strings.Contains(err.Error(), "sha256") {
-			t.Fatalf("Get on a corrupted batch = %v; want a sha256 error naming the object and batch", err)
+		if err == nil || !strings.Contains(err.Error(), "ds/shard-00000.arrow batch 1") || !strings.Contains(err.Error(), "crc32c") {
+			t.Fatalf("Get on a corrupted batch = %v; want a crc32c error naming the object and batch", err)
 		}
 		if _, err := r.Get(ctx, 0, 0); err != nil {
 			t.Errorf("Get on an intact batch of the same shard = %v", err)
+		}
+	})
+	t.Run("sha256 on request", func(t *testing.T) {
+		store, ix := setup()
+		ix.Shards[0].Batches[0].SHA256 = strings.Repeat("0", 64)
+		r := shard.NewReader(store, "ds", ix, shard.ReaderOptions{})
+		if _, err := r.Get(ctx, 0, 0); err != nil {
+			t.Fatalf("Get without VerifySHA256 = %v; the bytes are intact", err)
+		}
+		r = shard.NewReader(store, "ds", ix, shard.ReaderOptions{VerifySHA256: true})
+		_, err := r.Get(ctx, 0, 0)
+		if err == nil || !strings.Contains(err.Error(), "ds/shard-00000.arrow batch 0") || !strings.Contains(err.Error(), "sha256") {
+			t.Fatalf("Get with VerifySHA256 and a wrong sha256 = %v; want a sha256 error naming the batch", err)
 		}
 	})
 	t.Run("truncated", func(t *testing.T) {
@@ -315,5 +328,41 @@ func TestShardSizes(t *testing.T) {
 	}
 	if !bytes.Contains(data, []byte(`"kind": "image-text"`)) {
 		t.Errorf("index does not record the kind:\n%s", data[:200])
+	}
+}
+
+func TestStreamCoalescesAdjacentBatches(t *testing.T) {
+	ctx := context.Background()
+	store := shard.NewMemStore()
+	ix := writeSynth(t, store, "ds", shard.KindTokens, 400, shard.WriterOptions{BatchBytes: 1 << 10, ShardBytes: 64 << 10})
+	batches := 0
+	for _, s := range ix.Shards {
+		batches += len(s.Batches)
+	}
+	read := func(coalesce int64) int {
+		r := shard.NewReader(store, "ds", ix, shard.ReaderOptions{CoalesceBytes: coalesce, Fetchers: 2})
+		defer r.Close()
+		before := store.Gets()
+		st := r.Stream(ctx, func(i int64) (shard.Loc, bool) {
+			if i >= ix.Shards[0].Rows {
+				return shard.Loc{}, false
+			}
+			return shard.Loc{Shard: 0, Row: i}, true
+		}, 1000)
+		for {
+			if _, _, err := st.Next(); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatal(err)
+			}
+		}
+		return store.Gets() - before
+	}
+	n := len(ix.Shards[0].Batches)
+	if got := read(1); got != n+1 {
+		t.Errorf("without coalescing: %d GETs for %d batches, want %d", got, n, n+1)
+	}
+	if got := read(1 << 20); got >= n/2 {
+		t.Errorf("with coalescing: %d GETs for %d adjacent batches queued together, want far fewer", got, n)
 	}
 }

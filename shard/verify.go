@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"image"
 	"strings"
 )
@@ -119,6 +120,10 @@ func verifyShard(ctx context.Context, r *Reader, s int, opts VerifyOptions, rep 
 		rep.Batches++
 		if h := sha256.Sum256(data); hex.EncodeToString(h[:]) != si.Batches[b].SHA256 {
 			faults = append(faults, fmt.Sprintf("%s: sha256 does not match the index: corrupt", r.where(k)))
+			continue
+		}
+		if crc32.Checksum(data, castagnoli) != si.Batches[b].CRC32C {
+			faults = append(faults, fmt.Sprintf("%s: crc32c does not match the index (the sha256 does): corrupt index", r.where(k)))
 			continue
 		}
 		if ferr != nil {

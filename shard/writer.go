@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 
@@ -155,6 +156,8 @@ func (w *Writer) flushBatch() error {
 	return nil
 }
 
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
 // headerLen returns the length of the IPC file header (magic, padding and
 // the schema message) that precedes the first record batch.
 func headerLen(schema *arrow.Schema) (int64, error) {
@@ -209,7 +212,8 @@ func (w *Writer) finishShard() error {
 		}
 		whole.Write(buf)
 		h := sha256.Sum256(buf)
-		info.Batches = append(info.Batches, BatchInfo{Offset: start, Length: end - start, Rows: c.rows[i], SHA256: hex.EncodeToString(h[:])})
+		info.Batches = append(info.Batches, BatchInfo{Offset: start, Length: end - start, Rows: c.rows[i],
+			SHA256: hex.EncodeToString(h[:]), CRC32C: crc32.Checksum(buf, castagnoli)})
 		info.Rows += c.rows[i]
 		start = end
 	}
