@@ -48,7 +48,7 @@
 // SwiGLU, ReLU, Tanh, Sigmoid, Exp, Square. Reductions: Sum, Mean, SumAxis,
 // MeanAxis. Softmax, LogSoftmax, CrossEntropy (ignore index, per-row
 // weights, label smoothing). LayerNorm, RMSNorm. Movement: Reshape, Permute,
-// Transpose, Concat, Split, Slice, IndexSelect, Embedding. Attention
+// Transpose, Concat, Split, Slice, IndexSelect, Gather, Embedding. Attention
 // (blockwise, masks: causal, padding, packed segments, prefix/UniLM) and the
 // ring-attention block primitives AttnBlockForward, AttnMerge, AttnDelta,
 // AttnBlockBackward. RoPE (explicit and 2-D positions), SinCos2D, PatchEmbed,

@@ -125,6 +125,8 @@ func TestGoldenOps(t *testing.T) {
 	g.run("permute", []string{"x"}, one(func(tp *Tape, x *Tensor) *Tensor { return tp.Permute(x, 2, 0, 3, 1) }))
 	g.run("concat", []string{"a", "b"}, func(tp *Tape, in []*Tensor) *Tensor { return tp.Concat(1, in[0], in[1]) })
 	g.run("slice", []string{"x"}, one(func(tp *Tape, x *Tensor) *Tensor { return tp.Slice(x, 1, 2, 6) }))
+	gidx := g.ints("gather.idx")
+	g.run("gather", []string{"x"}, one(func(tp *Tape, x *Tensor) *Tensor { return tp.Gather(x, 1, gidx) }))
 	ids := g.ints("embedding.ids")
 	g.run("embedding", []string{"w"}, one(func(tp *Tape, x *Tensor) *Tensor { return tp.Embedding(x, ids) }))
 	pos := g.ints("rope.pos")

@@ -281,3 +281,45 @@ func (tp *Tape) Embedding(table *Tensor, ids []int32) *Tensor {
 	}
 	return tp.IndexSelect(table, 0, ids)
 }
+
+// Gather picks, along axis, one entry per output element, as torch.gather:
+// out has a's shape with dimension axis replaced by k = len(idx)/(the other
+// dimensions), and out[o, j, i] = a[o, idx[o, j, i], i] where o runs over the
+// dimensions before axis and i over those after (idx is laid out like out).
+// Backward scatters (adds) into the picked entries.
+func (tp *Tape) Gather(a *Tensor, axis int, idx []int32) *Tensor {
+	outer, n, inner, ax := splitAxis("Gather", a.Shape, axis)
+	if outer*inner == 0 || len(idx)%(outer*inner) != 0 {
+		panic(shapeErr("Gather", a.Shape, []int{len(idx)}, "%d indices do not tile the %d positions around axis %d", len(idx), outer*inner, ax))
+	}
+	k := len(idx) / (outer * inner)
+	for i, v := range idx {
+		if v < 0 || int(v) >= n {
+			panic(fmt.Errorf("kernels: Gather: shape %v axis %d: index %d at position %d outside [0, %d)", a.Shape, ax, v, i, n))
+		}
+	}
+	idx = append([]int32{}, idx...)
+	shape := append([]int{}, a.Shape...)
+	shape[ax] = k
+	out := Zeros(shape...)
+	for o := 0; o < outer; o++ {
+		for j := 0; j < k; j++ {
+			for i := 0; i < inner; i++ {
+				p := (o*k+j)*inner + i
+				out.Data[p] = a.Data[(o*n+int(idx[p]))*inner+i]
+			}
+		}
+	}
+	tp.record("Gather", out, func() {
+		g := a.gradBuf()
+		for o := 0; o < outer; o++ {
+			for j := 0; j < k; j++ {
+				for i := 0; i < inner; i++ {
+					p := (o*k+j)*inner + i
+					g[(o*n+int(idx[p]))*inner+i] += out.Grad[p]
+				}
+			}
+		}
+	}, a)
+	return out
+}

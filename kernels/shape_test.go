@@ -115,6 +115,17 @@ func TestMovementGrad(t *testing.T) {
 			}, 32),
 		},
 		{
+			name: "Gather", shapes: [][]int{shape},
+			tape: func(tp *Tape, in []*Tensor) *Tensor {
+				return tp.Gather(in[0], 1, []int32{2, 0, 1, 1, 0, 0, 2, 2, 1, 2, 0, 1, 0, 0, 0, 2})
+			},
+			ref: gatherRef(func(o int) (int, int) {
+				idx := []int32{2, 0, 1, 1, 0, 0, 2, 2, 1, 2, 0, 1, 0, 0, 0, 2}
+				oi := unravel(o, []int{2, 2, 4})
+				return 0, ravel([]int{oi[0], int(idx[o]), oi[2]}, shape)
+			}, 16),
+		},
+		{
 			name: "Embedding", shapes: [][]int{{5, 3}},
 			tape: func(tp *Tape, in []*Tensor) *Tensor { return tp.Embedding(in[0], []int32{4, 4, 0, 2}) },
 			ref: gatherRef(func(o int) (int, int) {

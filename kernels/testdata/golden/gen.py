@@ -235,6 +235,10 @@ def block(x, ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, fc_w, fc_
     return x + F.linear(F.gelu(F.linear(h, fc_w, fc_b), approximate="tanh"), fc2_w, fc2_b)
 case("block", blk, block)
 
+# ---- gather (appended last so that earlier cases keep their random draws) -------
+gidx = torch.tensor([[[2, 0, 1, 1], [0, 0, 2, 2]], [[1, 2, 0, 1], [0, 0, 0, 2]]])
+case("gather", {"x": rnd(2, 3, 4)}, lambda x: torch.gather(x, 1, gidx), {"idx": gidx.flatten().numpy()})
+
 
 def write(path):
     header, off, blobs = {}, 0, []
