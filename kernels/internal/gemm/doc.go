@@ -35,8 +35,8 @@
 // (golang.org/x/sys/cpu); Kernel reports which one runs:
 //
 //   - "avx512": Go assembly, 12×32 register tile (24 ZMM accumulators), VBROADCASTSS +
-//     VFMADD231PS, for CPUs with AVX-512F; 98 % of the measured FMA peak with its
-//     operands in L1.
+//     VFMADD231PS, for CPUs with AVX-512F; about 99 % of the measured FMA peak with its
+//     operands in L1 (BenchmarkMicroEfficiency).
 //   - "avx2": Go assembly, 6×16 tile (12 YMM accumulators), for CPUs with AVX2 and FMA.
 //   - "go": portable Go, a 4×4 tile, used on other CPUs and always under the
 //     noasm build tag (go test -tags noasm ./kernels/internal/gemm/).
