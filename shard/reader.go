@@ -268,9 +268,18 @@ func (r *Reader) claimRunLocked(k batchKey) (lo, hi int, fetches []*fetch) {
 // verifies and decodes each, completing their fetches.
 func (r *Reader) loadRun(ctx context.Context, shard, lo, hi int, fetches []*fetch) {
 	bs := r.index.Shards[shard].Batches
-	footer, err := r.footer(ctx, shard)
+	// The footer (needed to decode) and the batches are fetched at the same
+	// time, so a shard's first read costs one round trip, not two.
+	var footer []byte
+	var ferr error
+	fdone := make(chan struct{})
+	go func() {
+		defer close(fdone)
+		footer, ferr = r.footer(ctx, shard)
+	}()
 	var data []byte
-	if err == nil {
+	var err error
+	{
 		off, end := bs[lo].Offset, bs[hi].Offset+bs[hi].Length
 		data, err = r.store.GetRange(ctx, r.objectName(shard), off, end-off)
 		r.count(int64(len(data)))
@@ -280,6 +289,10 @@ func (r *Reader) loadRun(ctx context.Context, shard, lo, hi int, fetches []*fetc
 		if err != nil {
 			err = fmt.Errorf("object %s batches %d-%d: %w", r.objectName(shard), lo, hi, err)
 		}
+	}
+	<-fdone
+	if ferr != nil {
+		err = ferr
 	}
 	for i, f := range fetches {
 		k := batchKey{shard, lo + i}
