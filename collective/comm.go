@@ -109,14 +109,16 @@ func (c *Comm) World() int { return c.world }
 // Config returns the configuration, defaults filled in.
 func (c *Comm) Config() Config { return c.cfg }
 
-// Close closes the transport. Operations afterwards fail with ErrAborted.
+// Close closes the transport, which also ends an operation in progress
+// (with ErrClosed). Operations afterwards fail with ErrAborted.
 func (c *Comm) Close() error {
+	err := c.t.Close() // first: an operation in progress holds mu
 	c.mu.Lock()
 	if c.failed == nil {
 		c.failed = ErrClosed
 	}
 	c.mu.Unlock()
-	return c.t.Close()
+	return err
 }
 
 // Err returns the error that aborted the communicator, or nil.

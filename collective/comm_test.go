@@ -368,3 +368,21 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseEndsOperation: closing a communicator while one of its
+// operations waits on a peer ends that operation with an error.
+func TestCloseEndsOperation(t *testing.T) {
+	comms := ring(t, 2, 1, collective.Config{Job: "j", Timeout: time.Hour})
+	errc := make(chan error, 1)
+	go func() { errc <- comms[0].Barrier(context.Background()) }()
+	time.Sleep(20 * time.Millisecond)
+	comms[0].Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, collective.ErrClosed) {
+			t.Errorf("Barrier ended by Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Barrier still waiting 10s after Close")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"unsafe"
 
 	"google.golang.org/grpc/mem"
 
@@ -12,9 +13,20 @@ import (
 )
 
 // rawCodec is the encoding.CodecV2 of the Ring service: a message is a
-// collective header (collective.AppendHeader) followed by the payload's
-// float32s in machine byte order, with no protobuf framing.
+// collective header (collective.AppendHeader), zero padding, and the
+// payload's float32s in little-endian order, with no protobuf framing.
+//
+// The padding makes gRPC's 5-byte message prefix plus header plus padding a
+// multiple of 4 bytes, so that every full 16 KiB HTTP/2 DATA frame starts on
+// a float32 boundary: the receiver then adds whole aligned frames without
+// reassembling elements (research/collectives.md §7.1).
 type rawCodec struct{}
+
+// grpcPrefixLen is gRPC's per-message prefix (compression flag + length).
+const grpcPrefixLen = 5
+
+// padLen is the padding after a header of n bytes.
+func padLen(n int) int { return (4 - (grpcPrefixLen+n)%4) % 4 }
 
 func (rawCodec) Name() string { return "loom-raw" }
 
@@ -39,14 +51,15 @@ func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if !ok {
 		return nil, fmt.Errorf("grpctransport: raw codec cannot marshal %T", v)
 	}
+	hdr := append(f.hdr, make([]byte, padLen(len(f.hdr)))...)
 	if mem.IsBelowBufferPoolingThreshold(cap(f.payload)) {
 		// Too small for gRPC to track its release: copy it.
-		b := append(f.hdr, f.payload...)
+		b := append(hdr, f.payload...)
 		close(f.done)
 		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
 	}
 	p := f.payload
-	return mem.BufferSlice{mem.SliceBuffer(f.hdr), mem.NewBuffer(&p, f.done)}, nil
+	return mem.BufferSlice{mem.SliceBuffer(hdr), mem.NewBuffer(&p, f.done)}, nil
 }
 
 func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
@@ -71,6 +84,11 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return fmt.Errorf("grpctransport: frame header: job name: %w", err)
 	}
 	h.Job = string(job)
+	var pad [4]byte
+	if _, err := io.ReadFull(r, pad[:padLen(32+jl)]); err != nil {
+		r.Close()
+		return fmt.Errorf("grpctransport: frame header: padding: %w", err)
+	}
 	rest := r.Remaining()
 	r.Close()
 	if rest != int(h.Len)*4 {
@@ -136,10 +154,22 @@ func (f *inFrame) addTo(dst []float32) {
 			nc = 0
 		}
 		n := len(p) / 4
-		addBytes(dst[:n], p[:4*n])
+		if n > 0 && uintptr(unsafe.Pointer(&p[0]))%4 == 0 {
+			// Aligned (the usual case, see rawCodec): add in place.
+			addFloats(dst[:n], unsafe.Slice((*float32)(unsafe.Pointer(&p[0])), n))
+		} else {
+			addBytes(dst[:n], p[:4*n])
+		}
 		dst = dst[n:]
 		nc = copy(carry[:], p[4*n:])
 	})
+}
+
+func addFloats(dst, src []float32) {
+	src = src[:len(dst)]
+	for i := range dst {
+		dst[i] += src[i]
+	}
 }
 
 // addBytes adds little-endian float32s from b (4·len(dst) bytes) into dst.

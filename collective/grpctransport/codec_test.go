@@ -19,6 +19,7 @@ func TestFrameAddToMatchesNaive(t *testing.T) {
 		n := rng.IntN(300)
 		h := collective.Header{Job: "job", Seq: uint64(trial), Len: uint32(n)}
 		msg := collective.AppendHeader(nil, h)
+		msg = append(msg, make([]byte, padLen(len(msg)))...)
 		want := make([]float32, n)
 		dst := make([]float32, n)
 		for i := range n {
@@ -27,10 +28,20 @@ func TestFrameAddToMatchesNaive(t *testing.T) {
 			dst[i] = float32(rng.NormFloat64())
 			want[i] = dst[i] + v
 		}
-		// Cut the message into random pieces, as gRPC's frames would.
+		// Cut the message into random pieces, as gRPC's frames would (and
+		// in some trials into 4-byte-aligned ones, the fast path).
 		var data mem.BufferSlice
-		for rest := msg; len(rest) > 0; {
+		rest := msg
+		if trial%2 == 0 {
+			hl := len(msg) - 4*n
+			data = append(data, mem.SliceBuffer(append([]byte(nil), msg[:hl]...)))
+			rest = msg[hl:]
+		}
+		for len(rest) > 0 {
 			k := 1 + rng.IntN(min(len(rest), 37))
+			if trial%2 == 0 {
+				k = min(len(rest), 4*(1+rng.IntN(16)))
+			}
 			data = append(data, mem.SliceBuffer(append([]byte(nil), rest[:k]...)))
 			rest = rest[k:]
 		}
