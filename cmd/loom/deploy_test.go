@@ -870,6 +870,22 @@ func checkProbes(t *testing.T, r *rendering, invs []*loomInvocation) {
 		if inv.cmd != nil {
 			served = servedPaths(t, inv.sub)
 		}
+		// Prometheus' pod annotations name the metrics port and path.
+		ann := inv.sts.Spec.Template.Annotations
+		if ann["prometheus.io/scrape"] == "true" {
+			httpPort := ""
+			for _, p := range c.Ports {
+				if p.Name == "http" {
+					httpPort = strconv.Itoa(int(p.ContainerPort))
+				}
+			}
+			if ann["prometheus.io/port"] != httpPort {
+				t.Errorf("%s: %s annotation prometheus.io/port %q, want the http port %s", r.target, inv.sts.Name, ann["prometheus.io/port"], httpPort)
+			}
+			if served != nil && !served[ann["prometheus.io/path"]] {
+				t.Errorf("%s: %s annotation prometheus.io/path %q is not served by `loom %s` (%v)", r.target, inv.sts.Name, ann["prometheus.io/path"], inv.sub, keys(served))
+			}
+		}
 		for _, pr := range []struct {
 			kind  string
 			probe *corev1.Probe
