@@ -1,0 +1,335 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/loomtrain/loom/api"
+	"github.com/loomtrain/loom/api/loompb"
+	"github.com/loomtrain/loom/internal/etcdserver"
+	"github.com/loomtrain/loom/internal/s3server"
+	"github.com/loomtrain/loom/shard"
+	"github.com/loomtrain/loom/shard/synth"
+	"github.com/loomtrain/loom/trainer"
+	"github.com/loomtrain/loom/worker"
+)
+
+// devBucket holds the dev cluster's datasets and checkpoints.
+const devBucket = "loom"
+
+// devCluster is the whole system on one machine: etcd and S3 embedded in
+// this process, coordinator nodes and workers as child processes of the
+// loom binary. `loom dev` and the end-to-end tests use it.
+type devCluster struct {
+	dir   string
+	bin   string
+	log   *slog.Logger
+	etcd  *etcdserver.Server
+	s3    *s3server.Server
+	store *shard.S3Store
+
+	mu      sync.Mutex
+	coords  []*devProc
+	workers []*devProc
+	peers    string // --peers of the coordinators
+	apis     []string
+	leaseTTL time.Duration
+}
+
+// devProc is a child process of the cluster.
+type devProc struct {
+	id       string
+	cmd      *exec.Cmd
+	logPath  string
+	http     string // /healthz /readyz /metrics
+	api      string // coordinators: gRPC address
+	done     chan struct{}
+	exitErr  error
+	exitCode int
+}
+
+// devClusterOptions configure startDevCluster.
+type devClusterOptions struct {
+	Dir          string // everything goes under it (created)
+	Bin          string // the loom binary to run children with
+	Coordinators int
+	LeaseTTL     time.Duration // workers' registry lease (how soon a kill is noticed)
+	Logger       *slog.Logger
+}
+
+// freeAddr returns a 127.0.0.1 address whose port is free right now.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func startDevCluster(ctx context.Context, o devClusterOptions) (c *devCluster, err error) {
+	if o.Coordinators == 0 {
+		o.Coordinators = 1
+	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = 2 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	c = &devCluster{dir: o.Dir, bin: o.Bin, log: o.Logger, leaseTTL: o.LeaseTTL}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+	for _, d := range []string{"etcd", "s3", "logs", "coordinators", "workers"} {
+		if err := os.MkdirAll(filepath.Join(o.Dir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if c.etcd, err = etcdserver.StartWithOptions(filepath.Join(o.Dir, "etcd"), etcdserver.Options{NoFsync: true, Logger: o.Logger}); err != nil {
+		return nil, err
+	}
+	if c.s3, err = s3server.Start(filepath.Join(o.Dir, "s3")); err != nil {
+		return nil, err
+	}
+	if err := c.s3.CreateBucket(devBucket); err != nil {
+		return nil, err
+	}
+	if c.store, err = shard.NewS3Store(shard.S3Config{Endpoint: c.s3.Endpoint, Bucket: devBucket, AccessKey: c.s3.AccessKey, SecretKey: c.s3.SecretKey}); err != nil {
+		return nil, err
+	}
+	// Coordinators: a fixed voter set, bootstrapped together.
+	type addrs struct{ raft, api, http string }
+	as := make([]addrs, o.Coordinators)
+	var peers []string
+	for i := range as {
+		for _, p := range []*string{&as[i].raft, &as[i].api, &as[i].http} {
+			if *p, err = freeAddr(); err != nil {
+				return nil, err
+			}
+		}
+		peers = append(peers, fmt.Sprintf("c%d=%s", i, as[i].raft))
+		c.apis = append(c.apis, as[i].api)
+	}
+	c.peers = strings.Join(peers, ",")
+	for i, a := range as {
+		id := fmt.Sprintf("c%d", i)
+		args := []string{"coordinator", "--id", id, "--data-dir", filepath.Join(o.Dir, "coordinators", id),
+			"--raft-addr", a.raft, "--grpc-addr", a.api, "--http-addr", a.http, "--peers", c.peers,
+			"--etcd", strings.Join(c.etcd.Endpoints, ","), "--tick", "200ms", "--s3-endpoint", c.s3.Endpoint,
+			"--log-format", "json"}
+		p, err := c.spawn(id, args, nil)
+		if err != nil {
+			return nil, err
+		}
+		p.http, p.api = a.http, a.api
+		c.coords = append(c.coords, p)
+	}
+	if _, err := c.waitLeader(ctx, 60*time.Second); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// spawn starts `loom ARGS...` with its output in logs/ID.log.
+func (c *devCluster) spawn(id string, args, env []string) (*devProc, error) {
+	logPath := filepath.Join(c.dir, "logs", id+".log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(c.bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = append(append(os.Environ(), "LOOM_S3_ACCESS_KEY="+c.s3.AccessKey, "LOOM_S3_SECRET_KEY="+c.s3.SecretKey), env...)
+	cmd.SysProcAttr = childProcAttr()
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", id, err)
+	}
+	p := &devProc{id: id, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		p.exitErr = cmd.Wait()
+		p.exitCode = cmd.ProcessState.ExitCode()
+		f.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// startWorker starts worker process wI.
+func (c *devCluster) startWorker(id string) (*devProc, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	httpAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"worker", "--id", id, "--coordinator", strings.Join(c.apis, ","), "--etcd", strings.Join(c.etcd.Endpoints, ","),
+		"--listen", addr, "--advertise", addr, "--http-addr", httpAddr, "--s3-endpoint", c.s3.Addr(), "--s3-insecure",
+		"--s3-bucket", devBucket, "--cache-dir", filepath.Join(c.dir, "workers", id, "cache"), "--drain-timeout", "60s",
+		"--log-format", "json", "--log-level", "debug"}
+	p, err := c.spawn(id, args, []string{"LOOM_WORKER_LEASE_TTL=" + c.leaseTTL.String()})
+	if err != nil {
+		return nil, err
+	}
+	p.http = httpAddr
+	c.mu.Lock()
+	c.workers = append(c.workers, p)
+	c.mu.Unlock()
+	return p, nil
+}
+
+// waitLeader returns the coordinator process that leads, once one does.
+func (c *devCluster) waitLeader(ctx context.Context, within time.Duration) (*devProc, error) {
+	deadline := time.Now().Add(within)
+	for {
+		for _, p := range c.coords {
+			select {
+			case <-p.done:
+				continue
+			default:
+			}
+			body, code := httpGet(p.http + "/metrics")
+			if code == 200 && strings.Contains(body, "\nloom_coordinator_leader 1") {
+				return p, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no coordinator leads after %s (logs in %s)", within, filepath.Join(c.dir, "logs"))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func httpGet(addr string) (string, int) {
+	cl := http.Client{Timeout: 2 * time.Second}
+	resp, err := cl.Get("http://" + addr)
+	if err != nil {
+		return "", 0
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b), resp.StatusCode
+}
+
+// dial connects to the coordinators (any of them answers).
+func (c *devCluster) dial() (*grpc.ClientConn, error) {
+	var live []string
+	for _, p := range c.coords {
+		select {
+		case <-p.done:
+		default:
+			live = append(live, p.api)
+		}
+	}
+	return grpc.NewClient(live[0], worker.DialOptions(os.Getenv("LOOM_TOKEN"), nil)...)
+}
+
+// writeData generates the synthetic datasets a recipe reads into the
+// bucket, n samples each, under datasets/KIND, and returns their URIs.
+func (c *devCluster) writeData(ctx context.Context, recipe string, n int) (func(shard.Kind) string, error) {
+	r, err := trainer.Lookup(recipe)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range r.Kinds() {
+		prefix := "datasets/" + string(k)
+		if _, err := c.store.Stat(ctx, shard.JoinKey(prefix, "index.json")); err == nil {
+			continue // written by an earlier job
+		}
+		if _, err := synth.Write(ctx, c.store, prefix, k, n, 7, shard.WriterOptions{Kind: k, ShardBytes: 256 << 10, TempDir: filepath.Join(c.dir, "s3")}); err != nil {
+			return nil, fmt.Errorf("generating %s data: %w", k, err)
+		}
+	}
+	return func(k shard.Kind) string { return "s3://" + devBucket + "/datasets/" + string(k) }, nil
+}
+
+// submit submits m and returns the job as accepted.
+func (c *devCluster) submit(ctx context.Context, m *api.Manifest) (*loompb.Job, error) {
+	b, err := m.Normalized()
+	if err != nil {
+		return nil, err
+	}
+	cc, err := c.dial()
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return loompb.NewJobsClient(cc).SubmitJob(sctx, &loompb.SubmitJobRequest{ManifestYaml: b, File: m.Name + ".yaml"})
+}
+
+// getJob reads a job from any live coordinator.
+func (c *devCluster) getJob(ctx context.Context, name string) (*loompb.Job, error) {
+	cc, err := c.dial()
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return loompb.NewJobsClient(cc).GetJob(gctx, &loompb.GetJobRequest{Job: name})
+}
+
+// stopProc sends sig, then SIGKILL after grace.
+func stopProc(p *devProc, sig syscall.Signal, grace time.Duration) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// Close stops every process (workers drain first), then S3 and etcd.
+func (c *devCluster) Close() error {
+	c.mu.Lock()
+	ws := append([]*devProc(nil), c.workers...)
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range ws {
+		wg.Go(func() { stopProc(p, syscall.SIGTERM, 70*time.Second) })
+	}
+	wg.Wait()
+	for _, p := range c.coords {
+		wg.Go(func() { stopProc(p, syscall.SIGTERM, 15*time.Second) })
+	}
+	wg.Wait()
+	var errs []error
+	if c.s3 != nil {
+		errs = append(errs, c.s3.Close())
+	}
+	if c.etcd != nil {
+		errs = append(errs, c.etcd.Close())
+	}
+	return errors.Join(errs...)
+}

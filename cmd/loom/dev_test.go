@@ -1,0 +1,474 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/loomtrain/loom/api"
+	"github.com/loomtrain/loom/api/loompb"
+	"github.com/loomtrain/loom/trainer"
+)
+
+// TestDevEndToEnd runs `loom dev` at the tiny size with short stages: it
+// must train every stage, evaluate, and remove its data dir at exit.
+func TestDevEndToEnd(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "dev")
+	cmd := exec.Command(loomBinary, "dev", "--steps", "4", "--samples", "64", "--eval-samples", "4", "--data-dir", dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("loom dev: %v\n%s", err, out)
+	}
+	for _, want := range []string{"stage 1/2 representation", "stage 2/2 generative", "job blip2-tiny succeeded: 8 steps",
+		"held-out retrieval, stage representation, trained", "dashboard    http://", "checkpoints in s3://loom/checkpoints/blip2-tiny/"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("loom dev output lacks %q:\n%s", want, out)
+		}
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("data dir %s still exists after loom dev (stat: %v)", dir, err)
+	}
+}
+
+// TestDevInterrupt sends Ctrl-C (SIGINT) to `loom dev` while its workers
+// train: every process it started must be gone, and its data dir removed.
+func TestDevInterrupt(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "dev")
+	cmd := exec.Command(loomBinary, "dev", "--steps", "100000", "--samples", "64", "--data-dir", dir)
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait(); pw.Close() }()
+	var pids []int
+	var log bytes.Buffer
+	training := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		pidRE := regexp.MustCompile(`worker \w+ +pid (\d+)`)
+		once := false
+		for sc.Scan() {
+			line := sc.Text()
+			log.WriteString(line + "\n")
+			if m := pidRE.FindStringSubmatch(line); m != nil {
+				p, _ := strconv.Atoi(m[1])
+				pids = append(pids, p)
+			}
+			if !once && strings.Contains(line, "representation step 2/") {
+				once = true
+				close(training)
+			}
+		}
+	}()
+	select {
+	case <-training:
+	case err := <-done:
+		t.Fatalf("loom dev exited before training: %v\n%s", err, log.String())
+	case <-time.After(90 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("loom dev did not start training\n%s", log.String())
+	}
+	// Ctrl-C at a terminal goes to the foreground process group; loom dev
+	// keeps its children in their own groups, so it alone gets it.
+	cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-done:
+	case <-time.After(90 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("loom dev did not stop after SIGINT\n%s", log.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 130 {
+		t.Errorf("loom dev exit status after SIGINT: %d, want 130", code)
+	}
+	if len(pids) != 2 {
+		t.Fatalf("worker pids: %v, want 2\n%s", pids, log.String())
+	}
+	for _, p := range pids {
+		if err := syscall.Kill(p, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("worker pid %d still exists after loom dev exited (kill -0: %v)", p, err)
+		}
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("data dir %s still exists (stat: %v)", dir, err)
+	}
+}
+
+// stepRecord is one worker's "step" log line.
+type stepRecord struct {
+	Msg        string   `json:"msg"`
+	Worker     string   `json:"worker"`
+	Job        string   `json:"job"`
+	Generation int64    `json:"generation"`
+	Rank       int      `json:"rank"`
+	Step       int64    `json:"step"`
+	SampleIDs  []string `json:"sample_ids"`
+}
+
+// sampleLog reads every worker log of the cluster and returns, for job,
+// the samples each global step trained on in the generation that ran it
+// last (the lineage that survives a restart), ranks concatenated in order.
+func sampleLog(t *testing.T, c *devCluster, job string, world int) map[int64][]string {
+	t.Helper()
+	type key struct {
+		step, gen int64
+	}
+	byGen := map[key]map[int][]string{}
+	files, _ := filepath.Glob(filepath.Join(c.dir, "logs", "w*.log"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range bytes.Split(b, []byte("\n")) {
+			if !bytes.Contains(line, []byte(`"sample_ids"`)) {
+				continue
+			}
+			var r stepRecord
+			if err := json.Unmarshal(line, &r); err != nil || r.Msg != "step" || r.Job != job {
+				continue
+			}
+			k := key{r.Step, r.Generation}
+			if byGen[k] == nil {
+				byGen[k] = map[int][]string{}
+			}
+			byGen[k][r.Rank] = r.SampleIDs
+		}
+	}
+	out := map[int64][]string{}
+	last := map[int64]int64{}
+	for k, ranks := range byGen {
+		if len(ranks) != world {
+			continue // a generation cut short mid-step on some rank
+		}
+		if g, ok := last[k.step]; ok && g > k.gen {
+			continue
+		}
+		last[k.step] = k.gen
+		var ids []string
+		for r := 0; r < world; r++ {
+			ids = append(ids, ranks[r]...)
+		}
+		out[k.step] = ids
+	}
+	return out
+}
+
+// finalTensors returns tensor name → sha256 of the job's final checkpoint.
+func finalTensors(t *testing.T, c *devCluster, j *loompb.Job) map[string]string {
+	t.Helper()
+	var final *loompb.Checkpoint
+	for _, cp := range j.Checkpoints {
+		if cp.Step == j.TotalSteps {
+			final = cp
+		}
+	}
+	if final == nil {
+		t.Fatalf("job %s: no committed checkpoint at its last step %d", j.Name, j.TotalSteps)
+	}
+	ref, err := restoreOf(final)
+	if err != nil {
+		t.Fatal(err)
+	}
+	man, err := trainer.ReadCheckpoint(context.Background(), c.store, *ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, f := range man.Files {
+		for name, sum := range f.Tensors {
+			out[f.Role+"/"+name] = sum
+		}
+	}
+	return out
+}
+
+func waitJob(t *testing.T, c *devCluster, name string, within time.Duration, cond func(*loompb.Job) bool) *loompb.Job {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		j, err := c.getJob(context.Background(), name)
+		if err == nil && cond(j) {
+			return j
+		}
+		if err == nil && (j.State == "failed" || j.State == "cancelled") {
+			t.Fatalf("job %s %s: %s", name, j.State, j.Message)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s: condition not met within %s (last: %v, err %v)", name, within, j, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func lastCheckpoint(j *loompb.Job) int64 {
+	if len(j.Checkpoints) == 0 {
+		return 0
+	}
+	return j.Checkpoints[len(j.Checkpoints)-1].Step
+}
+
+// TestResume runs one job uninterrupted as the reference, then the same
+// job three times with a failure in the middle: a worker killed with
+// SIGKILL, the coordinator leader killed with SIGKILL, and a worker sent
+// SIGTERM (drain). Each must end with exactly the reference's weights and
+// optimizer state, and its sample log must show every step's samples as
+// in the reference: none twice, none skipped.
+func TestResume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level resume tests (about a minute)")
+	}
+	ctx := context.Background()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	c, err := startDevCluster(ctx, devClusterOptions{Dir: t.TempDir(), Bin: loomBinary, Coordinators: 3, LeaseTTL: 3 * time.Second, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if t.Failed() {
+			keep := filepath.Join(os.TempDir(), "loom-resume-logs")
+			os.RemoveAll(keep)
+			exec.Command("cp", "-r", filepath.Join(c.dir, "logs"), keep).Run()
+			t.Logf("process logs copied to %s", keep)
+		}
+		if err := c.Close(); err != nil {
+			t.Errorf("closing the cluster: %v", err)
+		}
+	}()
+	uri, err := c.writeData(ctx, "blip2", 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := 0
+	spawn := func() *devProc {
+		p, err := c.startWorker(fmt.Sprintf("w%d", next))
+		if err != nil {
+			t.Fatal(err)
+		}
+		next++
+		return p
+	}
+	procs := map[string]*devProc{}
+	for i := 0; i < 3; i++ {
+		p := spawn()
+		procs[p.id] = p
+	}
+	const steps, batch = 24, 8
+	manifest := func(name string) *api.Manifest {
+		m, err := devManifest(devFlags{recipe: "blip2", size: "tiny", workers: 2, steps: steps, batch: batch, lr: 2e-3}, uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Name = name
+		m.Checkpoint.Interval = 4
+		return m
+	}
+	run := func(name string, disrupt func(j *loompb.Job)) *loompb.Job {
+		t.Helper()
+		if _, err := c.submit(ctx, manifest(name)); err != nil {
+			t.Fatal(err)
+		}
+		if disrupt != nil {
+			j := waitJob(t, c, name, 60*time.Second, func(j *loompb.Job) bool { return j.State == "running" && lastCheckpoint(j) >= 6 })
+			if lastCheckpoint(j) >= j.TotalSteps-4 {
+				t.Fatalf("job %s ran too fast to disrupt mid-run (checkpoint %d of %d)", name, lastCheckpoint(j), j.TotalSteps)
+			}
+			disrupt(j)
+		}
+		return waitJob(t, c, name, 120*time.Second, func(j *loompb.Job) bool { return j.State == "succeeded" })
+	}
+	ref := run("ref", nil)
+	refTensors := finalTensors(t, c, ref)
+	refSamples := sampleLog(t, c, "ref", 2)
+	if len(refTensors) == 0 || int64(len(refSamples)) != ref.TotalSteps {
+		t.Fatalf("reference: %d tensors, sample log of %d steps (want %d)", len(refTensors), len(refSamples), ref.TotalSteps)
+	}
+	check := func(j *loompb.Job) {
+		t.Helper()
+		got := finalTensors(t, c, j)
+		diff := 0
+		for name, sum := range refTensors {
+			if got[name] != sum {
+				diff++
+				if diff <= 3 {
+					t.Errorf("job %s: final %s differs from the uninterrupted run", j.Name, name)
+				}
+			}
+		}
+		if diff > 0 || len(got) != len(refTensors) {
+			t.Errorf("job %s: %d of %d tensors differ (%d tensors)", j.Name, diff, len(refTensors), len(got))
+		}
+		samples := sampleLog(t, c, j.Name, 2)
+		seen := map[string]int64{}
+		for s := int64(1); s <= j.TotalSteps; s++ {
+			ids, ok := samples[s]
+			if !ok {
+				t.Errorf("job %s: step %d has no complete sample record (skipped?)", j.Name, s)
+				continue
+			}
+			if strings.Join(ids, ",") != strings.Join(refSamples[s], ",") {
+				t.Errorf("job %s: step %d trained on %v, the uninterrupted run on %v", j.Name, s, ids, refSamples[s])
+			}
+			stage := int64(0)
+			if s > steps {
+				stage = 1
+			}
+			for _, id := range ids {
+				k := fmt.Sprintf("%d/%s", stage, id)
+				if prev, dup := seen[k]; dup {
+					t.Errorf("job %s: sample %s trained twice in stage %d (steps %d and %d)", j.Name, id, stage, prev, s)
+				}
+				seen[k] = s
+			}
+		}
+	}
+
+	t.Run("worker-sigkill", func(t *testing.T) {
+		var killedAt int64
+		j := run("kill-worker", func(j *loompb.Job) {
+			victim := procs[j.Workers[1]]
+			killedAt = lastCheckpoint(j)
+			t.Logf("SIGKILL worker %s (rank 1) at committed step %d", victim.id, killedAt)
+			victim.cmd.Process.Kill()
+			<-victim.done
+			delete(procs, victim.id)
+			p := spawn() // the spare for later scenarios
+			procs[p.id] = p
+		})
+		if j.Restarts < 1 || j.Generation < 2 {
+			t.Errorf("job %s: %d restarts, generation %d; want a new generation after the kill", j.Name, j.Restarts, j.Generation)
+		}
+		// The next generation resumed from a committed checkpoint at or
+		// after the one committed before the kill, not from the start.
+		from := resumedFrom(t, c, j.Name)
+		t.Logf("stage-0 generations after the kill started from steps %v", from)
+		if len(from) == 0 || from[0] < killedAt {
+			t.Errorf("job %s: later generations started from steps %v; want the first at or after %d", j.Name, from, killedAt)
+		}
+		check(j)
+	})
+	t.Run("leader-sigkill", func(t *testing.T) {
+		j := run("kill-leader", func(j *loompb.Job) {
+			leader, err := c.waitLeader(ctx, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("SIGKILL coordinator leader %s at committed step %d", leader.id, lastCheckpoint(j))
+			leader.cmd.Process.Kill()
+			<-leader.done
+			if _, err := c.waitLeader(ctx, 30*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		})
+		check(j)
+	})
+	t.Run("worker-sigterm-drain", func(t *testing.T) {
+		var victim *devProc
+		j := run("drain-worker", func(j *loompb.Job) {
+			victim = procs[j.Workers[0]]
+			t.Logf("SIGTERM worker %s (rank 0) at committed step %d", victim.id, lastCheckpoint(j))
+			victim.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-victim.done:
+			case <-time.After(60 * time.Second):
+				t.Fatalf("worker %s did not exit after SIGTERM", victim.id)
+			}
+			if victim.exitCode != 0 {
+				t.Errorf("worker %s exit status after SIGTERM: %d (%v), want 0", victim.id, victim.exitCode, victim.exitErr)
+			}
+		})
+		// The drained worker committed the step it stopped at.
+		b, _ := os.ReadFile(victim.logPath)
+		m := regexp.MustCompile(`"msg":"stopping for a drain"[^\n]*"step":(\d+),"checkpoint_committed":true`).FindSubmatch(b)
+		if m == nil {
+			t.Fatalf("worker %s log has no committed drain checkpoint", victim.id)
+		}
+		step, _ := strconv.ParseInt(string(m[1]), 10, 64)
+		var steps []int64
+		for _, cp := range j.Checkpoints {
+			steps = append(steps, cp.Step)
+		}
+		t.Logf("drained at step %d; committed checkpoints %v", step, steps)
+		if !containsStep(j, step) && !drainCommitEvent(c, j.Name, step) {
+			t.Errorf("drain checkpoint at step %d is not among the job's committed checkpoints", step)
+		}
+		check(j)
+	})
+}
+
+// resumedFrom returns the checkpoint steps the job's stage-0 generations
+// after the first started from, as the workers logged them (-1 for a
+// generation that started from the initialisation instead).
+func resumedFrom(t *testing.T, c *devCluster, job string) []int64 {
+	t.Helper()
+	re := regexp.MustCompile(`"msg":"starting generation".*"job":"` + regexp.QuoteMeta(job) +
+		`","generation":(\d+).*"stage":"representation".*"from":"([^"]*)"`)
+	var out []int64
+	files, _ := filepath.Glob(filepath.Join(c.dir, "logs", "w*.log"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		for _, m := range re.FindAllSubmatch(b, -1) {
+			if string(m[1]) == "1" {
+				continue
+			}
+			n := int64(-1)
+			if rest, ok := strings.CutPrefix(string(m[2]), "checkpoint at step "); ok {
+				n, _ = strconv.ParseInt(rest, 10, 64)
+			}
+			out = append(out, n)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+func containsStep(j *loompb.Job, step int64) bool {
+	for _, cp := range j.Checkpoints {
+		if cp.Step == step {
+			return true
+		}
+	}
+	return false
+}
+
+// drainCommitEvent reports whether the job's events record a commit at
+// step (retention may have retired the checkpoint since).
+func drainCommitEvent(c *devCluster, job string, step int64) bool {
+	cc, err := c.dial()
+	if err != nil {
+		return false
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := loompb.NewJobsClient(cc).WatchJob(ctx, &loompb.WatchJobRequest{Job: job})
+	if err != nil {
+		return false
+	}
+	want := fmt.Sprintf("committed step %d ", step)
+	for {
+		ev, err := s.Recv()
+		if err != nil {
+			return false
+		}
+		if ev.Kind == "checkpoint" && strings.HasPrefix(ev.Message, want) {
+			return true
+		}
+	}
+}
