@@ -42,9 +42,9 @@ type devCluster struct {
 	s3    *s3server.Server
 	store *shard.S3Store
 
-	mu      sync.Mutex
-	coords  []*devProc
-	workers []*devProc
+	mu       sync.Mutex
+	coords   []*devProc
+	workers  []*devProc
 	peers    string // --peers of the coordinators
 	apis     []string
 	leaseTTL time.Duration
