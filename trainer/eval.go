@@ -13,9 +13,13 @@ import (
 type EvalResult struct {
 	Kind EvalKind
 	N    int // pairs evaluated
-	// Retrieval is image→text recall@1: the share of images whose own
-	// caption scores best among all N captions. Chance is 1/N.
-	Retrieval, Chance float64
+	// Retrieval is text→image recall@1: the share of captions that are
+	// most likely under their own image among all N images (the caption's
+	// prior likelihood cancels, as the caption is fixed). ImageToText is
+	// image→text recall@1: the share of images whose own caption scores
+	// best among all N captions (a likelihood score favours captions that
+	// are likely a priori, so it lags TextToImage). Chance is 1/N.
+	Retrieval, ImageToText, Chance float64
 	// CaptionLoss is the mean caption loss of the true pairs (ITG for
 	// BLIP-2 stage 1, the LM loss on the caption otherwise).
 	CaptionLoss float64
@@ -76,6 +80,18 @@ func (r *Run) Evaluate(ctx context.Context, samples []shard.Sample) (EvalResult,
 			loss[i][j] = float64(v)
 		}
 	}
+	t2i := 0
+	for j := range samples {
+		best := 0
+		for i := range samples {
+			if loss[i][j] < loss[best][j] {
+				best = i
+			}
+		}
+		if best == j {
+			t2i++
+		}
+	}
 	hits, exact := 0, 0
 	for i := range samples {
 		best := 0
@@ -93,6 +109,6 @@ func (r *Run) Evaluate(ctx context.Context, samples []shard.Sample) (EvalResult,
 		res.CaptionLoss += loss[i][i]
 	}
 	n := float64(len(samples))
-	res.Retrieval, res.ExactMatch, res.Chance, res.CaptionLoss = float64(hits)/n, float64(exact)/n, 1/n, res.CaptionLoss/n
+	res.Retrieval, res.ImageToText, res.ExactMatch, res.Chance, res.CaptionLoss = float64(t2i)/n, float64(hits)/n, float64(exact)/n, 1/n, res.CaptionLoss/n
 	return res, nil
 }
