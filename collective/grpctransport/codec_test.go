@@ -79,3 +79,22 @@ func FuzzUnmarshal(f *testing.F) {
 		fr.free()
 	})
 }
+
+func TestDirtyPool(t *testing.T) {
+	var p dirtyPool
+	for _, n := range []int{0, 1, 255, 256, 257, 16384, 16385, 1 << 24, 1<<24 + 1} {
+		b := p.Get(n)
+		if len(*b) != n {
+			t.Fatalf("Get(%d): len %d", n, len(*b))
+		}
+		if n <= 1<<24 && (cap(*b)&(cap(*b)-1) != 0 || cap(*b) < n) {
+			t.Fatalf("Get(%d): cap %d, want a power of two ≥ %d", n, cap(*b), n)
+		}
+		p.Put(b)
+	}
+	foreign := make([]byte, 300)
+	p.Put(&foreign) // not a power of two: dropped, not returned by Get
+	if b := p.Get(300); cap(*b) != 512 {
+		t.Fatalf("Get(300) after Put of a 300-byte buffer: cap %d, want 512", cap(*b))
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -143,6 +144,7 @@ func New(o Options) (*Transport, error) {
 		grpc.StaticStreamWindowSize(o.StreamWindow), grpc.StaticConnWindowSize(o.ConnWindow),
 		grpc.WriteBufferSize(o.BufferSize), grpc.ReadBufferSize(o.BufferSize),
 		grpc.MaxRecvMsgSize(maxMessage), grpc.WaitForHandlers(true),
+		experimental.BufferPool(&dirtyPool{}),
 	}
 	if !proto {
 		sopts = append(sopts, grpc.ForceServerCodecV2(rawCodec{}))
