@@ -86,8 +86,7 @@ func (m *Manifest) Normalized() ([]byte, error) {
 // decoder walks a yaml.Node tree, recording each path's line and collecting
 // errors instead of stopping at the first.
 type decoder struct {
-	c      checker
-	budget int // guards against pathological inputs
+	c checker
 }
 
 func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
