@@ -19,7 +19,15 @@
 //     reads from its replica; writes go to the leader, forwarded by
 //     followers. Bearer-token auth for user calls.
 //   - Node (node.go) wires it together with the Raft node, the worker
-//     registry watch and the leader loop, which starts only after Barrier.
+//     registry watch (FromRegistry adapts coordinator/registry) and the
+//     leader loop, which starts only after Barrier and applies its
+//     decisions only while leading (ApplyAsLeader).
+//
+// Each job keeps its committed checkpoints, its current generation (workers
+// in rank order) and a short history of generations. Small interfaces are
+// declared here, where they are used: Raft (coordinator/consensus.Node),
+// Registry, ObjectDeleter. coordbench measures all of it at scale
+// (`loom bench coordinator`); docs/coordinator.md is the operator's guide.
 //
 // Scenario tests live in testdata/*.txt (see TestScripts); run
 // `go test ./coordinator -run TestScripts -update` to rewrite their traces.
