@@ -27,7 +27,9 @@ func newBenchAttentionCmd() *cobra.Command {
 from the saved log-sum-exp) on random q, k, v of shape [seq, heads, head-dim],
 forward then backward, several times, each followed by 1024³ sgemm calls on
 the same threads for as long as the attention took (the best of each counts,
-so both rates are sustained over windows of the same length). It reports the attention FLOP rate (matrix products executed: forward
+so both rates are sustained over windows of the same length).
+
+It reports the attention FLOP rate (matrix products executed: forward
 4·S²·D·H, backward 10·S²·D·H, halved with --causal), the sgemm rate and their
 ratio (target ≥ 0.5), then the bytes one forward+backward allocates at each
 --mem-seqs length: linear growth (exponent ≈ 1) means no S×S buffer.
@@ -53,7 +55,7 @@ Example:
 	f.IntVar(&cfg.HeadDim, "head-dim", 64, "dimension of each head")
 	f.BoolVar(&cfg.Causal, "causal", false, "causal mask (skips the tiles above the diagonal)")
 	f.IntVar(&cfg.Threads, "threads", 1, "goroutines per op (0 = GOMAXPROCS)")
-	f.IntVar(&cfg.Repeats, "repeats", 3, "interleaved runs of each contender; the best counts")
+	f.IntVar(&cfg.Repeats, "repeats", 3, "runs of attention, each followed by sgemm; the best of each counts")
 	f.IntSliceVar(&cfg.MemSeqs, "mem-seqs", []int{1024, 2048, 4096}, "sequence lengths of the memory-growth measurement")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return c
