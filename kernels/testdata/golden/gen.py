@@ -239,6 +239,22 @@ case("block", blk, block)
 gidx = torch.tensor([[[2, 0, 1, 1], [0, 0, 2, 2]], [[1, 2, 0, 1], [0, 0, 0, 2]]])
 case("gather", {"x": rnd(2, 3, 4)}, lambda x: torch.gather(x, 1, gidx), {"idx": gidx.flatten().numpy()})
 
+# ---- the remaining elementwise and movement ops (appended, same reason) ----------
+case("sub_bcast", {"a": rnd(2, 3, 4), "b": rnd(4)}, lambda a, b: a - b)
+case("div_bcast", {"a": rnd(2, 3, 4), "b": 1.5 + rnd(3, 1).abs()}, lambda a, b: a / b)
+case("scale", {"x": rnd(3, 4)}, lambda x: 0.37 * x)
+case("add_scalar", {"x": rnd(3, 4)}, lambda x: x + 1.25)
+case("relu", {"x": rnd(4, 5, scale=2)}, lambda x: F.relu(x))
+case("tanh", {"x": rnd(4, 5, scale=2)}, lambda x: torch.tanh(x))
+case("sigmoid", {"x": rnd(4, 5, scale=3)}, lambda x: torch.sigmoid(x))
+case("exp", {"x": rnd(4, 5)}, lambda x: torch.exp(x))
+case("square", {"x": rnd(4, 5)}, lambda x: x * x)
+case("mean_axis0", {"x": rnd(3, 4, 2)}, lambda x: x.mean(0))
+case("transpose", {"x": rnd(2, 3, 4)}, lambda x: x.transpose(0, 2).contiguous())
+case("split", {"x": rnd(2, 7, 3)}, lambda x: torch.cat(list(reversed(x.split([2, 4, 1], 1))), 1))
+sel = [2, 0, 2, 1]
+case("index_select", {"x": rnd(2, 3, 4)}, lambda x: x.index_select(1, torch.tensor(sel)), {"idx": sel})
+
 
 def write(path):
     header, off, blobs = {}, 0, []
