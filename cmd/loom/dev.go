@@ -75,7 +75,7 @@ Example:
 	fl.StringVar(&f.recipe, "recipe", "blip2", "recipe to train: "+strings.Join(api.Recipes, ", "))
 	fl.StringVar(&f.size, "size", "tiny", "model size: tiny or small")
 	fl.IntVar(&f.workers, "workers", 2, "worker processes (the job runs on all of them)")
-	fl.Int64Var(&f.steps, "steps", 30, "optimizer steps per stage")
+	fl.Int64Var(&f.steps, "steps", 300, "optimizer steps per stage")
 	fl.IntVar(&f.batch, "batch", 8, "global batch (samples per step, all workers together)")
 	fl.IntVar(&f.samples, "samples", 1024, "synthetic samples per data kind")
 	fl.Float64Var(&f.lr, "lr", 2e-3, "peak learning rate of every stage (a short run needs a high one)")
@@ -125,7 +125,12 @@ func runDev(ctx context.Context, f devFlags, out io.Writer) error {
 	if !f.keep {
 		defer os.RemoveAll(dir)
 	}
-	logger := slog.Default()
+	// The embedded etcd logs its own shutdown as errors; keep it quiet
+	// unless debugging.
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if slog.Default().Enabled(ctx, slog.LevelDebug) {
+		logger = slog.Default()
+	}
 	start := time.Now()
 	fmt.Fprintf(out, "loom dev: %s at the %s size on %d workers, %d steps per stage; everything under %s\n", f.recipe, f.size, f.workers, f.steps, dir)
 	c, err := startDevCluster(ctx, devClusterOptions{Dir: dir, Bin: bin, Coordinators: 1, Logger: logger})
@@ -158,7 +163,8 @@ func runDev(ctx context.Context, f devFlags, out io.Writer) error {
 		return fmt.Errorf("submit: %w", err)
 	}
 	fmt.Fprintf(out, "  job          %s: %d stages, checkpoints in s3://%s/checkpoints/%s/\n", m.Name, len(m.Stages), devBucket, m.Name)
-	job, err := c.follow(ctx, m, newProgressView(out, m))
+	view := newProgressView(out, m)
+	job, err := c.follow(ctx, m, view)
 	if err != nil {
 		if ctx.Err() != nil {
 			fmt.Fprintln(out, "\ninterrupted")
@@ -170,6 +176,11 @@ func runDev(ctx context.Context, f devFlags, out io.Writer) error {
 		return fmt.Errorf("job %s %s: %s (logs in %s)", job.Name, job.State, job.Message, filepath.Join(dir, "logs"))
 	}
 	fmt.Fprintf(out, "job %s succeeded: %d steps in %s, %d restarts\n", job.Name, job.Step, time.Since(start).Round(time.Second), job.Restarts)
+	for i, st := range m.Stages {
+		if l, ok := view.losses[i]; ok {
+			fmt.Fprintf(out, "  stage %s: training loss %.3f at its first reported step, %.3f at its last\n", st.Name, l[0], l[1])
+		}
+	}
 	if f.evalN > 1 {
 		if err := c.evaluate(ctx, m, job, f.evalN, out); err != nil {
 			return fmt.Errorf("evaluation: %w", err)
@@ -225,6 +236,8 @@ type progressView struct {
 	stage    int
 	lastStep int64
 	drawn    bool
+	// losses holds each stage's first and last reported loss.
+	losses map[int][2]float64
 }
 
 func newProgressView(out io.Writer, m *api.Manifest) *progressView {
@@ -232,7 +245,7 @@ func newProgressView(out io.Writer, m *api.Manifest) *progressView {
 	if f, ok := out.(*os.File); ok {
 		tty = term.IsTerminal(int(f.Fd()))
 	}
-	return &progressView{out: out, m: m, tty: tty, stage: -1, lastStep: -1}
+	return &progressView{out: out, m: m, tty: tty, stage: -1, lastStep: -1, losses: map[int][2]float64{}}
 }
 
 func (v *progressView) line(s string) {
@@ -265,9 +278,16 @@ func (v *progressView) event(ev *loompb.JobEvent) {
 		start = v.m.StageEnd(stage - 1)
 	}
 	n, total := j.Step-start, v.m.Stages[stage].Steps
-	if n < 0 {
-		return
+	loss, ok := j.Losses["loss"]
+	if n <= 0 || !ok {
+		return // no step of this stage reported yet
 	}
+	l, seen := v.losses[stage]
+	if !seen {
+		l[0] = loss
+	}
+	l[1] = loss
+	v.losses[stage] = l
 	var terms []string
 	keys := make([]string, 0, len(j.Losses))
 	for k := range j.Losses {
