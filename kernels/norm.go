@@ -9,6 +9,10 @@ import "math"
 // ---------------------------------------------------------------------------
 
 func layerNormFwd[T float](rows, c int, x, w, b, y, mean, rstd []T, eps float64) {
+	if x32, ok := any(x).([]float32); ok {
+		layerNormFwd32(rows, c, x32, any(w).([]float32), any(b).([]float32), any(y).([]float32), any(mean).([]float32), any(rstd).([]float32), float32(eps))
+		return
+	}
 	for r := 0; r < rows; r++ {
 		xr, yr := x[r*c:(r+1)*c], y[r*c:(r+1)*c]
 		var s float64
@@ -40,6 +44,11 @@ func layerNormFwd[T float](rows, c int, x, w, b, y, mean, rstd []T, eps float64)
 // layerNormBwd accumulates dx, dw, db (dw/db may be nil):
 // dx = rstd·(dn − mean(dn) − n·mean(dn∘n)) with n the normalised x, dn = dy∘w.
 func layerNormBwd[T float](rows, c int, x, w, mean, rstd, dy, dx, dw, db []T) {
+	if x32, ok := any(x).([]float32); ok {
+		layerNormBwd32(rows, c, x32, any(w).([]float32), any(mean).([]float32), any(rstd).([]float32), any(dy).([]float32),
+			any(dx).([]float32), any(dw).([]float32), any(db).([]float32))
+		return
+	}
 	for r := 0; r < rows; r++ {
 		xr, gr := x[r*c:(r+1)*c], dy[r*c:(r+1)*c]
 		m, rs := mean[r], rstd[r]
@@ -222,6 +231,99 @@ func rowParallelParamGrads(rows, c int, params []*Tensor, body func(r0, r1 int, 
 		for _, pg := range priv {
 			for j, v := range pg[i] {
 				g[j] += v
+			}
+		}
+	}
+}
+
+// sum32 adds x with four float32 accumulators (pairwise enough for rows
+// of a few thousand values; the float64 path is the reference).
+func sum32(x []float32) float32 {
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+3 < len(x); i += 4 {
+		s0 += x[i]
+		s1 += x[i+1]
+		s2 += x[i+2]
+		s3 += x[i+3]
+	}
+	for ; i < len(x); i++ {
+		s0 += x[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// layerNormFwd32 is layerNormFwd for float32 (two passes: mean, then the
+// centred variance, so no cancellation).
+func layerNormFwd32(rows, c int, x, w, b, y, mean, rstd []float32, eps float32) {
+	for r := 0; r < rows; r++ {
+		xr, yr := x[r*c:(r+1)*c], y[r*c:(r+1)*c]
+		m := sum32(xr) / float32(c)
+		var q0, q1 float32
+		j := 0
+		for ; j+1 < len(xr); j += 2 {
+			d0, d1 := xr[j]-m, xr[j+1]-m
+			q0 += d0 * d0
+			q1 += d1 * d1
+		}
+		if j < len(xr) {
+			d := xr[j] - m
+			q0 += d * d
+		}
+		rs := float32(1 / math.Sqrt(float64((q0+q1)/float32(c)+eps)))
+		switch {
+		case w != nil && b != nil:
+			w, b := w[:c], b[:c]
+			for j, v := range xr {
+				yr[j] = (v-m)*rs*w[j] + b[j]
+			}
+		default:
+			for j, v := range xr {
+				n := (v - m) * rs
+				if w != nil {
+					n *= w[j]
+				}
+				if b != nil {
+					n += b[j]
+				}
+				yr[j] = n
+			}
+		}
+		mean[r], rstd[r] = m, rs
+	}
+}
+
+// layerNormBwd32 is layerNormBwd for float32.
+func layerNormBwd32(rows, c int, x, w, mean, rstd, dy, dx, dw, db []float32) {
+	for r := 0; r < rows; r++ {
+		xr, gr := x[r*c:(r+1)*c], dy[r*c:(r+1)*c]
+		m, rs := mean[r], rstd[r]
+		var sdn, sdnn float32
+		for j, v := range xr {
+			n := (v - m) * rs
+			dn := gr[j]
+			if w != nil {
+				dn *= w[j]
+			}
+			sdn += dn
+			sdnn += dn * n
+		}
+		mdn, mdnn := sdn/float32(c), sdnn/float32(c)
+		for j, v := range xr {
+			n := (v - m) * rs
+			g := gr[j]
+			dn := g
+			if w != nil {
+				dn *= w[j]
+			}
+			if dx != nil {
+				dx[r*c+j] += rs * (dn - mdn - n*mdnn)
+			}
+			if dw != nil {
+				dw[j] += g * n
+			}
+			if db != nil {
+				db[j] += g
 			}
 		}
 	}
