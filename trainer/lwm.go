@@ -53,6 +53,9 @@ func init() {
 			Eval:        EvalCaption,
 		}
 	}
+	// The stages whose paper mesh is sequence-parallel run ring attention
+	// across the workers.
+	ring := func(s StageSpec) StageSpec { s.RingAttention = true; return s }
 	register(&Recipe{
 		Name: "lwm", Family: models.LWM,
 		Source: "LWM arXiv 2402.08268 Tables 11, 13 [S]; LargeWorldModel/LWM@f45d2b7 llama.py, vision_llama.py, data.py, train.py, README [C]",
@@ -60,8 +63,8 @@ func init() {
 			text("text-32k", 64, 1e6, 100.0/1200, "recipes.md §5 Stage I 32K: ctx 2^15, θ 1M, 1200 steps, warmup 100, lr 4e-5 [S]; Books3 10K–100K-token docs [C]"),
 			text("text-128k", 128, 1e7, 200.0/3000, "recipes.md §5 Stage I 128K: ctx 2^17, θ 10M [C] README, 3000 steps, warmup 200 [S]"),
 			text("text-256k", 256, 1e7, 200.0/3000, "recipes.md §5 Stage I 256K: ctx 2^18, θ 10M [C], 3000 steps, warmup 200 [S]"),
-			text("text-512k", 384, 2.5e7, 50.0/720, "recipes.md §5 Stage I 512K: ctx 2^19, θ 25M [C], 720 steps, warmup 50 [S]"),
-			text("text-1m", 512, 5e7, 25.0/450, "recipes.md §5 Stage I 1M: ctx 2^20, θ 50M [C], 450 steps, warmup 25 [S]"),
+			ring(text("text-512k", 384, 2.5e7, 50.0/720, "recipes.md §5 Stage I 512K: ctx 2^19, θ 25M [C], 720 steps, warmup 50, mesh 1,-1,16,2 (sequence-parallel 2) [S]")),
+			ring(text("text-1m", 512, 5e7, 25.0/450, "recipes.md §5 Stage I 1M: ctx 2^20, θ 50M [C], 450 steps, warmup 25, mesh 1,-1,16,4 (sequence-parallel 4) [S]")),
 			vision("vision-1k", 192, []shard.Kind{shard.KindImageText, shard.KindText}, 6e-4, 6e-5, "cosine", 1000.0/45000,
 				"recipes.md §5 Stage II 1K: seq 2^10, θ 50M, lr 6e-4→6e-5 cosine, warmup 1000 of 45000 [S]; text-image pairs, 16% pure text [S]; 0.5·CE_vision + 0.5·CE_text [C] train.py; masked sequence packing [S]"),
 			vision("vision-8k", 384, []shard.Kind{shard.KindVideoText, shard.KindImageText, shard.KindText}, 6e-4, 6e-5, "cosine", 500.0/14000,

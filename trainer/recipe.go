@@ -74,6 +74,11 @@ type StageSpec struct {
 	MaxSeqLen int
 	// RopeTheta is the RoPE base (0: the preset's).
 	RopeTheta float64
+	// RingAttention runs the stage sequence-parallel when the world has
+	// more than one rank: every rank holds a zigzag share of each packed
+	// row and attention is ring attention over the ranks (LWM's long text
+	// stages, whose paper meshes have sp > 1). Text-only, per-token stages.
+	RingAttention bool
 	// Pack packs several samples into each row of MaxSeqLen tokens with
 	// block-diagonal attention (LWM masked sequence packing).
 	Pack bool

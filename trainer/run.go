@@ -52,6 +52,8 @@ type Run struct {
 	samples int64 // samples of the stage's stream consumed
 	finals  map[int]CheckpointRef
 
+	sp *seqParallel // sequence-parallel stages (ring attention), nil otherwise
+
 	flat     []float32 // gradients (+ loss) of the all-reduce
 	bucketer *collective.Bucketer
 
@@ -139,6 +141,12 @@ func NewRun(ctx context.Context, j Job, restore *CheckpointRef) (*Run, error) {
 	}
 	if r.data, err = openData(ctx, j, st); err != nil {
 		return nil, err
+	}
+	if st.Spec.RingAttention && j.World > 1 {
+		if st.Spec.Normaliser != PerToken || st.Recipe.Family != models.LWM {
+			return nil, fmt.Errorf("trainer: stage %q: ring attention needs an LWM stage with a per-token loss", st.Name)
+		}
+		r.sp = &seqParallel{comm: j.Comm, p: r.model.Params(), cfg: r.cfg, layout: collective.Zigzag}
 	}
 	if j.World > 1 {
 		n := 1 // the weighted loss travels with the gradients
@@ -336,7 +344,9 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 	start := r.now()
 	var comm time.Duration
 	st := r.stage
-	stageStep := r.step - st.Start
+	if r.sp != nil {
+		return r.stepSeqParallel(ctx, start)
+	}
 	rows, err := r.data.rankRows(ctx, r.builder, r.samples, r.job.Rank, r.job.World, st.GlobalBatch)
 	if err != nil {
 		return Progress{}, fmt.Errorf("trainer: step %d: %w", r.step+1, err)
@@ -420,6 +430,14 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 	for name := range prog.Terms {
 		prog.Terms[name] /= float64(max(1, termN))
 	}
+	return r.apply(ctx, prog, lossSum, comm, start)
+}
+
+// apply finishes a step whose gradients are accumulated: the all-reduce,
+// clipping, the schedule's learning rate, AdamW, and the progress report.
+func (r *Run) apply(ctx context.Context, prog Progress, lossSum float64, comm time.Duration, start time.Time) (Progress, error) {
+	st := r.stage
+	stageStep := r.step - st.Start
 	for _, p := range r.params {
 		if p.Grad == nil {
 			p.Grad = make([]float32, len(p.Data))
@@ -455,6 +473,59 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 	r.log.Debug("trainer: step", "stage", st.Name, "step", r.step, "loss", prog.Loss, "lr", lr, "grad_norm", prog.GradNorm,
 		"tokens_per_s", prog.TokensPerSec, "step_time", prog.StepTime, "comm_wait", comm)
 	return prog, nil
+}
+
+// stepSeqParallel is Step for sequence-parallel stages: every rank reads
+// the whole global batch (rank 0 reports its sample ids), packs it into
+// rows, and runs each row across the ring, holding a zigzag share of its
+// tokens; the per-rank gradients of the row's loss sum to the gradient of
+// the whole row, so the usual all-reduce finishes the step.
+func (r *Run) stepSeqParallel(ctx context.Context, start time.Time) (Progress, error) {
+	st := r.stage
+	rows, err := r.data.rankRows(ctx, r.builder, r.samples, 0, 1, st.GlobalBatch)
+	if err != nil {
+		return Progress{}, fmt.Errorf("trainer: step %d: %w", r.step+1, err)
+	}
+	prog := Progress{Stage: st.Index, StageName: st.Name, Terms: map[string]float64{}}
+	if r.job.Rank == 0 {
+		for _, rw := range rows {
+			prog.SampleIDs = append(prog.SampleIDs, rw.ID)
+		}
+	}
+	var packed []row
+	for i := 0; i < len(rows); i += st.MicroBatch {
+		packed = append(packed, packRows(rows[i:min(i+st.MicroBatch, len(rows))], st.MaxSeqLen)...)
+	}
+	total := 0
+	for _, rw := range packed {
+		total += trainedTokens(rw)
+	}
+	if total == 0 {
+		return Progress{}, fmt.Errorf("trainer: step %d: the global batch has no trained token", r.step+1)
+	}
+	wText := st.Spec.Losses["ce_text"] / float64(total)
+	r.model.Params().ZeroGrad()
+	var lossSum float64
+	var comm time.Duration
+	for k, rw := range packed {
+		sr := padRow(spRow{Tokens: rw.Tokens, Vision: rw.Vision, Loss: rw.Loss, Seg: rw.segments}, 2*r.job.World, r.cfg.Special.Pad)
+		var part float64
+		var n int
+		ferr := kernels.Catch(func() { part, n, err = r.sp.step(ctx, sr, wText, 0) })
+		if ferr != nil {
+			err = ferr
+		}
+		if err != nil {
+			return Progress{}, fmt.Errorf("trainer: step %d: packed row %d (samples %s): %w", r.step+1, k, rw.ID, err)
+		}
+		lossSum += part
+		prog.Tokens += int64(n)
+	}
+	p, err := r.apply(ctx, prog, lossSum, comm, start)
+	if err == nil && st.Spec.Losses["ce_text"] > 0 {
+		p.Terms["ce_text"] = p.Loss / st.Spec.Losses["ce_text"]
+	}
+	return p, err
 }
 
 // allReduce sums the gradients (and the weighted loss) over the ranks

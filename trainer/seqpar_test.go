@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"context"
+	"github.com/loomtrain/loom/shard"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -108,3 +109,32 @@ func TestSeqParallelMatchesModel(t *testing.T) {
 		}
 	}
 }
+
+// TestRingStageEquivalence: LWM's sequence-parallel stage (text-512k) at 2
+// and 4 ranks, with ring attention, ends with the weights the same stage
+// reaches on one rank with ordinary attention.
+func TestRingStageEquivalence(t *testing.T) {
+	m := testManifest(t, "lwm", 2, 4)
+	m.Stages = m.Stages[3:4] // text-512k, run as the job's only stage
+	m.Stages[0].Overrides.LR = ptr(3e-3)
+	m.Stages[0].Overrides.MicroBatch = ptr(2)
+	one := runRanks(t, m, 0, 1, shardMem(), nil, 2, false)
+	for _, world := range []int{2, 4} {
+		got := runRanks(t, m, 0, world, shardMem(), nil, 2, false)
+		d, at := maxRelDiff(one.weights[0], got.weights[0])
+		t.Logf("ring over %d ranks vs 1 rank: max relative difference %.3g (%s), losses %v vs %v", world, d, at, got.losses, one.losses)
+		if d > 1e-5 {
+			t.Errorf("ring over %d ranks vs 1 rank: %s differs by %.3g relative, want ≤ 1e-5", world, at, d)
+		}
+		for r := 1; r < world; r++ {
+			if d, at := maxRelDiff(got.weights[0], got.weights[r]); d != 0 {
+				t.Errorf("world %d: rank %d differs from rank 0 (%s: %.3g)", world, r, at, d)
+			}
+		}
+		if len(got.ids) != 2 || len(got.ids[0]) != 4 {
+			t.Errorf("world %d: sample log %v, want 4 ids per step from rank 0", world, got.ids)
+		}
+	}
+}
+
+func shardMem() *shard.MemStore { return shard.NewMemStore() }
