@@ -75,3 +75,37 @@ func FuzzParseIndex(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseBytes(f *testing.F) {
+	for _, s := range []string{"256MiB", "4 MB", "512k", "1048576", "", "MiB", "-1", "9999999999999GiB"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := shard.ParseBytes(s)
+		if err == nil && n < 0 {
+			t.Fatalf("ParseBytes(%q) = %d, a negative size", s, n)
+		}
+	})
+}
+
+func FuzzParseLocation(f *testing.F) {
+	for _, s := range []string{"s3://bucket/prefix", "s3://b", "file:///tmp/x", "/data/laion", "http://x", "s3:///p", "s3://b/../x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		loc, err := shard.ParseLocation(s)
+		if err != nil {
+			return
+		}
+		if loc.S3 {
+			if loc.Bucket == "" {
+				t.Fatalf("ParseLocation(%q) accepted an empty bucket", s)
+			}
+			if loc.Prefix != "" && shard.ValidKey(loc.Prefix) != nil {
+				t.Fatalf("ParseLocation(%q) accepted an invalid prefix %q", s, loc.Prefix)
+			}
+		} else if loc.Dir == "" {
+			t.Fatalf("ParseLocation(%q) gave neither a bucket nor a directory", s)
+		}
+	})
+}

@@ -2,6 +2,7 @@ package shard
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -109,6 +110,9 @@ func ParseBytes(s string) (int64, error) {
 		"g": 1 << 30, "gib": 1 << 30, "gb": 1000 * 1000 * 1000}[unit]
 	if mult == 0 {
 		return 0, fmt.Errorf("size %q: unknown unit %q", s, unit)
+	}
+	if n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("size %q: too large", s)
 	}
 	return n * mult, nil
 }
