@@ -2,12 +2,17 @@ package collective_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/loomtrain/loom/collective"
+	"github.com/loomtrain/loom/collective/transporttest"
 )
 
 // denseAttn is the single-process float64 reference: forward and backward
@@ -272,4 +277,40 @@ func TestRingAttentionLongBlocks(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestRingAttentionSilentPeer: a rank that never joins the ring-attention
+// forward makes every other rank fail within the timeout, naming the
+// operation, with nothing left running.
+func TestRingAttentionSilentPeer(t *testing.T) {
+	before := runtime.NumGoroutine()
+	const world, T, h, d = 4, 16, 1, 4
+	comms := ring(t, world, 1, collective.Config{Job: "ra", Timeout: 200 * time.Millisecond})
+	errs := make([]error, world)
+	var wg sync.WaitGroup
+	for r, c := range comms {
+		if r == 1 {
+			continue
+		}
+		wg.Go(func() {
+			n := T / world
+			cfg := collective.RingAttnConfig{Total: T, Heads: h, HeadDim: d, Causal: true, Layout: collective.Zigzag}
+			x := make([]float32, n*h*d)
+			errs[r] = c.RingAttentionForward(context.Background(), cfg, x, x, x, make([]float32, n*h*d), make([]float32, n*h))
+		})
+	}
+	wait(t, &wg)
+	for r, err := range errs {
+		if r == 1 {
+			continue
+		}
+		var oe *collective.OpError
+		if !errors.As(err, &oe) || oe.Op != collective.OpRingAttnFwd {
+			t.Errorf("rank %d: err = %v, want a ringattn-forward *OpError", r, err)
+		}
+	}
+	for _, c := range comms {
+		c.Close()
+	}
+	transporttest.CheckNoLeaks(t, before)
 }
