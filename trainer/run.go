@@ -521,6 +521,7 @@ func (r *Run) stepSeqParallel(ctx context.Context, start time.Time) (Progress, e
 		lossSum += part
 		prog.Tokens += int64(n)
 	}
+	comm, r.sp.wait = r.sp.wait, 0
 	p, err := r.apply(ctx, prog, lossSum, comm, start)
 	if err == nil && st.Spec.Losses["ce_text"] > 0 {
 		p.Terms["ce_text"] = p.Loss / st.Spec.Losses["ce_text"]

@@ -3,6 +3,7 @@ package trainer
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/loomtrain/loom/collective"
 	"github.com/loomtrain/loom/kernels"
@@ -28,6 +29,9 @@ type seqParallel struct {
 	p      *nn.Params
 	cfg    models.Config
 	layout collective.Layout
+	// wait accumulates the ring-attention time not spent in the kernels
+	// (passing K/V blocks and waiting for peers), for Progress.CommWait.
+	wait time.Duration
 }
 
 // spRow is one packed row as every rank sees it (whole).
@@ -153,7 +157,9 @@ func (s *seqParallel) step(ctx context.Context, row spRow, wText, wVision float6
 		return l
 	}
 	rope := kernels.RoPEConfig{Theta: c.Theta, Pos: lpos}
-	cfg := collective.RingAttnConfig{Total: total, Heads: heads, HeadDim: hd, Causal: true, Layout: s.layout, Seg: lseg}
+	var stats collective.RingAttnStats
+	cfg := collective.RingAttnConfig{Total: total, Heads: heads, HeadDim: hd, Causal: true, Layout: s.layout, Seg: lseg, Stats: &stats}
+	account := func() { s.wait += stats.Wall - stats.Compute }
 	var layers []*spLayer
 	cur := x0
 	for l := 0; l < c.Layers; l++ {
@@ -172,6 +178,7 @@ func (s *seqParallel) step(ctx context.Context, row spRow, wText, wVision float6
 		if err := s.comm.RingAttentionForward(ctx, cfg, L.q, L.k, L.v, L.o, L.lse); err != nil {
 			return 0, 0, fmt.Errorf("sequence parallel: layer %d: %w", l, err)
 		}
+		account()
 		tp = L.post
 		L.oLeaf = kernels.NewParam("", 1, n, h)
 		copy(L.oLeaf.Data, L.o)
@@ -230,6 +237,7 @@ func (s *seqParallel) step(ctx context.Context, row spRow, wText, wVision float6
 		if err := s.comm.RingAttentionBackward(ctx, cfg, L.q, L.k, L.v, L.o, L.lse, do, dqkv[:m], dqkv[m:2*m], dqkv[2*m:]); err != nil {
 			return 0, 0, fmt.Errorf("sequence parallel: layer %d backward: %w", l, err)
 		}
+		account()
 		L.pre.BackwardFrom(L.qkv, dqkv)
 		g = make([]float32, n*h)
 		for _, t := range []*kernels.Tensor{L.rLeaf, L.xLeaf} {
