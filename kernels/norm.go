@@ -83,6 +83,10 @@ func layerNormBwd[T float](rows, c int, x, w, mean, rstd, dy, dx, dw, db []T) {
 }
 
 func rmsNormFwd[T float](rows, c int, x, w, y, rstd []T, eps float64) {
+	if x32, ok := any(x).([]float32); ok {
+		rmsNormFwd32(rows, c, x32, any(w).([]float32), any(y).([]float32), any(rstd).([]float32), float32(eps))
+		return
+	}
 	for r := 0; r < rows; r++ {
 		xr, yr := x[r*c:(r+1)*c], y[r*c:(r+1)*c]
 		var q float64
@@ -103,6 +107,10 @@ func rmsNormFwd[T float](rows, c int, x, w, y, rstd []T, eps float64) {
 
 // rmsNormBwd: dx = rstd·(dn − n·mean(dn∘n)), dw += dy∘n.
 func rmsNormBwd[T float](rows, c int, x, w, rstd, dy, dx, dw []T) {
+	if x32, ok := any(x).([]float32); ok {
+		rmsNormBwd32(rows, c, x32, any(w).([]float32), any(rstd).([]float32), any(dy).([]float32), any(dx).([]float32), any(dw).([]float32))
+		return
+	}
 	for r := 0; r < rows; r++ {
 		xr, gr := x[r*c:(r+1)*c], dy[r*c:(r+1)*c]
 		rs := rstd[r]
@@ -324,6 +332,64 @@ func layerNormBwd32(rows, c int, x, w, mean, rstd, dy, dx, dw, db []float32) {
 			}
 			if db != nil {
 				db[j] += g
+			}
+		}
+	}
+}
+
+// rmsNormFwd32 is rmsNormFwd for float32.
+func rmsNormFwd32(rows, c int, x, w, y, rstd []float32, eps float32) {
+	for r := 0; r < rows; r++ {
+		xr, yr := x[r*c:(r+1)*c], y[r*c:(r+1)*c]
+		var q0, q1 float32
+		j := 0
+		for ; j+1 < len(xr); j += 2 {
+			q0 += xr[j] * xr[j]
+			q1 += xr[j+1] * xr[j+1]
+		}
+		if j < len(xr) {
+			q0 += xr[j] * xr[j]
+		}
+		rs := float32(1 / math.Sqrt(float64((q0+q1)/float32(c)+eps)))
+		if w != nil {
+			w := w[:c]
+			for j, v := range xr {
+				yr[j] = v * rs * w[j]
+			}
+		} else {
+			for j, v := range xr {
+				yr[j] = v * rs
+			}
+		}
+		rstd[r] = rs
+	}
+}
+
+// rmsNormBwd32 is rmsNormBwd for float32.
+func rmsNormBwd32(rows, c int, x, w, rstd, dy, dx, dw []float32) {
+	for r := 0; r < rows; r++ {
+		xr, gr := x[r*c:(r+1)*c], dy[r*c:(r+1)*c]
+		rs := rstd[r]
+		var sdnn float32
+		for j, v := range xr {
+			dn := gr[j]
+			if w != nil {
+				dn *= w[j]
+			}
+			sdnn += dn * v * rs
+		}
+		mdnn := sdnn / float32(c)
+		for j, v := range xr {
+			n := v * rs
+			dn := gr[j]
+			if w != nil {
+				dn *= w[j]
+			}
+			if dx != nil {
+				dx[r*c+j] += rs * (dn - n*mdnn)
+			}
+			if dw != nil {
+				dw[j] += gr[j] * n
 			}
 		}
 	}
