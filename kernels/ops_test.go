@@ -358,6 +358,19 @@ func TestNormGrad(t *testing.T) {
 			},
 		},
 		{
+			name: "RMSNormNoWeight", shapes: [][]int{{3, 9}},
+			tape: func(tp *Tape, in []*Tensor) *Tensor { return tp.RMSNorm(in[0], nil, eps) },
+			ref: func(in [][]float64) ([]float64, func([]float64) [][]float64) {
+				out, rstd := make([]float64, 27), make([]float64, 3)
+				rmsNormFwd(3, 9, in[0], nil, out, rstd, eps)
+				return out, func(d []float64) [][]float64 {
+					g := zerosLike(in)
+					rmsNormBwd(3, 9, in[0], nil, rstd, d, g[0], nil)
+					return g
+				}
+			},
+		},
+		{
 			name: "RMSNorm", shapes: [][]int{{3, 7}, {7}},
 			tape: func(tp *Tape, in []*Tensor) *Tensor { return tp.RMSNorm(in[0], in[1], eps) },
 			ref: func(in [][]float64) ([]float64, func([]float64) [][]float64) {
