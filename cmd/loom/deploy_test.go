@@ -1525,8 +1525,15 @@ func checkAPIValidation(t *testing.T, r *rendering) {
 				}
 				ports[p.Name] = true
 			}
+			defined := map[string]string{}
 			for _, e := range c.Env {
 				bad(where+" env", e.Name, validation.IsEnvVarName(e.Name))
+				defined[e.Name] = ""
+			}
+			for _, a := range slices.Concat(c.Command, c.Args) {
+				if _, undefined := expandVars(a, defined); len(undefined) > 0 {
+					t.Errorf("%s: %s: %q references $(%s), which its env does not define (the kubelet would pass it literally)", r.target, where, a, strings.Join(undefined, "), $("))
+				}
 			}
 			for _, pr := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe, c.StartupProbe} {
 				if pr == nil {
