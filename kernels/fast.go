@@ -6,6 +6,10 @@ import "math"
 // activations. They start as the float64-evaluated reference; faster float32
 // approximations replace individual kinds here, each tested against unaryRef.
 func unaryFwd32(k unaryKind, x, y []float32) {
+	if k == unGELUErf {
+		parallelChunks(len(x), func(lo, hi int) { geluErf32(x[lo:hi], y[lo:hi], nil, nil) })
+		return
+	}
 	if k == unSiLU || k == unSigmoid {
 		parallelChunks(len(x), func(lo, hi int) { sigmoidFwd32(k == unSiLU, x[lo:hi], y[lo:hi]) })
 		return
@@ -24,6 +28,10 @@ func unaryFwd32(k unaryKind, x, y []float32) {
 }
 
 func unaryBwd32(k unaryKind, x, dy, dx []float32) {
+	if k == unGELUErf {
+		parallelChunks(len(x), func(lo, hi int) { geluErf32(x[lo:hi], nil, dy[lo:hi], dx[lo:hi]) })
+		return
+	}
 	if k == unSiLU || k == unSigmoid {
 		parallelChunks(len(x), func(lo, hi int) { sigmoidBwd32(k == unSiLU, x[lo:hi], dy[lo:hi], dx[lo:hi]) })
 		return
@@ -219,4 +227,51 @@ func swigluBwd32(g, u, dout, dg, du []float32) {
 			}
 		}
 	})
+}
+
+// geluErf32 is the exact GELU x·Φ(x) in float32: with e = exp(−x²/2) from
+// the vector exp and z = x/√2, erfc(|z|) = poly(t)·e with t = 1/(1 + p|z|)
+// (Abramowitz & Stegun 7.1.26, |error| ≤ 1.5e-7); Φ(x) = ½erfc(|z|) for
+// x < 0 and 1 − ½erfc(|z|) otherwise, and the density is e/√(2π). With y != nil it writes y = x·Φ(x); with dx != nil it
+// accumulates dx += dy·(Φ(x) + x·φ(x)).
+func geluErf32(x, y, dy, dx []float32) {
+	const (
+		p  = 0.3275911
+		a1 = 0.254829592
+		a2 = -0.284496736
+		a3 = 1.421413741
+		a4 = -1.453152027
+		a5 = 1.061405429
+		// 1/√2 and 1/√(2π)
+		invSqrt2   = 0.7071067811865476
+		invSqrt2Pi = 0.3989422804014327
+	)
+	var e [sigChunk]float32
+	for lo := 0; lo < len(x); lo += sigChunk {
+		xs := x[lo:min(len(x), lo+sigChunk)]
+		es := e[:len(xs)]
+		for i, v := range xs {
+			es[i] = -0.5 * v * v
+		}
+		expSubRow(es, 0)
+		for i, v := range xs {
+			z := v * invSqrt2
+			az := z
+			if az < 0 {
+				az = -az
+			}
+			t := 1 / (1 + p*az)
+			half := 0.5 * t * (a1 + t*(a2+t*(a3+t*(a4+t*a5)))) * es[i] // ½·erfc(|z|), no cancellation
+			cdf := half
+			if z >= 0 {
+				cdf = 1 - half
+			}
+			if y != nil {
+				y[lo+i] = v * cdf
+			}
+			if dx != nil {
+				dx[lo+i] += dy[lo+i] * (cdf + v*es[i]*invSqrt2Pi)
+			}
+		}
+	}
 }
