@@ -50,11 +50,21 @@ type Writer struct {
 	pendingBytes int64
 
 	cur     *shardFile // shard being written, nil between shards
+	pending *upload    // shard being uploaded in the background, or nil
+	nshards int        // shards cut so far (stored or being stored)
 	shards  []ShardInfo
 	rows    int64
 	bytes   int64
 	closed  bool
 	written int64 // sample bytes accepted, for throughput reports
+}
+
+// upload is a finished shard file being stored while the next one is
+// encoded.
+type upload struct {
+	f    *os.File
+	info ShardInfo
+	done chan error
 }
 
 type shardFile struct {
@@ -174,8 +184,13 @@ func headerLen(schema *arrow.Schema) (int64, error) {
 func (w *Writer) finishShard() error {
 	c := w.cur
 	w.cur = nil
-	defer os.Remove(c.f.Name())
-	defer c.f.Close()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			c.f.Close()
+			os.Remove(c.f.Name())
+		}
+	}()
 	if err := c.fw.Close(); err != nil {
 		return fmt.Errorf("close shard file %s: %w", c.f.Name(), err)
 	}
@@ -185,7 +200,7 @@ func (w *Writer) finishShard() error {
 		return err
 	}
 	info := ShardInfo{
-		Key:          fmt.Sprintf("shard-%05d.arrow", len(w.shards)),
+		Key:          fmt.Sprintf("shard-%05d.arrow", w.nshards),
 		Size:         size,
 		FooterOffset: c.starts[len(c.starts)-1],
 	}
@@ -221,16 +236,39 @@ func (w *Writer) finishShard() error {
 		return fmt.Errorf("read back %s: %w", c.f.Name(), err)
 	}
 	info.SHA256 = hex.EncodeToString(whole.Sum(nil))
+	w.nshards++
 	if _, err := c.f.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	if err := w.store.Put(w.ctx, JoinKey(w.prefix, info.Key), c.f, size); err != nil {
-		return fmt.Errorf("upload shard %s: %w", info.Key, err)
+	// At most one upload runs while the next shard is encoded.
+	if err := w.waitUpload(); err != nil {
+		return err
 	}
-	w.shards = append(w.shards, info)
-	w.bytes += size
+	up := &upload{f: c.f, info: info, done: make(chan error, 1)}
+	handedOff = true
+	w.pending = up
+	go func() { up.done <- w.store.Put(w.ctx, JoinKey(w.prefix, info.Key), up.f, size) }()
+	return nil
+}
+
+// waitUpload waits for the background upload, if any, and records its
+// shard in the index once it is stored.
+func (w *Writer) waitUpload() error {
+	up := w.pending
+	if up == nil {
+		return nil
+	}
+	w.pending = nil
+	err := <-up.done
+	up.f.Close()
+	os.Remove(up.f.Name())
+	if err != nil {
+		return fmt.Errorf("upload shard %s: %w", up.info.Key, err)
+	}
+	w.shards = append(w.shards, up.info)
+	w.bytes += up.info.Size
 	if w.opts.OnShard != nil {
-		w.opts.OnShard(info)
+		w.opts.OnShard(up.info)
 	}
 	return nil
 }
@@ -245,12 +283,17 @@ func (w *Writer) Close() (*Index, error) {
 	defer w.builder.Release()
 	if err := w.flushBatch(); err != nil {
 		w.abortShard()
+		w.abortUpload()
 		return nil, err
 	}
 	if w.cur != nil {
 		if err := w.finishShard(); err != nil {
+			w.abortUpload()
 			return nil, err
 		}
+	}
+	if err := w.waitUpload(); err != nil {
+		return nil, err
 	}
 	if len(w.shards) == 0 {
 		return nil, fmt.Errorf("dataset %s: no samples written", w.prefix)
@@ -271,14 +314,22 @@ func (w *Writer) Close() (*Index, error) {
 	return ix, nil
 }
 
-// Abort drops what was written locally. Shards already uploaded stay in
-// the store, unreferenced (no index refers to them).
+// Abort drops what was written locally, after waiting for an upload in
+// progress. Shards already uploaded stay in the store, unreferenced (no
+// index refers to them).
 func (w *Writer) Abort() {
 	if !w.closed {
 		w.closed = true
 		w.builder.Release()
 	}
 	w.abortShard()
+	w.abortUpload()
+}
+
+func (w *Writer) abortUpload() {
+	if w.pending != nil {
+		_ = w.waitUpload()
+	}
 }
 
 func (w *Writer) abortShard() {
