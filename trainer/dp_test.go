@@ -163,3 +163,23 @@ func TestDataParallelEquivalence(t *testing.T) {
 		})
 	}
 }
+
+// TestUnreachedParametersStay: in LWM's text stages no backward pass
+// reaches the vision embedding and head; at 1 and 2 ranks they keep their
+// values (no weight decay, no momentum), as PyTorch's AdamW leaves a
+// parameter whose grad is None.
+func TestUnreachedParametersStay(t *testing.T) {
+	m := testManifest(t, "lwm", 2, 4)
+	init := runRanks(t, m, 0, 1, shard.NewMemStore(), nil, 0, false)
+	for _, world := range []int{1, 2} {
+		got := runRanks(t, m, 0, world, shard.NewMemStore(), nil, 2, false)
+		for _, name := range []string{"llm.vision_head.weight", "llm.model.vision_embed_tokens.weight"} {
+			if !slices.Equal(init.weights[0][name], got.weights[0][name]) {
+				t.Errorf("world %d: %s changed in a text-only stage", world, name)
+			}
+		}
+		if !moved(init.weights[0], got.weights[0]) {
+			t.Errorf("world %d: nothing trained", world)
+		}
+	}
+}

@@ -149,7 +149,9 @@ func NewRun(ctx context.Context, j Job, restore *CheckpointRef) (*Run, error) {
 		r.sp = &seqParallel{comm: j.Comm, p: r.model.Params(), cfg: r.cfg, layout: collective.Zigzag}
 	}
 	if j.World > 1 {
-		n := 1 // the weighted loss travels with the gradients
+		// The gradients, one presence flag per parameter and the weighted
+		// loss travel together.
+		n := len(r.params) + 1
 		for _, p := range r.params {
 			n += len(p.Data)
 		}
@@ -390,7 +392,7 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 	if total <= 0 {
 		return Progress{}, fmt.Errorf("trainer: step %d: the global batch has no trained token", r.step+1)
 	}
-	r.model.Params().ZeroGrad()
+	r.clearGrads()
 	var lossSum float64
 	termN := 0
 	for k, m := range mbs {
@@ -438,11 +440,6 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 func (r *Run) apply(ctx context.Context, prog Progress, lossSum float64, comm time.Duration, start time.Time) (Progress, error) {
 	st := r.stage
 	stageStep := r.step - st.Start
-	for _, p := range r.params {
-		if p.Grad == nil {
-			p.Grad = make([]float32, len(p.Data))
-		}
-	}
 	if r.job.World > 1 {
 		t0 := r.now()
 		if err := r.allReduce(ctx, &lossSum); err != nil {
@@ -504,7 +501,7 @@ func (r *Run) stepSeqParallel(ctx context.Context, start time.Time) (Progress, e
 		return Progress{}, fmt.Errorf("trainer: step %d: the global batch has no trained token", r.step+1)
 	}
 	wText := st.Spec.Losses["ce_text"] / float64(total)
-	r.model.Params().ZeroGrad()
+	r.clearGrads()
 	var lossSum float64
 	var comm time.Duration
 	for k, rw := range packed {
@@ -533,12 +530,29 @@ func (r *Run) stepSeqParallel(ctx context.Context, start time.Time) (Progress, e
 // through the Bucketer: the flat buffer holds the parameters in reverse
 // order, so the first bucket is the last layers', which a backward pass
 // finishes first.
+//
+// A parameter no backward pass reached on any rank (LWM's vision head in a
+// text stage, a projector in a text-only batch) keeps a nil gradient, so
+// AdamW leaves it and its moments alone, as PyTorch does with grad None;
+// the presence flags travel with the gradients to decide it globally.
 func (r *Run) allReduce(ctx context.Context, loss *float64) error {
 	off := 0
 	for i := len(r.params) - 1; i >= 0; i-- {
-		off += copy(r.flat[off:], r.params[i].Grad)
+		p := r.params[i]
+		if p.Grad == nil {
+			clear(r.flat[off : off+len(p.Data)])
+			off += len(p.Data)
+		} else {
+			off += copy(r.flat[off:], p.Grad)
+		}
 	}
-	r.flat[off] = float32(*loss)
+	for i, p := range r.params {
+		r.flat[off+i] = 0
+		if p.Grad != nil {
+			r.flat[off+i] = 1
+		}
+	}
+	r.flat[off+len(r.params)] = float32(*loss)
 	for i := 0; i < r.bucketer.Len(); i++ {
 		r.bucketer.Ready(ctx, i)
 	}
@@ -547,10 +561,32 @@ func (r *Run) allReduce(ctx context.Context, loss *float64) error {
 	}
 	off = 0
 	for i := len(r.params) - 1; i >= 0; i-- {
-		off += copy(r.params[i].Grad, r.flat[off:off+len(r.params[i].Grad)])
+		off += len(r.params[i].Data)
 	}
-	*loss = float64(r.flat[off])
+	flags := r.flat[off : off+len(r.params)]
+	off = 0
+	for i := len(r.params) - 1; i >= 0; i-- {
+		p := r.params[i]
+		if flags[i] == 0 {
+			p.Grad = nil
+		} else {
+			if p.Grad == nil {
+				p.Grad = make([]float32, len(p.Data))
+			}
+			copy(p.Grad, r.flat[off:off+len(p.Data)])
+		}
+		off += len(p.Data)
+	}
+	*loss = float64(r.flat[off+len(r.params)])
 	return nil
+}
+
+// clearGrads starts a step: trainable gradients are dropped (not zeroed),
+// so that a parameter no backward pass reaches stays without one.
+func (r *Run) clearGrads() {
+	for _, p := range r.params {
+		p.Grad = nil
+	}
 }
 
 func gradNorm(ps []*kernels.Tensor) float64 {
