@@ -31,6 +31,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     go build -trimpath -ldflags="-s -w" -o /out/loom ./cmd/loom
 
 # ---- build-cuda: the same binary with the cgo CUDA kernels (build tag cuda) -
+# (the tag selects kernels/' CUDA backend; without one it builds the CPU code)
 FROM nvidia/cuda:${CUDA_VERSION}-devel-ubuntu24.04 AS build-cuda
 COPY --from=golang:1.26-bookworm /usr/local/go /usr/local/go
 ENV PATH=/usr/local/go/bin:/root/go/bin:$PATH
