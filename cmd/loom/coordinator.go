@@ -261,7 +261,18 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, ready func(api, htt
 			log.Error("grpc server", "err", err)
 		}
 	}()
-	defer g.GracefulStop()
+	defer func() {
+		// Unary calls finish; watch streams never end by themselves, so
+		// they are cut after a grace period.
+		done := make(chan struct{})
+		go func() { g.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			g.Stop()
+			<-done
+		}
+	}()
 	var hsAddr net.Addr
 	if f.httpAddr != "" {
 		hs := &http.Server{Addr: f.httpAddr, Handler: node.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second}

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/loomtrain/loom/api/loompb"
 )
 
 func TestParsePeers(t *testing.T) {
@@ -155,8 +157,22 @@ stages: [{name: representation, steps: 100}]
 			t.Errorf("loom %s: succeeded, want exit code %d", strings.Join(c.args, " "), c.code)
 		}
 	}
+	// A watch stream left open does not keep the coordinator from stopping
+	// (the deferred shutdown above would hang).
+	cc, err := (&clientFlags{addr: a.api}).dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() }) // after the coordinator has stopped
+	st, err := loompb.NewWorkersClient(cc).WatchAssignment(context.Background(), &loompb.WatchAssignmentRequest{WorkerId: "w-open"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
 	t.Setenv("LOOM_TOKEN", "wrong")
-	_, err := run(t, "status", co, "--watch=false", "--json=false")
+	_, err = run(t, "status", co, "--watch=false", "--json=false")
 	var ee *exitError
 	if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), "bearer token") {
 		t.Errorf("status with a wrong token = %v, want exit 2 naming the bearer token", err)
