@@ -32,8 +32,11 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 
 # ---- build-cuda: the same binary with the cgo CUDA kernels (build tag cuda) -
 # (the tag selects kernels/' CUDA backend; without one it builds the CPU code)
+# The Go toolchain for the target platform (cgo does not cross-compile here).
+FROM golang:${GO_VERSION}-bookworm AS gotoolchain
+
 FROM nvidia/cuda:${CUDA_VERSION}-devel-ubuntu24.04 AS build-cuda
-COPY --from=golang:1.26-bookworm /usr/local/go /usr/local/go
+COPY --from=gotoolchain /usr/local/go /usr/local/go
 ENV PATH=/usr/local/go/bin:/root/go/bin:$PATH
 RUN apt-get update && apt-get install -y --no-install-recommends git ca-certificates \
     && rm -rf /var/lib/apt/lists/*
