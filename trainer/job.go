@@ -113,9 +113,10 @@ type Progress struct {
 	// Step is the global step after this one (steps completed over all
 	// stages); StageStep counts within the stage, from 1.
 	Step, StageStep int64
-	// Loss is the loss of the global batch (the mean of the ranks' losses
-	// weighted as the gradients are); Terms are its named terms (itc, itm,
-	// itg, lm, ce_text, ce_vision), averaged over this rank's micro-batches.
+	// Loss is the loss of the global batch (the ranks' micro-batch losses
+	// weighted as the gradients are, summed over the ranks); Terms are its
+	// named terms (itc, itm, itg, lm, ce_text, ce_vision), averaged over
+	// this rank's micro-batches that have them.
 	Loss  float64
 	Terms map[string]float64
 	// LR is the learning rate used; GradNorm the global gradient norm
@@ -132,8 +133,11 @@ type Progress struct {
 	// Samples is the number of samples of the stage's stream consumed
 	// after this step (all ranks together).
 	Samples int64
-	// SampleIDs are the ids of the samples this rank trained on in this
-	// step, in order (for the no-sample-twice, none-skipped audit).
+	// SampleIDs are the ids ("dataset/sample-id") of the samples this
+	// rank trained on in this step, in order (for the no-sample-twice,
+	// none-skipped audit). In sequence-parallel stages (LWM's ring-attention
+	// stages) every rank trains on the whole global batch and only rank 0
+	// reports the ids.
 	SampleIDs []string
 }
 

@@ -394,7 +394,7 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 	}
 	r.clearGrads()
 	var lossSum float64
-	termN := 0
+	termN := map[string]int{}
 	for k, m := range mbs {
 		m.weight = float64(m.count) / total
 		if m.weight == 0 {
@@ -425,12 +425,12 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 		for name, v := range out.Terms {
 			if name != "loss" {
 				prog.Terms[name] += float64(v)
+				termN[name]++
 			}
 		}
-		termN++
 	}
 	for name := range prog.Terms {
-		prog.Terms[name] /= float64(max(1, termN))
+		prog.Terms[name] /= float64(termN[name])
 	}
 	return r.apply(ctx, prog, lossSum, comm, start)
 }
