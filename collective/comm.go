@@ -41,7 +41,7 @@ func (realClock) AfterFunc(d time.Duration, f func()) func() bool { return time.
 // Defaults of Config.
 const (
 	DefaultTimeout    = 5 * time.Second
-	DefaultSliceBytes = 1 << 20
+	DefaultSliceBytes = 4 << 20
 )
 
 // Config identifies a communicator's place in a job and tunes it.

@@ -83,7 +83,7 @@ Example:
 	f.IntVar(&o.Channels, "channels", 2, "connections per peer (each runs its own ring on part of the buffer)")
 	f.StringVar(&sizes, "sizes", "1MiB,16MiB,256MiB", "comma-separated buffer sizes per rank")
 	f.StringVar(&transports, "transports", "tcp,grpc,grpc-proto", "transports to run; put tcp first to get ratios")
-	f.StringVar(&slice, "slice", "1MiB", "largest message of the pipelined ring")
+	f.StringVar(&slice, "slice", "4MiB", "largest message of the pipelined ring")
 	f.StringVar(&p2p, "p2p-bytes", "256MiB", "bytes for the point-to-point measurement (0 skips it)")
 	f.IntVar(&o.Warmup, "warmup", 2, "untimed iterations per size")
 	f.IntVar(&o.Iters, "iters", 5, "timed iterations per size (the median is reported)")
