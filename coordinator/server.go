@@ -207,7 +207,7 @@ func (s *Server) apply(ctx context.Context, c *Command, readOwn bool) (Result, e
 	var last error
 	for {
 		if s.cfg.Raft.IsLeader() {
-			resp, err := s.cfg.Raft.Apply(b, s.cfg.ApplyTimeout)
+			resp, err := s.raftApply(ctx, b)
 			if err == nil {
 				r, ok := resp.(Result)
 				if !ok {
@@ -247,6 +247,25 @@ func (s *Server) apply(ctx context.Context, c *Command, readOwn bool) (Result, e
 			backoff *= 2
 		}
 	}
+}
+
+// ContextApplier is implemented by a Raft node that can bound the whole
+// wait for a commit by a context (consensus.Node does); Raft.Apply's timeout
+// bounds only the enqueueing.
+type ContextApplier interface {
+	ApplyContext(ctx context.Context, cmd []byte) (any, error)
+}
+
+func (s *Server) raftApply(ctx context.Context, b []byte) (any, error) {
+	if ca, ok := s.cfg.Raft.(ContextApplier); ok {
+		resp, err := ca.ApplyContext(ctx, b)
+		if err != nil && ctx.Err() != nil {
+			// Indeterminate, like a lost leadership: it may still commit.
+			return nil, fmt.Errorf("%w: %v", raft.ErrLeadershipLost, err)
+		}
+		return resp, err
+	}
+	return s.cfg.Raft.Apply(b, s.cfg.ApplyTimeout)
 }
 
 // leaderAPI returns the leader's API address from the replicated node table.
@@ -580,7 +599,7 @@ func (s clusterServer) Apply(ctx context.Context, req *loompb.ApplyRequest) (*lo
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	resp, err := s.cfg.Raft.Apply(req.Command, s.cfg.ApplyTimeout)
+	resp, err := s.raftApply(ctx, req.Command)
 	if err != nil {
 		if retryable(err) && !(c.ID == "" && errors.Is(err, raft.ErrLeadershipLost)) {
 			return nil, status.Errorf(codes.Unavailable, "apply: %v", err)
