@@ -1627,6 +1627,13 @@ func checkEtcd(t *testing.T, r *rendering) {
 				t.Errorf("%s: etcd pod %s --%s = %q, want %q", r.target, pod, k, got, w)
 			}
 		}
+		dir := fs.Lookup("data-dir").Value.String()
+		m := mountFor(c, dir)
+		if m == nil || !slices.ContainsFunc(sts.Spec.VolumeClaimTemplates, func(c corev1.PersistentVolumeClaim) bool { return c.Name == m.Name }) {
+			t.Errorf("%s: etcd --data-dir=%q is not on a volumeClaimTemplate mount", r.target, dir)
+		} else if dir == strings.TrimSuffix(m.MountPath, "/") {
+			t.Errorf("%s: etcd --data-dir=%q is the volume's root, which fsGroup makes group-writable; etcd wants a 0700 directory it creates itself", r.target, dir)
+		}
 	}
 }
 
