@@ -158,6 +158,10 @@ func NewRun(ctx context.Context, j Job, restore *CheckpointRef) (*Run, error) {
 		r.flat = make([]float32, n)
 		r.bucketer = collective.NewBucketerBuffers(j.Comm, collective.Sum, buckets(r.flat, r.params)...)
 	}
+	if st.Spec.Normaliser == PerSample && st.Recipe.Family == models.BLIP2 && j.World > 1 {
+		r.log.Warn("trainer: BLIP-2 ITC/ITM negatives come from each rank's micro-batch, not the global batch (models exposes no features to gather)",
+			"stage", st.Name, "world", j.World)
+	}
 	r.log.Info("trainer: stage ready", "job", j.Manifest.Name, "stage", st.Name, "rank", j.Rank, "world", j.World,
 		"step", r.step, "samples", r.samples, "trainable", countParams(r.params), "params", r.model.Params().Count())
 	return r, nil
