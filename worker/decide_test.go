@@ -96,3 +96,28 @@ func TestRestoreRef(t *testing.T) {
 		t.Errorf("RestoreRef(no restore) = %+v, %v; want nil, nil", ref, err)
 	}
 }
+
+// FuzzRestoreRef checks that every object path the worker commits
+// (s3://BUCKET/KEY) converts back to KEY, and that paths outside the bucket
+// are refused with the object named.
+func FuzzRestoreRef(f *testing.F) {
+	f.Add("ck", "checkpoints/j/stage-00/step-8/manifest.json")
+	f.Add("b", "")
+	f.Add("b", "s3://other/x")
+	f.Fuzz(func(t *testing.T, bucket, key string) {
+		a := &loompb.Assignment{Restore: &loompb.Checkpoint{Objects: []*loompb.CheckpointObject{{Path: objectPath(bucket, key)}}}}
+		ref, err := RestoreRef(a, bucket)
+		if key == "" {
+			if err == nil {
+				t.Fatalf("RestoreRef(%q in %q): no error for an empty key", key, bucket)
+			}
+			return
+		}
+		if err != nil || ref.Objects[0].Path != key {
+			t.Fatalf("RestoreRef(%q in bucket %q) = %v, %v; want the key back", key, bucket, ref, err)
+		}
+		if _, err := RestoreRef(a, bucket+"x"); err == nil || !strings.Contains(err.Error(), "objects[0]") {
+			t.Fatalf("RestoreRef in another bucket: %v, want an error naming objects[0]", err)
+		}
+	})
+}

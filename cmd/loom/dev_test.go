@@ -57,12 +57,16 @@ func TestDevInterrupt(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait(); pw.Close() }()
+	// The scanner goroutine owns pids and log until scanned is closed.
 	var pids []int
 	var log bytes.Buffer
 	training := make(chan struct{})
+	scanned := make(chan struct{})
 	go func() {
+		defer close(scanned)
 		sc := bufio.NewScanner(pr)
 		pidRE := regexp.MustCompile(`worker \w+ +pid (\d+)`)
+		stepRE := regexp.MustCompile(`representation step \d+/`)
 		once := false
 		for sc.Scan() {
 			line := sc.Text()
@@ -71,34 +75,41 @@ func TestDevInterrupt(t *testing.T) {
 				p, _ := strconv.Atoi(m[1])
 				pids = append(pids, p)
 			}
-			if !once && strings.Contains(line, "representation step 2/") {
+			if !once && stepRE.MatchString(line) {
 				once = true
 				close(training)
 			}
 		}
 	}()
+	wait := func() string {
+		<-done
+		<-scanned
+		return log.String()
+	}
 	select {
 	case <-training:
-	case err := <-done:
-		t.Fatalf("loom dev exited before training: %v\n%s", err, log.String())
+	case <-done:
+		t.Fatalf("loom dev exited before training\n%s", wait())
 	case <-time.After(90 * time.Second):
 		cmd.Process.Kill()
-		t.Fatalf("loom dev did not start training\n%s", log.String())
+		t.Fatalf("loom dev did not start training\n%s", wait())
 	}
 	// Ctrl-C at a terminal goes to the foreground process group; loom dev
 	// keeps its children in their own groups, so it alone gets it.
 	cmd.Process.Signal(os.Interrupt)
 	select {
 	case <-done:
+		done <- nil
 	case <-time.After(90 * time.Second):
 		cmd.Process.Kill()
-		t.Fatalf("loom dev did not stop after SIGINT\n%s", log.String())
+		t.Fatalf("loom dev did not stop after SIGINT\n%s", wait())
 	}
+	out := wait()
 	if code := cmd.ProcessState.ExitCode(); code != 130 {
 		t.Errorf("loom dev exit status after SIGINT: %d, want 130", code)
 	}
 	if len(pids) != 2 {
-		t.Fatalf("worker pids: %v, want 2\n%s", pids, log.String())
+		t.Fatalf("worker pids: %v, want 2\n%s", pids, out)
 	}
 	for _, p := range pids {
 		if err := syscall.Kill(p, 0); !errors.Is(err, syscall.ESRCH) {
