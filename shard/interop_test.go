@@ -32,8 +32,19 @@ func TestArrowJSReadsLoomShards(t *testing.T) {
 		t.Run(string(kind), func(t *testing.T) {
 			root := t.TempDir()
 			store, _ := shard.NewFSStore(root)
-			const n = 40
-			ix, err := synth.Write(ctx, store, "ds", kind, n, 11, shard.WriterOptions{BatchBytes: 2 << 10})
+			const n = 16
+			var samples []shard.Sample
+			w, err := shard.NewWriter(ctx, store, "ds", shard.WriterOptions{Kind: kind, BatchBytes: 2 << 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < n; i++ {
+				samples = append(samples, synth.Sample(kind, 11, i))
+				if err := w.Add(samples[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ix, err := w.Close()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -63,7 +74,7 @@ func TestArrowJSReadsLoomShards(t *testing.T) {
 				t.Fatalf("apache-arrow read %d rows, want %d", len(got.Rows), n)
 			}
 			for i := 0; i < n; i++ {
-				want := roundTrip(t, expectedJSRow(kind, synth.Sample(kind, 11, i)))
+				want := roundTrip(t, expectedJSRow(kind, samples[i]))
 				if !reflect.DeepEqual(got.Rows[i], want) {
 					gj, _ := json.Marshal(got.Rows[i])
 					wj, _ := json.Marshal(want)

@@ -28,7 +28,21 @@ func TestRoundTripEveryKind(t *testing.T) {
 	for _, kind := range shard.Kinds {
 		t.Run(string(kind), func(t *testing.T) {
 			store := shard.NewMemStore()
-			ix := writeSynth(t, store, "ds", kind, 30, shard.WriterOptions{BatchBytes: 1 << 10, ShardBytes: 3 << 10})
+			var want []shard.Sample
+			w, err := shard.NewWriter(ctx, store, "ds", shard.WriterOptions{Kind: kind, BatchBytes: 1 << 10, ShardBytes: 3 << 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 30; i++ {
+				want = append(want, synth.Sample(kind, 1, i))
+				if err := w.Add(want[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ix, err := w.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
 			if ix.Rows != 30 || len(ix.Shards) < 2 {
 				t.Fatalf("index: %d rows in %d shards, want 30 rows in >= 2 shards", ix.Rows, len(ix.Shards))
 			}
@@ -44,9 +58,8 @@ func TestRoundTripEveryKind(t *testing.T) {
 					if err != nil {
 						t.Fatalf("Get(%d, %d): %v", s, row, err)
 					}
-					want := synth.Sample(kind, 1, i)
-					if !reflect.DeepEqual(normalize(got), normalize(want)) {
-						t.Fatalf("Get(%d, %d) = %+v\nwant %+v", s, row, got, want)
+					if !reflect.DeepEqual(normalize(got), normalize(want[i])) {
+						t.Fatalf("Get(%d, %d) = %+v\nwant %+v", s, row, got, want[i])
 					}
 					i++
 				}

@@ -267,17 +267,12 @@ func mustPut(t *testing.T, s shard.ObjectStore, k string, data []byte) {
 
 // pattern returns n pseudo-random bytes determined by seed.
 func pattern(n int, seed uint64) []byte {
-	r := rand.New(rand.NewPCG(seed, 0x10037))
+	var key [32]byte
+	for i := 0; i < 8; i++ {
+		key[i] = byte(seed >> (8 * i))
+	}
 	b := make([]byte, n)
-	for i := 0; i+8 <= n; i += 8 {
-		v := r.Uint64()
-		for j := 0; j < 8; j++ {
-			b[i+j] = byte(v >> (8 * j))
-		}
-	}
-	for i := n &^ 7; i < n; i++ {
-		b[i] = byte(r.Uint32())
-	}
+	_, _ = rand.NewChaCha8(key).Read(b)
 	return b
 }
 
