@@ -19,7 +19,8 @@ type Tape struct {
 type node struct {
 	op       string
 	out      *Tensor
-	backward func() // reads out.Grad, accumulates into the inputs' Grad
+	inputs   []*Tensor // what backward may accumulate into (BackwardWithHook)
+	backward func()    // reads out.Grad, accumulates into the inputs' Grad
 }
 
 // NewTape returns an empty tape.
@@ -57,7 +58,7 @@ func (tp *Tape) record(op string, out *Tensor, backward func(), inputs ...*Tenso
 		return false
 	}
 	out.requiresGrad = true
-	tp.nodes = append(tp.nodes, node{op: op, out: out, backward: backward})
+	tp.nodes = append(tp.nodes, node{op: op, out: out, inputs: inputs, backward: backward})
 	return true
 }
 
@@ -81,16 +82,25 @@ func (tp *Tape) BackwardFrom(out *Tensor, grad []float32) {
 	if tp == nil {
 		return
 	}
+	tp.sweep(out, grad, nil)
+}
+
+// sweep seeds out's gradient and runs the recorded rules in reverse,
+// calling after(i) once node i is done (run, or skipped because no
+// gradient reached it) when after is not nil.
+func (tp *Tape) sweep(out *Tensor, grad []float32, after func(i int)) {
 	g := out.gradBuf()
 	for i, v := range grad {
 		g[i] += v
 	}
 	for i := len(tp.nodes) - 1; i >= 0; i-- {
 		n := tp.nodes[i]
-		if n.out.Grad == nil {
-			continue // no gradient reached this op
+		if n.out.Grad != nil { // else no gradient reached this op
+			n.backward()
 		}
-		n.backward()
+		if after != nil {
+			after(i)
+		}
 	}
 	tp.nodes = tp.nodes[:0]
 }
