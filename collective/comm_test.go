@@ -144,12 +144,26 @@ func TestMismatchedGeneration(t *testing.T) {
 			t.Errorf("rank %d: AllReduce across generations 3 and 4 succeeded", r)
 		}
 	}
-	var oe *collective.OpError
-	if !errors.As(errs[2], &oe) || !errors.Is(errs[2], collective.ErrMismatch) || oe.Peer != 1 || oe.Op != collective.OpAllReduce {
-		t.Fatalf("rank 2 (receives from rank 1): err = %v, want ErrMismatch from rank 1 in allreduce", errs[2])
+	// The first failure in the ring is a mismatch at a rank that receives
+	// from the other generation; the others may see it as the mismatch too,
+	// or as their neighbour closing after it aborted.
+	mismatches := 0
+	for r, err := range errs {
+		var oe *collective.OpError
+		if !errors.As(err, &oe) || oe.Op != collective.OpAllReduce {
+			t.Errorf("rank %d: err = %v, want an allreduce *OpError", r, err)
+			continue
+		}
+		if errors.Is(err, collective.ErrMismatch) {
+			mismatches++
+			msg := err.Error()
+			if oe.Peer != (r+2)%3 || !strings.Contains(msg, "generation 3") || !strings.Contains(msg, "generation 4") {
+				t.Errorf("rank %d: mismatch error %q does not name its predecessor and both generations", r, msg)
+			}
+		}
 	}
-	if msg := errs[2].Error(); !strings.Contains(msg, "generation 3") || !strings.Contains(msg, "rank 1") {
-		t.Errorf("rank 2 error %q does not name generation 3 and rank 1", msg)
+	if mismatches == 0 {
+		t.Errorf("no rank reported ErrMismatch: %v", errs)
 	}
 	for _, c := range comms {
 		c.Close()
@@ -182,9 +196,18 @@ func TestSilentPeer(t *testing.T) {
 			t.Errorf("rank %d: err = %v, want an allreduce *OpError", r, err)
 		}
 	}
-	var oe *collective.OpError
-	if errors.As(errs[3], &oe); oe == nil || oe.Peer != 2 || !errors.Is(errs[3], collective.ErrTimeout) {
-		t.Errorf("rank 3 (receives from silent rank 2): err = %v, want ErrTimeout naming rank 2", errs[3])
+	// The rank that waits on rank 2 times out naming it (usually rank 3;
+	// under heavy load another rank's timer can fire first, and rank 3 then
+	// sees that rank close).
+	named := false
+	for _, err := range errs {
+		var oe *collective.OpError
+		if errors.As(err, &oe) && oe.Peer == 2 && errors.Is(err, collective.ErrTimeout) {
+			named = true
+		}
+	}
+	if !named {
+		t.Errorf("no rank reported ErrTimeout naming silent rank 2: %v", errs)
 	}
 	// The communicator is aborted afterwards.
 	if err := comms[0].Barrier(context.Background()); !errors.Is(err, collective.ErrAborted) {
