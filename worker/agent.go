@@ -268,6 +268,11 @@ func (a *Agent) drain(gen *generation) error {
 	case endDrained, endFinished:
 		a.log.Info("drained", "job", gen.a.Job, "step", gen.lastStep, "checkpoint", gen.lastCommitted.Load())
 		return nil
+	case endStale:
+		// The coordinator moved on while we drained: nothing of this
+		// generation is wanted any more.
+		a.log.Info("drained: the generation was already replaced", "job", gen.a.Job, "generation", gen.a.Generation)
+		return nil
 	}
 	if gen.err != nil {
 		return fmt.Errorf("worker %s: drain of job %q generation %d: %w", a.cfg.Info.ID, gen.a.Job, gen.a.Generation, gen.err)

@@ -362,3 +362,23 @@ func TestNewChecksConfig(t *testing.T) {
 		t.Errorf("New(valid): %v", err)
 	}
 }
+
+// TestDrainOfReplacedGeneration: SIGTERM arrives while the coordinator has
+// already moved the job on; the drain finds nothing to save and Run
+// returns nil.
+func TestDrainOfReplacedGeneration(t *testing.T) {
+	coord := newFakeCoordinator()
+	store := shard.NewMemStore()
+	w := startWorker(t, "w0", coord, store, 100*time.Millisecond)
+	coord.assign("w0", assignment(1, 0, 0, []*testWorker{w}, nil, 0, 6))
+	<-w.made
+	coord.mu.Lock()
+	coord.current["j1"] = 2 // refuses the next report and the checkpoint
+	coord.mu.Unlock()
+	if err := w.stop(t); err != nil {
+		t.Fatalf("Run after draining a replaced generation: %v, want nil", err)
+	}
+	if c := coord.lastCommit("j1"); c != nil {
+		t.Errorf("a checkpoint of the replaced generation was committed: step %d", c.Step)
+	}
+}
