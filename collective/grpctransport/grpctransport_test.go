@@ -278,3 +278,42 @@ func TestRingAttentionOverGRPC(t *testing.T) {
 		}
 	}
 }
+
+// TestSilentRankOverGRPC: rank 2 is up but never joins the all-reduce. The
+// other ranks fail within the timeout (no hang, whatever gRPC's flow control
+// is doing), and nothing is left running.
+func TestSilentRankOverGRPC(t *testing.T) {
+	fds := transporttest.OpenFDs()
+	before := runtime.NumGoroutine()
+	const world = 3
+	ts := newRing(t, world, 2, nil)
+	errs := make([]error, world)
+	var wg sync.WaitGroup
+	for r, tr := range ts {
+		c, _ := collective.New(tr, collective.Config{Job: "j", Timeout: 300 * time.Millisecond, SliceBytes: 1 << 16})
+		if r == 2 {
+			defer c.Close()
+			continue
+		}
+		wg.Go(func() {
+			defer c.Close()
+			errs[r] = c.AllReduce(context.Background(), make([]float32, 1<<20), collective.Sum)
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("ranks still running 30s after rank 2 went silent")
+	}
+	for r := range 2 {
+		var oe *collective.OpError
+		if !errors.As(errs[r], &oe) || oe.Op != collective.OpAllReduce {
+			t.Errorf("rank %d: err = %v, want an allreduce *OpError", r, errs[r])
+		}
+	}
+	ts[2].Close()
+	transporttest.CheckNoLeaks(t, before)
+	transporttest.CheckNoFDLeaks(t, fds)
+}
