@@ -13,6 +13,7 @@ import (
 
 	"github.com/loomtrain/loom/collective"
 	"github.com/loomtrain/loom/collective/transporttest"
+	"github.com/loomtrain/loom/kernels"
 )
 
 // denseAttn is the single-process float64 reference: forward and backward
@@ -313,4 +314,39 @@ func TestRingAttentionSilentPeer(t *testing.T) {
 		c.Close()
 	}
 	transporttest.CheckNoLeaks(t, before)
+}
+
+// TestRoPEAtGlobalPositions: rotating each rank's rows at
+// Layout.Positions gives exactly the rows of the rotated full sequence, so a
+// rank applies RoPE locally before the ring.
+func TestRoPEAtGlobalPositions(t *testing.T) {
+	const T, h, d = 32, 2, 8
+	r := rand.New(rand.NewPCG(7, 7))
+	x := randVec(r, T*h*d)
+	all := make([]int32, T)
+	for i := range all {
+		all[i] = int32(i)
+	}
+	full := kernels.NewTape().RoPE(kernels.New(x, T, h, d), kernels.RoPEConfig{Theta: 10000, Pos: all}).Data
+	for _, l := range []collective.Layout{collective.Zigzag, collective.Contiguous} {
+		for _, world := range []int{1, 2, 4, 8} {
+			for rank := range world {
+				local := l.Shard(x, h*d, T, world, rank)
+				got := kernels.NewTape().RoPE(kernels.New(local, T/world, h, d), kernels.RoPEConfig{Theta: 10000, Pos: l.Positions(T, world, rank)}).Data
+				want := l.Shard(full, h*d, T, world, rank)
+				if at := firstDiff(got, want); at >= 0 {
+					t.Fatalf("%v world %d rank %d: RoPE at global positions differs from the full sequence's at element %d: %v vs %v", l, world, rank, at, got[at], want[at])
+				}
+			}
+		}
+	}
+}
+
+func firstDiff(a, b []float32) int {
+	for i := range a {
+		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+			return i
+		}
+	}
+	return -1
 }
