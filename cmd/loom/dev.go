@@ -375,15 +375,15 @@ func (c *devCluster) evaluate(ctx context.Context, m *api.Manifest, job *loompb.
 			if err != nil {
 				return fmt.Errorf("stage %s before training: %w", st.Name, err)
 			}
-			fmt.Fprintf(out, "held-out retrieval, stage %s, untrained: R@1 %.2f (chance %.2f), caption loss %.3f\n",
-				st.Name, before.Retrieval, before.Chance, before.CaptionLoss)
+			fmt.Fprintf(out, "held-out retrieval, stage %s, untrained: text→image R@1 %.2f, image→text R@1 %.2f (chance %.2f), caption loss %.3f\n",
+				st.Name, before.Retrieval, before.ImageToText, before.Chance, before.CaptionLoss)
 		}
 		after, err := eval(i, ref)
 		if err != nil {
 			return fmt.Errorf("stage %s: %w", st.Name, err)
 		}
-		fmt.Fprintf(out, "held-out retrieval, stage %s, trained:   R@1 %.2f (chance %.2f, %.1fx), caption loss %.3f, exact match %.2f\n",
-			st.Name, after.Retrieval, after.Chance, after.Retrieval/after.Chance, after.CaptionLoss, after.ExactMatch)
+		fmt.Fprintf(out, "held-out retrieval, stage %s, trained:   text→image R@1 %.2f (%.1fx chance), image→text R@1 %.2f (chance %.2f), caption loss %.3f, exact match %.2f\n",
+			st.Name, after.Retrieval, after.Retrieval/after.Chance, after.ImageToText, after.Chance, after.CaptionLoss, after.ExactMatch)
 	}
 	return nil
 }
