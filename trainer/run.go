@@ -54,8 +54,7 @@ type Run struct {
 
 	sp *seqParallel // sequence-parallel stages (ring attention), nil otherwise
 
-	flat     []float32 // gradients (+ loss) of the all-reduce
-	bucketer *collective.Bucketer
+	reduce *gradReduce // the data-parallel gradient all-reduce (world > 1)
 
 	uploads sync.WaitGroup
 }
@@ -149,14 +148,7 @@ func NewRun(ctx context.Context, j Job, restore *CheckpointRef) (*Run, error) {
 		r.sp = &seqParallel{comm: j.Comm, p: r.model.Params(), cfg: r.cfg, layout: collective.Zigzag}
 	}
 	if j.World > 1 {
-		// The gradients, one presence flag per parameter and the weighted
-		// loss travel together.
-		n := len(r.params) + 1
-		for _, p := range r.params {
-			n += len(p.Data)
-		}
-		r.flat = make([]float32, n)
-		r.bucketer = collective.NewBucketerBuffers(j.Comm, collective.Sum, buckets(r.flat, r.params)...)
+		r.reduce = newGradReduce(j.Comm, r.params, bucketFloats)
 	}
 	if st.Spec.Normaliser == PerSample && st.Recipe.Family == models.BLIP2 && j.World > 1 {
 		r.log.Warn("trainer: BLIP-2 ITC/ITM negatives come from each rank's micro-batch, not the global batch (models exposes no features to gather)",
@@ -281,11 +273,11 @@ func (r *Run) applyTrainable() error {
 // buckets cuts the flat gradient buffer into all-reduce buckets in the
 // order the backward pass finishes them: the last parameters first (the
 // flat layout is reversed tree order, the loss slot last).
-func buckets(flat []float32, params []*kernels.Tensor) [][]float32 {
+func buckets(flat []float32, size int) [][]float32 {
 	var out [][]float32
 	start := 0
 	for start < len(flat) {
-		end := min(start+bucketFloats, len(flat))
+		end := min(start+size, len(flat))
 		out = append(out, flat[start:end])
 		start = end
 	}
@@ -399,6 +391,12 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 	r.clearGrads()
 	var lossSum float64
 	termN := map[string]int{}
+	last := -1 // the last micro-batch with a loss: its backward overlaps the all-reduce
+	for k, m := range mbs {
+		if m.count > 0 {
+			last = k
+		}
+	}
 	for k, m := range mbs {
 		m.weight = float64(m.count) / total
 		if m.weight == 0 {
@@ -415,14 +413,26 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 		var out models.Output
 		ferr := kernels.Catch(func() {
 			out, err = r.model.Forward(tp, b)
-			if err == nil {
-				tp.Backward(tp.Scale(out.Loss, float32(m.weight)))
+			if err != nil {
+				return
+			}
+			loss := tp.Scale(out.Loss, float32(m.weight))
+			if k == last && r.reduce != nil {
+				// Buckets leave as their parameters' gradients become
+				// final; earlier micro-batches only accumulate.
+				r.reduce.begin(ctx)
+				tp.BackwardWithHook(loss, r.reduce.ready)
+			} else {
+				tp.Backward(loss)
 			}
 		})
 		if ferr != nil {
 			err = ferr
 		}
 		if err != nil {
+			if r.reduce != nil {
+				r.reduce.abort()
+			}
 			return Progress{}, fmt.Errorf("trainer: step %d: micro-batch %d (samples %s): %w", r.step+1, k, idList(m.rows), err)
 		}
 		lossSum += m.weight * float64(out.Loss.Item())
@@ -444,9 +454,11 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 func (r *Run) apply(ctx context.Context, prog Progress, lossSum float64, comm time.Duration, start time.Time) (Progress, error) {
 	st := r.stage
 	stageStep := r.step - st.Start
-	if r.job.World > 1 {
+	if r.reduce != nil {
+		// Only the wait that backward did not hide counts as
+		// communication time.
 		t0 := r.now()
-		if err := r.allReduce(ctx, &lossSum); err != nil {
+		if err := r.reduce.finish(ctx, &lossSum); err != nil {
 			return Progress{}, fmt.Errorf("trainer: step %d: gradient all-reduce: %w", r.step+1, err)
 		}
 		comm += r.now().Sub(t0)
@@ -530,60 +542,12 @@ func (r *Run) stepSeqParallel(ctx context.Context, start time.Time) (Progress, e
 	return p, err
 }
 
-// allReduce sums the gradients (and the weighted loss) over the ranks
-// through the Bucketer: the flat buffer holds the parameters in reverse
-// order, so the first bucket is the last layers', which a backward pass
-// finishes first.
-//
-// A parameter no backward pass reached on any rank (LWM's vision head in a
-// text stage, a projector in a text-only batch) keeps a nil gradient, so
-// AdamW leaves it and its moments alone, as PyTorch does with grad None;
-// the presence flags travel with the gradients to decide it globally.
-func (r *Run) allReduce(ctx context.Context, loss *float64) error {
-	off := 0
-	for i := len(r.params) - 1; i >= 0; i-- {
-		p := r.params[i]
-		if p.Grad == nil {
-			clear(r.flat[off : off+len(p.Data)])
-			off += len(p.Data)
-		} else {
-			off += copy(r.flat[off:], p.Grad)
-		}
-	}
-	for i, p := range r.params {
-		r.flat[off+i] = 0
-		if p.Grad != nil {
-			r.flat[off+i] = 1
-		}
-	}
-	r.flat[off+len(r.params)] = float32(*loss)
-	for i := 0; i < r.bucketer.Len(); i++ {
-		r.bucketer.Ready(ctx, i)
-	}
-	if err := r.bucketer.Wait(); err != nil {
-		return err
-	}
-	off = 0
-	for i := len(r.params) - 1; i >= 0; i-- {
-		off += len(r.params[i].Data)
-	}
-	flags := r.flat[off : off+len(r.params)]
-	off = 0
-	for i := len(r.params) - 1; i >= 0; i-- {
-		p := r.params[i]
-		if flags[i] == 0 {
-			p.Grad = nil
-		} else {
-			if p.Grad == nil {
-				p.Grad = make([]float32, len(p.Data))
-			}
-			copy(p.Grad, r.flat[off:off+len(p.Data)])
-		}
-		off += len(p.Data)
-	}
-	*loss = float64(r.flat[off+len(r.params)])
-	return nil
-}
+// The gradient all-reduce (gradReduce, overlap.go) sums the gradients
+// and the weighted loss over the ranks. A parameter no backward pass
+// reached on any rank (LWM's vision head in a text stage, a projector in a
+// text-only batch) keeps a nil gradient, so AdamW leaves it and its
+// moments alone, as PyTorch does with grad None; presence flags travel
+// with the gradients to decide it globally.
 
 // clearGrads starts a step: trainable gradients are dropped (not zeroed),
 // so that a parameter no backward pass reaches stays without one.
