@@ -637,9 +637,10 @@ func (s *Stream) Next() (Sample, Loc, error) {
 	if s.sched < s.next {
 		s.sched = s.next
 	}
-	// Top the prefetch window up in chunks, so that batches are queued
-	// together and adjacent ones can share a range GET.
-	if s.sched <= s.next+s.ahead/4 {
+	// Keep the prefetch window at least 3/4 full, topping it up in chunks
+	// of a quarter window, so that batches are queued together and
+	// adjacent ones can share a range GET.
+	if s.sched <= s.next+s.ahead-s.ahead/4 {
 		var locs []Loc
 		for ; s.sched <= s.next+s.ahead; s.sched++ {
 			l, ok := s.seq(s.sched)
