@@ -302,32 +302,32 @@ type ioJob struct {
 
 func (s *opState) newRingIO(depth int) *ringIO {
 	c := s.c
-	io := &ringIO{s: s, next: (c.rank + 1) % c.world, prev: (c.rank + c.world - 1) % c.world,
+	rio := &ringIO{s: s, next: (c.rank + 1) % c.world, prev: (c.rank + c.world - 1) % c.world,
 		sendq: make(chan ioJob, depth), recvq: make(chan ioJob, depth), slice: c.slice}
-	return io
+	return rio
 }
 
 // run serves the queues until they are closed or the operation fails.
-func (io *ringIO) run() (wait func()) {
+func (rio *ringIO) run() (wait func()) {
 	done := make(chan struct{}, 2)
 	serve := func(q chan ioJob, send bool) {
 		defer func() { done <- struct{}{} }()
 		for j := range q {
-			if io.s.ctx.Err() != nil {
+			if rio.s.ctx.Err() != nil {
 				continue // drain
 			}
 			// Slice big blocks so that no message exceeds Config.SliceBytes.
 			ok := true
 			for i, sl := 0, uint32(0); i < len(j.buf); sl++ {
-				end := min(len(j.buf), i+io.slice)
+				end := min(len(j.buf), i+rio.slice)
 				var err error
 				if send {
-					err = io.s.send(io.next, 0, j.step, sl, j.buf[i:end])
+					err = rio.s.send(rio.next, 0, j.step, sl, j.buf[i:end])
 				} else {
-					err = io.s.recv(io.prev, 0, j.step, sl, j.buf[i:end])
+					err = rio.s.recv(rio.prev, 0, j.step, sl, j.buf[i:end])
 				}
 				if err != nil {
-					io.s.fail(err)
+					rio.s.fail(err)
 					ok = false
 					break
 				}
@@ -338,28 +338,28 @@ func (io *ringIO) run() (wait func()) {
 			}
 		}
 	}
-	go serve(io.sendq, true)
-	go serve(io.recvq, false)
+	go serve(rio.sendq, true)
+	go serve(rio.recvq, false)
 	return func() {
-		close(io.sendq)
-		close(io.recvq)
+		close(rio.sendq)
+		close(rio.recvq)
 		<-done
 		<-done
 	}
 }
 
-func (io *ringIO) post(q chan ioJob, buf []float32, step uint32) chan struct{} {
+func (rio *ringIO) post(q chan ioJob, buf []float32, step uint32) chan struct{} {
 	j := ioJob{buf: buf, step: step, done: make(chan struct{})}
 	q <- j
 	return j.done
 }
 
 // await waits for a job or the operation's failure.
-func (io *ringIO) await(done chan struct{}) bool {
+func (rio *ringIO) await(done chan struct{}) bool {
 	select {
 	case <-done:
 		return true
-	case <-io.s.ctx.Done():
+	case <-rio.s.ctx.Done():
 		return false
 	}
 }
@@ -395,13 +395,13 @@ func (c *Comm) RingAttentionForward(ctx context.Context, cfg RingAttnConfig, q, 
 	nxt := make([]float32, a.bufLen)
 	oBlk := make([]float32, len(o))
 	lseBlk := make([]float32, len(lse))
-	io := s.newRingIO(4)
-	stop := io.run()
+	rio := s.newRingIO(4)
+	stop := rio.run()
 	for step := 0; step < a.n && s.ctx.Err() == nil; step++ {
 		var sent, got chan struct{}
 		if step < a.n-1 {
-			sent = io.post(io.sendq, cur, uint32(step))
-			got = io.post(io.recvq, nxt, uint32(step))
+			sent = rio.post(rio.sendq, cur, uint32(step))
+			got = rio.post(rio.recvq, nxt, uint32(step))
 		}
 		src := mod(a.r-step, a.n)
 		kpos := cfg.Layout.Positions(cfg.Total, a.n, src)
@@ -416,7 +416,7 @@ func (c *Comm) RingAttentionForward(ctx context.Context, cfg RingAttnConfig, q, 
 		}
 		stats.Compute += time.Since(tc)
 		if step < a.n-1 {
-			if !io.await(got) || !io.await(sent) {
+			if !rio.await(got) || !rio.await(sent) {
 				break
 			}
 			cur, nxt = nxt, cur
@@ -462,19 +462,19 @@ func (c *Comm) RingAttentionBackward(ctx context.Context, cfg RingAttnConfig, q,
 	// gradient; dnxt receives the next one; dsending is still being sent.
 	dcur := make([]float32, 2*a.kvLen)
 	dnxt := make([]float32, 2*a.kvLen)
-	io := s.newRingIO(8)
-	stop := io.run()
+	rio := s.newRingIO(8)
+	stop := rio.run()
 	var dgot, dsent chan struct{}
 	for step := 0; step < a.n && s.ctx.Err() == nil; step++ {
 		var sent, got chan struct{}
 		if step < a.n-1 {
-			sent = io.post(io.sendq, cur, uint32(2*step))
-			got = io.post(io.recvq, nxt, uint32(2*step))
+			sent = rio.post(rio.sendq, cur, uint32(2*step))
+			got = rio.post(rio.recvq, nxt, uint32(2*step))
 		}
 		if step > 0 {
 			// The accumulator of the block that arrived is on its way from
 			// the rank that used it at the previous step.
-			if !io.await(dgot) {
+			if !rio.await(dgot) {
 				break
 			}
 			dcur, dnxt = dnxt, dcur
@@ -498,13 +498,13 @@ func (c *Comm) RingAttentionBackward(ctx context.Context, cfg RingAttnConfig, q,
 		}
 		// Pass the accumulator on (after the last step it goes home), and
 		// receive the next one into the buffer whose send has completed.
-		if dsent != nil && !io.await(dsent) {
+		if dsent != nil && !rio.await(dsent) {
 			break
 		}
-		dsent = io.post(io.sendq, dcur, uint32(2*step+1))
-		dgot = io.post(io.recvq, dnxt, uint32(2*step+1))
+		dsent = rio.post(rio.sendq, dcur, uint32(2*step+1))
+		dgot = rio.post(rio.recvq, dnxt, uint32(2*step+1))
 		if step < a.n-1 {
-			if !io.await(got) || !io.await(sent) {
+			if !rio.await(got) || !rio.await(sent) {
 				break
 			}
 			cur, nxt = nxt, cur
@@ -513,7 +513,7 @@ func (c *Comm) RingAttentionBackward(ctx context.Context, cfg RingAttnConfig, q,
 	if a.n == 1 {
 		copy(dk, dnxt[:a.kvLen])
 		copy(dv, dnxt[a.kvLen:])
-	} else if s.ctx.Err() == nil && io.await(dgot) && io.await(dsent) {
+	} else if s.ctx.Err() == nil && rio.await(dgot) && rio.await(dsent) {
 		copy(dk, dnxt[:a.kvLen])
 		copy(dv, dnxt[a.kvLen:])
 	}
