@@ -72,9 +72,12 @@ type Comm struct {
 	world int
 	slice int // elements
 
-	mu     sync.Mutex // serialises operations; guards seq and failed
+	mu     sync.Mutex // serialises operations; guards seq, failed and scratch
 	seq    uint64
 	failed error
+	// scratch[ch] stages reduce-scatter payloads on channel ch for
+	// transports that are not ReduceReceivers; kept across operations.
+	scratch [][]float32
 }
 
 // New wraps a transport in a communicator.
@@ -97,7 +100,8 @@ func New(t Transport, cfg Config) (*Comm, error) {
 	if t.World() < 1 || t.Rank() < 0 || t.Rank() >= t.World() || t.Channels() < 1 {
 		return nil, fmt.Errorf("collective: transport: rank %d, world %d, channels %d", t.Rank(), t.World(), t.Channels())
 	}
-	return &Comm{t: t, cfg: cfg, rank: t.Rank(), world: t.World(), slice: max(1, cfg.SliceBytes/4)}, nil
+	return &Comm{t: t, cfg: cfg, rank: t.Rank(), world: t.World(), slice: max(1, cfg.SliceBytes/4),
+		scratch: make([][]float32, t.Channels())}, nil
 }
 
 // Rank is this communicator's rank.
@@ -312,7 +316,7 @@ func (s *opState) runPlans(buf []float32, plans []Plan) {
 		}()
 		go func() { // receiver
 			defer wg.Done()
-			var tmp []float32
+			tmp := &s.c.scratch[ch] // this op holds c.mu
 			seen := 0
 			for _, st := range pl.Recvs {
 				for seen <= st.AfterSend {
@@ -326,7 +330,7 @@ func (s *opState) runPlans(buf []float32, plans []Plan) {
 				dst := buf[st.Off : st.Off+st.Len]
 				var err error
 				if st.Reduce {
-					err = s.recvAdd(prev, ch, st.Step, st.Slice, dst, &tmp)
+					err = s.recvAdd(prev, ch, st.Step, st.Slice, dst, tmp)
 				} else {
 					err = s.recv(prev, ch, st.Step, st.Slice, dst)
 				}
