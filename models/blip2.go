@@ -163,14 +163,14 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, feats *kernels.Tensor) (Outpu
 	}
 	ceOpt := kernels.CEOptions{LabelSmoothing: ls}
 	itc := tp.Scale(tp.Add(tp.CrossEntropy(simI2T, diag, ceOpt), tp.CrossEntropy(simT2I, diag, ceOpt)), 0.5)
-	terms := map[string]float32{"itc": itc.Item()}
-	total := itc
+	loss := newLossSum(tp, m.cfg)
+	loss.add("itc", itc)
 
 	// ITM (§3.2): bidirectional [queries; text] with cross-attention, one
 	// hard negative image per text and one hard negative text per image,
 	// drawn ∝ softmax(sim) with the positive excluded; score = mean over
 	// queries of the ITM logits.
-	if nb >= 2 {
+	if nb >= 2 && m.cfg.LossWeight("itm") > 0 {
 		rng := rand.New(rand.NewPCG(b.Seed, 0x1b873593))
 		negImg := make([]int32, nb) // for text j
 		negTxt := make([]int32, nb) // for image i
@@ -201,9 +201,10 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, feats *kernels.Tensor) (Outpu
 		for i := 0; i < nb; i++ {
 			labels[i] = 1
 		}
-		itm := tp.CrossEntropy(logits, labels, kernels.CEOptions{})
-		terms["itm"] = itm.Item()
-		total = tp.Add(total, itm)
+		loss.add("itm", tp.CrossEntropy(logits, labels, kernels.CEOptions{}))
+	}
+	if m.cfg.LossWeight("itg") == 0 {
+		return loss.output()
 	}
 
 	// ITG (§3.2): [DEC] replaces [CLS]; UniLM mask over [queries; text];
@@ -224,12 +225,9 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, feats *kernels.Tensor) (Outpu
 	}
 	if len(rows) > 0 {
 		h := tp.IndexSelect(tp.Reshape(out, nb*(nq+t), m.cfg.QFormer.Hidden), 0, rows)
-		itg := tp.CrossEntropy(m.qf.LMLogits(tp, h), tgt, kernels.CEOptions{LabelSmoothing: ls})
-		terms["itg"] = itg.Item()
-		total = tp.Add(total, itg)
+		loss.add("itg", tp.CrossEntropy(m.qf.LMLogits(tp, h), tgt, kernels.CEOptions{LabelSmoothing: ls}))
 	}
-	terms["loss"] = total.Item()
-	return Output{Loss: total, Terms: terms}, nil
+	return loss.output()
 }
 
 // sampleNeg draws an index ∝ softmax(logits) with skip excluded.
@@ -313,5 +311,7 @@ func (m *blip2) stage2(tp *kernels.Tape, b *Batch, feats *kernels.Tensor) (Outpu
 	if n == 0 {
 		return Output{}, fmt.Errorf("batch: loss: no token is trained")
 	}
-	return Output{Loss: loss, Terms: map[string]float32{"lm": loss.Item(), "loss": loss.Item()}}, nil
+	s := newLossSum(tp, m.cfg)
+	s.add("lm", loss)
+	return s.output()
 }

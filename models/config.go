@@ -71,6 +71,12 @@ type Config struct {
 	// Special holds the special-token ids (set from a tokenizer with
 	// WithTokenizer; presets place them at the end of the vocabulary).
 	Special Special
+	// LossWeights weights the loss terms Forward combines: the loss is
+	// Σ wᵢ·termᵢ over the terms LossTerms names, with LossTerms' (the
+	// papers') weight for a term not listed. A weight of 0 leaves the term
+	// out of the loss (BLIP-2 then skips its ITM or ITG pass). Names must
+	// be terms of the family; weights finite and >= 0, not all 0.
+	LossWeights map[string]float64 `json:",omitempty"`
 }
 
 // Validate names the first field that does not fit the family.
@@ -81,6 +87,9 @@ func (c Config) Validate() error {
 	}
 	if !known {
 		return fmt.Errorf("family %q: want one of %v", c.Family, Families)
+	}
+	if err := c.validateLossWeights(); err != nil {
+		return err
 	}
 	if c.Family == VQGAN {
 		return c.VQGAN.Validate()

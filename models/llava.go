@@ -149,5 +149,5 @@ func (m *llava) Forward(tp *kernels.Tape, b *Batch) (Output, error) {
 	if nImg > 0 {
 		feats = tp.Reshape(m.project(tp, b.Images), nImg*k, m.cfg.LLM.Hidden)
 	}
-	return runLM(tp, m.llm, rows, nImg*k, feats)
+	return runLM(tp, m.cfg, m.llm, rows, nImg*k, feats)
 }

@@ -108,29 +108,14 @@ func (m *lwm) Forward(tp *kernels.Tape, b *Batch) (Output, error) {
 	h := m.llm.Forward(tp, p.embed(tp, m.llm.Embed, m.vte, nil, m.cfg.LLM.Hidden), llm.Layout{Pos: p.pos, Seg: p.layoutSeg(), KeyLens: p.lens})
 	textLoss, nt := lmLoss(tp, h, func(x *kernels.Tensor) *kernels.Tensor { return m.llm.Logits(tp, x) }, p, false, 0)
 	visLoss, nv := lmLoss(tp, h, func(x *kernels.Tensor) *kernels.Tensor { return tp.Linear(x, m.visionHead, nil) }, p, true, 0)
-	terms := map[string]float32{}
-	var total *kernels.Tensor
-	for _, part := range []struct {
-		name string
-		l    *kernels.Tensor
-		n    int
-	}{{"ce_text", textLoss, nt}, {"ce_vision", visLoss, nv}} {
-		if part.n == 0 {
-			continue
-		}
-		terms[part.name] = part.l.Item()
-		half := tp.Scale(part.l, 0.5)
-		if total == nil {
-			total = half
-		} else {
-			total = tp.Add(total, half)
-		}
+	s := newLossSum(tp, m.cfg)
+	if nt > 0 {
+		s.add("ce_text", textLoss)
 	}
-	if total == nil {
-		return Output{}, fmt.Errorf("batch: loss: no token is trained")
+	if nv > 0 {
+		s.add("ce_vision", visLoss)
 	}
-	terms["loss"] = total.Item()
-	return Output{Loss: total, Terms: terms}, nil
+	return s.output()
 }
 
 // vqModel trains LWM's VQGAN image tokenizer on its own. Forward reads
@@ -160,7 +145,14 @@ func (m *vqModel) Forward(tp *kernels.Tape, b *Batch) (Output, error) {
 		return Output{}, fmt.Errorf("batch: images: shape %v, want [N, %d, H, W] with H, W multiples of %d", s, c.Channels, c.Downsample())
 	}
 	l := m.VQ.Forward(tp, b.Images)
-	return Output{Loss: l.Total, Terms: map[string]float32{"recon": l.Recon.Item(), "vq": l.VQ.Item(), "loss": l.Total.Item()}}, nil
+	if m.cfg.LossWeights == nil {
+		return Output{Loss: l.Total, Terms: map[string]float32{"recon": l.Recon.Item(), "vq": l.VQ.Item(), "loss": l.Total.Item()},
+			Parts: map[string]*kernels.Tensor{"recon": l.Recon, "vq": l.VQ}}, nil
+	}
+	s := newLossSum(tp, m.cfg)
+	s.add("recon", l.Recon)
+	s.add("vq", l.VQ)
+	return s.output()
 }
 
 // Tokenizer returns the VQGAN of a model built with Family VQGAN, to turn

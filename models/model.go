@@ -59,8 +59,11 @@ type Batch struct {
 
 // Output is the result of Forward.
 type Output struct {
-	Loss  *kernels.Tensor    // scalar to back-propagate
-	Terms map[string]float32 // named loss terms, e.g. itc, itm, itg, lm, ce_text, ce_vision
+	Loss  *kernels.Tensor    // scalar to back-propagate: Σ Config.LossWeight(name)·Parts[name]
+	Terms map[string]float32 // named loss terms, e.g. itc, itm, itg, lm, ce_text, ce_vision, and "loss"
+	// Parts are the unweighted terms as tensors on the tape (scalars),
+	// including terms of weight 0, which are reported but not in Loss.
+	Parts map[string]*kernels.Tensor
 }
 
 // Special holds the ids of the special tokens the families use.

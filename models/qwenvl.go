@@ -139,12 +139,12 @@ func (m *qwenVL) Forward(tp *kernels.Tape, b *Batch) (Output, error) {
 	if nImg > 0 {
 		feats = tp.Reshape(m.adapt(tp, b.Images), nImg*nq, m.cfg.LLM.Hidden)
 	}
-	return runLM(tp, m.llm, rows, nImg*nq, feats)
+	return runLM(tp, m.cfg, m.llm, rows, nImg*nq, feats)
 }
 
 // runLM packs rows, runs the LLM and returns the next-token loss over the
 // trained text tokens.
-func runLM(tp *kernels.Tape, lm *llm.Model, rows [][]piece, nFeat int, feats *kernels.Tensor) (Output, error) {
+func runLM(tp *kernels.Tape, c Config, lm *llm.Model, rows [][]piece, nFeat int, feats *kernels.Tensor) (Output, error) {
 	p, err := pack(rows, nFeat)
 	if err != nil {
 		return Output{}, fmt.Errorf("batch: %w", err)
@@ -155,5 +155,7 @@ func runLM(tp *kernels.Tape, lm *llm.Model, rows [][]piece, nFeat int, feats *ke
 	if n == 0 {
 		return Output{}, fmt.Errorf("batch: loss: no token is trained")
 	}
-	return Output{Loss: loss, Terms: map[string]float32{"lm": loss.Item(), "loss": loss.Item()}}, nil
+	s := newLossSum(tp, c)
+	s.add("lm", loss)
+	return s.output()
 }

@@ -39,6 +39,11 @@ type BenchWorld struct {
 	// all-reduce), summed over steps and ranks.
 	StepSeconds float64 `json:"step_seconds"`
 	CommShare   float64 `json:"comm_share"`
+	// The same world measured in the same run with the all-reduce started
+	// only after the backward pass (no overlap): the baseline of the
+	// overlap. Zero at world 1.
+	StepSecondsNoOverlap float64 `json:"step_seconds_no_overlap,omitempty"`
+	CommShareNoOverlap   float64 `json:"comm_share_no_overlap,omitempty"`
 }
 
 // BenchResult is what Bench measured.
@@ -106,7 +111,7 @@ func Bench(ctx context.Context, o BenchOptions, log io.Writer) (*BenchResult, er
 		return data, "data/" + d.Name, nil
 	}
 	res := &BenchResult{Recipe: o.Recipe, Size: o.Size, Stage: r.Stages[0].Name}
-	var base float64
+	var tps1 float64
 	for _, world := range o.Worlds {
 		m, err := ExampleManifest(o.Recipe, o.Size, func(k shard.Kind) string { return "s3://bench/" + string(k) }, int64(o.Steps+1), o.PerRank*world)
 		if err != nil {
@@ -114,16 +119,24 @@ func Bench(ctx context.Context, o BenchOptions, log io.Writer) (*BenchResult, er
 		}
 		m.Stages = m.Stages[:1]
 		m.Stages[0].Overrides.MicroBatch = &o.PerRank
-		bw, params, err := benchWorld(ctx, m, world, open)
+		var base BenchWorld
+		if world > 1 {
+			if base, _, err = benchWorld(ctx, m, world, open, false); err != nil {
+				return nil, fmt.Errorf("world %d without overlap: %w", world, err)
+			}
+		}
+		bw, params, err := benchWorld(ctx, m, world, open, true)
 		if err != nil {
 			return nil, fmt.Errorf("world %d: %w", world, err)
 		}
+		bw.StepSecondsNoOverlap, bw.CommShareNoOverlap = base.StepSeconds, base.CommShare
 		res.Params = params
-		if base == 0 {
-			base = bw.TokensPerSecPerWorker
+		if tps1 == 0 {
+			tps1 = bw.TokensPerSecPerWorker
 		}
-		bw.Ratio = bw.TokensPerSecPerWorker / base
-		fmt.Fprintf(log, "world %d: %.0f tokens/s per worker, step %.3fs, comm %.1f%%\n", world, bw.TokensPerSecPerWorker, bw.StepSeconds, 100*bw.CommShare)
+		bw.Ratio = bw.TokensPerSecPerWorker / tps1
+		fmt.Fprintf(log, "world %d: %.0f tokens/s per worker, step %.3fs, comm %.1f%% (without overlap: step %.3fs, comm %.1f%%)\n",
+			world, bw.TokensPerSecPerWorker, bw.StepSeconds, 100*bw.CommShare, bw.StepSecondsNoOverlap, 100*bw.CommShareNoOverlap)
 		res.Worlds = append(res.Worlds, bw)
 	}
 	if err := benchCheckpoint(ctx, o, dir, open, res); err != nil {
@@ -132,7 +145,7 @@ func Bench(ctx context.Context, o BenchOptions, log io.Writer) (*BenchResult, er
 	return res, nil
 }
 
-func benchWorld(ctx context.Context, m *api.Manifest, world int, open func(context.Context, api.Dataset) (shard.ObjectStore, string, error)) (BenchWorld, int, error) {
+func benchWorld(ctx context.Context, m *api.Manifest, world int, open func(context.Context, api.Dataset) (shard.ObjectStore, string, error), overlap bool) (BenchWorld, int, error) {
 	bw := BenchWorld{World: world}
 	net := inproc.NewNetwork(world, 2)
 	var wg sync.WaitGroup
@@ -160,6 +173,7 @@ func benchWorld(ctx context.Context, m *api.Manifest, world int, open func(conte
 				return
 			}
 			defer run.Close()
+			run.noOverlap = !overlap
 			if rank == 0 {
 				params = run.model.Params().Count()
 			}
@@ -255,10 +269,14 @@ func median(v []float64) float64 {
 // WriteBenchTable prints res as Markdown tables.
 func WriteBenchTable(w io.Writer, res *BenchResult) {
 	fmt.Fprintf(w, "recipe %s, stage %s, size %s (%d parameters)\n\n", res.Recipe, res.Stage, res.Size, res.Params)
-	fmt.Fprintln(w, "| workers | tokens/s per worker | ratio vs 1 worker | median step (s) | comm share of step time |")
-	fmt.Fprintln(w, "| --- | --- | --- | --- | --- |")
+	fmt.Fprintln(w, "| workers | tokens/s per worker | ratio vs 1 worker | median step (s) | comm share of step time | without overlap: median step (s) | without overlap: comm share |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- |")
 	for _, b := range res.Worlds {
-		fmt.Fprintf(w, "| %d | %.0f | %.2f | %.3f | %.1f%% |\n", b.World, b.TokensPerSecPerWorker, b.Ratio, b.StepSeconds, 100*b.CommShare)
+		no := "| – | – |"
+		if b.World > 1 {
+			no = fmt.Sprintf("| %.3f | %.1f%% |", b.StepSecondsNoOverlap, 100*b.CommShareNoOverlap)
+		}
+		fmt.Fprintf(w, "| %d | %.0f | %.2f | %.3f | %.1f%% %s\n", b.World, b.TokensPerSecPerWorker, b.Ratio, b.StepSeconds, 100*b.CommShare, no)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| checkpoint (blocks training) | seconds | ratio vs sync |")

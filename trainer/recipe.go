@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 
@@ -82,8 +83,9 @@ type StageSpec struct {
 	// Pack packs several samples into each row of MaxSeqLen tokens with
 	// block-diagonal attention (LWM masked sequence packing).
 	Pack bool
-	// Losses are the loss terms with their weights, as the model computes
-	// them (models.Output.Terms).
+	// Losses are the loss terms the stage trains with the paper's weights
+	// (models.Output.Terms names; the model's loss is Σ weight·term). A
+	// manifest may reweight them (Stage.Losses).
 	Losses map[string]float64
 	// Normaliser is what the loss averages over.
 	Normaliser Normaliser
@@ -179,6 +181,10 @@ type Stage struct {
 	MaxSeqLen   int
 	ImageSize   int
 	Trainable   []string // patterns
+	// Losses are the effective loss weights: the recipe stage's terms,
+	// reweighted by the manifest (defaults.losses, then the stage's
+	// overrides.losses); the model computes Σ weight·term.
+	Losses map[string]float64
 	// InitFrom is the index of the stage whose final checkpoint
 	// initialises this one (-1: none, start from the seed).
 	InitFrom int
@@ -241,21 +247,60 @@ func Resolve(m *api.Manifest, i int) (*Stage, error) {
 			}
 		}
 	}
-	// Losses: the model computes its terms with fixed weights (BLIP-2
-	// ITC+ITM+ITG equally, LWM 0.5/0.5); a manifest may restate them but
-	// not change them.
-	if ms.Overrides.Losses != nil {
-		for _, k := range sortedKeys(ms.Overrides.Losses) {
-			want, ok := spec.Losses[k]
-			if !ok {
-				return nil, fmt.Errorf("stages[%d].overrides.losses.%s: stage %q of recipe %s computes %s", i, k, spec.Name, r.Name, lossList(spec.Losses))
-			}
-			if got := ms.Overrides.Losses[k]; got != want {
-				return nil, fmt.Errorf("stages[%d].overrides.losses.%s: weight %v, but the %s model weights it %v (the weights are part of the model's loss)", i, k, got, r.Family, want)
-			}
-		}
+	if st.Losses, err = stageLosses(m, i, r, spec); err != nil {
+		return nil, err
 	}
 	return st, nil
+}
+
+// stageLosses is stage i's loss terms with their weights: the recipe
+// stage's, reweighted by the manifest's defaults (for the terms this stage
+// computes; each name must be a term of some stage of the manifest) and
+// then by the stage's overrides (each name must be a term of this stage).
+// Weights are finite and >= 0, and not all 0; 0 removes a term.
+func stageLosses(m *api.Manifest, i int, r *Recipe, spec StageSpec) (map[string]float64, error) {
+	out := make(map[string]float64, len(spec.Losses))
+	for k, v := range spec.Losses {
+		out[k] = v
+	}
+	set := func(field, k string, w float64) error {
+		if !(w >= 0) || math.IsInf(w, 0) {
+			return fmt.Errorf("%s.%s: %v: want a finite weight >= 0", field, k, w)
+		}
+		out[k] = w
+		return nil
+	}
+	for _, k := range sortedKeys(m.Defaults.Losses) {
+		if _, ok := spec.Losses[k]; !ok {
+			some := false
+			for j := range m.Stages {
+				_, in := r.Spec(m, j).Losses[k]
+				some = some || in
+			}
+			if !some {
+				return nil, fmt.Errorf("defaults.losses.%s: no stage of this %s manifest computes it", k, r.Name)
+			}
+			continue
+		}
+		if err := set("defaults.losses", k, m.Defaults.Losses[k]); err != nil {
+			return nil, err
+		}
+	}
+	field := fmt.Sprintf("stages[%d].overrides.losses", i)
+	for _, k := range sortedKeys(m.Stages[i].Overrides.Losses) {
+		if _, ok := spec.Losses[k]; !ok {
+			return nil, fmt.Errorf("%s.%s: stage %q of recipe %s computes %s", field, k, spec.Name, r.Name, lossList(spec.Losses))
+		}
+		if err := set(field, k, m.Stages[i].Overrides.Losses[k]); err != nil {
+			return nil, err
+		}
+	}
+	for _, w := range out {
+		if w > 0 {
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("%s: every loss term of stage %q has weight 0 (%s)", field, spec.Name, lossList(out))
 }
 
 func lossList(l map[string]float64) string {

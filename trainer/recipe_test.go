@@ -3,6 +3,7 @@ package trainer
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -67,7 +68,13 @@ func TestResolveErrors(t *testing.T) {
 		edit func(m *api.Manifest)
 		want string
 	}{
-		{"changed loss weight", func(m *api.Manifest) { m.Stages[0].Overrides.Losses = map[string]float64{"itc": 2} }, "stages[0].overrides.losses.itc: weight 2"},
+		{"negative loss weight", func(m *api.Manifest) { m.Stages[0].Overrides.Losses = map[string]float64{"itc": -1} }, "stages[0].overrides.losses.itc: -1: want a finite weight >= 0"},
+		{"infinite loss weight", func(m *api.Manifest) { m.Stages[0].Overrides.Losses = map[string]float64{"itm": math.Inf(1)} }, "stages[0].overrides.losses.itm: +Inf"},
+		{"all loss weights zero", func(m *api.Manifest) {
+			m.Stages[0].Overrides.Losses = map[string]float64{"itc": 0, "itm": 0, "itg": 0}
+		}, "stages[0].overrides.losses: every loss term of stage"},
+		{"default loss no stage computes", func(m *api.Manifest) { m.Defaults.Losses = map[string]float64{"ce_vision": 1} }, "defaults.losses.ce_vision: no stage"},
+		{"NaN default loss weight", func(m *api.Manifest) { m.Defaults.Losses = map[string]float64{"itg": math.NaN()} }, "defaults.losses.itg: NaN"},
 		{"unknown loss", func(m *api.Manifest) { m.Stages[0].Overrides.Losses = map[string]float64{"lm": 1} }, "stages[0].overrides.losses.lm"},
 		{"unknown recipe", func(m *api.Manifest) { m.Recipe = "flamingo" }, `recipe "flamingo"`},
 		{"bad init_from", func(m *api.Manifest) { m.Stages[1].InitFrom = "nope" }, `stages[1].init_from: "nope"`},
@@ -86,6 +93,28 @@ func TestResolveErrors(t *testing.T) {
 
 // TestNewRunRefuses: job and manifest mistakes fail NewRun naming the
 // field; nothing is built.
+// TestResolveLossWeights: the manifest's weights replace the recipe's for
+// the terms a stage computes; defaults apply to every stage computing the
+// term, overrides win.
+func TestResolveLossWeights(t *testing.T) {
+	m := parseTestManifest(t)
+	m.Defaults.Losses = map[string]float64{"itm": 2, "lm": 0.5}
+	m.Stages[0].Overrides.Losses = map[string]float64{"itg": 0}
+	m.Stages[1].Overrides.Losses = nil // the file restates lm: 1
+	for _, tc := range []struct {
+		stage int
+		want  string
+	}{{0, "map[itc:1 itg:0 itm:2]"}, {1, "map[lm:0.5]"}} {
+		st, err := Resolve(m, tc.stage)
+		if err != nil {
+			t.Fatalf("Resolve(stage %d): %v", tc.stage, err)
+		}
+		if got := fmt.Sprint(st.Losses); got != tc.want {
+			t.Errorf("Resolve(stage %d).Losses = %s, want %s", tc.stage, got, tc.want)
+		}
+	}
+}
+
 func TestNewRunRefuses(t *testing.T) {
 	d := sharedData(t)
 	ctx := context.Background()

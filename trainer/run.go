@@ -54,7 +54,8 @@ type Run struct {
 
 	sp *seqParallel // sequence-parallel stages (ring attention), nil otherwise
 
-	reduce *gradReduce // the data-parallel gradient all-reduce (world > 1)
+	reduce    *gradReduce // the data-parallel gradient all-reduce (world > 1)
+	noOverlap bool        // start the all-reduce after backward (the benchmark's baseline)
 
 	uploads sync.WaitGroup
 }
@@ -215,6 +216,7 @@ func stageConfig(m *api.Manifest, st *Stage, tok tokenizer.Tokenizer) (models.Co
 	} else if f := st.Spec.ImageFactor; f > 0 && f != 1 {
 		cfg.ImageSize = int(math.Round(float64(cfg.ImageSize) * f))
 	}
+	cfg.LossWeights = st.Losses
 	b := builtinHyper()
 	if st.Spec.RopeTheta > 0 {
 		cfg.LLM.Theta = st.Spec.RopeTheta
@@ -417,7 +419,7 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 				return
 			}
 			loss := tp.Scale(out.Loss, float32(m.weight))
-			if k == last && r.reduce != nil {
+			if k == last && r.reduce != nil && !r.noOverlap {
 				// Buckets leave as their parameters' gradients become
 				// final; earlier micro-batches only accumulate.
 				r.reduce.begin(ctx)
@@ -516,7 +518,7 @@ func (r *Run) stepSeqParallel(ctx context.Context, start time.Time) (Progress, e
 	if total == 0 {
 		return Progress{}, fmt.Errorf("trainer: step %d: the global batch has no trained token", r.step+1)
 	}
-	wText := st.Spec.Losses["ce_text"] / float64(total)
+	wText := st.Losses["ce_text"] / float64(total)
 	r.clearGrads()
 	var lossSum float64
 	var comm time.Duration
@@ -536,8 +538,8 @@ func (r *Run) stepSeqParallel(ctx context.Context, start time.Time) (Progress, e
 	}
 	comm, r.sp.wait = r.sp.wait, 0
 	p, err := r.apply(ctx, prog, lossSum, comm, start)
-	if err == nil && st.Spec.Losses["ce_text"] > 0 {
-		p.Terms["ce_text"] = p.Loss / st.Spec.Losses["ce_text"]
+	if err == nil && st.Losses["ce_text"] > 0 {
+		p.Terms["ce_text"] = p.Loss / st.Losses["ce_text"]
 	}
 	return p, err
 }
