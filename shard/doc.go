@@ -24,7 +24,8 @@
 //     prefetch ([Reader.Stream]).
 //   - sampler.go, mixture.go, pack.go: pure functions of (index, seed,
 //     epoch) giving the global sample order, its per-rank slices, weighted
-//     mixtures of datasets and sequence packing with per-token loss weights.
+//     mixtures of datasets and sequence packing with per-token loss weights;
+//     mixstream.go reads a rank's share of a mixture with prefetch.
 //   - ingest*.go: converting image folders with caption JSONL, LLaVA
 //     conversation JSON, WebDataset tar shards and plain text or JSONL.
 //
