@@ -95,3 +95,19 @@ func (tp *Tape) leafFirstUseNaive() map[*Tensor]int {
 	}
 	return out
 }
+
+// Custom records an op computed outside the kernels, for example a
+// collective (an all-gather across data-parallel workers whose backward
+// is an all-reduce): out is its result, already computed from inputs;
+// backward reads out.Grad and ACCUMULATES (+=) into the Grad of every
+// input that requires one (GradBuf allocates it). It returns out, which
+// requires a gradient when some input does and tp is not nil. As for every
+// op, backward runs only if a gradient reached out.
+func (tp *Tape) Custom(op string, out *Tensor, backward func(), inputs ...*Tensor) *Tensor {
+	tp.record(op, out, backward, inputs...)
+	return out
+}
+
+// GradBuf returns t.Grad, allocating zeros on first use (for Custom ops'
+// backward functions).
+func (t *Tensor) GradBuf() []float32 { return t.gradBuf() }

@@ -164,3 +164,32 @@ func ExampleTape_BackwardWithHook() {
 	// w2 final: [1 2 1 2]
 	// w1 final: [2 4 2 4]
 }
+
+// TestCustom: a Custom op (here y = 3x, written by hand) takes part in
+// backward like a built-in one, and records nothing on a nil tape or when
+// no input requires a gradient.
+func TestCustom(t *testing.T) {
+	w := NewParam("w", 2)
+	copy(w.Data, []float32{1, -2})
+	triple := func(tp *Tape, x *Tensor) *Tensor {
+		out := New([]float32{3 * x.Data[0], 3 * x.Data[1]}, 2)
+		return tp.Custom("Triple", out, func() {
+			g := x.GradBuf()
+			for i := range g {
+				g[i] += 3 * out.Grad[i]
+			}
+		}, x)
+	}
+	tp := NewTape()
+	tp.Backward(tp.Sum(tp.Mul(triple(tp, w), w))) // d/dw Σ 3w² = 6w
+	if !slices.Equal(w.Grad, []float32{6, -12}) {
+		t.Errorf("Custom: w.Grad = %v, want [6 -12]", w.Grad)
+	}
+	if tp := NewTape(); triple(tp, Full(1, 2)).RequiresGrad() || tp.Len() != 0 {
+		t.Errorf("Custom on a constant: recorded %d ops, want none", tp.Len())
+	}
+	var nilTape *Tape
+	if triple(nilTape, w).RequiresGrad() {
+		t.Errorf("Custom on a nil tape: output requires a gradient")
+	}
+}
