@@ -236,6 +236,7 @@ type progressView struct {
 	stage    int
 	lastStep int64
 	drawn    bool
+	printed  int64 // stage step of the last plain line
 	// losses holds each stage's first and last reported loss.
 	losses map[int][2]float64
 }
@@ -301,7 +302,11 @@ func (v *progressView) event(ev *loompb.JobEvent) {
 	}
 	stats := fmt.Sprintf("%d/%d loss %.4f (%s) %.0f tok/s %.2fs/step", n, total, j.Losses["loss"], strings.Join(terms, " "), j.TokensPerSec, j.StepTimeSeconds)
 	if !v.tty {
-		fmt.Fprintf(v.out, "  %s step %s\n", j.StageName, stats)
+		// Plain lines: the stage's first report, one per 10 steps, its last.
+		if !seen || n/10 > v.printed/10 || n >= total {
+			fmt.Fprintf(v.out, "  %s step %s\n", j.StageName, stats)
+			v.printed = n
+		}
 		return
 	}
 	const width = 30
