@@ -53,6 +53,10 @@ func IsTransient(err error) bool {
 	if errors.As(err, &perm) {
 		return false
 	}
+	var at *attemptTimeout
+	if errors.As(err, &at) {
+		return true
+	}
 	var er minio.ErrorResponse
 	if errors.As(err, &er) && er.StatusCode != 0 {
 		switch {
@@ -79,6 +83,31 @@ func IsTransient(err error) bool {
 
 var errShortBody = errors.New("response body shorter than the requested range")
 
+// attemptTimeout is one attempt that ran past the per-attempt timeout while
+// the caller's context was still live: transient.
+type attemptTimeout struct {
+	after time.Duration
+	err   error
+}
+
+func (a *attemptTimeout) Error() string {
+	return fmt.Sprintf("attempt timed out after %v: %v", a.after, a.err)
+}
+
+// attempt runs op once under the per-attempt timeout.
+func (r *retrier) attempt(ctx context.Context, op func(ctx context.Context) error) error {
+	if r.timeout <= 0 {
+		return op(ctx)
+	}
+	actx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	err := op(actx)
+	if err != nil && ctx.Err() == nil && actx.Err() != nil {
+		return &attemptTimeout{after: r.timeout, err: err}
+	}
+	return err
+}
+
 // permanentError marks an error that must not be retried even though its
 // cause would look transient.
 type permanentError struct{ err error }
@@ -89,9 +118,10 @@ func (p *permanentError) Unwrap() error { return p.err }
 // retrier runs operations under a RetryPolicy with an injectable sleep and
 // random source, so tests run without waiting.
 type retrier struct {
-	policy RetryPolicy
-	sleep  func(ctx context.Context, d time.Duration) error
-	rand   func() float64
+	policy  RetryPolicy
+	timeout time.Duration // per attempt; 0: none
+	sleep   func(ctx context.Context, d time.Duration) error
+	rand    func() float64
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
@@ -114,10 +144,10 @@ func newRetrier(p RetryPolicy) *retrier {
 
 // do runs op until it succeeds, fails permanently, or the attempts or the
 // sleep budget run out. what names the operation and key for the error.
-func (r *retrier) do(ctx context.Context, what string, op func() error) error {
+func (r *retrier) do(ctx context.Context, what string, op func(ctx context.Context) error) error {
 	var slept time.Duration
 	for attempt := 1; ; attempt++ {
-		err := op()
+		err := r.attempt(ctx, op)
 		if err == nil {
 			return nil
 		}

@@ -47,6 +47,7 @@ type faultProxy struct {
 	mu       sync.Mutex
 	fail     map[string]int // path substring -> remaining 503s
 	reset    map[string]int // path substring -> remaining connection resets
+	slow     map[string]int // path substring -> remaining requests answered after 2 s
 	forbid   string         // path substring answered with 403
 	requests map[string]int
 	next     http.Handler
@@ -68,6 +69,12 @@ func (f *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			action = "reset"
 		}
 	}
+	for sub, n := range f.slow {
+		if n > 0 && strings.Contains(r.URL.Path, sub) {
+			f.slow[sub]--
+			action = "slow"
+		}
+	}
 	if f.forbid != "" && strings.Contains(r.URL.Path, f.forbid) {
 		action = "403"
 	}
@@ -81,6 +88,12 @@ func (f *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/xml")
 		w.WriteHeader(http.StatusForbidden)
 		fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>injected</Message></Error>`)
+	case "slow":
+		select {
+		case <-time.After(2 * time.Second):
+		case <-r.Context().Done():
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
 	case "reset":
 		hj, _ := w.(http.Hijacker)
 		conn, _, err := hj.Hijack()
@@ -117,12 +130,13 @@ func faultyStore(t *testing.T, attempts int) (*shard.S3Store, *faultProxy) {
 		t.Fatal(err)
 	}
 	u, _ := url.Parse(srv.Endpoint)
-	fp := &faultProxy{fail: map[string]int{}, reset: map[string]int{}, requests: map[string]int{}, next: httputil.NewSingleHostReverseProxy(u)}
+	fp := &faultProxy{fail: map[string]int{}, reset: map[string]int{}, slow: map[string]int{}, requests: map[string]int{}, next: httputil.NewSingleHostReverseProxy(u)}
 	ts := httptest.NewServer(fp)
 	t.Cleanup(ts.Close)
 	s, err := shard.NewS3Store(shard.S3Config{
 		Endpoint: ts.URL, Bucket: "loom", AccessKey: "k", SecretKey: "s",
-		Retry: shard.RetryPolicy{Attempts: attempts, Base: time.Millisecond, Max: 4 * time.Millisecond, Budget: time.Second},
+		Retry:          shard.RetryPolicy{Attempts: attempts, Base: time.Millisecond, Max: 4 * time.Millisecond, Budget: time.Second},
+		RequestTimeout: 200 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -152,6 +166,34 @@ func TestS3RetriesTransientErrors(t *testing.T) {
 	got, err := s.GetRange(ctx, "obj-a", 7, 6)
 	if err != nil || string(got) != "shards" {
 		t.Fatalf("GetRange(obj-a) with 3 injected 503s = %q, %v; want \"shards\"", got, err)
+	}
+}
+
+func TestS3RetriesTimeouts(t *testing.T) {
+	ctx := context.Background()
+	s, fp := faultyStore(t, 5)
+	data := "slow but fine"
+	if err := s.Put(ctx, "obj-s", strings.NewReader(data), int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	fp.mu.Lock()
+	fp.slow["obj-s"] = 2
+	fp.mu.Unlock()
+	got, err := s.GetRange(ctx, "obj-s", 0, -1)
+	if err != nil || string(got) != data {
+		t.Fatalf("GetRange with 2 requests hanging past the 200ms attempt timeout = %q, %v; want success on the 3rd", got, err)
+	}
+	if n := fp.count("obj-s"); n != 4 {
+		t.Errorf("%d requests reached the proxy, want 4 (put, 2 timeouts, success)", n)
+	}
+	// A caller's own deadline is not retried.
+	fp.mu.Lock()
+	fp.slow["obj-s"] = 1
+	fp.mu.Unlock()
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := s.GetRange(cctx, "obj-s", 0, -1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("GetRange past the caller's deadline = %v, want context.DeadlineExceeded", err)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -26,6 +27,9 @@ type S3Config struct {
 	PartSize  uint64 // multipart part size, default 16 MiB
 	// Retry bounds retries of transient errors (zero value: DefaultRetryPolicy).
 	Retry RetryPolicy
+	// RequestTimeout bounds one attempt of one request, body included
+	// (default 5 minutes); an attempt that times out is retried.
+	RequestTimeout time.Duration
 	// Transport overrides the HTTP transport (tests inject faults with it).
 	Transport http.RoundTripper
 }
@@ -94,7 +98,12 @@ func NewS3Store(cfg S3Config) (*S3Store, error) {
 		return nil, fmt.Errorf("s3 client for %s: %w", ep, err)
 	}
 	cfg.Endpoint = ep
-	return &S3Store{cfg: cfg, core: minio.Core{Client: cl}, retry: newRetrier(cfg.Retry)}, nil
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 5 * time.Minute
+	}
+	rt := newRetrier(cfg.Retry)
+	rt.timeout = cfg.RequestTimeout
+	return &S3Store{cfg: cfg, core: minio.Core{Client: cl}, retry: rt}, nil
 }
 
 // Bucket returns the bucket name.
@@ -102,7 +111,7 @@ func (s *S3Store) Bucket() string { return s.cfg.Bucket }
 
 // EnsureBucket creates the bucket if it does not exist.
 func (s *S3Store) EnsureBucket(ctx context.Context) error {
-	return s.retry.do(ctx, "create bucket "+s.cfg.Bucket, func() error {
+	return s.retry.do(ctx, "create bucket "+s.cfg.Bucket, func(ctx context.Context) error {
 		ok, err := s.core.BucketExists(ctx, s.cfg.Bucket)
 		if err != nil {
 			return s.wrap("bucket exists", "", err)
@@ -174,7 +183,7 @@ func (s *S3Store) Put(ctx context.Context, key string, r io.Reader, size int64) 
 	if ra, ok := rs.(io.ReaderAt); ok {
 		body = io.NewSectionReader(ra, start, size)
 	}
-	return s.retry.do(ctx, "put "+key, func() error {
+	return s.retry.do(ctx, "put "+key, func(ctx context.Context) error {
 		if body == nil {
 			if _, err := rs.Seek(start, io.SeekStart); err != nil {
 				return &permanentError{err}
@@ -227,7 +236,7 @@ func (s *S3Store) GetRange(ctx context.Context, key string, offset, length int64
 		length = n
 	}
 	var out []byte
-	err := s.retry.do(ctx, "get "+key, func() error {
+	err := s.retry.do(ctx, "get "+key, func(ctx context.Context) error {
 		opts := minio.GetObjectOptions{}
 		if length > 0 {
 			if err := opts.SetRange(offset, offset+length-1); err != nil {
@@ -273,7 +282,7 @@ func (s *S3Store) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 		return ObjectInfo{}, err
 	}
 	var info ObjectInfo
-	err := s.retry.do(ctx, "stat "+key, func() error {
+	err := s.retry.do(ctx, "stat "+key, func(ctx context.Context) error {
 		oi, err := s.core.StatObject(ctx, s.cfg.Bucket, key, minio.StatObjectOptions{})
 		if err != nil {
 			return s.wrap("stat", key, err)
@@ -289,7 +298,7 @@ func (s *S3Store) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 func (s *S3Store) List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error {
 	delivered := false
 	var fnErr error
-	err := s.retry.do(ctx, "list "+prefix, func() error {
+	err := s.retry.do(ctx, "list "+prefix, func(ctx context.Context) error {
 		lctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		ch := s.core.Client.ListObjects(lctx, s.cfg.Bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true})
@@ -326,7 +335,7 @@ func (s *S3Store) Delete(ctx context.Context, key string) error {
 	if err := ValidKey(key); err != nil {
 		return err
 	}
-	return s.retry.do(ctx, "delete "+key, func() error {
+	return s.retry.do(ctx, "delete "+key, func(ctx context.Context) error {
 		err := s.core.Client.RemoveObject(ctx, s.cfg.Bucket, key, minio.RemoveObjectOptions{})
 		if err != nil {
 			werr := s.wrap("delete", key, err)
