@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/loomtrain/loom/shard"
 	"github.com/loomtrain/loom/shard/synth"
@@ -377,5 +379,36 @@ func TestStreamCoalescesAdjacentBatches(t *testing.T) {
 	}
 	if got := read(1 << 20); got >= n/2 {
 		t.Errorf("with coalescing: %d GETs for %d adjacent batches queued together, want far fewer", got, n)
+	}
+}
+
+func TestStreamStopsCleanly(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	store := shard.NewMemStore()
+	ix := writeSynth(t, store, "ds", shard.KindText, 300, shard.WriterOptions{BatchBytes: 1 << 10, ShardBytes: 8 << 10})
+	b := ix.Shards[1].Batches[0]
+	store.Corrupt("ds/"+ix.Shards[1].Key, b.Offset+b.Length-1, 0x01)
+	before := runtime.NumGoroutine()
+	r := shard.NewReader(store, "ds", ix, shard.ReaderOptions{})
+	st := r.Stream(ctx, func(i int64) (shard.Loc, bool) { return shard.Loc{Shard: 0, Row: i}, i < ix.Shards[0].Rows }, 64)
+	for {
+		if _, _, err := st.Next(); err != nil {
+			break
+		}
+	}
+	// A stream over the corrupt shard fails with the object named.
+	st = r.Stream(ctx, func(i int64) (shard.Loc, bool) { return shard.Loc{Shard: 1, Row: i}, i < ix.Shards[1].Rows }, 64)
+	_, _, err := st.Next()
+	if err == nil || !strings.Contains(err.Error(), "ds/"+ix.Shards[1].Key) {
+		t.Fatalf("Next on a corrupt batch = %v; want an error naming the object", err)
+	}
+	cancel()
+	r.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g := runtime.NumGoroutine(); g > before {
+		t.Errorf("%d goroutines after Close, %d before the reader", g, before)
 	}
 }
