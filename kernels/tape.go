@@ -65,7 +65,9 @@ func (tp *Tape) record(op string, out *Tensor, backward func(), inputs ...*Tenso
 // Backward computes the gradient of the scalar loss with respect to every
 // tensor recorded on the tape that requires one: it seeds d(loss)=1 and runs
 // the recorded rules in reverse. Parameter gradients accumulate (+=) into
-// their existing Grad. The tape is reset afterwards.
+// their existing Grad. The Grad of intermediate (op output) tensors is
+// unspecified afterwards: a Reshape may hand its gradient buffer to its
+// input instead of copying it. The tape is reset afterwards.
 func (tp *Tape) Backward(loss *Tensor) {
 	if loss.Size() != 1 {
 		panic(shapeErr("Backward", loss.Shape, nil, "loss must have one element (use BackwardFrom for a tensor gradient)"))
