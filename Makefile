@@ -14,6 +14,8 @@ build:
 test: fmt-check vet
 	$(GO) test -race -timeout 20m $(RACE)
 	$(if $(NORACE),$(GO) test -timeout 20m $(NORACE))
+	# The pure-Go fallbacks of the assembly kernels, as on a CPU without AVX.
+	$(GO) test -tags noasm -timeout 10m ./kernels/...
 
 # The same suites with -short: skips the slowest scenarios, for a quick loop.
 test-short: fmt-check vet
