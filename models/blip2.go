@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 
 	"github.com/loomtrain/loom/kernels"
 	"github.com/loomtrain/loom/models/llm"
@@ -67,12 +68,6 @@ func newBLIP2(cfg Config, seed uint64) (*blip2, error) {
 func (m *blip2) Config() Config     { return m.cfg }
 func (m *blip2) Params() *nn.Params { return m.params }
 
-// imageFeatures runs the ViT (all tokens of its last kept layer) and the
-// trainable ln_vision.
-func (m *blip2) imageFeatures(tp *kernels.Tape, images *kernels.Tensor) *kernels.Tensor {
-	return m.lnV.Forward(tp, m.vit.Forward(tp, images, vit.LastAll))
-}
-
 func (m *blip2) Forward(tp *kernels.Tape, b *Batch) (Output, error) {
 	if err := b.checkRows(); err != nil {
 		return Output{}, err
@@ -90,9 +85,13 @@ func (m *blip2) Forward(tp *kernels.Tape, b *Batch) (Output, error) {
 	if err := checkIDs("tokens", b.Tokens, vocab); err != nil {
 		return Output{}, err
 	}
-	feats := m.imageFeatures(tp, b.Images)
+	if b.Group != nil && !(m.cfg.Family == BLIP2 && m.cfg.Stage == 1) {
+		return Output{}, fmt.Errorf("batch: group: only BLIP-2 stage 1 (ITC, ITM) uses one")
+	}
+	raw := m.vit.Forward(tp, b.Images, vit.LastAll)
+	feats := m.lnV.Forward(tp, raw)
 	if m.cfg.Family == BLIP2 && m.cfg.Stage == 1 {
-		return m.stage1(tp, b, feats)
+		return m.stage1(tp, b, raw, feats)
 	}
 	return m.stage2(tp, b, feats)
 }
@@ -123,14 +122,82 @@ func l2normalize(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
 	return tp.Scale(tp.RMSNorm(x, kernels.Full(1, d), 1e-12), float32(1/math.Sqrt(float64(d))))
 }
 
-func (m *blip2) stage1(tp *kernels.Tape, b *Batch, feats *kernels.Tensor) (Output, error) {
+// group is the set of rows ITC and ITM span: the batch itself, or the
+// Batch.Group it belongs to.
+type group struct {
+	off, size int
+	tokens    [][]int32
+	seed      uint64
+	gather    func(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor // nil: the batch is the group
+}
+
+func (b *Batch) group() (group, error) {
+	g := b.Group
+	if g == nil {
+		return group{size: len(b.Tokens), tokens: b.Tokens, seed: b.Seed}, nil
+	}
+	if g.Gather == nil {
+		return group{}, fmt.Errorf("batch: group: Gather is nil")
+	}
+	if g.Offset < 0 || g.Offset+len(b.Tokens) > len(g.Tokens) {
+		return group{}, fmt.Errorf("batch: group: offset %d with %d rows outside the group's %d", g.Offset, len(b.Tokens), len(g.Tokens))
+	}
+	for i, row := range b.Tokens {
+		if !slices.Equal(row, g.Tokens[g.Offset+i]) {
+			return group{}, fmt.Errorf("batch: group: tokens[%d] differs from the group's row %d", i, g.Offset+i)
+		}
+	}
+	return group{off: g.Offset, size: len(g.Tokens), tokens: g.Tokens, seed: g.Seed, gather: g.Gather}, nil
+}
+
+// maxOverQueries returns [rows, cols] with the maximum over the nq
+// queries of sim [rows·nq, cols] (row i, query k at i·nq+k), through an
+// IndexSelect of the arg-max, which is exactly max's gradient path; when
+// transposed, sim is [cols·nq, rows] instead (query side on the other
+// axis) and the result is still [rows, cols].
+func maxOverQueries(tp *kernels.Tape, sim *kernels.Tensor, rows, cols, nq int, transposed bool) *kernels.Tensor {
+	at := func(i, k, j int) int { return (i*nq+k)*cols + j }
+	if transposed {
+		at = func(i, k, j int) int { return (j*nq+k)*rows + i }
+	}
+	pick := make([]int32, rows*cols)
+	for i := 0; i < rows; i++ {
+		for j := 0; j < cols; j++ {
+			best := at(i, 0, j)
+			for k := 1; k < nq; k++ {
+				if p := at(i, k, j); sim.Data[p] > sim.Data[best] {
+					best = p
+				}
+			}
+			pick[i*cols+j] = int32(best)
+		}
+	}
+	return tp.Reshape(tp.IndexSelect(tp.Reshape(sim, sim.Size(), 1), 0, pick), rows, cols)
+}
+
+// negRng is the generator of one ITM negative: a function of the group's
+// seed and the global index of the row it is drawn for (2·row for a text's
+// negative image, 2·row+1 for an image's negative text), so that the same
+// negatives are drawn whatever the rows' split across workers.
+func negRng(seed uint64, k int) *rand.Rand {
+	return rand.New(rand.NewPCG(seed, 0x1b873593<<32|uint64(k)))
+}
+
+func (m *blip2) stage1(tp *kernels.Tape, b *Batch, raw, feats *kernels.Tensor) (Output, error) {
 	nb := len(b.Tokens)
 	nq := m.cfg.QFormer.Queries
 	hd := m.qf.Heads()
 	ls := m.cfg.LabelSmoothing
 	ids, t, lens := padRows(b.Tokens, m.cfg.Special.Pad)
+	g, err := b.group()
+	if err != nil {
+		return Output{}, err
+	}
 
-	// ITC (§3.2): unimodal passes; similarity = max over queries / temp.
+	// ITC (§3.2): unimodal passes; similarity = max over queries / temp,
+	// over every row of the group (LAVIS all-gathers the features across
+	// workers, concat_all_gather): this batch's images against the
+	// group's texts and its texts against the group's images.
 	if v := hd.Temp.Data[0]; v < 0.001 || v > 0.5 { // LAVIS clamps temp to [0.001, 0.5] before use
 		hd.Temp.Data[0] = float32(math.Min(math.Max(float64(v), 0.001), 0.5))
 	}
@@ -140,26 +207,24 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, feats *kernels.Tensor) (Outpu
 	cls := tp.Reshape(tp.Slice(txt, 1, 0, 1), nb, m.cfg.QFormer.Hidden)
 	txtFeat := l2normalize(tp, hd.TextProj.Forward(tp, cls)) // [B, E]
 	e := txtFeat.Shape[1]
-	simQ := tp.MatmulT(tp.Reshape(imgFeat, nb*nq, e), txtFeat, false, true) // [B·Nq, B]: (i, q) × j
-	// Max over queries: gather the arg-max query of each (image, text)
-	// pair, which is exactly max's gradient path.
-	pick := make([]int32, nb*nb)
-	for i := 0; i < nb; i++ {
-		for j := 0; j < nb; j++ {
-			best := 0
-			for k := 1; k < nq; k++ {
-				if simQ.Data[(i*nq+k)*nb+j] > simQ.Data[(i*nq+best)*nb+j] {
-					best = k
-				}
-			}
-			pick[i*nb+j] = int32((i*nq+best)*nb + j)
-		}
+	var simI2T, simT2I *kernels.Tensor // [B, G]: this batch's rows against the group's
+	if g.gather == nil {
+		simQ := tp.MatmulT(tp.Reshape(imgFeat, nb*nq, e), txtFeat, false, true) // [B·Nq, B]: (i, q) × j
+		simI2T = tp.Div(maxOverQueries(tp, simQ, nb, nb, nq, false), hd.Temp)
+		simT2I = tp.Transpose(simI2T, 0, 1)
+	} else {
+		// The group's whole similarity matrix, as one worker holding the
+		// group computes it (the same values bit for bit), of which this
+		// batch keeps its rows (i2t) and its columns (t2i).
+		gImg, gTxt := g.gather(tp, imgFeat), g.gather(tp, txtFeat)            // [G, Nq, E], [G, E]
+		simQ := tp.MatmulT(tp.Reshape(gImg, g.size*nq, e), gTxt, false, true) // [G·Nq, G]
+		full := tp.Div(maxOverQueries(tp, simQ, g.size, g.size, nq, false), hd.Temp)
+		simI2T = tp.Slice(full, 0, g.off, g.off+nb)
+		simT2I = tp.Slice(tp.Transpose(full, 0, 1), 0, g.off, g.off+nb)
 	}
-	simI2T := tp.Div(tp.Reshape(tp.IndexSelect(tp.Reshape(simQ, nb*nq*nb, 1), 0, pick), nb, nb), hd.Temp)
-	simT2I := tp.Transpose(simI2T, 0, 1)
 	diag := make([]int32, nb)
 	for i := range diag {
-		diag[i] = int32(i)
+		diag[i] = int32(g.off + i)
 	}
 	ceOpt := kernels.CEOptions{LabelSmoothing: ls}
 	itc := tp.Scale(tp.Add(tp.CrossEntropy(simI2T, diag, ceOpt), tp.CrossEntropy(simT2I, diag, ceOpt)), 0.5)
@@ -168,34 +233,34 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, feats *kernels.Tensor) (Outpu
 
 	// ITM (§3.2): bidirectional [queries; text] with cross-attention, one
 	// hard negative image per text and one hard negative text per image,
-	// drawn ∝ softmax(sim) with the positive excluded; score = mean over
-	// queries of the ITM logits.
-	if nb >= 2 && m.cfg.LossWeight("itm") > 0 {
-		rng := rand.New(rand.NewPCG(b.Seed, 0x1b873593))
-		negImg := make([]int32, nb) // for text j
-		negTxt := make([]int32, nb) // for image i
+	// drawn from the group ∝ softmax(sim) with the positive excluded;
+	// score = mean over queries of the ITM logits.
+	if g.size >= 2 && m.cfg.LossWeight("itm") > 0 {
+		negImg := make([]int32, nb) // group index, for text j
+		negTxt := make([]int32, nb) // group index, for image i
 		for j := 0; j < nb; j++ {
-			negImg[j] = sampleNeg(rng, simT2I.Data[j*nb:(j+1)*nb], j)
+			negImg[j] = sampleNeg(negRng(g.seed, 2*(g.off+j)), simT2I.Data[j*g.size:(j+1)*g.size], g.off+j)
 		}
 		for i := 0; i < nb; i++ {
-			negTxt[i] = sampleNeg(rng, simI2T.Data[i*nb:(i+1)*nb], i)
+			negTxt[i] = sampleNeg(negRng(g.seed, 2*(g.off+i)+1), simI2T.Data[i*g.size:(i+1)*g.size], g.off+i)
 		}
-		imgIdx := make([]int32, 0, 3*nb)
+		// Negative images come from the group: the frozen ViT's outputs
+		// are gathered and the trainable ln_vision runs here.
+		var negFeats *kernels.Tensor
+		if g.gather == nil {
+			negFeats = tp.IndexSelect(feats, 0, negImg)
+		} else {
+			negFeats = m.lnV.Forward(tp, tp.IndexSelect(g.gather(tp, raw), 0, negImg))
+		}
 		txtRows := make([][]int32, 0, 3*nb)
-		for i := 0; i < nb; i++ { // positives
-			imgIdx = append(imgIdx, int32(i))
-			txtRows = append(txtRows, b.Tokens[i])
-		}
-		for j := 0; j < nb; j++ { // (text_pos, image_neg)
-			imgIdx = append(imgIdx, negImg[j])
-			txtRows = append(txtRows, b.Tokens[j])
-		}
-		for i := 0; i < nb; i++ { // (text_neg, image_pos)
-			imgIdx = append(imgIdx, int32(i))
-			txtRows = append(txtRows, b.Tokens[negTxt[i]])
+		txtRows = append(txtRows, b.Tokens...) // positives
+		txtRows = append(txtRows, b.Tokens...) // (text_pos, image_neg)
+		for i := 0; i < nb; i++ {              // (text_neg, image_pos)
+			txtRows = append(txtRows, g.tokens[negTxt[i]])
 		}
 		allIDs, tt, allLens := padRows(txtRows, m.cfg.Special.Pad)
-		out := m.qf.Forward(tp, qformer.Input{Queries: true, Image: tp.IndexSelect(feats, 0, imgIdx), Text: allIDs, B: 3 * nb, T: tt, TextLens: allLens, Train: tp != nil, Seed: b.Seed*4 + 2})
+		images := tp.Concat(0, feats, negFeats, feats)
+		out := m.qf.Forward(tp, qformer.Input{Queries: true, Image: images, Text: allIDs, B: 3 * nb, T: tt, TextLens: allLens, Train: tp != nil, Seed: b.Seed*4 + 2})
 		logits := tp.MeanAxis(hd.ITM.Forward(tp, tp.Slice(out, 1, 0, nq)), 1) // [3B, 2]
 		labels := make([]int32, 3*nb)
 		for i := 0; i < nb; i++ {
@@ -225,7 +290,19 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, feats *kernels.Tensor) (Outpu
 	}
 	if len(rows) > 0 {
 		h := tp.IndexSelect(tp.Reshape(out, nb*(nq+t), m.cfg.QFormer.Hidden), 0, rows)
-		loss.add("itg", tp.CrossEntropy(m.qf.LMLogits(tp, h), tgt, kernels.CEOptions{LabelSmoothing: ls}))
+		itg := tp.CrossEntropy(m.qf.LMLogits(tp, h), tgt, kernels.CEOptions{LabelSmoothing: ls})
+		if g.gather != nil {
+			// The group's ITG is the mean over all of its predicted
+			// tokens; this batch's share of it, counted (like ITC and
+			// ITM) per sample, is its token sum over the group's tokens
+			// times G/B.
+			groupTokens := 0
+			for _, row := range g.tokens {
+				groupTokens += max(0, len(row)-1)
+			}
+			itg = tp.Scale(itg, float32(float64(len(rows))*float64(g.size)/(float64(groupTokens)*float64(nb))))
+		}
+		loss.add("itg", itg)
 	}
 	return loss.output()
 }

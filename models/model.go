@@ -55,6 +55,40 @@ type Batch struct {
 	// Seed drives the random choices of a step (BLIP-2's ITM hard-negative
 	// sampling), so a step is a pure function of the batch.
 	Seed uint64
+	// Group, for BLIP-2 stage 1, makes ITC and ITM span a larger set of
+	// rows than this batch: the global batch split across data-parallel
+	// workers. nil: the batch is the group.
+	Group *Group
+}
+
+// Group is a set of rows split across several batches (one per
+// data-parallel worker) over which BLIP-2 stage 1's contrastive (ITC) and
+// matching (ITM) losses run, as LAVIS gathers features across GPUs
+// (concat_all_gather): every batch's images are contrasted with every
+// text of the group and its ITM hard negatives are drawn from the whole
+// group. Each member's loss is its share of the group's loss, counted per
+// sample: the sum over the members of loss × rows/Size is the loss of one
+// batch holding the whole group, and so is the sum of their gradients
+// weighted the same way (ITG, a per-token mean, is rescaled to the group's
+// token count). Every member calls Forward with its own rows at the same
+// time; the members' Gather calls happen in the same order on every
+// member.
+type Group struct {
+	// Offset is the index in the group of this batch's first row.
+	Offset int
+	// Tokens holds every row of the group, in group order; this batch's
+	// Tokens must equal Tokens[Offset : Offset+len(batch.Tokens)].
+	Tokens [][]int32
+	// Seed drives ITM's negative sampling (it replaces Batch.Seed there):
+	// the same on every member, so that each row's negatives are a
+	// function of the seed and the row's index in the group.
+	Seed uint64
+	// Gather returns, for x holding this batch's rows ([n, …]), the
+	// group's rows [len(Tokens), …] with this batch's at Offset, as an op
+	// on tp whose backward gives x its rows' share of the gradient summed
+	// over the members (an all-gather forward, an all-reduce-sum
+	// backward). It may panic to abort Forward (a failed collective).
+	Gather func(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor
 }
 
 // Output is the result of Forward.

@@ -129,10 +129,26 @@ func TestDataParallelEquivalence(t *testing.T) {
 	for _, tc := range []struct {
 		recipe string
 		stage  int
-	}{{"qwen-vl", 0}, {"lwm", 0}, {"vila", 0}} {
+		micro  int     // 0: no gradient accumulation
+		tol    float64 // weights, relative per tensor
+	}{
+		{"qwen-vl", 0, 2, 1e-5}, {"lwm", 0, 2, 1e-5}, {"vila", 0, 2, 1e-5},
+		// BLIP-2 stage 1: ITC and ITM over the global batch, gathered
+		// across the ranks; the same negatives at every world size, and
+		// the losses agree within 1e-5. The weights do not reach 1e-5:
+		// at initialisation every image and text feature is nearly the
+		// same vector, so the contrastive gradient is a small difference
+		// of large terms and float32 summation order (already the order
+		// of two equivalent one-worker computations) moves it by 2e-4
+		// relative; after 3 AdamW steps the text-side tensors differ by
+		// up to 1.4% (measured). See docs/recipes.md.
+		{"blip2", 0, 0, 3e-2},
+	} {
 		t.Run(tc.recipe, func(t *testing.T) {
 			m := testManifest(t, tc.recipe, 3, 8)
-			m.Stages[tc.stage].Overrides.MicroBatch = ptr(2)
+			if tc.micro > 0 {
+				m.Stages[tc.stage].Overrides.MicroBatch = ptr(tc.micro)
+			}
 			m.Stages[tc.stage].Overrides.LR = ptr(3e-3) // large enough to move every weight visibly
 			init := runRanks(t, m, tc.stage, 1, shard.NewMemStore(), nil, 0, false)
 			one := runRanks(t, m, tc.stage, 1, shard.NewMemStore(), nil, 3, false)
@@ -148,8 +164,8 @@ func TestDataParallelEquivalence(t *testing.T) {
 				}
 				d, at := maxRelDiff(one.weights[0], got.weights[0])
 				t.Logf("world %d vs 1: max relative difference %.3g (%s); losses %v vs %v", world, d, at, got.losses, one.losses)
-				if d > 1e-5 {
-					t.Errorf("world %d vs 1 after 3 steps: %s differs by %.3g relative, want ≤ 1e-5", world, at, d)
+				if d > tc.tol {
+					t.Errorf("world %d vs 1 after 3 steps: %s differs by %.3g relative, want ≤ %g", world, at, d, tc.tol)
 				}
 				if !slices.EqualFunc(got.ids, one.ids, slices.Equal) {
 					t.Errorf("world %d read samples %v, world 1 read %v", world, got.ids, one.ids)

@@ -56,6 +56,7 @@ type Run struct {
 
 	reduce    *gradReduce // the data-parallel gradient all-reduce (world > 1)
 	noOverlap bool        // start the all-reduce after backward (the benchmark's baseline)
+	groupNeg  bool        // BLIP-2 stage 1 at world > 1: ITC/ITM over the global micro-batch (group.go)
 
 	uploads sync.WaitGroup
 }
@@ -151,9 +152,17 @@ func NewRun(ctx context.Context, j Job, restore *CheckpointRef) (*Run, error) {
 	if j.World > 1 {
 		r.reduce = newGradReduce(j.Comm, r.params, bucketFloats)
 	}
-	if st.Spec.Normaliser == PerSample && st.Recipe.Family == models.BLIP2 && j.World > 1 {
-		r.log.Warn("trainer: BLIP-2 ITC/ITM negatives come from each rank's micro-batch, not the global batch (models exposes no features to gather)",
-			"stage", st.Name, "world", j.World)
+	if r.cfg.Family == models.BLIP2 && r.cfg.Stage == 1 && j.World > 1 {
+		if st.GlobalBatch%j.World != 0 {
+			return nil, fmt.Errorf("trainer: stage %q: BLIP-2 stage 1 gathers each micro-batch across the ranks: global batch %d must divide by the world size %d",
+				st.Name, st.GlobalBatch, j.World)
+		}
+		r.groupNeg = true
+		// The gathers' backward all-reduces run inside the backward pass;
+		// the gradient buckets, on their own goroutine, would race them
+		// for the communicator, and ranks must issue collectives in the
+		// same order: the buckets leave after backward.
+		r.noOverlap = true
 	}
 	r.log.Info("trainer: stage ready", "job", j.Manifest.Name, "stage", st.Name, "rank", j.Rank, "world", j.World,
 		"step", r.step, "samples", r.samples, "trainable", countParams(r.params), "params", r.model.Params().Count())
@@ -414,6 +423,19 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 		tp := kernels.NewTape()
 		var out models.Output
 		ferr := kernels.Catch(func() {
+			defer func() {
+				if p := recover(); p != nil {
+					cf, ok := p.(collectiveFailure)
+					if !ok {
+						panic(p)
+					}
+					err = cf.err
+				}
+			}()
+			if r.groupNeg {
+				gg := &gatherGroup{ctx: ctx, comm: r.job.Comm, now: r.now, wait: &comm, rank: r.job.Rank, world: r.job.World}
+				b.Group = gg.group(b.Tokens, batchSeed(seed(r.job.Manifest), r.step, 0, k))
+			}
 			out, err = r.model.Forward(tp, b)
 			if err != nil {
 				return
