@@ -91,8 +91,23 @@ func comms(t testing.TB, world int, gen uint64) []*collective.Comm {
 	return out
 }
 
+// reportGrads makes weights return the trainable gradients of the last
+// step (after the all-reduce and clipping; nil as zeros) instead.
+var reportGrads bool
+
 // weights copies every parameter of a run.
 func weights(r *Run) map[string][]float32 {
+	if reportGrads {
+		out := map[string][]float32{}
+		for _, p := range r.params {
+			g := p.Grad
+			if g == nil {
+				g = make([]float32, len(p.Data))
+			}
+			out[p.Name] = append([]float32(nil), g...)
+		}
+		return out
+	}
 	out := map[string][]float32{}
 	for _, name := range r.model.Params().Names() {
 		out[name] = append([]float32(nil), r.model.Params().Get(name).Data...)
