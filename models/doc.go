@@ -45,6 +45,24 @@
 // first); Segments packs several documents into a row (block-diagonal
 // causal attention, positions restarting at 0).
 //
+// # Loss weights
+//
+// The loss Forward returns is Σ wᵢ·termᵢ over the terms Config.LossTerms
+// names, weighted by Config.LossWeights (default: the papers' weights,
+// BLIP-2 ITC:ITM:ITG 1:1:1, LWM 0.5·CE_vision + 0.5·CE_text); a weight of
+// 0 leaves a term out. Output.Parts holds the unweighted terms as tape
+// tensors.
+//
+// # BLIP-2 across data-parallel workers
+//
+// Batch.Group makes BLIP-2 stage 1's ITC and ITM span rows held by other
+// workers: the caller passes the group's tokens, a seed shared by the
+// group and a Gather function (an all-gather whose backward is an
+// all-reduce-sum, e.g. built with kernels.Tape.Custom from collective
+// calls); the image query features, the text [CLS] features and the ViT
+// outputs of negative images go through it, and each worker's loss is its
+// per-sample share of the group's.
+//
 // # Parameters and checkpoints
 //
 // m.Params() is the named tree (PyTorch names, e.g.

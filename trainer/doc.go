@@ -48,7 +48,28 @@
 // sum of the ranks' gradients is the gradient of the global batch's loss:
 // N ranks with global batch B produce the weights one rank produces with B,
 // up to float32 summation order. Every random choice (ITM negatives,
-// dropout, augmentation) is a pure function of (seed, step, sample position).
+// augmentation) is a pure function of (seed, step, sample position).
+//
+// BLIP-2 stage 1 contrasts (ITC) and matches (ITM, hard negatives) every
+// image and text of the global batch across the ranks: the rows of the
+// ranks' k-th micro-batches form a models.Group, whose features travel
+// through an all-gather with gradient (group.go; the whole global batch
+// when micro_batch is unset).
+//
+// # Overlap of communication and backward
+//
+// The last micro-batch's backward runs with kernels.Tape.BackwardWithHook:
+// each parameter's gradient is copied into the all-reduce buffer as soon as
+// it is final, and each bucket is handed to collective.Bucketer as soon as
+// all of its parameters are (overlap.go), so the gradient all-reduce runs
+// while backward computes the earlier layers. Step's Progress.CommWait
+// counts only the wait that backward did not hide.
+//
+// # Loss weights
+//
+// A stage's loss is Σ wᵢ·termᵢ over its terms (Stage.Losses: the recipe's
+// weights, reweighted by the manifest's losses), passed to the model as
+// models.Config.LossWeights.
 //
 // A checkpoint stores the weights, the AdamW moments and step count, the
 // samples consumed and the seed; a run restored from it continues exactly
