@@ -47,6 +47,7 @@ func runRanks(t *testing.T, m *api.Manifest, stage, world int, store shard.Objec
 				return
 			}
 			defer run.Close()
+			run.noOverlap = run.noOverlap || withoutOverlap
 			for s := 0; s < steps; s++ {
 				p, err := run.Step(ctx)
 				if err != nil {
@@ -84,6 +85,10 @@ func runRanks(t *testing.T, m *api.Manifest, stage, world int, store shard.Objec
 	}
 	return res
 }
+
+// withoutOverlap makes runRanks start the gradient all-reduce only after
+// backward (the reference of the overlapped all-reduce).
+var withoutOverlap bool
 
 // zeroGrad names parameters whose true gradient is identically zero: a
 // bias added to every attention key shifts all of a query's logits by the
@@ -231,6 +236,33 @@ func TestBLIP2GlobalNegatives(t *testing.T) {
 		t.Logf("world %d vs 1: gradient differs by %.3g of its norm %.3g; loss %v vs %v", world, rel, math.Sqrt(den), got.losses, one.losses)
 		if rel > 1e-5 || den == 0 {
 			t.Errorf("world %d vs 1: first-step gradient differs by %.3g of its norm (%.3g), want ≤ 1e-5", world, rel, math.Sqrt(den))
+		}
+	}
+}
+
+// TestOverlapBitIdentical: the all-reduce overlapped with the last
+// micro-batch's backward gives the weights of the all-reduce started after
+// backward, bit for bit (the reference path), at 2 ranks with gradient
+// accumulation and at 4 without.
+func TestOverlapBitIdentical(t *testing.T) {
+	for _, tc := range []struct {
+		world, micro int
+	}{{2, 2}, {4, 0}} {
+		m := testManifest(t, "vila", 2, 8)
+		if tc.micro > 0 {
+			m.Stages[0].Overrides.MicroBatch = ptr(tc.micro)
+		}
+		got := runRanks(t, m, 0, tc.world, shard.NewMemStore(), nil, 2, false)
+		withoutOverlap = true
+		want := runRanks(t, m, 0, tc.world, shard.NewMemStore(), nil, 2, false)
+		withoutOverlap = false
+		for name, w := range want.weights[0] {
+			if !slices.Equal(got.weights[0][name], w) {
+				t.Errorf("world %d, micro-batch %d: %s with the overlapped all-reduce differs from the one after backward, want bit-identical", tc.world, tc.micro, name)
+			}
+		}
+		if !slices.Equal(got.losses, want.losses) {
+			t.Errorf("world %d: losses %v with overlap, %v without", tc.world, got.losses, want.losses)
 		}
 	}
 }

@@ -236,3 +236,31 @@ func Example_resolve() {
 	// multitask: lr 5e-05, image ×1, trains [visual llm], reads [image-text interleaved text]
 	// sft: lr 1e-05, image ×1, trains [visual.attn_pool visual.ln_post visual.proj llm], reads [conversation text]
 }
+
+// TestLossWeightsReachModel: the manifest's loss weights become the
+// model's: the step's loss is Σ w·term over the terms, and a term of
+// weight 0 is not computed.
+func TestLossWeightsReachModel(t *testing.T) {
+	d := sharedData(t)
+	m := testManifest(t, "blip2", 1, 4)
+	m.Stages[0].Overrides.Losses = map[string]float64{"itm": 2, "itg": 0}
+	run, err := NewRun(context.Background(), d.job(m, 0, shard.NewMemStore()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer run.Close()
+	if got := fmt.Sprint(run.Model().Config().LossWeights); got != "map[itc:1 itg:0 itm:2]" {
+		t.Errorf("model loss weights %s, want map[itc:1 itg:0 itm:2]", got)
+	}
+	p, err := run.Step(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.Terms["itg"]; ok {
+		t.Errorf("Step terms %v: itg has weight 0 and must not be computed", p.Terms)
+	}
+	want := p.Terms["itc"] + 2*p.Terms["itm"]
+	if math.Abs(p.Loss-want) > 1e-5*math.Abs(want) {
+		t.Errorf("Step loss %v, want itc + 2·itm = %v (terms %v)", p.Loss, want, p.Terms)
+	}
+}
