@@ -69,7 +69,9 @@ func (m *blip2) Config() Config     { return m.cfg }
 func (m *blip2) Params() *nn.Params { return m.params }
 
 func (m *blip2) Forward(tp *kernels.Tape, b *Batch) (Output, error) {
-	if err := b.checkRows(); err != nil {
+	rows := *b
+	rows.Group = nil // checked below
+	if err := rows.checkRows(); err != nil {
 		return Output{}, err
 	}
 	if err := checkImages(b.Images, m.cfg); err != nil {

@@ -137,6 +137,9 @@ func (m *vqModel) Config() Config     { return m.cfg }
 func (m *vqModel) Params() *nn.Params { return m.params }
 
 func (m *vqModel) Forward(tp *kernels.Tape, b *Batch) (Output, error) {
+	if b.Group != nil {
+		return Output{}, fmt.Errorf("batch: group: only BLIP-2 stage 1 (ITC, ITM) uses one")
+	}
 	if b.Images == nil {
 		return Output{}, fmt.Errorf("batch: images: the VQGAN trains on images")
 	}

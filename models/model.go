@@ -230,6 +230,9 @@ func (b *Batch) segment(r, t int) int32 {
 
 // checkRows validates the per-token side tables against Tokens.
 func (b *Batch) checkRows() error {
+	if b.Group != nil {
+		return fmt.Errorf("batch: group: only BLIP-2 stage 1 (ITC, ITM) uses one")
+	}
 	if len(b.Tokens) == 0 {
 		return fmt.Errorf("batch: tokens: no rows")
 	}
