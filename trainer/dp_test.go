@@ -243,12 +243,14 @@ func TestBLIP2GlobalNegatives(t *testing.T) {
 // TestOverlapBitIdentical: the all-reduce overlapped with the last
 // micro-batch's backward gives the weights of the all-reduce started after
 // backward, bit for bit (the reference path), at 2 ranks with gradient
-// accumulation and at 4 without.
+// accumulation and at 4 without; and for BLIP-2 stage 1, whose all-gathers
+// run collectives inside the backward pass (the buckets wait for them).
 func TestOverlapBitIdentical(t *testing.T) {
 	for _, tc := range []struct {
+		recipe       string
 		world, micro int
-	}{{2, 2}, {4, 0}} {
-		m := testManifest(t, "vila", 2, 8)
+	}{{"vila", 2, 2}, {"vila", 4, 0}, {"blip2", 2, 0}, {"blip2", 4, 1}} {
+		m := testManifest(t, tc.recipe, 2, 8)
 		if tc.micro > 0 {
 			m.Stages[0].Overrides.MicroBatch = ptr(tc.micro)
 		}
@@ -258,7 +260,7 @@ func TestOverlapBitIdentical(t *testing.T) {
 		withoutOverlap = false
 		for name, w := range want.weights[0] {
 			if !slices.Equal(got.weights[0][name], w) {
-				t.Errorf("world %d, micro-batch %d: %s with the overlapped all-reduce differs from the one after backward, want bit-identical", tc.world, tc.micro, name)
+				t.Errorf("%s world %d, micro-batch %d: %s with the overlapped all-reduce differs from the one after backward, want bit-identical", tc.recipe, tc.world, tc.micro, name)
 			}
 		}
 		if !slices.Equal(got.losses, want.losses) {

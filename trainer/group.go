@@ -32,6 +32,10 @@ type gatherGroup struct {
 	wait  *time.Duration // communication time, added to
 	rank  int
 	world int
+	// hold and release bracket each recorded gather, from its forward to
+	// the end of its backward collective, when the gradient all-reduce
+	// overlaps this backward pass (gradReduce.holdBuckets); nil otherwise.
+	hold, release func()
 }
 
 // allReduce sums buf over the ranks, timing it; a failure panics with
@@ -92,12 +96,19 @@ func (g *gatherGroup) gather(tp *kernels.Tape, x *kernels.Tensor, off, size int)
 	copy(buf[off*per:], x.Data)
 	g.allReduce(buf, fmt.Sprintf("all-gather of %v", x.Shape))
 	out := kernels.New(buf, append([]int{size}, x.Shape[1:]...)...)
-	return tp.Custom("AllGather", out, func() {
+	out = tp.Custom("AllGather", out, func() {
 		grad := append([]float32(nil), out.Grad...)
 		g.allReduce(grad, fmt.Sprintf("all-gather backward of %v", x.Shape))
 		xg := x.GradBuf()
 		for i := range xg {
 			xg[i] += grad[off*per+i]
 		}
+		if g.release != nil {
+			g.release()
+		}
 	}, x)
+	if out.RequiresGrad() && g.hold != nil {
+		g.hold()
+	}
+	return out
 }

@@ -32,6 +32,14 @@ type gradReduce struct {
 	bounds   []int // bucket k is flat[bounds[k]:bounds[k+1]]
 	bucketer *collective.Bucketer
 
+	// hold > 0 defers handing complete buckets to the Bucketer (queued,
+	// in order): a model op whose backward runs its own collective on the
+	// same communicator (BLIP-2's all-gather) holds the buckets from its
+	// forward until its backward collective is done, so that every rank
+	// issues its collectives in the same order. Not reset by begin.
+	hold   int
+	queued []int
+
 	// Per step.
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -95,9 +103,35 @@ func (g *gradReduce) each(off, n int, f func(k int)) {
 func (g *gradReduce) release(off, n int) {
 	g.each(off, n, func(k int) {
 		if g.pending[k]--; g.pending[k] == 0 {
-			g.bucketer.Ready(g.ctx, k)
+			if g.hold > 0 {
+				g.queued = append(g.queued, k)
+			} else {
+				g.bucketer.Ready(g.ctx, k)
+			}
 		}
 	})
+}
+
+// holdBuckets defers handing buckets to the Bucketer until the matching
+// releaseBuckets (or finish).
+func (g *gradReduce) holdBuckets() { g.hold++ }
+
+// releaseBuckets ends one holdBuckets; the last one hands the queued
+// buckets over, in order.
+func (g *gradReduce) releaseBuckets() {
+	if g.hold == 0 {
+		return
+	}
+	if g.hold--; g.hold == 0 {
+		g.flush()
+	}
+}
+
+func (g *gradReduce) flush() {
+	for _, k := range g.queued {
+		g.bucketer.Ready(g.ctx, k)
+	}
+	g.queued = g.queued[:0]
 }
 
 // ready is the BackwardWithHook callback: p's gradient is final. Tensors
@@ -138,6 +172,8 @@ func (g *gradReduce) finish(ctx context.Context, loss *float64) error {
 		}
 	}
 	g.flat[len(g.flat)-1] = float32(*loss)
+	g.hold = 0 // a held op whose backward never ran (no gradient reached it on any rank)
+	g.flush()
 	g.release(g.tail, len(g.flat)-g.tail)
 	err := g.bucketer.Wait()
 	g.cancel()
@@ -163,6 +199,7 @@ func (g *gradReduce) finish(ctx context.Context, loss *float64) error {
 // cancelled (the communicator aborts, as after any failed collective) and
 // the Bucketer is reset.
 func (g *gradReduce) abort() {
+	g.hold, g.queued = 0, g.queued[:0]
 	if !g.started {
 		return
 	}

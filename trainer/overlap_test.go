@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 
@@ -128,10 +129,15 @@ func TestGradReduceReleasesEarly(t *testing.T) {
 				p.Grad = []float32{1, 2, 3, 4}
 			}
 			g := newGradReduce(cs[r], ps, 4) // flat: c | b | a | 3 flags + loss
+			g.holdBuckets()                  // as a BLIP-2 all-gather does in forward
 			g.begin(context.Background())
 			g.ready(ps[2]) // c is bucket 0
-			if g.pending[0] != 0 || g.pending[1] != 1 {
-				t.Errorf("rank %d: after ready(c) pending = %v, want bucket 0 released and bucket 1 waiting", r, g.pending)
+			if g.pending[0] != 0 || g.pending[1] != 1 || !slices.Equal(g.queued, []int{0}) {
+				t.Errorf("rank %d: after ready(c) under a hold: pending = %v, queued %v; want bucket 0 complete and queued", r, g.pending, g.queued)
+			}
+			g.releaseBuckets()
+			if len(g.queued) != 0 {
+				t.Errorf("rank %d: releaseBuckets left %v queued", r, g.queued)
 			}
 			g.ready(ps[1])
 			g.ready(ps[0])

@@ -158,11 +158,6 @@ func NewRun(ctx context.Context, j Job, restore *CheckpointRef) (*Run, error) {
 				st.Name, st.GlobalBatch, j.World)
 		}
 		r.groupNeg = true
-		// The gathers' backward all-reduces run inside the backward pass;
-		// the gradient buckets, on their own goroutine, would race them
-		// for the communicator, and ranks must issue collectives in the
-		// same order: the buckets leave after backward.
-		r.noOverlap = true
 	}
 	r.log.Info("trainer: stage ready", "job", j.Manifest.Name, "stage", st.Name, "rank", j.Rank, "world", j.World,
 		"step", r.step, "samples", r.samples, "trainable", countParams(r.params), "params", r.model.Params().Count())
@@ -434,6 +429,12 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 			}()
 			if r.groupNeg {
 				gg := &gatherGroup{ctx: ctx, comm: r.job.Comm, now: r.now, wait: &comm, rank: r.job.Rank, world: r.job.World}
+				if k == last && r.reduce != nil && !r.noOverlap {
+					// The gathers' backward all-reduces run inside this
+					// backward pass; the buckets wait for them, so that
+					// every rank issues its collectives in one order.
+					gg.hold, gg.release = r.reduce.holdBuckets, r.reduce.releaseBuckets
+				}
 				b.Group = gg.group(b.Tokens, batchSeed(seed(r.job.Manifest), r.step, 0, k))
 			}
 			out, err = r.model.Forward(tp, b)
