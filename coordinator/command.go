@@ -33,6 +33,7 @@ type Command struct {
 	Commit       *Commit       `json:"commit,omitempty"`
 	Complete     *Complete     `json:"complete,omitempty"`
 	Fail         *Fail         `json:"fail,omitempty"`
+	WorkerFailed *WorkerFailed `json:"worker_failed,omitempty"`
 	Purge        *Purge        `json:"purge,omitempty"`
 }
 
@@ -143,6 +144,19 @@ type Fail struct {
 	Reason string `json:"reason"`
 }
 
+// WorkerFailed is a worker's report that its generation of a job failed
+// for a reason of its own (a trainer or storage error), not a lost peer.
+// The scheduler starts the next generation at once instead of waiting for
+// the stall timeout, and fails the job with Error once the failure policy's
+// restarts are spent. A report for a generation that is not the job's
+// current one, or from a worker outside it, is refused as stale.
+type WorkerFailed struct {
+	WorkerID   string `json:"worker_id"`
+	Job        string `json:"job"`
+	Generation int64  `json:"generation"`
+	Error      string `json:"error"`
+}
+
 // Purge removes retired checkpoints whose objects have been deleted.
 type Purge struct {
 	Job   string  `json:"job"`
@@ -174,6 +188,8 @@ func (c *Command) Kind() string {
 		return "complete"
 	case c.Fail != nil:
 		return "fail"
+	case c.WorkerFailed != nil:
+		return "worker-failed"
 	case c.Purge != nil:
 		return "purge"
 	}

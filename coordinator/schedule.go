@@ -23,8 +23,8 @@ type Decision struct {
 
 // Plan is the leader's scheduler: a pure function of the state and the time.
 // It decides
-//   - failure handling: a running job with a lost, restarted or stalled rank
-//     gets a new generation on its remaining workers plus free ones, resumed
+//   - failure handling: a running job with a lost, restarted, stalled or
+//     failed (WorkerFailed) rank gets a new generation on its remaining workers plus free ones, resumed
 //     from the last committed checkpoint, or fails once its restarts are
 //     spent;
 //   - completion and stage advancement once the stage's final checkpoint is
@@ -102,7 +102,7 @@ func resumeStage(j *Job) int {
 
 func planRunning(s *State, j *Job, now time.Time, free func() []*Worker) *Command {
 	m := &j.Manifest
-	var lost, restarted, stalled []string
+	var lost, restarted, stalled, failed []string
 	var healthy []*Worker
 	for _, id := range j.Workers {
 		w := s.Workers[id]
@@ -112,13 +112,18 @@ func planRunning(s *State, j *Job, now time.Time, free func() []*Worker) *Comman
 			continue
 		case w.Restarted:
 			restarted = append(restarted, id)
+		case w.Failure != "":
+			failed = append(failed, fmt.Sprintf("%s failed: %s", id, w.Failure))
 		case stalledFor(j, w, now) > 0:
 			stalled = append(stalled, id)
 		}
 		healthy = append(healthy, w)
 	}
-	if len(lost)+len(restarted)+len(stalled) > 0 {
+	if len(lost)+len(restarted)+len(stalled)+len(failed) > 0 {
 		var reasons []string
+		// A failed worker stays in the pool: its error may be the job's
+		// (a deterministic trainer error), which max_restarts bounds.
+		reasons = append(reasons, failed...)
 		if len(lost) > 0 {
 			reasons = append(reasons, "lost "+strings.Join(lost, ","))
 		}

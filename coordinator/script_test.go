@@ -250,6 +250,14 @@ func (h *harness) run(line string) {
 		h.apply(&Command{ID: kvs["id"], Commit: &Commit{WorkerID: worker, Job: j.Name, Generation: h.int(kvs, "gen", j.Generation),
 			Step: step, Samples: h.int(kvs, "samples", step*int64(j.Manifest.StageGlobalBatch(j.Stage))),
 			Objects: []ObjectInfo{{Path: path, SHA256: hex.EncodeToString(sum[:]), Size: 1 << 20}}}}, "worker")
+	case "worker-failed":
+		// worker-failed JOB worker=W [gen=N] error=TEXT_WITH_UNDERSCORES_FOR_SPACES
+		j := h.s.Jobs[arg(0)]
+		if j == nil {
+			h.t.Fatalf("%q: no job", line)
+		}
+		h.apply(&Command{ID: kvs["id"], WorkerFailed: &WorkerFailed{WorkerID: kvs["worker"], Job: j.Name,
+			Generation: h.int(kvs, "gen", j.Generation), Error: strings.ReplaceAll(kvs["error"], "_", " ")}}, "worker")
 	case "cancel":
 		h.apply(&Command{ID: kvs["id"], Cancel: &Cancel{Job: arg(0)}}, "user")
 	case "resume":
@@ -412,6 +420,9 @@ func describeCommand(c *Command) string {
 		s = "progress " + strings.Join(parts, ", ")
 	case c.Commit != nil:
 		s = fmt.Sprintf("commit %s step=%d gen=%d by %s", c.Commit.Job, c.Commit.Step, c.Commit.Generation, c.Commit.WorkerID)
+	case c.WorkerFailed != nil:
+		x := c.WorkerFailed
+		s = fmt.Sprintf("worker-failed %s gen=%d by %s error=%q", x.Job, x.Generation, x.WorkerID, x.Error)
 	case c.Complete != nil:
 		s = "complete " + c.Complete.Job
 	case c.Fail != nil:

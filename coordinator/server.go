@@ -504,19 +504,9 @@ func sameAssignment(a, b *loompb.Assignment) bool {
 }
 
 func (s workersServer) ReportProgress(ctx context.Context, req *loompb.ReportProgressRequest) (*loompb.ReportProgressResponse, error) {
-	var current int64 = -1
-	var member bool
-	s.cfg.FSM.Read(func(st *State) {
-		if j := st.Jobs[req.Job]; j != nil && j.State == Running {
-			current = j.Generation
-			if w := st.Workers[req.WorkerId]; w != nil && w.Job == j.Name {
-				member = true
-			}
-		}
-	})
-	// This replica may lag the leader by a little; only a generation that
-	// is certainly stale is refused here. The state machine checks again.
-	if current < 0 || req.Generation < current || (req.Generation == current && !member) {
+	var stale bool
+	s.cfg.FSM.Read(func(st *State) { stale = certainlyStale(st, req.WorkerId, req.Job, req.Generation) })
+	if stale {
 		return nil, status.Errorf(codes.FailedPrecondition, "job %q generation %d is not current for worker %q; wait for the next assignment", req.Job, req.Generation, req.WorkerId)
 	}
 	s.progMu.Lock()
@@ -540,6 +530,41 @@ func (s workersServer) CommitCheckpoint(ctx context.Context, req *loompb.CommitC
 		return nil, err
 	}
 	return &loompb.CommitCheckpointResponse{}, nil
+}
+
+// certainlyStale reports whether this replica knows that worker's report for
+// (job, gen) is stale: the job has moved past gen, or ended, or runs gen
+// without the worker. This replica may lag the leader: a job it does not
+// know yet, or a generation newer than its own (a worker that failed over
+// right after a new schedule), is not stale here; the state machine checks
+// again when the report is applied.
+func certainlyStale(st *State, worker, job string, gen int64) bool {
+	j := st.Jobs[job]
+	if j == nil || gen > j.Generation {
+		return false
+	}
+	if gen < j.Generation || j.State != Running {
+		return true
+	}
+	w := st.Workers[worker]
+	return w == nil || w.Job != j.Name
+}
+
+// ReportFailure applies a WorkerFailed command; the scheduler then starts
+// the next generation (or fails the job) on its next tick.
+func (s workersServer) ReportFailure(ctx context.Context, req *loompb.ReportFailureRequest) (*loompb.ReportFailureResponse, error) {
+	if req.WorkerId == "" || req.Job == "" {
+		return nil, status.Error(codes.InvalidArgument, "report failure needs worker_id and job")
+	}
+	c := &WorkerFailed{WorkerID: req.WorkerId, Job: req.Job, Generation: req.Generation, Error: req.Error}
+	r, err := s.apply(ctx, &Command{ID: reqID(req.RequestId), WorkerFailed: c}, false)
+	if err == nil {
+		err = resultStatus(r)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &loompb.ReportFailureResponse{}, nil
 }
 
 // Voters is what Join needs from the Raft node (consensus.Node has it).

@@ -120,6 +120,9 @@ type Worker struct {
 	LastReport   time.Time `json:"last_report"`
 	LastStep     int64     `json:"last_step"`
 	TokensPerSec float64   `json:"tokens_per_sec,omitempty"`
+	// Failure is the error the worker reported for its current generation
+	// (WorkerFailed); cleared when the generation ends.
+	Failure string `json:"failure,omitempty"`
 }
 
 // dedupWindow is how many command IDs the state remembers.
@@ -252,6 +255,8 @@ func (s *State) apply(c *Command) Result {
 		j.Message = c.Fail.Reason
 		s.event(j, now, "failed", c.Fail.Reason)
 		return Result{}
+	case c.WorkerFailed != nil:
+		return s.workerFailed(c.WorkerFailed, now)
 	case c.Purge != nil:
 		j, ok := s.Jobs[c.Purge.Job]
 		if !ok {
@@ -367,6 +372,7 @@ func (s *State) release(j *Job) {
 		if w := s.Workers[id]; w != nil && w.Job == j.Name {
 			w.Job = ""
 			w.Restarted = false
+			w.Failure = ""
 			w.LastReport = time.Time{}
 			w.TokensPerSec = 0
 		}
@@ -560,6 +566,37 @@ func (s *State) commit(x *Commit, now time.Time) Result {
 	j.Garbage = append(j.Garbage, drop...)
 	j.Updated = now
 	s.event(j, now, "checkpoint", fmt.Sprintf("committed step %d (%d objects)", x.Step, len(x.Objects)))
+	return Result{}
+}
+
+// maxFailureLen bounds the error text a worker failure keeps (it ends up in
+// events and the job's message).
+const maxFailureLen = 512
+
+func (s *State) workerFailed(x *WorkerFailed, now time.Time) Result {
+	j, ok := s.Jobs[x.Job]
+	if !ok {
+		return fail(NotFound, "no job named %q", x.Job)
+	}
+	if j.State != Running || x.Generation != j.Generation {
+		return fail(FailedPrecondition, "job %q is %s at generation %d; failure report from generation %d refused as stale", j.Name, j.State, j.Generation, x.Generation)
+	}
+	w := s.Workers[x.WorkerID]
+	if w == nil || w.Job != j.Name {
+		return fail(FailedPrecondition, "worker %q is not in job %q", x.WorkerID, j.Name)
+	}
+	msg := strings.TrimSpace(x.Error)
+	if msg == "" {
+		msg = "unspecified error"
+	}
+	if len(msg) > maxFailureLen {
+		msg = msg[:maxFailureLen] + "…"
+	}
+	if w.Failure != "" {
+		return Result{} // one failure per worker and generation is enough
+	}
+	w.Failure = msg
+	s.event(j, now, "worker-failed", fmt.Sprintf("worker %s failed in generation %d: %s", w.ID, j.Generation, msg))
 	return Result{}
 }
 

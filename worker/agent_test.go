@@ -13,6 +13,7 @@ import (
 
 	"github.com/loomtrain/loom/api/loompb"
 	"github.com/loomtrain/loom/shard"
+	"github.com/loomtrain/loom/trainer"
 )
 
 const testManifest = `name: j1
@@ -65,11 +66,18 @@ func (w tWriter) Write(p []byte) (int, error) {
 // startWorker runs an agent with the fake trainer against coord and store.
 func startWorker(t *testing.T, id string, coord Coordinator, store shard.ObjectStore, delay time.Duration) *testWorker {
 	t.Helper()
+	return startWorkerWith(t, id, coord, store, func(made chan<- *fakeTrainer) NewTrainerFunc { return fakeTrainerFunc(delay, made) })
+}
+
+// startWorkerWith is startWorker with the trainer factory newTrainer
+// builds (given the channel it must send each trainer to).
+func startWorkerWith(t *testing.T, id string, coord Coordinator, store shard.ObjectStore, newTrainer func(made chan<- *fakeTrainer) NewTrainerFunc) *testWorker {
+	t.Helper()
 	w := &testWorker{id: id, addr: freeAddr(t), reg: &fakeRegistrar{}, made: make(chan *fakeTrainer, 16), done: make(chan error, 1)}
 	ag, err := New(Config{
 		Info: Info{ID: id, Addr: w.addr, Host: "h"}, Listen: w.addr, Coordinator: coord, Registrar: w.reg,
 		OpenBucket:    func(string) (shard.ObjectStore, error) { return store, nil },
-		DefaultBucket: "ckpt", NewTrainer: fakeTrainerFunc(delay, w.made),
+		DefaultBucket: "ckpt", NewTrainer: newTrainer(w.made),
 		CollectiveTimeout: 5 * time.Second, DrainTimeout: 10 * time.Second, Logger: testLogger(t).With("w", id),
 	})
 	if err != nil {
@@ -253,6 +261,76 @@ func TestStaleReportStopsGeneration(t *testing.T) {
 			t.Fatalf("generation did not stop on a stale report (trainer at step %d)", tr.step)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// failingTrainerFunc is fakeTrainerFunc whose trainers fail the step that
+// would reach global step failAt.
+func failingTrainerFunc(failAt int64) func(made chan<- *fakeTrainer) NewTrainerFunc {
+	return func(made chan<- *fakeTrainer) NewTrainerFunc {
+		inner := fakeTrainerFunc(0, nil)
+		return func(ctx context.Context, j trainer.Job, restore *trainer.CheckpointRef) (Trainer, error) {
+			tr, err := inner(ctx, j, restore)
+			if err != nil {
+				return nil, err
+			}
+			ft := tr.(*fakeTrainer)
+			ft.failAt = failAt
+			made <- ft
+			return ft, nil
+		}
+	}
+}
+
+// A trainer error ends the generation and is reported to the coordinator
+// at once, with the error's text and a request id per (job, generation,
+// worker); the next generation, failing the same way, is reported again
+// (the coordinator's failure policy decides when to give up).
+func TestTrainerFailureIsReported(t *testing.T) {
+	coord := newFakeCoordinator()
+	store := shard.NewMemStore()
+	w := startWorkerWith(t, "w0", coord, store, failingTrainerFunc(3))
+	coord.assign("w0", assignment(1, 0, 0, []*testWorker{w}, nil, 0, 1000))
+	if !coord.waitFor(10*time.Second, func(f *fakeCoordinator) bool { return len(f.failures) == 1 }) {
+		t.Fatalf("no failure report after the trainer failed at step 3")
+	}
+	coord.mu.Lock()
+	got := coord.failures[0]
+	coord.mu.Unlock()
+	restore := commitProto(coord.lastCommit("j1"), 0)
+	if got.WorkerId != "w0" || got.Job != "j1" || got.Generation != 1 || got.RequestId != "failure/j1/1/w0" ||
+		!strings.Contains(got.Error, "step 3") || !strings.Contains(got.Error, "fake: step 3 fails") {
+		t.Errorf("ReportFailure(%v): want worker w0, job j1, generation 1, request id failure/j1/1/w0 and the trainer's error", got)
+	}
+	waitFailed := func(n float64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for w.agent.metrics.generationsEnded("failed") < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("generations ended as failed: got %v, want %v", w.agent.metrics.generationsEnded("failed"), n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFailed(1)
+	if restore.Step != 2 {
+		t.Fatalf("last commit before the failure: step %d, want 2", restore.Step)
+	}
+	coord.assign("w0", assignment(2, 0, 0, []*testWorker{w}, restore, restore.Step, 1000))
+	if !coord.waitFor(10*time.Second, func(f *fakeCoordinator) bool { return len(f.failures) == 2 }) {
+		t.Fatalf("generation 2 failed without a report")
+	}
+	coord.mu.Lock()
+	got = coord.failures[1]
+	coord.mu.Unlock()
+	if got.Generation != 2 || got.RequestId != "failure/j1/2/w0" {
+		t.Errorf("second report: generation %d request id %q, want 2 and failure/j1/2/w0", got.Generation, got.RequestId)
+	}
+	// The agent outlives its failed generations: once the second one has
+	// ended, it is idle and exits at once on SIGTERM.
+	waitFailed(2)
+	if err := w.stop(t); err != nil {
+		t.Errorf("Run after failed generations: %v", err)
 	}
 }
 

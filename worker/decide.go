@@ -1,9 +1,15 @@
 package worker
 
 import (
+	"context"
+	"errors"
 	"fmt"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/loomtrain/loom/api/loompb"
+	"github.com/loomtrain/loom/collective"
 )
 
 // Current is the generation the agent last started (zero: none). It stays
@@ -141,4 +147,44 @@ func PlanStep(step, stopStep, interval int64, draining bool) StepPlan {
 		return Checkpoint
 	}
 	return Continue
+}
+
+// peerError marks a failure of the ring itself (connecting it, or a vote
+// over it): a symptom of a peer that died or left, not this worker's fault.
+type peerError struct{ err error }
+
+func (e *peerError) Error() string { return e.err.Error() }
+func (e *peerError) Unwrap() error { return e.err }
+
+// ReportableFailure reports whether a generation that ended with err
+// should be reported to the coordinator (Coordinator.ReportFailure) so that
+// it starts the next generation at once. Only a failure of this worker's
+// own — trainer, data, checkpoint storage, a bad manifest — is reported. A
+// collective failure is a symptom of a dead or departed peer, which the
+// coordinator detects itself (the peer's lease, or its own report);
+// reporting it would restart the job before the dead peer is known and
+// spend a restart on a generation that cannot work. A refusal by the
+// coordinator (FAILED_PRECONDITION: the generation is stale) and a
+// cancelled context are not failures either.
+func ReportableFailure(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var op *collective.OpError
+	var pe *peerError
+	if errors.As(err, &op) || errors.As(err, &pe) {
+		return false
+	}
+	for _, e := range []error{collective.ErrClosed, collective.ErrPeerClosed, collective.ErrTimeout,
+		collective.ErrMismatch, collective.ErrAborted, collective.ErrTooLarge} {
+		if errors.Is(err, e) {
+			return false
+		}
+	}
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if s, ok := status.FromError(e); ok && s.Code() == codes.FailedPrecondition {
+			return false
+		}
+	}
+	return true
 }

@@ -1,10 +1,17 @@
 package worker
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/loomtrain/loom/api/loompb"
+	"github.com/loomtrain/loom/collective"
 )
 
 func TestDecide(t *testing.T) {
@@ -120,4 +127,27 @@ func FuzzRestoreRef(f *testing.F) {
 			t.Fatalf("RestoreRef in another bucket: %v, want an error naming objects[0]", err)
 		}
 	})
+}
+
+func TestReportableFailure(t *testing.T) {
+	op := &collective.OpError{Job: "j", Generation: 1, Op: collective.OpAllReduce, Rank: 0, Peer: 1, Dir: "recv from", Err: collective.ErrPeerClosed}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"trainer error", errors.New("step 7: models: NaN in loss"), true},
+		{"S3 error", fmt.Errorf("checkpoint at step 10: %w", errors.New("s3 put: 503 slow down")), true},
+		{"collective op error", fmt.Errorf("step 3: %w", op), false},
+		{"collective sentinel", fmt.Errorf("step 3: %w", collective.ErrAborted), false},
+		{"ring connect", &peerError{errors.New("connecting the ring: dial 10.0.0.2: refused")}, false},
+		{"cancelled", fmt.Errorf("step 3: %w", context.Canceled), false},
+		{"stale commit", fmt.Errorf("commit: %w", status.Error(codes.FailedPrecondition, "generation 1 refused")), false},
+		{"coordinator unavailable on commit", fmt.Errorf("commit: %w", status.Error(codes.Unavailable, "no leader")), true},
+	} {
+		if got := ReportableFailure(tc.err); got != tc.want {
+			t.Errorf("%s: ReportableFailure(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
+		}
+	}
 }

@@ -27,6 +27,7 @@ type fakeCoordinator struct {
 	last     map[string]*loompb.Assignment
 	reports  []*loompb.ReportProgressRequest
 	commits  []*loompb.CommitCheckpointRequest
+	failures []*loompb.ReportFailureRequest
 	watches  int
 	changed  chan struct{}
 	breakNow map[string]bool
@@ -122,6 +123,22 @@ func (f *fakeCoordinator) CommitCheckpoint(ctx context.Context, req *loompb.Comm
 		}
 	}
 	f.commits = append(f.commits, req)
+	return nil
+}
+
+func (f *fakeCoordinator) ReportFailure(ctx context.Context, req *loompb.ReportFailureRequest) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	defer f.poke()
+	if f.current[req.Job] != req.Generation {
+		return status.Errorf(codes.FailedPrecondition, "fake: failure report from generation %d refused (current %d)", req.Generation, f.current[req.Job])
+	}
+	for _, r := range f.failures {
+		if r.RequestId == req.RequestId {
+			return nil // a retry
+		}
+	}
+	f.failures = append(f.failures, req)
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -116,6 +117,9 @@ func (g *generation) run() {
 		end = endStale
 	}
 	g.end, g.err = end, err
+	if end == endFailed && ReportableFailure(err) {
+		g.reportFailure(err)
+	}
 	if end == endFinished || end == endDrained {
 		// The last step's report, if still pending, goes out before the
 		// agent waits for its next assignment.
@@ -129,6 +133,31 @@ func (g *generation) run() {
 	wg.Wait()
 	close(g.done)
 }
+
+// reportFailure tells the coordinator that this generation failed with
+// err, so that it starts the next one at once (or fails the job once the
+// manifest's max_restarts are spent) rather than after the stall timeout.
+// It is bounded by reportFailureTimeout; a refusal (the generation is
+// already stale) or an unreachable coordinator is only logged: the stall
+// detection remains the fallback.
+func (g *generation) reportFailure(err error) {
+	ag := g.ag
+	req := &loompb.ReportFailureRequest{WorkerId: ag.cfg.Info.ID, Job: g.a.Job, Generation: g.a.Generation,
+		Error: err.Error(), RequestId: fmt.Sprintf("failure/%s/%d/%s", g.a.Job, g.a.Generation, ag.cfg.Info.ID)}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(g.ctx), reportFailureTimeout)
+	defer cancel()
+	if rerr := ag.cfg.Coordinator.ReportFailure(ctx, req); rerr != nil {
+		ag.log.Warn("failure report not accepted", "job", g.a.Job, "generation", g.a.Generation, "failure", err, "err", rerr)
+		ag.metrics.failureReports.WithLabelValues("error").Inc()
+		return
+	}
+	ag.log.Info("reported generation failure", "job", g.a.Job, "generation", g.a.Generation, "failure", err)
+	ag.metrics.failureReports.WithLabelValues("ok").Inc()
+}
+
+// reportFailureTimeout bounds a failure report, retries across
+// coordinators included.
+const reportFailureTimeout = 30 * time.Second
 
 // checkpointLocation is where a job's checkpoints go: the manifest's
 // checkpoint.uri, or DefaultBucket under checkpoints/JOB.
@@ -219,7 +248,7 @@ func (g *generation) train() (genEnd, error) {
 	if a.World > 1 {
 		c, abort, err := ag.cfg.NewComm(g.ctx, a, ag.cfg.CollectiveTimeout)
 		if err != nil {
-			return endFailed, fmt.Errorf("connecting the ring: %w", err)
+			return endFailed, &peerError{fmt.Errorf("connecting the ring: %w", err)}
 		}
 		comm = c
 		g.setAbort(abort)
@@ -285,7 +314,7 @@ func (g *generation) train() (genEnd, error) {
 		}
 		draining, err := g.vote(comm)
 		if err != nil {
-			return endFailed, fmt.Errorf("drain vote after step %d: %w", p.Step, err)
+			return endFailed, &peerError{fmt.Errorf("drain vote after step %d: %w", p.Step, err)}
 		}
 		switch PlanStep(p.Step, a.StopStep, interval, draining) {
 		case Continue:

@@ -181,22 +181,38 @@ func (c *GRPCCoordinator) ReportProgress(ctx context.Context, req *loompb.Report
 	})
 }
 
+// ReportFailure implements Coordinator. Like CommitCheckpoint, it retries
+// across coordinators until ctx ends or one answers.
+func (c *GRPCCoordinator) ReportFailure(ctx context.Context, req *loompb.ReportFailureRequest) error {
+	return c.retry(ctx, fmt.Sprintf("report failure of job %q generation %d", req.Job, req.Generation), func(ctx context.Context, cl loompb.WorkersClient) error {
+		_, err := cl.ReportFailure(ctx, req)
+		return err
+	})
+}
+
 // CommitCheckpoint implements Coordinator. It retries across coordinators
 // (the request_id makes a retry apply once) until ctx ends or the
 // coordinator answers with something other than unavailability.
 func (c *GRPCCoordinator) CommitCheckpoint(ctx context.Context, req *loompb.CommitCheckpointRequest) error {
+	return c.retry(ctx, fmt.Sprintf("commit checkpoint at step %d", req.Step), func(ctx context.Context, cl loompb.WorkersClient) error {
+		_, err := cl.CommitCheckpoint(ctx, req)
+		return err
+	})
+}
+
+// retry calls fn across coordinators, with backoff, until it succeeds, fails
+// with something other than unavailability, or ctx ends. what names the call
+// in the error.
+func (c *GRPCCoordinator) retry(ctx context.Context, what string, fn func(context.Context, loompb.WorkersClient) error) error {
 	backoff := 100 * time.Millisecond
 	for {
-		err := c.call(ctx, func(ctx context.Context, cl loompb.WorkersClient) error {
-			_, err := cl.CommitCheckpoint(ctx, req)
-			return err
-		})
+		err := c.call(ctx, fn)
 		if err == nil || !unavailable(err) {
 			return err
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("commit checkpoint at step %d: %w (last error: %v)", req.Step, ctx.Err(), err)
+			return fmt.Errorf("%s: %w (last error: %v)", what, ctx.Err(), err)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 2*time.Second)

@@ -28,6 +28,12 @@ type Coordinator interface {
 	// request (same request_id) applies once. FailedPrecondition means the
 	// checkpoint is refused (stale generation): its objects stay invisible.
 	CommitCheckpoint(ctx context.Context, req *loompb.CommitCheckpointRequest) error
+	// ReportFailure says the worker's generation failed for a reason of its
+	// own (see ReportableFailure); the coordinator starts the next
+	// generation at once or fails the job once its restarts are spent. A
+	// retry of the same request (same request_id) applies once.
+	// FailedPrecondition: the generation is no longer current.
+	ReportFailure(ctx context.Context, req *loompb.ReportFailureRequest) error
 }
 
 // AssignmentStream yields assignments; loompb.Workers_WatchAssignmentClient

@@ -31,6 +31,8 @@ type metrics struct {
 	ckpts       *prometheus.CounterVec
 	generations *prometheus.CounterVec
 	reports     *prometheus.CounterVec
+	// failureReports counts ReportFailure calls by result (ok, error).
+	failureReports *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -52,10 +54,12 @@ func newMetrics() *metrics {
 		ckpts:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "loom_worker_checkpoints_total", Help: "Checkpoints by result (committed, skipped, failed)."}, []string{"result"}),
 		generations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "loom_worker_generations_total", Help: "Generations this worker ran, by how they ended."}, []string{"end"}),
 		reports:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "loom_worker_progress_reports_total", Help: "Progress reports by result (ok, stale, error)."}, []string{"result"}),
+		failureReports: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "loom_worker_failure_reports_total",
+			Help: "Generation failures reported to the coordinator, by result (ok, error)."}, []string{"result"}),
 	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.stepTime, m.commWait, m.tokensPS, m.loss, m.samples, m.step, m.steps, m.generation,
-		m.ckptBlocked, m.ckptUpload, m.ckptCommit, m.ckpts, m.generations, m.reports)
+		m.ckptBlocked, m.ckptUpload, m.ckptCommit, m.ckpts, m.generations, m.reports, m.failureReports)
 	return m
 }
 

@@ -1430,6 +1430,121 @@ func (*CommitCheckpointResponse) Descriptor() ([]byte, []int) {
 	return file_loom_proto_rawDescGZIP(), []int{18}
 }
 
+type ReportFailureRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId   string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	Job        string                 `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	Generation int64                  `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	// error is the failure's message, shown in the job's events and, when
+	// the job fails, its status message.
+	Error string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	// request_id deduplicates retries (across coordinator failover).
+	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportFailureRequest) Reset() {
+	*x = ReportFailureRequest{}
+	mi := &file_loom_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportFailureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportFailureRequest) ProtoMessage() {}
+
+func (x *ReportFailureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loom_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportFailureRequest.ProtoReflect.Descriptor instead.
+func (*ReportFailureRequest) Descriptor() ([]byte, []int) {
+	return file_loom_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ReportFailureRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *ReportFailureRequest) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+func (x *ReportFailureRequest) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *ReportFailureRequest) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *ReportFailureRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type ReportFailureResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportFailureResponse) Reset() {
+	*x = ReportFailureResponse{}
+	mi := &file_loom_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportFailureResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportFailureResponse) ProtoMessage() {}
+
+func (x *ReportFailureResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loom_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportFailureResponse.ProtoReflect.Descriptor instead.
+func (*ReportFailureResponse) Descriptor() ([]byte, []int) {
+	return file_loom_proto_rawDescGZIP(), []int{20}
+}
+
 type ApplyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Command       []byte                 `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
@@ -1439,7 +1554,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_loom_proto_msgTypes[19]
+	mi := &file_loom_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1451,7 +1566,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[19]
+	mi := &file_loom_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1464,7 +1579,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{19}
+	return file_loom_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -1485,7 +1600,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_loom_proto_msgTypes[20]
+	mi := &file_loom_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +1612,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[20]
+	mi := &file_loom_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1625,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{20}
+	return file_loom_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -1535,7 +1650,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_loom_proto_msgTypes[21]
+	mi := &file_loom_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +1662,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[21]
+	mi := &file_loom_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +1675,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{21}
+	return file_loom_proto_rawDescGZIP(), []int{23}
 }
 
 type ApplyResponse struct {
@@ -1572,7 +1687,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_loom_proto_msgTypes[22]
+	mi := &file_loom_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1584,7 +1699,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[22]
+	mi := &file_loom_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1597,7 +1712,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{22}
+	return file_loom_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ApplyResponse) GetResult() []byte {
@@ -1751,7 +1866,17 @@ const file_loom_proto_rawDesc = "" +
 	"\x10samples_consumed\x18\x06 \x01(\x03R\x0fsamplesConsumed\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\a \x01(\tR\trequestId\"\x1a\n" +
-	"\x18CommitCheckpointResponse\"(\n" +
+	"\x18CommitCheckpointResponse\"\x9a\x01\n" +
+	"\x14ReportFailureRequest\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x10\n" +
+	"\x03job\x18\x02 \x01(\tR\x03job\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\x03R\n" +
+	"generation\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\"\x17\n" +
+	"\x15ReportFailureResponse\"(\n" +
 	"\fApplyRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"C\n" +
 	"\vJoinRequest\x12\x17\n" +
@@ -1766,11 +1891,12 @@ const file_loom_proto_rawDesc = "" +
 	"\bListJobs\x12\x18.loom.v1.ListJobsRequest\x1a\x19.loom.v1.ListJobsResponse\x124\n" +
 	"\tCancelJob\x12\x19.loom.v1.CancelJobRequest\x1a\f.loom.v1.Job\x124\n" +
 	"\tResumeJob\x12\x19.loom.v1.ResumeJobRequest\x1a\f.loom.v1.Job\x129\n" +
-	"\bWatchJob\x12\x18.loom.v1.WatchJobRequest\x1a\x11.loom.v1.JobEvent0\x012\x80\x02\n" +
+	"\bWatchJob\x12\x18.loom.v1.WatchJobRequest\x1a\x11.loom.v1.JobEvent0\x012\xd0\x02\n" +
 	"\aWorkers\x12I\n" +
 	"\x0fWatchAssignment\x12\x1f.loom.v1.WatchAssignmentRequest\x1a\x13.loom.v1.Assignment0\x01\x12Q\n" +
 	"\x0eReportProgress\x12\x1e.loom.v1.ReportProgressRequest\x1a\x1f.loom.v1.ReportProgressResponse\x12W\n" +
-	"\x10CommitCheckpoint\x12 .loom.v1.CommitCheckpointRequest\x1a!.loom.v1.CommitCheckpointResponse2v\n" +
+	"\x10CommitCheckpoint\x12 .loom.v1.CommitCheckpointRequest\x1a!.loom.v1.CommitCheckpointResponse\x12N\n" +
+	"\rReportFailure\x12\x1d.loom.v1.ReportFailureRequest\x1a\x1e.loom.v1.ReportFailureResponse2v\n" +
 	"\aCluster\x126\n" +
 	"\x05Apply\x12\x15.loom.v1.ApplyRequest\x1a\x16.loom.v1.ApplyResponse\x123\n" +
 	"\x04Join\x12\x14.loom.v1.JoinRequest\x1a\x15.loom.v1.JoinResponseB&Z$github.com/loomtrain/loom/api/loompbb\x06proto3"
@@ -1787,7 +1913,7 @@ func file_loom_proto_rawDescGZIP() []byte {
 	return file_loom_proto_rawDescData
 }
 
-var file_loom_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_loom_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_loom_proto_goTypes = []any{
 	(*SubmitJobRequest)(nil),         // 0: loom.v1.SubmitJobRequest
 	(*GetJobRequest)(nil),            // 1: loom.v1.GetJobRequest
@@ -1808,16 +1934,18 @@ var file_loom_proto_goTypes = []any{
 	(*ReportProgressResponse)(nil),   // 16: loom.v1.ReportProgressResponse
 	(*CommitCheckpointRequest)(nil),  // 17: loom.v1.CommitCheckpointRequest
 	(*CommitCheckpointResponse)(nil), // 18: loom.v1.CommitCheckpointResponse
-	(*ApplyRequest)(nil),             // 19: loom.v1.ApplyRequest
-	(*JoinRequest)(nil),              // 20: loom.v1.JoinRequest
-	(*JoinResponse)(nil),             // 21: loom.v1.JoinResponse
-	(*ApplyResponse)(nil),            // 22: loom.v1.ApplyResponse
-	nil,                              // 23: loom.v1.Job.LossesEntry
-	nil,                              // 24: loom.v1.ReportProgressRequest.LossesEntry
+	(*ReportFailureRequest)(nil),     // 19: loom.v1.ReportFailureRequest
+	(*ReportFailureResponse)(nil),    // 20: loom.v1.ReportFailureResponse
+	(*ApplyRequest)(nil),             // 21: loom.v1.ApplyRequest
+	(*JoinRequest)(nil),              // 22: loom.v1.JoinRequest
+	(*JoinResponse)(nil),             // 23: loom.v1.JoinResponse
+	(*ApplyResponse)(nil),            // 24: loom.v1.ApplyResponse
+	nil,                              // 25: loom.v1.Job.LossesEntry
+	nil,                              // 26: loom.v1.ReportProgressRequest.LossesEntry
 }
 var file_loom_proto_depIdxs = []int32{
 	7,  // 0: loom.v1.ListJobsResponse.jobs:type_name -> loom.v1.Job
-	23, // 1: loom.v1.Job.losses:type_name -> loom.v1.Job.LossesEntry
+	25, // 1: loom.v1.Job.losses:type_name -> loom.v1.Job.LossesEntry
 	9,  // 2: loom.v1.Job.checkpoints:type_name -> loom.v1.Checkpoint
 	8,  // 3: loom.v1.Job.history:type_name -> loom.v1.Generation
 	13, // 4: loom.v1.Generation.peers:type_name -> loom.v1.Peer
@@ -1825,7 +1953,7 @@ var file_loom_proto_depIdxs = []int32{
 	7,  // 6: loom.v1.JobEvent.state:type_name -> loom.v1.Job
 	13, // 7: loom.v1.Assignment.peers:type_name -> loom.v1.Peer
 	9,  // 8: loom.v1.Assignment.restore:type_name -> loom.v1.Checkpoint
-	24, // 9: loom.v1.ReportProgressRequest.losses:type_name -> loom.v1.ReportProgressRequest.LossesEntry
+	26, // 9: loom.v1.ReportProgressRequest.losses:type_name -> loom.v1.ReportProgressRequest.LossesEntry
 	10, // 10: loom.v1.CommitCheckpointRequest.objects:type_name -> loom.v1.CheckpointObject
 	0,  // 11: loom.v1.Jobs.SubmitJob:input_type -> loom.v1.SubmitJobRequest
 	1,  // 12: loom.v1.Jobs.GetJob:input_type -> loom.v1.GetJobRequest
@@ -1836,21 +1964,23 @@ var file_loom_proto_depIdxs = []int32{
 	12, // 17: loom.v1.Workers.WatchAssignment:input_type -> loom.v1.WatchAssignmentRequest
 	15, // 18: loom.v1.Workers.ReportProgress:input_type -> loom.v1.ReportProgressRequest
 	17, // 19: loom.v1.Workers.CommitCheckpoint:input_type -> loom.v1.CommitCheckpointRequest
-	19, // 20: loom.v1.Cluster.Apply:input_type -> loom.v1.ApplyRequest
-	20, // 21: loom.v1.Cluster.Join:input_type -> loom.v1.JoinRequest
-	7,  // 22: loom.v1.Jobs.SubmitJob:output_type -> loom.v1.Job
-	7,  // 23: loom.v1.Jobs.GetJob:output_type -> loom.v1.Job
-	3,  // 24: loom.v1.Jobs.ListJobs:output_type -> loom.v1.ListJobsResponse
-	7,  // 25: loom.v1.Jobs.CancelJob:output_type -> loom.v1.Job
-	7,  // 26: loom.v1.Jobs.ResumeJob:output_type -> loom.v1.Job
-	11, // 27: loom.v1.Jobs.WatchJob:output_type -> loom.v1.JobEvent
-	14, // 28: loom.v1.Workers.WatchAssignment:output_type -> loom.v1.Assignment
-	16, // 29: loom.v1.Workers.ReportProgress:output_type -> loom.v1.ReportProgressResponse
-	18, // 30: loom.v1.Workers.CommitCheckpoint:output_type -> loom.v1.CommitCheckpointResponse
-	22, // 31: loom.v1.Cluster.Apply:output_type -> loom.v1.ApplyResponse
-	21, // 32: loom.v1.Cluster.Join:output_type -> loom.v1.JoinResponse
-	22, // [22:33] is the sub-list for method output_type
-	11, // [11:22] is the sub-list for method input_type
+	19, // 20: loom.v1.Workers.ReportFailure:input_type -> loom.v1.ReportFailureRequest
+	21, // 21: loom.v1.Cluster.Apply:input_type -> loom.v1.ApplyRequest
+	22, // 22: loom.v1.Cluster.Join:input_type -> loom.v1.JoinRequest
+	7,  // 23: loom.v1.Jobs.SubmitJob:output_type -> loom.v1.Job
+	7,  // 24: loom.v1.Jobs.GetJob:output_type -> loom.v1.Job
+	3,  // 25: loom.v1.Jobs.ListJobs:output_type -> loom.v1.ListJobsResponse
+	7,  // 26: loom.v1.Jobs.CancelJob:output_type -> loom.v1.Job
+	7,  // 27: loom.v1.Jobs.ResumeJob:output_type -> loom.v1.Job
+	11, // 28: loom.v1.Jobs.WatchJob:output_type -> loom.v1.JobEvent
+	14, // 29: loom.v1.Workers.WatchAssignment:output_type -> loom.v1.Assignment
+	16, // 30: loom.v1.Workers.ReportProgress:output_type -> loom.v1.ReportProgressResponse
+	18, // 31: loom.v1.Workers.CommitCheckpoint:output_type -> loom.v1.CommitCheckpointResponse
+	20, // 32: loom.v1.Workers.ReportFailure:output_type -> loom.v1.ReportFailureResponse
+	24, // 33: loom.v1.Cluster.Apply:output_type -> loom.v1.ApplyResponse
+	23, // 34: loom.v1.Cluster.Join:output_type -> loom.v1.JoinResponse
+	23, // [23:35] is the sub-list for method output_type
+	11, // [11:23] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -1867,7 +1997,7 @@ func file_loom_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loom_proto_rawDesc), len(file_loom_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

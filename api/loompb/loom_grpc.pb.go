@@ -348,6 +348,7 @@ const (
 	Workers_WatchAssignment_FullMethodName  = "/loom.v1.Workers/WatchAssignment"
 	Workers_ReportProgress_FullMethodName   = "/loom.v1.Workers/ReportProgress"
 	Workers_CommitCheckpoint_FullMethodName = "/loom.v1.Workers/CommitCheckpoint"
+	Workers_ReportFailure_FullMethodName    = "/loom.v1.Workers/ReportFailure"
 )
 
 // WorkersClient is the client API for Workers service.
@@ -365,6 +366,12 @@ type WorkersClient interface {
 	// CommitCheckpoint records a checkpoint whose objects are all written.
 	// Only committed checkpoints are ever resumed from.
 	CommitCheckpoint(ctx context.Context, in *CommitCheckpointRequest, opts ...grpc.CallOption) (*CommitCheckpointResponse, error)
+	// ReportFailure says the worker's generation failed for a reason of its
+	// own (trainer or storage error). The coordinator starts the next
+	// generation at once, or fails the job with this error once the failure
+	// policy's max_restarts are spent. FAILED_PRECONDITION: the generation is
+	// no longer current (nothing to do).
+	ReportFailure(ctx context.Context, in *ReportFailureRequest, opts ...grpc.CallOption) (*ReportFailureResponse, error)
 }
 
 type workersClient struct {
@@ -414,6 +421,16 @@ func (c *workersClient) CommitCheckpoint(ctx context.Context, in *CommitCheckpoi
 	return out, nil
 }
 
+func (c *workersClient) ReportFailure(ctx context.Context, in *ReportFailureRequest, opts ...grpc.CallOption) (*ReportFailureResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportFailureResponse)
+	err := c.cc.Invoke(ctx, Workers_ReportFailure_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkersServer is the server API for Workers service.
 // All implementations must embed UnimplementedWorkersServer
 // for forward compatibility.
@@ -429,6 +446,12 @@ type WorkersServer interface {
 	// CommitCheckpoint records a checkpoint whose objects are all written.
 	// Only committed checkpoints are ever resumed from.
 	CommitCheckpoint(context.Context, *CommitCheckpointRequest) (*CommitCheckpointResponse, error)
+	// ReportFailure says the worker's generation failed for a reason of its
+	// own (trainer or storage error). The coordinator starts the next
+	// generation at once, or fails the job with this error once the failure
+	// policy's max_restarts are spent. FAILED_PRECONDITION: the generation is
+	// no longer current (nothing to do).
+	ReportFailure(context.Context, *ReportFailureRequest) (*ReportFailureResponse, error)
 	mustEmbedUnimplementedWorkersServer()
 }
 
@@ -447,6 +470,9 @@ func (UnimplementedWorkersServer) ReportProgress(context.Context, *ReportProgres
 }
 func (UnimplementedWorkersServer) CommitCheckpoint(context.Context, *CommitCheckpointRequest) (*CommitCheckpointResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CommitCheckpoint not implemented")
+}
+func (UnimplementedWorkersServer) ReportFailure(context.Context, *ReportFailureRequest) (*ReportFailureResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReportFailure not implemented")
 }
 func (UnimplementedWorkersServer) mustEmbedUnimplementedWorkersServer() {}
 func (UnimplementedWorkersServer) testEmbeddedByValue()                 {}
@@ -516,6 +542,24 @@ func _Workers_CommitCheckpoint_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Workers_ReportFailure_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportFailureRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkersServer).ReportFailure(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Workers_ReportFailure_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkersServer).ReportFailure(ctx, req.(*ReportFailureRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Workers_ServiceDesc is the grpc.ServiceDesc for Workers service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -530,6 +574,10 @@ var Workers_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CommitCheckpoint",
 			Handler:    _Workers_CommitCheckpoint_Handler,
+		},
+		{
+			MethodName: "ReportFailure",
+			Handler:    _Workers_ReportFailure_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

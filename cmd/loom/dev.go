@@ -33,6 +33,7 @@ type devFlags struct {
 	batch, samples int
 	lr             float64
 	evalN          int
+	seed           int64
 	dataDir        string
 	keep           bool
 }
@@ -80,6 +81,7 @@ Example:
 	fl.IntVar(&f.samples, "samples", 1024, "synthetic samples per data kind")
 	fl.Float64Var(&f.lr, "lr", 2e-3, "peak learning rate of every stage (a short run needs a high one)")
 	fl.IntVar(&f.evalN, "eval-samples", 16, "held-out image-text pairs for the retrieval check (0: skip it)")
+	fl.Int64Var(&f.seed, "seed", 1, "the job's seed (model initialisation, data order, augmentation)")
 	fl.StringVar(&f.dataDir, "data-dir", "", "where data, checkpoints, state and logs go (default: a temporary directory)")
 	fl.BoolVar(&f.keep, "keep", false, "keep --data-dir at exit")
 	return c
@@ -92,6 +94,9 @@ func devManifest(f devFlags, uri func(shard.Kind) string) (*api.Manifest, error)
 		return nil, err
 	}
 	m.Elastic = api.Elastic{Min: f.workers, Max: f.workers}
+	if f.seed != 0 {
+		m.Seed = f.seed
+	}
 	m.Checkpoint.Interval = max(1, f.steps/3)
 	m.Checkpoint.Keep = 2
 	m.Failure.StallGrace = api.Duration(2 * time.Minute)
