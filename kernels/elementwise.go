@@ -214,7 +214,12 @@ func (tp *Tape) binary(k binKind, a, b *Tensor) *Tensor {
 	binFwd(k, &p, a.Data, b.Data, out.Data)
 	tp.record(binNames[k], out, func() {
 		var da, db []float32
-		if wants(a) {
+		if (k == binAdd || k == binSub) && p.mode == 0 && a != b && wants(a) && a.Grad == nil {
+			// d(out)/da is the identity and out.Grad is dead after this
+			// rule: hand a the buffer instead of clearing and adding one
+			// (the residual stream of a transformer).
+			a.Grad = out.Grad
+		} else if wants(a) {
 			da = a.gradBuf()
 		}
 		if wants(b) {

@@ -1,6 +1,9 @@
 package kernels
 
-import "fmt"
+import (
+	"fmt"
+	"unsafe"
+)
 
 // Tape records the ops of one forward pass so that Backward can run their
 // gradient rules in reverse order.
@@ -14,6 +17,15 @@ import "fmt"
 // their inner loops in parallel themselves).
 type Tape struct {
 	nodes []node
+
+	// During a sweep, the gradient buffers of op outputs whose backward
+	// rule has run are dead (every consumer ran earlier in the reverse
+	// order); sweep recycles them here, by length, and gradBuf of a tensor
+	// this tape produced takes one (cleared) instead of allocating fresh
+	// memory. Empty outside a sweep.
+	sweeping  bool
+	free      map[int][][]float32
+	noRecycle bool // tests: the reference sweep that allocates every buffer
 }
 
 type node struct {
@@ -58,6 +70,7 @@ func (tp *Tape) record(op string, out *Tensor, backward func(), inputs ...*Tenso
 		return false
 	}
 	out.requiresGrad = true
+	out.tape = tp
 	tp.nodes = append(tp.nodes, node{op: op, out: out, inputs: inputs, backward: backward})
 	return true
 }
@@ -95,10 +108,13 @@ func (tp *Tape) sweep(out *Tensor, grad []float32, after func(i int)) {
 	for i, v := range grad {
 		g[i] += v
 	}
+	tp.sweeping = true
+	defer func() { tp.sweeping, tp.free = false, nil }()
 	for i := len(tp.nodes) - 1; i >= 0; i-- {
 		n := tp.nodes[i]
 		if n.out.Grad != nil { // else no gradient reached this op
 			n.backward()
+			tp.recycle(n)
 		}
 		if after != nil {
 			after(i)
@@ -107,9 +123,55 @@ func (tp *Tape) sweep(out *Tensor, grad []float32, after func(i int)) {
 	tp.nodes = tp.nodes[:0]
 }
 
-// gradBuf returns t.Grad, allocating zeros on first use.
+// recycle puts the gradient buffer of n's output, which no later rule of
+// the sweep reads, into the free list, unless the rule handed it to an
+// input (Reshape, Add) or the output is one of its own inputs. The
+// output's Grad becomes nil (intermediate gradients are unspecified after
+// Backward).
+func (tp *Tape) recycle(n node) {
+	g := n.out.Grad
+	if len(g) == 0 || n.out.tape != tp || tp.noRecycle {
+		return
+	}
+	for _, in := range n.inputs {
+		if in == nil {
+			continue
+		}
+		if in == n.out || overlaps(in.Grad, g) {
+			return
+		}
+	}
+	n.out.Grad = nil
+	if tp.free == nil {
+		tp.free = map[int][][]float32{}
+	}
+	tp.free[len(g)] = append(tp.free[len(g)], g)
+}
+
+// overlaps reports whether slices a and b share memory.
+func overlaps(a, b []float32) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return false
+	}
+	a0, b0 := uintptr(unsafe.Pointer(&a[0])), uintptr(unsafe.Pointer(&b[0]))
+	return a0 < b0+uintptr(len(b))*4 && b0 < a0+uintptr(len(a))*4
+}
+
+// gradBuf returns t.Grad, allocating zeros on first use. During a
+// backward sweep of the tape that produced t, the buffer comes from the
+// tape's recycled gradients when one of the right length is free.
 func (t *Tensor) gradBuf() []float32 {
 	if t.Grad == nil {
+		if tp := t.tape; tp != nil && tp.sweeping {
+			if l := tp.free[len(t.Data)]; len(l) > 0 {
+				g := l[len(l)-1]
+				l[len(l)-1] = nil
+				tp.free[len(t.Data)] = l[:len(l)-1]
+				clear(g)
+				t.Grad = g
+				return g
+			}
+		}
 		t.Grad = make([]float32, len(t.Data))
 	}
 	return t.Grad

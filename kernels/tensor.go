@@ -21,6 +21,7 @@ type Tensor struct {
 	Grad  []float32 // nil, or Size() values: d(loss)/d(Data)
 
 	requiresGrad bool
+	tape         *Tape // the tape whose op produced t (it recycles t.Grad during its backward sweep), or nil
 }
 
 // New wraps data (not copied) as a tensor of the given shape. It panics with

@@ -87,3 +87,25 @@ func TestBenchStepTorch(t *testing.T) {
 		t.Errorf("BenchStep with PyTorch: %+v", r)
 	}
 }
+
+// BenchmarkStep times one training step of the default `loom bench step`
+// model at one thread (profile with -cpuprofile).
+func BenchmarkStep(b *testing.B) {
+	kernels.SetMaxThreads(1)
+	defer kernels.SetMaxThreads(0)
+	cfg := StepConfig{Layers: 6, Dim: 256, Heads: 4, Seq: 256, Batch: 8, Vocab: 1024}
+	m := NewStepModel(cfg)
+	opt := kernels.NewAdamW(m.Params, kernels.AdamWConfig{LR: 1e-4, WeightDecay: 0.1})
+	ids, tgt := make([]int32, cfg.Batch*cfg.Seq), make([]int32, cfg.Batch*cfg.Seq)
+	for i := range ids {
+		ids[i], tgt[i] = int32(i*7%cfg.Vocab), int32(i*3%cfg.Vocab)
+	}
+	for b.Loop() {
+		for _, p := range m.Params {
+			p.ZeroGrad()
+		}
+		tp := kernels.NewTape()
+		tp.Backward(m.Loss(tp, ids, tgt))
+		opt.Step()
+	}
+}
