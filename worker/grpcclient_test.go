@@ -23,7 +23,15 @@ type workersServer struct {
 	mu      sync.Mutex
 	reports int
 	commits []string // request ids
+	fails   []string // request ids of ReportFailure
 	tokens  []string
+}
+
+func (s *workersServer) ReportFailure(ctx context.Context, req *loompb.ReportFailureRequest) (*loompb.ReportFailureResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fails = append(s.fails, req.RequestId)
+	return &loompb.ReportFailureResponse{}, nil
 }
 
 func (s *workersServer) auth(ctx context.Context) {
@@ -171,5 +179,28 @@ func TestGRPCCoordinatorCommitRetriesUntilAvailable(t *testing.T) {
 	(<-served).Stop()
 	if _, err := NewGRPCCoordinator([]string{" ", ""}); err == nil {
 		t.Errorf("NewGRPCCoordinator(no address): no error")
+	}
+}
+
+// ReportFailure moves past a coordinator that is down to the next one.
+func TestGRPCCoordinatorReportFailureFailsOver(t *testing.T) {
+	_, addrA, stopA := serveWorkers(t, "a")
+	b, addrB, _ := serveWorkers(t, "b")
+	stopA()
+	c, err := NewGRPCCoordinator([]string{addrA, addrB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.ReportFailure(ctx, &loompb.ReportFailureRequest{WorkerId: "w0", Job: "j", Generation: 3, Error: "boom", RequestId: "failure/j/3/w0"}); err != nil {
+		t.Fatalf("ReportFailure with coordinator a down: %v", err)
+	}
+	b.mu.Lock()
+	got := append([]string(nil), b.fails...)
+	b.mu.Unlock()
+	if len(got) != 1 || got[0] != "failure/j/3/w0" {
+		t.Errorf("failure reports seen by coordinator b: %v, want [failure/j/3/w0]", got)
 	}
 }
