@@ -22,6 +22,7 @@ func newBenchAllReduceCmd() *cobra.Command {
 		transports string
 		slice      string
 		p2p        string
+		grpcBuf    string
 		asJSON     bool
 	)
 	cmd := &cobra.Command{
@@ -61,6 +62,11 @@ Example:
 			if o.P2PBytes, err = collbench.ParseBytes(p2p); err != nil {
 				return fmt.Errorf("--p2p-bytes: %w", err)
 			}
+			gb, err := collbench.ParseBytes(grpcBuf)
+			if err != nil {
+				return fmt.Errorf("--grpc-buffer: %w", err)
+			}
+			o.GRPCBuffer = int(gb)
 			o.Transports = strings.Split(transports, ",")
 			if o.World < 2 {
 				return fmt.Errorf("--ranks %d: want at least 2", o.World)
@@ -86,6 +92,7 @@ Example:
 	f.StringVar(&transports, "transports", "tcp,grpc,grpc-proto", "transports to run; put tcp first to get ratios")
 	f.StringVar(&slice, "slice", "4MiB", "largest message of the pipelined ring")
 	f.StringVar(&p2p, "p2p-bytes", "256MiB", "bytes for the point-to-point measurement (0 skips it)")
+	f.StringVar(&grpcBuf, "grpc-buffer", "0", "gRPC read and write buffer size per connection (0: the transport's default, 1MiB)")
 	f.IntVar(&o.Warmup, "warmup", 2, "untimed iterations per size")
 	f.IntVar(&o.Iters, "iters", 5, "timed iterations per size (the median is reported)")
 	f.BoolVar(&asJSON, "json", false, "print JSON instead of a table")

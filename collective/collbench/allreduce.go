@@ -32,6 +32,9 @@ type AllReduceOptions struct {
 	Warmup     int      // untimed iterations per size, default 2
 	Iters      int      // timed iterations per size, default 5 (median reported)
 	P2PBytes   int64    // bytes sent per point-to-point measurement, default 256 MiB; 0 skips it
+	// GRPCBuffer is the gRPC transports' read and write buffer size
+	// (grpctransport.Options.BufferSize); 0 keeps the transport's default.
+	GRPCBuffer int
 }
 
 func (o *AllReduceOptions) defaults() {
@@ -98,6 +101,11 @@ type AllReduceResult struct {
 
 // Ring starts world transports of the given kind on 127.0.0.1 free ports.
 func Ring(kind string, world, channels int) ([]collective.Transport, error) {
+	return ring(kind, world, channels, 0)
+}
+
+// ring is Ring with the gRPC buffer size (0: the transport's default).
+func ring(kind string, world, channels, grpcBuffer int) ([]collective.Transport, error) {
 	lis := make([]net.Listener, world)
 	addrs := make([]string, world)
 	for r := range lis {
@@ -119,7 +127,7 @@ func Ring(kind string, world, channels int) ([]collective.Transport, error) {
 			if kind == GRPCProto {
 				codec = "proto"
 			}
-			tr, err = grpctransport.New(grpctransport.Options{Rank: r, Addrs: addrs, Listener: lis[r], Channels: channels, Codec: codec})
+			tr, err = grpctransport.New(grpctransport.Options{Rank: r, Addrs: addrs, Listener: lis[r], Channels: channels, Codec: codec, BufferSize: grpcBuffer})
 		default:
 			err = fmt.Errorf("collbench: unknown transport %q (want %s, %s or %s)", kind, TCP, GRPC, GRPCProto)
 		}
@@ -152,7 +160,7 @@ func AllReduce(ctx context.Context, o AllReduceOptions, progress io.Writer) (*Al
 		}
 	}()
 	for _, kind := range o.Transports {
-		trs, err := Ring(kind, o.World, o.Channels)
+		trs, err := ring(kind, o.World, o.Channels, o.GRPCBuffer)
 		if err != nil {
 			return nil, err
 		}
@@ -215,7 +223,7 @@ func AllReduce(ctx context.Context, o AllReduceOptions, progress io.Writer) (*Al
 	if o.P2PBytes > 0 {
 		var tcpRate float64
 		for _, kind := range o.Transports {
-			rate, err := p2p(ctx, kind, o.Channels, o.P2PBytes, 4<<20)
+			rate, err := p2p(ctx, kind, o.Channels, o.GRPCBuffer, o.P2PBytes, 4<<20)
 			if err != nil {
 				return nil, err
 			}
@@ -253,8 +261,8 @@ func timeAllReduce(ctx context.Context, comms []*collective.Comm, bufs [][]float
 
 // p2p measures one transport's rate from rank 0 to rank 1 with every
 // channel streaming msg-byte messages at once.
-func p2p(ctx context.Context, kind string, channels int, total int64, msg int) (float64, error) {
-	trs, err := Ring(kind, 2, channels)
+func p2p(ctx context.Context, kind string, channels, grpcBuffer int, total int64, msg int) (float64, error) {
+	trs, err := ring(kind, 2, channels, grpcBuffer)
 	if err != nil {
 		return 0, err
 	}
@@ -308,7 +316,11 @@ func p2p(ctx context.Context, kind string, channels int, total int64, msg int) (
 
 // WriteAllReduceTable prints the result like nccl-tests.
 func WriteAllReduceTable(w io.Writer, res *AllReduceResult) {
-	fmt.Fprintf(w, "# all-reduce (mean, float32), %d ranks on loopback, %d channels, slice %d B\n", res.Options.World, res.Options.Channels, res.Options.SliceBytes)
+	fmt.Fprintf(w, "# all-reduce (mean, float32), %d ranks on loopback, %d channels, slice %d B", res.Options.World, res.Options.Channels, res.Options.SliceBytes)
+	if res.Options.GRPCBuffer != 0 {
+		fmt.Fprintf(w, ", gRPC buffer %d B", res.Options.GRPCBuffer)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "transport\tsize(B)\tcount\ttime(us)\tmin(us)\talgbw(GB/s)\tbusbw(GB/s)\tbusbw/tcp\tCPU s/GB\tCPU/tcp\t")
 	for _, r := range res.Rows {

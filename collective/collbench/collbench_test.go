@@ -87,6 +87,21 @@ func TestBenchmarksRun(t *testing.T) {
 	}
 }
 
+// TestAllReduceGRPCBuffer runs the gRPC ring with a non-default buffer size,
+// and checks that a negative one is refused by the transport.
+func TestAllReduceGRPCBuffer(t *testing.T) {
+	ctx := context.Background()
+	o := collbench.AllReduceOptions{World: 2, Sizes: []int64{1 << 16}, Transports: []string{collbench.GRPC}, Warmup: 1, Iters: 1, GRPCBuffer: 32 << 10}
+	ar, err := collbench.AllReduce(ctx, o, nil)
+	if err != nil || len(ar.Rows) != 1 || ar.Rows[0].BusBW <= 0 {
+		t.Fatalf("AllReduce(%+v) = %+v, %v; want one row with a positive busbw", o, ar, err)
+	}
+	o.GRPCBuffer = -1
+	if _, err := collbench.AllReduce(ctx, o, nil); err == nil || !strings.Contains(err.Error(), "BufferSize") {
+		t.Errorf("AllReduce with GRPCBuffer -1: err %v, want one naming BufferSize", err)
+	}
+}
+
 func benchAllReduce(b *testing.B, kind string, size int64) {
 	trs, err := collbench.Ring(kind, 4, 2)
 	if err != nil {
