@@ -17,6 +17,9 @@ type ReadBenchOptions struct {
 	Window     int64 // shuffle window of the sampler order (default: rows of the largest shard)
 	Seed       uint64
 	Repeat     int // runs of each, alternating; the best of each is kept (default 3)
+	// Reader is passed to the Reader as is, except that Fetchers and
+	// CacheBytes above override its fields.
+	Reader ReaderOptions
 }
 
 // ReadBenchResult compares reading a dataset through the Reader with raw
@@ -30,8 +33,12 @@ type ReadBenchResult struct {
 	ReaderBytesPer float64   // best Reader pass (dataset bytes / time)
 	Ratio          float64   // ReaderBytesPer / RawBytesPerSec
 	ReaderGets     int64     // range GETs of the last Reader pass
-	Window         int64
-	Fetchers       int
+	// CPU seconds (user+system) this process spent in each pass; the S3
+	// server's are not included. Empty where the platform cannot tell.
+	RawCPUSeconds    []float64
+	ReaderCPUSeconds []float64
+	Window           int64
+	Fetchers         int
 }
 
 // BenchRead measures one epoch through the Reader, in the sampler's order
@@ -66,17 +73,24 @@ func BenchRead(ctx context.Context, store ObjectStore, prefix string, opts ReadB
 	}
 	res := &ReadBenchResult{Bytes: ix.Bytes, Rows: ix.Rows, Window: opts.Window, Fetchers: opts.Fetchers}
 	for i := 0; i < opts.Repeat; i++ {
+		c0 := processCPU()
 		t, err := rawPass(ctx, store, prefix, ix, opts.Fetchers)
 		if err != nil {
 			return nil, err
 		}
+		c1 := processCPU()
 		res.RawSeconds = append(res.RawSeconds, t)
 		t, gets, err := readerPass(ctx, store, prefix, ix, order, opts)
 		if err != nil {
 			return nil, err
 		}
+		c2 := processCPU()
 		res.ReaderSeconds = append(res.ReaderSeconds, t)
 		res.ReaderGets = gets
+		if c0 >= 0 {
+			res.RawCPUSeconds = append(res.RawCPUSeconds, c1-c0)
+			res.ReaderCPUSeconds = append(res.ReaderCPUSeconds, c2-c1)
+		}
 	}
 	best := func(xs []float64) float64 {
 		b := xs[0]
@@ -121,7 +135,9 @@ func rawPass(ctx context.Context, store ObjectStore, prefix string, ix *Index, f
 
 func readerPass(ctx context.Context, store ObjectStore, prefix string, ix *Index, order *Order, opts ReadBenchOptions) (float64, int64, error) {
 	start := time.Now()
-	r := NewReader(store, prefix, ix, ReaderOptions{CacheBytes: opts.CacheBytes, Fetchers: opts.Fetchers})
+	ro := opts.Reader
+	ro.CacheBytes, ro.Fetchers = opts.CacheBytes, opts.Fetchers
+	r := NewReader(store, prefix, ix, ro)
 	defer r.Close()
 	n := order.Len()
 	st := r.Stream(ctx, func(i int64) (Loc, bool) {

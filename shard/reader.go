@@ -264,12 +264,25 @@ func (r *Reader) claimRunLocked(k batchKey) (lo, hi int, fetches []*fetch) {
 	return lo, hi, fetches
 }
 
-// loadRun fetches batches lo..hi of a shard with one range GET, then
-// verifies and decodes each, completing their fetches.
+// rangeStreamer is an ObjectStore that fills a caller's buffer as the bytes
+// of a range arrive (S3Store does). Reading through it, the Reader checks
+// and decodes each batch of a coalesced range GET as soon as its last byte
+// is in, while the rest of the range is still in transit, and computes the
+// CRC32C of each chunk just after it was read, while it is in the CPU cache.
+// Contract: buf[:filled] is final once progress(filled) is called; filled
+// only grows; an error from progress ends the read and is returned.
+type rangeStreamer interface {
+	StreamRange(ctx context.Context, key string, offset int64, buf []byte, progress func(filled int) error) error
+}
+
+// loadRun fetches batches lo..hi of a shard with one range GET and
+// verifies, decodes and completes each batch as soon as its bytes are in
+// (with a store that streams; otherwise once the whole range is). The
+// shard's footer is fetched at the same time, so a shard's first read
+// costs one round trip, not two.
 func (r *Reader) loadRun(ctx context.Context, shard, lo, hi int, fetches []*fetch) {
 	bs := r.index.Shards[shard].Batches
-	// The footer (needed to decode) and the batches are fetched at the same
-	// time, so a shard's first read costs one round trip, not two.
+	obj := r.objectName(shard)
 	var footer []byte
 	var ferr error
 	fdone := make(chan struct{})
@@ -277,40 +290,80 @@ func (r *Reader) loadRun(ctx context.Context, shard, lo, hi int, fetches []*fetc
 		defer close(fdone)
 		footer, ferr = r.footer(ctx, shard)
 	}()
-	var data []byte
-	var err error
-	{
-		off, end := bs[lo].Offset, bs[hi].Offset+bs[hi].Length
-		data, err = r.store.GetRange(ctx, r.objectName(shard), off, end-off)
-		r.count(int64(len(data)))
-		if err == nil && int64(len(data)) != end-off {
-			err = fmt.Errorf("got %d bytes, want %d (truncated shard?)", len(data), end-off)
-		}
-		if err != nil {
-			err = fmt.Errorf("object %s batches %d-%d: %w", r.objectName(shard), lo, hi, err)
-		}
-	}
-	<-fdone
-	if ferr != nil {
-		err = ferr
-	}
-	for i, f := range fetches {
-		k := batchKey{shard, lo + i}
-		if err != nil {
-			f.err = err
-		} else {
-			part := data[bs[k.batch].Offset-bs[lo].Offset:][:bs[k.batch].Length]
-			if f.err = r.checkBatch(k, part); f.err == nil {
-				f.samples, f.err = r.decodeBatch(k, footer, part, !r.opts.SkipImageCheck)
-			}
-		}
+	off, end := bs[lo].Offset, bs[hi].Offset+bs[hi].Length
+	var buf []byte
+	next := lo        // first batch not completed yet
+	var crc uint32    // CRC32C of batch next, over buf[bs[next].Offset-off:crcTo]
+	crcTo := 0        // relative to off
+	footerOK := false // footer checked
+	complete := func(b int, samples []Sample, err error) {
+		f := fetches[b-lo]
+		f.samples, f.err = samples, err
+		k := batchKey{shard, b}
 		r.mu.Lock()
 		delete(r.inflight, k)
-		if f.err == nil {
-			r.cache.add(k, f.samples, bs[k.batch].Length)
+		if err == nil {
+			r.cache.add(k, samples, bs[b].Length)
 		}
 		r.mu.Unlock()
 		close(f.done)
+	}
+	got := 0 // bytes received
+	progress := func(filled int) error {
+		got = filled
+		for next <= hi {
+			bStart, bEnd := int(bs[next].Offset-off), int(bs[next].Offset+bs[next].Length-off)
+			if upto := min(filled, bEnd); upto > crcTo {
+				crc = crc32.Update(crc, castagnoli, buf[max(crcTo, bStart):upto])
+				crcTo = upto
+			}
+			if filled < bEnd {
+				return nil
+			}
+			if !footerOK {
+				<-fdone
+				if ferr != nil {
+					return ferr
+				}
+				footerOK = true
+			}
+			k := batchKey{shard, next}
+			part := buf[bStart:bEnd]
+			err := r.checkSums(k, part, crc)
+			var samples []Sample
+			if err == nil {
+				samples, err = r.decodeBatch(k, footer, part, !r.opts.SkipImageCheck)
+			}
+			complete(next, samples, err)
+			next++
+			crc = 0
+		}
+		return nil
+	}
+	var err error
+	if st, ok := r.store.(rangeStreamer); ok {
+		buf = make([]byte, end-off)
+		err = st.StreamRange(ctx, obj, off, buf, progress)
+		r.count(int64(got))
+	} else {
+		buf, err = r.store.GetRange(ctx, obj, off, end-off)
+		r.count(int64(len(buf)))
+		if err == nil && int64(len(buf)) != end-off {
+			err = fmt.Errorf("got %d bytes, want %d (truncated shard?)", len(buf), end-off)
+		}
+		if err == nil {
+			err = progress(len(buf))
+		}
+	}
+	if err != nil && err != ferr {
+		err = fmt.Errorf("object %s batches %d-%d: %w", obj, lo, hi, err)
+	}
+	if next <= hi && err == nil {
+		err = fmt.Errorf("object %s batches %d-%d: range read ended early (internal error)", obj, lo, hi)
+	}
+	<-fdone
+	for ; next <= hi; next++ {
+		complete(next, nil, err)
 	}
 }
 
@@ -334,11 +387,22 @@ func (r *Reader) batch(ctx context.Context, k batchKey) ([]Sample, error) {
 	if r.queuedK[k] {
 		// Queued for prefetch but not started: fetch it now, with the
 		// adjacent queued batches.
+		// The run is read in the background, so that this call returns
+		// as soon as its own batch is in.
 		lo, _, fetches := r.claimRunLocked(k)
 		r.mu.Unlock()
-		r.loadRun(ctx, k.shard, lo, lo+len(fetches)-1, fetches)
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.loadRun(ctx, k.shard, lo, lo+len(fetches)-1, fetches)
+		}()
 		f := fetches[k.batch-lo]
-		return f.samples, f.err
+		select {
+		case <-f.done:
+			return f.samples, f.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	f := &fetch{done: make(chan struct{})}
 	r.inflight[k] = f
@@ -394,8 +458,14 @@ func (r *Reader) fetchBatch(ctx context.Context, k batchKey) ([]byte, error) {
 
 // checkBatch compares a batch's bytes with the checksums in the index.
 func (r *Reader) checkBatch(k batchKey, data []byte) error {
+	return r.checkSums(k, data, crc32.Checksum(data, castagnoli))
+}
+
+// checkSums compares a batch's CRC32C c, computed by the caller over data,
+// (and, if asked, data's SHA256) with the index.
+func (r *Reader) checkSums(k batchKey, data []byte, c uint32) error {
 	bi := r.index.Shards[k.shard].Batches[k.batch]
-	if c := crc32.Checksum(data, castagnoli); c != bi.CRC32C {
+	if c != bi.CRC32C {
 		return fmt.Errorf("%s: crc32c %08x does not match the index (%08x): corrupt shard", r.where(k), c, bi.CRC32C)
 	}
 	if r.opts.VerifySHA256 {

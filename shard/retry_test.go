@@ -48,6 +48,7 @@ type faultProxy struct {
 	fail     map[string]int // path substring -> remaining 503s
 	reset    map[string]int // path substring -> remaining connection resets
 	slow     map[string]int // path substring -> remaining requests answered after 2 s
+	cut      map[string]int // path substring -> remaining GETs whose body is cut after half
 	forbid   string         // path substring answered with 403
 	requests map[string]int
 	next     http.Handler
@@ -75,6 +76,12 @@ func (f *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			action = "slow"
 		}
 	}
+	for sub, n := range f.cut {
+		if n > 0 && strings.Contains(r.URL.Path, sub) && r.Method == http.MethodGet {
+			f.cut[sub]--
+			action = "cut"
+		}
+	}
 	if f.forbid != "" && strings.Contains(r.URL.Path, f.forbid) {
 		action = "403"
 	}
@@ -94,6 +101,19 @@ func (f *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 		}
 		w.WriteHeader(http.StatusServiceUnavailable)
+	case "cut":
+		// Send the whole response's headers and half its body, then drop
+		// the connection: the client sees a body shorter than announced.
+		rec := httptest.NewRecorder()
+		f.next.ServeHTTP(rec, r)
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		body := rec.Body.Bytes()
+		w.Write(body[:len(body)/2])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
 	case "reset":
 		hj, _ := w.(http.Hijacker)
 		conn, _, err := hj.Hijack()
@@ -130,7 +150,7 @@ func faultyStore(t *testing.T, attempts int) (*shard.S3Store, *faultProxy) {
 		t.Fatal(err)
 	}
 	u, _ := url.Parse(srv.Endpoint)
-	fp := &faultProxy{fail: map[string]int{}, reset: map[string]int{}, slow: map[string]int{}, requests: map[string]int{}, next: httputil.NewSingleHostReverseProxy(u)}
+	fp := &faultProxy{fail: map[string]int{}, reset: map[string]int{}, slow: map[string]int{}, cut: map[string]int{}, requests: map[string]int{}, next: httputil.NewSingleHostReverseProxy(u)}
 	ts := httptest.NewServer(fp)
 	t.Cleanup(ts.Close)
 	s, err := shard.NewS3Store(shard.S3Config{

@@ -212,6 +212,69 @@ func (s *S3Store) Put(ctx context.Context, key string, r io.Reader, size int64) 
 	})
 }
 
+// StreamRange reads bytes [offset, offset+len(buf)) of key into buf,
+// calling progress(filled) each time buf[:filled] has grown, so that a
+// caller can use the first bytes of a long range while the rest is still
+// arriving. A transient error (5xx, timeout, reset, short body) is retried
+// with the store's policy, resuming at the first byte not yet received:
+// buf[:filled] never changes once reported. An error from progress stops
+// the read and is returned as is (it is not retried). A 4xx, or a range
+// beyond the object's end, fails at once with the key in the message.
+func (s *S3Store) StreamRange(ctx context.Context, key string, offset int64, buf []byte, progress func(filled int) error) error {
+	if err := ValidKey(key); err != nil {
+		return err
+	}
+	if offset < 0 {
+		return fmt.Errorf("object %q: negative range offset %d", key, offset)
+	}
+	if len(buf) == 0 {
+		return nil
+	}
+	end := offset + int64(len(buf))
+	filled := 0
+	var perr error // from progress: stops the read, not retried
+	err := s.retry.do(ctx, "get "+key, func(ctx context.Context) error {
+		opts := minio.GetObjectOptions{}
+		if err := opts.SetRange(offset+int64(filled), end-1); err != nil {
+			return &permanentError{err}
+		}
+		rc, _, hdr, err := s.core.GetObject(ctx, s.cfg.Bucket, key, opts)
+		if err != nil {
+			if minio.ToErrorResponse(err).StatusCode == http.StatusRequestedRangeNotSatisfiable {
+				return &permanentError{fmt.Errorf("get s3://%s/%s: range [%d, %d) beyond the object's end: %w", s.cfg.Bucket, key, offset, end, err)}
+			}
+			return s.wrap("get", key, err)
+		}
+		defer rc.Close()
+		if total := rangeTotal(hdr.Get("Content-Range")); total >= 0 && end > total {
+			return &permanentError{fmt.Errorf("get s3://%s/%s: range [%d, %d) beyond the object's size %d", s.cfg.Bucket, key, offset, end, total)}
+		}
+		for filled < len(buf) {
+			n, err := rc.Read(buf[filled:])
+			if n > 0 {
+				filled += n
+				if perr = progress(filled); perr != nil {
+					return &permanentError{perr}
+				}
+			}
+			if err != nil {
+				if filled == len(buf) {
+					break
+				}
+				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+					return fmt.Errorf("get s3://%s/%s [%d, %d): got %d bytes: %w", s.cfg.Bucket, key, offset, end, filled, errShortBody)
+				}
+				return s.wrap("get", key, err)
+			}
+		}
+		return nil
+	})
+	if perr != nil {
+		return perr
+	}
+	return err
+}
+
 // GetRange implements ObjectStore with one ranged GET per attempt.
 func (s *S3Store) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, error) {
 	if err := ValidKey(key); err != nil {

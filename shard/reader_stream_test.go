@@ -1,0 +1,224 @@
+package shard_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/loomtrain/loom/shard"
+)
+
+// streamAll reads [off, off+n) of key with StreamRange, checking that the
+// progress calls grow and end at n.
+func streamAll(t *testing.T, s *shard.S3Store, key string, off, n int64) ([]byte, []int) {
+	t.Helper()
+	buf := make([]byte, n)
+	var calls []int
+	err := s.StreamRange(context.Background(), key, off, buf, func(filled int) error {
+		if len(calls) > 0 && filled <= calls[len(calls)-1] {
+			t.Errorf("StreamRange(%s, %d, %d): progress(%d) after progress(%d)", key, off, n, filled, calls[len(calls)-1])
+		}
+		calls = append(calls, filled)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("StreamRange(%s, %d, %d): %v", key, off, n, err)
+	}
+	if n > 0 && (len(calls) == 0 || calls[len(calls)-1] != int(n)) {
+		t.Fatalf("StreamRange(%s, %d, %d): progress calls %v, want the last to be %d", key, off, n, calls, n)
+	}
+	return buf, calls
+}
+
+func pattern(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + i>>8)
+	}
+	return b
+}
+
+// TestStreamRangeMatchesGetRange checks S3Store.StreamRange against GetRange
+// (the reference) over ranges at the start, middle and end of an object.
+func TestStreamRangeMatchesGetRange(t *testing.T) {
+	ctx := context.Background()
+	s := embeddedS3(t, "")
+	data := pattern(3<<20 + 17)
+	if err := s.Put(ctx, "obj", bytes.NewReader(data), int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []struct{ off, n int64 }{{0, 1}, {0, int64(len(data))}, {5, 1 << 20}, {int64(len(data)) - 100, 100}, {1 << 20, 2 << 20}} {
+		got, _ := streamAll(t, s, "obj", r.off, r.n)
+		want, err := s.GetRange(ctx, "obj", r.off, r.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("StreamRange(obj, %d, %d) differs from GetRange", r.off, r.n)
+		}
+	}
+	buf := make([]byte, 10)
+	err := s.StreamRange(ctx, "obj", int64(len(data))-5, buf, func(int) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "obj") {
+		t.Errorf("StreamRange past the end: got %v, want an error naming obj", err)
+	}
+	err = s.StreamRange(ctx, "missing", 0, buf, func(int) error { return nil })
+	if !errors.Is(err, shard.ErrNotFound) {
+		t.Errorf("StreamRange(missing): got %v, want ErrNotFound", err)
+	}
+}
+
+// TestStreamRangeResumesCutBody cuts the body of the first GET after half of
+// it: the retry asks only for the rest, and the bytes are exact.
+func TestStreamRangeResumesCutBody(t *testing.T) {
+	ctx := context.Background()
+	s, fp := faultyStore(t, 4)
+	data := pattern(1<<20 + 3)
+	if err := s.Put(ctx, "cut/obj", bytes.NewReader(data), int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	fp.mu.Lock()
+	fp.cut["cut/obj"] = 1
+	fp.mu.Unlock()
+	got, calls := streamAll(t, s, "cut/obj", 10, int64(len(data))-10)
+	if !bytes.Equal(got, data[10:]) {
+		t.Fatalf("StreamRange after a cut body: bytes differ from what was stored")
+	}
+	if n := fp.count("cut/obj"); n != 3 { // the PUT, the cut GET, the resumed GET
+		t.Errorf("requests for cut/obj: got %d, want 3 (put, cut get, resumed get); progress %v", n, calls)
+	}
+}
+
+// TestStreamRangeProgressErrorStops checks that an error from progress ends
+// the read at once, unretried and unwrapped.
+func TestStreamRangeProgressErrorStops(t *testing.T) {
+	ctx := context.Background()
+	s, fp := faultyStore(t, 4)
+	data := pattern(1 << 20)
+	if err := s.Put(ctx, "stop/obj", bytes.NewReader(data), int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	stop := errors.New("enough")
+	err := s.StreamRange(ctx, "stop/obj", 0, make([]byte, len(data)), func(int) error { return stop })
+	if err != stop {
+		t.Errorf("StreamRange with a failing progress: got %v, want %v", err, stop)
+	}
+	if n := fp.count("stop/obj"); n != 2 {
+		t.Errorf("requests for stop/obj: got %d, want 2 (put, one get)", n)
+	}
+}
+
+// TestReaderStreamingMatchesWholeRange reads a dataset through the Reader
+// from S3 (batches checked and decoded as a range streams in) and from the
+// in-memory store (whole ranges, the reference): same samples, same order.
+func TestReaderStreamingMatchesWholeRange(t *testing.T) {
+	ctx := context.Background()
+	s3 := embeddedS3(t, "")
+	mem := shard.NewMemStore()
+	wo := shard.WriterOptions{BatchBytes: 8 << 10, ShardBytes: 64 << 10}
+	ix := writeSynth(t, mem, "ds", shard.KindImageText, 120, wo)
+	if err := mem.List(ctx, "ds/", func(oi shard.ObjectInfo) error {
+		b, err := mem.GetRange(ctx, oi.Key, 0, -1)
+		if err != nil {
+			return err
+		}
+		return s3.Put(ctx, oi.Key, bytes.NewReader(b), int64(len(b)))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	order, err := shard.NewOrder(ix.ShardRows(), 3, 40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(store shard.ObjectStore) ([]shard.Sample, int64) {
+		r, err := shard.OpenReader(ctx, store, "ds", shard.ReaderOptions{Fetchers: 3, CoalesceBytes: 40 << 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		st := r.Stream(ctx, func(i int64) (shard.Loc, bool) {
+			if i >= order.Len() {
+				return shard.Loc{}, false
+			}
+			return order.At(0, i), true
+		}, 64)
+		var out []shard.Sample
+		for {
+			smp, loc, err := st.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("Next at %v: %v", loc, err)
+			}
+			out = append(out, smp)
+		}
+		gets, _ := r.Stats()
+		return out, gets
+	}
+	got, gets := read(s3)
+	want, _ := read(mem)
+	if len(got) != len(want) || len(got) != 120 {
+		t.Fatalf("read %d samples from S3, %d from memory, want 120 each", len(got), len(want))
+	}
+	for i := range got {
+		if !reflect.DeepEqual(normalize(got[i]), normalize(want[i])) {
+			t.Fatalf("sample %d: from S3 %s, from memory %s", i, got[i].ID, want[i].ID)
+		}
+	}
+	if nb := countBatches(ix); gets >= int64(nb+len(ix.Shards)) {
+		t.Errorf("S3 reader made %d GETs for %d batches and %d footers: want fewer (coalesced)", gets, nb, len(ix.Shards))
+	}
+}
+
+func countBatches(ix *shard.Index) int {
+	n := 0
+	for _, s := range ix.Shards {
+		n += len(s.Batches)
+	}
+	return n
+}
+
+// TestReaderStreamingNamesCorruptBatch corrupts one batch in S3: the error
+// names the object, and the batches streamed before it were served.
+func TestReaderStreamingNamesCorruptBatch(t *testing.T) {
+	ctx := context.Background()
+	s3 := embeddedS3(t, "")
+	ix := writeSynth(t, s3, "ds", shard.KindImageText, 40, shard.WriterOptions{BatchBytes: 1 << 10, ShardBytes: 1 << 20})
+	si := ix.Shards[0]
+	if len(si.Batches) < 3 {
+		t.Fatalf("want >= 3 batches in shard 0, got %d", len(si.Batches))
+	}
+	key := "ds/" + si.Key
+	b, err := s3.GetRange(ctx, key, 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[si.Batches[2].Offset+si.Batches[2].Length/2] ^= 0xff
+	if err := s3.Put(ctx, key, bytes.NewReader(b), int64(len(b))); err != nil {
+		t.Fatal(err)
+	}
+	r := shard.NewReader(s3, "ds", ix, shard.ReaderOptions{Fetchers: 1})
+	defer r.Close()
+	st := r.Stream(ctx, func(i int64) (shard.Loc, bool) { return shard.Loc{Shard: 0, Row: i}, i < si.Rows }, int(si.Rows))
+	var n int64
+	for {
+		_, loc, err := st.Next()
+		if err != nil {
+			want := fmt.Sprintf("object %s batch 2", key)
+			if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "crc32c") {
+				t.Fatalf("Next at %v: got %v, want an error containing %q and crc32c", loc, err, want)
+			}
+			break
+		}
+		n++
+	}
+	if first2 := si.Batches[0].Rows + si.Batches[1].Rows; n != first2 {
+		t.Errorf("served %d rows before the corrupt batch, want %d", n, first2)
+	}
+}
