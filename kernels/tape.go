@@ -79,8 +79,12 @@ func (tp *Tape) record(op string, out *Tensor, backward func(), inputs ...*Tenso
 // tensor recorded on the tape that requires one: it seeds d(loss)=1 and runs
 // the recorded rules in reverse. Parameter gradients accumulate (+=) into
 // their existing Grad. The Grad of intermediate (op output) tensors is
-// unspecified afterwards: a Reshape may hand its gradient buffer to its
-// input instead of copying it. The tape is reset afterwards.
+// unspecified afterwards: a Reshape or Add may hand its gradient buffer to
+// its input instead of copying it, and the sweep reuses the buffer of an
+// op output once its rule has run (that output's Grad is then nil), so a
+// backward pass allocates little fresh memory. Leaves (parameters, tensors
+// marked with SetRequiresGrad) never share a buffer. The tape is reset
+// afterwards.
 func (tp *Tape) Backward(loss *Tensor) {
 	if loss.Size() != 1 {
 		panic(shapeErr("Backward", loss.Shape, nil, "loss must have one element (use BackwardFrom for a tensor gradient)"))
