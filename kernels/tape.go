@@ -49,6 +49,7 @@ func (tp *Tape) Len() int {
 // Reset forgets the recorded ops (the parameters keep their Grad).
 func (tp *Tape) Reset() {
 	if tp != nil {
+		clear(tp.nodes) // drop the closures (and the activations they hold): a tensor that outlives the sweep references the tape
 		tp.nodes = tp.nodes[:0]
 	}
 }
@@ -124,6 +125,7 @@ func (tp *Tape) sweep(out *Tensor, grad []float32, after func(i int)) {
 			after(i)
 		}
 	}
+	clear(tp.nodes) // drop the closures (and the activations they hold): a tensor that outlives the sweep references the tape
 	tp.nodes = tp.nodes[:0]
 }
 
