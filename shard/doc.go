@@ -21,7 +21,9 @@
 //     fake) implementations; shard/storetest holds the conformance suite.
 //   - reader.go, cache.go: [Reader] gives random access by (shard, row),
 //     with a byte-bounded LRU cache, checksum verification and bounded
-//     prefetch ([Reader.Stream]).
+//     prefetch ([Reader.Stream]); adjacent batches share one range GET,
+//     and from a store that streams ([S3Store.StreamRange]) each batch is
+//     checked and decoded as soon as its bytes are in.
 //   - sampler.go, mixture.go, pack.go: pure functions of (index, seed,
 //     epoch) giving the global sample order, its per-rank slices, weighted
 //     mixtures of datasets and sequence packing with per-token loss weights;
