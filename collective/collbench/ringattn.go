@@ -147,6 +147,7 @@ func RingAttention(ctx context.Context, o RingAttnOptions, progress io.Writer) (
 		}
 	}
 	if len(res.Layouts) == 2 && res.Layouts[1].CriticalMS > 0 {
+		res.Layouts[0].Speedup = 1 // the contiguous baseline, against itself
 		res.Layouts[1].Speedup = res.Layouts[0].CriticalMS / res.Layouts[1].CriticalMS
 	}
 	for _, w := range o.MemWorlds {
