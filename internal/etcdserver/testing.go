@@ -1,8 +1,8 @@
 package etcdserver
 
 import (
+	"github.com/loomtrain/loom/internal/testlog"
 	"log/slog"
-	"sync"
 	"testing"
 )
 
@@ -11,7 +11,7 @@ import (
 // clients with t.Cleanup registered after this call, so they close first.
 func StartForTest(t testing.TB) *Server {
 	t.Helper()
-	w := newTWriter(t)
+	w := testlog.New(t)
 	s, err := StartWithOptions(t.TempDir(), Options{
 		NoFsync: true,
 		Logger:  slog.New(slog.NewTextHandler(w, nil)),
@@ -23,34 +23,7 @@ func StartForTest(t testing.TB) *Server {
 		if err := s.Close(); err != nil {
 			t.Errorf("etcdserver: close: %v", err)
 		}
-		w.stop()
+		w.Stop()
 	})
 	return s
-}
-
-// tWriter sends log lines to t.Log so they appear only for failing or -v tests.
-// tWriter sends log lines to t.Log until done, so that a goroutine that
-// logs after the test ended does not panic the test binary.
-type tWriter struct {
-	t    testing.TB
-	mu   *sync.Mutex
-	done *bool
-}
-
-func newTWriter(t testing.TB) tWriter { return tWriter{t: t, mu: new(sync.Mutex), done: new(bool)} }
-
-func (w tWriter) stop() {
-	w.mu.Lock()
-	*w.done = true
-	w.mu.Unlock()
-}
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if *w.done {
-		return len(p), nil
-	}
-	w.t.Log(string(p))
-	return len(p), nil
 }

@@ -1,0 +1,36 @@
+// Package testlog routes the logs of servers started by tests (embedded
+// etcd, Raft clusters) to t.Log, so they show only for failing or -v tests,
+// and drops lines logged after the test ended instead of panicking the test
+// binary.
+package testlog
+
+import (
+	"sync"
+	"testing"
+)
+
+// Writer sends each Write to t.Log until Stop is called.
+type Writer struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
+
+// New returns a Writer for t.
+func New(t testing.TB) *Writer { return &Writer{t: t} }
+
+// Stop makes later writes no-ops; call it in t.Cleanup after the server stopped.
+func (w *Writer) Stop() {
+	w.mu.Lock()
+	w.done = true
+	w.mu.Unlock()
+}
+
+func (w *Writer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(string(p))
+	}
+	return len(p), nil
+}
