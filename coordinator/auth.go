@@ -9,10 +9,9 @@ import (
 	"os"
 	"strings"
 
+	"github.com/loomtrain/loom/internal/grpcauth"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -52,31 +51,11 @@ func AuthServerOptions(token string) []grpc.ServerOption {
 	}
 }
 
-type tokenCreds struct {
-	token  string
-	secure bool
-}
-
-func (t tokenCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + t.token}, nil
-}
-
-func (t tokenCreds) RequireTransportSecurity() bool { return t.secure }
-
 // DialOptions returns the options a client (the CLI, a worker, a follower
 // forwarding to the leader) uses to reach a coordinator: TLS when tlsConf is
 // non-nil (insecure otherwise) and the bearer token when non-empty.
 func DialOptions(token string, tlsConf *tls.Config) []grpc.DialOption {
-	var opts []grpc.DialOption
-	if tlsConf != nil {
-		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
-	} else {
-		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	}
-	if token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(tokenCreds{token: token, secure: tlsConf != nil}))
-	}
-	return opts
+	return grpcauth.DialOptions(token, tlsConf)
 }
 
 // TLSFiles names the PEM files of a mutual-TLS setup.

@@ -9,10 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/loomtrain/loom/internal/grpcauth"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/loomtrain/loom/api/loompb"
@@ -61,28 +60,8 @@ func NewGRPCCoordinator(addrs []string, opts ...grpc.DialOption) (*GRPCCoordinat
 // DialOptions are the options to reach a coordinator: TLS when tlsConf is
 // set (plain otherwise) and the bearer token when non-empty (LOOM_TOKEN).
 func DialOptions(token string, tlsConf *tls.Config) []grpc.DialOption {
-	var opts []grpc.DialOption
-	if tlsConf != nil {
-		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
-	} else {
-		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	}
-	if token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearer{token: token, secure: tlsConf != nil}))
-	}
-	return opts
+	return grpcauth.DialOptions(token, tlsConf)
 }
-
-type bearer struct {
-	token  string
-	secure bool
-}
-
-func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + b.token}, nil
-}
-
-func (b bearer) RequireTransportSecurity() bool { return b.secure }
 
 // Close closes every connection.
 func (c *GRPCCoordinator) Close() error {
