@@ -47,13 +47,9 @@ versitygw must be installed: ` + s3server.VersityInstall,
 			if err != nil {
 				return fmt.Errorf("--size: %w", err)
 			}
-			sb, err := shard.ParseBytes(shardSize)
+			sb, bb, err := parseShardSizes(shardSize, batchSize)
 			if err != nil {
-				return fmt.Errorf("--shard-size: %w", err)
-			}
-			bb, err := shard.ParseBytes(batchSize)
-			if err != nil {
-				return fmt.Errorf("--batch-size: %w", err)
+				return err
 			}
 			if noise < 0 || noise > 255 {
 				return fmt.Errorf("--noise %d: want 0..255", noise)

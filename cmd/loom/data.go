@@ -106,13 +106,9 @@ index; --on-error=skip skips them, logs each and reports how many.`,
 			default:
 				return fmt.Errorf("--on-error %q: want fail or skip", onError)
 			}
-			sb, err := shard.ParseBytes(shardSize)
+			sb, bb, err := parseShardSizes(shardSize, batchSize)
 			if err != nil {
-				return fmt.Errorf("--shard-size: %w", err)
-			}
-			bb, err := shard.ParseBytes(batchSize)
-			if err != nil {
-				return fmt.Errorf("--batch-size: %w", err)
+				return err
 			}
 			store, prefix, err := s3.open(ctx, args[1], true)
 			if err != nil {
@@ -273,13 +269,9 @@ the same dataset.`,
 			if err != nil {
 				return fmt.Errorf("--kind: %w", err)
 			}
-			sb, err := shard.ParseBytes(shardSize)
+			sb, bb, err := parseShardSizes(shardSize, batchSize)
 			if err != nil {
-				return fmt.Errorf("--shard-size: %w", err)
-			}
-			bb, err := shard.ParseBytes(batchSize)
-			if err != nil {
-				return fmt.Errorf("--batch-size: %w", err)
+				return err
 			}
 			store, prefix, err := s3.open(cmd.Context(), args[0], true)
 			if err != nil {
@@ -370,3 +362,15 @@ func (r *progressReporter) finish() {
 }
 
 func init() { rootCmd.AddCommand(newDataCmd()) }
+
+// parseShardSizes parses the --shard-size and --batch-size flags that
+// ingest, synth and the reader benchmark share.
+func parseShardSizes(shardSize, batchSize string) (shardBytes, batchBytes int64, err error) {
+	if shardBytes, err = shard.ParseBytes(shardSize); err != nil {
+		return 0, 0, fmt.Errorf("--shard-size: %w", err)
+	}
+	if batchBytes, err = shard.ParseBytes(batchSize); err != nil {
+		return 0, 0, fmt.Errorf("--batch-size: %w", err)
+	}
+	return shardBytes, batchBytes, nil
+}
