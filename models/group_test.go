@@ -25,7 +25,6 @@ type fakeGroup struct {
 type fakeCall struct {
 	parts   [][]float32 // forward contributions, then backward gradients
 	arrived int
-	gen     int
 }
 
 func newFakeGroup(members int) *fakeGroup {

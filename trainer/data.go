@@ -285,9 +285,7 @@ func (b *rowBuilder) buildLWM(kind shard.Kind, s shard.Sample, r row, rng *rand.
 			r.Tokens = append(r.Tokens, vids...)
 			// Loss on the codes (and <eof>/<eov>), not on the text
 			// delimiters LWMVision puts around them.
-			for _, v := range vflags {
-				r.Loss = append(r.Loss, v)
-			}
+			r.Loss = append(r.Loss, vflags...)
 			r.Vision = append(r.Vision, vflags...)
 			add([]int32{sp.EOS}, false, false)
 		}

@@ -161,9 +161,8 @@ func modelSize(size string) (string, error) {
 	return "", fmt.Errorf("model.size: %q has no preset in models/ (tiny, small, large = the paper size)", size)
 }
 
-// f64, i64, str build hyperparameter pointers for recipe tables.
+// f64, str build hyperparameter pointers for recipe tables.
 func f64(v float64) *float64 { return &v }
-func i64(v int64) *int64     { return &v }
 func str(v string) *string   { return &v }
 
 // Stage is a manifest stage resolved against its recipe: everything NewRun

@@ -181,12 +181,11 @@ type fakeRegistrar struct {
 }
 
 type fakeLease struct {
-	r      *fakeRegistrar
-	id     string
-	done   chan struct{}
-	once   sync.Once
-	err    error
-	closed bool
+	r    *fakeRegistrar
+	id   string
+	done chan struct{}
+	once sync.Once
+	err  error
 }
 
 func (r *fakeRegistrar) Register(ctx context.Context, w Info, ttl time.Duration) (Lease, error) {

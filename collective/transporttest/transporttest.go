@@ -116,7 +116,7 @@ func testOrdered(t *testing.T, newRing Factory) {
 	go func() {
 		for i, n := range sizes {
 			if err := ts[0].Send(ctx, 1, 0, hdr(uint64(i), uint32(i)), payload(uint64(i), n)); err != nil {
-				errc <- fmt.Errorf("Send #%d (%d elements): %w", i, n, err)
+				errc <- fmt.Errorf("send #%d (%d elements): %w", i, n, err)
 				return
 			}
 		}

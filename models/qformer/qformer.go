@@ -131,7 +131,6 @@ type layer struct {
 	cross     *sub
 	ffnQuery  ffn
 	ffnText   *ffn
-	hasText   bool
 	layerName string
 }
 

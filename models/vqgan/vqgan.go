@@ -168,7 +168,6 @@ type VQGAN struct {
 	up      map[int]conv // before level i (decoder order)
 	decNorm groupNorm
 	decOut  conv
-	levels  []int // number of res blocks before each down/up step
 }
 
 // New adds the tokenizer's parameters under prefix (e.g. "vqgan").
