@@ -90,7 +90,14 @@ func TestThreeNodesAdvertiseNames(t *testing.T) {
 			t.Errorf("Servers()[%d] = %+v, want {%s %s} (the advertised name, not an IP)", i, s, c.IDs[i], c.Addrs[i])
 		}
 	}
-	id, addr := c.Nodes[(l+1)%3].Leader()
+	// A follower learns the leader from its first AppendEntries, which may
+	// come a heartbeat after the leader itself knows; wait for it.
+	var id, addr string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if id, addr = c.Nodes[(l+1)%3].Leader(); id != "" {
+			break
+		}
+	}
 	if id != c.IDs[l] || addr != c.Addrs[l] {
 		t.Errorf("follower's Leader() = %s, %s; want %s, %s", id, addr, c.IDs[l], c.Addrs[l])
 	}
