@@ -18,6 +18,7 @@ type ranksResult struct {
 	weights []map[string][]float32 // per rank
 	ids     [][]string             // per step: every rank's sample ids, rank order
 	losses  []float64              // per step (rank 0)
+	norms   []float64              // per step: the global gradient norm before clipping (rank 0)
 	ref     *CheckpointRef         // the checkpoint taken at the end, if asked
 }
 
@@ -27,7 +28,7 @@ func runRanks(t *testing.T, m *api.Manifest, stage, world int, store shard.Objec
 	t.Helper()
 	d := sharedData(t)
 	cs := comms(t, world, 1)
-	res := ranksResult{weights: make([]map[string][]float32, world), ids: make([][]string, steps), losses: make([]float64, steps)}
+	res := ranksResult{weights: make([]map[string][]float32, world), ids: make([][]string, steps), losses: make([]float64, steps), norms: make([]float64, steps)}
 	perRank := make([][][]string, world)
 	errs := make([]error, world)
 	var wg sync.WaitGroup
@@ -56,7 +57,7 @@ func runRanks(t *testing.T, m *api.Manifest, stage, world int, store shard.Objec
 				}
 				perRank[r] = append(perRank[r], p.SampleIDs)
 				if r == 0 {
-					res.losses[s] = p.Loss
+					res.losses[s], res.norms[s] = p.Loss, p.GradNorm
 				}
 			}
 			if ckpt {
@@ -127,50 +128,85 @@ func moved(a, b map[string][]float32) bool {
 	return d > 1e-4
 }
 
+// maxAbsDiff is the largest, over every element of every tensor, of |a−b|,
+// and the tensor.
+func maxAbsDiff(a, b map[string][]float32) (float64, string) {
+	worst, at := 0.0, ""
+	for name, x := range a {
+		for i, v := range x {
+			if d := math.Abs(float64(v) - float64(b[name][i])); d > worst {
+				worst, at = d, name
+			}
+		}
+	}
+	return worst, at
+}
+
 // TestDataParallelEquivalence: 2 and 4 ranks with the same global batch
-// end with the weights of 1 rank, within 1e-5 relative per tensor, and
-// consume the same samples in the same order.
+// consume the same samples in the same order, have the same loss and
+// gradient norm at every step (1e-5 relative), and end with the weights of
+// 1 rank: within 1e-5 relative per tensor, except BLIP-2 stage 1 (below).
 func TestDataParallelEquivalence(t *testing.T) {
+	const steps, lr = 3, 3e-3 // lr large enough to move every weight visibly
 	for _, tc := range []struct {
 		recipe string
 		stage  int
-		micro  int     // 0: no gradient accumulation
-		tol    float64 // weights, relative per tensor
+		micro  int // 0: no gradient accumulation
+		// noiseFloor: the weights are compared element by element against
+		// 0.1·lr·steps instead of 1e-5 relative per tensor.
+		noiseFloor bool
 	}{
-		{"qwen-vl", 0, 2, 1e-5}, {"lwm", 0, 2, 1e-5}, {"vila", 0, 2, 1e-5},
-		// BLIP-2 stage 1: ITC and ITM over the global batch, gathered
-		// across the ranks; the same negatives at every world size, and
-		// the losses agree within 1e-5. The weights do not reach 1e-5:
-		// at initialisation every image and text feature is nearly the
-		// same vector, so the contrastive gradient is a small difference
-		// of large terms and float32 summation order (already the order
-		// of two equivalent one-worker computations) moves it by 2e-4
-		// relative; after 3 AdamW steps the text-side tensors differ by
-		// up to 1.4% (measured). See docs/recipes.md.
-		{"blip2", 0, 0, 3e-2},
+		{recipe: "qwen-vl", micro: 2}, {recipe: "lwm", micro: 2}, {recipe: "vila", micro: 2},
+		// BLIP-2 stage 1 (ITC and ITM over the global batch, gathered
+		// across the ranks, the same negatives at every world size): the
+		// losses and gradient norms agree within 1e-5 at every step, and
+		// the first step's gradient within 1e-5 of its norm
+		// (TestBLIP2GlobalNegatives). The weights cannot agree within 1e-5
+		// per tensor, and not because of data parallelism: at
+		// initialisation every text and every image is mapped to nearly
+		// the same unit vector (cosines within 1e-5 of 1), so the gradient
+		// ITC alone feeds (vision_proj, text_proj, temp; ~1e-4 of the
+		// others) is float32 noise: one worker's is 0.4–2.2% off the exact
+		// float64 gradient, the same batch with its rows permuted is off
+		// by a different 0.5–0.7%, and 2 or 4 data-parallel members are as
+		// close to the exact gradient as one worker (models'
+		// TestBLIP2ITCNoiseFloor). AdamW normalises every element's
+		// gradient, so that noise becomes a ~1% change of lr-sized steps:
+		// after 3 steps the heads differ by ≤0.9% relative and other
+		// tensors by ≤1.4e-4 (ITC's share of their gradient), at most
+		// 0.03·lr·steps for any element (measured). A real fault (other
+		// negatives, a missing or mis-scaled gradient, per-rank dropout)
+		// changes whole updates, i.e. O(lr) per element, the loss or the
+		// gradient norm: the bound 0.1·lr·steps catches it.
+		{recipe: "blip2", noiseFloor: true},
 	} {
 		t.Run(tc.recipe, func(t *testing.T) {
-			m := testManifest(t, tc.recipe, 3, 8)
+			m := testManifest(t, tc.recipe, steps, 8)
 			if tc.micro > 0 {
 				m.Stages[tc.stage].Overrides.MicroBatch = ptr(tc.micro)
 			}
-			m.Stages[tc.stage].Overrides.LR = ptr(3e-3) // large enough to move every weight visibly
+			m.Stages[tc.stage].Overrides.LR = ptr(lr)
 			init := runRanks(t, m, tc.stage, 1, shard.NewMemStore(), nil, 0, false)
-			one := runRanks(t, m, tc.stage, 1, shard.NewMemStore(), nil, 3, false)
+			one := runRanks(t, m, tc.stage, 1, shard.NewMemStore(), nil, steps, false)
 			if !moved(init.weights[0], one.weights[0]) {
-				t.Fatalf("3 steps did not change the weights")
+				t.Fatalf("%d steps did not change the weights", steps)
 			}
 			for _, world := range []int{2, 4} {
-				got := runRanks(t, m, tc.stage, world, shard.NewMemStore(), nil, 3, false)
+				got := runRanks(t, m, tc.stage, world, shard.NewMemStore(), nil, steps, false)
 				for r := 1; r < world; r++ {
 					if d, at := maxRelDiff(got.weights[0], got.weights[r]); d != 0 {
 						t.Errorf("world %d: rank %d differs from rank 0 (%s: %.3g): ranks must stay bit-identical", world, r, at, d)
 					}
 				}
 				d, at := maxRelDiff(one.weights[0], got.weights[0])
-				t.Logf("world %d vs 1: max relative difference %.3g (%s); losses %v vs %v", world, d, at, got.losses, one.losses)
-				if d > tc.tol {
-					t.Errorf("world %d vs 1 after 3 steps: %s differs by %.3g relative, want ≤ %g", world, at, d, tc.tol)
+				abs, absAt := maxAbsDiff(one.weights[0], got.weights[0])
+				t.Logf("world %d vs 1: weights differ by up to %.3g relative (%s), %.3g·lr·steps absolute (%s); losses %v vs %v",
+					world, d, at, abs/(lr*steps), absAt, got.losses, one.losses)
+				switch {
+				case tc.noiseFloor && abs > 0.1*lr*steps:
+					t.Errorf("world %d vs 1 after %d steps: an element of %s differs by %.3g, want ≤ 0.1·lr·steps = %.3g", world, steps, absAt, abs, 0.1*lr*steps)
+				case !tc.noiseFloor && d > 1e-5:
+					t.Errorf("world %d vs 1 after %d steps: %s differs by %.3g relative, want ≤ 1e-5", world, steps, at, d)
 				}
 				if !slices.EqualFunc(got.ids, one.ids, slices.Equal) {
 					t.Errorf("world %d read samples %v, world 1 read %v", world, got.ids, one.ids)
@@ -178,6 +214,9 @@ func TestDataParallelEquivalence(t *testing.T) {
 				for s := range got.losses {
 					if math.Abs(got.losses[s]-one.losses[s]) > 1e-5*math.Abs(one.losses[s]) {
 						t.Errorf("world %d step %d: loss %v, world 1 %v", world, s, got.losses[s], one.losses[s])
+					}
+					if math.Abs(got.norms[s]-one.norms[s]) > 1e-5*one.norms[s] {
+						t.Errorf("world %d step %d: gradient norm %v, world 1 %v", world, s, got.norms[s], one.norms[s])
 					}
 				}
 			}
