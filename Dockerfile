@@ -5,7 +5,7 @@
 # and `loom worker`; deploy/k8s passes the subcommand as the container args.
 #
 #   docker build -t loom:dev .                      # CPU image (the default target)
-#   docker build --target cuda -t loom:cuda .       # worker image with the CUDA backend
+#   docker build --target cuda -t loom:cuda .       # worker image built with the cuda tag (no CUDA backend yet)
 #
 # See docs/deploy.md. cmd/loom/deploy_test.go checks the structure of this
 # file (stages, CGO_ENABLED=0, non-root USER, EXPOSEd ports = the binary's

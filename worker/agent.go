@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,6 +56,10 @@ type Config struct {
 	// (World > 1 only); abort must make every pending and later operation
 	// fail at once. nil: GRPCComm on Listen.
 	NewComm func(ctx context.Context, a *loompb.Assignment, timeout time.Duration) (comm *collective.Comm, abort func(), err error)
+	// CommTLS, when set, turns on mutual TLS between ring peers in the
+	// default NewComm (each rank presents Server to the peers that dial it
+	// and Client to the peers it dials); ignored when NewComm is set.
+	CommTLS *CommTLS
 	// CollectiveTimeout bounds how long a collective waits for a silent
 	// peer (default DefaultCollectiveTimeout).
 	CollectiveTimeout time.Duration
@@ -106,9 +111,9 @@ func New(cfg Config) (*Agent, error) {
 		cfg.NewTrainer = NewTrainer
 	}
 	if cfg.NewComm == nil {
-		listen := cfg.Listen
+		listen, tlsConf := cfg.Listen, cfg.CommTLS
 		cfg.NewComm = func(ctx context.Context, a *loompb.Assignment, timeout time.Duration) (*collective.Comm, func(), error) {
-			return GRPCComm(a, listen, timeout)
+			return GRPCCommTLS(a, listen, timeout, tlsConf)
 		}
 	}
 	if cfg.Now == nil {
@@ -138,9 +143,30 @@ func New(cfg Config) (*Agent, error) {
 // Handler serves /healthz, /readyz and /metrics.
 func (a *Agent) Handler() http.Handler { return handler(a.metrics, &a.health) }
 
+// CommTLS is the mutual-TLS setup of the ring between workers. Server
+// must require and verify client certificates (tls.RequireAndVerifyClientCert
+// with ClientCAs); Client presents this worker's certificate and verifies
+// the peer's against RootCAs and the host of the peer's advertised address.
+type CommTLS struct {
+	Server, Client *tls.Config
+}
+
 // GRPCComm connects rank a.Rank to its peers over collective/grpctransport,
-// listening on listen (the peers dial a.Peers[i].Addr).
+// listening on listen (the peers dial a.Peers[i].Addr), without TLS.
 func GRPCComm(a *loompb.Assignment, listen string, timeout time.Duration) (*collective.Comm, func(), error) {
+	return GRPCCommTLS(a, listen, timeout, nil)
+}
+
+// GRPCCommTLS is GRPCComm with mutual TLS between the peers when tlsConf
+// is non-nil.
+func GRPCCommTLS(a *loompb.Assignment, listen string, timeout time.Duration, tlsConf *CommTLS) (*collective.Comm, func(), error) {
+	opts := grpctransport.Options{Rank: int(a.Rank)}
+	if tlsConf != nil {
+		if tlsConf.Server == nil || tlsConf.Client == nil {
+			return nil, nil, errors.New("collective TLS: set both the server and the client config")
+		}
+		opts.ServerTLS, opts.ClientTLS = tlsConf.Server, tlsConf.Client
+	}
 	addrs := make([]string, len(a.Peers))
 	for i, p := range a.Peers {
 		addrs[i] = p.Addr
@@ -149,7 +175,8 @@ func GRPCComm(a *loompb.Assignment, listen string, timeout time.Duration) (*coll
 	if err != nil {
 		return nil, nil, fmt.Errorf("collective listen on %s: %w", listen, err)
 	}
-	tr, err := grpctransport.New(grpctransport.Options{Rank: int(a.Rank), Addrs: addrs, Listener: lis})
+	opts.Addrs, opts.Listener = addrs, lis
+	tr, err := grpctransport.New(opts)
 	if err != nil {
 		lis.Close()
 		return nil, nil, err

@@ -31,19 +31,18 @@ func init() { rootCmd.AddCommand(newCoordinatorCmd()) }
 // coordinatorFlags are the flags of `loom coordinator`. Their names are
 // stable: deploy/k8s is tested against them.
 type coordinatorFlags struct {
-	id, dataDir              string
-	raftAddr, raftAdvertise  string
-	grpcAddr, grpcAdvertise  string
-	httpAddr                 string
-	peers                    string
-	join                     string
-	etcd, etcdPrefix         string
-	token                    string
-	tls                      coordinator.TLSFiles
-	etcdTLS                  coordinator.TLSFiles
-	s3Endpoint, s3Region     string
-	s3AccessKey, s3SecretKey string
-	tick                     time.Duration
+	id, dataDir             string
+	raftAddr, raftAdvertise string
+	grpcAddr, grpcAdvertise string
+	httpAddr                string
+	peers                   string
+	join                    string
+	etcd, etcdPrefix        string
+	token                   string
+	tls                     coordinator.TLSFiles
+	etcdTLS                 coordinator.TLSFiles
+	s3                      s3Flags
+	tick                    time.Duration
 }
 
 func newCoordinatorCmd() *cobra.Command {
@@ -105,10 +104,7 @@ Example (a three-node cluster on one machine):
 	fl.StringVar(&f.etcdTLS.Cert, "etcd-tls-cert", "", "PEM client certificate for etcd (mutual TLS to the registry)")
 	fl.StringVar(&f.etcdTLS.Key, "etcd-tls-key", "", "PEM private key of --etcd-tls-cert")
 	fl.StringVar(&f.etcdTLS.CA, "etcd-tls-ca", "", "PEM CA that signed etcd's server certificate")
-	fl.StringVar(&f.s3Endpoint, "s3-endpoint", "", "S3 endpoint (host:port or URL) for deleting retired checkpoints (empty: keep them)")
-	fl.StringVar(&f.s3Region, "s3-region", "us-east-1", "S3 region")
-	fl.StringVar(&f.s3AccessKey, "s3-access-key", "", "S3 access key (default $LOOM_S3_ACCESS_KEY or $AWS_ACCESS_KEY_ID)")
-	fl.StringVar(&f.s3SecretKey, "s3-secret-key", "", "S3 secret key (default $LOOM_S3_SECRET_KEY or $AWS_SECRET_ACCESS_KEY)")
+	f.s3.register(fl, "S3 endpoint for deleting retired checkpoints (empty: keep them)")
 	fl.DurationVar(&f.tick, "tick", time.Second, "scheduler period on the leader")
 	return c
 }
@@ -178,6 +174,10 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, ready func(api, htt
 	if err != nil {
 		return err
 	}
+	s3cfg, err := f.s3.config()
+	if err != nil {
+		return err
+	}
 	if len(peers) > 0 && f.join != "" {
 		return errors.New("--peers and --join are exclusive: bootstrap with --peers, or join a running cluster with --join")
 	}
@@ -243,10 +243,8 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, ready func(api, htt
 		defer closeReg()
 		ncfg.Registry = reg
 	}
-	if f.s3Endpoint != "" {
-		ncfg.Deleter = &s3Deleter{cfg: shard.S3Config{Endpoint: f.s3Endpoint, Region: f.s3Region,
-			AccessKey: firstNonEmpty(f.s3AccessKey, os.Getenv("LOOM_S3_ACCESS_KEY"), os.Getenv("AWS_ACCESS_KEY_ID")),
-			SecretKey: firstNonEmpty(f.s3SecretKey, os.Getenv("LOOM_S3_SECRET_KEY"), os.Getenv("AWS_SECRET_ACCESS_KEY"))}}
+	if s3cfg.Endpoint != "" {
+		ncfg.Deleter = &s3Deleter{cfg: s3cfg}
 	}
 	node, err := coordinator.NewNode(ncfg)
 	if err != nil {
@@ -302,7 +300,7 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, ready func(api, htt
 	if ready != nil {
 		ready(lis.Addr().String(), httpAddr)
 	}
-	log.Info("coordinator running", "raft", rn.Addr(), "api", apiAddr, "http", httpAddr, "registry", f.etcd != "", "s3_deletes", f.s3Endpoint != "")
+	log.Info("coordinator running", "raft", rn.Addr(), "api", apiAddr, "http", httpAddr, "registry", f.etcd != "", "s3_deletes", s3cfg.Endpoint != "")
 	node.Run(ctx)
 	if rn.IsLeader() {
 		if err := rn.TransferLeadership(); err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,39 +16,6 @@ import (
 	"golang.org/x/term"
 )
 
-// s3Flags are the storage settings shared by the data commands. Secrets
-// are best passed through the environment; they are never logged.
-type s3Flags struct {
-	endpoint, accessKey, secretKey, region string
-}
-
-func (f *s3Flags) register(c *cobra.Command) {
-	pf := c.PersistentFlags()
-	pf.StringVar(&f.endpoint, "s3-endpoint", "", "S3 endpoint URL, e.g. http://127.0.0.1:7070 (env LOOM_S3_ENDPOINT or AWS_ENDPOINT_URL)")
-	pf.StringVar(&f.accessKey, "s3-access-key", "", "S3 access key (env LOOM_S3_ACCESS_KEY or AWS_ACCESS_KEY_ID)")
-	pf.StringVar(&f.secretKey, "s3-secret-key", "", "S3 secret key; prefer the env LOOM_S3_SECRET_KEY or AWS_SECRET_ACCESS_KEY")
-	pf.StringVar(&f.region, "s3-region", "", "S3 region (default us-east-1; env LOOM_S3_REGION or AWS_REGION)")
-}
-
-// open resolves a dataset location to a store and key prefix.
-func (f *s3Flags) open(ctx context.Context, where string, create bool) (shard.ObjectStore, string, error) {
-	loc, err := shard.ParseLocation(where)
-	if err != nil {
-		return nil, "", err
-	}
-	cfg := shard.S3ConfigFromEnv(shard.S3Config{Endpoint: f.endpoint, AccessKey: f.accessKey, SecretKey: f.secretKey, Region: f.region})
-	store, prefix, err := loc.Open(cfg)
-	if err != nil {
-		return nil, "", err
-	}
-	if s3, ok := store.(*shard.S3Store); ok && create {
-		if err := s3.EnsureBucket(ctx); err != nil {
-			return nil, "", err
-		}
-	}
-	return store, prefix, nil
-}
-
 func newDataCmd() *cobra.Command {
 	var s3 s3Flags
 	c := &cobra.Command{
@@ -61,13 +27,15 @@ index is written last, so a dataset whose ingest did not finish is never
 visible. docs/data-format.md describes the schemas.
 
 S3 settings come from --s3-* flags or the environment (LOOM_S3_ENDPOINT,
-LOOM_S3_ACCESS_KEY, LOOM_S3_SECRET_KEY, or the AWS_* equivalents).`,
+LOOM_S3_ACCESS_KEY, LOOM_S3_SECRET_KEY, LOOM_S3_REGION, or the AWS_*
+equivalents). A host:port endpoint means HTTPS unless --s3-insecure is set;
+a URL says its scheme.`,
 		Example: `  export LOOM_S3_ENDPOINT=http://127.0.0.1:7070 LOOM_S3_ACCESS_KEY=... LOOM_S3_SECRET_KEY=...
   loom data ingest ./coco s3://datasets/coco
   loom data ls s3://datasets/coco
   loom data verify s3://datasets/coco`,
 	}
-	s3.register(c)
+	s3.register(c.PersistentFlags(), "S3 endpoint of the dataset")
 	c.AddCommand(newDataIngestCmd(&s3), newDataLsCmd(&s3), newDataVerifyCmd(&s3), newDataSynthCmd(&s3))
 	return c
 }

@@ -91,8 +91,14 @@ func workerContract() *cobra.Command {
 	fl.String("http-addr", ":7301", "serves /healthz, /readyz, /metrics")
 	fl.String("s3-endpoint", "", "S3 endpoint host:port (env LOOM_S3_ENDPOINT)")
 	fl.String("s3-bucket", "", "bucket (env LOOM_S3_BUCKET)")
-	fl.String("s3-region", "us-east-1", "")
+	fl.String("s3-region", "", "S3 region (empty: env LOOM_S3_REGION or AWS_REGION, else us-east-1)")
 	fl.Bool("s3-insecure", false, "plain HTTP instead of HTTPS")
+	fl.String("tls-cert", "", "mutual TLS to the coordinator and ring peers")
+	fl.String("tls-key", "", "")
+	fl.String("tls-ca", "", "")
+	fl.String("etcd-tls-cert", "", "mutual TLS to etcd")
+	fl.String("etcd-tls-key", "", "")
+	fl.String("etcd-tls-ca", "", "")
 	fl.String("cache-dir", "", "local shard cache")
 	fl.Int("gpus", 0, "GPUs this worker offers")
 	fl.Duration("drain-timeout", 2*time.Minute, "time allowed for the drain checkpoint on SIGTERM")
@@ -154,14 +160,19 @@ var binaryEnv = []struct {
 	name, sub, file string
 }{
 	{"LOOM_TOKEN", "coordinator", "cmd/loom/coordinator.go"},
-	{"LOOM_S3_ACCESS_KEY", "coordinator", "cmd/loom/coordinator.go"},
-	{"LOOM_S3_SECRET_KEY", "coordinator", "cmd/loom/coordinator.go"},
+	// The --s3-* flags of both roles (cmd/loom/s3flags.go) fall back to
+	// these through shard.S3ConfigFromEnv.
+	{"LOOM_S3_ENDPOINT", "coordinator", "shard/location.go"},
+	{"LOOM_S3_REGION", "coordinator", "shard/location.go"},
+	{"LOOM_S3_ACCESS_KEY", "coordinator", "shard/location.go"},
+	{"LOOM_S3_SECRET_KEY", "coordinator", "shard/location.go"},
 	{"LOOM_COORDINATOR", "worker", "cmd/loom/worker.go"},
 	{"LOOM_ETCD_ENDPOINTS", "worker", "cmd/loom/worker.go"},
-	{"LOOM_S3_ENDPOINT", "worker", "cmd/loom/worker.go"},
+	{"LOOM_S3_ENDPOINT", "worker", "shard/location.go"},
+	{"LOOM_S3_REGION", "worker", "shard/location.go"},
 	{"LOOM_S3_BUCKET", "worker", "cmd/loom/worker.go"},
-	{"LOOM_S3_ACCESS_KEY", "worker", "cmd/loom/worker.go"},
-	{"LOOM_S3_SECRET_KEY", "worker", "cmd/loom/worker.go"},
+	{"LOOM_S3_ACCESS_KEY", "worker", "shard/location.go"},
+	{"LOOM_S3_SECRET_KEY", "worker", "shard/location.go"},
 	{"LOOM_TOKEN", "worker", "cmd/loom/worker.go"},
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/loomtrain/loom/api"
+	"github.com/loomtrain/loom/coordinator"
 	"github.com/loomtrain/loom/coordinator/registry"
 	"github.com/loomtrain/loom/internal/buildinfo"
 	"github.com/loomtrain/loom/shard"
@@ -31,8 +33,9 @@ func init() { rootCmd.AddCommand(newWorkerCmd()) }
 type workerFlags struct {
 	id, coordinator, etcd, etcdPrefix string
 	listen, advertise, httpAddr       string
-	s3Endpoint, s3Bucket, s3Region    string
-	s3Insecure                        bool
+	s3                                s3Flags
+	s3Bucket                          string
+	tls, etcdTLS                      coordinator.TLSFiles
 	cacheDir                          string
 	gpus                              int
 	drainTimeout                      time.Duration
@@ -60,11 +63,19 @@ exits 0 within --drain-timeout.
 (Prometheus: step time, tokens/s, loss, samples consumed, checkpoint times) are
 served on --http-addr.
 
-Environment: LOOM_S3_ACCESS_KEY and LOOM_S3_SECRET_KEY are the S3 credentials
-(never flags); LOOM_TOKEN is the coordinator's bearer token. LOOM_COORDINATOR,
-LOOM_ETCD_ENDPOINTS, LOOM_S3_ENDPOINT and LOOM_S3_BUCKET are the defaults of the
-flags of the same meaning. LOOM_WORKER_LEASE_TTL (default 10s) is how soon a
-killed worker is noticed.
+--tls-cert, --tls-key and --tls-ca turn on mutual TLS to the coordinator
+(started with the same flags) and between the workers of a ring: the worker
+presents its certificate to both, checks theirs against the CA, and its
+certificate must name the host of --advertise. --etcd-tls-* do the same for
+the connection to etcd.
+
+Environment: LOOM_S3_ACCESS_KEY and LOOM_S3_SECRET_KEY (or AWS_ACCESS_KEY_ID
+and AWS_SECRET_ACCESS_KEY) are the S3 credentials; prefer them to the flags,
+which show in ps. LOOM_TOKEN is the coordinator's bearer token.
+LOOM_COORDINATOR, LOOM_ETCD_ENDPOINTS, LOOM_S3_ENDPOINT, LOOM_S3_REGION and
+LOOM_S3_BUCKET are the defaults of the flags of the same meaning. A host:port
+S3 endpoint means HTTPS unless --s3-insecure is set. LOOM_WORKER_LEASE_TTL
+(default 10s) is how soon a killed worker is noticed.
 
 Example:
   LOOM_S3_ACCESS_KEY=... LOOM_S3_SECRET_KEY=... loom worker --id w0 \
@@ -87,10 +98,14 @@ Example:
 	fl.StringVar(&f.listen, "listen", ":7300", "collective gRPC listen address")
 	fl.StringVar(&f.advertise, "advertise", "", "host:port peers dial (default: hostname + listen port; in k8s the pod DNS name)")
 	fl.StringVar(&f.httpAddr, "http-addr", ":7301", "serves /healthz, /readyz, /metrics")
-	fl.StringVar(&f.s3Endpoint, "s3-endpoint", os.Getenv("LOOM_S3_ENDPOINT"), "S3 endpoint host:port (env LOOM_S3_ENDPOINT)")
-	fl.StringVar(&f.s3Bucket, "s3-bucket", os.Getenv("LOOM_S3_BUCKET"), "bucket for datasets and checkpoints (env LOOM_S3_BUCKET)")
-	fl.StringVar(&f.s3Region, "s3-region", "us-east-1", "S3 region")
-	fl.BoolVar(&f.s3Insecure, "s3-insecure", false, "plain HTTP instead of HTTPS")
+	f.s3.register(fl, "S3 endpoint of the datasets and checkpoints")
+	fl.StringVar(&f.s3Bucket, "s3-bucket", os.Getenv("LOOM_S3_BUCKET"), "bucket for checkpoints of jobs whose manifest names none (env LOOM_S3_BUCKET)")
+	fl.StringVar(&f.tls.Cert, "tls-cert", "", "PEM certificate of this worker (mutual TLS to the coordinator and between ring peers)")
+	fl.StringVar(&f.tls.Key, "tls-key", "", "PEM private key of --tls-cert")
+	fl.StringVar(&f.tls.CA, "tls-ca", "", "PEM CA that signs the coordinator's and the other workers' certificates")
+	fl.StringVar(&f.etcdTLS.Cert, "etcd-tls-cert", "", "PEM client certificate for etcd (mutual TLS to the registry)")
+	fl.StringVar(&f.etcdTLS.Key, "etcd-tls-key", "", "PEM private key of --etcd-tls-cert")
+	fl.StringVar(&f.etcdTLS.CA, "etcd-tls-ca", "", "PEM CA that signed etcd's server certificate")
 	fl.StringVar(&f.cacheDir, "cache-dir", "", "local cache for shards (default: a temp dir)")
 	fl.IntVar(&f.gpus, "gpus", 0, "GPUs this worker offers (default 0 = CPU)")
 	fl.DurationVar(&f.drainTimeout, "drain-timeout", 2*time.Minute, "time allowed for the drain checkpoint on SIGTERM")
@@ -128,6 +143,28 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// workerTLS builds the TLS configurations of a worker from its flags: to
+// the coordinator, between ring peers, and to etcd; nil where the flags
+// leave TLS off.
+func workerTLS(f workerFlags) (coord *tls.Config, comm *worker.CommTLS, etcd *tls.Config, err error) {
+	if f.tls.Enabled() {
+		if coord, err = f.tls.ClientConfig(); err != nil {
+			return nil, nil, nil, fmt.Errorf("--tls-*: %w", err)
+		}
+		srv, err := f.tls.ServerConfig()
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("--tls-*: %w", err)
+		}
+		comm = &worker.CommTLS{Server: srv, Client: coord.Clone()}
+	}
+	if f.etcdTLS.Enabled() {
+		if etcd, err = f.etcdTLS.ClientConfig(); err != nil {
+			return nil, nil, nil, fmt.Errorf("--etcd-tls-*: %w", err)
+		}
+	}
+	return coord, comm, etcd, nil
 }
 
 // etcdRegistrar adapts coordinator/registry to worker.Registrar.
@@ -173,10 +210,19 @@ func runWorker(ctx context.Context, f workerFlags) error {
 		return errors.New("--coordinator is required (or LOOM_COORDINATOR)")
 	case f.etcd == "":
 		return errors.New("--etcd is required (or LOOM_ETCD_ENDPOINTS)")
-	case f.s3Endpoint == "":
-		return errors.New("--s3-endpoint is required (or LOOM_S3_ENDPOINT)")
 	case f.s3Bucket == "":
 		return errors.New("--s3-bucket is required (or LOOM_S3_BUCKET)")
+	}
+	s3cfg, err := f.s3.config()
+	if err != nil {
+		return err
+	}
+	if s3cfg.Endpoint == "" {
+		return errors.New("--s3-endpoint is required (or LOOM_S3_ENDPOINT)")
+	}
+	coordTLS, commTLS, etcdTLS, err := workerTLS(f)
+	if err != nil {
+		return err
 	}
 	adv, err := advertiseAddr(f)
 	if err != nil {
@@ -195,22 +241,13 @@ func runWorker(ctx context.Context, f workerFlags) error {
 		}
 		defer os.RemoveAll(cacheDir)
 	}
-	ep := f.s3Endpoint
-	if !strings.Contains(ep, "://") {
-		if f.s3Insecure {
-			ep = "http://" + ep
-		} else {
-			ep = "https://" + ep
-		}
-	}
-	stores := &bucketStores{stores: map[string]shard.ObjectStore{}, cfg: shard.S3Config{Endpoint: ep, Region: f.s3Region,
-		AccessKey: os.Getenv("LOOM_S3_ACCESS_KEY"), SecretKey: os.Getenv("LOOM_S3_SECRET_KEY")}}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: splitList(f.etcd), DialTimeout: 5 * time.Second})
+	stores := &bucketStores{stores: map[string]shard.ObjectStore{}, cfg: s3cfg}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: splitList(f.etcd), DialTimeout: 5 * time.Second, TLS: etcdTLS})
 	if err != nil {
 		return fmt.Errorf("--etcd %s: %w", f.etcd, err)
 	}
 	defer cli.Close()
-	coord, err := worker.NewGRPCCoordinator(splitList(f.coordinator), worker.DialOptions(os.Getenv("LOOM_TOKEN"), nil)...)
+	coord, err := worker.NewGRPCCoordinator(splitList(f.coordinator), worker.DialOptions(os.Getenv("LOOM_TOKEN"), coordTLS)...)
 	if err != nil {
 		return err
 	}
@@ -221,7 +258,7 @@ func runWorker(ctx context.Context, f workerFlags) error {
 	ag, err := worker.New(worker.Config{
 		Info:   worker.Info{ID: f.id, Addr: adv, Host: host, GPUs: f.gpus, Version: buildinfo.Read().Version},
 		Listen: f.listen, Coordinator: coord, Registrar: etcdRegistrar{cli: cli, prefix: f.etcdPrefix}, LeaseTTL: ttl,
-		OpenBucket: stores.open, DefaultBucket: f.s3Bucket, DrainTimeout: f.drainTimeout,
+		OpenBucket: stores.open, DefaultBucket: f.s3Bucket, DrainTimeout: f.drainTimeout, CommTLS: commTLS,
 		OpenDataset: func(ctx context.Context, d api.Dataset) (shard.ObjectStore, string, error) {
 			loc, err := shard.ParseLocation(d.URI)
 			if err != nil {
@@ -267,7 +304,7 @@ func runWorker(ctx context.Context, f workerFlags) error {
 		})
 	}
 	log.Info("worker starting", "coordinator", f.coordinator, "advertise", adv, "listen", f.listen, "http", f.httpAddr,
-		"s3", ep, "bucket", f.s3Bucket, "cache", cacheDir, "gpus", f.gpus, "lease_ttl", ttl)
+		"s3", s3cfg.Endpoint, "bucket", f.s3Bucket, "cache", cacheDir, "gpus", f.gpus, "lease_ttl", ttl)
 	err = ag.Run(ctx)
 	if hs != nil {
 		hs.Close()
