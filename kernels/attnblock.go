@@ -3,6 +3,8 @@ package kernels
 import (
 	"fmt"
 	"math"
+
+	"github.com/loomtrain/loom/kernels/internal/gemm"
 )
 
 // This file holds the block-attention primitives that both the
@@ -95,38 +97,30 @@ func attnFast(d int) bool {
 // that rows of kᵀ (and vᵀ) are contiguous for the micro-kernels. ld is n
 // rounded up to 16 plus 16, never a power of two: the micro-kernels read 64
 // rows of xT at once, and a power-of-two stride would map them all to one
-// L1 set.
+// L1 set. The transposes are the GEMM packers' register-tile ones
+// (gemm.Transpose); the other operands (q, k, v, do) are read in place,
+// row stride h·d.
 func transposeHeads(x []float32, n, h, d int) ([]float32, int) {
 	ld := (n+15)&^15 + 16
 	xt := make([]float32, h*d*ld)
-	const bj = 16
 	parallelFor(h, func(_, hh int) {
-		for j0 := 0; j0 < n; j0 += bj {
-			j1 := min(n, j0+bj)
-			for c := 0; c < d; c++ {
-				dst := xt[(hh*d+c)*ld+j0 : (hh*d+c)*ld+j1]
-				for jj := range dst {
-					dst[jj] = x[(j0+jj)*h*d+hh*d+c]
-				}
-			}
-		}
+		gemm.Transpose(xt[hh*d*ld:(hh+1)*d*ld], x[hh*d:], h*d, n, d, ld)
 	})
 	return xt, ld
 }
 
-// headMajor returns x [n, h, d] rearranged as [h, n, d], so that the rows a
-// micro-kernel streams through (k, v, q, do of one head) are contiguous.
-func headMajor(x []float32, n, h, d int) []float32 {
-	if h == 1 {
-		return x[:n*d]
-	}
-	y := make([]float32, n*h*d)
-	parallelFor(h, func(_, hh int) {
-		for j := 0; j < n; j++ {
-			copy(y[(hh*n+j)*d:][:d], x[j*h*d+hh*d:][:d])
+// transposeHeadsRef is the naive transposeHeads (the reference of the tests).
+func transposeHeadsRef(x []float32, n, h, d int) ([]float32, int) {
+	ld := (n+15)&^15 + 16
+	xt := make([]float32, h*d*ld)
+	for hh := 0; hh < h; hh++ {
+		for c := 0; c < d; c++ {
+			for j := 0; j < n; j++ {
+				xt[(hh*d+c)*ld+j] = x[j*h*d+hh*d+c]
+			}
 		}
-	})
-	return y
+	}
+	return xt, ld
 }
 
 // tileMatmulNT sets s[br×bc] = alpha·a·b_tileᵀ, where a is br×d (row stride
@@ -266,11 +260,10 @@ func AttnBlockForward(q, k, v []float32, nq, nk, h, d int, scale float32, m *Att
 	nqt, nkt := (nq+attnBr-1)/attnBr, (nk+attnBc-1)/attnBc
 	items := h * nqt
 	fast := attnFast(d)
-	var kT, vH []float32
+	var kT []float32
 	ldT := 0
 	if fast {
 		kT, ldT = transposeHeads(k, nk, h, d)
-		vH = headMajor(v, nk, h, d)
 	}
 	type scratch struct{ s, acc, mrow, l []float32 }
 	ws := make([]scratch, workersFor(items))
@@ -331,7 +324,7 @@ func AttnBlockForward(q, k, v []float32, nq, nk, h, d int, scale float32, m *Att
 			if full {
 				for rb := 0; rb < br; rb += 6 {
 					for dc := 0; dc < d; dc += 64 {
-						attnMicroN(bc, &s[rb*bc], bc, &vH[(hh*nk+j0)*d+dc], d, &acc[rb*d+dc], d, 1, 1)
+						attnMicroN(bc, &s[rb*bc], bc, &v[j0*hd+hh*d+dc], hd, &acc[rb*d+dc], d, 1, 1)
 					}
 				}
 			} else {
@@ -428,12 +421,11 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 	items := h * nkt
 	nw := workersFor(items)
 	fast := attnFast(d)
-	var kT, vT, kH, qH, doH []float32
+	var kT, vT []float32
 	ldT := 0
 	if fast {
 		kT, ldT = transposeHeads(k, nk, h, d)
 		vT, _ = transposeHeads(v, nk, h, d)
-		kH, qH, doH = headMajor(k, nk, h, d), headMajor(q, nq, h, d), headMajor(do, nq, h, d)
 	}
 	type scratch struct{ p, dp, dq []float32 }
 	ws := make([]scratch, nw)
@@ -485,7 +477,7 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 			if full {
 				for cb := 0; cb < bc; cb += 6 {
 					for dc := 0; dc < d; dc += 64 {
-						attnMicroT(br, &p[cb], bc, &doH[(hh*nq+i0)*d+dc], d, &dvj[cb*hd+dc], hd, 1, 1)
+						attnMicroT(br, &p[cb], bc, &doi[dc], hd, &dvj[cb*hd+dc], hd, 1, 1)
 					}
 				}
 				tileMatmulNT(br, bc, d, 1, doi, hd, vT[hh*d*ldT+j0:], ldT, dp)
@@ -500,13 +492,13 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 			if full {
 				for cb := 0; cb < bc; cb += 6 {
 					for dc := 0; dc < d; dc += 64 {
-						attnMicroT(br, &dp[cb], bc, &qH[(hh*nq+i0)*d+dc], d, &dkj[cb*hd+dc], hd, scale, 1)
+						attnMicroT(br, &dp[cb], bc, &qi[dc], hd, &dkj[cb*hd+dc], hd, scale, 1)
 					}
 				}
 				dqi := sc.dq[i0*hd+hh*d:]
 				for rb := 0; rb < br; rb += 6 {
 					for dc := 0; dc < d; dc += 64 {
-						attnMicroN(bc, &dp[rb*bc], bc, &kH[(hh*nk+j0)*d+dc], d, &dqi[rb*hd+dc], hd, scale, 1)
+						attnMicroN(bc, &dp[rb*bc], bc, &kj[dc], hd, &dqi[rb*hd+dc], hd, scale, 1)
 					}
 				}
 			} else {

@@ -259,3 +259,24 @@ func TestAttentionPerBatchMask(t *testing.T) {
 		}
 	}
 }
+
+// TestTransposeHeads checks the register-tile transposes of k and v
+// against the naive loop, on sizes that leave partial 16-blocks.
+func TestTransposeHeads(t *testing.T) {
+	for _, c := range []struct{ n, h, d int }{{1, 1, 1}, {5, 2, 3}, {17, 3, 16}, {40, 2, 64}, {256, 4, 64}, {33, 1, 128}} {
+		x := make([]float32, c.n*c.h*c.d)
+		for i := range x {
+			x[i] = float32(i%97) - 40
+		}
+		got, ld := transposeHeads(x, c.n, c.h, c.d)
+		want, wld := transposeHeadsRef(x, c.n, c.h, c.d)
+		if ld != wld || len(got) != len(want) {
+			t.Fatalf("transposeHeads(n=%d, h=%d, d=%d): ld %d len %d, want ld %d len %d", c.n, c.h, c.d, ld, len(got), wld, len(want))
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("transposeHeads(n=%d, h=%d, d=%d)[%d] = %g, want %g", c.n, c.h, c.d, i, got[i], want[i])
+			}
+		}
+	}
+}

@@ -103,6 +103,16 @@ func (p *bcast) index(i int) (ia, ib int) {
 }
 
 func binFwd[T float](k binKind, p *bcast, a, b, out []T) {
+	if o32, ok := any(out).([]float32); ok && k == binAdd && (p.mode == 0 || (p.mode == 1 && p.nb > 0)) {
+		a32, b32 := any(a).([]float32), any(b).([]float32)
+		if p.mode == 0 {
+			addVec(o32, a32, b32)
+		} else {
+			copy(o32, a32[:len(o32)])
+			addRows(o32[:p.n], b32[:p.nb])
+		}
+		return
+	}
 	if p.mode == 0 {
 		switch k {
 		case binAdd:
@@ -151,6 +161,17 @@ func binFwd[T float](k binKind, p *bcast, a, b, out []T) {
 // binBwd accumulates da and db (either may be nil) from dout.
 func binBwd[T float](k binKind, p *bcast, a, b, dout, da, db []T) {
 	if (k == binAdd || k == binSub) && (p.mode == 0 || (p.mode == 1 && p.nb > 0)) {
+		if d32, ok := any(dout).([]float32); ok && k == binAdd {
+			if da != nil {
+				addTo(any(da).([]float32)[:len(d32)], d32)
+			}
+			if db != nil && p.mode == 0 {
+				addTo(any(db).([]float32)[:len(d32)], d32)
+			} else if db != nil {
+				sumRowsInto(any(db).([]float32)[:p.nb], d32[:p.n])
+			}
+			return
+		}
 		sign := T(1)
 		if k == binSub {
 			sign = -1

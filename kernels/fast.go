@@ -275,3 +275,47 @@ func geluErf32(x, y, dy, dx []float32) {
 		}
 	}
 }
+
+// addVec sets out[i] = a[i] + b[i] for i < len(out) (a and b at least as
+// long; out may alias either), with the AVX2 kernel where there is one.
+func addVec(out, a, b []float32) {
+	a, b = a[:len(out)], b[:len(out)]
+	if n8 := len(out) &^ 7; haveAVX2 && n8 > 0 {
+		addVecAVX2(&out[0], &a[0], &b[0], n8)
+		out, a, b = out[n8:], a[n8:], b[n8:]
+	}
+	addVecGo(out, a, b)
+}
+
+// addVecGo is the pure-Go addVec (the fallback and the reference of the
+// AVX2 kernel).
+func addVecGo(out, a, b []float32) {
+	a, b = a[:len(out)], b[:len(out)]
+	for i := range out {
+		out[i] = a[i] + b[i]
+	}
+}
+
+// addTo sets dst[i] += src[i] for i < len(dst).
+func addTo(dst, src []float32) { addVec(dst, dst, src) }
+
+// addRows adds the row vector v to each of the len(x)/len(v) rows of x.
+func addRows(x, v []float32) {
+	if len(v) == 0 {
+		return
+	}
+	for r := 0; r+len(v) <= len(x); r += len(v) {
+		addTo(x[r:r+len(v)], v)
+	}
+}
+
+// sumRowsInto adds each of the len(x)/len(acc) rows of x into acc (the
+// gradient of a broadcast bias).
+func sumRowsInto(acc, x []float32) {
+	if len(acc) == 0 {
+		return
+	}
+	for r := 0; r+len(acc) <= len(x); r += len(acc) {
+		addTo(acc, x[r:r+len(acc)])
+	}
+}

@@ -122,3 +122,102 @@ func TestUnaryFast32(t *testing.T) {
 		}
 	}
 }
+
+// TestAddVec checks addVec (the AVX2 kernel where available) against
+// addVecGo on every length 0..70, in place and out of place.
+func TestAddVec(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for n := 0; n <= 70; n++ {
+		a, b := make([]float32, n), make([]float32, n)
+		for i := range a {
+			a[i], b[i] = float32(rng.NormFloat64()), float32(rng.NormFloat64())
+		}
+		want := make([]float32, n)
+		addVecGo(want, a, b)
+		got := make([]float32, n)
+		addVec(got, a, b)
+		inPlace := append([]float32{}, a...)
+		addTo(inPlace, b)
+		for i := range want {
+			if got[i] != want[i] || inPlace[i] != want[i] {
+				t.Fatalf("addVec(n=%d)[%d]: got %g, in place %g, want %g", n, i, got[i], inPlace[i], want[i])
+			}
+		}
+	}
+	x, v := []float32{1, 2, 3, 4, 5, 6}, []float32{10, 20, 30}
+	addRows(x, v)
+	acc := []float32{1, 1, 1}
+	sumRowsInto(acc, x)
+	if want := []float32{11, 22, 33, 14, 25, 36}; !equal32(x, want) {
+		t.Fatalf("addRows: got %v, want %v", x, want)
+	}
+	if want := []float32{26, 48, 70}; !equal32(acc, want) {
+		t.Fatalf("sumRowsInto: got %v, want %v", acc, want)
+	}
+}
+
+func equal32(a, b []float32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestLayerNormBwd32Fast compares the float32 LayerNorm backward (the
+// AVX2 row kernels where available) with the float64 reference and with
+// the pure-Go float32 loop, on widths that leave every remainder of 8.
+// The gradients accumulate into non-zero buffers, as in training.
+func TestLayerNormBwd32Fast(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	for _, c := range []int{1, 7, 8, 9, 16, 31, 64, 257} {
+		const rows = 5
+		x64, w64, dy64 := make([]float64, rows*c), make([]float64, c), make([]float64, rows*c)
+		for i := range x64 {
+			x64[i], dy64[i] = rng.NormFloat64()*3+1, rng.NormFloat64()
+		}
+		for i := range w64 {
+			w64[i] = rng.NormFloat64()
+		}
+		y64, mean64, rstd64 := make([]float64, rows*c), make([]float64, rows), make([]float64, rows)
+		layerNormFwd(rows, c, x64, w64, nil, y64, mean64, rstd64, 1e-5)
+		start := func(n int) []float64 { // non-zero initial gradients
+			g := make([]float64, n)
+			for i := range g {
+				g[i] = float64(i%5) * 0.25
+			}
+			return g
+		}
+		dx64, dw64, db64 := start(rows*c), start(c), start(c)
+		layerNormBwd(rows, c, x64, w64, mean64, rstd64, dy64, dx64, dw64, db64)
+
+		f32 := func(v []float64) []float32 {
+			o := make([]float32, len(v))
+			for i, x := range v {
+				o[i] = float32(x)
+			}
+			return o
+		}
+		x, w, dy, mean, rstd := f32(x64), f32(w64), f32(dy64), f32(mean64), f32(rstd64)
+		dx, dw, db := f32(start(rows*c)), f32(start(c)), f32(start(c))
+		layerNormBwd32(rows, c, x, w, mean, rstd, dy, dx, dw, db)
+		gx, gw, gb := f32(start(rows*c)), f32(start(c)), f32(start(c))
+		layerNormBwd32Go(rows, c, x, w, mean, rstd, dy, gx, gw, gb)
+		for _, cmp := range []struct {
+			name      string
+			got, pure []float32
+			want      []float64
+		}{{"dx", dx, gx, dx64}, {"dw", dw, gw, dw64}, {"db", db, gb, db64}} {
+			for i, v := range cmp.want {
+				tol := 2e-5 * (1 + math.Abs(v))
+				if math.Abs(float64(cmp.got[i])-v) > tol || math.Abs(float64(cmp.pure[i])-v) > tol {
+					t.Fatalf("layerNormBwd32(rows=%d, c=%d) %s[%d] = %.8g (pure Go %.8g), want %.8g", rows, c, cmp.name, i, cmp.got[i], cmp.pure[i], v)
+				}
+			}
+		}
+	}
+}

@@ -148,6 +148,10 @@ func (tp *Tape) MatmulT(a, b *Tensor, transA, transB bool) *Tensor {
 
 func linearFwd[T float](g gemmFn[T], rows, in, out int, x, w, bias, y []T) {
 	g(false, true, rows, out, in, 1, x, in, w, in, 0, y, out)
+	if y32, ok := any(y).([]float32); ok && bias != nil {
+		addRows(y32[:rows*out], any(bias).([]float32)[:out])
+		return
+	}
 	if bias != nil {
 		for r := 0; r < rows; r++ {
 			yr := y[r*out : (r+1)*out]
@@ -158,13 +162,22 @@ func linearFwd[T float](g gemmFn[T], rows, in, out int, x, w, bias, y []T) {
 	}
 }
 
-// linearBwd accumulates dx, dw, dbias (each may be nil).
-func linearBwd[T float](g gemmFn[T], rows, in, out int, x, w, dy, dx, dw, dbias []T) {
+// linearBwd accumulates dw, dbias (each may be nil) and dx (may be nil),
+// which it overwrites instead when dxFresh (its old contents are not read).
+func linearBwd[T float](g gemmFn[T], rows, in, out int, x, w, dy, dx, dw, dbias []T, dxFresh bool) {
 	if dx != nil {
-		g(false, false, rows, in, out, 1, dy, out, w, in, 1, dx, in)
+		beta := T(1)
+		if dxFresh {
+			beta = 0
+		}
+		g(false, false, rows, in, out, 1, dy, out, w, in, beta, dx, in)
 	}
 	if dw != nil {
 		g(true, false, out, in, rows, 1, dy, out, x, in, 1, dw, in)
+	}
+	if db32, ok := any(dbias).([]float32); ok && dbias != nil {
+		sumRowsInto(db32[:out], any(dy).([]float32)[:rows*out])
+		return
 	}
 	if dbias != nil {
 		for r := 0; r < rows; r++ {
@@ -198,8 +211,9 @@ func (tp *Tape) Linear(x, w, bias *Tensor) *Tensor {
 	linearFwd(sgemm, rows, in, outDim, x.Data, w.Data, bd, y.Data)
 	tp.record("Linear", y, func() {
 		var dx, dw, db []float32
+		dxFresh := false
 		if wants(x) {
-			dx = x.gradBuf()
+			dx, dxFresh = x.gradDst() // dx is written first: w or bias may be x itself
 		}
 		if wants(w) {
 			dw = w.gradBuf()
@@ -207,7 +221,7 @@ func (tp *Tape) Linear(x, w, bias *Tensor) *Tensor {
 		if wants(bias) {
 			db = bias.gradBuf()
 		}
-		linearBwd(sgemm, rows, in, outDim, x.Data, w.Data, y.Grad, dx, dw, db)
+		linearBwd(sgemm, rows, in, outDim, x.Data, w.Data, y.Grad, dx, dw, db, dxFresh)
 	}, x, w, bias)
 	return y
 }

@@ -237,9 +237,7 @@ func rowParallelParamGrads(rows, c int, params []*Tensor, body func(r0, r1 int, 
 		}
 		g := p.gradBuf()
 		for _, pg := range priv {
-			for j, v := range pg[i] {
-				g[j] += v
-			}
+			addTo(g[:len(pg[i])], pg[i])
 		}
 	}
 }
@@ -301,8 +299,40 @@ func layerNormFwd32(rows, c int, x, w, b, y, mean, rstd []float32, eps float32) 
 	}
 }
 
-// layerNormBwd32 is layerNormBwd for float32.
+// layerNormBwd32 is layerNormBwd for float32: the AVX2 row kernels when
+// the affine parameters and all three gradients are present, otherwise
+// layerNormBwd32Go.
 func layerNormBwd32(rows, c int, x, w, mean, rstd, dy, dx, dw, db []float32) {
+	if !haveAVX2 || c < 8 || w == nil || dx == nil || dw == nil || db == nil {
+		layerNormBwd32Go(rows, c, x, w, mean, rstd, dy, dx, dw, db)
+		return
+	}
+	w, dw, db = w[:c], dw[:c], db[:c]
+	n8 := c &^ 7
+	for r := 0; r < rows; r++ {
+		xr, gr, dxr := x[r*c:(r+1)*c], dy[r*c:(r+1)*c], dx[r*c:(r+1)*c]
+		m, rs := mean[r], rstd[r]
+		sdn, sdxc := lnBwdSumsAVX2(&xr[0], &gr[0], &w[0], n8, m)
+		for j := n8; j < c; j++ {
+			dn := gr[j] * w[j]
+			sdn += dn
+			sdxc += dn * (xr[j] - m)
+		}
+		mdn, mdnn := sdn/float32(c), sdxc*rs/float32(c)
+		lnBwdApplyAVX2(&xr[0], &gr[0], &w[0], &dxr[0], &dw[0], &db[0], n8, m, rs, mdn, mdnn)
+		for j := n8; j < c; j++ {
+			n := (xr[j] - m) * rs
+			g := gr[j]
+			dxr[j] += rs * (g*w[j] - mdn - n*mdnn)
+			dw[j] += g * n
+			db[j] += g
+		}
+	}
+}
+
+// layerNormBwd32Go is the pure-Go layerNormBwd32 (any of w, dx, dw, db may
+// be nil), the reference of the AVX2 path.
+func layerNormBwd32Go(rows, c int, x, w, mean, rstd, dy, dx, dw, db []float32) {
 	for r := 0; r < rows; r++ {
 		xr, gr := x[r*c:(r+1)*c], dy[r*c:(r+1)*c]
 		m, rs := mean[r], rstd[r]

@@ -72,7 +72,7 @@ func TestLinearGrad(t *testing.T) {
 					if wb {
 						db = g[2]
 					}
-					linearBwd(gemmNaive[float64], 6, 4, 5, in[0], in[1], d, g[0], g[1], db)
+					linearBwd(gemmNaive[float64], 6, 4, 5, in[0], in[1], d, g[0], g[1], db, false)
 					return g
 				}
 			},

@@ -207,10 +207,7 @@ func (tp *Tape) Slice(a *Tensor, axis, start, end int) *Tensor {
 	tp.record("Slice", out, func() {
 		g := a.gradBuf()
 		for o := 0; o < outer; o++ {
-			dst := g[(o*n+start)*inner:][:w]
-			for i, v := range out.Grad[o*w:][:w] {
-				dst[i] += v
-			}
+			addTo(g[(o*n+start)*inner:][:w], out.Grad[o*w:][:w])
 		}
 	}, a)
 	return out

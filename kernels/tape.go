@@ -168,19 +168,47 @@ func overlaps(a, b []float32) bool {
 // tape's recycled gradients when one of the right length is free.
 func (t *Tensor) gradBuf() []float32 {
 	if t.Grad == nil {
-		if tp := t.tape; tp != nil && tp.sweeping {
-			if l := tp.free[len(t.Data)]; len(l) > 0 {
-				g := l[len(l)-1]
-				l[len(l)-1] = nil
-				tp.free[len(t.Data)] = l[:len(l)-1]
-				clear(g)
-				t.Grad = g
-				return g
-			}
+		if g := t.recycledGrad(); g != nil {
+			clear(g)
+			return g
 		}
 		t.Grad = make([]float32, len(t.Data))
 	}
 	return t.Grad
+}
+
+// gradDst is gradBuf for a rule that can either overwrite or accumulate
+// (a GEMM with beta 0 or 1). When fresh is true, g has just become t.Grad
+// and may hold garbage (a recycled buffer, not cleared): the rule must
+// write every element. Otherwise g already holds gradient and the rule
+// must add to it.
+func (t *Tensor) gradDst() (g []float32, fresh bool) {
+	if t.Grad != nil {
+		return t.Grad, false
+	}
+	if g := t.recycledGrad(); g != nil {
+		return g, true
+	}
+	t.Grad = make([]float32, len(t.Data))
+	return t.Grad, true
+}
+
+// recycledGrad makes a free buffer of the sweeping tape t's gradient
+// (not cleared) and returns it, or returns nil when there is none.
+func (t *Tensor) recycledGrad() []float32 {
+	tp := t.tape
+	if tp == nil || !tp.sweeping {
+		return nil
+	}
+	l := tp.free[len(t.Data)]
+	if len(l) == 0 {
+		return nil
+	}
+	g := l[len(l)-1]
+	l[len(l)-1] = nil
+	tp.free[len(t.Data)] = l[:len(l)-1]
+	t.Grad = g
+	return g
 }
 
 // wants reports whether a backward rule must produce a gradient for t.

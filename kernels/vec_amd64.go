@@ -24,3 +24,12 @@ func geluAVX2(x, y *float32, n int)
 func geluBwdAVX2(x, dy, dx *float32, n int)
 
 var haveAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+
+//go:noescape
+func addVecAVX2(out, a, b *float32, n int)
+
+//go:noescape
+func lnBwdSumsAVX2(x, dy, w *float32, n int, m float32) (sdn, sdxc float32)
+
+//go:noescape
+func lnBwdApplyAVX2(x, dy, w, dx, dw, db *float32, n int, m, rs, mdn, mdnn float32)

@@ -276,3 +276,165 @@ dloop:
 ddone:
 	VZEROUPPER
 	RET
+
+// func addVecAVX2(out, a, b *float32, n int)
+//
+// out[i] = a[i] + b[i] for i < n (n a multiple of 8). out may alias a or b.
+TEXT ·addVecAVX2(SB), NOSPLIT, $0-32
+	MOVQ out+0(FP), DI
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DX
+	MOVQ n+24(FP), CX
+
+aloop32:
+	CMPQ CX, $32
+	JL   aloop8
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS 64(SI), Y2
+	VMOVUPS 96(SI), Y3
+	VADDPS  (DX), Y0, Y0
+	VADDPS  32(DX), Y1, Y1
+	VADDPS  64(DX), Y2, Y2
+	VADDPS  96(DX), Y3, Y3
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	ADDQ $128, SI
+	ADDQ $128, DX
+	ADDQ $128, DI
+	SUBQ $32, CX
+	JMP  aloop32
+
+aloop8:
+	CMPQ CX, $8
+	JL   adone
+	VMOVUPS (SI), Y0
+	VADDPS  (DX), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  aloop8
+
+adone:
+	VZEROUPPER
+	RET
+
+// func lnBwdSumsAVX2(x, dy, w *float32, n int, m float32) (sdn, sdxc float32)
+//
+// For one LayerNorm row (n a multiple of 8): sdn = Σ dy·w and
+// sdxc = Σ dy·w·(x − m).
+TEXT ·lnBwdSumsAVX2(SB), NOSPLIT, $0-48
+	MOVQ x+0(FP), SI
+	MOVQ dy+8(FP), DX
+	MOVQ w+16(FP), BX
+	MOVQ n+24(FP), CX
+	VBROADCASTSS m+32(FP), Y15
+	VXORPS Y0, Y0, Y0              // Σ dn (lanes)
+	VXORPS Y1, Y1, Y1              // Σ dn·(x−m)
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+sloop16:
+	CMPQ CX, $16
+	JL   sloop8
+	VMOVUPS (DX), Y4
+	VMOVUPS 32(DX), Y5
+	VMULPS  (BX), Y4, Y4           // dn = dy·w
+	VMULPS  32(BX), Y5, Y5
+	VMOVUPS (SI), Y6
+	VMOVUPS 32(SI), Y7
+	VSUBPS  Y15, Y6, Y6            // x − m
+	VSUBPS  Y15, Y7, Y7
+	VADDPS  Y4, Y0, Y0
+	VADDPS  Y5, Y2, Y2
+	VFMADD231PS Y4, Y6, Y1
+	VFMADD231PS Y5, Y7, Y3
+	ADDQ $64, SI
+	ADDQ $64, DX
+	ADDQ $64, BX
+	SUBQ $16, CX
+	JMP  sloop16
+
+sloop8:
+	CMPQ CX, $8
+	JL   sdone
+	VMOVUPS (DX), Y4
+	VMULPS  (BX), Y4, Y4
+	VMOVUPS (SI), Y6
+	VSUBPS  Y15, Y6, Y6
+	VADDPS  Y4, Y0, Y0
+	VFMADD231PS Y4, Y6, Y1
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, BX
+	SUBQ $8, CX
+	JMP  sloop8
+
+sdone:
+	VADDPS Y2, Y0, Y0
+	VADDPS Y3, Y1, Y1
+	VEXTRACTF128 $1, Y0, X4
+	VADDPS X4, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VEXTRACTF128 $1, Y1, X5
+	VADDPS X5, X1, X1
+	VHADDPS X1, X1, X1
+	VHADDPS X1, X1, X1
+	VZEROUPPER
+	MOVSS X0, sdn+40(FP)
+	MOVSS X1, sdxc+44(FP)
+	RET
+
+// func lnBwdApplyAVX2(x, dy, w, dx, dw, db *float32, n int, m, rs, mdn, mdnn float32)
+//
+// The second pass of one LayerNorm row's backward (n a multiple of 8):
+// with xn = (x − m)·rs and dn = dy·w,
+// dx += rs·(dn − mdn − xn·mdnn), dw += dy·xn, db += dy.
+TEXT ·lnBwdApplyAVX2(SB), NOSPLIT, $0-72
+	MOVQ x+0(FP), SI
+	MOVQ dy+8(FP), DX
+	MOVQ w+16(FP), BX
+	MOVQ dx+24(FP), DI
+	MOVQ dw+32(FP), R8
+	MOVQ db+40(FP), R9
+	MOVQ n+48(FP), CX
+	VBROADCASTSS m+56(FP), Y15
+	VBROADCASTSS rs+60(FP), Y14
+	VBROADCASTSS mdn+64(FP), Y13
+	VBROADCASTSS mdnn+68(FP), Y12
+
+ploop:
+	CMPQ CX, $8
+	JL   pdone
+	VMOVUPS (SI), Y0
+	VSUBPS  Y15, Y0, Y0
+	VMULPS  Y14, Y0, Y0            // xn
+	VMOVUPS (DX), Y1               // dy
+	VMULPS  (BX), Y1, Y2           // dn
+	VSUBPS  Y13, Y2, Y2            // dn − mdn
+	VFNMADD231PS Y12, Y0, Y2       //   − xn·mdnn
+	VMOVUPS (DI), Y3
+	VFMADD231PS Y14, Y2, Y3        // dx += rs·(...)
+	VMOVUPS Y3, (DI)
+	VMOVUPS (R8), Y4
+	VFMADD231PS Y1, Y0, Y4         // dw += dy·xn
+	VMOVUPS Y4, (R8)
+	VADDPS  (R9), Y1, Y5           // db += dy
+	VMOVUPS Y5, (R9)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, BX
+	ADDQ $32, DI
+	ADDQ $32, R8
+	ADDQ $32, R9
+	SUBQ $8, CX
+	JMP  ploop
+
+pdone:
+	VZEROUPPER
+	RET

@@ -154,3 +154,15 @@ func describe(name string, trans bool, rows, cols int) string {
 	}
 	return s + ")"
 }
+
+// Transpose writes the transpose of the rows×cols matrix src (row stride
+// ld) into dst with row stride w >= rows, zeroing dst columns rows..w-1:
+// dst[c*w+r] = src[r*ld+c]. It runs the packers' 16×16 AVX-512 (or 8×8
+// AVX2) register transposes where the CPU has them. It panics when dst or
+// src is too short.
+func Transpose(dst, src []float32, ld, rows, cols, w int) {
+	if rows < 0 || cols < 0 || w < rows || (rows > 0 && ld < cols) {
+		panic(fmt.Sprintf("gemm: Transpose: rows %d, cols %d, ld %d, w %d", rows, cols, ld, w))
+	}
+	transposeRows(dst, src, ld, rows, cols, w)
+}
