@@ -130,7 +130,8 @@ type group struct {
 	off, size int
 	tokens    [][]int32
 	seed      uint64
-	gather    func(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor // nil: the batch is the group
+	gather    func(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor // nil: the batch is the group, or contrast is set
+	contrast  *Contrast                                                 // GradCache: the group's ITC, precomputed
 }
 
 func (b *Batch) group() (group, error) {
@@ -138,7 +139,7 @@ func (b *Batch) group() (group, error) {
 	if g == nil {
 		return group{size: len(b.Tokens), tokens: b.Tokens, seed: b.Seed}, nil
 	}
-	if g.Gather == nil {
+	if g.Gather == nil && g.Contrast == nil {
 		return group{}, fmt.Errorf("batch: group: Gather is nil")
 	}
 	if g.Offset < 0 || g.Offset+len(b.Tokens) > len(g.Tokens) {
@@ -148,6 +149,12 @@ func (b *Batch) group() (group, error) {
 		if !slices.Equal(row, g.Tokens[g.Offset+i]) {
 			return group{}, fmt.Errorf("batch: group: tokens[%d] differs from the group's row %d", i, g.Offset+i)
 		}
+	}
+	if g.Contrast != nil {
+		if n := len(g.Tokens); len(g.Contrast.Sim) != n*n {
+			return group{}, fmt.Errorf("batch: group: contrast: similarity matrix of %d values for a group of %d rows", len(g.Contrast.Sim), n)
+		}
+		return group{off: g.Offset, size: len(g.Tokens), tokens: g.Tokens, seed: g.Seed, contrast: g.Contrast}, nil
 	}
 	return group{off: g.Offset, size: len(g.Tokens), tokens: g.Tokens, seed: g.Seed, gather: g.Gather}, nil
 }
@@ -200,36 +207,50 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, raw, feats *kernels.Tensor) (
 	// over every row of the group (LAVIS all-gathers the features across
 	// workers, concat_all_gather): this batch's images against the
 	// group's texts and its texts against the group's images.
-	if v := hd.Temp.Data[0]; v < 0.001 || v > 0.5 { // LAVIS clamps temp to [0.001, 0.5] before use
-		hd.Temp.Data[0] = float32(math.Min(math.Max(float64(v), 0.001), 0.5))
-	}
-	q := m.qf.Forward(tp, qformer.Input{Queries: true, Image: feats, B: nb, Train: tp != nil, Seed: b.Seed*4 + 0})
-	imgFeat := l2normalize(tp, hd.VisionProj.Forward(tp, q)) // [B, Nq, E]
-	txt := m.qf.Forward(tp, qformer.Input{Text: ids, B: nb, T: t, TextLens: lens, Train: tp != nil, Seed: b.Seed*4 + 1})
-	cls := tp.Reshape(tp.Slice(txt, 1, 0, 1), nb, m.cfg.QFormer.Hidden)
-	txtFeat := l2normalize(tp, hd.TextProj.Forward(tp, cls)) // [B, E]
-	e := txtFeat.Shape[1]
-	var simI2T, simT2I *kernels.Tensor // [B, G]: this batch's rows against the group's
-	if g.gather == nil {
-		simQ := tp.MatmulT(tp.Reshape(imgFeat, nb*nq, e), txtFeat, false, true) // [B·Nq, B]: (i, q) × j
-		simI2T = tp.Div(maxOverQueries(tp, simQ, nb, nb, nq, false), hd.Temp)
-		simT2I = tp.Transpose(simI2T, 0, 1)
-	} else {
-		// The group's whole similarity matrix, as one worker holding the
-		// group computes it (the same values bit for bit), of which this
-		// batch keeps its rows (i2t) and its columns (t2i).
-		gImg, gTxt := g.gather(tp, imgFeat), g.gather(tp, txtFeat)            // [G, Nq, E], [G, E]
-		simQ := tp.MatmulT(tp.Reshape(gImg, g.size*nq, e), gTxt, false, true) // [G·Nq, G]
-		full := tp.Div(maxOverQueries(tp, simQ, g.size, g.size, nq, false), hd.Temp)
-		simI2T = tp.Slice(full, 0, g.off, g.off+nb)
-		simT2I = tp.Slice(tp.Transpose(full, 0, 1), 0, g.off, g.off+nb)
-	}
+	m.clampTemp()
+	imgFeat, txtFeat := m.itcFeatures(tp, b, feats, ids, t, lens, tp != nil)
+	// i2t(i) is image i's similarity to every text of the group, t2i(j)
+	// text j's to every image (this batch's rows i, j).
+	var i2t, t2i func(int) []float32
+	var itc *kernels.Tensor
+	ceOpt := kernels.CEOptions{LabelSmoothing: ls}
 	diag := make([]int32, nb)
 	for i := range diag {
 		diag[i] = int32(g.off + i)
 	}
-	ceOpt := kernels.CEOptions{LabelSmoothing: ls}
-	itc := tp.Scale(tp.Add(tp.CrossEntropy(simI2T, diag, ceOpt), tp.CrossEntropy(simT2I, diag, ceOpt)), 0.5)
+	if c := g.contrast; c != nil {
+		if len(c.Features.ViT) != g.size*(raw.Size()/nb) {
+			return Output{}, fmt.Errorf("batch: group: contrast: %d ViT output values for %d rows of %v", len(c.Features.ViT), g.size, raw.Shape[1:])
+		}
+		var err error
+		if itc, err = m.cachedITC(tp, c, g, imgFeat, txtFeat); err != nil {
+			return Output{}, err
+		}
+		i2t = func(i int) []float32 { return c.Sim[(g.off+i)*g.size : (g.off+i+1)*g.size] }
+		t2i = func(j int) []float32 {
+			col := make([]float32, g.size)
+			for k := range col {
+				col[k] = c.Sim[k*g.size+g.off+j]
+			}
+			return col
+		}
+	} else {
+		var simI2T, simT2I *kernels.Tensor // [B, G]: this batch's rows against the group's
+		if g.gather == nil {
+			simI2T = m.simMatrix(tp, imgFeat, txtFeat)
+			simT2I = tp.Transpose(simI2T, 0, 1)
+		} else {
+			// The group's whole similarity matrix, as one worker holding
+			// the group computes it (the same values bit for bit), of
+			// which this batch keeps its rows (i2t) and its columns (t2i).
+			full := m.simMatrix(tp, g.gather(tp, imgFeat), g.gather(tp, txtFeat)) // [G, G]
+			simI2T = tp.Slice(full, 0, g.off, g.off+nb)
+			simT2I = tp.Slice(tp.Transpose(full, 0, 1), 0, g.off, g.off+nb)
+		}
+		itc = tp.Scale(tp.Add(tp.CrossEntropy(simI2T, diag, ceOpt), tp.CrossEntropy(simT2I, diag, ceOpt)), 0.5)
+		i2t = func(i int) []float32 { return simI2T.Data[i*g.size : (i+1)*g.size] }
+		t2i = func(j int) []float32 { return simT2I.Data[j*g.size : (j+1)*g.size] }
+	}
 	loss := newLossSum(tp, m.cfg)
 	loss.add("itc", itc)
 
@@ -241,17 +262,21 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, raw, feats *kernels.Tensor) (
 		negImg := make([]int32, nb) // group index, for text j
 		negTxt := make([]int32, nb) // group index, for image i
 		for j := 0; j < nb; j++ {
-			negImg[j] = sampleNeg(negRng(g.seed, 2*(g.off+j)), simT2I.Data[j*g.size:(j+1)*g.size], g.off+j)
+			negImg[j] = sampleNeg(negRng(g.seed, 2*(g.off+j)), t2i(j), g.off+j)
 		}
 		for i := 0; i < nb; i++ {
-			negTxt[i] = sampleNeg(negRng(g.seed, 2*(g.off+i)+1), simI2T.Data[i*g.size:(i+1)*g.size], g.off+i)
+			negTxt[i] = sampleNeg(negRng(g.seed, 2*(g.off+i)+1), i2t(i), g.off+i)
 		}
 		// Negative images come from the group: the frozen ViT's outputs
 		// are gathered and the trainable ln_vision runs here.
 		var negFeats *kernels.Tensor
-		if g.gather == nil {
+		switch {
+		case g.contrast != nil:
+			vitAll := kernels.New(g.contrast.Features.ViT, append([]int{g.size}, raw.Shape[1:]...)...)
+			negFeats = m.lnV.Forward(tp, tp.IndexSelect(vitAll, 0, negImg))
+		case g.gather == nil:
 			negFeats = tp.IndexSelect(feats, 0, negImg)
-		} else {
+		default:
 			negFeats = m.lnV.Forward(tp, tp.IndexSelect(g.gather(tp, raw), 0, negImg))
 		}
 		txtRows := make([][]int32, 0, 3*nb)
@@ -293,7 +318,7 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, raw, feats *kernels.Tensor) (
 	if len(rows) > 0 {
 		h := tp.IndexSelect(tp.Reshape(out, nb*(nq+t), m.cfg.QFormer.Hidden), 0, rows)
 		itg := tp.CrossEntropy(m.qf.LMLogits(tp, h), tgt, kernels.CEOptions{LabelSmoothing: ls})
-		if g.gather != nil {
+		if g.gather != nil || g.contrast != nil {
 			// The group's ITG is the mean over all of its predicted
 			// tokens; this batch's share of it, counted (like ITC and
 			// ITM) per sample, is its token sum over the group's tokens
@@ -307,6 +332,143 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, raw, feats *kernels.Tensor) (
 		loss.add("itg", itg)
 	}
 	return loss.output()
+}
+
+// clampTemp clamps the ITC temperature to [0.001, 0.5] before use, as
+// LAVIS does.
+func (m *blip2) clampTemp() {
+	hd := m.qf.Heads()
+	if v := hd.Temp.Data[0]; v < 0.001 || v > 0.5 {
+		hd.Temp.Data[0] = float32(math.Min(math.Max(float64(v), 0.001), 0.5))
+	}
+}
+
+// itcFeatures runs ITC's unimodal passes: the image query features
+// [B, Nq, E] and the text [CLS] features [B, E], L2-normalised.
+func (m *blip2) itcFeatures(tp *kernels.Tape, b *Batch, feats *kernels.Tensor, ids []int32, t int, lens []int, train bool) (img, txt *kernels.Tensor) {
+	nb := len(b.Tokens)
+	hd := m.qf.Heads()
+	q := m.qf.Forward(tp, qformer.Input{Queries: true, Image: feats, B: nb, Train: train, Seed: b.Seed*4 + 0})
+	img = l2normalize(tp, hd.VisionProj.Forward(tp, q))
+	out := m.qf.Forward(tp, qformer.Input{Text: ids, B: nb, T: t, TextLens: lens, Train: train, Seed: b.Seed*4 + 1})
+	cls := tp.Reshape(tp.Slice(out, 1, 0, 1), nb, m.cfg.QFormer.Hidden)
+	return img, l2normalize(tp, hd.TextProj.Forward(tp, cls))
+}
+
+// simMatrix is ITC's similarity of images [R, Nq, E] to texts [C, E]:
+// [R, C], the maximum over queries of the dot product over the
+// temperature.
+func (m *blip2) simMatrix(tp *kernels.Tape, img, txt *kernels.Tensor) *kernels.Tensor {
+	r, nq, e, c := img.Shape[0], img.Shape[1], img.Shape[2], txt.Shape[0]
+	simQ := tp.MatmulT(tp.Reshape(img, r*nq, e), txt, false, true) // [R·Nq, C]: (i, q) × j
+	return tp.Div(maxOverQueries(tp, simQ, r, c, nq, false), m.qf.Heads().Temp)
+}
+
+// ContrastFeatures returns a batch's ITC features and ViT outputs without
+// a graph: GradCache's first pass (Group.Contrast). Dropout is that of
+// Forward's training pass.
+func (m *blip2) ContrastFeatures(b *Batch) (ContrastFeatures, error) {
+	if m.cfg.Family != BLIP2 || m.cfg.Stage != 1 {
+		return ContrastFeatures{}, fmt.Errorf("contrast features: only BLIP-2 stage 1 has them")
+	}
+	rows := *b
+	rows.Group = nil
+	if err := rows.checkRows(); err != nil {
+		return ContrastFeatures{}, err
+	}
+	if err := checkImages(b.Images, m.cfg); err != nil {
+		return ContrastFeatures{}, err
+	}
+	if b.Images == nil || b.Images.Shape[0] != len(b.Tokens) {
+		return ContrastFeatures{}, fmt.Errorf("batch: images: BLIP-2 needs one image per row (%d rows)", len(b.Tokens))
+	}
+	if err := checkIDs("tokens", b.Tokens, m.cfg.QFormer.Vocab); err != nil {
+		return ContrastFeatures{}, err
+	}
+	raw := m.vit.Forward(nil, b.Images, vit.LastAll)
+	feats := m.lnV.Forward(nil, raw)
+	ids, t, lens := padRows(b.Tokens, m.cfg.Special.Pad)
+	img, txt := m.itcFeatures(nil, b, feats, ids, t, lens, true)
+	return ContrastFeatures{Image: img.Data, Text: txt.Data, ViT: raw.Data}, nil
+}
+
+// Contrast computes ITC over a group from the features of all of its rows
+// (group order) and its gradient with respect to them and to the
+// temperature: the same values, bit for bit, as Forward computes for a
+// batch holding the whole group.
+func (m *blip2) Contrast(f ContrastFeatures) (*Contrast, error) {
+	if m.cfg.Family != BLIP2 || m.cfg.Stage != 1 {
+		return nil, fmt.Errorf("contrast: only BLIP-2 stage 1 contrasts")
+	}
+	e, nq, w := m.cfg.QFormer.EmbedDim, m.cfg.QFormer.Queries, m.cfg.ViT.Width
+	g := len(f.Text) / e
+	switch {
+	case g == 0 || len(f.Text) != g*e:
+		return nil, fmt.Errorf("contrast: text features: %d values, want rows × %d", len(f.Text), e)
+	case len(f.Image) != g*nq*e:
+		return nil, fmt.Errorf("contrast: image features: %d values, want %d rows × %d queries × %d", len(f.Image), g, nq, e)
+	case len(f.ViT) == 0 || len(f.ViT)%(g*w) != 0:
+		return nil, fmt.Errorf("contrast: ViT outputs: %d values, want %d rows × patches × %d", len(f.ViT), g, w)
+	}
+	m.clampTemp()
+	tp := kernels.NewTape()
+	img := kernels.New(slices.Clone(f.Image), g, nq, e).SetRequiresGrad(true)
+	txt := kernels.New(slices.Clone(f.Text), g, e).SetRequiresGrad(true)
+	hd := m.qf.Heads()
+	temp := hd.Temp
+	// The temperature's gradient goes to Contrast.TempGrad, not to the
+	// parameter (each member back-propagates its share in Forward).
+	saved := temp.Grad
+	temp.Grad = nil
+	defer func() { temp.Grad = saved }()
+	rg := temp.RequiresGrad()
+	temp.SetRequiresGrad(true)
+	defer temp.SetRequiresGrad(rg)
+	full := m.simMatrix(tp, img, txt)
+	sim := slices.Clone(full.Data)
+	diag := make([]int32, g)
+	for i := range diag {
+		diag[i] = int32(i)
+	}
+	ceOpt := kernels.CEOptions{LabelSmoothing: m.cfg.LabelSmoothing}
+	itc := tp.Scale(tp.Add(tp.CrossEntropy(full, diag, ceOpt), tp.CrossEntropy(tp.Transpose(full, 0, 1), diag, ceOpt)), 0.5)
+	loss := itc.Item()
+	tp.Backward(itc)
+	return &Contrast{Features: f, Sim: sim, Loss: loss, ImageGrad: img.Grad, TextGrad: txt.Grad, TempGrad: temp.Grad[0]}, nil
+}
+
+// cachedITC is ITC for a batch of a group contrasted ahead of time
+// (GradCache's second pass): the group's loss, whose backward gives this
+// batch's features their rows of the cached gradient and the temperature
+// the cached gradient, each scaled by G/B (the batch's loss counts B/G of
+// the group's, per sample, like ITM's and ITG's shares). The features,
+// recomputed here with the graph, must be the first pass's bit for bit.
+func (m *blip2) cachedITC(tp *kernels.Tape, c *Contrast, g group, img, txt *kernels.Tensor) (*kernels.Tensor, error) {
+	nb, nq, e := img.Shape[0], img.Shape[1], img.Shape[2]
+	io, to := g.off*nq*e, g.off*e
+	if len(c.Features.Image) < io+img.Size() || len(c.Features.Text) < to+txt.Size() ||
+		!slices.Equal(img.Data, c.Features.Image[io:io+img.Size()]) || !slices.Equal(txt.Data, c.Features.Text[to:to+txt.Size()]) {
+		return nil, fmt.Errorf("batch: group: contrast: the features of rows %d–%d differ from the first pass's (a different batch, seed or weights)", g.off, g.off+nb-1)
+	}
+	temp := m.qf.Heads().Temp
+	out := kernels.Scalar(c.Loss)
+	return tp.Custom("GradCacheITC", out, func() {
+		u := float64(out.Grad[0])
+		s := u * float64(g.size) / float64(nb)
+		if img.RequiresGrad() {
+			for i, gi := range img.GradBuf() {
+				img.Grad[i] = gi + float32(s*float64(c.ImageGrad[io+i]))
+			}
+		}
+		if txt.RequiresGrad() {
+			for i, gi := range txt.GradBuf() {
+				txt.Grad[i] = gi + float32(s*float64(c.TextGrad[to+i]))
+			}
+		}
+		if temp.RequiresGrad() {
+			temp.GradBuf()[0] += float32(u * float64(c.TempGrad))
+		}
+	}, img, txt, temp), nil
 }
 
 // sampleNeg draws an index ∝ softmax(logits) with skip excluded.

@@ -63,6 +63,16 @@
 // outputs of negative images go through it, and each worker's loss is its
 // per-sample share of the group's.
 //
+// With gradient accumulation the group's batches do not run at once, so
+// the group is contrasted ahead of time (GradCache, Gao et al. 2021): the
+// model's ContrastFeatures(batch) computes each batch's features without a
+// graph, Contrast(features of every row) computes ITC over the group with
+// its gradient with respect to every feature (a models.Contrast), and each
+// batch's Forward with Group.Contrast set recomputes its features with the
+// graph (checked bit for bit against the first pass), back-propagates its
+// rows of the cached gradient, and draws its ITM negatives from the cached
+// similarities and negative images from the cached ViT outputs.
+//
 // # Parameters and checkpoints
 //
 // m.Params() is the named tree (PyTorch names, e.g.

@@ -2,6 +2,7 @@ package models
 
 import (
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -201,5 +202,111 @@ func TestGroupRefused(t *testing.T) {
 	b2.Group = &Group{Tokens: b2.Tokens, Gather: id}
 	if _, err := m2.Forward(nil, b2); err == nil || !strings.Contains(err.Error(), "batch: group: only BLIP-2 stage 1") {
 		t.Errorf("LLaVA Forward with a group: %v, want an error naming the group", err)
+	}
+}
+
+// TestBLIP2GradCache: BLIP-2 stage 1 over a group contrasted ahead of time
+// (GradCache: ContrastFeatures of every member, Contrast once, then each
+// member's Forward and backward on its own, one after another, as gradient
+// accumulation runs them) gives the loss and, within 1e-5 of its norm, the
+// gradient of one batch holding every row, with 2 and 4 members; a member
+// whose rows are not those the group was contrasted with is refused.
+func TestBLIP2GradCache(t *testing.T) {
+	c, _ := Preset(BLIP2, "tiny")
+	const rows = 8
+	rng := rand.New(rand.NewPCG(3, 4))
+	imgs := kernels.Zeros(rows, 3, c.ImageSize, c.ImageSize)
+	for i := range imgs.Data {
+		imgs.Data[i] = float32(rng.NormFloat64())
+	}
+	var toks [][]int32
+	for i := 0; i < rows; i++ {
+		row := []int32{c.Special.BOS}
+		for k := 0; k < 3+i%4; k++ {
+			row = append(row, int32(rng.IntN(200))+1)
+		}
+		toks = append(toks, row)
+	}
+	per := imgs.Size() / rows
+	batch := func(lo, hi int) *Batch {
+		return &Batch{Tokens: toks[lo:hi], Seed: 7, Images: kernels.New(slices.Clone(imgs.Data[lo*per:hi*per]), hi-lo, 3, c.ImageSize, c.ImageSize)}
+	}
+	grads := func(m Model) map[string][]float32 {
+		out := map[string][]float32{}
+		for _, p := range m.Params().Trainable() {
+			out[p.Name] = slices.Clone(p.Grad)
+		}
+		return out
+	}
+	one, _ := New(c, 5)
+	tp := kernels.NewTape()
+	ref, err := one.Forward(tp, batch(0, rows))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.Backward(ref.Loss)
+	want := grads(one)
+
+	type contrastive interface {
+		ContrastFeatures(*Batch) (ContrastFeatures, error)
+		Contrast(ContrastFeatures) (*Contrast, error)
+	}
+	for _, members := range []int{2, 4} {
+		n := rows / members
+		m, _ := New(c, 5)
+		cm := m.(contrastive)
+		var all ContrastFeatures
+		for k := 0; k < members; k++ {
+			f, err := cm.ContrastFeatures(batch(k*n, (k+1)*n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			all.Image = append(all.Image, f.Image...)
+			all.Text = append(all.Text, f.Text...)
+			all.ViT = append(all.ViT, f.ViT...)
+		}
+		con, err := cm.Contrast(all)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if math.Abs(float64(con.Loss-ref.Terms["itc"])) > 1e-6 {
+			t.Errorf("%d members: Contrast's ITC %v, one batch's %v", members, con.Loss, ref.Terms["itc"])
+		}
+		var loss float64
+		for k := 0; k < members; k++ {
+			b := batch(k*n, (k+1)*n)
+			b.Group = &Group{Offset: k * n, Tokens: toks, Seed: 7, Contrast: con}
+			tp := kernels.NewTape()
+			out, err := m.Forward(tp, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			share := float32(n) / rows
+			loss += float64(share * out.Loss.Item())
+			tp.Backward(tp.Scale(out.Loss, share))
+		}
+		if math.Abs(loss-float64(ref.Loss.Item())) > 1e-5*math.Abs(float64(ref.Loss.Item())) {
+			t.Errorf("%d members: Σ share·loss = %v, one batch %v", members, loss, ref.Loss.Item())
+		}
+		got := grads(m)
+		var num, den float64
+		for name, w := range want {
+			for i, v := range w {
+				d := float64(got[name][i]) - float64(v)
+				num += d * d
+				den += float64(v) * float64(v)
+			}
+		}
+		rel := math.Sqrt(num / den)
+		t.Logf("%d members: loss %v vs %v, gradient differs by %.3g of its norm", members, loss, ref.Loss.Item(), rel)
+		if rel > 1e-5 {
+			t.Errorf("%d members: accumulated gradient differs from one batch's by %.3g of its norm, want ≤ 1e-5", members, rel)
+		}
+		// Rows the group was not contrasted with.
+		b := batch(0, n)
+		b.Group = &Group{Offset: n, Tokens: slices.Concat(toks[n:2*n], toks[:n], toks[2*n:]), Seed: 7, Contrast: con}
+		if _, err := m.Forward(nil, b); err == nil || !strings.Contains(err.Error(), "differ from the first pass") {
+			t.Errorf("%d members: Forward with another batch's contrast: %v, want an error naming the first pass", members, err)
+		}
 	}
 }

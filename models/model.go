@@ -73,6 +73,15 @@ type Batch struct {
 // token count). Every member calls Forward with its own rows at the same
 // time; the members' Gather calls happen in the same order on every
 // member.
+//
+// With gradient accumulation the members are not all live at once, so the
+// group is contrasted ahead of time instead (GradCache, Gao et al. 2021,
+// arXiv 2101.06983): Contrast holds ITC over the whole group and its
+// gradient with respect to every row's features, computed once from every
+// member's ContrastFeatures; each member's Forward then recomputes its
+// features with the graph and back-propagates its rows of that cached
+// gradient, draws its ITM negatives from the cached similarities and its
+// negative images from the cached ViT outputs. No Gather is needed.
 type Group struct {
 	// Offset is the index in the group of this batch's first row.
 	Offset int
@@ -89,6 +98,40 @@ type Group struct {
 	// over the members (an all-gather forward, an all-reduce-sum
 	// backward). It may panic to abort Forward (a failed collective).
 	Gather func(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor
+	// Contrast, when set, is the group's precomputed ITC (GradCache);
+	// Gather is then unused.
+	Contrast *Contrast
+}
+
+// ContrastFeatures are BLIP-2 stage 1's per-row features that ITC and ITM
+// need from every row of a group, computed without a graph (GradCache's
+// first pass), for n rows. The BLIP-2 stage-1 model's method
+// ContrastFeatures(*Batch) (ContrastFeatures, error) computes them, with
+// dropout as in Forward's training pass (from Batch.Seed), so that Forward
+// recomputes the same bits.
+type ContrastFeatures struct {
+	Image []float32 // [n, Queries, EmbedDim]: L2-normalised projected query outputs
+	Text  []float32 // [n, EmbedDim]: L2-normalised projected text [CLS] outputs
+	ViT   []float32 // [n, Patches, Width]: the frozen ViT's outputs (ITM's negative images)
+}
+
+// Contrast is ITC over a whole group of G rows and what the members need
+// of it. The BLIP-2 stage-1 model's method Contrast(ContrastFeatures)
+// (*Contrast, error) computes it from the features of every row of the
+// group (the members' concatenated in group order).
+type Contrast struct {
+	Features ContrastFeatures // of the G rows, group order
+	// Sim [G, G] is image i × text j: the maximum over queries of the
+	// features' dot product, divided by the temperature.
+	Sim []float32
+	// Loss is the group's ITC: ½(mean CE of each image over the texts +
+	// mean CE of each text over the images), label-smoothed.
+	Loss float32
+	// ImageGrad [G, Queries, EmbedDim], TextGrad [G, EmbedDim] and
+	// TempGrad are the gradient of Loss with respect to the features and
+	// the temperature.
+	ImageGrad, TextGrad []float32
+	TempGrad            float32
 }
 
 // Output is the result of Forward.

@@ -51,10 +51,14 @@
 // augmentation) is a pure function of (seed, step, sample position).
 //
 // BLIP-2 stage 1 contrasts (ITC) and matches (ITM, hard negatives) every
-// image and text of the global batch across the ranks: the rows of the
-// ranks' k-th micro-batches form a models.Group, whose features travel
-// through an all-gather with gradient (group.go; the whole global batch
-// when micro_batch is unset).
+// image and text of the global batch across the ranks, at any world size
+// and micro_batch (group.go): with one micro-batch per rank the ranks'
+// rows form a models.Group whose features travel through an all-gather
+// with gradient; with gradient accumulation the step first computes every
+// micro-batch's features without a graph, all-gathers them and computes
+// ITC and its gradient over the whole global batch (GradCache, Gao et al.
+// 2021), then runs each micro-batch with the graph and back-propagates its
+// rows of that gradient.
 //
 // # Overlap of communication and backward
 //

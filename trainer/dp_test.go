@@ -282,8 +282,11 @@ func TestBLIP2GlobalNegatives(t *testing.T) {
 // TestOverlapBitIdentical: the all-reduce overlapped with the last
 // micro-batch's backward gives the weights of the all-reduce started after
 // backward, bit for bit (the reference path), at 2 ranks with gradient
-// accumulation and at 4 without; and for BLIP-2 stage 1, whose all-gathers
-// run collectives inside the backward pass (the buckets wait for them).
+// accumulation and at 4 without; and for BLIP-2 stage 1: at 2 ranks
+// without accumulation its all-gathers run collectives inside the backward
+// pass (the buckets wait for them); at 4 ranks with 2 micro-batches each it
+// contrasts the global batch ahead of time (GradCache), before any
+// backward.
 func TestOverlapBitIdentical(t *testing.T) {
 	for _, tc := range []struct {
 		recipe       string
@@ -304,6 +307,79 @@ func TestOverlapBitIdentical(t *testing.T) {
 		}
 		if !slices.Equal(got.losses, want.losses) {
 			t.Errorf("world %d: losses %v with overlap, %v without", tc.world, got.losses, want.losses)
+		}
+	}
+}
+
+// gradRelDiff is ‖a−b‖/‖a‖ over every tensor together (the global
+// gradient norm), and ‖a‖.
+func gradRelDiff(a, b map[string][]float32) (rel, norm float64) {
+	var num, den float64
+	for name, x := range a {
+		for i, v := range x {
+			d := float64(b[name][i]) - float64(v)
+			num += d * d
+			den += float64(v) * float64(v)
+		}
+	}
+	return math.Sqrt(num / den), math.Sqrt(den)
+}
+
+// TestBLIP2ContrastAccumulation: BLIP-2 stage 1 contrasts the whole global
+// batch also with gradient accumulation (GradCache: group.go). One worker
+// with 2 and 4 micro-batches, 2 workers × 2 micro-batches and 4 workers ×
+// 2 micro-batches against one worker with the whole batch at once: the
+// first step's gradient within 1e-5 of its norm, the same samples, the
+// losses and gradient norms within 1e-5 at every step, and the weights
+// after 3 steps within 0.1·lr·steps per element (the ITC heads' float32
+// noise floor: TestDataParallelEquivalence).
+func TestBLIP2ContrastAccumulation(t *testing.T) {
+	const steps, lr = 3, 3e-3
+	m := testManifest(t, "blip2", steps, 8)
+	m.Stages[0].Overrides.LR = ptr(lr)
+	withMicro := func(micro int) *api.Manifest {
+		c := *m
+		c.Stages = slices.Clone(m.Stages)
+		if micro > 0 {
+			c.Stages[0].Overrides.MicroBatch = ptr(micro)
+		}
+		return &c
+	}
+	reportGrads = true
+	first := runRanks(t, m, 0, 1, shard.NewMemStore(), nil, 1, false)
+	reportGrads = false
+	one := runRanks(t, m, 0, 1, shard.NewMemStore(), nil, steps, false)
+	for _, tc := range []struct{ world, micro int }{{1, 4}, {1, 2}, {2, 2}, {4, 1}} {
+		mm := withMicro(tc.micro)
+		reportGrads = true
+		g := runRanks(t, mm, 0, tc.world, shard.NewMemStore(), nil, 1, false)
+		reportGrads = false
+		rel, norm := gradRelDiff(first.weights[0], g.weights[0])
+		got := runRanks(t, mm, 0, tc.world, shard.NewMemStore(), nil, steps, false)
+		abs, at := maxAbsDiff(one.weights[0], got.weights[0])
+		t.Logf("world %d, micro_batch %d: first gradient differs by %.3g of its norm %.3g; weights by %.3g·lr·steps (%s); losses %v vs %v",
+			tc.world, tc.micro, rel, norm, abs/(lr*steps), at, got.losses, one.losses)
+		if rel > 1e-5 {
+			t.Errorf("world %d, micro_batch %d: first-step gradient differs by %.3g of its norm, want ≤ 1e-5", tc.world, tc.micro, rel)
+		}
+		if abs > 0.1*lr*steps {
+			t.Errorf("world %d, micro_batch %d after %d steps: an element of %s differs by %.3g, want ≤ 0.1·lr·steps = %.3g", tc.world, tc.micro, steps, at, abs, 0.1*lr*steps)
+		}
+		for r := 1; r < tc.world; r++ {
+			if d, at := maxRelDiff(got.weights[0], got.weights[r]); d != 0 {
+				t.Errorf("world %d, micro_batch %d: rank %d differs from rank 0 (%s: %.3g)", tc.world, tc.micro, r, at, d)
+			}
+		}
+		if !slices.EqualFunc(got.ids, one.ids, slices.Equal) {
+			t.Errorf("world %d, micro_batch %d read samples %v, want %v", tc.world, tc.micro, got.ids, one.ids)
+		}
+		for s := range got.losses {
+			if math.Abs(got.losses[s]-one.losses[s]) > 1e-5*math.Abs(one.losses[s]) {
+				t.Errorf("world %d, micro_batch %d, step %d: loss %v, want %v", tc.world, tc.micro, s, got.losses[s], one.losses[s])
+			}
+			if math.Abs(got.norms[s]-one.norms[s]) > 1e-5*one.norms[s] {
+				t.Errorf("world %d, micro_batch %d, step %d: gradient norm %v, want %v", tc.world, tc.micro, s, got.norms[s], one.norms[s])
+			}
 		}
 	}
 }

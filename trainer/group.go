@@ -11,14 +11,21 @@ import (
 )
 
 // BLIP-2 stage 1 contrasts every image with every text of the global
-// batch, across the workers (LAVIS concat_all_gather). Rank r's k-th
-// micro-batch and the other ranks' k-th micro-batches form one
-// models.Group: without gradient accumulation (micro_batch unset, the
-// default) that is the whole global batch in global order, so the
-// negatives, and the weights, are those one worker computes; with
-// accumulation it is the k-th micro-batch of every rank, as in PyTorch DDP.
-// The global batch must divide by the world size, so that every rank has
-// micro-batches of the same sizes.
+// batch, across the workers (LAVIS concat_all_gather), so that the
+// negatives, and the weights, are those one worker computes with the whole
+// global batch at once, whatever the world size and micro_batch.
+//
+// Without gradient accumulation (one micro-batch per rank) the ranks'
+// micro-batches form one models.Group whose features travel through an
+// all-gather with gradient (gather). With accumulation the micro-batches
+// are not all live at once, so the group is contrasted ahead of time
+// (GradCache, Gao et al. 2021; contrast): every micro-batch's features
+// without a graph, all-gathered, ITC and its gradient with respect to
+// every feature computed once, identically on every rank; each
+// micro-batch then runs forward and backward with the graph and
+// back-propagates its rows of that gradient. The global batch must divide
+// by the world size, so that every rank has micro-batches of the same
+// sizes.
 
 // collectiveFailure carries a failed collective out of a model's forward
 // or backward pass (models.Group.Gather may panic; Step recovers it).
@@ -52,6 +59,20 @@ func (g *gatherGroup) allReduce(buf []float32, what string) {
 // group builds the models.Group of a micro-batch of n rows holding tokens:
 // the rows of every rank's micro-batch, rank by rank.
 func (g *gatherGroup) group(tokens [][]int32, seed uint64) *models.Group {
+	all, off := g.tokens(tokens)
+	size := len(all)
+	return &models.Group{Offset: off, Tokens: all, Seed: seed, Gather: func(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
+		return g.gather(tp, x, off, size)
+	}}
+}
+
+// tokens all-gathers the ranks' token rows (the same number on every
+// rank), rank by rank, and returns them with the index of this rank's
+// first row.
+func (g *gatherGroup) tokens(tokens [][]int32) ([][]int32, int) {
+	if g.world == 1 {
+		return tokens, 0
+	}
 	n := len(tokens)
 	size, off := n*g.world, n*g.rank
 	// Token ids are exact in float32 (vocabularies < 2^24); the gathers
@@ -81,9 +102,63 @@ func (g *gatherGroup) group(tokens [][]int32, seed uint64) *models.Group {
 		}
 	}
 	copy(all[off:], tokens) // this rank's rows exactly as given
-	return &models.Group{Offset: off, Tokens: all, Seed: seed, Gather: func(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
-		return g.gather(tp, x, off, size)
-	}}
+	return all, off
+}
+
+// rows all-gathers x, this rank's rows of per values each (the same
+// number on every rank), rank by rank: exact, as in tokens.
+func (g *gatherGroup) rows(x []float32, what string) []float32 {
+	if g.world == 1 {
+		return x
+	}
+	buf := make([]float32, len(x)*g.world)
+	copy(buf[len(x)*g.rank:], x)
+	g.allReduce(buf, what)
+	return buf
+}
+
+// contrastive is the BLIP-2 stage-1 model's GradCache first pass
+// (models.ContrastFeatures, models.Contrast).
+type contrastive interface {
+	ContrastFeatures(b *models.Batch) (models.ContrastFeatures, error)
+	Contrast(f models.ContrastFeatures) (*models.Contrast, error)
+}
+
+// contrast is GradCache's first pass over this rank's micro-batches: their
+// features without a graph, all-gathered across the ranks (global batch
+// order: rank by rank, micro-batches in order), ITC over the whole global
+// batch and its gradient, the same on every rank. It returns each
+// micro-batch's models.Group. A failed collective panics with
+// collectiveFailure.
+func (g *gatherGroup) contrast(m contrastive, batches []*models.Batch, seed uint64) ([]*models.Group, error) {
+	var local models.ContrastFeatures
+	var tokens [][]int32
+	for k, b := range batches {
+		f, err := m.ContrastFeatures(b)
+		if err != nil {
+			return nil, fmt.Errorf("micro-batch %d: contrast features: %w", k, err)
+		}
+		local.Image = append(local.Image, f.Image...)
+		local.Text = append(local.Text, f.Text...)
+		local.ViT = append(local.ViT, f.ViT...)
+		tokens = append(tokens, b.Tokens...)
+	}
+	all, off := g.tokens(tokens)
+	global := models.ContrastFeatures{
+		Image: g.rows(local.Image, "all-gather of image features"),
+		Text:  g.rows(local.Text, "all-gather of text features"),
+		ViT:   g.rows(local.ViT, "all-gather of ViT outputs"),
+	}
+	c, err := m.Contrast(global)
+	if err != nil {
+		return nil, err
+	}
+	groups := make([]*models.Group, len(batches))
+	for k, b := range batches {
+		groups[k] = &models.Group{Offset: off, Tokens: all, Seed: seed, Contrast: c}
+		off += len(b.Tokens)
+	}
+	return groups, nil
 }
 
 // gather is the all-gather with gradient: forward, every rank's rows of x

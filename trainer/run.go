@@ -56,7 +56,10 @@ type Run struct {
 
 	reduce    *gradReduce // the data-parallel gradient all-reduce (world > 1)
 	noOverlap bool        // start the all-reduce after backward (the benchmark's baseline)
-	groupNeg  bool        // BLIP-2 stage 1 at world > 1: ITC/ITM over the global micro-batch (group.go)
+	groupNeg  bool        // BLIP-2 stage 1 at world > 1: ITC/ITM over the global batch, one micro-batch per rank (group.go)
+	// contrastAcc: BLIP-2 stage 1: with more than one micro-batch per rank,
+	// ITC/ITM over the global batch through GradCache (group.go).
+	contrastAcc bool
 
 	uploads sync.WaitGroup
 }
@@ -152,12 +155,18 @@ func NewRun(ctx context.Context, j Job, restore *CheckpointRef) (*Run, error) {
 	if j.World > 1 {
 		r.reduce = newGradReduce(j.Comm, r.params, bucketFloats)
 	}
-	if r.cfg.Family == models.BLIP2 && r.cfg.Stage == 1 && j.World > 1 {
-		if st.GlobalBatch%j.World != 0 {
-			return nil, fmt.Errorf("trainer: stage %q: BLIP-2 stage 1 gathers each micro-batch across the ranks: global batch %d must divide by the world size %d",
-				st.Name, st.GlobalBatch, j.World)
+	if r.cfg.Family == models.BLIP2 && r.cfg.Stage == 1 {
+		if _, ok := r.model.(contrastive); !ok {
+			return nil, fmt.Errorf("trainer: stage %q: the BLIP-2 stage-1 model has no GradCache first pass", st.Name)
 		}
-		r.groupNeg = true
+		r.contrastAcc = true
+		if j.World > 1 {
+			if st.GlobalBatch%j.World != 0 {
+				return nil, fmt.Errorf("trainer: stage %q: BLIP-2 stage 1 contrasts the global batch across the ranks: global batch %d must divide by the world size %d",
+					st.Name, st.GlobalBatch, j.World)
+			}
+			r.groupNeg = true
+		}
 	}
 	r.log.Info("trainer: stage ready", "job", j.Manifest.Name, "stage", st.Name, "rank", j.Rank, "world", j.World,
 		"step", r.step, "samples", r.samples, "trainable", countParams(r.params), "params", r.model.Params().Count())
@@ -403,13 +412,49 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 			last = k
 		}
 	}
+	// BLIP-2 stage 1 with gradient accumulation: GradCache's first pass
+	// contrasts the whole global batch before any backward (group.go).
+	var groups []*models.Group
+	var batches []*models.Batch // assembled for GradCache's first pass
+	if r.contrastAcc && len(mbs) > 1 {
+		batches = make([]*models.Batch, len(mbs))
+		for k, m := range mbs {
+			if batches[k], err = assemble(m.rows, batchSeed(seed(r.job.Manifest), r.step, r.job.Rank, k)); err != nil {
+				return Progress{}, fmt.Errorf("trainer: step %d: %w", r.step+1, err)
+			}
+		}
+		gg := &gatherGroup{ctx: ctx, comm: r.job.Comm, now: r.now, wait: &comm, rank: r.job.Rank, world: r.job.World}
+		ferr := kernels.Catch(func() {
+			defer func() {
+				if p := recover(); p != nil {
+					cf, ok := p.(collectiveFailure)
+					if !ok {
+						panic(p)
+					}
+					err = cf.err
+				}
+			}()
+			groups, err = gg.contrast(r.model.(contrastive), batches, batchSeed(seed(r.job.Manifest), r.step, 0, 0))
+		})
+		if ferr != nil {
+			err = ferr
+		}
+		if err != nil {
+			return Progress{}, fmt.Errorf("trainer: step %d: BLIP-2 global-batch contrast: %w", r.step+1, err)
+		}
+		for k := range batches {
+			batches[k].Group = groups[k]
+		}
+	}
 	for k, m := range mbs {
 		m.weight = float64(m.count) / total
 		if m.weight == 0 {
 			continue
 		}
-		b, err := assemble(m.rows, batchSeed(seed(r.job.Manifest), r.step, r.job.Rank, k))
-		if err != nil {
+		var b *models.Batch
+		if groups != nil {
+			b = batches[k]
+		} else if b, err = assemble(m.rows, batchSeed(seed(r.job.Manifest), r.step, r.job.Rank, k)); err != nil {
 			return Progress{}, fmt.Errorf("trainer: step %d: %w", r.step+1, err)
 		}
 		for _, rw := range m.rows {
@@ -427,7 +472,7 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 					err = cf.err
 				}
 			}()
-			if r.groupNeg {
+			if r.groupNeg && groups == nil {
 				gg := &gatherGroup{ctx: ctx, comm: r.job.Comm, now: r.now, wait: &comm, rank: r.job.Rank, world: r.job.World}
 				if k == last && r.reduce != nil && !r.noOverlap {
 					// The gathers' backward all-reduces run inside this
