@@ -27,7 +27,9 @@ import (
 // (equal weights, LAVIS Blip2Qformer.forward); ITM needs at least two rows
 // (its negatives come from the batch). The Q-Former's dropout
 // (QFormer.Dropout, 0.1 at paper size) is active when Forward records on a
-// tape and is seeded from Batch.Seed. Stage 2 reads Images and
+// tape; its masks are drawn per row from (Batch.Seed, pass, RowOffset +
+// row), or (Group.Seed, pass, Group.Offset + row), so a row gets the same
+// masks however its global batch is split. Stage 2 reads Images and
 // Tokens (LLM caption tokens; Loss optional) and returns lm. InstructBLIP
 // also reads Instruction (Q-Former tokens) and Loss (false on the prompt).
 type blip2 struct {
@@ -208,7 +210,8 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, raw, feats *kernels.Tensor) (
 	// workers, concat_all_gather): this batch's images against the
 	// group's texts and its texts against the group's images.
 	m.clampTemp()
-	imgFeat, txtFeat := m.itcFeatures(tp, b, feats, ids, t, lens, tp != nil)
+	ds, doff := dropSeed(b)
+	imgFeat, txtFeat := m.itcFeatures(tp, b, feats, ids, t, lens, tp != nil, ds, doff)
 	// i2t(i) is image i's similarity to every text of the group, t2i(j)
 	// text j's to every image (this batch's rows i, j).
 	var i2t, t2i func(int) []float32
@@ -287,7 +290,8 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, raw, feats *kernels.Tensor) (
 		}
 		allIDs, tt, allLens := padRows(txtRows, m.cfg.Special.Pad)
 		images := tp.Concat(0, feats, negFeats, feats)
-		out := m.qf.Forward(tp, qformer.Input{Queries: true, Image: images, Text: allIDs, B: 3 * nb, T: tt, TextLens: allLens, Train: tp != nil, Seed: b.Seed*4 + 2})
+		rs := slices.Concat(rowSeeds(ds, passITMPos, doff, nb), rowSeeds(ds, passITMNegImage, doff, nb), rowSeeds(ds, passITMNegText, doff, nb))
+		out := m.qf.Forward(tp, qformer.Input{Queries: true, Image: images, Text: allIDs, B: 3 * nb, T: tt, TextLens: allLens, Train: tp != nil, RowSeeds: rs})
 		logits := tp.MeanAxis(hd.ITM.Forward(tp, tp.Slice(out, 1, 0, nq)), 1) // [3B, 2]
 		labels := make([]int32, 3*nb)
 		for i := 0; i < nb; i++ {
@@ -307,7 +311,7 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, raw, feats *kernels.Tensor) (
 	for i := 0; i < nb; i++ {
 		dec[i*t] = m.cfg.Special.Dec
 	}
-	out := m.qf.Forward(tp, qformer.Input{Queries: true, Image: feats, Text: dec, B: nb, T: t, TextLens: lens, Mask: qformer.UniLMMask, Train: tp != nil, Seed: b.Seed*4 + 3})
+	out := m.qf.Forward(tp, qformer.Input{Queries: true, Image: feats, Text: dec, B: nb, T: t, TextLens: lens, Mask: qformer.UniLMMask, Train: tp != nil, RowSeeds: rowSeeds(ds, passITG, doff, nb)})
 	var rows, tgt []int32
 	for i := 0; i < nb; i++ {
 		for p := 0; p+1 < lens[i]; p++ {
@@ -334,6 +338,36 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, raw, feats *kernels.Tensor) (
 	return loss.output()
 }
 
+// The Q-Former passes whose dropout masks rowSeeds derives.
+const (
+	passImage       uint64 = iota + 1 // ITC's image queries
+	passText                          // ITC's text
+	passITMPos                        // ITM (text, image)
+	passITMNegImage                   // ITM (text, negative image)
+	passITMNegText                    // ITM (negative text, image)
+	passITG                           // ITG
+	passStage2                        // stage 2 / InstructBLIP query pass
+)
+
+// dropSeed returns the seed and the global index of the first row that
+// stage 1's dropout masks derive from: the group's, or the batch's own.
+func dropSeed(b *Batch) (uint64, int) {
+	if b.Group != nil {
+		return b.Group.Seed, b.Group.Offset
+	}
+	return b.Seed, b.RowOffset
+}
+
+// rowSeeds is one dropout seed per row of a pass: a function of the
+// seed, the pass and the row's global index (first + i) only.
+func rowSeeds(seed, pass uint64, first, n int) []uint64 {
+	out := make([]uint64, n)
+	for i := range out {
+		out[i] = seed ^ (pass << 56) ^ uint64(first+i)*0x9e3779b97f4a7c15
+	}
+	return out
+}
+
 // clampTemp clamps the ITC temperature to [0.001, 0.5] before use, as
 // LAVIS does.
 func (m *blip2) clampTemp() {
@@ -345,12 +379,12 @@ func (m *blip2) clampTemp() {
 
 // itcFeatures runs ITC's unimodal passes: the image query features
 // [B, Nq, E] and the text [CLS] features [B, E], L2-normalised.
-func (m *blip2) itcFeatures(tp *kernels.Tape, b *Batch, feats *kernels.Tensor, ids []int32, t int, lens []int, train bool) (img, txt *kernels.Tensor) {
+func (m *blip2) itcFeatures(tp *kernels.Tape, b *Batch, feats *kernels.Tensor, ids []int32, t int, lens []int, train bool, seed uint64, off int) (img, txt *kernels.Tensor) {
 	nb := len(b.Tokens)
 	hd := m.qf.Heads()
-	q := m.qf.Forward(tp, qformer.Input{Queries: true, Image: feats, B: nb, Train: train, Seed: b.Seed*4 + 0})
+	q := m.qf.Forward(tp, qformer.Input{Queries: true, Image: feats, B: nb, Train: train, RowSeeds: rowSeeds(seed, passImage, off, nb)})
 	img = l2normalize(tp, hd.VisionProj.Forward(tp, q))
-	out := m.qf.Forward(tp, qformer.Input{Text: ids, B: nb, T: t, TextLens: lens, Train: train, Seed: b.Seed*4 + 1})
+	out := m.qf.Forward(tp, qformer.Input{Text: ids, B: nb, T: t, TextLens: lens, Train: train, RowSeeds: rowSeeds(seed, passText, off, nb)})
 	cls := tp.Reshape(tp.Slice(out, 1, 0, 1), nb, m.cfg.QFormer.Hidden)
 	return img, l2normalize(tp, hd.TextProj.Forward(tp, cls))
 }
@@ -366,7 +400,8 @@ func (m *blip2) simMatrix(tp *kernels.Tape, img, txt *kernels.Tensor) *kernels.T
 
 // ContrastFeatures returns a batch's ITC features and ViT outputs without
 // a graph: GradCache's first pass (Group.Contrast). Dropout is that of
-// Forward's training pass.
+// Forward's training pass: when b.Group is set, only its Seed and Offset
+// are read (the group's rows are not known yet).
 func (m *blip2) ContrastFeatures(b *Batch) (ContrastFeatures, error) {
 	if m.cfg.Family != BLIP2 || m.cfg.Stage != 1 {
 		return ContrastFeatures{}, fmt.Errorf("contrast features: only BLIP-2 stage 1 has them")
@@ -388,7 +423,8 @@ func (m *blip2) ContrastFeatures(b *Batch) (ContrastFeatures, error) {
 	raw := m.vit.Forward(nil, b.Images, vit.LastAll)
 	feats := m.lnV.Forward(nil, raw)
 	ids, t, lens := padRows(b.Tokens, m.cfg.Special.Pad)
-	img, txt := m.itcFeatures(nil, b, feats, ids, t, lens, true)
+	ds, doff := dropSeed(b)
+	img, txt := m.itcFeatures(nil, b, feats, ids, t, lens, true, ds, doff)
 	return ContrastFeatures{Image: img.Data, Text: txt.Data, ViT: raw.Data}, nil
 }
 
@@ -511,7 +547,7 @@ func sampleNeg(rng *rand.Rand, logits []float32, skip int) int32 {
 func (m *blip2) stage2(tp *kernels.Tape, b *Batch, feats *kernels.Tensor) (Output, error) {
 	nb := len(b.Tokens)
 	nq := m.cfg.QFormer.Queries
-	in := qformer.Input{Queries: true, Image: feats, B: nb, Train: tp != nil, Seed: b.Seed}
+	in := qformer.Input{Queries: true, Image: feats, B: nb, Train: tp != nil, RowSeeds: rowSeeds(b.Seed, passStage2, b.RowOffset, nb)}
 	if m.cfg.Family == InstructBLIP {
 		// The instruction joins the queries in the Q-Former's
 		// self-attention (bidirectional, padding hidden); only the query

@@ -1,6 +1,7 @@
 package models
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -86,9 +87,17 @@ func (g *fakeGroup) member(m, rows int) func(tp *kernels.Tape, x *kernels.Tensor
 // TestBLIP2Group: BLIP-2 stage 1 split over 2 and 4 group members (each
 // weighted by its share of the rows) gives the loss and, within 1e-5 of
 // its norm, the gradient of one batch holding every row: ITC over the
-// whole group, the same ITM negatives, ITG rescaled to the group's tokens.
+// whole group, the same ITM negatives, ITG rescaled to the group's tokens,
+// the same dropout masks (row-seeded) when the Q-Former has dropout.
 func TestBLIP2Group(t *testing.T) {
+	for _, dropout := range []float32{0, 0.1} {
+		t.Run(fmt.Sprintf("dropout %g", dropout), func(t *testing.T) { testBLIP2Group(t, dropout) })
+	}
+}
+
+func testBLIP2Group(t *testing.T, dropout float32) {
 	c, _ := Preset(BLIP2, "tiny")
+	c.QFormer.Dropout = dropout
 	const rows = 4
 	full := tinyBatch(t, c, 4)
 	full.Tokens = append(full.Tokens, append([]int32{c.Special.BOS}, 9, 8, 7, 6, 5))
@@ -209,10 +218,19 @@ func TestGroupRefused(t *testing.T) {
 // (GradCache: ContrastFeatures of every member, Contrast once, then each
 // member's Forward and backward on its own, one after another, as gradient
 // accumulation runs them) gives the loss and, within 1e-5 of its norm, the
-// gradient of one batch holding every row, with 2 and 4 members; a member
-// whose rows are not those the group was contrasted with is refused.
+// gradient of one batch holding every row, with 2 and 4 members, with and
+// without dropout (row-seeded: the same masks in both passes and in the
+// one batch); a member whose rows are not those the group was contrasted
+// with is refused.
 func TestBLIP2GradCache(t *testing.T) {
+	for _, dropout := range []float32{0, 0.1} {
+		t.Run(fmt.Sprintf("dropout %g", dropout), func(t *testing.T) { testBLIP2GradCache(t, dropout) })
+	}
+}
+
+func testBLIP2GradCache(t *testing.T, dropout float32) {
 	c, _ := Preset(BLIP2, "tiny")
+	c.QFormer.Dropout = dropout
 	const rows = 8
 	rng := rand.New(rand.NewPCG(3, 4))
 	imgs := kernels.Zeros(rows, 3, c.ImageSize, c.ImageSize)
@@ -257,7 +275,9 @@ func TestBLIP2GradCache(t *testing.T) {
 		cm := m.(contrastive)
 		var all ContrastFeatures
 		for k := 0; k < members; k++ {
-			f, err := cm.ContrastFeatures(batch(k*n, (k+1)*n))
+			b := batch(k*n, (k+1)*n)
+			b.RowOffset = k * n // the dropout masks of global rows k·n…
+			f, err := cm.ContrastFeatures(b)
 			if err != nil {
 				t.Fatal(err)
 			}

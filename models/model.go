@@ -53,8 +53,16 @@ type Batch struct {
 	// Instruction holds InstructBLIP's instruction tokens for the Q-Former.
 	Instruction [][]int32
 	// Seed drives the random choices of a step (BLIP-2's ITM hard-negative
-	// sampling), so a step is a pure function of the batch.
+	// sampling, the Q-Former's dropout), so a step is a pure function of
+	// the batch.
 	Seed uint64
+	// RowOffset is the index of the batch's first row in the global batch
+	// it is part of (0 for a batch that is its own). BLIP-2's dropout
+	// masks are a function of (Seed, RowOffset + row) (of Group.Seed and
+	// Group.Offset + row when Group is set), so a caller that gives every
+	// part of a global batch the same Seed gets the same masks however the
+	// global batch is split across workers and micro-batches.
+	RowOffset int
 	// Group, for BLIP-2 stage 1, makes ITC and ITM span a larger set of
 	// rows than this batch: the global batch split across data-parallel
 	// workers. nil: the batch is the group.

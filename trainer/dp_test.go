@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/loomtrain/loom/api"
+	"github.com/loomtrain/loom/models"
 	"github.com/loomtrain/loom/models/nn"
 	"github.com/loomtrain/loom/shard"
 )
@@ -39,6 +40,9 @@ func runRanks(t *testing.T, m *api.Manifest, stage, world int, store shard.Objec
 			defer wg.Done()
 			j := d.job(m, stage, store)
 			j.Rank, j.World = r, world
+			if qformerDropout > 0 {
+				j.configure = func(c *models.Config) { c.QFormer.Dropout = qformerDropout }
+			}
 			if world > 1 {
 				j.Comm = cs[r]
 			}
@@ -86,6 +90,10 @@ func runRanks(t *testing.T, m *api.Manifest, stage, world int, store shard.Objec
 	}
 	return res
 }
+
+// qformerDropout, when > 0, sets the Q-Former's dropout in runRanks (the
+// tiny preset has none).
+var qformerDropout float32
 
 // withoutOverlap makes runRanks start the gradient all-reduce only after
 // backward (the reference of the overlapped all-reduce).
@@ -155,6 +163,7 @@ func TestDataParallelEquivalence(t *testing.T) {
 		// noiseFloor: the weights are compared element by element against
 		// 0.1·lr·steps instead of 1e-5 relative per tensor.
 		noiseFloor bool
+		dropout    float32 // the Q-Former's
 	}{
 		{recipe: "qwen-vl", micro: 2}, {recipe: "lwm", micro: 2}, {recipe: "vila", micro: 2},
 		// BLIP-2 stage 1 (ITC and ITM over the global batch, gathered
@@ -179,8 +188,18 @@ func TestDataParallelEquivalence(t *testing.T) {
 		// changes whole updates, i.e. O(lr) per element, the loss or the
 		// gradient norm: the bound 0.1·lr·steps catches it.
 		{recipe: "blip2", noiseFloor: true},
+		// With the Q-Former's dropout (0.1, as LAVIS; row-seeded masks)
+		// the features are not collapsed at initialisation, ITC is well
+		// conditioned, and BLIP-2 meets 1e-5 per tensor (measured ≤ 2e-6).
+		{recipe: "blip2", dropout: 0.1},
 	} {
-		t.Run(tc.recipe, func(t *testing.T) {
+		name := tc.recipe
+		if tc.dropout > 0 {
+			name += fmt.Sprintf(" dropout %g", tc.dropout)
+		}
+		t.Run(name, func(t *testing.T) {
+			qformerDropout = tc.dropout
+			defer func() { qformerDropout = 0 }()
 			m := testManifest(t, tc.recipe, steps, 8)
 			if tc.micro > 0 {
 				m.Stages[tc.stage].Overrides.MicroBatch = ptr(tc.micro)
@@ -332,8 +351,21 @@ func gradRelDiff(a, b map[string][]float32) (rel, norm float64) {
 // first step's gradient within 1e-5 of its norm, the same samples, the
 // losses and gradient norms within 1e-5 at every step, and the weights
 // after 3 steps within 0.1·lr·steps per element (the ITC heads' float32
-// noise floor: TestDataParallelEquivalence).
+// noise floor: TestDataParallelEquivalence). With the Q-Former's dropout
+// (masks seeded per global row and step) the features are no longer
+// collapsed at initialisation, and the weights agree within 1e-5 relative
+// per tensor.
 func TestBLIP2ContrastAccumulation(t *testing.T) {
+	for _, dropout := range []float32{0, 0.1} {
+		t.Run(fmt.Sprintf("dropout %g", dropout), func(t *testing.T) {
+			qformerDropout = dropout
+			defer func() { qformerDropout = 0 }()
+			testBLIP2ContrastAccumulation(t)
+		})
+	}
+}
+
+func testBLIP2ContrastAccumulation(t *testing.T) {
 	const steps, lr = 3, 3e-3
 	m := testManifest(t, "blip2", steps, 8)
 	m.Stages[0].Overrides.LR = ptr(lr)
@@ -357,13 +389,17 @@ func TestBLIP2ContrastAccumulation(t *testing.T) {
 		rel, norm := gradRelDiff(first.weights[0], g.weights[0])
 		got := runRanks(t, mm, 0, tc.world, shard.NewMemStore(), nil, steps, false)
 		abs, at := maxAbsDiff(one.weights[0], got.weights[0])
-		t.Logf("world %d, micro_batch %d: first gradient differs by %.3g of its norm %.3g; weights by %.3g·lr·steps (%s); losses %v vs %v",
-			tc.world, tc.micro, rel, norm, abs/(lr*steps), at, got.losses, one.losses)
+		wrel, wat := maxRelDiff(one.weights[0], got.weights[0])
+		t.Logf("world %d, micro_batch %d: first gradient differs by %.3g of its norm %.3g; weights by %.3g·lr·steps (%s), %.3g relative (%s); losses %v vs %v",
+			tc.world, tc.micro, rel, norm, abs/(lr*steps), at, wrel, wat, got.losses, one.losses)
 		if rel > 1e-5 {
 			t.Errorf("world %d, micro_batch %d: first-step gradient differs by %.3g of its norm, want ≤ 1e-5", tc.world, tc.micro, rel)
 		}
-		if abs > 0.1*lr*steps {
+		switch {
+		case qformerDropout == 0 && abs > 0.1*lr*steps:
 			t.Errorf("world %d, micro_batch %d after %d steps: an element of %s differs by %.3g, want ≤ 0.1·lr·steps = %.3g", tc.world, tc.micro, steps, at, abs, 0.1*lr*steps)
+		case qformerDropout > 0 && wrel > 1e-5:
+			t.Errorf("world %d, micro_batch %d after %d steps: %s differs by %.3g relative, want ≤ 1e-5", tc.world, tc.micro, steps, wat, wrel)
 		}
 		for r := 1; r < tc.world; r++ {
 			if d, at := maxRelDiff(got.weights[0], got.weights[r]); d != 0 {

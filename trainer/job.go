@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"context"
+	"github.com/loomtrain/loom/models"
 	"log/slog"
 	"time"
 
@@ -49,6 +50,11 @@ type Job struct {
 	Logger *slog.Logger
 	// Now is the clock for step timing. nil: time.Now.
 	Now func() time.Time
+
+	// configure, when set (tests), adjusts the stage's model
+	// configuration before the model is built (e.g. the Q-Former's
+	// dropout, which the tiny preset leaves at 0).
+	configure func(*models.Config)
 }
 
 // Committer makes a checkpoint visible. The trainer calls Commit once all

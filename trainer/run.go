@@ -17,6 +17,7 @@ import (
 	"github.com/loomtrain/loom/models/nn"
 	"github.com/loomtrain/loom/models/tokenizer"
 	"github.com/loomtrain/loom/models/vqgan"
+	"github.com/loomtrain/loom/shard"
 )
 
 // ManifestName is the file name of a checkpoint's manifest object.
@@ -101,6 +102,9 @@ func NewRun(ctx context.Context, j Job, restore *CheckpointRef) (*Run, error) {
 	}
 	if r.cfg, err = stageConfig(j.Manifest, st, tok); err != nil {
 		return nil, fmt.Errorf("trainer: stage %q: %w", st.Name, err)
+	}
+	if j.configure != nil {
+		j.configure(&r.cfg)
 	}
 	if r.model, err = models.New(r.cfg, seed(j.Manifest)); err != nil {
 		return nil, fmt.Errorf("trainer: stage %q: %w", st.Name, err)
@@ -342,8 +346,23 @@ func (r *Run) Close() error {
 // micro is one micro-batch with its weight in the global loss.
 type micro struct {
 	rows   []row
+	first  int // index in the global batch of its first sample
 	weight float64
 	count  int // normaliser units (trained tokens or samples)
+}
+
+// assemble builds micro-batch k's model batch. Its seed is the step's,
+// the same on every rank and micro-batch, and RowOffset places its rows in
+// the global batch, so that the model's random choices (BLIP-2's dropout
+// masks, ITM negatives) are functions of (seed, step, sample position)
+// whatever the world size and micro_batch.
+func (r *Run) assemble(m micro) (*models.Batch, error) {
+	b, err := assemble(m.rows, stepSeed(seed(r.job.Manifest), r.step))
+	if err != nil {
+		return nil, err
+	}
+	b.RowOffset = m.first
+	return b, nil
 }
 
 // Step runs one optimizer step: every micro-batch of this rank's slice of
@@ -372,8 +391,9 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 	// stage packs) and their share of the global normaliser.
 	var mbs []micro
 	local := 0
+	rankFirst, _ := shard.RankSlice(st.GlobalBatch, r.job.Rank, r.job.World)
 	for i := 0; i < len(rows); i += st.MicroBatch {
-		m := micro{rows: rows[i:min(i+st.MicroBatch, len(rows))]}
+		m := micro{rows: rows[i:min(i+st.MicroBatch, len(rows))], first: rankFirst + i}
 		if st.Spec.Pack {
 			m.rows = packRows(m.rows, st.MaxSeqLen)
 		}
@@ -419,7 +439,7 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 	if r.contrastAcc && len(mbs) > 1 {
 		batches = make([]*models.Batch, len(mbs))
 		for k, m := range mbs {
-			if batches[k], err = assemble(m.rows, batchSeed(seed(r.job.Manifest), r.step, r.job.Rank, k)); err != nil {
+			if batches[k], err = r.assemble(m); err != nil {
 				return Progress{}, fmt.Errorf("trainer: step %d: %w", r.step+1, err)
 			}
 		}
@@ -434,7 +454,7 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 					err = cf.err
 				}
 			}()
-			groups, err = gg.contrast(r.model.(contrastive), batches, batchSeed(seed(r.job.Manifest), r.step, 0, 0))
+			groups, err = gg.contrast(r.model.(contrastive), batches, stepSeed(seed(r.job.Manifest), r.step))
 		})
 		if ferr != nil {
 			err = ferr
@@ -454,7 +474,7 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 		var b *models.Batch
 		if groups != nil {
 			b = batches[k]
-		} else if b, err = assemble(m.rows, batchSeed(seed(r.job.Manifest), r.step, r.job.Rank, k)); err != nil {
+		} else if b, err = r.assemble(m); err != nil {
 			return Progress{}, fmt.Errorf("trainer: step %d: %w", r.step+1, err)
 		}
 		for _, rw := range m.rows {
@@ -480,7 +500,7 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 					// every rank issues its collectives in one order.
 					gg.hold, gg.release = r.reduce.holdBuckets, r.reduce.releaseBuckets
 				}
-				b.Group = gg.group(b.Tokens, batchSeed(seed(r.job.Manifest), r.step, 0, k))
+				b.Group = gg.group(b.Tokens, stepSeed(seed(r.job.Manifest), r.step))
 			}
 			out, err = r.model.Forward(tp, b)
 			if err != nil {
@@ -637,11 +657,12 @@ func gradNorm(ps []*kernels.Tensor) float64 {
 	return math.Sqrt(s)
 }
 
-// batchSeed drives a micro-batch's random choices (ITM negatives,
-// dropout): a pure function of the seed, the step, the rank and the
-// micro-batch.
-func batchSeed(s uint64, step int64, rank, k int) uint64 {
-	r := rand.New(rand.NewPCG(s, uint64(step)<<20|uint64(rank)<<8|uint64(k)))
+// stepSeed drives a step's random choices (ITM negatives, dropout): a
+// pure function of the seed and the step, the same on every rank and
+// micro-batch; the models derive each row's choices from it and the row's
+// index in the global batch.
+func stepSeed(s uint64, step int64) uint64 {
+	r := rand.New(rand.NewPCG(s, uint64(step)<<20))
 	return r.Uint64()
 }
 

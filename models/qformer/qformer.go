@@ -221,6 +221,12 @@ type Input struct {
 	// of the seed, so a step is reproducible).
 	Train bool
 	Seed  uint64
+	// RowSeeds, when set (one per row), replace Seed: row b's masks are a
+	// function of RowSeeds[b], the dropout site and the element's index
+	// within the row only, so a row drops the same units whatever batch it
+	// is part of and however long the batch's padding (data-parallel and
+	// gradient-accumulation equivalence).
+	RowSeeds []uint64
 }
 
 // MaskKind is the self-attention mask over [queries; text] (arXiv
@@ -263,9 +269,15 @@ func (q *QFormer) Forward(tp *kernels.Tape, in Input) *kernels.Tensor {
 		x = tp.Concat(1, parts...)
 	}
 	x = q.embLN.Forward(tp, x)
+	if in.RowSeeds != nil && len(in.RowSeeds) != in.B {
+		panic(fmt.Sprintf("qformer: %d row seeds for %d rows", len(in.RowSeeds), in.B))
+	}
 	drop := func(t *kernels.Tensor, site uint64) *kernels.Tensor {
 		if !in.Train || c.Dropout == 0 {
 			return t
+		}
+		if in.RowSeeds != nil {
+			return tp.Mul(t, rowMask(t.Shape, in.RowSeeds, site, c.Dropout))
 		}
 		return tp.Dropout(t, c.Dropout, in.Seed*0x9e3779b97f4a7c15+site)
 	}
@@ -330,4 +342,33 @@ func (q *QFormer) Forward(tp *kernels.Tape, in Input) *kernels.Tensor {
 func (q *QFormer) LMLogits(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
 	x = q.lmLN.Forward(tp, tp.GELUErf(q.lmTrans.Forward(tp, x)))
 	return tp.Linear(x, q.word, q.lmBias)
+}
+
+// rowMask is the dropout mask of a tensor [B, …] whose row b is seeded by
+// seeds[b]: 0 or 1/(1−p) per element, a function of (seeds[b], site, the
+// element's index within the row). Multiplying by it is kernels.Dropout's
+// arithmetic.
+func rowMask(shape []int, seeds []uint64, site uint64, p float32) *kernels.Tensor {
+	mask := kernels.Zeros(shape...)
+	per := mask.Size() / shape[0]
+	scale := 1 / (1 - p)
+	for b, seed := range seeds {
+		s := splitmix64(seed ^ splitmix64(site))
+		row := mask.Data[b*per : (b+1)*per]
+		for i := range row {
+			if u := float32(splitmix64(s^splitmix64(uint64(i)))>>40) / (1 << 24); u >= p {
+				row[i] = scale
+			}
+		}
+	}
+	return mask
+}
+
+// splitmix64 is a counter-based hash (Steele et al. 2014), the same
+// kernels.Dropout uses.
+func splitmix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	return x ^ (x >> 31)
 }
