@@ -103,3 +103,43 @@ func TestDropout(t *testing.T) {
 		t.Error("dropout changed nothing, or two seeds gave the same masks")
 	}
 }
+
+// TestRowSeededDropout: with RowSeeds a row's dropout masks depend on its
+// seed only: row 1 of a batch of 2 (text padded to 4) equals the same row
+// run alone (padded to 3) with the same seed, bit for bit on its real
+// positions; another seed changes it, and so does Train off.
+func TestRowSeededDropout(t *testing.T) {
+	c := tinyCfg
+	c.Dropout = 0.3
+	q, err := New(nn.NewParams(), nn.Rng(3), "qformer", c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := feats()
+	per := 5 * 6
+	row1 := kernels.New(append([]float32(nil), img.Data[per:]...), 1, 5, 6)
+	both := q.Forward(nil, Input{Queries: true, Image: img, Text: []int32{1, 2, 3, 4, 5, 6, 7, 0}, B: 2, T: 4, TextLens: []int{4, 3},
+		Train: true, RowSeeds: []uint64{11, 22}})
+	run := func(seed uint64, train bool) *kernels.Tensor {
+		return q.Forward(nil, Input{Queries: true, Image: row1, Text: []int32{5, 6, 7}, B: 1, T: 3, TextLens: []int{3}, Train: train, RowSeeds: []uint64{seed}})
+	}
+	h := c.Hidden
+	real := (c.Queries + 3) * h // row 1's real positions
+	same := func(x *kernels.Tensor) bool {
+		for i := 0; i < real; i++ {
+			if x.Data[i] != both.Data[(c.Queries+4)*h+i] {
+				return false
+			}
+		}
+		return true
+	}
+	if !same(run(22, true)) {
+		t.Errorf("row 1 alone with its seed differs from row 1 of the batch: its masks depend on the batch")
+	}
+	if same(run(23, true)) {
+		t.Errorf("row 1 with another seed equals row 1 of the batch: the seed does not reach the masks")
+	}
+	if same(run(22, false)) {
+		t.Errorf("row 1 without dropout equals row 1 with dropout: no unit was dropped")
+	}
+}
