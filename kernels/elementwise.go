@@ -367,6 +367,11 @@ func (tp *Tape) unary(k unaryKind, x *Tensor) *Tensor {
 	out := Zeros(x.Shape...)
 	unaryFwd32(k, x.Data, out.Data)
 	tp.record(unaryNames[k], out, func() {
+		if k == unGELU && haveAVX2 { // the AVX2 GELU backward can overwrite: skip clearing a recycled buffer
+			dx, fresh := x.gradDst()
+			unaryBwd32Set(k, x.Data, out.Grad, dx, fresh)
+			return
+		}
 		unaryBwd32(k, x.Data, out.Grad, x.gradBuf())
 	}, x)
 	return out

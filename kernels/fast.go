@@ -27,7 +27,14 @@ func unaryFwd32(k unaryKind, x, y []float32) {
 	parallelChunks(len(x), func(lo, hi int) { unaryFwd(k, x[lo:hi], y[lo:hi]) })
 }
 
-func unaryBwd32(k unaryKind, x, dy, dx []float32) {
+func unaryBwd32(k unaryKind, x, dy, dx []float32) { unaryBwd32Set(k, x, dy, dx, false) }
+
+// unaryBwd32Set is unaryBwd32 that, when set, overwrites dx (dx = dy·f'(x))
+// instead of accumulating, without reading dx's old contents.
+func unaryBwd32Set(k unaryKind, x, dy, dx []float32, set bool) {
+	if set && !(k == unGELU && haveAVX2) {
+		clear(dx[:len(x)])
+	}
 	if k == unGELUErf {
 		parallelChunks(len(x), func(lo, hi int) { geluErf32(x[lo:hi], nil, dy[lo:hi], dx[lo:hi]) })
 		return
@@ -39,8 +46,15 @@ func unaryBwd32(k unaryKind, x, dy, dx []float32) {
 	if k == unGELU && haveAVX2 {
 		parallelChunks(len(x), func(lo, hi int) {
 			if n8 := (hi - lo) &^ 7; n8 > 0 {
-				geluBwdAVX2(&x[lo], &dy[lo], &dx[lo], n8)
+				acc := 1
+				if set {
+					acc = 0
+				}
+				geluBwdAVX2(&x[lo], &dy[lo], &dx[lo], n8, acc)
 				lo += n8
+			}
+			if set {
+				clear(dx[lo:hi])
 			}
 			unaryBwd(k, x[lo:hi], dy[lo:hi], dx[lo:hi])
 		})

@@ -221,3 +221,68 @@ func TestLayerNormBwd32Fast(t *testing.T) {
 		}
 	}
 }
+
+// TestAdamWFast runs a few AdamW steps with adamwFast (the AVX2 kernel on
+// whole groups of 8) and with the float64-sqrt loop adamwUpdate on the same
+// state, for lengths that leave every remainder of 8, with and without
+// weight decay.
+func TestAdamWFast(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	for _, n := range []int{1, 7, 8, 9, 40, 1001} {
+		for _, decay := range []bool{false, true} {
+			p := make([]float32, n)
+			for i := range p {
+				p[i] = float32(rng.NormFloat64())
+			}
+			pw, m, v, mw, vw := append([]float32{}, p...), make([]float32, n), make([]float32, n), make([]float32, n), make([]float32, n)
+			g := make([]float32, n)
+			for step := 1; step <= 4; step++ {
+				for i := range g {
+					g[i] = float32(rng.NormFloat64() * math.Pow(10, float64(i%5-3)))
+				}
+				bc1, bc2 := 1-math.Pow(0.9, float64(step)), 1-math.Pow(0.999, float64(step))
+				adamwFast(p, g, m, v, 1e-2, 0.9, 0.999, 1e-8, bc1, bc2, decay, 0.1)
+				adamwUpdate(pw, g, mw, vw, 1e-2, 0.9, 0.999, 1e-8, bc1, bc2, decay, 0.1)
+			}
+			for i := range p {
+				for _, c := range []struct {
+					name      string
+					got, want float32
+				}{{"p", p[i], pw[i]}, {"m", m[i], mw[i]}, {"v", v[i], vw[i]}} {
+					// FMA and float32 √ round differently from the scalar loop, and
+					// m adds terms of opposite sign: the error scales with |g|.
+					if math.Abs(float64(c.got-c.want)) > 2e-6*(math.Abs(float64(c.want))+math.Abs(float64(g[i])))+1e-12 {
+						t.Fatalf("adamwFast(n=%d, decay=%v) %s[%d] = %.9g, want %.9g", n, decay, c.name, i, c.got, c.want)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestUnaryBwdSet checks the overwriting backward (set = true) against the
+// accumulating one started from zeros: dx starts as NaN garbage, which
+// must not leak.
+func TestUnaryBwdSet(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 24))
+	for _, k := range []unaryKind{unGELU, unSiLU, unReLU, unGELUErf} {
+		for _, n := range []int{1, 7, 8, 9, 64, 1001} {
+			x, dy := make([]float32, n), make([]float32, n)
+			for i := range x {
+				x[i], dy[i] = float32(rng.NormFloat64()*3), float32(rng.NormFloat64())
+			}
+			want := make([]float32, n)
+			unaryBwd32(k, x, dy, want)
+			got := make([]float32, n)
+			for i := range got {
+				got[i] = float32(math.NaN())
+			}
+			unaryBwd32Set(k, x, dy, got, true)
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("unaryBwd32Set(%s, n=%d, set)[%d] = %g, want %g", unaryNames[k], n, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}

@@ -76,8 +76,25 @@ func (o *AdamW) Step() {
 		if p.Grad == nil || !p.requiresGrad {
 			continue
 		}
-		adamwUpdate(p.Data, p.Grad, o.m[i], o.v[i], lr, b1, b2, float64(c.Eps), bc1, bc2, o.decay[i], float64(c.WeightDecay))
+		adamwFast(p.Data, p.Grad, o.m[i], o.v[i], lr, b1, b2, float64(c.Eps), bc1, bc2, o.decay[i], float64(c.WeightDecay))
 	}
+}
+
+// adamwFast is adamwUpdate with the AVX2 kernel on all but the last n mod 8
+// values (float32 square root and division instead of float64; tested
+// against adamwUpdate).
+func adamwFast(p, g, m, v []float32, lr, b1, b2, eps, bc1, bc2 float64, decay bool, wd float64) {
+	g, m, v = g[:len(p)], m[:len(p)], v[:len(p)]
+	if n8 := len(p) &^ 7; haveAVX2 && n8 > 0 {
+		shrink := float32(1)
+		if decay {
+			shrink = float32(1 - lr*wd)
+		}
+		adamwAVX2(&p[0], &g[0], &m[0], &v[0], n8, float32(b1), 1-float32(b1), float32(b2), 1-float32(b2),
+			float32(1/math.Sqrt(bc2)), float32(eps), shrink, float32(lr/bc1))
+		p, g, m, v = p[n8:], g[n8:], m[n8:], v[n8:]
+	}
+	adamwUpdate(p, g, m, v, lr, b1, b2, eps, bc1, bc2, decay, wd)
 }
 
 func adamwUpdate(p, g, m, v []float32, lr, b1, b2, eps, bc1, bc2 float64, decay bool, wd float64) {

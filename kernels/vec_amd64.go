@@ -21,7 +21,7 @@ func dsAVX2(p, dp *float32, n int, delta float32)
 func geluAVX2(x, y *float32, n int)
 
 //go:noescape
-func geluBwdAVX2(x, dy, dx *float32, n int)
+func geluBwdAVX2(x, dy, dx *float32, n, acc int)
 
 var haveAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 
@@ -33,3 +33,6 @@ func lnBwdSumsAVX2(x, dy, w *float32, n int, m float32) (sdn, sdxc float32)
 
 //go:noescape
 func lnBwdApplyAVX2(x, dy, w, dx, dw, db *float32, n int, m, rs, mdn, mdnn float32)
+
+//go:noescape
+func adamwAVX2(p, gr, m, v *float32, n int, b1, ob1, b2, ob2, sq, eps, shrink, step float32)

@@ -111,15 +111,17 @@ gdone:
 	VZEROUPPER
 	RET
 
-// func geluBwdAVX2(x, dy, dx *float32, n int)
+// func geluBwdAVX2(x, dy, dx *float32, n, acc int)
 //
-// dx[i] += dy[i]·GELU_tanh'(x[i]) for i < n (n a multiple of 8), with
+// dx[i] += dy[i]·GELU_tanh'(x[i]) for i < n (n a multiple of 8), or
+// dx[i] = ... without reading dx when acc is 0, with
 // GELU' = ½(1+t) + ½x(1−t²)·u' = e·r + 2x·e·r²·√(2/π)(1+3·0.044715x²).
-TEXT ·geluBwdAVX2(SB), NOSPLIT, $0-32
+TEXT ·geluBwdAVX2(SB), NOSPLIT, $0-40
 	MOVQ x+0(FP), SI
 	MOVQ dy+8(FP), DX
 	MOVQ dx+16(FP), DI
 	MOVQ n+24(FP), CX
+	MOVQ acc+32(FP), R8
 	EXPCONST
 	VBROADCASTSS ·expConsts+60(SB), Y15
 
@@ -140,7 +142,11 @@ bloop:
 	VADDPS  Y1, Y1, Y1             // ½x(1−t²)·u' = 2x·e·r²·u'
 	VADDPS  Y1, Y5, Y5
 	VMULPS  (DX), Y5, Y5
+	TESTQ   R8, R8
+	JZ      bstore
 	VADDPS  (DI), Y5, Y5
+
+bstore:
 	VMOVUPS Y5, (DI)
 	ADDQ $32, SI
 	ADDQ $32, DX
@@ -436,5 +442,54 @@ ploop:
 	JMP  ploop
 
 pdone:
+	VZEROUPPER
+	RET
+
+// func adamwAVX2(p, gr, m, v *float32, n int, b1, ob1, b2, ob2, sq, eps, shrink, step float32)
+//
+// The AdamW update of n parameters (n a multiple of 8), as adamwUpdate:
+// m = b1·m + ob1·g; v = b2·v + ob2·g²;
+// p = p·shrink − step·m / (√v·sq + eps).
+TEXT ·adamwAVX2(SB), NOSPLIT, $0-72
+	MOVQ p+0(FP), DI
+	MOVQ gr+8(FP), SI
+	MOVQ m+16(FP), R8
+	MOVQ v+24(FP), R9
+	MOVQ n+32(FP), CX
+	VBROADCASTSS b1+40(FP), Y15
+	VBROADCASTSS ob1+44(FP), Y14
+	VBROADCASTSS b2+48(FP), Y13
+	VBROADCASTSS ob2+52(FP), Y12
+	VBROADCASTSS sq+56(FP), Y11
+	VBROADCASTSS eps+60(FP), Y10
+	VBROADCASTSS shrink+64(FP), Y9
+	VBROADCASTSS step+68(FP), Y8
+
+wloop:
+	CMPQ CX, $8
+	JL   wdone
+	VMOVUPS (SI), Y0               // g
+	VMULPS  (R8), Y15, Y1          // b1·m
+	VFMADD231PS Y14, Y0, Y1        //   + ob1·g
+	VMOVUPS Y1, (R8)
+	VMULPS  Y0, Y0, Y2             // g²
+	VMULPS  (R9), Y13, Y3          // b2·v
+	VFMADD231PS Y12, Y2, Y3        //   + ob2·g²
+	VMOVUPS Y3, (R9)
+	VSQRTPS Y3, Y4
+	VMULPS  Y11, Y4, Y4
+	VADDPS  Y10, Y4, Y4            // den = √v·sq + eps
+	VDIVPS  Y4, Y1, Y5             // m / den
+	VMULPS  (DI), Y9, Y6           // p·shrink
+	VFNMADD231PS Y8, Y5, Y6        //   − step·m/den
+	VMOVUPS Y6, (DI)
+	ADDQ $32, DI
+	ADDQ $32, SI
+	ADDQ $32, R8
+	ADDQ $32, R9
+	SUBQ $8, CX
+	JMP  wloop
+
+wdone:
 	VZEROUPPER
 	RET

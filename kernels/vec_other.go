@@ -16,7 +16,7 @@ func dsAVX2(p, dp *float32, n int, delta float32) { panic("kernels: no AVX2 kern
 
 func geluAVX2(x, y *float32, n int) { panic("kernels: no AVX2 kernels in this build") }
 
-func geluBwdAVX2(x, dy, dx *float32, n int) { panic("kernels: no AVX2 kernels in this build") }
+func geluBwdAVX2(x, dy, dx *float32, n, acc int) { panic("kernels: no AVX2 kernels in this build") }
 
 func addVecAVX2(out, a, b *float32, n int) { panic("kernels: no AVX2 kernels in this build") }
 
@@ -25,5 +25,9 @@ func lnBwdSumsAVX2(x, dy, w *float32, n int, m float32) (sdn, sdxc float32) {
 }
 
 func lnBwdApplyAVX2(x, dy, w, dx, dw, db *float32, n int, m, rs, mdn, mdnn float32) {
+	panic("kernels: no AVX2 kernels in this build")
+}
+
+func adamwAVX2(p, gr, m, v *float32, n int, b1, ob1, b2, ob2, sq, eps, shrink, step float32) {
 	panic("kernels: no AVX2 kernels in this build")
 }

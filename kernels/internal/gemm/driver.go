@@ -1,6 +1,7 @@
 package gemm
 
 import (
+	"fmt"
 	"sync"
 	"unsafe"
 )
@@ -169,6 +170,17 @@ func packA(dst []float32, pr *problem, i0, p0, mc, kc, mr int) {
 // kc×nr, each k-major (panel[p*nr+j]); columns past nc are zero.
 func packB(dst []float32, pr *problem, p0, j0, kc, nc, nr int) {
 	b, ldb := pr.b, pr.ldb
+	if whole := nc / nr; !pr.transB && whole > 0 && (nr == 32 || nr == 16) {
+		// Row by row across all whole panels: B is read sequentially. Panel
+		// by panel, each 64- or 128-byte run is one row stride (often a
+		// page) past the last, which the hardware prefetcher does not
+		// follow: a cache miss per row, 4% of a training step.
+		copyRowsToPanels(dst, b[p0*ldb+j0:], ldb, kc, whole, nr)
+		if jr := whole * nr; jr < nc {
+			copyRows(dst[jr*kc:jr*kc+nr*kc], b[p0*ldb+j0+jr:], ldb, kc, nc-jr, nr)
+		}
+		return
+	}
 	for jr := 0; jr < nc; jr += nr {
 		cols := min(nr, nc-jr)
 		panel := dst[jr*kc : jr*kc+nr*kc]
@@ -177,6 +189,37 @@ func packB(dst []float32, pr *problem, p0, j0, kc, nc, nr int) {
 			transposeRows(panel, b[(j0+jr)*ldb+p0:], ldb, cols, kc, nr)
 		} else {
 			copyRows(panel, b[p0*ldb+j0+jr:], ldb, kc, cols, nr)
+		}
+	}
+}
+
+// copyRowsToPanels writes the rows×(panels·nr) matrix src (row stride ld)
+// as panels micro-panels of rows×nr, one after another:
+// dst[q·rows·nr + r·nr + c] = src[r·ld + q·nr + c]; nr is 16 or 32. It
+// reads src row by row.
+func copyRowsToPanels(dst, src []float32, ld, rows, panels, nr int) {
+	if rows == 0 || panels == 0 {
+		return
+	}
+	if nr != 16 && nr != 32 {
+		panic(fmt.Sprintf("gemm: copyRowsToPanels: panel width %d", nr))
+	}
+	_ = dst[panels*rows*nr-1]
+	_ = src[(rows-1)*ld+panels*nr-1]
+	d, s := unsafe.Pointer(&dst[0]), unsafe.Pointer(&src[0])
+	for r := 0; r < rows; r++ {
+		for q := 0; q < panels; q++ {
+			sr, dr := unsafe.Add(s, (r*ld+q*nr)*4), unsafe.Add(d, (q*rows+r)*nr*4)
+			*(*[4]float32)(dr) = *(*[4]float32)(sr)
+			*(*[4]float32)(unsafe.Add(dr, 16)) = *(*[4]float32)(unsafe.Add(sr, 16))
+			*(*[4]float32)(unsafe.Add(dr, 32)) = *(*[4]float32)(unsafe.Add(sr, 32))
+			*(*[4]float32)(unsafe.Add(dr, 48)) = *(*[4]float32)(unsafe.Add(sr, 48))
+			if nr == 32 {
+				*(*[4]float32)(unsafe.Add(dr, 64)) = *(*[4]float32)(unsafe.Add(sr, 64))
+				*(*[4]float32)(unsafe.Add(dr, 80)) = *(*[4]float32)(unsafe.Add(sr, 80))
+				*(*[4]float32)(unsafe.Add(dr, 96)) = *(*[4]float32)(unsafe.Add(sr, 96))
+				*(*[4]float32)(unsafe.Add(dr, 112)) = *(*[4]float32)(unsafe.Add(sr, 112))
+			}
 		}
 	}
 }

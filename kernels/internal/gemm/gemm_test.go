@@ -505,3 +505,54 @@ func TestCopyRows(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyRowsToPanels checks the row-order B packer against copyRows
+// applied panel by panel (the naive reference).
+func TestCopyRowsToPanels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(16, 17))
+	for _, s := range [][4]int{{1, 1, 16, 0}, {5, 3, 32, 7}, {7, 2, 16, 1}, {3, 4, 32, 0}, {0, 2, 32, 0}} { // rows, panels, nr, ld pad
+		rows, panels, nr, pad := s[0], s[1], s[2], s[3]
+		ld := panels*nr + pad
+		src := randSlice(rng, max(1, rows*ld))
+		got, want := make([]float32, max(1, panels*rows*nr)), make([]float32, max(1, panels*rows*nr))
+		copyRowsToPanels(got, src, ld, rows, panels, nr)
+		for q := 0; q < panels && rows > 0; q++ {
+			copyRows(want[q*rows*nr:], src[q*nr:], ld, rows, nr, nr)
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("copyRowsToPanels(rows=%d, panels=%d, nr=%d, ld=%d)[%d] = %g, want %g", rows, panels, nr, ld, i, got[i], want[i])
+			}
+		}
+	}
+}
+
+// TestTransposePublic checks the exported Transpose against the naive
+// definition, padding columns included, and its argument panic.
+func TestTransposePublic(t *testing.T) {
+	rng := rand.New(rand.NewPCG(18, 19))
+	rows, cols, ld, w := 37, 70, 75, 48
+	src := randSlice(rng, rows*ld)
+	dst := make([]float32, cols*w)
+	for i := range dst {
+		dst[i] = sentinel
+	}
+	Transpose(dst, src, ld, rows, cols, w)
+	for c := 0; c < cols; c++ {
+		for r := 0; r < w; r++ {
+			want := float32(0)
+			if r < rows {
+				want = src[r*ld+c]
+			}
+			if got := dst[c*w+r]; got != want {
+				t.Fatalf("Transpose(rows=%d, cols=%d, ld=%d, w=%d): dst[%d*%d+%d] = %g, want %g", rows, cols, ld, w, c, w, r, got, want)
+			}
+		}
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Transpose with w < rows did not panic")
+		}
+	}()
+	Transpose(dst, src, ld, rows, cols, rows-1)
+}
