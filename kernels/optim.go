@@ -81,8 +81,8 @@ func (o *AdamW) Step() {
 }
 
 // adamwFast is adamwUpdate with the AVX2 kernel on all but the last n mod 8
-// values (float32 square root and division instead of float64; tested
-// against adamwUpdate).
+// values; the kernel repeats adamwUpdate's operations in the same order
+// (tested bit for bit).
 func adamwFast(p, g, m, v []float32, lr, b1, b2, eps, bc1, bc2 float64, decay bool, wd float64) {
 	g, m, v = g[:len(p)], m[:len(p)], v[:len(p)]
 	if n8 := len(p) &^ 7; haveAVX2 && n8 > 0 {
@@ -91,7 +91,7 @@ func adamwFast(p, g, m, v []float32, lr, b1, b2, eps, bc1, bc2 float64, decay bo
 			shrink = float32(1 - lr*wd)
 		}
 		adamwAVX2(&p[0], &g[0], &m[0], &v[0], n8, float32(b1), 1-float32(b1), float32(b2), 1-float32(b2),
-			float32(1/math.Sqrt(bc2)), float32(eps), shrink, float32(lr/bc1))
+			shrink, float32(lr/bc1), 1/math.Sqrt(bc2), eps)
 		p, g, m, v = p[n8:], g[n8:], m[n8:], v[n8:]
 	}
 	adamwUpdate(p, g, m, v, lr, b1, b2, eps, bc1, bc2, decay, wd)

@@ -35,4 +35,4 @@ func lnBwdSumsAVX2(x, dy, w *float32, n int, m float32) (sdn, sdxc float32)
 func lnBwdApplyAVX2(x, dy, w, dx, dw, db *float32, n int, m, rs, mdn, mdnn float32)
 
 //go:noescape
-func adamwAVX2(p, gr, m, v *float32, n int, b1, ob1, b2, ob2, sq, eps, shrink, step float32)
+func adamwAVX2(p, gr, m, v *float32, n int, b1, ob1, b2, ob2, shrink, step float32, sq, eps float64)

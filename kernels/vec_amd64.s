@@ -445,12 +445,14 @@ pdone:
 	VZEROUPPER
 	RET
 
-// func adamwAVX2(p, gr, m, v *float32, n int, b1, ob1, b2, ob2, sq, eps, shrink, step float32)
+// func adamwAVX2(p, gr, m, v *float32, n int, b1, ob1, b2, ob2, shrink, step float32, sq, eps float64)
 //
-// The AdamW update of n parameters (n a multiple of 8), as adamwUpdate:
-// m = b1·m + ob1·g; v = b2·v + ob2·g²;
-// p = p·shrink − step·m / (√v·sq + eps).
-TEXT ·adamwAVX2(SB), NOSPLIT, $0-72
+// The AdamW update of n parameters (n a multiple of 8), bit for bit as
+// adamwUpdate (same operation order, no fused multiply-adds, the
+// denominator in float64):
+// m = b1·m + ob1·g; v = b2·v + (ob2·g)·g;
+// p = p·shrink − (step·m) / float32(√v·sq + eps).
+TEXT ·adamwAVX2(SB), NOSPLIT, $0-80
 	MOVQ p+0(FP), DI
 	MOVQ gr+8(FP), SI
 	MOVQ m+16(FP), R8
@@ -460,28 +462,40 @@ TEXT ·adamwAVX2(SB), NOSPLIT, $0-72
 	VBROADCASTSS ob1+44(FP), Y14
 	VBROADCASTSS b2+48(FP), Y13
 	VBROADCASTSS ob2+52(FP), Y12
-	VBROADCASTSS sq+56(FP), Y11
-	VBROADCASTSS eps+60(FP), Y10
-	VBROADCASTSS shrink+64(FP), Y9
-	VBROADCASTSS step+68(FP), Y8
+	VBROADCASTSS shrink+56(FP), Y9
+	VBROADCASTSS step+60(FP), Y8
+	VBROADCASTSD sq+64(FP), Y11
+	VBROADCASTSD eps+72(FP), Y10
 
 wloop:
 	CMPQ CX, $8
 	JL   wdone
 	VMOVUPS (SI), Y0               // g
 	VMULPS  (R8), Y15, Y1          // b1·m
-	VFMADD231PS Y14, Y0, Y1        //   + ob1·g
+	VMULPS  Y14, Y0, Y2            // ob1·g
+	VADDPS  Y2, Y1, Y1             // m
 	VMOVUPS Y1, (R8)
-	VMULPS  Y0, Y0, Y2             // g²
+	VMULPS  Y12, Y0, Y2            // ob2·g
+	VMULPS  Y0, Y2, Y2             //   ·g
 	VMULPS  (R9), Y13, Y3          // b2·v
-	VFMADD231PS Y12, Y2, Y3        //   + ob2·g²
+	VADDPS  Y2, Y3, Y3             // v
 	VMOVUPS Y3, (R9)
-	VSQRTPS Y3, Y4
-	VMULPS  Y11, Y4, Y4
-	VADDPS  Y10, Y4, Y4            // den = √v·sq + eps
-	VDIVPS  Y4, Y1, Y5             // m / den
+	VCVTPS2PD X3, Y4               // low 4 lanes in float64
+	VEXTRACTF128 $1, Y3, X5
+	VCVTPS2PD X5, Y5               // high 4 lanes
+	VSQRTPD Y4, Y4
+	VSQRTPD Y5, Y5
+	VMULPD  Y11, Y4, Y4
+	VMULPD  Y11, Y5, Y5
+	VADDPD  Y10, Y4, Y4
+	VADDPD  Y10, Y5, Y5
+	VCVTPD2PSY Y4, X4
+	VCVTPD2PSY Y5, X5
+	VINSERTF128 $1, X5, Y4, Y4     // den (float32)
+	VMULPS  Y8, Y1, Y5             // step·m
+	VDIVPS  Y4, Y5, Y5             //   / den
 	VMULPS  (DI), Y9, Y6           // p·shrink
-	VFNMADD231PS Y8, Y5, Y6        //   − step·m/den
+	VSUBPS  Y5, Y6, Y6
 	VMOVUPS Y6, (DI)
 	ADDQ $32, DI
 	ADDQ $32, SI
