@@ -1,0 +1,108 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/loomtrain/loom/api"
+	"github.com/loomtrain/loom/shard"
+	"github.com/loomtrain/loom/trainer"
+)
+
+// TestResolveDevFlags: every recipe gets its own size and steps when the
+// flags are not given, and flags given on the command line win, even when
+// they equal the zero value (--first-steps 0).
+func TestResolveDevFlags(t *testing.T) {
+	for _, tc := range []struct {
+		recipe string
+		set    map[string]any // flag name → value given on the command line
+		size   string
+		first  int64
+		steps  int64
+	}{
+		{recipe: "blip2", size: "small", first: 450, steps: 150},
+		{recipe: "qwen-vl", size: "tiny", first: 0, steps: 150},
+		{recipe: "vila", size: "tiny", first: 0, steps: 150},
+		{recipe: "lwm", size: "tiny", first: 0, steps: 80},
+		{recipe: "blip2", set: map[string]any{"size": "tiny"}, size: "tiny", first: 450, steps: 150},
+		{recipe: "blip2", set: map[string]any{"first-steps": int64(0)}, size: "small", first: 0, steps: 150},
+		{recipe: "blip2", set: map[string]any{"size": "tiny", "first-steps": int64(30), "steps": int64(4)}, size: "tiny", first: 30, steps: 4},
+		{recipe: "vila", set: map[string]any{"size": "small"}, size: "small", first: 0, steps: 150},
+		{recipe: "vila", set: map[string]any{"steps": int64(20)}, size: "tiny", first: 0, steps: 20},
+		{recipe: "qwen-vl", set: map[string]any{"first-steps": int64(300)}, size: "tiny", first: 300, steps: 150},
+		{recipe: "lwm", set: map[string]any{"size": "small", "steps": int64(10)}, size: "small", first: 0, steps: 10},
+	} {
+		f := devFlags{recipe: tc.recipe}
+		for name, v := range tc.set {
+			switch name {
+			case "size":
+				f.size = v.(string)
+			case "first-steps":
+				f.firstSteps = v.(int64)
+			case "steps":
+				f.steps = v.(int64)
+			}
+		}
+		got, err := resolveDevFlags(f, func(name string) bool { _, ok := tc.set[name]; return ok })
+		call := fmt.Sprintf("resolveDevFlags(--recipe %s, given %v)", tc.recipe, tc.set)
+		if err != nil {
+			t.Errorf("%s: %v", call, err)
+			continue
+		}
+		if got.size != tc.size || got.firstSteps != tc.first || got.steps != tc.steps {
+			t.Errorf("%s = size %s, first-steps %d, steps %d; want %s, %d, %d", call, got.size, got.firstSteps, got.steps, tc.size, tc.first, tc.steps)
+		}
+	}
+}
+
+// TestResolveDevFlagsRefused: an unknown recipe or impossible step counts
+// are refused naming the flag; every recipe has defaults that make a valid
+// manifest.
+func TestResolveDevFlagsRefused(t *testing.T) {
+	none := func(string) bool { return false }
+	for _, tc := range []struct {
+		f    devFlags
+		set  func(string) bool
+		want string
+	}{
+		{devFlags{recipe: "llava"}, none, `--recipe "llava"`},
+		{devFlags{recipe: "vila", steps: 0}, func(n string) bool { return n == "steps" }, "--steps 0"},
+		{devFlags{recipe: "blip2", firstSteps: -1}, func(n string) bool { return n == "first-steps" }, "--first-steps -1"},
+	} {
+		if _, err := resolveDevFlags(tc.f, tc.set); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("resolveDevFlags(%+v): %v, want an error containing %q", tc.f, err, tc.want)
+		}
+	}
+	for _, r := range api.Recipes {
+		f, err := resolveDevFlags(devFlags{recipe: r, workers: 2, batch: 16, lr: 5e-3}, none)
+		if err != nil {
+			t.Errorf("recipe %s: %v", r, err)
+			continue
+		}
+		if _, err := devManifest(f, func(k shard.Kind) string { return "s3://loom/datasets/" + string(k) }); err != nil {
+			t.Errorf("recipe %s with its defaults: manifest: %v", r, err)
+		}
+	}
+}
+
+// TestDevVerdict: retrieval at 3x chance, or a halved caption loss, is
+// learning; neither is not, and the line says what to change.
+func TestDevVerdict(t *testing.T) {
+	res := func(r, loss float64) trainer.EvalResult {
+		return trainer.EvalResult{Retrieval: r, Chance: 0.02, CaptionLoss: loss}
+	}
+	untrained := res(0.02, 5.6)
+	for _, tc := range []struct {
+		stages []devStageEval
+		want   string
+	}{
+		{[]devStageEval{{"representation", res(0.38, 0.96)}, {"generative", res(0.02, 3)}}, "the model learned: best text→image R@1 0.380 (stage representation) is 19.0x chance; held-out caption loss 5.600 untrained → 0.960 (stage representation, the lowest)"},
+		{[]devStageEval{{"text-32k", res(0.04, 3.3)}, {"chat-32k", res(0.02, 0.76)}}, "the model learned to caption (retrieval under 3x chance): best text→image R@1 0.040 (stage text-32k) is 2.0x chance; held-out caption loss 5.600 untrained → 0.760 (stage chat-32k, the lowest)"},
+		{[]devStageEval{{"align", res(0.04, 5.5)}}, "NOT clearly learned"},
+	} {
+		if got := devVerdict(untrained, tc.stages); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("devVerdict(%v, %v) = %q, want it to start with %q", untrained, tc.stages, got, tc.want)
+		}
+	}
+}
