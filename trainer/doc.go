@@ -48,7 +48,9 @@
 // sum of the ranks' gradients is the gradient of the global batch's loss:
 // N ranks with global batch B produce the weights one rank produces with B,
 // up to float32 summation order. Every random choice (ITM negatives,
-// augmentation) is a pure function of (seed, step, sample position).
+// dropout masks, augmentation) is a pure function of (seed, step, sample
+// position): every micro-batch of a step gets the step's seed and its
+// first row's index in the global batch (models.Batch.RowOffset).
 //
 // BLIP-2 stage 1 contrasts (ITC) and matches (ITM, hard negatives) every
 // image and text of the global batch across the ranks, at any world size
