@@ -12,7 +12,7 @@ import (
 // ReadBenchOptions configures BenchRead.
 type ReadBenchOptions struct {
 	Fetchers   int   // concurrent range GETs for both the reader and the raw baseline (default 4)
-	Ahead      int   // samples prefetched ahead of the consumer (default 1024)
+	Ahead      int   // if > 0, also bound the Stream's window in samples (default: bytes only, ReaderOptions.AheadBytes)
 	CacheBytes int64 // reader cache (default 256 MiB)
 	Window     int64 // shuffle window of the sampler order (default: rows of the largest shard)
 	Seed       uint64
@@ -52,9 +52,6 @@ func BenchRead(ctx context.Context, store ObjectStore, prefix string, opts ReadB
 	}
 	if opts.Fetchers <= 0 {
 		opts.Fetchers = 4
-	}
-	if opts.Ahead <= 0 {
-		opts.Ahead = 1024
 	}
 	if opts.CacheBytes <= 0 {
 		opts.CacheBytes = 256 << 20

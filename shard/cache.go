@@ -54,4 +54,11 @@ func (c *lru[K, V]) add(k K, v V, cost int64) {
 	}
 }
 
+// demote marks k (if present) least recently used: it is evicted first.
+func (c *lru[K, V]) demote(k K) {
+	if e, ok := c.items[k]; ok {
+		c.ll.MoveToBack(e)
+	}
+}
+
 func (c *lru[K, V]) len() int { return c.ll.Len() }

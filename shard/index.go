@@ -2,6 +2,7 @@ package shard
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -10,22 +11,50 @@ import (
 // IndexName is the object name of a dataset's index, under its prefix.
 const IndexName = "index.json"
 
-// IndexFormat identifies the index document; IndexVersion is its version.
+// IndexFormat identifies the index document; IndexVersion is the version
+// this build writes. It reads every version from 1 to IndexVersion:
+//
+//   - 1: shards, batches (byte range, rows, sha256, CRC32C), footer offsets.
+//   - 2: adds Schema, the Arrow schema message every shard starts with, so a
+//     reader decodes batches without fetching any shard's footer.
 const (
 	IndexFormat  = "loom-shards"
-	IndexVersion = 1
+	IndexVersion = 2
 )
 
 // Index describes a published dataset. It is written last, so a dataset is
 // visible only once all its shards are stored.
 type Index struct {
-	Format        string      `json:"format"`
-	Version       int         `json:"version"`
-	Kind          Kind        `json:"kind"`
-	SchemaVersion int         `json:"schema_version"`
-	Rows          int64       `json:"rows"`
-	Bytes         int64       `json:"bytes"`
-	Shards        []ShardInfo `json:"shards"`
+	Format        string `json:"format"`
+	Version       int    `json:"version"`
+	Kind          Kind   `json:"kind"`
+	SchemaVersion int    `json:"schema_version"`
+	// Schema (version 2 on) is the encapsulated Arrow IPC schema message
+	// (continuation marker, length, flatbuffer, padding) that follows the
+	// magic in every shard, base64 in JSON. Its metadata must name Kind and
+	// SchemaVersion.
+	Schema SchemaMessage `json:"schema,omitempty"`
+	Rows   int64         `json:"rows"`
+	Bytes  int64         `json:"bytes"`
+	Shards []ShardInfo   `json:"shards"`
+}
+
+// SchemaMessage is an encapsulated Arrow IPC schema message; in JSON, a
+// base64 string.
+type SchemaMessage []byte
+
+// UnmarshalJSON decodes the base64 string, naming the field on error.
+func (m *SchemaMessage) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("field schema: %w", err)
+	}
+	d, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return fmt.Errorf("field schema: %w", err)
+	}
+	*m = d
+	return nil
 }
 
 // ShardInfo describes one Arrow IPC file of a dataset.
@@ -81,6 +110,14 @@ func (ix *Index) Validate() error {
 	}
 	if ix.SchemaVersion < 1 || ix.SchemaVersion > SchemaVersion {
 		return fmt.Errorf("field schema_version: %d, this build reads versions 1..%d", ix.SchemaVersion, SchemaVersion)
+	}
+	switch {
+	case ix.Version < 2 && len(ix.Schema) > 0:
+		return fmt.Errorf("field schema: not part of index version %d", ix.Version)
+	case ix.Version >= 2:
+		if err := checkSchemaMessage(ix.Schema, ix.Kind, ix.SchemaVersion); err != nil {
+			return fmt.Errorf("field schema: %w", err)
+		}
 	}
 	var rows, size int64
 	seen := map[string]bool{}

@@ -2,6 +2,7 @@ package shard_test
 
 import (
 	"context"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -23,7 +24,11 @@ func TestParseIndexErrorsNameTheField(t *testing.T) {
 	cases := []struct {
 		name, old, new, want string
 	}{
-		{"version", `"version": 1`, `"version": 9`, "field version"},
+		{"version", `"version": 2`, `"version": 9`, "field version"},
+		{"schema in a v1 index", `"version": 2`, `"version": 1`, "field schema"},
+		{"schema not base64", `"schema": "`, `"schema": "%%`, "schema"},
+		{"schema of another kind", `"kind": "text"`, `"kind": "tokens"`, "field schema"},
+		{"schema version", `"schema_version": 1`, `"schema_version": 0`, "schema_version"},
 		{"kind", `"kind": "text"`, `"kind": "audio"`, "field kind"},
 		{"rows", `"rows": 50`, `"rows": 51`, "field rows"},
 		{"unknown field", `"format"`, `"colour": 1, "format"`, "unknown field"},
@@ -42,6 +47,17 @@ func TestParseIndexErrorsNameTheField(t *testing.T) {
 	}
 	if _, err := shard.ParseIndex([]byte(good), "ds/index.json"); err != nil {
 		t.Errorf("ParseIndex(valid) = %v", err)
+	}
+	noSchema := regexp.MustCompile(`\n *"schema": "[^"]*",`).ReplaceAllString(good, "")
+	if noSchema == good {
+		t.Fatalf("no schema field in the index:\n%s", good)
+	}
+	if _, err := shard.ParseIndex([]byte(noSchema), "ds/index.json"); err == nil || !strings.Contains(err.Error(), "field schema") {
+		t.Errorf("ParseIndex(version 2 without schema) = %v; want an error naming field schema", err)
+	}
+	v1 := strings.Replace(noSchema, `"version": 2`, `"version": 1`, 1)
+	if _, err := shard.ParseIndex([]byte(v1), "ds/index.json"); err != nil {
+		t.Errorf("ParseIndex(version 1, no schema) = %v; version 1 indexes stay readable", err)
 	}
 }
 

@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 )
@@ -81,4 +83,54 @@ func schemaMessage(kind Kind) ([]byte, error) {
 	b := buf.Bytes()[:buf.Len()-8] // drop the end-of-stream marker
 	schemaMsgs.Store(kind, b)
 	return b, nil
+}
+
+// parseSchemaMessage decodes one encapsulated IPC schema message that fills
+// b exactly (its metadata length includes the padding).
+func parseSchemaMessage(b []byte) (schema *arrow.Schema, err error) {
+	if len(b) < 8 || binary.LittleEndian.Uint32(b) != 0xFFFFFFFF {
+		return nil, fmt.Errorf("not an IPC message (no continuation marker)")
+	}
+	if n := int64(int32(binary.LittleEndian.Uint32(b[4:]))); n <= 0 || 8+n != int64(len(b)) {
+		return nil, fmt.Errorf("IPC message metadata length %d does not fill its %d bytes", n, len(b))
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			schema, err = nil, fmt.Errorf("undecodable IPC schema message: %v", p)
+		}
+	}()
+	eos := []byte{0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0}
+	rd, err := ipc.NewReader(io.MultiReader(bytes.NewReader(b), bytes.NewReader(eos)), ipc.WithAllocator(goAlloc))
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Release()
+	return rd.Schema(), nil
+}
+
+// checkSchemaMessage checks that b is an IPC schema message whose metadata
+// names kind and schema version v.
+func checkSchemaMessage(b []byte, kind Kind, v int) error {
+	if len(b) == 0 {
+		return fmt.Errorf("missing (required from index version 2)")
+	}
+	s, err := parseSchemaMessage(b)
+	if err != nil {
+		return err
+	}
+	md := s.Metadata()
+	if got := mdValue(md, "loom.kind"); got != string(kind) {
+		return fmt.Errorf("metadata loom.kind %q, the index says kind %q", got, kind)
+	}
+	if got := mdValue(md, "loom.schema_version"); got != strconv.Itoa(v) {
+		return fmt.Errorf("metadata loom.schema_version %q, the index says schema_version %d", got, v)
+	}
+	return nil
+}
+
+func mdValue(md arrow.Metadata, key string) string {
+	if i := md.FindKey(key); i >= 0 {
+		return md.Values()[i]
+	}
+	return ""
 }

@@ -26,9 +26,18 @@ type ReaderOptions struct {
 	Fetchers int
 	// CoalesceBytes bounds the range GETs of prefetching: adjacent batches
 	// of one shard that are queued together are fetched with one GET of up
-	// to this many bytes (default 16 MiB; 1 fetches each batch alone).
+	// to this many bytes (default 64 MiB; 1 fetches each batch alone). A
+	// run of every batch of a shard is fetched as the whole object, which
+	// servers send without copying (versitygw: sendfile), unlike a range.
 	// Random access with Get always fetches one batch.
 	CoalesceBytes int64
+	// AheadBytes bounds how far a Stream reads ahead of its consumer: the
+	// stored size of the distinct batches holding the samples scheduled
+	// and not yet returned (default 3/4 of CacheBytes; a Stream demotes
+	// the batches it is done with to be evicted first, so the batches it
+	// fetched ahead stay cached until they are used). Like a raw reader
+	// with all its GETs in flight, a large window keeps every fetcher busy.
+	AheadBytes int64
 	// VerifySHA256 checks each batch's SHA256 too, not only its CRC32C.
 	VerifySHA256 bool
 	// SkipImageCheck turns off the check that every image's header decodes
@@ -64,6 +73,9 @@ type Reader struct {
 	queue    []queued                 // prefetches not started, FIFO; guarded by mu
 	queuedK  map[batchKey]bool        // keys in queue; guarded by mu
 	workers  int                      // prefetch workers running; guarded by mu
+
+	schemaOnce sync.Once
+	schemaErr  error // version >= 2: the index's schema is not the kind's
 
 	wg sync.WaitGroup
 
@@ -122,7 +134,10 @@ func NewReader(store ObjectStore, prefix string, ix *Index, opts ReaderOptions) 
 		opts.Fetchers = 4
 	}
 	if opts.CoalesceBytes <= 0 {
-		opts.CoalesceBytes = 16 << 20
+		opts.CoalesceBytes = 64 << 20
+	}
+	if opts.AheadBytes <= 0 {
+		opts.AheadBytes = opts.CacheBytes / 4 * 3
 	}
 	return &Reader{store: store, prefix: prefix, index: ix, opts: opts,
 		cache: newLRU[batchKey, []Sample](opts.CacheBytes), inflight: map[batchKey]*fetch{},
@@ -228,9 +243,10 @@ func (r *Reader) claimRunLocked(k batchKey) (lo, hi int, fetches []*fetch) {
 	bs := r.index.Shards[k.shard].Batches
 	lo, hi = k.batch, k.batch
 	size := bs[k.batch].Length
+	limit := r.opts.CoalesceBytes
 	take := func(b int) bool {
 		kk := batchKey{k.shard, b}
-		if b < 0 || b >= len(bs) || !r.queuedK[kk] || r.inflight[kk] != nil || size+bs[b].Length > r.opts.CoalesceBytes {
+		if b < 0 || b >= len(bs) || !r.queuedK[kk] || r.inflight[kk] != nil || size+bs[b].Length > limit {
 			return false
 		}
 		if _, cached := r.cache.get(kk); cached {
@@ -277,44 +293,55 @@ type rangeStreamer interface {
 
 // loadRun fetches batches lo..hi of a shard with one range GET and
 // verifies, decodes and completes each batch as soon as its bytes are in
-// (with a store that streams; otherwise once the whole range is). The
-// shard's footer is fetched at the same time, so a shard's first read
-// costs one round trip, not two.
+// (with a store that streams; otherwise once the whole range is). With an
+// index of version 2 or later, whose schema was checked once, that GET is
+// all; with a version 1 index the shard's footer is fetched (once per
+// shard) at the same time, and checked before the first batch is decoded.
 func (r *Reader) loadRun(ctx context.Context, shard, lo, hi int, fetches []*fetch) {
 	bs := r.index.Shards[shard].Batches
 	obj := r.objectName(shard)
-	var footer []byte
-	var ferr error
+	var ferr error // set before fdone is closed
 	fdone := make(chan struct{})
-	go func() {
-		defer close(fdone)
-		footer, ferr = r.footer(ctx, shard)
-	}()
+	if r.index.Version >= 2 {
+		if err := r.checkSchema(shard); err != nil {
+			// No batch of this dataset can be decoded: fetch nothing.
+			for i := range fetches {
+				r.completeFetch(shard, lo+i, fetches[i], nil, err)
+			}
+			return
+		}
+		close(fdone)
+	} else {
+		go func() {
+			defer close(fdone)
+			_, ferr = r.footer(ctx, shard)
+		}()
+	}
 	off, end := bs[lo].Offset, bs[hi].Offset+bs[hi].Length
+	if wholeObjects && lo == 0 && hi == len(bs)-1 {
+		// Every batch of the shard: GET the whole object (a few hundred
+		// bytes of header and footer more). Servers can send a whole file
+		// without copying it (versitygw uses sendfile for whole objects but
+		// copies every range through a buffer: about 5x the server CPU).
+		off, end = 0, r.index.Shards[shard].Size
+	}
 	var buf []byte
 	next := lo        // first batch not completed yet
 	var crc uint32    // CRC32C of batch next, over buf[bs[next].Offset-off:crcTo]
 	crcTo := 0        // relative to off
 	footerOK := false // footer checked
 	complete := func(b int, samples []Sample, err error) {
-		f := fetches[b-lo]
-		f.samples, f.err = samples, err
-		k := batchKey{shard, b}
-		r.mu.Lock()
-		delete(r.inflight, k)
-		if err == nil {
-			r.cache.add(k, samples, bs[b].Length)
-		}
-		r.mu.Unlock()
-		close(f.done)
+		r.completeFetch(shard, b, fetches[b-lo], samples, err)
 	}
 	got := 0 // bytes received
 	progress := func(filled int) error {
 		got = filled
 		for next <= hi {
 			bStart, bEnd := int(bs[next].Offset-off), int(bs[next].Offset+bs[next].Length-off)
-			if upto := min(filled, bEnd); upto > crcTo {
-				crc = crc32.Update(crc, castagnoli, buf[max(crcTo, bStart):upto])
+			// A whole-object read starts with the file header, before
+			// the first batch: only batch bytes go into its CRC.
+			if from, upto := max(crcTo, bStart), min(filled, bEnd); upto > from {
+				crc = crc32.Update(crc, castagnoli, buf[from:upto])
 				crcTo = upto
 			}
 			if filled < bEnd {
@@ -332,7 +359,7 @@ func (r *Reader) loadRun(ctx context.Context, shard, lo, hi int, fetches []*fetc
 			err := r.checkSums(k, part, crc)
 			var samples []Sample
 			if err == nil {
-				samples, err = r.decodeBatch(k, footer, part, !r.opts.SkipImageCheck)
+				samples, err = r.decodeBatch(k, part, !r.opts.SkipImageCheck)
 			}
 			complete(next, samples, err)
 			next++
@@ -365,6 +392,21 @@ func (r *Reader) loadRun(ctx context.Context, shard, lo, hi int, fetches []*fetc
 	for ; next <= hi; next++ {
 		complete(next, nil, err)
 	}
+}
+
+// completeFetch publishes the outcome of fetching batch b of shard: it
+// leaves the in-flight set, enters the cache if it succeeded, and wakes its
+// waiters.
+func (r *Reader) completeFetch(shard, b int, f *fetch, samples []Sample, err error) {
+	f.samples, f.err = samples, err
+	k := batchKey{shard, b}
+	r.mu.Lock()
+	delete(r.inflight, k)
+	if err == nil {
+		r.cache.add(k, samples, r.index.Shards[shard].Batches[b].Length)
+	}
+	r.mu.Unlock()
+	close(f.done)
 }
 
 // batch returns the decoded samples of one batch, fetching it (once, even
@@ -421,15 +463,45 @@ func (r *Reader) batch(ctx context.Context, k batchKey) ([]Sample, error) {
 
 // load fetches, verifies and decodes one batch.
 func (r *Reader) load(ctx context.Context, k batchKey) ([]Sample, error) {
-	footer, err := r.footer(ctx, k.shard)
-	if err != nil {
+	if r.index.Version >= 2 {
+		if err := r.checkSchema(k.shard); err != nil {
+			return nil, err
+		}
+	} else if _, err := r.footer(ctx, k.shard); err != nil {
 		return nil, err
 	}
 	data, err := r.fetchBatch(ctx, k)
 	if err != nil {
 		return nil, err
 	}
-	return r.decodeBatch(k, footer, data, !r.opts.SkipImageCheck)
+	return r.decodeBatch(k, data, !r.opts.SkipImageCheck)
+}
+
+// checkSchema checks (once per Reader) that the schema recorded in a
+// version 2 index is the schema of its kind, which every batch is decoded
+// with. The batches' checksums, also from the index, then tie each batch's
+// bytes to that schema, so no shard footer is needed. The error names the
+// index and the object about to be read.
+func (r *Reader) checkSchema(shard int) error {
+	r.schemaOnce.Do(func() {
+		got, err := parseSchemaMessage(r.index.Schema)
+		if err != nil {
+			r.schemaErr = fmt.Errorf("field schema: %w", err)
+			return
+		}
+		want, err := Schema(r.index.Kind)
+		if err != nil {
+			r.schemaErr = err
+			return
+		}
+		if !got.Equal(want) || !got.Metadata().Equal(want.Metadata()) {
+			r.schemaErr = fmt.Errorf("schema mismatch: kind %s is %v, the index's schema field holds %v", r.index.Kind, want, got)
+		}
+	})
+	if r.schemaErr != nil {
+		return fmt.Errorf("object %s (index %s): %w", r.objectName(shard), JoinKey(r.prefix, IndexName), r.schemaErr)
+	}
+	return nil
 }
 
 // where names a batch for error messages.
@@ -476,10 +548,11 @@ func (r *Reader) checkSums(k batchKey, data []byte, c uint32) error {
 	return nil
 }
 
-// decodeBatch decodes a fetched batch (whose shard footer was checked by
-// footer) without copying its bytes, and checks the row count and every
-// sample.
-func (r *Reader) decodeBatch(k batchKey, footer, data []byte, checkImgs bool) ([]Sample, error) {
+// decodeBatch decodes a fetched batch with its kind's schema, without
+// copying its bytes, and checks the row count and every sample. The caller
+// has checked that the shard's schema is the kind's (checkSchema, or the
+// footer for a version 1 index).
+func (r *Reader) decodeBatch(k batchKey, data []byte, checkImgs bool) ([]Sample, error) {
 	si := &r.index.Shards[k.shard]
 	bi := si.Batches[k.batch]
 	obj := r.objectName(k.shard)
@@ -597,7 +670,7 @@ func (r *Reader) fetchFooter(ctx context.Context, shard int) ([]byte, error) {
 // format and size.
 func checkImages(s *Sample) error {
 	check := func(what string, im *Image) error {
-		cfg, format, err := image.DecodeConfig(bytes.NewReader(im.Data))
+		cfg, format, err := image.DecodeConfig(&peekReader{b: im.Data})
 		if err != nil {
 			return fmt.Errorf("%s: undecodable image: %w", what, err)
 		}
@@ -632,6 +705,33 @@ func checkImages(s *Sample) error {
 		}
 	}
 	return nil
+}
+
+// peekReader reads a byte slice and can peek ahead in it. image.DecodeConfig
+// reads through it as is, where it wraps a plain io.Reader in a fresh
+// 4 KiB bufio.Reader (allocated and zeroed for every image).
+type peekReader struct {
+	b   []byte
+	off int
+}
+
+func (p *peekReader) Read(q []byte) (int, error) {
+	if p.off >= len(p.b) {
+		return 0, io.EOF
+	}
+	n := copy(q, p.b[p.off:])
+	p.off += n
+	return n, nil
+}
+
+// Peek returns the next n bytes without advancing, or fewer with io.EOF at
+// the end, as bufio.Reader.Peek does.
+func (p *peekReader) Peek(n int) ([]byte, error) {
+	rest := p.b[p.off:]
+	if n > len(rest) {
+		return rest, io.EOF
+	}
+	return rest[:n], nil
 }
 
 // rangeReaderAt serves the Arrow file reader from the byte ranges fetched
@@ -677,25 +777,82 @@ func (r *rangeReaderAt) Seek(off int64, whence int) (int64, error) {
 	return r.pos, nil
 }
 
-// Stream yields the samples at a sequence of locations in order, keeping up
-// to Ahead samples' batches fetched or in flight ahead of the consumer.
+// Stream yields the samples at a sequence of locations in order, keeping
+// the batches of the samples ahead of the consumer fetched or in flight,
+// up to a bound in bytes (ReaderOptions.AheadBytes) and optionally in
+// samples.
 type Stream struct {
 	r     *Reader
 	ctx   context.Context
 	seq   func(i int64) (Loc, bool)
-	ahead int64
+	ahead int64 // bound on samples scheduled beyond next; 0: none
+	limit int64 // bound on the bytes of the window's batches
+	win   window
 	next  int64 // index of the next sample to return
 	sched int64 // locations below this have been scheduled for prefetch
 }
 
 // Stream returns an iterator over the locations seq(0), seq(1), ... until
-// seq reports false. ahead bounds how many samples beyond the current one
-// are prefetched (default 256); keep ahead's batches well within CacheBytes.
+// seq reports false. It keeps the batches of the samples after the current
+// one fetched or in flight ahead of the consumer: as many as fit in
+// ReaderOptions.AheadBytes (counting each distinct batch once, by its
+// stored size) and, if ahead > 0, at most ahead samples' worth.
 func (r *Reader) Stream(ctx context.Context, seq func(i int64) (Loc, bool), ahead int) *Stream {
-	if ahead <= 0 {
-		ahead = 256
+	return &Stream{r: r, ctx: ctx, seq: seq, ahead: int64(max(ahead, 0)), limit: r.opts.AheadBytes,
+		win: window{refs: map[batchKey]int{}}}
+}
+
+// window counts, for each batch, the samples scheduled for prefetch and
+// not yet returned, and the bytes of the batches counted at least once.
+// Those batches are the ones the stream still needs from the cache or the
+// store.
+type window struct {
+	refs  map[batchKey]int
+	bytes int64
+}
+
+func (w *window) add(k batchKey, length int64) {
+	if w.refs[k] == 0 {
+		w.bytes += length
 	}
-	return &Stream{r: r, ctx: ctx, seq: seq, ahead: int64(ahead)}
+	w.refs[k]++
+}
+
+// done counts one sample of batch k returned, and reports whether that
+// was the window's last sample of k.
+func (w *window) done(k batchKey, length int64) bool {
+	switch n := w.refs[k]; n {
+	case 0:
+		return false
+	case 1:
+		delete(w.refs, k)
+		w.bytes -= length
+		return true
+	default:
+		w.refs[k] = n - 1
+		return false
+	}
+}
+
+// release tells the cache that a stream is done with batch k: it is the
+// first to be evicted (before batches fetched ahead and not yet used).
+func (r *Reader) release(k batchKey) {
+	r.mu.Lock()
+	r.cache.demote(k)
+	r.mu.Unlock()
+}
+
+// batchOf returns the batch holding loc and its stored size.
+func (r *Reader) batchOf(loc Loc) (batchKey, int64, bool) {
+	if loc.Shard < 0 || loc.Shard >= len(r.index.Shards) {
+		return batchKey{}, 0, false
+	}
+	si := &r.index.Shards[loc.Shard]
+	b, _, ok := si.locate(loc.Row)
+	if !ok {
+		return batchKey{}, 0, false
+	}
+	return batchKey{loc.Shard, b}, si.Batches[b].Length, true
 }
 
 // Next returns the next sample and its location, or io.EOF at the end.
@@ -704,20 +861,26 @@ func (s *Stream) Next() (Sample, Loc, error) {
 	if !ok {
 		return Sample{}, Loc{}, io.EOF
 	}
-	if s.sched < s.next {
-		s.sched = s.next
-	}
-	// Keep the prefetch window at least 3/4 full, topping it up in chunks
-	// of a quarter window, so that batches are queued together and
-	// adjacent ones can share a range GET.
-	if s.sched <= s.next+s.ahead-s.ahead/4 {
+	// Top the window up once it has drained by a quarter (or is empty), so
+	// that batches are queued together and adjacent ones can share a
+	// range GET. The next sample is always scheduled, whatever its size.
+	roomB := s.win.bytes <= s.limit-s.limit/4
+	roomN := s.ahead == 0 || s.sched <= s.next+s.ahead-s.ahead/4
+	if s.sched <= s.next || roomB && roomN {
 		var locs []Loc
-		for ; s.sched <= s.next+s.ahead; s.sched++ {
+		for s.ahead == 0 || s.sched <= s.next+s.ahead {
 			l, ok := s.seq(s.sched)
 			if !ok {
 				break
 			}
+			if k, n, ok := s.r.batchOf(l); ok {
+				if s.win.refs[k] == 0 && s.win.bytes+n > s.limit && s.sched > s.next {
+					break
+				}
+				s.win.add(k, n)
+			}
 			locs = append(locs, l)
+			s.sched++
 		}
 		s.r.prefetch(s.ctx, locs)
 	}
@@ -725,6 +888,11 @@ func (s *Stream) Next() (Sample, Loc, error) {
 	if err != nil {
 		return Sample{}, loc, err
 	}
+	if k, n, ok := s.r.batchOf(loc); ok && s.win.done(k, n) {
+		s.r.release(k)
+	}
 	s.next++
 	return smp, loc, nil
 }
+
+var wholeObjects = true

@@ -8,7 +8,9 @@ import (
 	"io"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -87,30 +89,42 @@ func normalize(s shard.Sample) shard.Sample {
 	return s
 }
 
+// asV1 returns ix as an index of format version 1 (no schema field), as
+// written before version 2: readers check each shard's footer instead.
+func asV1(ix *shard.Index) *shard.Index {
+	v1 := *ix
+	v1.Version, v1.Schema = 1, nil
+	return &v1
+}
+
 func TestOneRangeGetPerBatch(t *testing.T) {
 	ctx := context.Background()
 	store := shard.NewMemStore()
-	ix := writeSynth(t, store, "ds", shard.KindImageText, 200, shard.WriterOptions{BatchBytes: 16 << 10, ShardBytes: 200 << 10})
+	ix := writeSynth(t, store, "ds", shard.KindImageText, 200, shard.WriterOptions{BatchBytes: 16 << 10, ShardBytes: 100 << 10})
 	batches := 0
 	for _, s := range ix.Shards {
 		batches += len(s.Batches)
 	}
-	r, err := shard.OpenReader(ctx, store, "ds", shard.ReaderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := store.Gets()
-	for s := range ix.Shards {
-		for row := int64(0); row < ix.Shards[s].Rows; row++ {
-			if _, err := r.Get(ctx, s, row); err != nil {
-				t.Fatal(err)
+	for _, c := range []struct {
+		name string
+		ix   *shard.Index
+		want int
+	}{
+		{"index v2 (schema in the index)", ix, batches},
+		{"index v1 (one footer per shard)", asV1(ix), batches + len(ix.Shards)},
+	} {
+		r := shard.NewReader(store, "ds", c.ix, shard.ReaderOptions{})
+		before := store.Gets()
+		for s := range ix.Shards {
+			for row := int64(0); row < ix.Shards[s].Rows; row++ {
+				if _, err := r.Get(ctx, s, row); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
-	}
-	got := store.Gets() - before
-	want := batches + len(ix.Shards) // one per batch + one footer per shard
-	if got != want {
-		t.Errorf("reading %d rows in %d batches of %d shards made %d range GETs, want %d", ix.Rows, batches, len(ix.Shards), got, want)
+		if got := store.Gets() - before; got != c.want {
+			t.Errorf("%s: reading %d rows in %d batches of %d shards with Get made %d range GETs, want %d", c.name, ix.Rows, batches, len(ix.Shards), got, c.want)
+		}
 	}
 }
 
@@ -133,8 +147,8 @@ func TestCacheIsBounded(t *testing.T) {
 	}
 	gets, _ := r.Stats()
 	n := int64(len(ix.Shards[0].Batches))
-	if gets != 2*n+1 {
-		t.Errorf("two passes over %d batches with a 2-batch cache made %d GETs, want %d", n, gets, 2*n+1)
+	if gets != 2*n {
+		t.Errorf("two passes over %d batches with a 2-batch cache made %d GETs, want %d", n, gets, 2*n)
 	}
 	// With a cache that holds everything, the second pass is free.
 	r = shard.NewReader(store, "ds", ix, shard.ReaderOptions{CacheBytes: 1 << 30})
@@ -145,8 +159,8 @@ func TestCacheIsBounded(t *testing.T) {
 			}
 		}
 	}
-	if gets, _ := r.Stats(); gets != n+1 {
-		t.Errorf("two passes with a large cache made %d GETs, want %d", gets, n+1)
+	if gets, _ := r.Stats(); gets != n {
+		t.Errorf("two passes with a large cache made %d GETs, want %d", gets, n)
 	}
 }
 
@@ -185,22 +199,50 @@ func TestCorruptionIsNamed(t *testing.T) {
 	})
 	t.Run("truncated", func(t *testing.T) {
 		store, ix := setup()
-		store.Truncate("ds/shard-00000.arrow", ix.Shards[0].Size-100)
+		si := ix.Shards[0]
+		last := si.Batches[len(si.Batches)-1]
+		store.Truncate("ds/shard-00000.arrow", last.Offset+last.Length/2)
 		r := shard.NewReader(store, "ds", ix, shard.ReaderOptions{})
-		_, err := r.Get(ctx, 0, 0)
+		_, err := r.Get(ctx, 0, si.Rows-1)
 		if err == nil || !strings.Contains(err.Error(), "ds/shard-00000.arrow") {
-			t.Fatalf("Get on a truncated shard = %v; want an error naming the object", err)
+			t.Fatalf("Get on a truncated batch = %v; want an error naming the object", err)
+		}
+		if _, err := r.Get(ctx, 0, 0); err != nil {
+			t.Errorf("Get on an intact batch of the truncated shard = %v", err)
 		}
 	})
-	t.Run("schema mismatch", func(t *testing.T) {
+	t.Run("truncated footer, index v1", func(t *testing.T) {
 		store, ix := setup()
-		ix.Kind = shard.KindText
-		r := shard.NewReader(store, "ds", ix, shard.ReaderOptions{})
+		store.Truncate("ds/shard-00000.arrow", ix.Shards[0].Size-100)
+		r := shard.NewReader(store, "ds", asV1(ix), shard.ReaderOptions{})
 		_, err := r.Get(ctx, 0, 0)
-		if err == nil || !strings.Contains(err.Error(), "ds/shard-00000.arrow") || !strings.Contains(err.Error(), "schema mismatch") {
-			t.Fatalf("Get with the wrong kind = %v; want a schema mismatch naming the object", err)
+		if err == nil || !strings.Contains(err.Error(), "ds/shard-00000.arrow") || !strings.Contains(err.Error(), "footer") {
+			t.Fatalf("Get on a shard without footer through a v1 index = %v; want a footer error naming the object", err)
 		}
 	})
+	for _, v1 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("schema mismatch, index v1 %v", v1), func(t *testing.T) {
+			store, ix := setup()
+			if v1 {
+				ix = asV1(ix)
+			}
+			ix.Kind = shard.KindText
+			r := shard.NewReader(store, "ds", ix, shard.ReaderOptions{})
+			before := store.Gets()
+			_, err := r.Get(ctx, 0, 0)
+			if err == nil || !strings.Contains(err.Error(), "ds/shard-00000.arrow") || !strings.Contains(err.Error(), "schema mismatch") {
+				t.Fatalf("Get with the wrong kind = %v; want a schema mismatch naming the object", err)
+			}
+			st := r.Stream(ctx, func(i int64) (shard.Loc, bool) { return shard.Loc{Shard: 0, Row: i}, i < ix.Shards[0].Rows }, 0)
+			if _, _, err := st.Next(); err == nil || !strings.Contains(err.Error(), "schema mismatch") {
+				t.Fatalf("Stream.Next with the wrong kind = %v; want a schema mismatch", err)
+			}
+			r.Close()
+			if got := store.Gets() - before; !v1 && got != 0 {
+				t.Errorf("with a v2 index whose schema is not the kind's, the reader made %d GETs, want none", got)
+			}
+		})
+	}
 	t.Run("undecodable image", func(t *testing.T) {
 		store := shard.NewMemStore()
 		w, err := shard.NewWriter(ctx, store, "ds", shard.WriterOptions{Kind: shard.KindImageText})
@@ -374,8 +416,8 @@ func TestStreamCoalescesAdjacentBatches(t *testing.T) {
 		return store.Gets() - before
 	}
 	n := len(ix.Shards[0].Batches)
-	if got := read(1); got != n+1 {
-		t.Errorf("without coalescing: %d GETs for %d batches, want %d", got, n, n+1)
+	if got := read(1); got != n {
+		t.Errorf("without coalescing: %d GETs for %d batches, want %d", got, n, n)
 	}
 	if got := read(1 << 20); got >= n/2 {
 		t.Errorf("with coalescing: %d GETs for %d adjacent batches queued together, want far fewer", got, n)
@@ -410,5 +452,133 @@ func TestStreamStopsCleanly(t *testing.T) {
 	}
 	if g := runtime.NumGoroutine(); g > before {
 		t.Errorf("%d goroutines after Close, %d before the reader", g, before)
+	}
+}
+
+// rangeLog records the range GETs made through it.
+type rangeLog struct {
+	shard.ObjectStore
+	mu   sync.Mutex
+	gets []string
+}
+
+func (l *rangeLog) GetRange(ctx context.Context, key string, off, n int64) ([]byte, error) {
+	l.mu.Lock()
+	l.gets = append(l.gets, fmt.Sprintf("%s [%d, +%d)", key, off, n))
+	l.mu.Unlock()
+	return l.ObjectStore.GetRange(ctx, key, off, n)
+}
+
+// TestStreamFetchesWholeShards reads two shards in a shuffled order with a
+// window that holds them: each is fetched with one GET of the whole object.
+func TestStreamFetchesWholeShards(t *testing.T) {
+	ctx := context.Background()
+	mem := shard.NewMemStore()
+	ix := writeSynth(t, mem, "ds", shard.KindTokens, 300, shard.WriterOptions{BatchBytes: 1 << 10, ShardBytes: 16 << 10})
+	if len(ix.Shards) < 2 || len(ix.Shards[1].Batches) < 3 {
+		t.Fatalf("want >= 2 shards of >= 3 batches, got %d shards", len(ix.Shards))
+	}
+	rows := ix.Shards[0].Rows + ix.Shards[1].Rows
+	order, err := shard.NewOrder([]int64{ix.Shards[0].Rows, ix.Shards[1].Rows}, 5, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := &rangeLog{ObjectStore: mem}
+	r := shard.NewReader(log, "ds", ix, shard.ReaderOptions{Fetchers: 2})
+	st := r.Stream(ctx, func(i int64) (shard.Loc, bool) {
+		if i >= rows {
+			return shard.Loc{}, false
+		}
+		return order.At(0, i), true
+	}, 0)
+	for {
+		if _, _, err := st.Next(); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.Close()
+	var want []string
+	for _, s := range ix.Shards[:2] {
+		want = append(want, fmt.Sprintf("ds/%s [0, +%d)", s.Key, s.Size))
+	}
+	slices.Sort(log.gets)
+	if !slices.Equal(log.gets, want) {
+		t.Errorf("stream over two whole shards made GETs %v, want %v", log.gets, want)
+	}
+}
+
+// TestStreamWindowIsBoundedInBytes checks that the batches a stream has
+// fetched ahead of their first use never add up to more than AheadBytes
+// (or one batch, when a single batch is larger), whatever the bound, and
+// that a large window fetches every batch once.
+func TestStreamWindowIsBoundedInBytes(t *testing.T) {
+	ctx := context.Background()
+	mem := shard.NewMemStore()
+	ix := writeSynth(t, mem, "ds", shard.KindTokens, 400, shard.WriterOptions{BatchBytes: 1 << 10, ShardBytes: 8 << 10})
+	order, err := shard.NewOrder(ix.ShardRows(), 9, 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type batch struct{ shard, b int }
+	largest := int64(0)
+	byRange := map[string]batch{}
+	for s, si := range ix.Shards {
+		for b, bi := range si.Batches {
+			largest = max(largest, bi.Length)
+			byRange[fmt.Sprintf("ds/%s [%d, +%d)", si.Key, bi.Offset, bi.Length)] = batch{s, b}
+		}
+	}
+	batchOf := func(l shard.Loc) batch {
+		row := l.Row
+		for b, bi := range ix.Shards[l.Shard].Batches {
+			if row < bi.Rows {
+				return batch{l.Shard, b}
+			}
+			row -= bi.Rows
+		}
+		t.Fatalf("row %v outside its shard", l)
+		return batch{}
+	}
+	firstUse := map[batch]int64{}
+	for i := order.Len() - 1; i >= 0; i-- {
+		firstUse[batchOf(order.At(0, i))] = i
+	}
+	for _, ahead := range []int64{1, 3 << 10, 8 << 10, 64 << 10} {
+		log := &rangeLog{ObjectStore: mem}
+		r := shard.NewReader(log, "ds", ix, shard.ReaderOptions{CoalesceBytes: 1, AheadBytes: ahead, CacheBytes: 1 << 30, Fetchers: 3})
+		st := r.Stream(ctx, func(i int64) (shard.Loc, bool) {
+			if i >= order.Len() {
+				return shard.Loc{}, false
+			}
+			return order.At(0, i), true
+		}, 0)
+		for i := int64(0); ; i++ {
+			if _, _, err := st.Next(); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			var early int64 // bytes of batches fetched before their first use
+			log.mu.Lock()
+			for _, g := range log.gets {
+				k, ok := byRange[g]
+				if !ok {
+					t.Fatalf("GET %s is not one batch", g)
+				}
+				if firstUse[k] > i {
+					early += ix.Shards[k.shard].Batches[k.b].Length
+				}
+			}
+			log.mu.Unlock()
+			if bound := max(ahead, largest); early > bound {
+				t.Fatalf("AheadBytes %d: after sample %d, %d bytes fetched ahead of their first use, want <= %d", ahead, i, early, bound)
+			}
+		}
+		r.Close()
+		if gets, _ := r.Stats(); gets != int64(countBatches(ix)) {
+			t.Errorf("AheadBytes %d: %d GETs for %d batches, want one each (no eviction, no refetch)", ahead, gets, countBatches(ix))
+		}
 	}
 }

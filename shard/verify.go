@@ -103,6 +103,8 @@ func verifyShard(ctx context.Context, r *Reader, s int, opts VerifyOptions, rep 
 	}
 	if !bytes.HasPrefix(head, []byte("ARROW1")) {
 		faults = append(faults, fmt.Sprintf("object %s: does not start with the Arrow file magic", obj))
+	} else if r.index.Version >= 2 && !bytes.Equal(head[min(8, len(head)):], r.index.Schema) {
+		faults = append(faults, fmt.Sprintf("object %s: its schema message differs from the index's schema field", obj))
 	}
 	whole.Write(head)
 	footer, ferr := r.footer(ctx, s)
@@ -129,7 +131,7 @@ func verifyShard(ctx context.Context, r *Reader, s int, opts VerifyOptions, rep 
 		if ferr != nil {
 			continue
 		}
-		samples, err := r.decodeBatch(k, footer, data, true)
+		samples, err := r.decodeBatch(k, data, true)
 		if err != nil {
 			faults = append(faults, err.Error())
 			continue

@@ -56,7 +56,8 @@ type Writer struct {
 	rows    int64
 	bytes   int64
 	closed  bool
-	written int64 // sample bytes accepted, for throughput reports
+	written int64  // sample bytes accepted, for throughput reports
+	header  []byte // the schema message every shard starts with (after the magic)
 }
 
 // upload is a finished shard file being stored while the next one is
@@ -216,6 +217,14 @@ func (w *Writer) finishShard() error {
 	if _, err := io.ReadFull(c.f, hdr); err != nil {
 		return fmt.Errorf("read back %s: %w", c.f.Name(), err)
 	}
+	if len(hdr) < 8 || !bytes.HasPrefix(hdr, []byte("ARROW1")) {
+		return fmt.Errorf("shard %s: no Arrow file magic", info.Key)
+	}
+	if w.header == nil {
+		w.header = bytes.Clone(hdr[8:])
+	} else if !bytes.Equal(w.header, hdr[8:]) {
+		return fmt.Errorf("internal error: shard %s starts with another schema message than the first shard", info.Key)
+	}
 	whole.Write(hdr)
 	for i, end := range c.starts {
 		buf := make([]byte, end-start)
@@ -299,7 +308,7 @@ func (w *Writer) Close() (*Index, error) {
 		return nil, fmt.Errorf("dataset %s: no samples written", w.prefix)
 	}
 	ix := &Index{Format: IndexFormat, Version: IndexVersion, Kind: w.opts.Kind, SchemaVersion: SchemaVersion,
-		Rows: w.rows, Bytes: w.bytes, Shards: w.shards}
+		Schema: w.header, Rows: w.rows, Bytes: w.bytes, Shards: w.shards}
 	if err := ix.Validate(); err != nil {
 		return nil, fmt.Errorf("internal error: written index invalid: %w", err)
 	}
