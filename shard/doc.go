@@ -4,10 +4,11 @@
 // A dataset is a prefix in an [ObjectStore] holding shard objects
 // (shard-00000.arrow, ...) in the Arrow IPC file format (with footer), and
 // one index object (index.json) written last, so that a half-written dataset
-// is never visible. The index records, for every shard, its size and sha256
-// and, for every record batch, its byte range, row count and sha256; the
-// [Reader] uses it to fetch exactly one range GET per record batch and to
-// verify what it fetched.
+// is never visible. The index records the shards' Arrow schema message and,
+// for every shard, its size and sha256 and, for every record batch, its
+// byte range, row count, sha256 and CRC32C; the [Reader] uses it to fetch
+// exactly one range GET per record batch (no footer) and to verify what it
+// fetched.
 //
 // The package is organised along the data flow:
 //
@@ -20,10 +21,12 @@
 //     ([FSStore]), S3 ([S3Store], minio-go) and in-memory ([MemStore], the
 //     fake) implementations; shard/storetest holds the conformance suite.
 //   - reader.go, cache.go: [Reader] gives random access by (shard, row),
-//     with a byte-bounded LRU cache, checksum verification and bounded
-//     prefetch ([Reader.Stream]); adjacent batches share one range GET,
-//     and from a store that streams ([S3Store.StreamRange]) each batch is
-//     checked and decoded as soon as its bytes are in.
+//     with a byte-bounded LRU cache, checksum verification and prefetch
+//     bounded in bytes ([Reader.Stream], [ReaderOptions.AheadBytes]);
+//     adjacent batches share one range GET (all of a shard's: one GET of
+//     the whole object), and from a store that streams
+//     ([S3Store.StreamRange]) each batch is checked and decoded as soon as
+//     its bytes are in.
 //   - sampler.go, mixture.go, pack.go: pure functions of (index, seed,
 //     epoch) giving the global sample order, its per-rank slices, weighted
 //     mixtures of datasets and sequence packing with per-token loss weights;

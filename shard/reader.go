@@ -58,8 +58,10 @@ type Loc struct {
 
 // Reader gives random access to a dataset's samples by (shard, row). Each
 // record batch is fetched with one range GET, checked against the CRC32C
-// (and optionally the SHA256) in the index, decoded through the shard's Arrow footer, and kept in a
-// byte-bounded LRU cache. A Reader is safe for concurrent use.
+// (and optionally the SHA256) in the index, decoded with the schema the
+// index records (a version 1 index has none: the shard's footer is fetched
+// and checked instead), and kept in a byte-bounded LRU cache. A Reader is
+// safe for concurrent use.
 type Reader struct {
 	store  ObjectStore
 	prefix string
