@@ -284,3 +284,47 @@ func TestUnaryBwdSet(t *testing.T) {
 		}
 	}
 }
+
+// TestLayerNormFwd32Fast compares the float32 LayerNorm forward (the AVX2
+// row kernel where available) with the float64 reference and, bit for
+// bit, with the pure-Go float32 loop, on widths that leave every remainder of 8, with a large
+// mean (the centred variance must not cancel).
+func TestLayerNormFwd32Fast(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	for _, c := range []int{1, 7, 8, 9, 16, 31, 64, 257} {
+		const rows = 4
+		x64, w64, b64 := make([]float64, rows*c), make([]float64, c), make([]float64, c)
+		for i := range x64 {
+			x64[i] = float64(float32(rng.NormFloat64()*2 + 50))
+		}
+		for i := range w64 {
+			w64[i], b64[i] = float64(float32(rng.NormFloat64())), float64(float32(rng.NormFloat64()))
+		}
+		y64, m64, r64 := make([]float64, rows*c), make([]float64, rows), make([]float64, rows)
+		layerNormFwd(rows, c, x64, w64, b64, y64, m64, r64, 1e-5)
+		f32 := func(v []float64) []float32 {
+			o := make([]float32, len(v))
+			for i, x := range v {
+				o[i] = float32(x)
+			}
+			return o
+		}
+		x, w, b := f32(x64), f32(w64), f32(b64)
+		y, m, r := make([]float32, rows*c), make([]float32, rows), make([]float32, rows)
+		layerNormFwd32(rows, c, x, w, b, y, m, r, 1e-5)
+		gy, gm, gr := make([]float32, rows*c), make([]float32, rows), make([]float32, rows)
+		layerNormFwd32Go(rows, c, x, w, b, gy, gm, gr, 1e-5)
+		for _, cmp := range []struct {
+			name      string
+			got, pure []float32
+			want      []float64
+		}{{"y", y, gy, y64}, {"mean", m, gm, m64}, {"rstd", r, gr, r64}} {
+			for i, v := range cmp.want {
+				tol := 2e-5 * (1 + math.Abs(v))
+				if math.Abs(float64(cmp.got[i])-v) > tol || cmp.got[i] != cmp.pure[i] {
+					t.Fatalf("layerNormFwd32(rows=%d, c=%d) %s[%d] = %.8g, pure Go %.8g (must agree bit for bit), float64 %.8g", rows, c, cmp.name, i, cmp.got[i], cmp.pure[i], v)
+				}
+			}
+		}
+	}
+}

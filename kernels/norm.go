@@ -260,23 +260,52 @@ func sum32(x []float32) float32 {
 }
 
 // layerNormFwd32 is layerNormFwd for float32 (two passes: mean, then the
-// centred variance, so no cancellation).
+// centred variance, so no cancellation). With both affine parameters the
+// last pass, y = (x − m)·rs·w + b, runs on the AVX2 row kernel, which
+// repeats the Go loop's operations in order (no fused multiply-add), so
+// the two paths agree bit for bit; the statistics stay in Go, whose
+// accumulation order the models' and trainer's tests are tuned to.
 func layerNormFwd32(rows, c int, x, w, b, y, mean, rstd []float32, eps float32) {
+	if !haveAVX2 || c < 8 || w == nil || b == nil {
+		layerNormFwd32Go(rows, c, x, w, b, y, mean, rstd, eps)
+		return
+	}
+	w, b = w[:c], b[:c]
+	n8 := c &^ 7
 	for r := 0; r < rows; r++ {
 		xr, yr := x[r*c:(r+1)*c], y[r*c:(r+1)*c]
-		m := sum32(xr) / float32(c)
-		var q0, q1 float32
-		j := 0
-		for ; j+1 < len(xr); j += 2 {
-			d0, d1 := xr[j]-m, xr[j+1]-m
-			q0 += d0 * d0
-			q1 += d1 * d1
+		m, rs := layerNormStats32(xr, eps)
+		lnFwdApplyAVX2(&xr[0], &w[0], &b[0], &yr[0], n8, m, rs)
+		for j := n8; j < c; j++ {
+			yr[j] = (xr[j]-m)*rs*w[j] + b[j]
 		}
-		if j < len(xr) {
-			d := xr[j] - m
-			q0 += d * d
-		}
-		rs := float32(1 / math.Sqrt(float64((q0+q1)/float32(c)+eps)))
+		mean[r], rstd[r] = m, rs
+	}
+}
+
+// layerNormStats32 returns the mean and 1/√(variance + eps) of one row.
+func layerNormStats32(xr []float32, eps float32) (m, rs float32) {
+	m = sum32(xr) / float32(len(xr))
+	var q0, q1 float32
+	j := 0
+	for ; j+1 < len(xr); j += 2 {
+		d0, d1 := xr[j]-m, xr[j+1]-m
+		q0 += d0 * d0
+		q1 += d1 * d1
+	}
+	if j < len(xr) {
+		d := xr[j] - m
+		q0 += d * d
+	}
+	return m, float32(1 / math.Sqrt(float64((q0+q1)/float32(len(xr))+eps)))
+}
+
+// layerNormFwd32Go is the pure-Go layerNormFwd32 (w and b may be nil), the
+// reference of the AVX2 path.
+func layerNormFwd32Go(rows, c int, x, w, b, y, mean, rstd []float32, eps float32) {
+	for r := 0; r < rows; r++ {
+		xr, yr := x[r*c:(r+1)*c], y[r*c:(r+1)*c]
+		m, rs := layerNormStats32(xr, eps)
 		switch {
 		case w != nil && b != nil:
 			w, b := w[:c], b[:c]

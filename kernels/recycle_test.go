@@ -20,7 +20,10 @@ func TestRecycledGradients(t *testing.T) {
 		h = tp.Add(tp.Mul(h, h), h)                // h used three times
 		h = tp.Add(h, h)                           // a == b: no hand-over
 		s := tp.Sub(tp.Linear(h, w2, nil), tp.Reshape(x, 4, 6))
-		return tp.Mean(tp.Square(s))
+		// Split into a recycled (garbage-filled) buffer; the middle piece
+		// gets no gradient.
+		sp := tp.Split(tp.GELU(tp.Linear(s, w, b)), -1, 2, 1, 3)
+		return tp.Add(tp.Mean(tp.Square(s)), tp.Add(tp.Mean(tp.Square(sp[0])), tp.Mean(tp.Mul(sp[2], sp[2]))))
 	}
 	for _, seed := range []uint64{1, 2, 3} {
 		mk := func() [4]*Tensor {

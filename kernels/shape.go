@@ -205,9 +205,19 @@ func (tp *Tape) Slice(a *Tensor, axis, start, end int) *Tensor {
 		copy(out.Data[o*w:][:w], a.Data[(o*n+start)*inner:][:w])
 	}
 	tp.record("Slice", out, func() {
-		g := a.gradBuf()
+		// The first of Split's pieces to run backward finds a fresh
+		// (uncleared) buffer: it copies its part and zeroes the rest, row
+		// by row, instead of clearing everything and adding.
+		g, fresh := a.gradDst()
 		for o := 0; o < outer; o++ {
-			addTo(g[(o*n+start)*inner:][:w], out.Grad[o*w:][:w])
+			row, src := g[o*n*inner:][:n*inner], out.Grad[o*w:][:w]
+			if fresh {
+				clear(row[:start*inner])
+				copy(row[start*inner:], src)
+				clear(row[end*inner:])
+			} else {
+				addTo(row[start*inner:end*inner], src)
+			}
 		}
 	}, a)
 	return out

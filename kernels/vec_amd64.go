@@ -36,3 +36,6 @@ func lnBwdApplyAVX2(x, dy, w, dx, dw, db *float32, n int, m, rs, mdn, mdnn float
 
 //go:noescape
 func adamwAVX2(p, gr, m, v *float32, n int, b1, ob1, b2, ob2, shrink, step float32, sq, eps float64)
+
+//go:noescape
+func lnFwdApplyAVX2(x, w, b, y *float32, n int, m, rs float32)

@@ -507,3 +507,36 @@ wloop:
 wdone:
 	VZEROUPPER
 	RET
+
+// func lnFwdApplyAVX2(x, w, b, y *float32, n int, m, rs float32)
+//
+// y = ((x − m)·rs)·w + b for one LayerNorm row (n a multiple of 8), in
+// that order and without fused multiply-adds, as the Go loop.
+TEXT ·lnFwdApplyAVX2(SB), NOSPLIT, $0-48
+	MOVQ x+0(FP), SI
+	MOVQ w+8(FP), BX
+	MOVQ b+16(FP), DX
+	MOVQ y+24(FP), DI
+	MOVQ n+32(FP), CX
+	VBROADCASTSS m+40(FP), Y15
+	VBROADCASTSS rs+44(FP), Y14
+
+yloop:
+	CMPQ CX, $8
+	JL   ydone
+	VMOVUPS (SI), Y0
+	VSUBPS  Y15, Y0, Y0
+	VMULPS  Y14, Y0, Y0
+	VMULPS  (BX), Y0, Y0
+	VADDPS  (DX), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, BX
+	ADDQ $32, DX
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  yloop
+
+ydone:
+	VZEROUPPER
+	RET
