@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 )
@@ -32,6 +33,7 @@ type ReadBenchResult struct {
 	RawBytesPerSec float64   // best raw pass
 	ReaderBytesPer float64   // best Reader pass (dataset bytes / time)
 	Ratio          float64   // ReaderBytesPer / RawBytesPerSec
+	MedianRatio    float64   // the same ratio for the median passes (steadier on a loaded machine)
 	ReaderGets     int64     // range GETs of the last Reader pass
 	// CPU seconds (user+system) this process spent in each pass; the S3
 	// server's are not included. Empty where the platform cannot tell.
@@ -99,7 +101,20 @@ func BenchRead(ctx context.Context, store ObjectStore, prefix string, opts ReadB
 	res.RawBytesPerSec = float64(ix.Bytes) / best(res.RawSeconds)
 	res.ReaderBytesPer = float64(ix.Bytes) / best(res.ReaderSeconds)
 	res.Ratio = res.ReaderBytesPer / res.RawBytesPerSec
+	res.MedianRatio = median(res.RawSeconds) / median(res.ReaderSeconds)
 	return res, nil
+}
+
+// median returns the median of xs (the mean of the middle two for an even
+// count); xs is not modified.
+func median(xs []float64) float64 {
+	ys := slices.Clone(xs)
+	slices.Sort(ys)
+	n := len(ys)
+	if n%2 == 1 {
+		return ys[n/2]
+	}
+	return (ys[n/2-1] + ys[n/2]) / 2
 }
 
 func rawPass(ctx context.Context, store ObjectStore, prefix string, ix *Index, fetchers int) (float64, error) {

@@ -22,7 +22,7 @@ func TestBenchHarness(t *testing.T) {
 		t.Fatalf("BenchIngest = %+v, %v", ing, err)
 	}
 	res, err := shard.BenchRead(ctx, store, "b", shard.ReadBenchOptions{Repeat: 2})
-	if err != nil || res.Rows != 200 || len(res.RawSeconds) != 2 || len(res.ReaderSeconds) != 2 || res.Ratio <= 0 {
+	if err != nil || res.Rows != 200 || len(res.RawSeconds) != 2 || len(res.ReaderSeconds) != 2 || res.Ratio <= 0 || res.MedianRatio <= 0 {
 		t.Fatalf("BenchRead = %+v, %v", res, err)
 	}
 	ix, _ := shard.ReadIndex(ctx, store, "b")

@@ -320,7 +320,7 @@ func (r *Reader) loadRun(ctx context.Context, shard, lo, hi int, fetches []*fetc
 		}()
 	}
 	off, end := bs[lo].Offset, bs[hi].Offset+bs[hi].Length
-	if wholeObjects && lo == 0 && hi == len(bs)-1 {
+	if lo == 0 && hi == len(bs)-1 {
 		// Every batch of the shard: GET the whole object (a few hundred
 		// bytes of header and footer more). Servers can send a whole file
 		// without copying it (versitygw uses sendfile for whole objects but
@@ -896,5 +896,3 @@ func (s *Stream) Next() (Sample, Loc, error) {
 	s.next++
 	return smp, loc, nil
 }
-
-var wholeObjects = true

@@ -147,3 +147,15 @@ func TestSchemaMessageOfEveryKind(t *testing.T) {
 		}
 	}
 }
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		xs   []float64
+		want float64
+	}{{[]float64{3}, 3}, {[]float64{3, 1, 2}, 2}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		in := append([]float64(nil), c.xs...)
+		if got := median(c.xs); got != c.want || fmt.Sprint(in) != fmt.Sprint(c.xs) {
+			t.Errorf("median(%v) = %v (input now %v), want %v (input unchanged)", in, got, c.xs, c.want)
+		}
+	}
+}

@@ -29,12 +29,16 @@ func newBenchReaderCmd() *cobra.Command {
 default, or the embedded gofakes3 server), writes a synthetic image-text
 dataset of about --size bytes through the shard Writer (ingest throughput,
 against raw PUTs of the same shard bytes), then reads one epoch through the
-shard Reader in the sampler's shuffled order, with prefetch, coalesced range
-GETs whose batches are checked (CRC32C) and decoded as they stream in, and
-image header checks, against raw whole-object GETs of the same shards with
-the same concurrency. Runs alternate; the best of --repeat is kept. Target:
-reader >= 0.8x raw GET. The client's CPU seconds per pass are printed too
-(steadier than wall time on a loaded machine; the server's are not counted).
+shard Reader in the sampler's shuffled order, against raw whole-object GETs
+of the same shards with the same concurrency. The Reader prefetches the
+batches ahead of the consumer up to a byte bound (3/4 of its 256 MiB cache),
+coalesces adjacent batches into range GETs of up to 64 MiB (all of a
+shard's batches: one GET of the whole object), checks every batch's CRC32C
+and decodes it as its bytes stream in, and checks every image header. Runs
+alternate; the best of --repeat is kept, and the ratio of the medians is
+printed too. Target: reader >= 0.8x raw GET. The client's CPU seconds per
+pass are printed as well (steadier than wall time on a loaded machine; the
+server's are not counted).
 
 versitygw must be installed: ` + s3server.VersityInstall,
 		Example: `  loom bench reader
@@ -150,7 +154,7 @@ versitygw must be installed: ` + s3server.VersityInstall,
 			}
 			fmt.Fprintf(out, "ingest: %d rows in %.2fs (%.0f rows/s); sample generation (not timed above) %.2fs\n",
 				ing.Rows, ing.WriterSeconds, float64(ing.Rows)/ing.WriterSeconds, ing.GenerateSeconds)
-			fmt.Fprintf(out, "passes (s): raw %v, reader %v\n", fmtSecs(rd.RawSeconds), fmtSecs(rd.ReaderSeconds))
+			fmt.Fprintf(out, "passes (s): raw %v, reader %v; ratio of the medians %.2f\n", fmtSecs(rd.RawSeconds), fmtSecs(rd.ReaderSeconds), rd.MedianRatio)
 			if len(rd.RawCPUSeconds) > 0 {
 				fmt.Fprintf(out, "client CPU per pass (s): raw %v, reader %v; reader GETs per pass %d\n", fmtSecs(rd.RawCPUSeconds), fmtSecs(rd.ReaderCPUSeconds), rd.ReaderGets)
 			}
