@@ -22,3 +22,13 @@ func attnMicroT(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc
 func expSubAVX512(x *float32, n int, m float32) float32
 
 var haveAttnMicro = cpu.X86.HasAVX512F
+
+// geluAVX512 is geluAVX2 on 16 lanes (n a multiple of 16), bit for bit.
+//
+//go:noescape
+func geluAVX512(x, y *float32, n int)
+
+// geluBwdAVX512 is geluBwdAVX2 on 16 lanes (n a multiple of 16), bit for bit.
+//
+//go:noescape
+func geluBwdAVX512(x, dy, dx *float32, n, acc int)

@@ -206,3 +206,131 @@ x16done:
 	VZEROUPPER
 	MOVSS X0, ret+24(FP)
 	RET
+
+// GELU on 16 lanes: the same operations, in the same order, as the AVX2
+// kernels geluAVX2 and geluBwdAVX2 (vec_amd64.s), so the results agree bit
+// for bit; the masked move replaces VANDPS with a compare mask.
+
+// GELUCONST16 loads the constants of GELUER16 into Z7-Z24.
+#define GELUCONST16 \
+	VPBROADCASTD ·expConsts+52(SB), Z7; \
+	VBROADCASTSS ·expConsts+48(SB), Z8; \
+	VBROADCASTSS ·expConsts+44(SB), Z9; \
+	VBROADCASTSS ·expConsts+40(SB), Z10; \
+	VBROADCASTSS ·expConsts+36(SB), Z11; \
+	VBROADCASTSS ·expConsts+8(SB), Z12; \
+	VBROADCASTSS ·expConsts+4(SB), Z13; \
+	VBROADCASTSS ·expConsts+0(SB), Z14; \
+	VBROADCASTSS ·expConsts+60(SB), Z15; \
+	VBROADCASTSS ·expConsts+12(SB), Z16; \
+	VBROADCASTSS ·expConsts+16(SB), Z17; \
+	VBROADCASTSS ·expConsts+20(SB), Z18; \
+	VBROADCASTSS ·expConsts+24(SB), Z19; \
+	VBROADCASTSS ·expConsts+28(SB), Z20; \
+	VBROADCASTSS ·expConsts+32(SB), Z21; \
+	VBROADCASTSS ·expConsts+64(SB), Z22; \
+	VBROADCASTSS ·expConsts+76(SB), Z23; \
+	VBROADCASTSS ·expConsts+68(SB), Z24
+
+// GELUER16 sets Z3 = e = exp(2u) and Z4 = r = 1/(e+1) for x in Z6 (see
+// GELUER in vec_amd64.s). Clobbers Z1, Z2, Z5, K1.
+#define GELUER16 \
+	VMULPS  Z6, Z6, Z1; \
+	VMULPS  Z22, Z1, Z1; \
+	VFMADD213PS Z6, Z6, Z1; \
+	VMULPS  Z15, Z1, Z1; \
+	VADDPS  Z1, Z1, Z1; \
+	VMINPS  Z23, Z1, Z1; \
+	VCMPPS  $0x0D, Z10, Z1, K1; \
+	VMAXPS  Z10, Z1, Z1; \
+	VMINPS  Z9, Z1, Z1; \
+	VMOVAPS Z8, Z2; \
+	VFMADD231PS Z14, Z1, Z2; \
+	VRNDSCALEPS $1, Z2, Z2; \
+	VFNMADD231PS Z13, Z2, Z1; \
+	VFNMADD231PS Z12, Z2, Z1; \
+	VMOVAPS Z16, Z3; \
+	VFMADD213PS Z17, Z1, Z3; \
+	VFMADD213PS Z18, Z1, Z3; \
+	VFMADD213PS Z19, Z1, Z3; \
+	VFMADD213PS Z20, Z1, Z3; \
+	VFMADD213PS Z21, Z1, Z3; \
+	VMULPS  Z1, Z1, Z5; \
+	VFMADD213PS Z1, Z5, Z3; \
+	VADDPS  Z11, Z3, Z3; \
+	VCVTTPS2DQ Z2, Z2; \
+	VPADDD  Z7, Z2, Z2; \
+	VPSLLD  $23, Z2, Z2; \
+	VMULPS  Z2, Z3, Z3; \
+	VMOVAPS.Z Z3, K1, Z3; \
+	VADDPS  Z11, Z3, Z4; \
+	VDIVPS  Z4, Z11, Z4
+
+// func geluAVX512(x, y *float32, n int)
+//
+// geluAVX2 on 16 lanes (n a multiple of 16).
+TEXT ·geluAVX512(SB), NOSPLIT, $0-24
+	MOVQ x+0(FP), SI
+	MOVQ y+8(FP), DI
+	MOVQ n+16(FP), CX
+	GELUCONST16
+
+g16loop:
+	CMPQ CX, $16
+	JL   g16done
+	VMOVUPS (SI), Z6
+	GELUER16
+	VMULPS  Z4, Z3, Z3
+	VMULPS  Z6, Z3, Z3
+	VMOVUPS Z3, (DI)
+	ADDQ $64, SI
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JMP  g16loop
+
+g16done:
+	VZEROUPPER
+	RET
+
+// func geluBwdAVX512(x, dy, dx *float32, n, acc int)
+//
+// geluBwdAVX2 on 16 lanes (n a multiple of 16).
+TEXT ·geluBwdAVX512(SB), NOSPLIT, $0-40
+	MOVQ x+0(FP), SI
+	MOVQ dy+8(FP), DX
+	MOVQ dx+16(FP), DI
+	MOVQ n+24(FP), CX
+	MOVQ acc+32(FP), R8
+	GELUCONST16
+
+b16loop:
+	CMPQ CX, $16
+	JL   b16done
+	VMOVUPS (SI), Z6
+	GELUER16
+	VMULPS  Z4, Z3, Z5             // a = e·r = ½(1+t)
+	VMULPS  Z4, Z5, Z2             // e·r² = (1−t²)/4
+	VMULPS  Z6, Z6, Z1
+	VMULPS  Z24, Z1, Z1
+	VADDPS  Z11, Z1, Z1            // 1 + 3·0.044715x²
+	VMULPS  Z15, Z1, Z1
+	VMULPS  Z2, Z1, Z1
+	VMULPS  Z6, Z1, Z1
+	VADDPS  Z1, Z1, Z1
+	VADDPS  Z1, Z5, Z5
+	VMULPS  (DX), Z5, Z5
+	TESTQ   R8, R8
+	JZ      b16store
+	VADDPS  (DI), Z5, Z5
+
+b16store:
+	VMOVUPS Z5, (DI)
+	ADDQ $64, SI
+	ADDQ $64, DX
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JMP  b16loop
+
+b16done:
+	VZEROUPPER
+	RET

@@ -18,3 +18,9 @@ func attnMicroT(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc
 func expSubAVX512(x *float32, n int, m float32) float32 {
 	panic("kernels: no AVX-512 kernels in this build")
 }
+
+func geluAVX512(x, y *float32, n int) { panic("kernels: no AVX-512 kernels in this build") }
+
+func geluBwdAVX512(x, dy, dx *float32, n, acc int) {
+	panic("kernels: no AVX-512 kernels in this build")
+}

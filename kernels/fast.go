@@ -16,6 +16,10 @@ func unaryFwd32(k unaryKind, x, y []float32) {
 	}
 	if k == unGELU && haveAVX2 {
 		parallelChunks(len(x), func(lo, hi int) {
+			if n16 := (hi - lo) &^ 15; haveAttnMicro && n16 > 0 {
+				geluAVX512(&x[lo], &y[lo], n16)
+				lo += n16
+			}
 			if n8 := (hi - lo) &^ 7; n8 > 0 {
 				geluAVX2(&x[lo], &y[lo], n8)
 				lo += n8
@@ -50,8 +54,14 @@ func unaryBwd32Set(k unaryKind, x, dy, dx []float32, set bool) {
 				if set {
 					acc = 0
 				}
-				geluBwdAVX2(&x[lo], &dy[lo], &dx[lo], n8, acc)
-				lo += n8
+				if n16 := n8 &^ 15; haveAttnMicro && n16 > 0 {
+					geluBwdAVX512(&x[lo], &dy[lo], &dx[lo], n16, acc)
+					lo, n8 = lo+n16, n8-n16
+				}
+				if n8 > 0 {
+					geluBwdAVX2(&x[lo], &dy[lo], &dx[lo], n8, acc)
+					lo += n8
+				}
 			}
 			if set {
 				clear(dx[lo:hi])

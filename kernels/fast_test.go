@@ -328,3 +328,32 @@ func TestLayerNormFwd32Fast(t *testing.T) {
 		}
 	}
 }
+
+// TestGELUAVX512 checks that the 16-lane GELU kernels agree bit for bit
+// with the 8-lane ones (forward, accumulating and overwriting backward),
+// including saturated tails and NaN.
+func TestGELUAVX512(t *testing.T) {
+	if !haveAttnMicro || !haveAVX2 {
+		t.Skip("no AVX-512")
+	}
+	rng := rand.New(rand.NewPCG(25, 26))
+	const n = 4096
+	x, dy, acc0 := make([]float32, n), make([]float32, n), make([]float32, n)
+	for i := range x {
+		x[i], dy[i], acc0[i] = float32(rng.NormFloat64()*4), float32(rng.NormFloat64()), float32(rng.NormFloat64())
+	}
+	copy(x, []float32{-60, 60, 0, 1e-4, -9.5, 9.5, float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), -1e-30, 1e30, -1e30})
+	y8, y16 := make([]float32, n), make([]float32, n)
+	geluAVX2(&x[0], &y8[0], n)
+	geluAVX512(&x[0], &y16[0], n)
+	for _, acc := range []int{0, 1} {
+		d8, d16 := append([]float32{}, acc0...), append([]float32{}, acc0...)
+		geluBwdAVX2(&x[0], &dy[0], &d8[0], n, acc)
+		geluBwdAVX512(&x[0], &dy[0], &d16[0], n, acc)
+		for i := range x {
+			if math.Float32bits(y8[i]) != math.Float32bits(y16[i]) || math.Float32bits(d8[i]) != math.Float32bits(d16[i]) {
+				t.Fatalf("GELU(%g) acc=%d: AVX-512 y %g dx %g, AVX2 y %g dx %g", x[i], acc, y16[i], d16[i], y8[i], d8[i])
+			}
+		}
+	}
+}

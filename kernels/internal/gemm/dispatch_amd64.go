@@ -59,10 +59,13 @@ func init() {
 // micro-panel (12×384 floats = 18 KiB) stays in L1, the B~ block (384×480 floats =
 // 720 KiB) in L2. The sizes follow BLIS's Skylake-X sgemm (KC=384, a 480-wide L2
 // block) and won, by a few per cent, a side-by-side comparison on the model shapes.
+// MC only sets how many rows of A share one packing of each B~ block (the A~
+// block streams from L3, one micro-panel at a time): 2304 rows cover the 2048
+// token rows of a training micro-batch, so B is packed once instead of twice.
 var avx512Kernel = kernel{
 	name: "avx512",
 	mr:   12, nr: 32,
-	mc: 1536, kc: 384, nc: 480,
+	mc: 2304, kc: 384, nc: 480,
 	micro: microAVX512,
 	edges: []edgeKernel{{4, microAVX512x4}, {8, microAVX512x8}},
 }
