@@ -36,6 +36,13 @@ loopback, once per transport:
   grpc        gRPC streams with the raw zero-copy codec (what Loom uses)
   grpc-proto  gRPC streams with the default protobuf codec (BytesValue)
 
+and, to compare grpctransport's data paths side by side (grpc is the
+default one, readv):
+
+  grpc-buffered  gRPC's own read and write buffers (copies every frame)
+  grpc-writev    DATA frames batched into writev without copies
+  grpc-readv     grpc-writev plus one readv per received frame, no copy
+
 and prints an nccl-tests-style table: size, count, median time, algbw
 (size / time) and busbw (algbw · 2(n−1)/n), with each transport's busbw as a
 ratio of the TCP ring's at the same size, and the process CPU seconds spent
@@ -47,7 +54,8 @@ CPU-bound, which is why only the same-run ratios are meaningful.
 
 Example:
   loom bench allreduce
-  loom bench allreduce --sizes 16MiB,256MiB --ranks 4 --channels 2 --json`,
+  loom bench allreduce --sizes 16MiB,256MiB --ranks 4 --channels 2 --json
+  loom bench allreduce --sizes 16MiB,256MiB --transports tcp,grpc-buffered,grpc --p2p-bytes 0`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error

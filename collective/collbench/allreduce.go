@@ -20,7 +20,20 @@ const (
 	TCP       = "tcp"        // plain TCP (baseline)
 	GRPC      = "grpc"       // gRPC, raw codec
 	GRPCProto = "grpc-proto" // gRPC, default protobuf codec (BytesValue)
+
+	// gRPC, raw codec, with one grpctransport data path each (GRPC is the
+	// transport's default one): for side-by-side comparisons.
+	GRPCBuffered = "grpc-buffered" // grpctransport.DataPathBuffered
+	GRPCWritev   = "grpc-writev"   // grpctransport.DataPathWritev
+	GRPCReadv    = "grpc-readv"    // grpctransport.DataPathReadv
 )
+
+// grpcDataPaths maps the transport names with an explicit data path to it.
+var grpcDataPaths = map[string]string{
+	GRPCBuffered: grpctransport.DataPathBuffered,
+	GRPCWritev:   grpctransport.DataPathWritev,
+	GRPCReadv:    grpctransport.DataPathReadv,
+}
 
 // AllReduceOptions configures AllReduce.
 type AllReduceOptions struct {
@@ -122,14 +135,15 @@ func ring(kind string, world, channels, grpcBuffer int) ([]collective.Transport,
 		switch kind {
 		case TCP:
 			tr, err = tcptransport.New(tcptransport.Options{Rank: r, Addrs: addrs, Listener: lis[r], Channels: channels})
-		case GRPC, GRPCProto:
+		case GRPC, GRPCProto, GRPCBuffered, GRPCWritev, GRPCReadv:
 			codec := "raw"
 			if kind == GRPCProto {
 				codec = "proto"
 			}
-			tr, err = grpctransport.New(grpctransport.Options{Rank: r, Addrs: addrs, Listener: lis[r], Channels: channels, Codec: codec, BufferSize: grpcBuffer})
+			tr, err = grpctransport.New(grpctransport.Options{Rank: r, Addrs: addrs, Listener: lis[r], Channels: channels,
+				Codec: codec, BufferSize: grpcBuffer, DataPath: grpcDataPaths[kind]})
 		default:
-			err = fmt.Errorf("collbench: unknown transport %q (want %s, %s or %s)", kind, TCP, GRPC, GRPCProto)
+			err = fmt.Errorf("collbench: unknown transport %q (want %s, %s, %s, %s, %s or %s)", kind, TCP, GRPC, GRPCProto, GRPCBuffered, GRPCWritev, GRPCReadv)
 		}
 		if err != nil {
 			for _, t := range out[:r] {

@@ -102,6 +102,24 @@ func TestAllReduceGRPCBuffer(t *testing.T) {
 	}
 }
 
+// TestAllReduceDataPaths runs the gRPC ring once with each data path.
+func TestAllReduceDataPaths(t *testing.T) {
+	o := collbench.AllReduceOptions{World: 2, Sizes: []int64{1 << 16}, Transports: []string{collbench.GRPCBuffered, collbench.GRPCWritev, collbench.GRPCReadv}, Warmup: 1, Iters: 1}
+	ar, err := collbench.AllReduce(context.Background(), o, nil)
+	if err != nil || len(ar.Rows) != 3 {
+		t.Fatalf("AllReduce(%+v) = %+v, %v; want three rows", o, ar, err)
+	}
+	for _, r := range ar.Rows {
+		if r.BusBW <= 0 {
+			t.Errorf("%s: busbw %v, want > 0", r.Transport, r.BusBW)
+		}
+	}
+	o.Transports = []string{"grpc-mmap"}
+	if _, err := collbench.AllReduce(context.Background(), o, nil); err == nil || !strings.Contains(err.Error(), "grpc-mmap") {
+		t.Errorf("AllReduce with transport grpc-mmap: %v, want an error naming it", err)
+	}
+}
+
 func benchAllReduce(b *testing.B, kind string, size int64) {
 	trs, err := collbench.Ring(kind, 4, 2)
 	if err != nil {
@@ -133,7 +151,7 @@ func benchAllReduce(b *testing.B, kind string, size int64) {
 }
 
 func BenchmarkAllReduce16MiB(b *testing.B) {
-	for _, kind := range []string{collbench.TCP, collbench.GRPC} {
+	for _, kind := range []string{collbench.TCP, collbench.GRPC, collbench.GRPCBuffered, collbench.GRPCWritev, collbench.GRPCReadv} {
 		b.Run(kind, func(b *testing.B) { benchAllReduce(b, kind, 16<<20) })
 	}
 }

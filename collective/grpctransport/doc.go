@@ -9,7 +9,14 @@
 //     caller's float32 memory handed to gRPC without a copy; the receiver
 //     copies the pooled frame buffers once, straight into the destination;
 //   - large static flow-control windows on both sides, stream and connection
-//     (which also turns off BDP estimation), and 1 MiB read/write buffers;
+//     (which also turns off BDP estimation);
+//   - without TLS, a connection wrapper below gRPC's HTTP/2 framer
+//     (frameConn, Options.DataPath) that sends DATA frames in batches with
+//     writev, their payloads by reference instead of copied into gRPC's
+//     write buffer, and reads each frame's payload together with the next
+//     frame's header with one readv straight into gRPC's frame buffer
+//     instead of through gRPC's read buffer; DataPathBuffered keeps gRPC's
+//     own 1 MiB read/write buffers (always used with TLS);
 //   - several channels, each its own TCP connection (own loopy writer and
 //     reader goroutines, so own core);
 //   - optional mutual TLS (Options.ServerTLS and ClientTLS).

@@ -54,7 +54,28 @@ type Options struct {
 	CloseGrace time.Duration
 	// Codec is "raw" (default) or "proto" (benchmark baseline).
 	Codec string
+	// DataPath is how gRPC's HTTP/2 frames move between gRPC and the socket
+	// when TLS is off (with TLS it is always DataPathBuffered): "" means
+	// DefaultDataPath. See the DataPath constants.
+	DataPath string
 }
+
+// Data paths (Options.DataPath); see frameConn.
+const (
+	// DataPathBuffered is gRPC's own: BufferSize-byte read and write
+	// buffers that every frame is copied through.
+	DataPathBuffered = "buffered"
+	// DataPathWritev writes each DATA frame's header and payload with one
+	// writev and no copy (gRPC's write buffer off); reads as buffered.
+	DataPathWritev = "writev"
+	// DataPathReadv is DataPathWritev plus reads without gRPC's read
+	// buffer: each frame's payload and the next frame's header in one
+	// readv, straight into gRPC's frame buffer (Linux; elsewhere plain
+	// unbuffered reads).
+	DataPathReadv = "readv"
+	// DefaultDataPath is the data path of Options.DataPath "".
+	DefaultDataPath = DataPathReadv
+)
 
 // Transport is a collective.Transport over gRPC. See the package doc.
 type Transport struct {
@@ -130,6 +151,17 @@ func New(o Options) (*Transport, error) {
 	default:
 		return nil, fmt.Errorf("grpctransport: Options.Codec %q: want raw or proto", o.Codec)
 	}
+	if o.DataPath == "" {
+		o.DataPath = DefaultDataPath
+	}
+	switch o.DataPath {
+	case DataPathBuffered, DataPathWritev, DataPathReadv:
+	default:
+		return nil, fmt.Errorf("grpctransport: Options.DataPath %q: want %s, %s or %s", o.DataPath, DataPathBuffered, DataPathWritev, DataPathReadv)
+	}
+	if o.ServerTLS != nil {
+		o.DataPath = DataPathBuffered
+	}
 	t := &Transport{o: o, world: len(o.Addrs), proto: proto, closing: make(chan struct{}),
 		out: map[lane]*outbound{}, in: map[lane]*inbound{}}
 	lis := o.Listener
@@ -140,9 +172,10 @@ func New(o Options) (*Transport, error) {
 		}
 	}
 	t.lis = lis
+	wbuf, rbuf := t.bufferSizes()
 	sopts := []grpc.ServerOption{
 		grpc.StaticStreamWindowSize(o.StreamWindow), grpc.StaticConnWindowSize(o.ConnWindow),
-		grpc.WriteBufferSize(o.BufferSize), grpc.ReadBufferSize(o.BufferSize),
+		grpc.WriteBufferSize(wbuf), grpc.ReadBufferSize(rbuf),
 		grpc.MaxRecvMsgSize(maxMessage), grpc.WaitForHandlers(true),
 		experimental.BufferPool(&dirtyPool{}),
 	}
@@ -151,6 +184,8 @@ func New(o Options) (*Transport, error) {
 	}
 	if o.ServerTLS != nil {
 		sopts = append(sopts, grpc.Creds(credentials.NewTLS(o.ServerTLS)))
+	} else if o.DataPath != DataPathBuffered {
+		sopts = append(sopts, grpc.Creds(t.frameCreds(insecure.NewCredentials())))
 	}
 	t.srv = grpc.NewServer(sopts...)
 	t.srv.RegisterService(&grpc.ServiceDesc{
@@ -164,6 +199,25 @@ func New(o Options) (*Transport, error) {
 	}, t)
 	t.serveWG.Go(func() { t.srv.Serve(lis) })
 	return t, nil
+}
+
+// bufferSizes are gRPC's write and read buffer sizes for the data path.
+func (t *Transport) bufferSizes() (write, read int) {
+	switch t.o.DataPath {
+	case DataPathWritev:
+		return 0, t.o.BufferSize
+	case DataPathReadv:
+		return 0, 0
+	}
+	return t.o.BufferSize, t.o.BufferSize
+}
+
+// frameCreds wraps inner for the data path (not DataPathBuffered). The
+// write side holds at most an eighth of the smaller flow-control window
+// (and at most defaultMaxHeld bytes); see frameConn.
+func (t *Transport) frameCreds(inner credentials.TransportCredentials) frameCreds {
+	w := int(min(t.o.StreamWindow, t.o.ConnWindow))
+	return frameCreds{TransportCredentials: inner, maxHeld: max(min(defaultMaxHeld, w/8), 1), readv: t.o.DataPath == DataPathReadv}
 }
 
 // Addr is the address the server listens on.
@@ -222,7 +276,10 @@ func (t *Transport) outbound(to, ch int) (*outbound, error) {
 	creds := insecure.NewCredentials()
 	if t.o.ClientTLS != nil {
 		creds = credentials.NewTLS(t.o.ClientTLS)
+	} else if t.o.DataPath != DataPathBuffered {
+		creds = t.frameCreds(creds)
 	}
+	wbuf, rbuf := t.bufferSizes()
 	// MaxRetryRPCBufferSize(0): gRPC keeps references to sent messages for
 	// transparent retries until the stream is committed; with no retry
 	// buffer it commits at once and releases each payload once written.
@@ -236,7 +293,7 @@ func (t *Transport) outbound(to, ch int) (*outbound, error) {
 		// the stream commits, which a push stream never does by itself.
 		grpc.WithDisableRetry(),
 		grpc.WithStaticStreamWindowSize(t.o.StreamWindow), grpc.WithStaticConnWindowSize(t.o.ConnWindow),
-		grpc.WithWriteBufferSize(t.o.BufferSize), grpc.WithReadBufferSize(t.o.BufferSize),
+		grpc.WithWriteBufferSize(wbuf), grpc.WithReadBufferSize(rbuf),
 		grpc.WithDefaultCallOptions(callOpts...))
 	if err != nil {
 		return nil, fmt.Errorf("grpctransport: rank %d: dial rank %d at %q: %w", t.o.Rank, to, t.o.Addrs[to], err)
