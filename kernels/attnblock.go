@@ -147,19 +147,24 @@ const (
 // or computed without per-pair checks.
 type tileStats struct {
 	minPos, maxPos, minSeg, maxSeg []int32
+	ascending                      []bool // positions non-decreasing within the tile (the causal mask of a row is then a suffix)
 }
 
 func newTileStats(pos, segs []int32, n, bs int) tileStats {
 	nt := (n + bs - 1) / bs
-	s := tileStats{make([]int32, nt), make([]int32, nt), make([]int32, nt), make([]int32, nt)}
+	s := tileStats{make([]int32, nt), make([]int32, nt), make([]int32, nt), make([]int32, nt), make([]bool, nt)}
 	for t := 0; t < nt; t++ {
 		lo, hi := t*bs, min(n, (t+1)*bs)
 		s.minPos[t], s.maxPos[t] = math.MaxInt32, math.MinInt32
 		s.minSeg[t], s.maxSeg[t] = math.MaxInt32, math.MinInt32
+		s.ascending[t] = pos != nil
 		for i := lo; i < hi; i++ {
 			if pos != nil {
 				s.minPos[t] = min(s.minPos[t], pos[i])
 				s.maxPos[t] = max(s.maxPos[t], pos[i])
+				if i > lo && pos[i] < pos[i-1] {
+					s.ascending[t] = false
+				}
 			}
 			sg := seg(segs, i)
 			s.minSeg[t] = min(s.minSeg[t], sg)
@@ -214,9 +219,32 @@ func (mt *maskTiles) kind(qt, kt int) tileKind {
 }
 
 // maskTile sets the disallowed entries of the br×bc score tile s to −Inf.
-func (mt *maskTiles) maskTile(s []float32, i0, br, j0, bc int) {
+// j0 is the first key of key tile kt.
+func (mt *maskTiles) maskTile(s []float32, i0, br, j0, bc, kt int) {
 	ninf := float32(math.Inf(-1))
 	m := mt.m
+	if m.Causal && m.QSeg == nil && m.KSeg == nil && mt.ks.ascending[kt] {
+		// Positions ascend along the key tile, so the keys a query may not
+		// see (kp > max(qp, Prefix−1)) are a suffix of its row.
+		kpos := m.KPos[j0 : j0+bc]
+		for r := 0; r < br; r++ {
+			thr := max(m.QPos[i0+r], m.Prefix-1)
+			lo, hi := 0, bc // first c with kpos[c] > thr
+			for lo < hi {
+				mid := int(uint(lo+hi) >> 1)
+				if kpos[mid] > thr {
+					hi = mid
+				} else {
+					lo = mid + 1
+				}
+			}
+			row := s[r*bc+lo : (r+1)*bc]
+			for c := range row {
+				row[c] = ninf
+			}
+		}
+		return
+	}
 	for r := 0; r < br; r++ {
 		row := s[r*bc : (r+1)*bc]
 		if m.QSeg != nil || m.KSeg != nil {
@@ -299,7 +327,7 @@ func AttnBlockForward(q, k, v []float32, nq, nk, h, d int, scale float32, m *Att
 				sgemm(false, true, br, bc, d, scale, qi, hd, k[j0*hd+hh*d:], hd, 0, s, bc)
 			}
 			if kind == tilePartial {
-				mt.maskTile(s, i0, br, j0, bc)
+				mt.maskTile(s, i0, br, j0, bc, kt)
 			}
 			for r := 0; r < br; r++ {
 				row := s[r*bc : (r+1)*bc]
@@ -460,7 +488,7 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 				sgemm(false, true, br, bc, d, scale, qi, hd, kj, hd, 0, p, bc)
 			}
 			if kind == tilePartial {
-				mt.maskTile(p, i0, br, j0, bc)
+				mt.maskTile(p, i0, br, j0, bc, kt)
 			}
 			for r := 0; r < br; r++ {
 				row := p[r*bc : (r+1)*bc]

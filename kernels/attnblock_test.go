@@ -280,3 +280,50 @@ func TestTransposeHeads(t *testing.T) {
 		}
 	}
 }
+
+// TestMaskTileCausal checks maskTile (the suffix fill for ascending key
+// positions and the per-pair loop otherwise) against AttnMask.allowed on
+// every pair, with and without a prefix, packed positions that restart,
+// and segments.
+func TestMaskTileCausal(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	for trial := 0; trial < 40; trial++ {
+		nq, nk := 1+rng.IntN(30), 1+rng.IntN(40)
+		pos := func(n int) []int32 {
+			p := make([]int32, n)
+			for i := range p {
+				p[i] = int32(i)
+				if trial%3 == 1 {
+					p[i] = int32(i % 7) // restarting (packed) positions: not ascending
+				}
+			}
+			return p
+		}
+		m := &AttnMask{Causal: true, QPos: pos(nq), KPos: pos(nk), Prefix: int32(rng.IntN(5))}
+		if trial%4 == 3 {
+			m.QSeg, m.KSeg = make([]int32, nq), make([]int32, nk)
+			for i := range m.KSeg {
+				m.KSeg[i] = int32(i / 9)
+			}
+			for i := range m.QSeg {
+				m.QSeg[i] = int32(i / 9)
+			}
+		}
+		mt := newMaskTiles(m, nq, nk)
+		for qt := 0; qt*attnBr < nq; qt++ {
+			for kt := 0; kt*attnBc < nk; kt++ {
+				i0, j0 := qt*attnBr, kt*attnBc
+				br, bc := min(attnBr, nq-i0), min(attnBc, nk-j0)
+				s := make([]float32, br*bc)
+				mt.maskTile(s, i0, br, j0, bc, kt)
+				for r := 0; r < br; r++ {
+					for c := 0; c < bc; c++ {
+						if masked := math.IsInf(float64(s[r*bc+c]), -1); masked == m.allowed(i0+r, j0+c) {
+							t.Fatalf("trial %d: maskTile(q %d, k %d): masked=%v, allowed=%v (prefix %d)", trial, i0+r, j0+c, masked, m.allowed(i0+r, j0+c), m.Prefix)
+						}
+					}
+				}
+			}
+		}
+	}
+}
