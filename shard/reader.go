@@ -282,25 +282,34 @@ func (r *Reader) claimRunLocked(k batchKey) (lo, hi int, fetches []*fetch) {
 	return lo, hi, fetches
 }
 
-// rangeStreamer is an ObjectStore that fills a caller's buffer as the bytes
-// of a range arrive (S3Store does). Reading through it, the Reader checks
-// and decodes each batch of a coalesced range GET as soon as its last byte
-// is in, while the rest of the range is still in transit, and computes the
-// CRC32C of each chunk just after it was read, while it is in the CPU cache.
-// Contract: buf[:filled] is final once progress(filled) is called; filled
-// only grows; an error from progress ends the read and is returned.
-type rangeStreamer interface {
-	StreamRange(ctx context.Context, key string, offset int64, buf []byte, progress func(filled int) error) error
+// segmentStreamer is an ObjectStore that reads a range into consecutive
+// buffers as its bytes arrive (S3Store does), asking for each buffer only
+// when its first byte is about to be read. Reading through it, the Reader
+// gives every batch its own buffer (allocated, and zeroed, while the
+// previous batches are in transit, and freed on its own once evicted),
+// computes its CRC32C chunk by chunk just after each chunk was read, while
+// it is in the CPU cache, and checks and decodes each batch of a coalesced
+// GET as soon as its last byte is in. Contract: segments are read in
+// order; alloc(i) returns a buffer of sizes[i] bytes; buffer[:filled] is
+// final once progress(i, filled) is called; an error from progress ends
+// the read and is returned.
+type segmentStreamer interface {
+	StreamSegments(ctx context.Context, key string, offset int64, sizes []int, alloc func(i int) []byte, progress func(i, filled int) error) error
 }
 
 // loadRun fetches batches lo..hi of a shard with one range GET and
 // verifies, decodes and completes each batch as soon as its bytes are in
-// (with a store that streams; otherwise once the whole range is). With an
-// index of version 2 or later, whose schema was checked once, that GET is
-// all; with a version 1 index the shard's footer is fetched (once per
+// (with a store that streams; otherwise once the whole range is). A run of
+// every batch of the shard is fetched as the whole object: a few hundred
+// bytes more (file header and footer), and servers can send a whole file
+// without copying it (versitygw uses sendfile for whole objects but copies
+// every range through a buffer, at about four times the server CPU). With
+// an index of version 2 or later, whose schema was checked once, that GET
+// is all; with a version 1 index the shard's footer is fetched (once per
 // shard) at the same time, and checked before the first batch is decoded.
 func (r *Reader) loadRun(ctx context.Context, shard, lo, hi int, fetches []*fetch) {
-	bs := r.index.Shards[shard].Batches
+	si := &r.index.Shards[shard]
+	bs := si.Batches
 	obj := r.objectName(shard)
 	var ferr error // set before fdone is closed
 	fdone := make(chan struct{})
@@ -319,69 +328,90 @@ func (r *Reader) loadRun(ctx context.Context, shard, lo, hi int, fetches []*fetc
 			_, ferr = r.footer(ctx, shard)
 		}()
 	}
+	whole := lo == 0 && hi == len(bs)-1
 	off, end := bs[lo].Offset, bs[hi].Offset+bs[hi].Length
-	if lo == 0 && hi == len(bs)-1 {
-		// Every batch of the shard: GET the whole object (a few hundred
-		// bytes of header and footer more). Servers can send a whole file
-		// without copying it (versitygw uses sendfile for whole objects but
-		// copies every range through a buffer: about 5x the server CPU).
-		off, end = 0, r.index.Shards[shard].Size
+	if whole {
+		off, end = 0, si.Size
 	}
-	var buf []byte
 	next := lo        // first batch not completed yet
-	var crc uint32    // CRC32C of batch next, over buf[bs[next].Offset-off:crcTo]
-	crcTo := 0        // relative to off
 	footerOK := false // footer checked
 	complete := func(b int, samples []Sample, err error) {
 		r.completeFetch(shard, b, fetches[b-lo], samples, err)
 	}
-	got := 0 // bytes received
-	progress := func(filled int) error {
-		got = filled
-		for next <= hi {
-			bStart, bEnd := int(bs[next].Offset-off), int(bs[next].Offset+bs[next].Length-off)
-			// A whole-object read starts with the file header, before
-			// the first batch: only batch bytes go into its CRC.
-			if from, upto := max(crcTo, bStart), min(filled, bEnd); upto > from {
-				crc = crc32.Update(crc, castagnoli, buf[from:upto])
-				crcTo = upto
+	// finish checks, decodes and completes batch next, whose bytes are data
+	// and whose CRC32C, computed by the caller, is crc.
+	finish := func(data []byte, crc uint32) error {
+		if !footerOK {
+			<-fdone
+			if ferr != nil {
+				return ferr
 			}
-			if filled < bEnd {
-				return nil
-			}
-			if !footerOK {
-				<-fdone
-				if ferr != nil {
-					return ferr
-				}
-				footerOK = true
-			}
-			k := batchKey{shard, next}
-			part := buf[bStart:bEnd]
-			err := r.checkSums(k, part, crc)
-			var samples []Sample
-			if err == nil {
-				samples, err = r.decodeBatch(k, part, !r.opts.SkipImageCheck)
-			}
-			complete(next, samples, err)
-			next++
-			crc = 0
+			footerOK = true
 		}
+		k := batchKey{shard, next}
+		err := r.checkSums(k, data, crc)
+		var samples []Sample
+		if err == nil {
+			samples, err = r.decodeBatch(k, data, !r.opts.SkipImageCheck)
+		}
+		complete(next, samples, err)
+		next++
 		return nil
 	}
 	var err error
-	if st, ok := r.store.(rangeStreamer); ok {
-		buf = make([]byte, end-off)
-		err = st.StreamRange(ctx, obj, off, buf, progress)
-		r.count(int64(got))
+	if st, ok := r.store.(segmentStreamer); ok {
+		// Segments: [the file header,] batches lo..hi[, the footer].
+		first := 0 // segment of batch lo
+		var sizes []int
+		if whole {
+			sizes = append(sizes, int(bs[0].Offset))
+			first = 1
+		}
+		for b := lo; b <= hi; b++ {
+			sizes = append(sizes, int(bs[b].Length))
+		}
+		if whole {
+			sizes = append(sizes, int(si.Size-si.FooterOffset))
+		}
+		bufs := make([][]byte, len(sizes))
+		var got int64 // bytes received
+		segGot := 0   // of them, in the current segment
+		var crc uint32
+		crcTo := 0 // bytes of the current batch in crc
+		alloc := func(i int) []byte {
+			bufs[i] = make([]byte, sizes[i])
+			segGot = 0
+			return bufs[i]
+		}
+		progress := func(i, filled int) error {
+			got += int64(filled - segGot)
+			segGot = filled
+			if b := lo + i - first; b < lo || b > hi {
+				return nil // header or footer
+			}
+			crc = crc32.Update(crc, castagnoli, bufs[i][crcTo:filled])
+			crcTo = filled
+			if filled < sizes[i] {
+				return nil
+			}
+			c := crc
+			crc, crcTo = 0, 0
+			data := bufs[i]
+			bufs[i] = nil // the cache holds it now
+			return finish(data, c)
+		}
+		err = st.StreamSegments(ctx, obj, off, sizes, alloc, progress)
+		r.count(got)
 	} else {
+		var buf []byte
 		buf, err = r.store.GetRange(ctx, obj, off, end-off)
 		r.count(int64(len(buf)))
 		if err == nil && int64(len(buf)) != end-off {
 			err = fmt.Errorf("got %d bytes, want %d (truncated shard?)", len(buf), end-off)
 		}
-		if err == nil {
-			err = progress(len(buf))
+		for err == nil && next <= hi {
+			data := buf[bs[next].Offset-off : bs[next].Offset+bs[next].Length-off]
+			err = finish(data, crc32.Checksum(data, castagnoli))
 		}
 	}
 	if err != nil && err != ferr {

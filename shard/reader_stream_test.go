@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -91,6 +92,62 @@ func TestStreamRangeResumesCutBody(t *testing.T) {
 	}
 	if n := fp.count("cut/obj"); n != 3 { // the PUT, the cut GET, the resumed GET
 		t.Errorf("requests for cut/obj: got %d, want 3 (put, cut get, resumed get); progress %v", n, calls)
+	}
+}
+
+// TestStreamSegmentsMatchesGetRange reads a range of an object into
+// segments of odd sizes, with the first GET's body cut after half of it:
+// the segments hold exactly GetRange's bytes (the reference), buffers are
+// asked for once each, in order, and progress only grows within a segment.
+func TestStreamSegmentsMatchesGetRange(t *testing.T) {
+	ctx := context.Background()
+	s, fp := faultyStore(t, 4)
+	data := pattern(1<<20 + 77)
+	if err := s.Put(ctx, "seg/obj", bytes.NewReader(data), int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	fp.mu.Lock()
+	fp.cut["seg/obj"] = 1
+	fp.mu.Unlock()
+	sizes := []int{3, 100_000, 1, 400_000, 300_000, 248_000}
+	off := int64(50)
+	total := 0
+	for _, n := range sizes {
+		total += n
+	}
+	bufs := make([][]byte, len(sizes))
+	var allocs []int
+	last := make([]int, len(sizes))
+	err := s.StreamSegments(ctx, "seg/obj", off, sizes, func(i int) []byte {
+		allocs = append(allocs, i)
+		bufs[i] = make([]byte, sizes[i])
+		return bufs[i]
+	}, func(i, filled int) error {
+		if bufs[i] == nil || filled <= last[i] || filled > sizes[i] {
+			t.Errorf("progress(%d, %d) after progress(%d, %d), segment of %d bytes, allocated %v", i, filled, i, last[i], sizes[i], bufs[i] != nil)
+		}
+		last[i] = filled
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("StreamSegments(seg/obj, %d, %v): %v", off, sizes, err)
+	}
+	if !slices.Equal(allocs, []int{0, 1, 2, 3, 4, 5}) {
+		t.Errorf("alloc calls %v, want each segment once, in order", allocs)
+	}
+	want, err := s.GetRange(ctx, "seg/obj", off, int64(total))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := bytes.Join(bufs, nil); !bytes.Equal(got, want) {
+		t.Errorf("StreamSegments after a cut body: %d bytes differ from GetRange's %d", len(got), len(want))
+	}
+	if n := fp.count("seg/obj"); n != 4 { // the PUT, the cut GET, the resumed GET, the reference GET
+		t.Errorf("requests for seg/obj: got %d, want 4 (put, cut get, resumed get, reference get)", n)
+	}
+	err = s.StreamSegments(ctx, "seg/obj", 0, []int{10, 0}, func(i int) []byte { return make([]byte, 10) }, func(int, int) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "seg/obj") {
+		t.Errorf("StreamSegments with an empty segment: got %v, want an error naming seg/obj", err)
 	}
 }
 
@@ -223,27 +280,41 @@ func TestReaderStreamingNamesCorruptBatch(t *testing.T) {
 	}
 }
 
-// chunkStore is a MemStore that streams ranges (like S3Store.StreamRange)
-// in chunks of a few bytes, so that chunk edges fall everywhere: inside the
-// file header before the first batch, inside and between batches.
+// chunkStore is a MemStore that streams ranges into segments (like
+// S3Store.StreamSegments) in chunks of a few bytes, so that chunk edges fall
+// everywhere: inside the file header before the first batch, inside and
+// between batches. It checks that buffers are asked for in order, once,
+// and only when their first byte is due.
 type chunkStore struct {
 	*shard.MemStore
 	chunk int
 }
 
-func (c *chunkStore) StreamRange(ctx context.Context, key string, off int64, buf []byte, progress func(filled int) error) error {
-	data, err := c.GetRange(ctx, key, off, int64(len(buf)))
+func (c *chunkStore) StreamSegments(ctx context.Context, key string, off int64, sizes []int, alloc func(i int) []byte, progress func(i, filled int) error) error {
+	total := 0
+	for _, n := range sizes {
+		total += n
+	}
+	data, err := c.GetRange(ctx, key, off, int64(total))
 	if err != nil {
 		return err
 	}
-	if len(data) != len(buf) {
+	if len(data) != total {
 		return fmt.Errorf("%s: short range", key)
 	}
-	for filled := 0; filled < len(buf); {
-		n := copy(buf[filled:], data[filled:min(filled+c.chunk, len(data))])
-		filled += n
-		if err := progress(filled); err != nil {
-			return err
+	pos := 0
+	for i, n := range sizes {
+		buf := alloc(i)
+		if len(buf) != n {
+			return fmt.Errorf("%s: segment %d: alloc gave %d bytes, want %d", key, i, len(buf), n)
+		}
+		for filled := 0; filled < n; {
+			k := copy(buf[filled:], data[pos:pos+min(c.chunk, n-filled)])
+			filled += k
+			pos += k
+			if err := progress(i, filled); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -221,21 +221,52 @@ func (s *S3Store) Put(ctx context.Context, key string, r io.Reader, size int64) 
 // the read and is returned as is (it is not retried). A 4xx, or a range
 // beyond the object's end, fails at once with the key in the message.
 func (s *S3Store) StreamRange(ctx context.Context, key string, offset int64, buf []byte, progress func(filled int) error) error {
+	if len(buf) == 0 {
+		if err := ValidKey(key); err != nil {
+			return err
+		}
+		return nil
+	}
+	return s.StreamSegments(ctx, key, offset, []int{len(buf)},
+		func(int) []byte { return buf },
+		func(_, filled int) error { return progress(filled) })
+}
+
+// StreamSegments is StreamRange into consecutive buffers: it reads bytes
+// [offset, offset+sum(sizes)) of key with one GET (resumed after a
+// transient error like StreamRange), segment i into a buffer of sizes[i]
+// bytes that alloc(i) returns. alloc(i) is called only when segment i's
+// first byte is about to be read, in order, so that allocating (and
+// zeroing) large buffers overlaps the transfer instead of delaying the
+// request, and each segment can be released on its own. progress(i, filled)
+// is called each time segment i's buffer[:filled] has grown; it is final
+// once reported. An error from progress stops the read and is returned as
+// is. Every size must be positive.
+func (s *S3Store) StreamSegments(ctx context.Context, key string, offset int64, sizes []int, alloc func(i int) []byte, progress func(i, filled int) error) error {
 	if err := ValidKey(key); err != nil {
 		return err
 	}
 	if offset < 0 {
 		return fmt.Errorf("object %q: negative range offset %d", key, offset)
 	}
-	if len(buf) == 0 {
+	var total int64
+	for i, n := range sizes {
+		if n <= 0 {
+			return fmt.Errorf("object %q: segment %d of %d bytes", key, i, n)
+		}
+		total += int64(n)
+	}
+	if total == 0 {
 		return nil
 	}
-	end := offset + int64(len(buf))
-	filled := 0
-	var perr error // from progress: stops the read, not retried
+	end := offset + total
+	var done int64       // bytes received in all
+	seg, segFill := 0, 0 // segment being read and its bytes received
+	var buf []byte       // its buffer; nil until allocated
+	var perr error       // from progress: stops the read, not retried
 	err := s.retry.do(ctx, "get "+key, func(ctx context.Context) error {
 		opts := minio.GetObjectOptions{}
-		if err := opts.SetRange(offset+int64(filled), end-1); err != nil {
+		if err := opts.SetRange(offset+done, end-1); err != nil {
 			return &permanentError{err}
 		}
 		rc, _, hdr, err := s.core.GetObject(ctx, s.cfg.Bucket, key, opts)
@@ -249,20 +280,30 @@ func (s *S3Store) StreamRange(ctx context.Context, key string, offset int64, buf
 		if total := rangeTotal(hdr.Get("Content-Range")); total >= 0 && end > total {
 			return &permanentError{fmt.Errorf("get s3://%s/%s: range [%d, %d) beyond the object's size %d", s.cfg.Bucket, key, offset, end, total)}
 		}
-		for filled < len(buf) {
-			n, err := rc.Read(buf[filled:])
-			if n > 0 {
-				filled += n
-				if perr = progress(filled); perr != nil {
+		for done < total {
+			if buf == nil {
+				if buf = alloc(seg); len(buf) != sizes[seg] {
+					perr = fmt.Errorf("object %q: segment %d: buffer of %d bytes, want %d", key, seg, len(buf), sizes[seg])
 					return &permanentError{perr}
 				}
 			}
+			n, err := rc.Read(buf[segFill:])
+			if n > 0 {
+				segFill += n
+				done += int64(n)
+				if perr = progress(seg, segFill); perr != nil {
+					return &permanentError{perr}
+				}
+				if segFill == len(buf) {
+					seg, segFill, buf = seg+1, 0, nil
+				}
+			}
 			if err != nil {
-				if filled == len(buf) {
+				if done == total {
 					break
 				}
 				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-					return fmt.Errorf("get s3://%s/%s [%d, %d): got %d bytes: %w", s.cfg.Bucket, key, offset, end, filled, errShortBody)
+					return fmt.Errorf("get s3://%s/%s [%d, %d): got %d bytes: %w", s.cfg.Bucket, key, offset, end, done, errShortBody)
 				}
 				return s.wrap("get", key, err)
 			}
