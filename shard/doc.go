@@ -25,8 +25,8 @@
 //     bounded in bytes ([Reader.Stream], [ReaderOptions.AheadBytes]);
 //     adjacent batches share one range GET (all of a shard's: one GET of
 //     the whole object), and from a store that streams
-//     ([S3Store.StreamRange]) each batch is checked and decoded as soon as
-//     its bytes are in.
+//     ([S3Store.StreamSegments]) each batch is checked and decoded as soon
+//     as its bytes are in.
 //   - sampler.go, mixture.go, pack.go: pure functions of (index, seed,
 //     epoch) giving the global sample order, its per-rank slices, weighted
 //     mixtures of datasets and sequence packing with per-token loss weights;
