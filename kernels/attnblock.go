@@ -123,6 +123,50 @@ func transposeHeadsRef(x []float32, n, h, d int) ([]float32, int) {
 	return xt, ld
 }
 
+// tileMatmulNTRows is tileMatmulNT for any br: the last group of fewer than
+// six rows is copied into pad (6·d floats, rows past br zero), so nothing
+// past a's last row is read. s must hold roundUp6(br) rows of bc: the
+// extra rows get zeros (pad rows) and are never read as probabilities.
+func tileMatmulNTRows(br, bc, d int, alpha float32, a []float32, lda int, bT []float32, ldT int, s, pad []float32) {
+	for rb := 0; rb < br; rb += 6 {
+		ap, la := &a[rb*lda], lda
+		if n := br - rb; n < 6 {
+			for i := 0; i < 6; i++ {
+				row := pad[i*d : (i+1)*d]
+				if i < n {
+					copy(row, a[(rb+i)*lda:][:d])
+				} else {
+					clear(row)
+				}
+			}
+			ap, la = &pad[0], d
+		}
+		for cu := 0; cu < bc; cu += 64 {
+			attnMicroN(d, ap, la, &bT[cu], ldT, &s[rb*bc+cu], bc, alpha, 0)
+		}
+	}
+}
+
+// microAcc runs attnMicroN (trans false) or attnMicroT (trans true) on a
+// 6×64 tile of C and ACCUMULATES its first rows (<= 6) rows into c (row
+// stride ldc): all six in place, fewer through the scratch tile (6·64
+// floats), so that no row of c past rows is touched. The operand reads
+// past the last row or column stay inside the caller's scratch buffers.
+func microAcc(trans bool, k int, a *float32, lda int, b *float32, ldb int, c []float32, ldc int, alpha float32, rows int, tile []float32) {
+	micro := attnMicroN
+	if trans {
+		micro = attnMicroT
+	}
+	if rows == 6 {
+		micro(k, a, lda, b, ldb, &c[0], ldc, alpha, 1)
+		return
+	}
+	micro(k, a, lda, b, ldb, &tile[0], 64, alpha, 0)
+	for i := 0; i < rows; i++ {
+		addTo(c[i*ldc:][:64], tile[i*64:][:64])
+	}
+}
+
 // tileMatmulNT sets s[br×bc] = alpha·a·b_tileᵀ, where a is br×d (row stride
 // lda) and bT holds b transposed (d rows of stride ldT) starting at the
 // tile's first column; s has row stride bc. Used for q·kᵀ and do·vᵀ.
@@ -293,13 +337,13 @@ func AttnBlockForward(q, k, v []float32, nq, nk, h, d int, scale float32, m *Att
 	if fast {
 		kT, ldT = transposeHeads(k, nk, h, d)
 	}
-	type scratch struct{ s, acc, mrow, l []float32 }
+	type scratch struct{ s, acc, mrow, l, pad []float32 }
 	ws := make([]scratch, workersFor(items))
 	ninf := float32(math.Inf(-1))
 	parallelFor(items, func(w, item int) {
 		sc := &ws[w]
 		if sc.s == nil {
-			*sc = scratch{make([]float32, attnBr*attnBc), make([]float32, attnBr*d), make([]float32, attnBr), make([]float32, attnBr)}
+			*sc = scratch{make([]float32, attnBr*attnBc), make([]float32, attnBr*d), make([]float32, attnBr), make([]float32, attnBr), make([]float32, 6*d)}
 		}
 		hh, qt := item/nqt, item%nqt
 		i0 := qt * attnBr
@@ -320,9 +364,11 @@ func AttnBlockForward(q, k, v []float32, nq, nk, h, d int, scale float32, m *Att
 			j0 := kt * attnBc
 			bc := min(attnBc, nk-j0)
 			s := sc.s[:br*bc]
-			full := fast && br == attnBr && bc == attnBc
-			if full {
-				tileMatmulNT(br, bc, d, scale, qi, hd, kT[hh*d*ldT+j0:], ldT, s)
+			// The micro-kernels take any tile whose width is a multiple
+			// of 64 (the last rows of a short query tile run padded).
+			micro := fast && bc%64 == 0
+			if micro {
+				tileMatmulNTRows(br, bc, d, scale, qi, hd, kT[hh*d*ldT+j0:], ldT, sc.s, sc.pad)
 			} else {
 				sgemm(false, true, br, bc, d, scale, qi, hd, k[j0*hd+hh*d:], hd, 0, s, bc)
 			}
@@ -349,10 +395,12 @@ func AttnBlockForward(q, k, v []float32, nq, nk, h, d int, scale float32, m *Att
 				l[r] += sum
 				mrow[r] = mx
 			}
-			if full {
+			if micro {
+				// Rows past br (the last group of a short tile) read the
+				// zero rows of sc.s and add 0 to spare rows of sc.acc.
 				for rb := 0; rb < br; rb += 6 {
 					for dc := 0; dc < d; dc += 64 {
-						attnMicroN(bc, &s[rb*bc], bc, &v[j0*hd+hh*d+dc], hd, &acc[rb*d+dc], d, 1, 1)
+						attnMicroN(bc, &sc.s[rb*bc], bc, &v[j0*hd+hh*d+dc], hd, &sc.acc[rb*d+dc], d, 1, 1)
 					}
 				}
 			} else {
@@ -455,12 +503,15 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 		kT, ldT = transposeHeads(k, nk, h, d)
 		vT, _ = transposeHeads(v, nk, h, d)
 	}
-	type scratch struct{ p, dp, dq []float32 }
+	type scratch struct{ p, dp, dq, pad, tile []float32 }
 	ws := make([]scratch, nw)
 	parallelFor(items, func(w, item int) {
 		sc := &ws[w]
 		if sc.p == nil {
-			sc.p, sc.dp = make([]float32, attnBr*attnBc), make([]float32, attnBr*attnBc)
+			// p and dp get two spare floats: the last 6-column group of a
+			// tile whose width is not a multiple of 6 reads two past the end.
+			sc.p, sc.dp = make([]float32, attnBr*attnBc+2), make([]float32, attnBr*attnBc+2)
+			sc.pad, sc.tile = make([]float32, 6*d), make([]float32, 6*64)
 			if nw == 1 {
 				sc.dq = dq
 			} else {
@@ -481,9 +532,9 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 			br := min(attnBr, nq-i0)
 			qi, doi := q[i0*hd+hh*d:], do[i0*hd+hh*d:]
 			p, dp := sc.p[:br*bc], sc.dp[:br*bc]
-			full := fast && br == attnBr && bc == attnBc
-			if full {
-				tileMatmulNT(br, bc, d, scale, qi, hd, kT[hh*d*ldT+j0:], ldT, p)
+			micro := fast && bc%64 == 0 // as in AttnBlockForward
+			if micro {
+				tileMatmulNTRows(br, bc, d, scale, qi, hd, kT[hh*d*ldT+j0:], ldT, sc.p, sc.pad)
 			} else {
 				sgemm(false, true, br, bc, d, scale, qi, hd, kj, hd, 0, p, bc)
 			}
@@ -502,13 +553,13 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 				expSubRow(row, ls)
 			}
 			// dv += pᵀ·do ; dp = do·vᵀ ; ds = p∘(dp − delta) ; dk += scale·dsᵀ·q ; dq += scale·ds·k
-			if full {
+			if micro {
 				for cb := 0; cb < bc; cb += 6 {
 					for dc := 0; dc < d; dc += 64 {
-						attnMicroT(br, &p[cb], bc, &doi[dc], hd, &dvj[cb*hd+dc], hd, 1, 1)
+						microAcc(true, br, &sc.p[cb], bc, &doi[dc], hd, dvj[cb*hd+dc:], hd, 1, min(6, bc-cb), sc.tile)
 					}
 				}
-				tileMatmulNT(br, bc, d, 1, doi, hd, vT[hh*d*ldT+j0:], ldT, dp)
+				tileMatmulNTRows(br, bc, d, 1, doi, hd, vT[hh*d*ldT+j0:], ldT, sc.dp, sc.pad)
 			} else {
 				sgemm(true, false, bc, d, br, 1, p, bc, doi, hd, 1, dvj, hd)
 				sgemm(false, true, br, bc, d, 1, doi, hd, vj, hd, 0, dp, bc)
@@ -517,16 +568,16 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 				dl := delta[(i0+r)*h+hh]
 				dsRow(p[r*bc:(r+1)*bc], dp[r*bc:(r+1)*bc], dl)
 			}
-			if full {
+			if micro {
 				for cb := 0; cb < bc; cb += 6 {
 					for dc := 0; dc < d; dc += 64 {
-						attnMicroT(br, &dp[cb], bc, &qi[dc], hd, &dkj[cb*hd+dc], hd, scale, 1)
+						microAcc(true, br, &sc.dp[cb], bc, &qi[dc], hd, dkj[cb*hd+dc:], hd, scale, min(6, bc-cb), sc.tile)
 					}
 				}
 				dqi := sc.dq[i0*hd+hh*d:]
 				for rb := 0; rb < br; rb += 6 {
 					for dc := 0; dc < d; dc += 64 {
-						attnMicroN(bc, &dp[rb*bc], bc, &kj[dc], hd, &dqi[rb*hd+dc], hd, scale, 1)
+						microAcc(false, bc, &sc.dp[rb*bc], bc, &kj[dc], hd, dqi[rb*hd+dc:], hd, scale, min(6, br-rb), sc.tile)
 					}
 				}
 			} else {

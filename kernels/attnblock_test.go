@@ -58,6 +58,10 @@ func attnCases() []attnCase {
 			return &AttnMask{Causal: true, QPos: posRange(300, nq), KPos: posRange(0, nk)}
 		}},
 		{"d64-full", 97, 385, 1, 64, func(nq, nk int) *AttnMask { return nil }},
+		{"d64-causal-256", 256, 256, 2, 64, func(nq, nk int) *AttnMask { // short query and key tiles (64) on the micro-kernels
+			return &AttnMask{Causal: true, QPos: posRange(0, nq), KPos: posRange(0, nk)}
+		}},
+		{"d64-full-320", 70, 320, 2, 64, func(nq, nk int) *AttnMask { return nil }}, // 70 rows (66 + 4 padded), keys 192 + 128
 		{"d128-causal", 100, 200, 2, 128, func(nq, nk int) *AttnMask {
 			return &AttnMask{Causal: true, QPos: posRange(100, nq), KPos: posRange(0, nk)}
 		}},
