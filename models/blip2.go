@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 
 	"github.com/loomtrain/loom/kernels"
 	"github.com/loomtrain/loom/models/llm"
@@ -92,7 +93,10 @@ func (m *blip2) Forward(tp *kernels.Tape, b *Batch) (Output, error) {
 	if b.Group != nil && !(m.cfg.Family == BLIP2 && m.cfg.Stage == 1) {
 		return Output{}, fmt.Errorf("batch: group: only BLIP-2 stage 1 (ITC, ITM) uses one")
 	}
-	raw := m.vit.Forward(tp, b.Images, vit.LastAll)
+	var raw *kernels.Tensor
+	if raw = m.cachedViT(b); raw == nil {
+		raw = m.vit.Forward(tp, b.Images, vit.LastAll)
+	}
 	feats := m.lnV.Forward(tp, raw)
 	if m.cfg.Family == BLIP2 && m.cfg.Stage == 1 {
 		return m.stage1(tp, b, raw, feats)
@@ -366,6 +370,31 @@ func rowSeeds(seed, pass uint64, first, n int) []uint64 {
 		out[i] = seed ^ (pass << 56) ^ uint64(first+i)*0x9e3779b97f4a7c15
 	}
 	return out
+}
+
+// cachedViT returns the batch's rows of the ViT outputs its group's
+// Contrast holds (GradCache's first pass ran the ViT on the same images),
+// when the ViT is frozen, so that nothing needs its graph; nil otherwise.
+func (m *blip2) cachedViT(b *Batch) *kernels.Tensor {
+	if b.Group == nil || b.Group.Contrast == nil {
+		return nil
+	}
+	for _, p := range m.params.Trainable() {
+		if strings.HasPrefix(p.Name, "vit.") {
+			return nil
+		}
+	}
+	n, g := len(b.Tokens), len(b.Group.Tokens)
+	all := b.Group.Contrast.Features.ViT
+	if g == 0 || len(all)%g != 0 || b.Group.Offset < 0 || b.Group.Offset+n > g {
+		return nil // group() refuses it with the reason
+	}
+	per := len(all) / g
+	w := m.cfg.ViT.Width
+	if per%w != 0 {
+		return nil
+	}
+	return kernels.New(all[b.Group.Offset*per:(b.Group.Offset+n)*per], n, per/w, w)
 }
 
 // clampTemp clamps the ITC temperature to [0.001, 0.5] before use, as

@@ -107,7 +107,9 @@ type Group struct {
 	// backward). It may panic to abort Forward (a failed collective).
 	Gather func(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor
 	// Contrast, when set, is the group's precomputed ITC (GradCache);
-	// Gather is then unused.
+	// Gather is then unused. With the ViT frozen, Forward takes the
+	// batch's ViT outputs from it instead of running the ViT again: it
+	// must have been computed from this batch's images.
 	Contrast *Contrast
 }
 

@@ -61,6 +61,7 @@ type Run struct {
 	// contrastAcc: BLIP-2 stage 1: with more than one micro-batch per rank,
 	// ITC/ITM over the global batch through GradCache (group.go).
 	contrastAcc bool
+	noGradCache bool // benchmark baseline: with accumulation, contrast within each micro-batch instead
 
 	uploads sync.WaitGroup
 }
@@ -436,7 +437,7 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 	// contrasts the whole global batch before any backward (group.go).
 	var groups []*models.Group
 	var batches []*models.Batch // assembled for GradCache's first pass
-	if r.contrastAcc && len(mbs) > 1 {
+	if r.contrastAcc && len(mbs) > 1 && !r.noGradCache {
 		batches = make([]*models.Batch, len(mbs))
 		for k, m := range mbs {
 			if batches[k], err = r.assemble(m); err != nil {
