@@ -58,12 +58,7 @@ checkpoints and prints whether the model learned.
 Each recipe has its own defaults for --size, --first-steps and --steps,
 chosen to show learning in a few minutes on 2 cores; the flags you give win:
 
-  recipe   size   first stage   each later stage   stages
-  blip2    small  450 steps     150 steps          2
-  qwen-vl  tiny   150 steps     150 steps          3
-  vila     tiny   150 steps     150 steps          3
-  lwm      tiny    80 steps      80 steps          8
-
+` + devDefaultsTable() + `
 Everything lives under --data-dir (a temporary directory by default, removed
 at exit unless --keep): the S3 objects (data and checkpoints), etcd, the
 coordinator's Raft log and every process's log in logs/.
@@ -122,6 +117,26 @@ var devDefaults = map[string]devDefault{
 	"qwen-vl": {size: "tiny", steps: 150},
 	"vila":    {size: "tiny", steps: 150},
 	"lwm":     {size: "tiny", steps: 80},
+}
+
+// devDefaultsTable is devDefaults as the help text shows it, in
+// api.Recipes order.
+func devDefaultsTable() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "  %-8s %-6s %-13s %-18s %s\n", "recipe", "size", "first stage", "each later stage", "stages")
+	for _, name := range api.Recipes {
+		d := devDefaults[name]
+		first := d.firstSteps
+		if first == 0 {
+			first = d.steps
+		}
+		stages := "?"
+		if r, err := trainer.Lookup(name); err == nil {
+			stages = fmt.Sprint(len(r.Stages))
+		}
+		fmt.Fprintf(&b, "  %-8s %-6s %3d steps     %3d steps          %s\n", name, d.size, first, d.steps, stages)
+	}
+	return b.String()
 }
 
 // resolveDevFlags fills in the recipe's defaults (devDefaults) for the
