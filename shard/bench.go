@@ -175,6 +175,9 @@ func readerPass(ctx context.Context, store ObjectStore, prefix string, ix *Index
 	if rows != n {
 		return 0, 0, fmt.Errorf("reader pass read %d rows, want %d", rows, n)
 	}
+	// Close waits for the fetchers' last bookkeeping (the stream has had
+	// every batch by now); it is timed, and the GETs are counted after it.
+	r.Close()
 	el := time.Since(start).Seconds()
 	gets, _ := r.Stats()
 	return el, gets, nil
