@@ -78,18 +78,21 @@ func checkAttnBuf(op, name string, buf []float32, n int) {
 
 // Tile sizes: a 96×192 score tile (72 KiB) and its probabilities stay in
 // L2 next to the K/V tiles. With a head dim that is a multiple of 64
-// (64, 128) and AVX-512, full tiles run on
-// the attention micro-kernels (attn_amd64.s: rows in sixes, columns in
-// 64s); other tiles go through sgemm. Variables so that tests can exercise
-// other tilings.
+// (64, 128) and AVX-512, every tile whose width (keys) is a multiple of 64
+// runs on the attention micro-kernels (attn_amd64.s: rows in sixes, columns
+// in 64s; a last group of fewer than six rows or key columns goes through
+// padding or a scratch tile); other tiles go through sgemm. attnBr must be a
+// multiple of 6 for that (the scratch buffers hold whole six-row groups).
+// Variables so that tests can exercise other tilings.
 var (
 	attnBr = 96  // query rows per tile
 	attnBc = 192 // key rows per tile
 )
 
-// attnFast reports whether full tiles of this problem take the micro-kernels.
+// attnFast reports whether tiles of this problem whose width is a multiple
+// of 64 take the micro-kernels.
 func attnFast(d int) bool {
-	return haveAttnMicro && d%64 == 0 && attnBr%6 == 0 && attnBc%6 == 0 && attnBc%64 == 0
+	return haveAttnMicro && d%64 == 0 && attnBr%6 == 0 && attnBc%64 == 0
 }
 
 // transposeHeads returns xT and its row stride ld: xT[(hh·d + c)·ld + j] =
@@ -508,9 +511,9 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 	parallelFor(items, func(w, item int) {
 		sc := &ws[w]
 		if sc.p == nil {
-			// p and dp get two spare floats: the last 6-column group of a
-			// tile whose width is not a multiple of 6 reads two past the end.
-			sc.p, sc.dp = make([]float32, attnBr*attnBc+2), make([]float32, attnBr*attnBc+2)
+			// p and dp get spare floats: the last 6-column group of a tile
+			// whose width is not a multiple of 6 reads up to 5 past the end.
+			sc.p, sc.dp = make([]float32, attnBr*attnBc+8), make([]float32, attnBr*attnBc+8)
 			sc.pad, sc.tile = make([]float32, 6*d), make([]float32, 6*64)
 			if nw == 1 {
 				sc.dq = dq

@@ -101,7 +101,7 @@ func maxRelErr(got []float32, want []float64) (float64, int) {
 func TestAttnBlockVsDense(t *testing.T) {
 	defer func(br, bc int) { attnBr, attnBc = br, bc }(attnBr, attnBc)
 	refs := map[string]*attnRef{}
-	for _, tile := range [][2]int{{attnBr, attnBc}, {64, 64}, {16, 32}, {12, 192}} {
+	for _, tile := range [][2]int{{attnBr, attnBc}, {64, 64}, {16, 32}, {12, 192}, {18, 128}} {
 		attnBr, attnBc = tile[0], tile[1]
 		testAttnBlockVsDense(t, fmt.Sprintf("tile%dx%d", tile[0], tile[1]), refs)
 	}
