@@ -214,7 +214,8 @@ func (t *Transport) bufferSizes() (write, read int) {
 
 // frameCreds wraps inner for the data path (not DataPathBuffered). The
 // write side holds at most an eighth of the smaller flow-control window
-// (and at most defaultMaxHeld bytes); see frameConn.
+// (and at most defaultMaxHeld bytes); see frameConn. That bound assumes the
+// peers use the same windows, as ranks started with the same Options do.
 func (t *Transport) frameCreds(inner credentials.TransportCredentials) frameCreds {
 	w := int(min(t.o.StreamWindow, t.o.ConnWindow))
 	return frameCreds{TransportCredentials: inner, maxHeld: max(min(defaultMaxHeld, w/8), 1), readv: t.o.DataPath == DataPathReadv}
