@@ -206,11 +206,13 @@ func TestVerifyFindsFaults(t *testing.T) {
 	b := ix.Shards[1].Batches[0]
 	store.Corrupt("ds/shard-00001.arrow", b.Offset+b.Length-3, 0xff)
 	store.Truncate("ds/shard-00002.arrow", ix.Shards[2].Size-5)
+	store.Corrupt("ds/shard-00000.arrow", 20, 0x01) // inside the schema message after the magic
 	store.Put(ctx, "ds/stray.bin", strings.NewReader("x"), 1)
 	rep, _ = shard.Verify(ctx, store, "ds", shard.VerifyOptions{})
 	all := strings.Join(rep.Faults, "\n")
-	if rep.OK() || !strings.Contains(all, "ds/shard-00001.arrow batch 0") || !strings.Contains(all, "ds/shard-00002.arrow") {
-		t.Fatalf("Verify(corrupted) faults:\n%s\nwant faults naming shard-00001 batch 0 and shard-00002", all)
+	if rep.OK() || !strings.Contains(all, "ds/shard-00001.arrow batch 0") || !strings.Contains(all, "ds/shard-00002.arrow") ||
+		!strings.Contains(all, "ds/shard-00000.arrow: its schema message differs from the index's schema field") {
+		t.Fatalf("Verify(corrupted) faults:\n%s\nwant faults naming shard-00001 batch 0, shard-00002 and shard-00000's schema message", all)
 	}
 	if len(rep.Unindexed) != 1 || rep.Unindexed[0] != "ds/stray.bin" {
 		t.Errorf("Unindexed = %v, want [ds/stray.bin]", rep.Unindexed)
