@@ -75,3 +75,44 @@ func ExamplePack() {
 	// [11 12 13 14 21 22] [1 1 1 1 2 2] [0 1 2 3 0 1] [0.25 0.25 0.25 0.25 0 1] 2
 	// [31 32 33 0 0 0] [1 1 1 0 0 0] [0 1 2 0 0 0] [0.33333334 0.33333334 0.33333334 0 0 0] 1
 }
+
+// Read one epoch in the sampler's shuffled order with Stream, which keeps
+// up to AheadBytes of batches fetched ahead of the loop; with a window
+// that holds every shard, each is fetched with one GET of the whole object.
+func ExampleReader_Stream() {
+	ctx := context.Background()
+	store := shard.NewMemStore()
+	w, err := shard.NewWriter(ctx, store, "ds", shard.WriterOptions{Kind: shard.KindText, BatchBytes: 64, ShardBytes: 256})
+	if err != nil {
+		panic(err)
+	}
+	for i := 0; i < 12; i++ {
+		if err := w.Add(shard.Sample{ID: fmt.Sprint(i), Text: fmt.Sprintf("note number %d", i)}); err != nil {
+			panic(err)
+		}
+	}
+	ix, err := w.Close()
+	if err != nil {
+		panic(err)
+	}
+	order, _ := shard.NewOrder(ix.ShardRows(), 7, 4)
+	r := shard.NewReader(store, "ds", ix, shard.ReaderOptions{AheadBytes: 1 << 20})
+	st := r.Stream(ctx, func(i int64) (shard.Loc, bool) {
+		if i >= order.Len() {
+			return shard.Loc{}, false
+		}
+		return order.At(0, i), true
+	}, 0)
+	n := 0
+	for {
+		_, _, err := st.Next()
+		if err != nil {
+			break // io.EOF at the end of the epoch
+		}
+		n++
+	}
+	r.Close()
+	gets, _ := r.Stats()
+	fmt.Println(n, "samples from", len(ix.Shards), "shards with", gets, "GETs")
+	// Output: 12 samples from 4 shards with 4 GETs
+}
