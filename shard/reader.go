@@ -35,8 +35,9 @@ type ReaderOptions struct {
 	// stored size of the distinct batches holding the samples scheduled
 	// and not yet returned (default 3/4 of CacheBytes; a Stream demotes
 	// the batches it is done with to be evicted first, so the batches it
-	// fetched ahead stay cached until they are used). Like a raw reader
-	// with all its GETs in flight, a large window keeps every fetcher busy.
+	// fetched ahead stay cached until they are used; a value above
+	// CacheBytes is lowered to it). Like a raw reader with all its GETs in
+	// flight, a large window keeps every fetcher busy.
 	AheadBytes int64
 	// VerifySHA256 checks each batch's SHA256 too, not only its CRC32C.
 	VerifySHA256 bool
@@ -139,8 +140,10 @@ func NewReader(store ObjectStore, prefix string, ix *Index, opts ReaderOptions) 
 		opts.CoalesceBytes = 64 << 20
 	}
 	if opts.AheadBytes <= 0 {
-		opts.AheadBytes = opts.CacheBytes / 4 * 3
+		opts.AheadBytes = max(opts.CacheBytes/4*3, 1)
 	}
+	// Batches fetched ahead must stay cached until they are used.
+	opts.AheadBytes = min(opts.AheadBytes, opts.CacheBytes)
 	return &Reader{store: store, prefix: prefix, index: ix, opts: opts,
 		cache: newLRU[batchKey, []Sample](opts.CacheBytes), inflight: map[batchKey]*fetch{},
 		footers: map[int]*footerFetch{}, queuedK: map[batchKey]bool{}}
