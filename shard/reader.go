@@ -187,23 +187,27 @@ func (r *Reader) Get(ctx context.Context, shard int, row int64) (Sample, error) 
 	return samples[in], nil
 }
 
-// prefetch queues the batches holding locs for fetching in the background,
-// skipping those cached, being fetched or already queued. Up to Fetchers
-// workers take queued batches in FIFO order, so batches arrive in the order
-// the stream needs them; queueing many at once lets a worker coalesce
-// adjacent ones into one range GET.
+// prefetch queues the batches holding locs for fetching in the background
+// (see prefetchKeys).
 func (r *Reader) prefetch(ctx context.Context, locs []Loc) {
+	keys := make([]batchKey, 0, len(locs))
+	for _, loc := range locs {
+		if k, _, ok := r.batchOf(loc); ok {
+			keys = append(keys, k)
+		}
+	}
+	r.prefetchKeys(ctx, keys)
+}
+
+// prefetchKeys queues batches for fetching in the background, skipping
+// those cached, being fetched or already queued. Up to Fetchers workers
+// take queued batches in FIFO order, so batches arrive in the order the
+// stream needs them; queueing many at once lets a worker coalesce adjacent
+// ones into one range GET.
+func (r *Reader) prefetchKeys(ctx context.Context, keys []batchKey) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, loc := range locs {
-		if loc.Shard < 0 || loc.Shard >= len(r.index.Shards) {
-			continue
-		}
-		b, _, ok := r.index.Shards[loc.Shard].locate(loc.Row)
-		if !ok {
-			continue
-		}
-		k := batchKey{loc.Shard, b}
+	for _, k := range keys {
 		if _, cached := r.cache.get(k); cached || r.inflight[k] != nil || r.queuedK[k] {
 			continue
 		}
@@ -902,22 +906,24 @@ func (s *Stream) Next() (Sample, Loc, error) {
 	roomB := s.win.bytes <= s.limit-s.limit/4
 	roomN := s.ahead == 0 || s.sched <= s.next+s.ahead-s.ahead/4
 	if s.sched <= s.next || roomB && roomN {
-		var locs []Loc
+		var keys []batchKey // batches new to the window, in order of first need
 		for s.ahead == 0 || s.sched <= s.next+s.ahead {
 			l, ok := s.seq(s.sched)
 			if !ok {
 				break
 			}
 			if k, n, ok := s.r.batchOf(l); ok {
-				if s.win.refs[k] == 0 && s.win.bytes+n > s.limit && s.sched > s.next {
-					break
+				if s.win.refs[k] == 0 {
+					if s.win.bytes+n > s.limit && s.sched > s.next {
+						break
+					}
+					keys = append(keys, k)
 				}
 				s.win.add(k, n)
 			}
-			locs = append(locs, l)
 			s.sched++
 		}
-		s.r.prefetch(s.ctx, locs)
+		s.r.prefetchKeys(s.ctx, keys)
 	}
 	smp, err := s.r.Get(s.ctx, loc.Shard, loc.Row)
 	if err != nil {
