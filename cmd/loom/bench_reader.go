@@ -18,6 +18,7 @@ import (
 func newBenchReaderCmd() *cobra.Command {
 	var (
 		server, size, shardSize, batchSize, dir string
+		aheadSize, coalesceSize                 string
 		minSide, maxSide, noise, fetchers, rep  int
 		asJSON                                  bool
 		cpuProfile                              string
@@ -43,6 +44,7 @@ server's are not counted).
 versitygw must be installed: ` + s3server.VersityInstall,
 		Example: `  loom bench reader
   loom bench reader --size 512MiB --fetchers 8 --json
+  loom bench reader --ahead 64MiB --coalesce 16MiB --repeat 9
   loom bench reader --server embedded`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -54,6 +56,17 @@ versitygw must be installed: ` + s3server.VersityInstall,
 			sb, bb, err := parseShardSizes(shardSize, batchSize)
 			if err != nil {
 				return err
+			}
+			var ahead, coalesce int64
+			if aheadSize != "" {
+				if ahead, err = shard.ParseBytes(aheadSize); err != nil {
+					return fmt.Errorf("--ahead: %w", err)
+				}
+			}
+			if coalesceSize != "" {
+				if coalesce, err = shard.ParseBytes(coalesceSize); err != nil {
+					return fmt.Errorf("--coalesce: %w", err)
+				}
 			}
 			if noise < 0 || noise > 255 {
 				return fmt.Errorf("--noise %d: want 0..255", noise)
@@ -125,7 +138,8 @@ versitygw must be installed: ` + s3server.VersityInstall,
 					return fmt.Errorf("--cpuprofile: %w", err)
 				}
 			}
-			rd, err := shard.BenchRead(ctx, store, "ds", shard.ReadBenchOptions{Fetchers: fetchers, Repeat: rep, Seed: 1})
+			rd, err := shard.BenchRead(ctx, store, "ds", shard.ReadBenchOptions{Fetchers: fetchers, Repeat: rep, Seed: 1,
+				Reader: shard.ReaderOptions{AheadBytes: ahead, CoalesceBytes: coalesce}})
 			if cpuProfile != "" {
 				pprof.StopCPUProfile()
 			}
@@ -172,6 +186,8 @@ versitygw must be installed: ` + s3server.VersityInstall,
 	f.IntVar(&fetchers, "fetchers", 4, "concurrent GETs, for both the reader and the raw baseline")
 	f.IntVar(&rep, "repeat", 3, "alternating runs of each; the best is kept")
 	f.StringVar(&dir, "dir", "", "server data directory (default: a temporary directory, removed after)")
+	f.StringVar(&aheadSize, "ahead", "", "Reader read-ahead bound in bytes, e.g. 64MiB (default: 3/4 of its 256 MiB cache)")
+	f.StringVar(&coalesceSize, "coalesce", "", "largest coalesced range GET of the Reader, e.g. 16MiB (default 64 MiB)")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the read passes (raw and Reader, alternating) to this file")
 	return c
