@@ -192,18 +192,19 @@ func TestReaderStreamingMatchesWholeRange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	read := func(store shard.ObjectStore) ([]shard.Sample, int64) {
-		r, err := shard.OpenReader(ctx, store, "ds", shard.ReaderOptions{Fetchers: 3, CoalesceBytes: 40 << 10})
+	// read streams the dataset with a window of ahead samples (0: bounded
+	// in bytes only).
+	read := func(store shard.ObjectStore, coalesce int64, ahead int) ([]shard.Sample, int64) {
+		r, err := shard.OpenReader(ctx, store, "ds", shard.ReaderOptions{Fetchers: 3, CoalesceBytes: coalesce})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer r.Close()
 		st := r.Stream(ctx, func(i int64) (shard.Loc, bool) {
 			if i >= order.Len() {
 				return shard.Loc{}, false
 			}
 			return order.At(0, i), true
-		}, 64)
+		}, ahead)
 		var out []shard.Sample
 		for {
 			smp, loc, err := st.Next()
@@ -215,21 +216,34 @@ func TestReaderStreamingMatchesWholeRange(t *testing.T) {
 			}
 			out = append(out, smp)
 		}
+		r.Close() // the last GET is counted once its fetcher is done
 		gets, _ := r.Stats()
 		return out, gets
 	}
-	got, gets := read(s3)
-	want, _ := read(mem)
-	if len(got) != len(want) || len(got) != 120 {
-		t.Fatalf("read %d samples from S3, %d from memory, want 120 each", len(got), len(want))
-	}
-	for i := range got {
-		if !reflect.DeepEqual(normalize(got[i]), normalize(want[i])) {
-			t.Fatalf("sample %d: from S3 %s, from memory %s", i, got[i].ID, want[i].ID)
+	want, _ := read(mem, 40<<10, 64)
+	// 40 KiB runs (ranges inside shards), then the default 64 MiB with the
+	// default window, which holds the dataset: every shard in one GET of
+	// the whole object.
+	for _, coalesce := range []int64{40 << 10, 0} {
+		ahead := 64
+		if coalesce == 0 {
+			ahead = 0
 		}
-	}
-	if nb := countBatches(ix); gets >= int64(nb+len(ix.Shards)) {
-		t.Errorf("S3 reader made %d GETs for %d batches and %d footers: want fewer (coalesced)", gets, nb, len(ix.Shards))
+		got, gets := read(s3, coalesce, ahead)
+		if len(got) != len(want) || len(got) != 120 {
+			t.Fatalf("coalesce %d: read %d samples from S3, %d from memory, want 120 each", coalesce, len(got), len(want))
+		}
+		for i := range got {
+			if !reflect.DeepEqual(normalize(got[i]), normalize(want[i])) {
+				t.Fatalf("coalesce %d: sample %d: from S3 %s, from memory %s", coalesce, i, got[i].ID, want[i].ID)
+			}
+		}
+		if nb := countBatches(ix); coalesce > 0 && gets >= int64(nb) {
+			t.Errorf("coalesce %d: S3 reader made %d GETs for %d batches: want fewer (coalesced)", coalesce, gets, nb)
+		}
+		if coalesce == 0 && gets != int64(len(ix.Shards)) {
+			t.Errorf("default coalescing: S3 reader made %d GETs for %d shards, want one whole-object GET each", gets, len(ix.Shards))
+		}
 	}
 }
 
