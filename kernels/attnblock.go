@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 	"math"
+	"sync"
 
 	"github.com/loomtrain/loom/kernels/internal/gemm"
 )
@@ -95,6 +96,28 @@ func attnFast(d int) bool {
 	return haveAttnMicro && d%64 == 0 && attnBr%6 == 0 && attnBc%64 == 0
 }
 
+// scratchPool recycles the attention primitives' internal buffers (the
+// transposed kᵀ and vᵀ, score and probability tiles) across calls: the
+// Attention op calls the primitives once per batch element, and fresh
+// buffers cost zeroing and page faults on every call. Buffers from the pool
+// hold stale values; every user writes before it reads.
+var scratchPool sync.Pool // of *[]float32
+
+// getScratch returns a buffer of n floats with unspecified contents.
+func getScratch(n int) []float32 {
+	if b, ok := scratchPool.Get().(*[]float32); ok && cap(*b) >= n {
+		return (*b)[:n]
+	}
+	return make([]float32, n)
+}
+
+// putScratch returns b to the pool; the caller must not use it afterwards.
+func putScratch(b []float32) {
+	if cap(b) > 0 {
+		scratchPool.Put(&b)
+	}
+}
+
 // transposeHeads returns xT and its row stride ld: xT[(hh·d + c)·ld + j] =
 // x[j·h·d + hh·d + c], each head's [n, d] slice transposed to [d, n], so
 // that rows of kᵀ (and vᵀ) are contiguous for the micro-kernels. ld is n
@@ -102,10 +125,10 @@ func attnFast(d int) bool {
 // rows of xT at once, and a power-of-two stride would map them all to one
 // L1 set. The transposes are the GEMM packers' register-tile ones
 // (gemm.Transpose); the other operands (q, k, v, do) are read in place,
-// row stride h·d.
+// row stride h·d. xT comes from scratchPool: putScratch it when done.
 func transposeHeads(x []float32, n, h, d int) ([]float32, int) {
 	ld := (n+15)&^15 + 16
-	xt := make([]float32, h*d*ld)
+	xt := getScratch(h * d * ld) // every element is written (padding columns with zeros)
 	parallelFor(h, func(_, hh int) {
 		gemm.Transpose(xt[hh*d*ld:(hh+1)*d*ld], x[hh*d:], h*d, n, d, ld)
 	})
@@ -346,7 +369,7 @@ func AttnBlockForward(q, k, v []float32, nq, nk, h, d int, scale float32, m *Att
 	parallelFor(items, func(w, item int) {
 		sc := &ws[w]
 		if sc.s == nil {
-			*sc = scratch{make([]float32, attnBr*attnBc), make([]float32, attnBr*d), make([]float32, attnBr), make([]float32, attnBr), make([]float32, 6*d)}
+			*sc = scratch{getScratch(attnBr * attnBc), make([]float32, attnBr*d), make([]float32, attnBr), make([]float32, attnBr), make([]float32, 6*d)}
 		}
 		hh, qt := item/nqt, item%nqt
 		i0 := qt * attnBr
@@ -426,6 +449,10 @@ func AttnBlockForward(q, k, v []float32, nq, nk, h, d int, scale float32, m *Att
 			lse[(i0+r)*h+hh] = mrow[r] + float32(math.Log(float64(l[r])))
 		}
 	})
+	for _, sc := range ws {
+		putScratch(sc.s)
+	}
+	putScratch(kT)
 }
 
 // AttnMerge folds the partial (o2, lse2) over a disjoint key set into (o,
@@ -513,7 +540,7 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 		if sc.p == nil {
 			// p and dp get spare floats: the last 6-column group of a tile
 			// whose width is not a multiple of 6 reads up to 5 past the end.
-			sc.p, sc.dp = make([]float32, attnBr*attnBc+8), make([]float32, attnBr*attnBc+8)
+			sc.p, sc.dp = getScratch(attnBr*attnBc+8), getScratch(attnBr*attnBc+8)
 			sc.pad, sc.tile = make([]float32, 6*d), make([]float32, 6*64)
 			if nw == 1 {
 				sc.dq = dq
@@ -589,6 +616,12 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 			}
 		}
 	})
+	for _, sc := range ws {
+		putScratch(sc.p)
+		putScratch(sc.dp)
+	}
+	putScratch(kT)
+	putScratch(vT)
 	if nw > 1 {
 		parallelFor(nw, func(_, part int) {
 			lo, hi := part*len(dq[:nq*hd])/nw, (part+1)*len(dq[:nq*hd])/nw
