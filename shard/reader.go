@@ -187,6 +187,17 @@ func (r *Reader) Get(ctx context.Context, shard int, row int64) (Sample, error) 
 	return samples[in], nil
 }
 
+// Prefetch queues the record batches holding locs for fetching in the
+// background and returns at once, so that later Gets of those samples find
+// them cached: a caller that knows its next samples (a trainer knows the
+// sampler's next global batch) hides the GET latency behind its own work.
+// Batches cached, in flight or queued are skipped; adjacent ones are
+// coalesced as in Stream. Out-of-range locations are ignored and fetch
+// errors are not reported here: the Get that needs the batch fetches it
+// again and returns the error. ctx bounds the queued fetches; Close waits
+// for them.
+func (r *Reader) Prefetch(ctx context.Context, locs []Loc) { r.prefetch(ctx, locs) }
+
 // prefetch queues the batches holding locs for fetching in the background
 // (see prefetchKeys).
 func (r *Reader) prefetch(ctx context.Context, locs []Loc) {

@@ -582,3 +582,37 @@ func TestStreamWindowIsBoundedInBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestPrefetchThenGet checks Reader.Prefetch: after it has fetched the
+// batches of some locations (Close waits for it), Gets of those samples
+// issue no GET, and they return what a reader without prefetch returns.
+func TestPrefetchThenGet(t *testing.T) {
+	ctx := context.Background()
+	store := shard.NewMemStore()
+	ix := writeSynth(t, store, "ds", shard.KindTokens, 300, shard.WriterOptions{BatchBytes: 2 << 10, ShardBytes: 8 << 10})
+	locs := []shard.Loc{{Shard: len(ix.Shards) - 1, Row: 1}, {Shard: 0, Row: 5}, {Shard: 1, Row: 0}, {Shard: 99, Row: 0}, {Shard: 0, Row: 1 << 40}}
+	r := shard.NewReader(store, "ds", ix, shard.ReaderOptions{Fetchers: 2})
+	r.Prefetch(ctx, locs)
+	r.Close() // waits for the background fetches
+	gets, _ := r.Stats()
+	if gets == 0 {
+		t.Fatal("Prefetch issued no GET")
+	}
+	ref := shard.NewReader(store, "ds", ix, shard.ReaderOptions{})
+	for _, l := range locs[:3] {
+		got, err := r.Get(ctx, l.Shard, l.Row)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := ref.Get(ctx, l.Shard, l.Row)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.ID != want.ID || !slices.Equal(got.Tokens, want.Tokens) {
+			t.Errorf("Get(%d, %d) after Prefetch = %s, want %s", l.Shard, l.Row, got.ID, want.ID)
+		}
+	}
+	if after, _ := r.Stats(); after != gets {
+		t.Errorf("Gets of prefetched samples issued %d more GETs, want 0", after-gets)
+	}
+}

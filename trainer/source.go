@@ -121,7 +121,23 @@ func (d *dataSource) rankRows(ctx context.Context, b *rowBuilder, pos int64, ran
 		rw.N = 1
 		rows = append(rows, rw)
 	}
+	d.prefetch(ctx, pos+int64(batch), rank, world)
 	return rows, nil
+}
+
+// prefetch queues the record batches of rank's slice of the global batch
+// at pos for background fetching, so the next step's reads find them in
+// the readers' caches while this step computes.
+func (d *dataSource) prefetch(ctx context.Context, pos int64, rank, world int) {
+	per := make([][]shard.Loc, len(d.readers))
+	for _, l := range d.sampler.RankBatch(pos, rank, world) {
+		per[l.Source] = append(per[l.Source], l.Loc)
+	}
+	for i, locs := range per {
+		if len(locs) > 0 {
+			d.readers[i].Prefetch(ctx, locs)
+		}
+	}
 }
 
 // Close releases the readers.
