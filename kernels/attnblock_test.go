@@ -99,9 +99,13 @@ func maxRelErr(got []float32, want []float64) (float64, int) {
 // AttnMerge, the backward is accumulated block by block with the final lse,
 // and everything must match dense float64 attention.
 func TestAttnBlockVsDense(t *testing.T) {
-	defer func(br, bc int) { attnBr, attnBc = br, bc }(attnBr, attnBc)
+	defer func(br, bc, sk int) { attnBr, attnBc, attnShortKeys = br, bc, sk }(attnBr, attnBc, attnShortKeys)
 	refs := map[string]*attnRef{}
-	for _, tile := range [][2]int{{attnBr, attnBc}, {64, 64}, {16, 32}, {12, 192}, {18, 128}} {
+	// The defaults (short causal blocks on the short tiles), then each
+	// tiling for every block.
+	testAttnBlockVsDense(t, "default", refs)
+	attnShortKeys = 0
+	for _, tile := range [][2]int{{96, 192}, {64, 64}, {16, 32}, {12, 192}, {18, 128}} {
 		attnBr, attnBc = tile[0], tile[1]
 		testAttnBlockVsDense(t, fmt.Sprintf("tile%dx%d", tile[0], tile[1]), refs)
 	}
@@ -313,7 +317,7 @@ func TestMaskTileCausal(t *testing.T) {
 				m.QSeg[i] = int32(i / 9)
 			}
 		}
-		mt := newMaskTiles(m, nq, nk)
+		mt := newMaskTiles(m, nq, nk, attnBr, attnBc)
 		for qt := 0; qt*attnBr < nq; qt++ {
 			for kt := 0; kt*attnBc < nk; kt++ {
 				i0, j0 := qt*attnBr, kt*attnBc
