@@ -87,7 +87,7 @@ func posRange32(n int) []int32 {
 // for q [B, Sq, H, D] and k, v [B, Sk, H, D] (token-major, heads inside:
 // the layout a Linear projection produces after a Reshape). The result is
 // [B, Sq, H, D]. It runs blockwise (flash-attention: online softmax over
-// 64×64 tiles, backward recomputed from the saved log-sum-exp), so memory
+// 96×192 or 48×64 tiles, backward recomputed from the saved log-sum-exp), so memory
 // grows linearly with sequence length. A query with no visible key outputs 0.
 func (tp *Tape) Attention(q, k, v *Tensor, opt AttnOptions) *Tensor {
 	if len(q.Shape) != 4 || len(k.Shape) != 4 || !sameShape(k.Shape, v.Shape) ||

@@ -361,7 +361,8 @@ func (mt *maskTiles) maskTile(s []float32, i0, br, j0, bc, kt int) {
 // allowed key gets o = 0 and lse = −Inf. m may be nil (full attention). o
 // and lse are overwritten.
 //
-// It runs flash-style: 64×64 score tiles with an online softmax, never more
+// It runs flash-style: 96×192 score tiles (48×64 for a causal block of at
+// most 512 keys, see attnTiles) with an online softmax, never more
 // than one tile of scores per worker, in parallel over (head, query tile).
 func AttnBlockForward(q, k, v []float32, nq, nk, h, d int, scale float32, m *AttnMask, o, lse []float32) {
 	const op = "AttnBlockForward"
