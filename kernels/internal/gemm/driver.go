@@ -153,6 +153,17 @@ func mergeTile(c []float32, ldc int, t []float32, ldt, rows, cols int, alpha, be
 // mr×kc, each k-major (panel[p*mr+i]); rows past mc are zero.
 func packA(dst []float32, pr *problem, i0, p0, mc, kc, mr int) {
 	a, lda := pr.a, pr.lda
+	if whole := mc / mr; pr.transA && whole > 0 && mr == 12 {
+		// As packB: row by row across all whole panels, so that A (dy of a
+		// weight gradient, read transposed) streams sequentially (thread
+		// CPU of the model's dW GEMMs −5% at M=1024, −14% at M=768, level
+		// at M=256).
+		copyRowsToPanels(dst, a[p0*lda+i0:], lda, kc, whole, mr)
+		if ir := whole * mr; ir < mc {
+			copyRows(dst[ir*kc:ir*kc+mr*kc], a[p0*lda+i0+ir:], lda, kc, mc-ir, mr)
+		}
+		return
+	}
 	for ir := 0; ir < mc; ir += mr {
 		rows := min(mr, mc-ir)
 		panel := dst[ir*kc : ir*kc+mr*kc]
@@ -195,10 +206,24 @@ func packB(dst []float32, pr *problem, p0, j0, kc, nc, nr int) {
 
 // copyRowsToPanels writes the rows×(panels·nr) matrix src (row stride ld)
 // as panels micro-panels of rows×nr, one after another:
-// dst[q·rows·nr + r·nr + c] = src[r·ld + q·nr + c]; nr is 16 or 32. It
-// reads src row by row.
+// dst[q·rows·nr + r·nr + c] = src[r·ld + q·nr + c]; nr is 12, 16 or 32.
+// It reads src row by row.
 func copyRowsToPanels(dst, src []float32, ld, rows, panels, nr int) {
 	if rows == 0 || panels == 0 {
+		return
+	}
+	if nr == 12 {
+		_ = dst[panels*rows*12-1]
+		_ = src[(rows-1)*ld+panels*12-1]
+		d, s := unsafe.Pointer(&dst[0]), unsafe.Pointer(&src[0])
+		for r := 0; r < rows; r++ {
+			for q := 0; q < panels; q++ {
+				sr, dr := unsafe.Add(s, (r*ld+q*12)*4), unsafe.Add(d, (q*rows+r)*12*4)
+				*(*[4]float32)(dr) = *(*[4]float32)(sr)
+				*(*[4]float32)(unsafe.Add(dr, 16)) = *(*[4]float32)(unsafe.Add(sr, 16))
+				*(*[4]float32)(unsafe.Add(dr, 32)) = *(*[4]float32)(unsafe.Add(sr, 32))
+			}
+		}
 		return
 	}
 	if nr != 16 && nr != 32 {

@@ -510,7 +510,7 @@ func TestCopyRows(t *testing.T) {
 // applied panel by panel (the naive reference).
 func TestCopyRowsToPanels(t *testing.T) {
 	rng := rand.New(rand.NewPCG(16, 17))
-	for _, s := range [][4]int{{1, 1, 16, 0}, {5, 3, 32, 7}, {7, 2, 16, 1}, {3, 4, 32, 0}, {0, 2, 32, 0}} { // rows, panels, nr, ld pad
+	for _, s := range [][4]int{{1, 1, 16, 0}, {5, 3, 32, 7}, {7, 2, 16, 1}, {3, 4, 32, 0}, {0, 2, 32, 0}, {6, 5, 12, 3}, {1, 1, 12, 0}} { // rows, panels, nr, ld pad
 		rows, panels, nr, pad := s[0], s[1], s[2], s[3]
 		ld := panels*nr + pad
 		src := randSlice(rng, max(1, rows*ld))
