@@ -168,8 +168,10 @@ func transposeHeadsRef(x []float32, n, h, d int) ([]float32, int) {
 	return xt, ld
 }
 
-// tileMatmulNTRows is tileMatmulNT for any br: the last group of fewer than
-// six rows is copied into pad (6·d floats, rows past br zero), so nothing
+// tileMatmulNTRows sets s[br×bc] = alpha·a·b_tileᵀ, where a is br×d (row
+// stride lda) and bT holds b transposed (d rows of stride ldT) starting at
+// the tile's first column; s has row stride bc. Used for q·kᵀ and do·vᵀ.
+// Any br works: the last group of fewer than six rows is copied into pad (6·d floats, rows past br zero), so nothing
 // past a's last row is read. s must hold roundUp6(br) rows of bc: the
 // extra rows get zeros (pad rows) and are never read as probabilities.
 func tileMatmulNTRows(br, bc, d int, alpha float32, a []float32, lda int, bT []float32, ldT int, s, pad []float32) {
@@ -209,17 +211,6 @@ func microAcc(trans bool, k int, a *float32, lda int, b *float32, ldb int, c []f
 	micro(k, a, lda, b, ldb, &tile[0], 64, alpha, 0)
 	for i := 0; i < rows; i++ {
 		addTo(c[i*ldc:][:64], tile[i*64:][:64])
-	}
-}
-
-// tileMatmulNT sets s[br×bc] = alpha·a·b_tileᵀ, where a is br×d (row stride
-// lda) and bT holds b transposed (d rows of stride ldT) starting at the
-// tile's first column; s has row stride bc. Used for q·kᵀ and do·vᵀ.
-func tileMatmulNT(br, bc, d int, alpha float32, a []float32, lda int, bT []float32, ldT int, s []float32) {
-	for rb := 0; rb < br; rb += 6 {
-		for cu := 0; cu < bc; cu += 64 {
-			attnMicroN(d, &a[rb*lda], lda, &bT[cu], ldT, &s[rb*bc+cu], bc, alpha, 0)
-		}
 	}
 }
 
