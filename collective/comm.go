@@ -38,10 +38,13 @@ type realClock struct{}
 
 func (realClock) AfterFunc(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
 
-// Defaults of Config.
+// Defaults of Config. DefaultSliceBytes is 2 MiB: over gRPC, 2 MiB
+// slices kept the 4-rank ring at ≥ 0.8× the raw-TCP ring's busbw at
+// 256 MiB in 10 of 11 runs, 4 MiB slices in about half (docs/BENCHMARKS.md,
+// 2026-11-27); the TCP ring's own rate was the same with either.
 const (
 	DefaultTimeout    = 5 * time.Second
-	DefaultSliceBytes = 4 << 20
+	DefaultSliceBytes = 2 << 20
 )
 
 // Config identifies a communicator's place in a job and tunes it.

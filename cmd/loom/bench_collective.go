@@ -98,7 +98,7 @@ Example:
 	f.IntVar(&o.Channels, "channels", 2, "connections per peer (each runs its own ring on part of the buffer)")
 	f.StringVar(&sizes, "sizes", "1MiB,16MiB,256MiB", "comma-separated buffer sizes per rank")
 	f.StringVar(&transports, "transports", "tcp,grpc,grpc-proto", "transports to run; put tcp first to get ratios")
-	f.StringVar(&slice, "slice", "4MiB", "largest message of the pipelined ring")
+	f.StringVar(&slice, "slice", "2MiB", "largest message of the pipelined ring (the collective's default)")
 	f.StringVar(&p2p, "p2p-bytes", "256MiB", "bytes for the point-to-point measurement (0 skips it)")
 	f.StringVar(&grpcBuf, "grpc-buffer", "0", "gRPC read and write buffer size per connection (0: the transport's default, 1MiB)")
 	f.IntVar(&o.Warmup, "warmup", 2, "untimed iterations per size")
