@@ -407,6 +407,14 @@ func (t *Transport) Send(ctx context.Context, to, ch int, h collective.Header, p
 	case <-done:
 		return nil
 	case <-o.ctx.Done():
+		// The peer may have taken the message and closed the stream (it
+		// finished its last operation) before this goroutine ran: when
+		// both are ready, select picks either, so the release wins.
+		select {
+		case <-done:
+			return nil
+		default:
+		}
 		o.failed = o.ctx.Err()
 		return t.sendErr(ctx, o, o.ctx.Err())
 	}

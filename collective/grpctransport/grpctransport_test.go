@@ -282,10 +282,15 @@ func TestRingAttentionOverGRPC(t *testing.T) {
 			})
 		}
 		wg.Wait()
+		failed := false
 		for r, err := range errs {
 			if err != nil {
-				t.Fatalf("rank %d: %v", r, err)
+				t.Errorf("rank %d: %v", r, err)
+				failed = true
 			}
+		}
+		if failed {
+			t.FailNow()
 		}
 		return out
 	}
