@@ -170,7 +170,7 @@ func numel(shape []int) int {
 
 // maxElems bounds the size of one tensor so that shape arithmetic cannot
 // overflow int (and a corrupt shape fails with a message, not an OOM).
-const maxElems = 1 << 40
+const maxElems = min(1<<40, math.MaxInt/4)
 
 // checkShape validates dimensions (non-negative, bounded product) and
 // returns the element count.
