@@ -31,6 +31,29 @@ import (
 // or backward pass (models.Group.Gather may panic; Step recovers it).
 type collectiveFailure struct{ err error }
 
+// catchStep runs f, a step's forward/backward work, and returns its error,
+// a shape error it panicked with (kernels.Catch), or the error of a
+// collective that failed inside it (collectiveFailure). Other panics
+// propagate.
+func catchStep(f func() error) (err error) {
+	ferr := kernels.Catch(func() {
+		defer func() {
+			if p := recover(); p != nil {
+				cf, ok := p.(collectiveFailure)
+				if !ok {
+					panic(p)
+				}
+				err = cf.err
+			}
+		}()
+		err = f()
+	})
+	if ferr != nil {
+		return ferr
+	}
+	return err
+}
+
 // gatherGroup is the per-micro-batch exchange of BLIP-2 stage 1.
 type gatherGroup struct {
 	ctx   context.Context

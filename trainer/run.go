@@ -445,21 +445,10 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 			}
 		}
 		gg := &gatherGroup{ctx: ctx, comm: r.job.Comm, now: r.now, wait: &comm, rank: r.job.Rank, world: r.job.World}
-		ferr := kernels.Catch(func() {
-			defer func() {
-				if p := recover(); p != nil {
-					cf, ok := p.(collectiveFailure)
-					if !ok {
-						panic(p)
-					}
-					err = cf.err
-				}
-			}()
+		err = catchStep(func() (err error) {
 			groups, err = gg.contrast(r.model.(contrastive), batches, stepSeed(seed(r.job.Manifest), r.step))
+			return err
 		})
-		if ferr != nil {
-			err = ferr
-		}
 		if err != nil {
 			return Progress{}, fmt.Errorf("trainer: step %d: BLIP-2 global-batch contrast: %w", r.step+1, err)
 		}
@@ -483,16 +472,7 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 		}
 		tp := kernels.NewTape()
 		var out models.Output
-		ferr := kernels.Catch(func() {
-			defer func() {
-				if p := recover(); p != nil {
-					cf, ok := p.(collectiveFailure)
-					if !ok {
-						panic(p)
-					}
-					err = cf.err
-				}
-			}()
+		err = catchStep(func() error {
 			if r.groupNeg && groups == nil {
 				gg := &gatherGroup{ctx: ctx, comm: r.job.Comm, now: r.now, wait: &comm, rank: r.job.Rank, world: r.job.World}
 				if k == last && r.reduce != nil && !r.noOverlap {
@@ -503,9 +483,9 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 				}
 				b.Group = gg.group(b.Tokens, stepSeed(seed(r.job.Manifest), r.step))
 			}
-			out, err = r.model.Forward(tp, b)
-			if err != nil {
-				return
+			var err error
+			if out, err = r.model.Forward(tp, b); err != nil {
+				return err
 			}
 			loss := tp.Scale(out.Loss, float32(m.weight))
 			if k == last && r.reduce != nil && !r.noOverlap {
@@ -516,10 +496,8 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 			} else {
 				tp.Backward(loss)
 			}
+			return nil
 		})
-		if ferr != nil {
-			err = ferr
-		}
 		if err != nil {
 			if r.reduce != nil {
 				r.reduce.abort()
