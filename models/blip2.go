@@ -71,23 +71,29 @@ func newBLIP2(cfg Config, seed uint64) (*blip2, error) {
 func (m *blip2) Config() Config     { return m.cfg }
 func (m *blip2) Params() *nn.Params { return m.params }
 
-func (m *blip2) Forward(tp *kernels.Tape, b *Batch) (Output, error) {
+// checkBatch checks a batch's rows (its Group aside), that it has one
+// valid image per row, and its token ids against vocab.
+func (m *blip2) checkBatch(b *Batch, vocab int) error {
 	rows := *b
-	rows.Group = nil // checked below
+	rows.Group = nil // the caller checks it
 	if err := rows.checkRows(); err != nil {
-		return Output{}, err
+		return err
 	}
 	if err := checkImages(b.Images, m.cfg); err != nil {
-		return Output{}, err
+		return err
 	}
 	if b.Images == nil || b.Images.Shape[0] != len(b.Tokens) {
-		return Output{}, fmt.Errorf("batch: images: BLIP-2 needs one image per row (%d rows)", len(b.Tokens))
+		return fmt.Errorf("batch: images: BLIP-2 needs one image per row (%d rows)", len(b.Tokens))
 	}
+	return checkIDs("tokens", b.Tokens, vocab)
+}
+
+func (m *blip2) Forward(tp *kernels.Tape, b *Batch) (Output, error) {
 	vocab := m.cfg.LLM.Vocab
 	if m.cfg.Family == BLIP2 && m.cfg.Stage == 1 {
 		vocab = m.cfg.QFormer.Vocab
 	}
-	if err := checkIDs("tokens", b.Tokens, vocab); err != nil {
+	if err := m.checkBatch(b, vocab); err != nil {
 		return Output{}, err
 	}
 	if b.Group != nil && !(m.cfg.Family == BLIP2 && m.cfg.Stage == 1) {
@@ -435,18 +441,7 @@ func (m *blip2) ContrastFeatures(b *Batch) (ContrastFeatures, error) {
 	if m.cfg.Family != BLIP2 || m.cfg.Stage != 1 {
 		return ContrastFeatures{}, fmt.Errorf("contrast features: only BLIP-2 stage 1 has them")
 	}
-	rows := *b
-	rows.Group = nil
-	if err := rows.checkRows(); err != nil {
-		return ContrastFeatures{}, err
-	}
-	if err := checkImages(b.Images, m.cfg); err != nil {
-		return ContrastFeatures{}, err
-	}
-	if b.Images == nil || b.Images.Shape[0] != len(b.Tokens) {
-		return ContrastFeatures{}, fmt.Errorf("batch: images: BLIP-2 needs one image per row (%d rows)", len(b.Tokens))
-	}
-	if err := checkIDs("tokens", b.Tokens, m.cfg.QFormer.Vocab); err != nil {
+	if err := m.checkBatch(b, m.cfg.QFormer.Vocab); err != nil {
 		return ContrastFeatures{}, err
 	}
 	raw := m.vit.Forward(nil, b.Images, vit.LastAll)
