@@ -2,17 +2,8 @@ package coordinator
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,45 +12,37 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/loomtrain/loom/api/loompb"
+	"github.com/loomtrain/loom/internal/testcert"
 )
 
-// writeCert writes a certificate (signed by parent, or self-signed when
-// parent is nil) and its key as PEM files and returns them.
-func writeCert(t *testing.T, dir, name string, isCA bool, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey, string, string) {
+// newCA writes a throwaway CA certificate named name into dir.
+func newCA(t *testing.T, dir, name string) *testcert.CA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testcert.NewCA(dir, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: isCA,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:    []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	signer, signerKey := tmpl, key
-	if parent != nil {
-		signer, signerKey = parent, parentKey
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
+	return ca
+}
+
+// issue writes a certificate for 127.0.0.1 and localhost signed by ca and
+// returns its certificate and key files.
+func issue(t *testing.T, ca *testcert.CA, name string) (cert, key string) {
+	t.Helper()
+	l, err := ca.Issue(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, _ := x509.ParseCertificate(der)
-	kb, _ := x509.MarshalECPrivateKey(key)
-	cp, kp := filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
-	os.WriteFile(cp, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(kp, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
-	return cert, key, cp, kp
+	return l.Cert, l.Key
 }
 
 func TestMutualTLS(t *testing.T) {
 	dir := t.TempDir()
-	ca, caKey, caPath, _ := writeCert(t, dir, "ca", true, nil, nil)
-	_, _, srvCert, srvKey := writeCert(t, dir, "server", false, ca, caKey)
-	_, _, cliCert, cliKey := writeCert(t, dir, "client", false, ca, caKey)
-	_, _, strangerCA, _ := writeCert(t, dir, "stranger-ca", true, nil, nil)
+	ca := newCA(t, dir, "ca")
+	caPath := ca.Path
+	srvCert, srvKey := issue(t, ca, "server")
+	cliCert, cliKey := issue(t, ca, "client")
+	strangerCA := newCA(t, dir, "stranger-ca").Path
 
 	serverConf, err := TLSFiles{Cert: srvCert, Key: srvKey, CA: caPath}.ServerConfig()
 	if err != nil {
@@ -130,11 +113,11 @@ func TestMutualTLS(t *testing.T) {
 // node whose certificate another CA signed is refused.
 func TestPeerTLS(t *testing.T) {
 	dir := t.TempDir()
-	ca, caKey, caPath, _ := writeCert(t, dir, "ca", true, nil, nil)
-	_, _, aCert, aKey := writeCert(t, dir, "a", false, ca, caKey)
-	_, _, bCert, bKey := writeCert(t, dir, "b", false, ca, caKey)
-	other, otherKey, _, _ := writeCert(t, dir, "other-ca", true, nil, nil)
-	_, _, xCert, xKey := writeCert(t, dir, "x", false, other, otherKey)
+	ca := newCA(t, dir, "ca")
+	caPath := ca.Path
+	aCert, aKey := issue(t, ca, "a")
+	bCert, bKey := issue(t, ca, "b")
+	xCert, xKey := issue(t, newCA(t, dir, "other-ca"), "x")
 	handshake := func(server, client TLSFiles) error {
 		sc, err := server.PeerConfig()
 		if err != nil {

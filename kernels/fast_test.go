@@ -3,6 +3,7 @@ package kernels
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -148,24 +149,12 @@ func TestAddVec(t *testing.T) {
 	addRows(x, v)
 	acc := []float32{1, 1, 1}
 	sumRowsInto(acc, x)
-	if want := []float32{11, 22, 33, 14, 25, 36}; !equal32(x, want) {
+	if want := []float32{11, 22, 33, 14, 25, 36}; !slices.Equal(x, want) {
 		t.Fatalf("addRows: got %v, want %v", x, want)
 	}
-	if want := []float32{26, 48, 70}; !equal32(acc, want) {
+	if want := []float32{26, 48, 70}; !slices.Equal(acc, want) {
 		t.Fatalf("sumRowsInto: got %v, want %v", acc, want)
 	}
-}
-
-func equal32(a, b []float32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestLayerNormBwd32Fast compares the float32 LayerNorm backward (the

@@ -188,18 +188,7 @@ func TestBLIP2ITCNoiseFloor(t *testing.T) {
 	c.LossWeights = map[string]float64{"itc": 1, "itm": 0, "itg": 0} // the heads' gradient is ITC's alone anyway
 	const B = 8
 	rng := rand.New(rand.NewPCG(1, 2))
-	imgs := kernels.Zeros(B, 3, c.ImageSize, c.ImageSize)
-	for i := range imgs.Data {
-		imgs.Data[i] = float32(rng.NormFloat64())
-	}
-	var toks [][]int32
-	for i := 0; i < B; i++ {
-		row := []int32{c.Special.BOS}
-		for k := 0; k < 4+i%3; k++ {
-			row = append(row, int32(rng.IntN(200))+1)
-		}
-		toks = append(toks, row)
-	}
+	imgs, toks := randomImageText(c, rng, B, 4, 3)
 	per := imgs.Size() / B
 	rowsOf := func(order []int) (*kernels.Tensor, [][]int32) {
 		x := kernels.Zeros(len(order), 3, c.ImageSize, c.ImageSize)

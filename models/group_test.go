@@ -228,11 +228,9 @@ func TestBLIP2GradCache(t *testing.T) {
 	}
 }
 
-func testBLIP2GradCache(t *testing.T, dropout float32) {
-	c, _ := Preset(BLIP2, "tiny")
-	c.QFormer.Dropout = dropout
-	const rows = 8
-	rng := rand.New(rand.NewPCG(3, 4))
+// randomImageText draws rows normal-noise images and rows captions (BOS
+// then minTokens + i%spread random ids below 201) for c, images first.
+func randomImageText(c Config, rng *rand.Rand, rows, minTokens, spread int) (*kernels.Tensor, [][]int32) {
 	imgs := kernels.Zeros(rows, 3, c.ImageSize, c.ImageSize)
 	for i := range imgs.Data {
 		imgs.Data[i] = float32(rng.NormFloat64())
@@ -240,11 +238,19 @@ func testBLIP2GradCache(t *testing.T, dropout float32) {
 	var toks [][]int32
 	for i := 0; i < rows; i++ {
 		row := []int32{c.Special.BOS}
-		for k := 0; k < 3+i%4; k++ {
+		for k := 0; k < minTokens+i%spread; k++ {
 			row = append(row, int32(rng.IntN(200))+1)
 		}
 		toks = append(toks, row)
 	}
+	return imgs, toks
+}
+
+func testBLIP2GradCache(t *testing.T, dropout float32) {
+	c, _ := Preset(BLIP2, "tiny")
+	c.QFormer.Dropout = dropout
+	const rows = 8
+	imgs, toks := randomImageText(c, rand.New(rand.NewPCG(3, 4)), rows, 3, 4)
 	per := imgs.Size() / rows
 	batch := func(lo, hi int) *Batch {
 		return &Batch{Tokens: toks[lo:hi], Seed: 7, Images: kernels.New(slices.Clone(imgs.Data[lo*per:hi*per]), hi-lo, 3, c.ImageSize, c.ImageSize)}
