@@ -245,8 +245,45 @@ func Parse(buf []byte) (*File, error) {
 	if uint64(len(buf)-8) < n {
 		return nil, fmt.Errorf("safetensors: header length %d runs past the end of the %d-byte file", n, len(buf))
 	}
-	hdr := buf[8 : 8+n]
 	data := buf[8+n:]
+	h, err := ParseHeader(buf[8:8+n], int64(len(data)))
+	if err != nil {
+		return nil, err
+	}
+	f := &File{Metadata: h.Metadata, tensors: h.Tensors, byName: map[string]int{}, data: data}
+	for i, in := range f.tensors {
+		f.byName[in.Name] = i
+	}
+	return f, nil
+}
+
+// HeaderLen reads the 8-byte little-endian header length that starts a
+// file and checks it against MaxHeader and the file's size.
+func HeaderLen(first8 []byte, fileSize int64) (int64, error) {
+	if len(first8) < 8 || fileSize < 8 {
+		return 0, fmt.Errorf("safetensors: %d bytes is too short for the 8-byte header length", fileSize)
+	}
+	n := binary.LittleEndian.Uint64(first8)
+	if n > MaxHeader {
+		return 0, fmt.Errorf("safetensors: header length %d exceeds the 100 MB limit", n)
+	}
+	if uint64(fileSize-8) < n {
+		return 0, fmt.Errorf("safetensors: header length %d runs past the end of the %d-byte file", n, fileSize)
+	}
+	return int64(n), nil
+}
+
+// Header is a parsed header: the metadata and the tensors in data order.
+type Header struct {
+	Metadata map[string]string
+	Tensors  []Info
+}
+
+// ParseHeader validates the JSON header of a file whose data block (the
+// bytes after the header) is dataLen long, without the data itself: what
+// a reader that fetches tensors by range needs. Errors name the tensor or
+// header field at fault.
+func ParseHeader(hdr []byte, dataLen int64) (*Header, error) {
 	dec := json.NewDecoder(bytes.NewReader(hdr))
 	tok, err := dec.Token()
 	if err != nil {
@@ -255,7 +292,8 @@ func Parse(buf []byte) (*File, error) {
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
 		return nil, errors.New("safetensors: header is not a JSON object")
 	}
-	f := &File{byName: map[string]int{}, data: data}
+	h := &Header{}
+	seen := map[string]bool{}
 	for dec.More() {
 		kt, err := dec.Token()
 		if err != nil {
@@ -263,7 +301,7 @@ func Parse(buf []byte) (*File, error) {
 		}
 		name := kt.(string)
 		if name == "__metadata__" {
-			if f.Metadata != nil {
+			if h.Metadata != nil {
 				return nil, errors.New("safetensors: header: __metadata__ appears twice")
 			}
 			var m map[string]string
@@ -273,7 +311,7 @@ func Parse(buf []byte) (*File, error) {
 			if m == nil {
 				m = map[string]string{}
 			}
-			f.Metadata = m
+			h.Metadata = m
 			continue
 		}
 		var e struct {
@@ -284,9 +322,10 @@ func Parse(buf []byte) (*File, error) {
 		if err := dec.Decode(&e); err != nil {
 			return nil, fmt.Errorf("safetensors: tensor %q: %w", name, err)
 		}
-		if _, dup := f.byName[name]; dup {
+		if seen[name] {
 			return nil, fmt.Errorf("safetensors: tensor %q appears twice in the header", name)
 		}
+		seen[name] = true
 		switch {
 		case e.DType == nil:
 			return nil, fmt.Errorf("safetensors: tensor %q: missing dtype", name)
@@ -312,8 +351,7 @@ func Parse(buf []byte) (*File, error) {
 			return nil, fmt.Errorf("safetensors: tensor %q: data_offsets %v hold %d bytes, shape %v of %s needs %d",
 				name, in.Offsets, in.Offsets[1]-in.Offsets[0], in.Shape, in.DType, size)
 		}
-		f.byName[name] = len(f.tensors)
-		f.tensors = append(f.tensors, in)
+		h.Tensors = append(h.Tensors, in)
 	}
 	if _, err := dec.Token(); err != nil {
 		return nil, fmt.Errorf("safetensors: header: %w", err)
@@ -321,14 +359,14 @@ func Parse(buf []byte) (*File, error) {
 	if rest := strings.TrimRight(string(hdr[dec.InputOffset():]), " "); rest != "" {
 		return nil, errors.New("safetensors: header: data after the JSON object")
 	}
-	if f.Metadata == nil {
-		f.Metadata = map[string]string{}
+	if h.Metadata == nil {
+		h.Metadata = map[string]string{}
 	}
 	// The tensors must tile the data block: sorted by offset, each begins
 	// where the previous ended, and the last ends at the end of the file.
-	sort.SliceStable(f.tensors, func(i, j int) bool { return f.tensors[i].Offsets[0] < f.tensors[j].Offsets[0] })
+	sort.SliceStable(h.Tensors, func(i, j int) bool { return h.Tensors[i].Offsets[0] < h.Tensors[j].Offsets[0] })
 	var at int64
-	for i, in := range f.tensors {
+	for _, in := range h.Tensors {
 		if in.Offsets[0] != at {
 			if in.Offsets[0] < at {
 				return nil, fmt.Errorf("safetensors: tensor %q: data_offsets %v overlap the previous tensor (which ends at %d)", in.Name, in.Offsets, at)
@@ -336,12 +374,40 @@ func Parse(buf []byte) (*File, error) {
 			return nil, fmt.Errorf("safetensors: tensor %q: data_offsets %v leave a hole after byte %d", in.Name, in.Offsets, at)
 		}
 		at = in.Offsets[1]
-		f.byName[in.Name] = i
 	}
-	if at != int64(len(data)) {
-		return nil, fmt.Errorf("safetensors: tensors cover %d bytes of data but the file holds %d", at, len(data))
+	if at != dataLen {
+		return nil, fmt.Errorf("safetensors: tensors cover %d bytes of data but the file holds %d", at, dataLen)
 	}
-	return f, nil
+	return h, nil
+}
+
+// Decode converts the raw little-endian bytes of a tensor of dtype d to
+// float32 into out (len(out) elements): F32, F64, F16 and BF16.
+func Decode(d DType, b []byte, out []float32) error {
+	if len(b) != len(out)*d.Size() {
+		return fmt.Errorf("safetensors: %d bytes of %s for %d values", len(b), d, len(out))
+	}
+	switch d {
+	case F32:
+		for i := range out {
+			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		}
+	case F64:
+		for i := range out {
+			out[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:])))
+		}
+	case BF16:
+		for i := range out {
+			out[i] = FromBF16(binary.LittleEndian.Uint16(b[2*i:]))
+		}
+	case F16:
+		for i := range out {
+			out[i] = FromF16(binary.LittleEndian.Uint16(b[2*i:]))
+		}
+	default:
+		return fmt.Errorf("safetensors: dtype %s is not a float type", d)
+	}
+	return nil
 }
 
 // ReadFile reads and parses the file at path; errors start with the path.
@@ -394,28 +460,45 @@ func (f *File) Float32(name string) ([]float32, error) {
 	if !ok {
 		return nil, fmt.Errorf("safetensors: no tensor %q", name)
 	}
-	b := f.data[in.Offsets[0]:in.Offsets[1]]
-	n := numel(in.Shape)
-	out := make([]float32, n)
-	switch in.DType {
-	case F32:
-		for i := range out {
-			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-		}
-	case F64:
-		for i := range out {
-			out[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:])))
-		}
-	case BF16:
-		for i := range out {
-			out[i] = FromBF16(binary.LittleEndian.Uint16(b[2*i:]))
-		}
-	case F16:
-		for i := range out {
-			out[i] = FromF16(binary.LittleEndian.Uint16(b[2*i:]))
-		}
-	default:
-		return nil, fmt.Errorf("safetensors: tensor %q has dtype %s, not a float type", name, in.DType)
+	out := make([]float32, numel(in.Shape))
+	if err := Decode(in.DType, f.data[in.Offsets[0]:in.Offsets[1]], out); err != nil {
+		return nil, fmt.Errorf("safetensors: tensor %q: %w", name, err)
 	}
 	return out, nil
+}
+
+// ToF16 rounds a float32 to an IEEE half (round to nearest even; values
+// beyond the range become ±Inf, NaN stays NaN).
+func ToF16(f float32) uint16 {
+	u := math.Float32bits(f)
+	sign := uint16(u>>16) & 0x8000
+	exp := int(u>>23) & 0xff
+	mant := u & 0x7fffff
+	switch {
+	case exp == 0xff:
+		if mant != 0 {
+			return sign | 0x7e00
+		}
+		return sign | 0x7c00
+	case exp-127 > 15:
+		return sign | 0x7c00
+	case exp-127 < -25:
+		return sign
+	case exp-127 < -14: // subnormal half
+		mant |= 0x800000
+		shift := uint(-14 - (exp - 127) + 13)
+		h := mant >> shift
+		rem := mant & (1<<shift - 1)
+		half := uint32(1) << (shift - 1)
+		if rem > half || (rem == half && h&1 == 1) {
+			h++
+		}
+		return sign | uint16(h)
+	}
+	h := uint32(exp-127+15)<<10 | mant>>13
+	rem := mant & 0x1fff
+	if rem > 0x1000 || (rem == 0x1000 && h&1 == 1) {
+		h++ // may carry into the exponent, which is the right rounding
+	}
+	return sign | uint16(h)
 }
