@@ -28,6 +28,12 @@ type Manifest struct {
 	Recipe string `json:"recipe" yaml:"recipe"`
 	// Model picks the model size.
 	Model Model `json:"model" yaml:"model"`
+	// Init says where parts of the model start, by part name (InitParts):
+	// a Hugging Face directory or another job's committed checkpoint. A
+	// part not listed starts from the seed. A Hugging Face source also
+	// sets its part's shape from its config.json, in place of the size
+	// preset.
+	Init map[string]InitSource `json:"init,omitempty" yaml:"init,omitempty"`
 	// Seed fixes data order and initialisation. Default 1.
 	Seed int64 `json:"seed" yaml:"seed"`
 	// Datasets are the data sources and their mixture weights. At least one.
@@ -51,6 +57,58 @@ type Manifest struct {
 type Model struct {
 	// Size is one of ModelSizes. Required.
 	Size string `json:"size" yaml:"size"`
+}
+
+// InitParts are the part names an init block may use: the whole model,
+// or one component. The recipe says which components its model has.
+var InitParts = []string{"model", "llm", "vision", "qformer", "vqgan"}
+
+// InitSource is where one part of the model starts: exactly one of URI
+// (a Hugging Face model directory: config.json and safetensors) and Job
+// (the committed checkpoint of another Loom job).
+type InitSource struct {
+	// URI is s3://bucket/prefix or file:///path of a Hugging Face
+	// directory (for vqgan: of LWM's pickled VQGAN file or a safetensors
+	// file in Loom's names).
+	URI string `json:"uri,omitempty" yaml:"uri,omitempty"`
+	// Job names another job; its checkpoint at Step (0: the last
+	// committed one) initialises the part.
+	Job  string `json:"job,omitempty" yaml:"job,omitempty"`
+	Step int64  `json:"step,omitempty" yaml:"step,omitempty"`
+	// Checkpoint is filled in by the coordinator when the job is
+	// submitted: the committed checkpoint Job and Step resolve to (one a
+	// manifest sets is replaced).
+	Checkpoint *ResolvedCheckpoint `json:"checkpoint,omitempty" yaml:"checkpoint,omitempty"`
+}
+
+// ResolvedCheckpoint is a committed checkpoint of another job, as the
+// coordinator recorded it.
+type ResolvedCheckpoint struct {
+	Step    int64              `json:"step" yaml:"step"`
+	Stage   int                `json:"stage" yaml:"stage"`
+	Objects []CheckpointObject `json:"objects" yaml:"objects"`
+}
+
+// CheckpointObject is one object of a committed checkpoint.
+type CheckpointObject struct {
+	Path   string `json:"path" yaml:"path"`
+	SHA256 string `json:"sha256" yaml:"sha256"`
+	Size   int64  `json:"size" yaml:"size"`
+}
+
+// InitJobs returns the jobs the manifest's init sources name, sorted and
+// without repeats.
+func (m *Manifest) InitJobs() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, k := range sortedKeys(m.Init) {
+		if j := m.Init[k].Job; j != "" && !seen[j] {
+			seen[j] = true
+			out = append(out, j)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Dataset is one data source of the mixture.

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -130,6 +131,14 @@ func TestParseManifestErrors(t *testing.T) {
 		{"min lr above lr", minimal + "defaults: {lr: 0.001, min_lr: 0.01}\n", []string{"stages[0]: min_lr 0.01 is greater than lr 0.001"}},
 		{"many errors", "name: Bad_Name\nrecipe: x\nmodel: {size: tiny}\ndatasets: []\nglobal_batch: 0\nstages: [{name: s, steps: 1}]\n", []string{"t.yaml:1: name:", "t.yaml:2: recipe:", "t.yaml:4: datasets: at least one", "t.yaml:5: global_batch:", "(and 3 more)"}},
 		{"nan", minimal + "defaults: {lr: .nan}\n", []string{"defaults.lr: want a finite number, got .nan"}},
+		{"init unknown part", minimal + "init: {decoder: {uri: file:///m}}\n", []string{`t.yaml:7: init.decoder: "decoder" is not a part: want one of model, llm, vision, qformer, vqgan`}},
+		{"init both", minimal + "init:\n  llm: {uri: file:///m, job: a}\n", []string{"t.yaml:8: init.llm: want exactly one of uri"}},
+		{"init neither", minimal + "init:\n  llm: {step: 3}\n", []string{"t.yaml:8: init.llm: want exactly one of uri"}},
+		{"init bad uri", minimal + "init:\n  llm:\n    uri: /models/llama\n", []string{`t.yaml:9: init.llm.uri: "/models/llama": want s3://bucket/prefix or file:///path`}},
+		{"init step with uri", minimal + "init:\n  llm: {uri: file:///m, step: 3}\n", []string{"init.llm.step: step and checkpoint go with job"}},
+		{"init self", minimal + "init:\n  model: {job: j}\n", []string{"init.model.job: a job cannot start from its own checkpoints"}},
+		{"init unknown field", minimal + "init:\n  llm: {path: /m}\n", []string{"t.yaml:8: init.llm.path: unknown field; known fields here: checkpoint, job, step, uri"}},
+		{"init not a map", minimal + "init: [llm]\n", []string{"t.yaml:7: init: want a mapping of part name to source, got a list"}},
 		{"merge key", minimal + "defaults: {<<: {lr: 1}}\n", []string{"merge keys (<<) are not supported"}},
 	} {
 		_, err := ParseManifest("t.yaml", []byte(c.yaml))
@@ -146,6 +155,36 @@ func TestParseManifestErrors(t *testing.T) {
 				t.Errorf("%s: ParseManifest(%q)\n got error: %v\nwant it to contain: %s", c.name, c.yaml, err, w)
 			}
 		}
+	}
+}
+
+func TestParseManifestInit(t *testing.T) {
+	y := minimal + "init:\n  llm: {uri: s3://models/tinyllama}\n  vision: {job: clip-run, step: 500}\n"
+	m, err := ParseManifest("t.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]InitSource{"llm": {URI: "s3://models/tinyllama"}, "vision": {Job: "clip-run", Step: 500}}
+	if !reflect.DeepEqual(m.Init, want) {
+		t.Fatalf("Init = %+v, want %+v", m.Init, want)
+	}
+	if got := m.InitJobs(); !reflect.DeepEqual(got, []string{"clip-run"}) {
+		t.Fatalf("InitJobs = %v", got)
+	}
+	// The coordinator's resolved checkpoint survives the normalised form.
+	src := m.Init["vision"]
+	src.Checkpoint = &ResolvedCheckpoint{Step: 500, Stage: 1, Objects: []CheckpointObject{{Path: "ck/manifest.json", SHA256: strings.Repeat("a", 64), Size: 10}}}
+	m.Init["vision"] = src
+	b, err := m.Normalized()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, err := ParseManifest("n.yaml", b)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	if !reflect.DeepEqual(m2.Init, m.Init) {
+		t.Fatalf("round trip: %+v, want %+v", m2.Init, m.Init)
 	}
 }
 

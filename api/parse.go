@@ -300,6 +300,7 @@ func (d *decoder) manifest(n *yaml.Node, m *Manifest) {
 			})
 		},
 		"seed": func(v *yaml.Node, p string) { d.int64(v, p, &m.Seed) },
+		"init": func(v *yaml.Node, p string) { d.init(v, p, m) },
 		"datasets": func(v *yaml.Node, p string) {
 			d.list(v, p, func(_ int, v *yaml.Node, p string) {
 				var ds Dataset
@@ -348,6 +349,58 @@ func (d *decoder) manifest(n *yaml.Node, m *Manifest) {
 			})
 		},
 	})
+}
+
+// init decodes the init block: part name → {uri | job, step}, and the
+// checkpoint block the coordinator adds to the normalised form.
+func (d *decoder) init(n *yaml.Node, path string, m *Manifest) {
+	n = resolve(n)
+	if n.Kind != yaml.MappingNode {
+		d.fail(n, path, "want a mapping of part name to source, got %s", describe(n))
+		return
+	}
+	if m.Init == nil {
+		m.Init = map[string]InitSource{}
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := resolve(n.Content[i])
+		p := join(path, k.Value)
+		if k.Kind != yaml.ScalarNode {
+			d.fail(k, path, "want a part name, got %s", describe(k))
+			continue
+		}
+		d.c.lines[p] = k.Line
+		if _, dup := m.Init[k.Value]; dup {
+			d.fail(k, p, "part %q is listed twice", k.Value)
+			continue
+		}
+		var src InitSource
+		d.fields(n.Content[i+1], p, map[string]func(*yaml.Node, string){
+			"uri":  func(v *yaml.Node, p string) { d.str(v, p, &src.URI) },
+			"job":  func(v *yaml.Node, p string) { d.str(v, p, &src.Job) },
+			"step": func(v *yaml.Node, p string) { d.int64(v, p, &src.Step) },
+			"checkpoint": func(v *yaml.Node, p string) {
+				rc := &ResolvedCheckpoint{}
+				d.fields(v, p, map[string]func(*yaml.Node, string){
+					"step":  func(v *yaml.Node, p string) { d.int64(v, p, &rc.Step) },
+					"stage": func(v *yaml.Node, p string) { d.int(v, p, &rc.Stage) },
+					"objects": func(v *yaml.Node, p string) {
+						d.list(v, p, func(_ int, v *yaml.Node, p string) {
+							var o CheckpointObject
+							d.fields(v, p, map[string]func(*yaml.Node, string){
+								"path":   func(v *yaml.Node, p string) { d.str(v, p, &o.Path) },
+								"sha256": func(v *yaml.Node, p string) { d.str(v, p, &o.SHA256) },
+								"size":   func(v *yaml.Node, p string) { d.int64(v, p, &o.Size) },
+							})
+							rc.Objects = append(rc.Objects, o)
+						})
+					},
+				})
+				src.Checkpoint = rc
+			},
+		})
+		m.Init[k.Value] = src
+	}
 }
 
 func (d *decoder) hyper(n *yaml.Node, path string, h *Hyperparameters) {

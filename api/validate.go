@@ -54,6 +54,37 @@ func (m *Manifest) validate(file string, lines map[string]int) error {
 	if !contains(ModelSizes, m.Model.Size) {
 		c.add("model.size", "%q is not a model size: want one of %s", m.Model.Size, strings.Join(ModelSizes, ", "))
 	}
+	for _, part := range sortedKeys(m.Init) {
+		src := m.Init[part]
+		p := "init." + part
+		if !contains(InitParts, part) {
+			c.add(p, "%q is not a part: want one of %s", part, strings.Join(InitParts, ", "))
+		}
+		switch {
+		case (src.URI == "") == (src.Job == ""):
+			c.add(p, "want exactly one of uri (a Hugging Face directory) and job (another job's checkpoint)")
+		case src.URI != "" && !validURI(src.URI):
+			c.add(p+".uri", "%q: want s3://bucket/prefix or file:///path", src.URI)
+		case src.URI != "" && (src.Step != 0 || src.Checkpoint != nil):
+			c.add(p+".step", "step and checkpoint go with job, not uri")
+		case src.Job != "" && !jobNameRE.MatchString(src.Job):
+			c.add(p+".job", "%q is not a valid job name", src.Job)
+		case src.Job != "" && src.Job == m.Name:
+			c.add(p+".job", "a job cannot start from its own checkpoints (use stages and init_from)")
+		case src.Step < 0:
+			c.add(p+".step", "%d is negative", src.Step)
+		}
+		if rc := src.Checkpoint; rc != nil {
+			if len(rc.Objects) == 0 || len(rc.Objects) > 4096 {
+				c.add(p+".checkpoint.objects", "want 1 to 4096 objects, got %d", len(rc.Objects))
+			}
+			for i, o := range rc.Objects {
+				if o.Path == "" || len(o.SHA256) != 64 || o.Size < 0 {
+					c.add(fmt.Sprintf("%s.checkpoint.objects[%d]", p, i), "needs a path, a 64-hex-digit sha256 and a size")
+				}
+			}
+		}
+	}
 	if m.Seed < 0 {
 		c.add("seed", "%d is negative", m.Seed)
 	}
