@@ -72,6 +72,41 @@ type RoPEConfig struct {
 	// Dims rotates only the first Dims channels of each head (partial
 	// rotary); 0 means all.
 	Dims int
+	// InvFreq, when set, gives the inverse frequency of each rotated pair
+	// (len = rotated channels/2, per block for 2-D) in place of
+	// θ^(−2c/w): the rope_scaling variants (linear, NTK, llama3, yarn)
+	// only change these. The rotation then follows Hugging Face's
+	// LlamaRotaryEmbedding in float32: angle = float32(pos)·InvFreq[c]
+	// rounded to float32, cos and sin rounded to float32 and multiplied by
+	// AttnScale; Theta is unused.
+	InvFreq []float32
+	// AttnScale multiplies cos and sin (yarn's attention_factor) when
+	// InvFreq is set; 0 means 1.
+	AttnScale float32
+}
+
+// ropeApplyInv is ropeApply with explicit float32 inverse frequencies and
+// the float32 angle/cos/sin rounding of transformers' rotary embedding
+// (see RoPEConfig.InvFreq).
+func ropeApplyInv(rows, h, d int, x, y []float32, pos []int32, inv []float32, scale float32, off, w int, sign float32) {
+	half := w / 2
+	cs, sn := make([]float32, half), make([]float32, half)
+	for r := 0; r < rows; r++ {
+		p := float32(pos[r%len(pos)])
+		for c := 0; c < half; c++ {
+			a := float64(p * inv[c]) // the float32 product, as torch's matmul of [half,1]·[1,T]
+			cs[c], sn[c] = float32(math.Cos(a))*scale, sign*(float32(math.Sin(a))*scale)
+		}
+		for hh := 0; hh < h; hh++ {
+			base := r*h*d + hh*d + off
+			xr, yr := x[base:base+w], y[base:base+w]
+			for c := 0; c < half; c++ {
+				x1, x2 := xr[c], xr[c+half]
+				yr[c] += x1*cs[c] - x2*sn[c]
+				yr[c+half] += x2*cs[c] + x1*sn[c]
+			}
+		}
+	}
 }
 
 // RoPE applies rotary position embedding to x [..., H, D] (D even).
@@ -85,7 +120,7 @@ func (tp *Tape) RoPE(x *Tensor, cfg RoPEConfig) *Tensor {
 	if rd == 0 {
 		rd = d
 	}
-	if cfg.Theta <= 0 {
+	if cfg.Theta <= 0 && cfg.InvFreq == nil {
 		panic(fmt.Errorf("kernels: RoPE: theta %g must be positive", cfg.Theta))
 	}
 	var blocks [][2]int
@@ -108,18 +143,30 @@ func (tp *Tape) RoPE(x *Tensor, cfg RoPEConfig) *Tensor {
 			panic(shapeErr("RoPE", x.Shape, []int{len(p)}, "need one position per token row (%d) or per sequence position", rows))
 		}
 	}
-	out := Zeros(x.Shape...)
-	for i, b := range blocks {
-		ropeApply(rows, h, d, x.Data, out.Data, poss[i], cfg.Theta, b[0], b[1], 1)
+	scale := cfg.AttnScale
+	if scale == 0 {
+		scale = 1
 	}
-	copyOutside(rows, h, d, x.Data, out.Data, blocks)
-	tp.record("RoPE", out, func() {
-		g := x.gradBuf()
-		for i, b := range blocks {
-			ropeApply(rows, h, d, out.Grad, g, poss[i], cfg.Theta, b[0], b[1], -1)
+	if cfg.InvFreq != nil {
+		for _, b := range blocks {
+			if len(cfg.InvFreq) != b[1]/2 {
+				panic(shapeErr("RoPE", x.Shape, []int{len(cfg.InvFreq)}, "InvFreq needs one frequency per rotated pair (%d)", b[1]/2))
+			}
 		}
-		copyOutside(rows, h, d, out.Grad, g, blocks)
-	}, x)
+	}
+	apply := func(src, dst []float32, sign float64) {
+		for i, b := range blocks {
+			if cfg.InvFreq != nil {
+				ropeApplyInv(rows, h, d, src, dst, poss[i], cfg.InvFreq, scale, b[0], b[1], float32(sign))
+			} else {
+				ropeApply(rows, h, d, src, dst, poss[i], cfg.Theta, b[0], b[1], sign)
+			}
+		}
+		copyOutside(rows, h, d, src, dst, blocks)
+	}
+	out := Zeros(x.Shape...)
+	apply(x.Data, out.Data, 1)
+	tp.record("RoPE", out, func() { apply(out.Grad, x.gradBuf(), -1) }, x)
 	return out
 }
 
