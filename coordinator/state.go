@@ -3,6 +3,7 @@ package coordinator
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -71,6 +72,9 @@ type Job struct {
 	Checkpoints []Checkpoint `json:"checkpoints,omitempty"`
 	// Garbage are retired checkpoints whose objects are still to be deleted.
 	Garbage []Checkpoint `json:"garbage,omitempty"`
+	// Pinned are steps of this job's checkpoints that other jobs start
+	// from (their manifests' init blocks); retention keeps them.
+	Pinned []int64 `json:"pinned,omitempty"`
 
 	Submitted       time.Time `json:"submitted"`
 	Updated         time.Time `json:"updated"`
@@ -323,12 +327,80 @@ func (s *State) submit(m *api.Manifest, now time.Time) Result {
 	if _, ok := s.Jobs[m.Name]; ok {
 		return fail(AlreadyExists, "a job named %q exists; pick another name", m.Name)
 	}
+	if r := s.resolveInit(m); r.Err() != nil {
+		return r
+	}
 	j := &Job{Name: m.Name, Manifest: *m, Order: s.NextOrder, State: Pending, Submitted: now, Updated: now,
 		Message: "waiting for workers"}
 	s.NextOrder++
 	s.Jobs[m.Name] = j
 	s.event(j, now, "submitted", fmt.Sprintf("%s %s, %d stages, %d steps", m.Recipe, m.Model.Size, len(m.Stages), m.TotalSteps()))
 	return Result{}
+}
+
+// resolveInit records, for every init source that names another job, the
+// committed checkpoint it starts from (the one at its step, or the last),
+// and pins that checkpoint in the other job so retention keeps it. Nothing
+// changes unless every source resolves.
+func (s *State) resolveInit(m *api.Manifest) Result {
+	type pin struct {
+		j    *Job
+		step int64
+	}
+	var pins []pin
+	for _, part := range sortedInitParts(m) {
+		src := m.Init[part]
+		if src.Job == "" {
+			continue
+		}
+		other, ok := s.Jobs[src.Job]
+		if !ok {
+			return fail(FailedPrecondition, "init.%s.job: no job named %q", part, src.Job)
+		}
+		var cp *Checkpoint
+		if src.Step == 0 {
+			cp = other.LastCheckpoint()
+		} else {
+			for i := range other.Checkpoints {
+				if other.Checkpoints[i].Step == src.Step {
+					cp = &other.Checkpoints[i]
+				}
+			}
+		}
+		if cp == nil {
+			steps := make([]string, len(other.Checkpoints))
+			for i, c := range other.Checkpoints {
+				steps[i] = fmt.Sprint(c.Step)
+			}
+			want := "committed checkpoint"
+			if src.Step != 0 {
+				want = fmt.Sprintf("committed checkpoint at step %d", src.Step)
+			}
+			return fail(FailedPrecondition, "init.%s: job %q has no %s (retained: [%s])", part, src.Job, want, strings.Join(steps, " "))
+		}
+		rc := &api.ResolvedCheckpoint{Step: cp.Step, Stage: cp.Stage}
+		for _, o := range cp.Objects {
+			rc.Objects = append(rc.Objects, api.CheckpointObject{Path: o.Path, SHA256: o.SHA256, Size: o.Size})
+		}
+		src.Checkpoint = rc
+		m.Init[part] = src
+		pins = append(pins, pin{other, cp.Step})
+	}
+	for _, p := range pins {
+		if !slices.Contains(p.j.Pinned, p.step) {
+			p.j.Pinned = append(p.j.Pinned, p.step)
+		}
+	}
+	return Result{}
+}
+
+func sortedInitParts(m *api.Manifest) []string {
+	out := make([]string, 0, len(m.Init))
+	for k := range m.Init {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func (s *State) resume(x *Resume, now time.Time) Result {
@@ -561,7 +633,11 @@ func (s *State) commit(x *Commit, now time.Time) Result {
 	if x.Step > j.Step {
 		j.Step, j.Samples = x.Step, x.Samples
 	}
-	keep, drop := Retain(j.Checkpoints, j.Manifest.Checkpoint.Keep, stageEnds(&j.Manifest), j.Restore)
+	ends := stageEnds(&j.Manifest)
+	for _, p := range j.Pinned {
+		ends[p] = true
+	}
+	keep, drop := Retain(j.Checkpoints, j.Manifest.Checkpoint.Keep, ends, j.Restore)
 	j.Checkpoints = keep
 	j.Garbage = append(j.Garbage, drop...)
 	j.Updated = now
