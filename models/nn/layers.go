@@ -114,6 +114,75 @@ func (m MLP) Forward(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
 type MHA struct {
 	Q, K, V, O Linear
 	Heads      int
+	// KVHeads is the number of key/value heads (grouped-query attention,
+	// Ainslie et al. 2023): query head h reads KV head h/(Heads/KVHeads),
+	// Hugging Face's repeat_kv (repeat-interleave). 0 means Heads.
+	KVHeads int
+	// HeadDim is the per-head width when Heads·HeadDim is not the model
+	// width (explicit head_dim); 0 means dim/Heads.
+	HeadDim int
+}
+
+// AttnSpec sizes an attention layer for NewAttention.
+type AttnSpec struct {
+	Dim, KVDim int // query-side and key/value-side input widths (KVDim 0 = Dim)
+	Heads      int
+	KVHeads    int // 0 = Heads
+	HeadDim    int // 0 = Dim/Heads
+	QKVBias    bool
+	OutBias    bool
+}
+
+func (s AttnSpec) norm() AttnSpec {
+	if s.KVDim == 0 {
+		s.KVDim = s.Dim
+	}
+	if s.KVHeads == 0 {
+		s.KVHeads = s.Heads
+	}
+	if s.HeadDim == 0 && s.Heads > 0 {
+		s.HeadDim = s.Dim / s.Heads
+	}
+	return s
+}
+
+// NewAttention adds the projections of s: q [Heads·HeadDim, Dim], k and v
+// [KVHeads·HeadDim, KVDim], o [Dim, Heads·HeadDim].
+func NewAttention(p *Params, rng *rand.Rand, names [4]string, s AttnSpec) MHA {
+	s = s.norm()
+	qd, kvd := s.Heads*s.HeadDim, s.KVHeads*s.HeadDim
+	return MHA{
+		Q:       NewLinear(p, rng, names[0], s.Dim, qd, s.QKVBias),
+		K:       NewLinear(p, rng, names[1], s.KVDim, kvd, s.QKVBias),
+		V:       NewLinear(p, rng, names[2], s.KVDim, kvd, s.QKVBias),
+		O:       NewLinear(p, rng, names[3], qd, s.Dim, s.OutBias),
+		Heads:   s.Heads,
+		KVHeads: s.KVHeads,
+		HeadDim: s.HeadDim,
+	}
+}
+
+// AttentionParams counts the parameters of NewAttention.
+func AttentionParams(s AttnSpec) int {
+	s = s.norm()
+	qd, kvd := s.Heads*s.HeadDim, s.KVHeads*s.HeadDim
+	return LinearParams(s.Dim, qd, s.QKVBias) + 2*LinearParams(s.KVDim, kvd, s.QKVBias) + LinearParams(qd, s.Dim, s.OutBias)
+}
+
+// RepeatKV expands x [B, S, KVHeads, D] to [B, S, KVHeads·rep, D] by
+// repeating each head rep times in place (head j becomes heads
+// j·rep … j·rep+rep−1), Hugging Face's repeat_kv. It is an IndexSelect, so
+// the backward sums the gradients of the copies.
+func RepeatKV(tp *kernels.Tape, x *kernels.Tensor, rep int) *kernels.Tensor {
+	if rep == 1 {
+		return x
+	}
+	kv := x.Shape[2]
+	idx := make([]int32, kv*rep)
+	for i := range idx {
+		idx[i] = int32(i / rep)
+	}
+	return tp.IndexSelect(x, 2, idx)
 }
 
 // NewMHA adds name.{q,k,v,o}Name projections: q from dim, k and v from
@@ -148,16 +217,26 @@ func (a MHA) Forward(tp *kernels.Tape, xq, xkv *kernels.Tensor, opt kernels.Attn
 func (a MHA) ForwardQKV(tp *kernels.Tape, xq, xk, xv *kernels.Tensor, opt kernels.AttnOptions, rope *kernels.RoPEConfig) *kernels.Tensor {
 	b, sq, dim := xq.Shape[0], xq.Shape[1], xq.Shape[2]
 	sk := xk.Shape[1]
-	hd := dim / a.Heads
+	hd := a.HeadDim
+	if hd == 0 {
+		hd = dim / a.Heads
+	}
+	kvh := a.KVHeads
+	if kvh == 0 {
+		kvh = a.Heads
+	}
 	q := tp.Reshape(a.Q.Forward(tp, xq), b, sq, a.Heads, hd)
-	k := tp.Reshape(a.K.Forward(tp, xk), b, sk, a.Heads, hd)
-	v := tp.Reshape(a.V.Forward(tp, xv), b, sk, a.Heads, hd)
+	k := tp.Reshape(a.K.Forward(tp, xk), b, sk, kvh, hd)
+	v := tp.Reshape(a.V.Forward(tp, xv), b, sk, kvh, hd)
 	if rope != nil {
 		q = tp.RoPE(q, *rope)
 		k = tp.RoPE(k, *rope)
 	}
+	if kvh != a.Heads {
+		k, v = RepeatKV(tp, k, a.Heads/kvh), RepeatKV(tp, v, a.Heads/kvh)
+	}
 	o := tp.Attention(q, k, v, opt)
-	return a.O.Forward(tp, tp.Reshape(o, b, sq, dim))
+	return a.O.Forward(tp, tp.Reshape(o, b, sq, a.Heads*hd))
 }
 
 // QuickGELU is CLIP's x·σ(1.702x) (openai/CLIP model.py QuickGELU),
