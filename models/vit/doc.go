@@ -17,6 +17,13 @@
 // select_feature='patch'); BLIP-2 uses all tokens of its ViT, whose last
 // layer was removed (LAVIS eva_vit.py depth=39 of 40).
 //
+// Encode returns what Hugging Face's vision models return: every layer's
+// hidden state, the last one (normalised when PostNorm is PostNormAll:
+// SigLIP, and EVA as BLIP-2 stores it) and the pooled output (CLIP's
+// post_layernorm on the class token, or SigLIP's attention-pooling Head).
+// Package models/hf maps CLIP, SigLIP and EVA checkpoints onto this one
+// structure (docs/pretrained.md).
+//
 // Parameter names follow Hugging Face's CLIPVisionModel
 // (embeddings.patch_embedding.weight [W, C, P, P], encoder.layers.N.self_attn.q_proj.weight, …).
 package vit

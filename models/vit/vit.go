@@ -23,7 +23,31 @@ type Config struct {
 	PreNorm    bool   // LayerNorm after the embeddings (CLIP ln_pre)
 	Act        nn.Act // MLP activation
 	Eps        float32
+	// PostNorm says where the final LayerNorm (HF post_layernorm) applies:
+	// nowhere (""), to the pooled class token only (CLIP) or to the whole
+	// last-layer sequence (SigLIP; EVA as BLIP-2 stores it).
+	PostNorm PostNorm `json:",omitempty"`
+	// Head adds SigLIP's attention-pooling head (a learned probe attending
+	// to the last layer, then LayerNorm and MLP): the pooled output.
+	Head bool `json:",omitempty"`
 }
+
+// PostNorm places a ViT's final LayerNorm.
+type PostNorm string
+
+// The placements of the final LayerNorm.
+const (
+	// PostNormNone builds no final LayerNorm (LLaVA reads the penultimate
+	// layer; Loom's BLIP-2 keeps LAVIS's ln_vision outside the ViT).
+	PostNormNone PostNorm = ""
+	// PostNormPooled applies it to the class token only, giving the pooled
+	// output (CLIPVisionTransformer: post_layernorm(last_hidden_state[:, 0])).
+	PostNormPooled PostNorm = "pooled"
+	// PostNormAll applies it to every token of the last layer
+	// (SiglipVisionTransformer; Blip2VisionModel, whose pooled output
+	// applies it once more to the class token).
+	PostNormAll PostNorm = "all"
+)
 
 // Grid is the side of the learned position grid.
 func (c Config) Grid() int {
@@ -42,6 +66,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("vit: width %d is not a multiple of heads %d", c.Width, c.Heads)
 	case c.Layers <= 0 || c.MLPDim <= 0 || c.Channels <= 0:
 		return fmt.Errorf("vit: layers, mlp_dim and channels must be positive (got %d, %d, %d)", c.Layers, c.MLPDim, c.Channels)
+	case c.PostNorm != PostNormNone && c.PostNorm != PostNormPooled && c.PostNorm != PostNormAll:
+		return fmt.Errorf("vit: post_norm %q: want %q, %q or %q", c.PostNorm, PostNormNone, PostNormPooled, PostNormAll)
+	case c.PostNorm == PostNormPooled && !c.ClassToken:
+		return fmt.Errorf("vit: post_norm %q needs a class token", c.PostNorm)
 	}
 	return nil
 }
@@ -62,8 +90,16 @@ func ParamCount(c Config) int {
 	if c.PreNorm {
 		n += 2 * w
 	}
-	block := 2*w + nn.MHAParams(w, w, true, true) + 2*w + nn.LinearParams(w, c.MLPDim, true) + nn.LinearParams(c.MLPDim, w, true)
-	return n + c.Layers*block
+	mlp := nn.LinearParams(w, c.MLPDim, true) + nn.LinearParams(c.MLPDim, w, true)
+	block := 2*w + nn.MHAParams(w, w, true, true) + 2*w + mlp
+	n += c.Layers * block
+	if c.PostNorm != PostNormNone {
+		n += 2 * w
+	}
+	if c.Head {
+		n += w + nn.MHAParams(w, w, true, true) + 2*w + mlp
+	}
+	return n
 }
 
 type block struct {
@@ -81,6 +117,16 @@ type ViT struct {
 	pos       *kernels.Tensor // [(cls) + G², W]
 	pre       *nn.LayerNorm
 	blocks    []block
+	post      *nn.LayerNorm
+	head      *head
+}
+
+// head is SigLIP's SiglipMultiheadAttentionPoolingHead.
+type head struct {
+	probe *kernels.Tensor // [W]
+	attn  nn.MHA
+	ln    nn.LayerNorm
+	mlp   nn.MLP
 }
 
 // New adds the encoder's parameters under prefix (e.g. "vit").
@@ -116,6 +162,19 @@ func New(p *nn.Params, rng *rand.Rand, prefix string, c Config) (*ViT, error) {
 			mlp:  nn.MLP{FC1: nn.NewLinear(p, rng, n+"mlp.fc1", w, c.MLPDim, true), FC2: nn.NewLinear(p, rng, n+"mlp.fc2", c.MLPDim, w, true), Act: c.Act},
 		})
 	}
+	if c.PostNorm != PostNormNone {
+		ln := nn.NewLayerNorm(p, prefix+".post_layernorm", w, c.Eps)
+		v.post = &ln
+	}
+	if c.Head {
+		n := prefix + ".head."
+		v.head = &head{
+			probe: p.Add(n+"probe", w).InitNormal(rng, nn.InitStd),
+			attn:  nn.NewMHA(p, rng, [4]string{n + "attention.q_proj", n + "attention.k_proj", n + "attention.v_proj", n + "attention.out_proj"}, w, w, c.Heads, true, true),
+			ln:    nn.NewLayerNorm(p, n+"layernorm", w, c.Eps),
+			mlp:   nn.MLP{FC1: nn.NewLinear(p, rng, n+"mlp.fc1", w, c.MLPDim, true), FC2: nn.NewLinear(p, rng, n+"mlp.fc2", c.MLPDim, w, true), Act: c.Act},
+		}
+	}
 	return v, nil
 }
 
@@ -144,9 +203,93 @@ func (v *ViT) Tokens(imageSize int, sel Select) int {
 	return g * g
 }
 
-// Forward encodes images [B, C, H, W] (H = W, a multiple of the patch) and
-// returns features [B, tokens, Width].
+// Forward encodes images [B, C, H, W] (H and W multiples of the patch; a
+// grid other than the learned one interpolates the positions) and returns
+// features [B, tokens, Width]. With PostNorm PostNormAll the last layer's
+// features are normalised (SigLIP's and BLIP-2's last_hidden_state); the
+// penultimate layer's never are (HF hidden_states[-2]).
 func (v *ViT) Forward(tp *kernels.Tape, images *kernels.Tensor, sel Select) *kernels.Tensor {
+	x := v.embed(tp, images)
+	layers := len(v.blocks)
+	if sel == PenultimatePatches {
+		layers--
+	}
+	for _, blk := range v.blocks[:layers] {
+		x = blk.forward(tp, x)
+	}
+	if sel != PenultimatePatches && v.Cfg.PostNorm == PostNormAll {
+		x = v.post.Forward(tp, x)
+	}
+	if sel != LastAll && v.Cfg.ClassToken {
+		x = tp.Slice(x, 1, 1, x.Shape[1])
+	}
+	return x
+}
+
+// Output is what Hugging Face's vision models return
+// (BaseModelOutputWithPooling).
+type Output struct {
+	// Hidden is hidden_states, filled when Encode is asked for it:
+	// Hidden[0] is the embeddings (after the pre-LayerNorm), Hidden[i] the
+	// output of block i, so Hidden[len-2] is LLaVA's vision_feature_layer -2.
+	Hidden []*kernels.Tensor
+	// Last is last_hidden_state [B, N, W]: the last block's tokens, class
+	// token included, normalised when PostNorm is PostNormAll.
+	Last *kernels.Tensor
+	// Pooled is pooler_output [B, W]: SigLIP's head applied to Last, or
+	// else the final LayerNorm applied to Last's class token (CLIP; EVA,
+	// where Last is already normalised, so twice as in Blip2VisionModel);
+	// nil when the config has neither.
+	Pooled *kernels.Tensor
+}
+
+// Encode runs every block and returns the outputs of HF's vision models;
+// hidden keeps each block's output (hidden_states).
+func (v *ViT) Encode(tp *kernels.Tape, images *kernels.Tensor, hidden bool) Output {
+	var out Output
+	x := v.embed(tp, images)
+	if hidden {
+		out.Hidden = append(out.Hidden, x)
+	}
+	for _, blk := range v.blocks {
+		x = blk.forward(tp, x)
+		if hidden {
+			out.Hidden = append(out.Hidden, x)
+		}
+	}
+	if v.Cfg.PostNorm == PostNormAll {
+		x = v.post.Forward(tp, x)
+	}
+	out.Last = x
+	b, w := x.Shape[0], v.Cfg.Width
+	switch {
+	case v.head != nil:
+		out.Pooled = v.head.forward(tp, x)
+	case v.post != nil && v.Cfg.ClassToken:
+		out.Pooled = v.post.Forward(tp, tp.Reshape(tp.Slice(x, 1, 0, 1), b, w))
+	}
+	return out
+}
+
+// forward is one pre-LN block: x + attn(ln1(x)), then x + mlp(ln2(x)).
+func (blk block) forward(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
+	x = tp.Add(x, blk.attn.Forward(tp, blk.ln1.Forward(tp, x), nil, kernels.AttnOptions{}, nil))
+	return tp.Add(x, blk.mlp.Forward(tp, blk.ln2.Forward(tp, x)))
+}
+
+// forward pools x [B, N, W] into [B, W]: the probe attends to x (as
+// nn.MultiheadAttention(probe, x, x)), then a + mlp(ln(a)).
+func (h *head) forward(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
+	b, w := x.Shape[0], x.Shape[2]
+	probe := tp.Add(kernels.Zeros(b, 1, w), tp.Reshape(h.probe, 1, 1, w))
+	a := h.attn.Forward(tp, probe, x, kernels.AttnOptions{}, nil)
+	a = tp.Add(a, h.mlp.Forward(tp, h.ln.Forward(tp, a)))
+	return tp.Reshape(a, b, w)
+}
+
+// embed returns the patch embeddings with positions, class token and
+// pre-LayerNorm: the input of the first block [B, N, W].
+func (v *ViT) embed(tp *kernels.Tape, images *kernels.Tensor) *kernels.Tensor {
 	c := v.Cfg
 	b, ch, h, w := images.Shape[0], images.Shape[1], images.Shape[2], images.Shape[3]
 	ps := c.PatchSize
@@ -174,17 +317,6 @@ func (v *ViT) Forward(tp *kernels.Tape, images *kernels.Tensor, sel Select) *ker
 	}
 	if v.pre != nil {
 		x = v.pre.Forward(tp, x)
-	}
-	layers := len(v.blocks)
-	if sel == PenultimatePatches {
-		layers--
-	}
-	for _, blk := range v.blocks[:layers] {
-		x = tp.Add(x, blk.attn.Forward(tp, blk.ln1.Forward(tp, x), nil, kernels.AttnOptions{}, nil))
-		x = tp.Add(x, blk.mlp.Forward(tp, blk.ln2.Forward(tp, x)))
-	}
-	if sel != LastAll && c.ClassToken {
-		x = tp.Slice(x, 1, 1, x.Shape[1])
 	}
 	return x
 }

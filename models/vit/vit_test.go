@@ -71,3 +71,32 @@ func TestHigherResolution(t *testing.T) {
 		t.Errorf("ParamCount = %d, built %d", ParamCount(cfg(1)), p.Count())
 	}
 }
+
+// TestPostNormAndHead: the final LayerNorm and SigLIP's pooling head are
+// counted by ParamCount, and Encode's outputs have HF's shapes.
+func TestPostNormAndHead(t *testing.T) {
+	for _, c := range []Config{
+		func() Config { c := cfg(2); c.PostNorm = PostNormPooled; return c }(),
+		func() Config { c := cfg(2); c.ClassToken, c.PreNorm, c.PostNorm, c.Head = false, false, PostNormAll, true; return c }(),
+		func() Config { c := cfg(2); c.PatchBias, c.PreNorm, c.PostNorm = true, false, PostNormAll; return c }(),
+	} {
+		p := nn.NewParams()
+		v, err := New(p, nn.Rng(4), "vit", c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ParamCount(c) != p.Count() {
+			t.Errorf("%+v: ParamCount = %d, built %d", c, ParamCount(c), p.Count())
+		}
+		out := v.Encode(nil, images(2, 8), true)
+		n := v.Tokens(8, LastAll)
+		if len(out.Hidden) != c.Layers+1 || out.Last.Shape[1] != n || out.Pooled == nil || len(out.Pooled.Shape) != 2 || out.Pooled.Shape[1] != c.Width {
+			t.Errorf("%+v: Encode gave %d hidden states, last %v, pooled %v", c, len(out.Hidden), out.Last.Shape, out.Pooled)
+		}
+	}
+	c := cfg(1)
+	c.ClassToken, c.PostNorm = false, PostNormPooled
+	if err := c.Validate(); err == nil {
+		t.Error("a pooled post-LayerNorm without a class token validated")
+	}
+}
