@@ -77,7 +77,11 @@ func TestHigherResolution(t *testing.T) {
 func TestPostNormAndHead(t *testing.T) {
 	for _, c := range []Config{
 		func() Config { c := cfg(2); c.PostNorm = PostNormPooled; return c }(),
-		func() Config { c := cfg(2); c.ClassToken, c.PreNorm, c.PostNorm, c.Head = false, false, PostNormAll, true; return c }(),
+		func() Config {
+			c := cfg(2)
+			c.ClassToken, c.PreNorm, c.PostNorm, c.Head = false, false, PostNormAll, true
+			return c
+		}(),
 		func() Config { c := cfg(2); c.PatchBias, c.PreNorm, c.PostNorm = true, false, PostNormAll; return c }(),
 	} {
 		p := nn.NewParams()
