@@ -57,6 +57,10 @@ type CheckpointManifest struct {
 	// Finals are the committed final checkpoints of earlier stages (for
 	// stages that initialise from a stage other than the previous one).
 	Finals map[string]CheckpointRef `json:"finals,omitempty"`
+	// Model is the models.Config the weights were trained at, so that a
+	// checkpoint reopens without its manifest (export, other jobs' init).
+	// Absent in checkpoints written before it was added.
+	Model json.RawMessage `json:"model,omitempty"`
 }
 
 // CheckpointFile is one safetensors object of a checkpoint.
@@ -148,6 +152,9 @@ func (r *Run) snapshot() ([]pendingFile, *CheckpointManifest) {
 	man.Sampler = shard.State{Seed: seed(r.job.Manifest), Epoch: epoch, Consumed: r.samples}
 	man.RNG.Seed, man.RNG.Step, man.RNG.Scheme = seed(r.job.Manifest), r.step, "pcg(seed, step<<20|rank<<8|micro); pcg(seed^stage<<32, sample position)"
 	man.Optimizer.Steps, man.Optimizer.LR = r.opt.Steps(), float64(r.opt.Config.LR)
+	if b, err := json.Marshal(r.model.Config()); err == nil {
+		man.Model = b
+	}
 	if len(r.finals) > 0 {
 		man.Finals = map[string]CheckpointRef{}
 		for k, v := range r.finals {

@@ -101,7 +101,13 @@ func NewRun(ctx context.Context, j Job, restore *CheckpointRef) (*Run, error) {
 			return nil, err
 		}
 	}
-	if r.cfg, err = stageConfig(j.Manifest, st, tok); err != nil {
+	var srcs []*initSource
+	if len(j.Manifest.Init) > 0 {
+		if srcs, err = openInit(ctx, j, st.Recipe.Family); err != nil {
+			return nil, err
+		}
+	}
+	if r.cfg, err = stageConfig(j.Manifest, st, tok, srcs); err != nil {
 		return nil, fmt.Errorf("trainer: stage %q: %w", st.Name, err)
 	}
 	if j.configure != nil {
@@ -139,6 +145,18 @@ func NewRun(ctx context.Context, j Job, restore *CheckpointRef) (*Run, error) {
 	} else if st.InitFrom >= 0 {
 		return nil, fmt.Errorf("trainer: stage %q initialises from stage %q's final checkpoint: restore is nil",
 			st.Name, j.Manifest.Stages[st.InitFrom].Name)
+	} else if len(srcs) > 0 {
+		// The job's first stage: the manifest's init block.
+		rep, err := loadInit(ctx, j, srcs, r.model, true)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range rep.Parts {
+			r.log.Info("trainer: initialised from "+p.Source, "part", p.Part, "layout", p.Layout, "tensors", len(p.Tensors), "bytes", p.Bytes)
+		}
+		if len(rep.RandomInit) > 0 {
+			r.log.Info("trainer: parameters left at their random init", "count", len(rep.RandomInit), "first", rep.RandomInit[0])
+		}
 	}
 
 	r.builder = &rowBuilder{format: st.Spec.Format, kinds: st.Spec.Kinds, tok: tok, cfg: r.cfg, maxLen: st.MaxSeqLen,
@@ -211,7 +229,7 @@ func warmupSet(m *api.Manifest, i int) bool {
 // model stage. The ViT's learned position grid stays the preset's, so a
 // resolution change interpolates it (bicubic, Qwen-VL get_abs_pos) and
 // checkpoints load across stages.
-func stageConfig(m *api.Manifest, st *Stage, tok tokenizer.Tokenizer) (models.Config, error) {
+func stageConfig(m *api.Manifest, st *Stage, tok tokenizer.Tokenizer, srcs []*initSource) (models.Config, error) {
 	size, err := modelSize(m.Model.Size)
 	if err != nil {
 		return models.Config{}, err
@@ -223,8 +241,18 @@ func stageConfig(m *api.Manifest, st *Stage, tok tokenizer.Tokenizer) (models.Co
 	if st.Spec.ModelStage > 0 {
 		cfg.Stage = st.Spec.ModelStage
 	}
+	if err := configureInit(srcs, &cfg); err != nil {
+		return cfg, err
+	}
+	initVocab := cfg.LLM.Vocab
 	if cfg, err = cfg.WithTokenizer(tok); err != nil {
 		return cfg, err
+	}
+	// A pretrained LLM keeps its vocabulary when it is larger than the
+	// tokenizer's; when the tokenizer's is larger (Loom's special tokens
+	// appended), the embedding rows it adds start at random (PadRows).
+	if len(srcs) > 0 && initVocab > cfg.LLM.Vocab && hasLLMInit(srcs) {
+		cfg.LLM.Vocab = initVocab
 	}
 	if cfg.ViT.PatchSize > 0 && cfg.ViT.PosGrid == 0 {
 		cfg.ViT.PosGrid = cfg.ViT.ImageSize / cfg.ViT.PatchSize
@@ -249,6 +277,15 @@ func stageConfig(m *api.Manifest, st *Stage, tok tokenizer.Tokenizer) (models.Co
 		return cfg, fmt.Errorf("model: %w", err)
 	}
 	return cfg, nil
+}
+
+func hasLLMInit(srcs []*initSource) bool {
+	for _, s := range srcs {
+		if s.part == "llm" || s.part == "model" {
+			return true
+		}
+	}
+	return false
 }
 
 // lwmTokenizer is LWM's frozen VQGAN image tokenizer at the model's size,

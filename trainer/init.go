@@ -1,0 +1,397 @@
+package trainer
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/loomtrain/loom/api"
+	"github.com/loomtrain/loom/models"
+	"github.com/loomtrain/loom/models/hf"
+	"github.com/loomtrain/loom/models/nn"
+	"github.com/loomtrain/loom/shard"
+)
+
+// initSource is one part of a manifest's init block, opened: a Hugging
+// Face directory (ck, layout) or another job's committed checkpoint (man).
+type initSource struct {
+	part   string
+	src    api.InitSource
+	ck     *hf.Checkpoint
+	layout *hf.Layout
+	man    *CheckpointManifest
+	model  *models.Config // the config the other job trained at, when recorded
+}
+
+func (s *initSource) String() string {
+	if s.src.URI != "" {
+		return s.src.URI
+	}
+	return fmt.Sprintf("job %s step %d", s.src.Job, s.man.Step)
+}
+
+// initParts orders the init block: the whole model first, so that a
+// component source overrides its part of it.
+func initParts(m *api.Manifest) []string {
+	var out []string
+	for k := range m.Init {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if (out[i] == "model") != (out[j] == "model") {
+			return out[i] == "model"
+		}
+		return out[i] < out[j]
+	})
+	return out
+}
+
+// openInit opens every source of the manifest's init block (headers and
+// manifests only; no weights are read).
+func openInit(ctx context.Context, j Job, family models.Family) ([]*initSource, error) {
+	var out []*initSource
+	for _, part := range initParts(j.Manifest) {
+		s := &initSource{part: part, src: j.Manifest.Init[part]}
+		if err := partExists(part, family); err != nil {
+			return nil, fmt.Errorf("trainer: init.%s: %w", part, err)
+		}
+		switch {
+		case s.src.URI != "":
+			store, prefix, err := openLocation(ctx, j, s.src.URI)
+			if err != nil {
+				return nil, fmt.Errorf("trainer: init.%s: %s: %w", part, s.src.URI, err)
+			}
+			if s.ck, err = hf.Open(ctx, StoreSource{Store: store, Prefix: prefix, Name: s.src.URI}); err != nil {
+				return nil, fmt.Errorf("trainer: init.%s: %w", part, err)
+			}
+			if s.layout, err = hf.FindLayout(part, family, s.ck.Config()); err != nil {
+				return nil, fmt.Errorf("trainer: init.%s: %s: %w", part, s.src.URI, err)
+			}
+		case s.src.Checkpoint == nil:
+			return nil, fmt.Errorf("trainer: init.%s: job %q: no resolved checkpoint; the coordinator records it when the job is submitted", part, s.src.Job)
+		default:
+			rc := s.src.Checkpoint
+			ref := CheckpointRef{Step: rc.Step, Stage: rc.Stage}
+			for _, o := range rc.Objects {
+				ref.Objects = append(ref.Objects, CheckpointObject{Path: o.Path, SHA256: o.SHA256, Size: o.Size})
+			}
+			man, err := ReadCheckpoint(ctx, j.Store, ref)
+			if err != nil {
+				return nil, fmt.Errorf("trainer: init.%s: job %s: %w", part, s.src.Job, err)
+			}
+			if man.Job != s.src.Job {
+				return nil, fmt.Errorf("trainer: init.%s: the checkpoint at step %d belongs to job %q, not %q", part, rc.Step, man.Job, s.src.Job)
+			}
+			s.man = man
+			if len(man.Model) > 0 {
+				var mc models.Config
+				if err := json.Unmarshal(man.Model, &mc); err != nil {
+					return nil, fmt.Errorf("trainer: init.%s: job %s step %d: model config: %w", part, s.src.Job, man.Step, err)
+				}
+				s.model = &mc
+			}
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func openLocation(ctx context.Context, j Job, uri string) (shard.ObjectStore, string, error) {
+	if j.OpenDataset != nil {
+		return j.OpenDataset(ctx, api.Dataset{Name: "init", URI: uri, Weight: 1})
+	}
+	loc, err := shard.ParseLocation(uri)
+	if err != nil {
+		return nil, "", err
+	}
+	return loc.Open(shard.S3ConfigFromEnv(shard.S3Config{}))
+}
+
+// partExists says whether a family's model has the part.
+func partExists(part string, f models.Family) error {
+	ok := false
+	switch part {
+	case "model":
+		ok = true
+	case "llm":
+		ok = f != models.VQGAN
+	case "vision":
+		ok = f != models.LWM && f != models.VQGAN
+	case "qformer":
+		ok = f == models.BLIP2 || f == models.InstructBLIP
+	case "vqgan":
+		ok = f == models.LWM || f == models.VQGAN
+	}
+	if !ok {
+		return fmt.Errorf("a %s model has no %s", f, part)
+	}
+	return nil
+}
+
+// partPatterns are the Loom parameters a part covers.
+func partPatterns(part string, f models.Family) []string {
+	switch part {
+	case "llm":
+		return []string{"llm.*"}
+	case "vision":
+		return []string{hf.VisionPrefix(f) + ".*"}
+	case "qformer":
+		return []string{"qformer.*"}
+	case "vqgan":
+		return []string{"vqgan.*"}
+	}
+	return nil // the whole model
+}
+
+// configure sets the shape of each initialised part from its source: a
+// Hugging Face config.json, or the config another job trained at. It runs
+// on the size preset, before the stage's own settings (resolution, RoPE θ,
+// losses) are applied.
+func configureInit(srcs []*initSource, cfg *models.Config) error {
+	for _, s := range srcs {
+		switch {
+		case s.layout != nil:
+			if err := s.layout.Configure(s.ck.Config(), cfg); err != nil {
+				return fmt.Errorf("init.%s: %s: %w", s.part, s.src.URI, err)
+			}
+		case s.model != nil:
+			mc := *s.model
+			switch s.part {
+			case "model":
+				if mc.Family != cfg.Family {
+					return fmt.Errorf("init.model: job %s trained a %s model, this recipe builds %s; name the parts (llm, vision, ...) to take", s.src.Job, mc.Family, cfg.Family)
+				}
+				cfg.ViT, cfg.LLM, cfg.QFormer, cfg.VQGAN = mc.ViT, mc.LLM, mc.QFormer, mc.VQGAN
+				cfg.Projector, cfg.Queries, cfg.QueryGrid, cfg.AdapterHeads = mc.Projector, mc.Queries, mc.QueryGrid, mc.AdapterHeads
+				cfg.VisionVocab, cfg.Codebook = mc.VisionVocab, mc.Codebook
+			case "llm":
+				if mc.LLM.Hidden == 0 {
+					return fmt.Errorf("init.llm: job %s's %s model has no LLM", s.src.Job, mc.Family)
+				}
+				cfg.LLM = mc.LLM
+			case "vision":
+				if mc.ViT.Width == 0 {
+					return fmt.Errorf("init.vision: job %s's %s model has no vision tower", s.src.Job, mc.Family)
+				}
+				cfg.ViT = mc.ViT
+			case "qformer":
+				if mc.QFormer.Hidden == 0 {
+					return fmt.Errorf("init.qformer: job %s's %s model has no Q-Former", s.src.Job, mc.Family)
+				}
+				// The heads and the text side are the family's and stage's.
+				q := cfg.QFormer
+				q.Hidden, q.Layers, q.Heads, q.Intermediate, q.MaxPos, q.Queries, q.CrossFreq, q.VisionWidth, q.EmbedDim =
+					mc.QFormer.Hidden, mc.QFormer.Layers, mc.QFormer.Heads, mc.QFormer.Intermediate, mc.QFormer.MaxPos,
+					mc.QFormer.Queries, mc.QFormer.CrossFreq, mc.QFormer.VisionWidth, mc.QFormer.EmbedDim
+				cfg.QFormer = q
+			case "vqgan":
+				if mc.VQGAN.Base == 0 {
+					return fmt.Errorf("init.vqgan: job %s's %s model has no VQGAN", s.src.Job, mc.Family)
+				}
+				cfg.VQGAN = mc.VQGAN
+			}
+		}
+	}
+	return nil
+}
+
+// InitPart reports what one init source loads.
+type InitPart struct {
+	Part   string
+	Source string
+	Layout string // the Hugging Face class, or "loom checkpoint"
+	// Tensors lists what is read: checkpoint tensor, its shape and dtype,
+	// bytes, and the Loom parameters it initialises.
+	Tensors []InitTensor
+	Bytes   int64
+	// Ignored are checkpoint tensors read by nobody on purpose; Zeroed
+	// parameters the layout fixes at zero.
+	Ignored, Zeroed []string
+}
+
+// InitTensor is one tensor an init source reads.
+type InitTensor struct {
+	Name  string
+	Shape []int
+	DType string
+	Bytes int64
+	Loom  []string
+}
+
+// InitReport is the whole init block's effect on the model.
+type InitReport struct {
+	Parts []InitPart
+	// RandomInit are the model's parameters no source initialises: they
+	// start from the seed.
+	RandomInit []string
+	Params     int // parameters of the model
+}
+
+// loadInit initialises the model from the sources (load false: only plan
+// and check, reading no weights).
+func loadInit(ctx context.Context, j Job, srcs []*initSource, m models.Model, load bool) (*InitReport, error) {
+	p := m.Params()
+	cfg := m.Config()
+	covered := map[string]bool{}
+	rep := &InitReport{Params: p.Count()}
+	for _, s := range srcs {
+		ip := InitPart{Part: s.part, Source: s.String()}
+		if s.layout != nil {
+			mp, err := s.layout.Mapping(cfg)
+			if err != nil {
+				return nil, fmt.Errorf("trainer: init.%s: %w", s.part, err)
+			}
+			var pl *hf.Plan
+			if load {
+				pl, err = hf.Load(ctx, s.ck, mp, p)
+			} else {
+				pl, err = hf.MakePlan(s.ck, mp, p)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("trainer: init.%s: %w", s.part, err)
+			}
+			ip.Layout, ip.Bytes, ip.Ignored, ip.Zeroed = s.layout.Name, pl.Bytes, pl.Ignored, pl.Zeroed
+			for _, it := range pl.Items {
+				ip.Tensors = append(ip.Tensors, InitTensor{Name: it.Tensor.Name, Shape: it.Tensor.Shape, DType: string(it.Tensor.DType),
+					Bytes: it.Tensor.Bytes, Loom: it.Loom})
+				for _, n := range it.Loom {
+					covered[n] = true
+				}
+			}
+			for _, n := range pl.Zeroed {
+				covered[n] = true
+			}
+			// Rows of a padded vocabulary stay random.
+			for _, r := range pl.RandomInit {
+				if strings.Contains(r, " rows ") {
+					rep.RandomInit = append(rep.RandomInit, r)
+				}
+			}
+		} else {
+			ip.Layout = "loom checkpoint"
+			if err := loadJobPart(ctx, j, s, m, load, &ip, covered); err != nil {
+				return nil, err
+			}
+		}
+		rep.Parts = append(rep.Parts, ip)
+	}
+	for _, n := range p.Names() {
+		if !covered[n] {
+			rep.RandomInit = append(rep.RandomInit, n)
+		}
+	}
+	return rep, nil
+}
+
+// loadJobPart copies a part's parameters from another job's checkpoint:
+// every parameter of the part must be there with the same shape (errors
+// name the object and the tensor); checkpoint tensors the model does not
+// have (the other family's own modules) are left.
+func loadJobPart(ctx context.Context, j Job, s *initSource, m models.Model, load bool, ip *InitPart, covered map[string]bool) error {
+	p := m.Params()
+	pats := partPatterns(s.part, m.Config().Family)
+	shapes := map[string]bool{}
+	for _, f := range s.man.Files {
+		if f.Role == "model" {
+			for name := range f.Tensors {
+				shapes[name] = true
+			}
+		}
+	}
+	var want []string
+	for _, n := range p.Names() {
+		if pats == nil || nn.Match(n, pats...) {
+			if !shapes[n] {
+				return fmt.Errorf("trainer: init.%s: job %s step %d has no tensor %q", s.part, s.src.Job, s.man.Step, n)
+			}
+			want = append(want, n)
+		}
+	}
+	if len(want) == 0 {
+		return fmt.Errorf("trainer: init.%s: the model has no parameter matching %v", s.part, pats)
+	}
+	if !load {
+		for _, n := range want {
+			t := p.Get(n)
+			ip.Tensors = append(ip.Tensors, InitTensor{Name: n, Shape: t.Shape, DType: "F32", Bytes: int64(4 * t.Size()), Loom: []string{n}})
+			ip.Bytes += int64(4 * t.Size())
+			covered[n] = true
+		}
+		return nil
+	}
+	mf, err := readFiles(ctx, j.Store, s.man, "model")
+	if err != nil {
+		return fmt.Errorf("trainer: init.%s: job %s: %w", s.part, s.src.Job, err)
+	}
+	for _, n := range want {
+		t := p.Get(n)
+		info, _ := mf.Info(n)
+		if !slices.Equal(info.Shape, t.Shape) {
+			return fmt.Errorf("trainer: init.%s: job %s step %d: tensor %q is %v, the model's is %v", s.part, s.src.Job, s.man.Step, n, info.Shape, t.Shape)
+		}
+	}
+	for _, n := range want {
+		t := p.Get(n)
+		v, err := mf.Float32(n)
+		if err != nil {
+			return fmt.Errorf("trainer: init.%s: job %s: %w", s.part, s.src.Job, err)
+		}
+		copy(t.Data, v)
+		ip.Tensors = append(ip.Tensors, InitTensor{Name: n, Shape: t.Shape, DType: "F32", Bytes: int64(4 * len(v)), Loom: []string{n}})
+		ip.Bytes += int64(4 * len(v))
+		covered[n] = true
+	}
+	return nil
+}
+
+// StoreSource reads a Hugging Face directory under a prefix of an object
+// store with range GETs (hf.Source), and writes one (hf.Sink).
+type StoreSource struct {
+	Store  shard.ObjectStore
+	Prefix string
+	Name   string // for messages; default the prefix
+}
+
+func (s StoreSource) key(name string) string { return shard.JoinKey(s.Prefix, name) }
+
+// Size implements hf.Source.
+func (s StoreSource) Size(ctx context.Context, name string) (int64, error) {
+	info, err := s.Store.Stat(ctx, s.key(name))
+	if errors.Is(err, shard.ErrNotFound) {
+		return 0, fmt.Errorf("%s/%s: %w", s, name, fs.ErrNotExist)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return info.Size, nil
+}
+
+// ReadRange implements hf.Source.
+func (s StoreSource) ReadRange(ctx context.Context, name string, off, n int64) ([]byte, error) {
+	b, err := s.Store.GetRange(ctx, s.key(name), off, n)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) != n {
+		return nil, fmt.Errorf("%s/%s: %d bytes at %d, got %d", s, name, n, off, len(b))
+	}
+	return b, nil
+}
+
+// Put implements hf.Sink.
+func (s StoreSource) Put(ctx context.Context, name string, data []byte) error {
+	return s.Store.Put(ctx, s.key(name), bytes.NewReader(data), int64(len(data)))
+}
+
+func (s StoreSource) String() string {
+	if s.Name != "" {
+		return strings.TrimSuffix(s.Name, "/")
+	}
+	return s.Prefix
+}

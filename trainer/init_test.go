@@ -1,0 +1,126 @@
+package trainer
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/loomtrain/loom/api"
+	"github.com/loomtrain/loom/models"
+	"github.com/loomtrain/loom/shard"
+)
+
+// resolved is what the coordinator records for an init source naming a
+// job (coordinator.State.resolveInit).
+func resolved(ref CheckpointRef) *api.ResolvedCheckpoint {
+	rc := &api.ResolvedCheckpoint{Step: ref.Step, Stage: ref.Stage}
+	for _, o := range ref.Objects {
+		rc.Objects = append(rc.Objects, api.CheckpointObject{Path: o.Path, SHA256: o.SHA256, Size: o.Size})
+	}
+	return rc
+}
+
+// Jobs that build on jobs: a text-only LWM job trains its LLM at the small
+// size; a VILA job at the tiny size starts its LLM from that checkpoint.
+// The VILA model takes the LLM's shape from the checkpoint's recorded
+// config, every llm.* weight equals the checkpoint's, and the other parts
+// start from the seed as without an init block.
+func TestInitFromAnotherJob(t *testing.T) {
+	ctx := context.Background()
+	d := sharedData(t)
+	store := shard.NewMemStore()
+
+	text := testManifest(t, "lwm", 2, 4)
+	text.Name, text.Model.Size = "text-pretrain", "small"
+	text.Stages = text.Stages[:1]
+	text.Stages[0].Overrides.MaxSeqLen = ptr(32)
+	base, err := NewRun(ctx, d.job(text, 0, store), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := base.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := base.SaveSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trained := weights(base)
+	base.Close()
+
+	vila := testManifest(t, "vila", 2, 4)
+	plain, err := NewRun(ctx, d.job(vila, 0, store), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := weights(plain)
+	plain.Close()
+
+	vila.Init = map[string]api.InitSource{"llm": {Job: text.Name, Checkpoint: resolved(res.Ref)}}
+	r, err := NewRun(ctx, d.job(vila, 0, store), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if got, want := r.cfg.LLM.Hidden, base.cfg.LLM.Hidden; got != want {
+		t.Fatalf("VILA's LLM is %d wide, the text job's %d: the shape must come from the checkpoint", got, want)
+	}
+	got := weights(r)
+	nLLM := 0
+	for name, w := range got {
+		if strings.HasPrefix(name, "llm.") {
+			nLLM++
+			if !slices.Equal(w, trained[name]) {
+				t.Errorf("%s differs from the text job's checkpoint", name)
+			}
+		} else if strings.HasPrefix(name, "vit.") && !slices.Equal(w, fresh[name]) {
+			t.Errorf("%s changed, but only the llm is initialised", name)
+		}
+	}
+	if nLLM == 0 {
+		t.Fatal("no llm.* parameters")
+	}
+	// The run trains from there.
+	if _, err := r.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	if len(got["mm_projector.3.bias"]) != base.cfg.LLM.Hidden {
+		t.Errorf("the projector maps to %d, not the LLM's width %d", len(got["mm_projector.3.bias"]), base.cfg.LLM.Hidden)
+	}
+	// The plan lists every tensor and what stays random.
+	srcs, err := openInit(ctx, d.job(vila, 0, store), models.VILA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := loadInit(ctx, d.job(vila, 0, store), srcs, r.model, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Parts) != 1 || len(rep.Parts[0].Tensors) != nLLM || rep.Parts[0].Layout != "loom checkpoint" {
+		t.Fatalf("plan: %+v", rep.Parts)
+	}
+	if !slices.ContainsFunc(rep.RandomInit, func(n string) bool { return strings.HasPrefix(n, "vit.") }) ||
+		slices.ContainsFunc(rep.RandomInit, func(n string) bool { return strings.HasPrefix(n, "llm.") }) {
+		t.Fatalf("random init: %v", rep.RandomInit)
+	}
+
+	for _, c := range []struct {
+		init map[string]api.InitSource
+		err  string
+	}{
+		{map[string]api.InitSource{"qformer": {Job: text.Name, Checkpoint: resolved(res.Ref)}}, "init.qformer: a vila model has no qformer"},
+		{map[string]api.InitSource{"vision": {Job: text.Name, Checkpoint: resolved(res.Ref)}}, "init.vision: job text-pretrain's lwm model has no vision tower"},
+		{map[string]api.InitSource{"llm": {Job: text.Name}}, `init.llm: job "text-pretrain": no resolved checkpoint`},
+		{map[string]api.InitSource{"llm": {Job: "someone-else", Checkpoint: resolved(res.Ref)}}, `belongs to job "text-pretrain", not "someone-else"`},
+	} {
+		vila.Init = c.init
+		_, err := NewRun(ctx, d.job(vila, 0, store), nil)
+		if err == nil || !strings.Contains(err.Error(), c.err) {
+			t.Errorf("init %v: NewRun error %v, want %q", c.init, err, c.err)
+		}
+	}
+}
