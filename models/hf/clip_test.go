@@ -162,7 +162,7 @@ func TestCLIPVisionAgainstPyTorch(t *testing.T) {
 		t.Errorf("ignored %v, want the position_ids buffer", pl.Ignored)
 	}
 	ref := readRef(t, "clip_out.json")
-	for _, k := range []string{"", "20x20_", "16x8_"} { // 16x8: a 4×2 grid from the 3×3 table
+	for _, k := range []string{"", "20x20_", "16x8_", "14x15_"} { // 14x15: 3×3 patches, 2 and 3 px left out // 16x8: a 4×2 grid from the 3×3 table
 		checkTower(t, "CLIP", v, ref, k)
 	}
 }
@@ -319,7 +319,7 @@ func checkLoadErrors(t *testing.T, dir string, cfg vit.Config, m Mapping, victim
 			for i := range ts {
 				if ts[i].Name == victim {
 					n := len(ts[i].Data) / ts[i].DType.Size()
-					ts[i].Shape = []int{n}
+					ts[i].Shape = []int{n, 1}
 				}
 			}
 			return ts

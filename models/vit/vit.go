@@ -10,7 +10,7 @@ import (
 
 // Config sizes a ViT.
 type Config struct {
-	ImageSize  int    // training resolution in pixels (square)
+	ImageSize  int    // training resolution in pixels (square; ⌊ImageSize/PatchSize⌋² patches)
 	PatchSize  int    // patch side in pixels
 	Channels   int    // image channels (3)
 	Width      int    // hidden size
@@ -60,8 +60,8 @@ func (c Config) Grid() int {
 // Validate names the first inconsistent field.
 func (c Config) Validate() error {
 	switch {
-	case c.PatchSize <= 0 || c.ImageSize%c.PatchSize != 0:
-		return fmt.Errorf("vit: image_size %d is not a multiple of patch_size %d", c.ImageSize, c.PatchSize)
+	case c.PatchSize <= 0 || c.ImageSize < c.PatchSize:
+		return fmt.Errorf("vit: image_size %d holds no patch of patch_size %d", c.ImageSize, c.PatchSize)
 	case c.Heads <= 0 || c.Width%c.Heads != 0:
 		return fmt.Errorf("vit: width %d is not a multiple of heads %d", c.Width, c.Heads)
 	case c.Layers <= 0 || c.MLPDim <= 0 || c.Channels <= 0:
@@ -203,8 +203,9 @@ func (v *ViT) Tokens(imageSize int, sel Select) int {
 	return g * g
 }
 
-// Forward encodes images [B, C, H, W] (H and W multiples of the patch; a
-// grid other than the learned one interpolates the positions) and returns
+// Forward encodes images [B, C, H, W] (a grid of ⌊H/P⌋×⌊W/P⌋ patches, the
+// remainder left out as by a stride-P convolution; a grid other than the
+// learned one interpolates the positions) and returns
 // features [B, tokens, Width]. With PostNorm PostNormAll the last layer's
 // features are normalised (SigLIP's and BLIP-2's last_hidden_state); the
 // penultimate layer's never are (HF hidden_states[-2]).
@@ -293,10 +294,15 @@ func (v *ViT) embed(tp *kernels.Tape, images *kernels.Tensor) *kernels.Tensor {
 	c := v.Cfg
 	b, ch, h, w := images.Shape[0], images.Shape[1], images.Shape[2], images.Shape[3]
 	ps := c.PatchSize
-	if ch != c.Channels || h%ps != 0 || w%ps != 0 {
-		panic(fmt.Sprintf("vit: images %v: want [B, %d, H, W] with H and W multiples of %d", images.Shape, c.Channels, ps))
+	if ch != c.Channels || h < ps || w < ps {
+		panic(fmt.Sprintf("vit: images %v: want [B, %d, H, W] with H and W at least %d", images.Shape, c.Channels, ps))
 	}
 	gh, gw := h/ps, w/ps
+	if h%ps != 0 || w%ps != 0 {
+		// A stride-p convolution without padding leaves out the last rows
+		// and columns (SigLIP so400m: 384 px in 14 px patches, 27×27).
+		images = tp.Slice(tp.Slice(images, 2, 0, gh*ps), 3, 0, gw*ps)
+	}
 	// Patch embedding: a convolution with kernel = stride = patch.
 	x := tp.PatchEmbed(images, v.patch, v.patchBias) // [B, gh·gw, W]
 

@@ -224,7 +224,7 @@ def reference(model, gen, sizes):
 def main():
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1234)
-    sizes = [(12, 12), (20, 20), (16, 8)]
+    sizes = [(12, 12), (20, 20), (16, 8), (14, 15)]
 
     # 1. CLIPVisionModel, F32, with the position_ids buffer old checkpoints saved.
     c = Cfg(VISION)
