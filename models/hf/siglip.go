@@ -68,7 +68,9 @@ func SiglipVisionConfigJSON(c vit.Config) ([]byte, error) {
 // and logit_scale/logit_bias are skipped.
 func SiglipVisionMapping(c vit.Config, hfPrefix, loomPrefix string) Mapping {
 	m := Mapping{Arch: "SiglipVisionModel", Scope: visionScope(loomPrefix)}
-	e := func(hf, loom string) { m.Entries = append(m.Entries, Entry{HF: hfPrefix + hf, Loom: []string{loomPrefix + loom}}) }
+	e := func(hf, loom string) {
+		m.Entries = append(m.Entries, Entry{HF: hfPrefix + hf, Loom: []string{loomPrefix + loom}})
+	}
 	e("embeddings.patch_embedding.weight", "embeddings.patch_embedding.weight")
 	e("embeddings.patch_embedding.bias", "embeddings.patch_embedding.bias")
 	e("embeddings.position_embedding.weight", "embeddings.position_embedding.weight")
