@@ -26,7 +26,43 @@ type initSource struct {
 	ck     *hf.Checkpoint
 	layout *hf.Layout
 	man    *CheckpointManifest
-	model  *models.Config // the config the other job trained at, when recorded
+	store  shard.ObjectStore // where man's objects are
+	model  *models.Config    // the config the other job trained at, when recorded
+}
+
+// jobCheckpoint turns a resolved checkpoint into a reference in the store
+// that holds it. The coordinator records objects as s3://BUCKET/KEY (the
+// worker's form); such objects are read from that bucket, opened like a
+// dataset, and plain keys from the job's own checkpoint store.
+func jobCheckpoint(ctx context.Context, j Job, rc *api.ResolvedCheckpoint) (shard.ObjectStore, CheckpointRef, error) {
+	ref := CheckpointRef{Step: rc.Step, Stage: rc.Stage}
+	bucket := ""
+	for i, o := range rc.Objects {
+		path := o.Path
+		if rest, ok := strings.CutPrefix(path, "s3://"); ok {
+			b, key, _ := strings.Cut(rest, "/")
+			if key == "" || (bucket != "" && b != bucket) {
+				return nil, ref, fmt.Errorf("checkpoint step %d: objects[%d] %q: want s3://BUCKET/KEY in one bucket", rc.Step, i, path)
+			}
+			bucket, path = b, key
+		} else if bucket != "" {
+			return nil, ref, fmt.Errorf("checkpoint step %d: objects[%d] %q mixes keys and s3:// paths", rc.Step, i, path)
+		}
+		ref.Objects = append(ref.Objects, CheckpointObject{Path: path, SHA256: o.SHA256, Size: o.Size})
+	}
+	if bucket == "" {
+		return j.Store, ref, nil
+	}
+	store, prefix, err := openLocation(ctx, j, "s3://"+bucket)
+	if err != nil {
+		return nil, ref, err
+	}
+	if prefix != "" {
+		for i := range ref.Objects {
+			ref.Objects[i].Path = shard.JoinKey(prefix, ref.Objects[i].Path)
+		}
+	}
+	return store, ref, nil
 }
 
 func (s *initSource) String() string {
@@ -76,17 +112,17 @@ func openInit(ctx context.Context, j Job, family models.Family) ([]*initSource, 
 		case s.src.Checkpoint == nil:
 			return nil, fmt.Errorf("trainer: init.%s: job %q: no resolved checkpoint; the coordinator records it when the job is submitted", part, s.src.Job)
 		default:
-			rc := s.src.Checkpoint
-			ref := CheckpointRef{Step: rc.Step, Stage: rc.Stage}
-			for _, o := range rc.Objects {
-				ref.Objects = append(ref.Objects, CheckpointObject{Path: o.Path, SHA256: o.SHA256, Size: o.Size})
+			store, ref, err := jobCheckpoint(ctx, j, s.src.Checkpoint)
+			if err != nil {
+				return nil, fmt.Errorf("trainer: init.%s: job %s: %w", part, s.src.Job, err)
 			}
-			man, err := ReadCheckpoint(ctx, j.Store, ref)
+			s.store = store
+			man, err := ReadCheckpoint(ctx, store, ref)
 			if err != nil {
 				return nil, fmt.Errorf("trainer: init.%s: job %s: %w", part, s.src.Job, err)
 			}
 			if man.Job != s.src.Job {
-				return nil, fmt.Errorf("trainer: init.%s: the checkpoint at step %d belongs to job %q, not %q", part, rc.Step, man.Job, s.src.Job)
+				return nil, fmt.Errorf("trainer: init.%s: the checkpoint at step %d belongs to job %q, not %q", part, s.src.Checkpoint.Step, man.Job, s.src.Job)
 			}
 			s.man = man
 			if len(man.Model) > 0 {
@@ -325,7 +361,7 @@ func loadJobPart(ctx context.Context, j Job, s *initSource, m models.Model, load
 		}
 		return nil
 	}
-	mf, err := readFiles(ctx, j.Store, s.man, "model")
+	mf, err := readFiles(ctx, s.store, s.man, "model")
 	if err != nil {
 		return fmt.Errorf("trainer: init.%s: job %s: %w", s.part, s.src.Job, err)
 	}
