@@ -24,21 +24,21 @@ type bertJSON struct {
 	PosType      *string  `json:"position_embedding_type"`
 }
 
-func intOr(p *int, def int) int {
+func qfInt(p *int, def int) int {
 	if p != nil {
 		return *p
 	}
 	return def
 }
 
-func floatOr(p *float64, def float64) float64 {
+func qfFloat(p *float64, def float64) float64 {
 	if p != nil {
 		return *p
 	}
 	return def
 }
 
-func strOr(p *string, def string) string {
+func qfStr(p *string, def string) string {
 	if p != nil {
 		return *p
 	}
@@ -64,21 +64,21 @@ func BertConfig(configJSON []byte, base qformer.Config) (qformer.Config, error) 
 	if j.ModelType != "" && j.ModelType != "bert" {
 		return qformer.Config{}, fmt.Errorf("bert config: model_type %q, want \"bert\"", j.ModelType)
 	}
-	if act := strOr(j.Act, "gelu"); act != "gelu" {
+	if act := qfStr(j.Act, "gelu"); act != "gelu" {
 		return qformer.Config{}, fmt.Errorf("bert config: hidden_act %q: the Q-Former computes exact (erf) GELU, \"gelu\"", act)
 	}
-	if pt := strOr(j.PosType, "absolute"); pt != "absolute" {
+	if pt := qfStr(j.PosType, "absolute"); pt != "absolute" {
 		return qformer.Config{}, fmt.Errorf("bert config: position_embedding_type %q: the Q-Former has absolute positions only", pt)
 	}
 	c := base
-	c.Vocab = intOr(j.Vocab, 30522) + 1
-	c.Hidden = intOr(j.Hidden, 768)
-	c.Layers = intOr(j.Layers, 12)
-	c.Heads = intOr(j.Heads, 12)
-	c.Intermediate = intOr(j.Intermediate, 3072)
-	c.MaxPos = intOr(j.MaxPos, 512)
-	c.Eps = float32(floatOr(j.Eps, 1e-12))
-	c.Dropout = float32(floatOr(j.Dropout, 0.1))
+	c.Vocab = qfInt(j.Vocab, 30522) + 1
+	c.Hidden = qfInt(j.Hidden, 768)
+	c.Layers = qfInt(j.Layers, 12)
+	c.Heads = qfInt(j.Heads, 12)
+	c.Intermediate = qfInt(j.Intermediate, 3072)
+	c.MaxPos = qfInt(j.MaxPos, 512)
+	c.Eps = float32(qfFloat(j.Eps, 1e-12))
+	c.Dropout = float32(qfFloat(j.Dropout, 0.1))
 	if err := c.Validate(); err != nil {
 		return qformer.Config{}, fmt.Errorf("bert config: %w", err)
 	}
@@ -108,9 +108,10 @@ func bertName(s string, prefixed bool) (string, []string) {
 
 // BertQFormerMapping maps a BERT checkpoint (BertModel, BertForMaskedLM or
 // BertForPreTraining: keys with or without "bert.", LayerNorm weight/bias
-// or gamma/beta) onto the Q-Former qformer.New(p, rng, loomPrefix, c)
-// builds, as LAVIS init_Qformer's BertLMHeadModel.from_pretrained does and
-// Blip2Qformer.__init__ completes:
+// or gamma/beta) onto the Q-Former qformer.New(p, rng, "qformer", c)
+// builds under loomPrefix ("qformer."), as LAVIS init_Qformer's
+// BertLMHeadModel.from_pretrained does and Blip2Qformer.__init__
+// completes:
 //
 //   - embeddings.{word_embeddings, position_embeddings} (TextSide) and
 //     embeddings.LayerNorm; the word embeddings' extra [DEC] row keeps its
@@ -140,8 +141,8 @@ func bertName(s string, prefixed bool) (string, []string) {
 // temp. hfPrefix is prepended to every checkpoint name (a BERT inside a
 // larger file; usually "").
 func BertQFormerMapping(c qformer.Config, hfPrefix, loomPrefix string) Mapping {
-	L := loomPrefix + "."
-	m := Mapping{Arch: "BertForMaskedLM→Q-Former", Scope: []string{loomPrefix + ".*"}}
+	L := loomPrefix
+	m := Mapping{Arch: "BertForMaskedLM→Q-Former", Scope: qformerScope(loomPrefix)}
 	add := func(bert string, loom []string, e Entry) {
 		// The MLM head is not under "bert." in BertForMaskedLM files.
 		e.HF, e.Alt = bertName(bert, !strings.HasPrefix(bert, "cls."))

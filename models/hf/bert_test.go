@@ -152,7 +152,7 @@ func bqLoadBert(t *testing.T, ck *hf.Checkpoint) (*qformer.QFormer, *nn.Params, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := hf.Load(context.Background(), ck, hf.BertQFormerMapping(c, "", "qformer"), p)
+	plan, err := hf.Load(context.Background(), ck, hf.BertQFormerMapping(c, "", "qformer."), p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +326,7 @@ func TestBertQFormerNameVariants(t *testing.T) {
 	if _, err := qformer.New(got, nn.Rng(5), "qformer", c); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := hf.Load(context.Background(), ck, hf.BertQFormerMapping(c, "", "qformer"), got); err != nil {
+	if _, err := hf.Load(context.Background(), ck, hf.BertQFormerMapping(c, "", "qformer."), got); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range want.Names() {
@@ -351,7 +351,7 @@ func TestBertQFormerStage2(t *testing.T) {
 	if _, err := qformer.New(p, nn.Rng(5), "qformer", c); err != nil {
 		t.Fatal(err)
 	}
-	plan, err := hf.Load(context.Background(), ck, hf.BertQFormerMapping(c, "", "qformer"), p)
+	plan, err := hf.Load(context.Background(), ck, hf.BertQFormerMapping(c, "", "qformer."), p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,7 +413,7 @@ func TestBertQFormerErrors(t *testing.T) {
 			if _, err := qformer.New(p, nn.Rng(5), "qformer", c); err != nil {
 				t.Fatal(err)
 			}
-			_, err = hf.Load(context.Background(), ck, hf.BertQFormerMapping(c, "", "qformer"), p)
+			_, err = hf.Load(context.Background(), ck, hf.BertQFormerMapping(c, "", "qformer."), p)
 			for _, w := range tc.want {
 				if err == nil || !strings.Contains(err.Error(), w) {
 					t.Fatalf("Load error = %v, want one containing %q", err, w)
@@ -428,7 +428,7 @@ func TestBertQFormerErrors(t *testing.T) {
 	if _, err := qformer.New(p, nn.Rng(5), "qformer", wide); err != nil {
 		t.Fatal(err)
 	}
-	_, err = hf.Load(context.Background(), bqBertCheckpoint(t), hf.BertQFormerMapping(wide, "", "qformer"), p)
+	_, err = hf.Load(context.Background(), bqBertCheckpoint(t), hf.BertQFormerMapping(wide, "", "qformer."), p)
 	if err == nil || !strings.Contains(err.Error(), "model.safetensors") || !strings.Contains(err.Error(), "intermediate.dense") || !strings.Contains(err.Error(), "shape") {
 		t.Fatalf("Load into intermediate 48 error = %v, want a shape error naming the file and the tensor", err)
 	}

@@ -3,6 +3,7 @@ package hf
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/loomtrain/loom/models/qformer"
 )
@@ -55,24 +56,24 @@ func Blip2QFormerConfig(configJSON []byte, base qformer.Config) (qformer.Config,
 		return qformer.Config{}, fmt.Errorf("blip-2 config: model_type %q, want \"blip-2\"", j.ModelType)
 	}
 	q := j.QFormer
-	if act := strOr(q.Act, "gelu"); act != "gelu" {
+	if act := qfStr(q.Act, "gelu"); act != "gelu" {
 		return qformer.Config{}, fmt.Errorf("blip-2 config: qformer_config.hidden_act %q: the Q-Former computes exact (erf) GELU, \"gelu\"", act)
 	}
-	if pt := strOr(q.PosType, "absolute"); pt != "absolute" {
+	if pt := qfStr(q.PosType, "absolute"); pt != "absolute" {
 		return qformer.Config{}, fmt.Errorf("blip-2 config: qformer_config.position_embedding_type %q: the Q-Former has absolute positions only", pt)
 	}
 	c := base
-	c.Vocab = intOr(q.Vocab, 30522)
-	c.Hidden = intOr(q.Hidden, 768)
-	c.Layers = intOr(q.Layers, 12)
-	c.Heads = intOr(q.Heads, 12)
-	c.Intermediate = intOr(q.Intermediate, 3072)
-	c.MaxPos = intOr(q.MaxPos, 512)
-	c.Eps = float32(floatOr(q.Eps, 1e-12))
-	c.Dropout = float32(floatOr(q.Dropout, 0.1))
-	c.CrossFreq = intOr(q.CrossFreq, 2)
-	c.Queries = intOr(j.Queries, 32)
-	c.VisionWidth = intOr(j.Vision.Hidden, intOr(q.EncoderWidth, 1408))
+	c.Vocab = qfInt(q.Vocab, 30522)
+	c.Hidden = qfInt(q.Hidden, 768)
+	c.Layers = qfInt(q.Layers, 12)
+	c.Heads = qfInt(q.Heads, 12)
+	c.Intermediate = qfInt(q.Intermediate, 3072)
+	c.MaxPos = qfInt(q.MaxPos, 512)
+	c.Eps = float32(qfFloat(q.Eps, 1e-12))
+	c.Dropout = float32(qfFloat(q.Dropout, 0.1))
+	c.CrossFreq = qfInt(q.CrossFreq, 2)
+	c.Queries = qfInt(j.Queries, 32)
+	c.VisionWidth = qfInt(j.Vision.Hidden, qfInt(q.EncoderWidth, 1408))
 	if err := c.Validate(); err != nil {
 		return qformer.Config{}, fmt.Errorf("blip-2 config: %w", err)
 	}
@@ -81,8 +82,8 @@ func Blip2QFormerConfig(configJSON []byte, base qformer.Config) (qformer.Config,
 
 // Blip2QFormerMapping maps the Q-Former of a Blip2ForConditionalGeneration
 // checkpoint (modeling_blip_2.py; HF names relative to the whole model,
-// after hfPrefix) onto the Q-Former qformer.New(p, rng, loomPrefix, c)
-// builds:
+// after hfPrefix) onto the Q-Former qformer.New(p, rng, "qformer", c)
+// builds under loomPrefix ("qformer."):
 //
 //   - query_tokens [1, Queries, Hidden] → query_tokens;
 //   - qformer.layernorm → embeddings.LayerNorm (LAVIS's
@@ -102,8 +103,8 @@ func Blip2QFormerConfig(configJSON []byte, base qformer.Config) (qformer.Config,
 // at their initialisation and Plan.RandomInit lists them (Scope is the
 // Q-Former).
 func Blip2QFormerMapping(c qformer.Config, hfPrefix, loomPrefix string) Mapping {
-	L := loomPrefix + "."
-	m := Mapping{Arch: "Blip2QFormerModel", Scope: []string{loomPrefix + ".*"}}
+	L := loomPrefix
+	m := Mapping{Arch: "Blip2QFormerModel", Scope: qformerScope(loomPrefix)}
 	pair := func(hf, loom string) {
 		for _, s := range []string{".weight", ".bias"} {
 			m.Entries = append(m.Entries, Entry{HF: hf + s, Loom: []string{L + loom + s}})
@@ -139,4 +140,10 @@ func Blip2QFormerMapping(c qformer.Config, hfPrefix, loomPrefix string) Mapping 
 		m.Ignore = append(m.Ignore, "qformer.encoder.layer.*.intermediate.**", "qformer.encoder.layer.*.output.**")
 	}
 	return m.Prefixed(hfPrefix)
+}
+
+// qformerScope is the Scope of a Q-Former under loomPrefix ("qformer." →
+// "qformer", its whole subtree).
+func qformerScope(loomPrefix string) []string {
+	return []string{strings.TrimSuffix(loomPrefix, ".")}
 }

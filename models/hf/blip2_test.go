@@ -62,7 +62,7 @@ func TestBlip2QFormerMatchesPyTorch(t *testing.T) {
 		t.Fatal(err)
 	}
 	proj := nn.NewLinear(p, nn.Rng(9), "llm_proj", c.Hidden, 16, true)
-	m := hf.Blip2QFormerMapping(c, "", "qformer")
+	m := hf.Blip2QFormerMapping(c, "", "qformer.")
 	m.Entries = append(m.Entries,
 		hf.Entry{HF: "language_projection.weight", Loom: []string{"llm_proj.weight"}},
 		hf.Entry{HF: "language_projection.bias", Loom: []string{"llm_proj.bias"}})
@@ -111,7 +111,7 @@ func TestBlip2QFormerTextFFN(t *testing.T) {
 		if _, err := qformer.New(p, nn.Rng(9), "qformer", c); err != nil {
 			t.Fatal(err)
 		}
-		m := hf.Blip2QFormerMapping(c, "", "qformer")
+		m := hf.Blip2QFormerMapping(c, "", "qformer.")
 		m.Ignore = append(m.Ignore, "vision_model", "language_model", "language_projection")
 		pl, err := hf.Load(context.Background(), ck, m, p)
 		return pl, p, err
