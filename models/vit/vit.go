@@ -27,6 +27,10 @@ type Config struct {
 	// nowhere (""), to the pooled class token only (CLIP) or to the whole
 	// last-layer sequence (SigLIP; EVA as BLIP-2 stores it).
 	PostNorm PostNorm `json:",omitempty"`
+	// NoQKVBias builds the blocks' q, k and v projections without biases
+	// (EVA with qkv_bias false; with qkv_bias true EVA has q and v biases
+	// and a key bias fixed at zero, which Loom keeps as a zeroed k bias).
+	NoQKVBias bool `json:",omitempty"`
 	// Head adds SigLIP's attention-pooling head (a learned probe attending
 	// to the last layer, then LayerNorm and MLP): the pooled output.
 	Head bool `json:",omitempty"`
@@ -91,7 +95,7 @@ func ParamCount(c Config) int {
 		n += 2 * w
 	}
 	mlp := nn.LinearParams(w, c.MLPDim, true) + nn.LinearParams(c.MLPDim, w, true)
-	block := 2*w + nn.MHAParams(w, w, true, true) + 2*w + mlp
+	block := 2*w + nn.MHAParams(w, w, !c.NoQKVBias, true) + 2*w + mlp
 	n += c.Layers * block
 	if c.PostNorm != PostNormNone {
 		n += 2 * w
@@ -157,7 +161,7 @@ func New(p *nn.Params, rng *rand.Rand, prefix string, c Config) (*ViT, error) {
 		n := fmt.Sprintf("%s.encoder.layers.%d.", prefix, i)
 		v.blocks = append(v.blocks, block{
 			ln1:  nn.NewLayerNorm(p, n+"layer_norm1", w, c.Eps),
-			attn: nn.NewMHA(p, rng, [4]string{n + "self_attn.q_proj", n + "self_attn.k_proj", n + "self_attn.v_proj", n + "self_attn.out_proj"}, w, w, c.Heads, true, true),
+			attn: nn.NewMHA(p, rng, [4]string{n + "self_attn.q_proj", n + "self_attn.k_proj", n + "self_attn.v_proj", n + "self_attn.out_proj"}, w, w, c.Heads, !c.NoQKVBias, true),
 			ln2:  nn.NewLayerNorm(p, n+"layer_norm2", w, c.Eps),
 			mlp:  nn.MLP{FC1: nn.NewLinear(p, rng, n+"mlp.fc1", w, c.MLPDim, true), FC2: nn.NewLinear(p, rng, n+"mlp.fc2", c.MLPDim, w, true), Act: c.Act},
 		})
