@@ -3,6 +3,7 @@ package models
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/loomtrain/loom/kernels"
@@ -219,15 +220,50 @@ func New(cfg Config, seed uint64) (Model, error) {
 // ReadConfig can rebuild the model a checkpoint belongs to, plus the
 // caller's entries.
 func Save(path string, m Model, metadata map[string]string) error {
-	cj, err := json.Marshal(m.Config())
+	md, err := saveMetadata(m, metadata)
 	if err != nil {
 		return err
+	}
+	return m.Params().SaveFile(path, md)
+}
+
+// SaveTo writes what Save writes to w.
+func SaveTo(w io.Writer, m Model, metadata map[string]string) error {
+	md, err := saveMetadata(m, metadata)
+	if err != nil {
+		return err
+	}
+	return m.Params().Save(w, md)
+}
+
+func saveMetadata(m Model, metadata map[string]string) (map[string]string, error) {
+	cj, err := json.Marshal(m.Config())
+	if err != nil {
+		return nil, err
 	}
 	md := map[string]string{"family": string(m.Config().Family), "size": m.Config().Size, "config": string(cj)}
 	for k, v := range metadata {
 		md[k] = v
 	}
-	return m.Params().SaveFile(path, md)
+	return md, nil
+}
+
+// Open rebuilds the model a file written by Save holds: the family and
+// shape from its metadata, every parameter from its tensors (an exact
+// match: a missing, extra or wrongly shaped tensor is an error naming it).
+func Open(path string) (Model, error) {
+	cfg, err := ReadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	m, err := New(cfg, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if _, err := Load(path, m, nn.LoadOptions{}); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // ReadConfig returns the Config stored by Save in a checkpoint's metadata.

@@ -2,12 +2,14 @@ package trainer
 
 import (
 	"context"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/models"
+	"github.com/loomtrain/loom/models/hf"
 	"github.com/loomtrain/loom/shard"
 )
 
@@ -122,5 +124,78 @@ func TestInitFromAnotherJob(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.err) {
 			t.Errorf("init %v: NewRun error %v, want %q", c.init, err, c.err)
 		}
+	}
+}
+
+// A VILA job whose LLM and vision tower start from Hugging Face
+// directories (the reference fixtures of models/hf: a sharded bf16 LLaMA
+// with grouped-query attention and a CLIP vision tower): shapes come from
+// their config.json, every weight equals the checkpoint's (the LLaMA's
+// vocabulary of 64 padded to the tokenizer's), the projector stays random,
+// and the stage trains at another resolution (positions interpolated).
+func TestInitFromHuggingFace(t *testing.T) {
+	ctx := context.Background()
+	d := sharedData(t)
+	abs := func(p string) string {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "file://" + a
+	}
+	m := testManifest(t, "vila", 2, 4)
+	m.Init = map[string]api.InitSource{
+		"llm":    {URI: abs("../models/hf/testdata/llama_gqa")},
+		"vision": {URI: abs("../models/hf/testdata/clip")},
+	}
+	m.Stages[0].Overrides.ImageSize = ptr(16)
+	j := d.job(m, 0, shard.NewMemStore())
+	j.OpenDataset = func(ctx context.Context, ds api.Dataset) (shard.ObjectStore, string, error) {
+		if ds.Name == "init" {
+			loc, err := shard.ParseLocation(ds.URI)
+			if err != nil {
+				return nil, "", err
+			}
+			return loc.Open(shard.S3Config{})
+		}
+		return d.open(ctx, ds)
+	}
+	rep, err := PlanInit(ctx, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Parts) != 2 || rep.Parts[0].Layout != "LlamaForCausalLM" || rep.Parts[1].Layout != "CLIPVisionModel" {
+		t.Fatalf("plan parts: %+v", rep.Parts)
+	}
+	if !slices.ContainsFunc(rep.RandomInit, func(s string) bool { return strings.HasPrefix(s, "mm_projector.") }) ||
+		!slices.ContainsFunc(rep.RandomInit, func(s string) bool { return strings.HasPrefix(s, "llm.model.embed_tokens.weight rows 64..") }) {
+		t.Fatalf("random init: %v", rep.RandomInit)
+	}
+	r, err := NewRun(ctx, j, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.cfg.LLM.Hidden != 32 || r.cfg.LLM.KVHeads != 2 || r.cfg.ViT.Width != 16 || r.cfg.ImageSize != 16 {
+		t.Fatalf("config from the sources: llm %+v vit %+v image %d", r.cfg.LLM, r.cfg.ViT, r.cfg.ImageSize)
+	}
+	for _, c := range []struct{ dir, hf, loom string }{
+		{"llama_gqa", "model.layers.1.self_attn.k_proj.weight", "llm.model.layers.1.self_attn.k_proj.weight"},
+		{"clip", "vision_model.encoder.layers.2.mlp.fc1.weight", "vit.encoder.layers.2.mlp.fc1.weight"},
+	} {
+		ck, err := hf.Open(ctx, hf.Dir("../models/hf/testdata/"+c.dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := ck.Float32(ctx, c.hf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(r.model.Params().Get(c.loom).Data, want) {
+			t.Errorf("%s differs from %s in %s", c.loom, c.hf, c.dir)
+		}
+	}
+	if _, err := r.Step(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

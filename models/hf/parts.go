@@ -28,6 +28,35 @@ type Layout struct {
 	Configure func(config []byte, cfg *models.Config) error
 	// Mapping is the tensor table for a model built from cfg.
 	Mapping func(cfg models.Config) (Mapping, error)
+	// ConfigJSON writes config.json for the part of cfg (export); nil:
+	// the layout is import-only.
+	ConfigJSON func(cfg models.Config) ([]byte, error)
+	// Exports says whether the layout writes cfg's part (the LLM kind, the
+	// vision tower's flavour); nil: whenever ConfigJSON is set.
+	Exports func(cfg models.Config) bool
+}
+
+// ExportLayout returns the layout that writes part of a model built from
+// cfg.
+func ExportLayout(part string, cfg models.Config) (*Layout, error) {
+	var names []string
+	for _, l := range Layouts() {
+		if l.Part != part || l.ConfigJSON == nil || (l.Families != nil && !slices.Contains(l.Families, cfg.Family)) {
+			continue
+		}
+		names = append(names, l.Name)
+		if l.Exports == nil || l.Exports(cfg) {
+			for j := range layouts {
+				if layouts[j].Name == l.Name && layouts[j].Part == part {
+					return &layouts[j], nil
+				}
+			}
+		}
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("no Hugging Face layout writes the %s of a %s model", part, cfg.Family)
+	}
+	return nil, fmt.Errorf("the %s of this %s model fits none of %s", part, cfg.Family, strings.Join(names, ", "))
 }
 
 var layouts []Layout
