@@ -68,6 +68,11 @@ func newBLIP2(cfg Config, seed uint64) (*blip2, error) {
 	return m, nil
 }
 
+// QFormerConfig is the Q-Former New builds for c's family and stage: c's
+// QFormer with the text side and the stage-1 heads set as the family uses
+// them (what a Hugging Face mapping of the Q-Former is built for).
+func (c Config) QFormerConfig() qformer.Config { return c.qformerConfig() }
+
 func (m *blip2) Config() Config     { return m.cfg }
 func (m *blip2) Params() *nn.Params { return m.params }
 

@@ -94,9 +94,10 @@ func Blip2QFormerConfig(configJSON []byte, base qformer.Config) (qformer.Config,
 //   - crossattention.attention.* and crossattention.output.* on the layers
 //     with N % CrossFreq == 0;
 //   - intermediate_query / output_query;
-//   - with TextSide, intermediate / output (present when the checkpoint was
-//     saved with use_qformer_text_input); without, they are ignored if
-//     present (LAVIS's stage 2 deletes them).
+//   - with TextSide, intermediate / output when the checkpoint has them
+//     (saved with use_qformer_text_input; otherwise the text FFN keeps its
+//     initialisation and Plan.RandomInit lists it); without TextSide they
+//     are ignored if present (LAVIS's stage 2 deletes them).
 //
 // Blip2ForConditionalGeneration has no Q-Former word or position
 // embeddings and no stage-1 heads: with TextSide or Objectives those stay
@@ -131,9 +132,13 @@ func Blip2QFormerMapping(c qformer.Config, hfPrefix, loomPrefix string) Mapping 
 			ffns = append(ffns, "")
 		}
 		for _, f := range ffns {
+			from := len(m.Entries)
 			pair(h+"intermediate"+f+".dense", l+"intermediate"+f+".dense")
 			pair(h+"output"+f+".dense", l+"output"+f+".dense")
 			pair(h+"output"+f+".LayerNorm", l+"output"+f+".LayerNorm")
+			for k := from; f == "" && k < len(m.Entries); k++ {
+				m.Entries[k].Optional = true
+			}
 		}
 	}
 	if !c.TextSide {
