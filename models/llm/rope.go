@@ -107,7 +107,8 @@ func (r RoPEScaling) InvFreq(theta float64, dim, maxPos, seqLen int) ([]float32,
 		// base * ((factor * seq_len / max_pos) - (factor - 1)) ** (dim / (dim - 2)),
 		// a float32 tensor expression because seq_len is a tensor.
 		x := factor*float32(seqLen)/float32(maxPos) - float32(r.Factor-1)
-		base := float32(theta) * pow32(x, float32(float64(dim)/float64(dim-2)))
+		// torch raises a float32 tensor to a Python float exponent in double.
+		base := float32(theta) * float32(math.Pow(float64(x), float64(dim)/float64(dim-2)))
 		return defaultInv(base, dim), 1
 	case RoPELlama3:
 		inv := defaultInv(float32(theta), dim)
