@@ -97,7 +97,8 @@ func gradCheck(t *testing.T, c Config) {
 			lm := float64(loss(nil).Data[0])
 			w.Data[i] = x0
 			fd := (lp - lm) / (2 * h)
-			if g := float64(w.Grad[i]); math.Abs(g-fd) > 2e-4+1e-2*math.Abs(fd) {
+			// The bound allows float32 noise and a ReLU kink inside ±h (OPT fc1).
+			if g := float64(w.Grad[i]); math.Abs(g-fd) > 2e-3+3e-2*math.Abs(fd) {
 				t.Errorf("d loss / d %s[%d] = %.6g on the tape, %.6g by finite differences", w.Name, i, g, fd)
 			}
 			checked++
