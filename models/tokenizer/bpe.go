@@ -9,10 +9,40 @@ import (
 // Tokenizer maps text to token ids and back. Implementations must be safe
 // for concurrent use by several goroutines.
 //
-// Encode never fails: every byte string has an encoding. Occurrences of a
+// Encode never fails: every string has an encoding. Occurrences of a
 // special token's text (for example "<image>") become that token's single
-// id. Decode returns an error naming the position of an id that is outside
-// [0, VocabSize()). For every string s, Decode(Encode(s)) must return s.
+// id. Encode adds no BOS or EOS; a Pretrained tokenizer says in Specials
+// whether its original pipeline does. Decode returns an error naming the
+// position of an id that is not a token id (outside [0, VocabSize()), or a
+// gap in a tokenizer.json's ids).
+//
+// Round trip. Whether Decode(Encode(s)) == s depends on the implementation:
+//   - *BPE (Loom's own) and *HF files without a normalizer and with
+//     byte-level pre-tokenization and decoder (GPT-2, OPT): for every valid
+//     UTF-8 s; *BPE also for invalid UTF-8 (HF decodes invalid bytes to
+//     U+FFFD).
+//   - *HF with an NFC normalizer (Qwen2): Decode(Encode(s)) == NFC(s).
+//   - *HF SentencePiece-style (LLaMA: byte fallback, "▁" for spaces): for
+//     valid UTF-8 s without the character "▁" (U+2581, which decodes to a
+//     space), except that with a Metaspace pre-tokenizer of
+//     prepend_scheme "first" a leading space is absorbed into the "▁" it
+//     would have got anyway and is lost, and with the legacy Prepend
+//     normalizer every piece after an added token gets an extra leading
+//     space (tokenizers normalises each piece on its own). Without byte
+//     fallback, characters become <unk>, which decodes to "<unk>".
+//   - *SentencePiece: the model's normal form of s, not s, whenever the
+//     normalizer changes s: nmt_nfkc applies NFKC and maps tabs and
+//     newlines to spaces; remove_extra_whitespaces (the default) drops
+//     leading and trailing spaces and collapses runs of spaces; characters
+//     outside the vocabulary become " ⁇ " unless the model has
+//     byte_fallback; "▁" in s decodes to a space. With an identity
+//     normalizer, byte fallback and remove_extra_whitespaces false
+//     (LLaMA's settings) it is s for valid UTF-8 s without "▁".
+//
+// Special tokens: *BPE and *HF map a special token's text to its id and
+// decode the id back to the text. *SentencePiece matches only user-defined
+// symbols whole; "<s>" in text is ordinary characters, and Decode drops
+// control ids (BOS, EOS, PAD).
 type Tokenizer interface {
 	Encode(text string) []int
 	Decode(ids []int) (string, error)

@@ -2,9 +2,13 @@ package tokenizer
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 )
 
@@ -43,13 +47,51 @@ func Formats() []string {
 	return out
 }
 
-// Open reads a JSON tokenizer file and builds it with the loader registered
-// for its "format" field ("loom-bpe-v1" is built in). Errors start with the
-// path.
+// Open reads a tokenizer file: a SentencePiece model (a ".model" file, or
+// any file that is not JSON), a Hugging Face tokenizer.json (a JSON object
+// with a "model" and no "format" field; a tokenizer_config.json and
+// chat_template.jinja in the same directory are read too), or a JSON file
+// built with the loader registered for its "format" field ("loom-bpe-v1"
+// is built in). Errors start with the path.
 func Open(path string) (Tokenizer, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
+	}
+	if strings.HasSuffix(path, ".model") || !json.Valid(b) {
+		t, err := ParseSentencePiece(b)
+		if err != nil {
+			if !strings.HasSuffix(path, ".model") {
+				return nil, fmt.Errorf("%s: neither JSON nor a SentencePiece model: %w", path, err)
+			}
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		t.addFile(filepath.Base(path), b, nil, nil)
+		return t, nil
+	}
+	if isHFTokenizerJSON(b) {
+		dir := filepath.Dir(path)
+		side := func(name string) ([]byte, error) {
+			s, err := os.ReadFile(filepath.Join(dir, name))
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, nil
+			}
+			return s, err
+		}
+		cfg, err := side("tokenizer_config.json")
+		if err != nil {
+			return nil, err
+		}
+		jinja, err := side("chat_template.jinja")
+		if err != nil {
+			return nil, err
+		}
+		t, err := ParseHF(b, cfg, jinja)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", errPath(dir, err, filepath.Base(path)), err)
+		}
+		t.addFile(filepath.Base(path), b, cfg, jinja)
+		return t, nil
 	}
 	var head struct {
 		Format string `json:"format"`
