@@ -294,6 +294,17 @@ func rewrite(t *testing.T, dir string, edit func([]safetensors.Tensor) []safeten
 	return out
 }
 
+// dropTensor returns ts without the named tensor.
+func dropTensor(ts []safetensors.Tensor, name string) []safetensors.Tensor {
+	out := ts[:0]
+	for _, x := range ts {
+		if x.Name != name {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
 // checkLoadErrors: a missing, an unexpected and a wrong-shape tensor each
 // fail the load with the file and the tensor named.
 func checkLoadErrors(t *testing.T, dir string, cfg vit.Config, m Mapping, victim string) {
@@ -303,15 +314,8 @@ func checkLoadErrors(t *testing.T, dir string, cfg vit.Config, m Mapping, victim
 		edit func([]safetensors.Tensor) []safetensors.Tensor
 		want []string
 	}{
-		{"missing", func(ts []safetensors.Tensor) []safetensors.Tensor {
-			out := ts[:0]
-			for _, x := range ts {
-				if x.Name != victim {
-					out = append(out, x)
-				}
-			}
-			return out
-		}, []string{"missing tensor", `"` + victim + `"`}},
+		{"missing", func(ts []safetensors.Tensor) []safetensors.Tensor { return dropTensor(ts, victim) },
+			[]string{"missing tensor", `"` + victim + `"`}},
 		{"unexpected", func(ts []safetensors.Tensor) []safetensors.Tensor {
 			return append(ts, safetensors.F32Tensor("vision_model.extra.weight", []int{2}, []float32{1, 2}))
 		}, []string{SingleFile, "unexpected tensor", `"vision_model.extra.weight"`}},
