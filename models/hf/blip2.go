@@ -3,9 +3,13 @@ package hf
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 
+	"github.com/loomtrain/loom/models"
+	"github.com/loomtrain/loom/models/llm"
 	"github.com/loomtrain/loom/models/qformer"
+	"github.com/loomtrain/loom/models/vit"
 )
 
 // blip2QFormerJSON is configuration_blip_2.py's Blip2QFormerConfig, the
@@ -111,7 +115,7 @@ func Blip2QFormerMapping(c qformer.Config, hfPrefix, loomPrefix string) Mapping 
 			m.Entries = append(m.Entries, Entry{HF: hf + s, Loom: []string{L + loom + s}})
 		}
 	}
-	m.Entries = append(m.Entries, Entry{HF: "query_tokens", Loom: []string{L + "query_tokens"}})
+	m.Entries = append(m.Entries, Entry{HF: "query_tokens", Loom: []string{L + "query_tokens"}, HFShape: []int{1, c.Queries, c.Hidden}})
 	pair("qformer.layernorm", "embeddings.LayerNorm")
 	for i := 0; i < c.Layers; i++ {
 		h := fmt.Sprintf("qformer.encoder.layer.%d.", i)
@@ -151,4 +155,168 @@ func Blip2QFormerMapping(c qformer.Config, hfPrefix, loomPrefix string) Mapping 
 // "qformer", its whole subtree).
 func qformerScope(loomPrefix string) []string {
 	return []string{strings.TrimSuffix(loomPrefix, ".")}
+}
+
+// Blip2Config reads a Blip2ForConditionalGeneration config.json into a
+// BLIP-2 stage-2 models.Config: the vision tower from vision_config
+// (EVAVisionConfig, built without its post_layernorm, which is Loom's
+// ln_vision), the Q-Former from qformer_config and num_query_tokens
+// (Blip2QFormerConfig; EmbedDim 256, LAVIS's ITC size, used only if the
+// config is turned into stage 1), and the language model from
+// text_config: OPT (OPTConfig, llm Kind "opt") or a LLaMA-style decoder
+// (LlamaConfig). T5 (use_decoder_only_language_model false) is refused.
+// ImageSize is the vision image_size. Special tokens are not in config.json:
+// set them from the tokenizer (Config.WithTokenizer).
+//
+// Loom's ln_vision has eps 1e-5 (LAVIS's nn.LayerNorm default), whatever
+// vision_config.layer_norm_eps says for post_layernorm.
+func Blip2Config(configJSON []byte) (models.Config, error) {
+	var j blip2JSON
+	if err := json.Unmarshal(configJSON, &j); err != nil {
+		return models.Config{}, fmt.Errorf("blip-2 config: %w", err)
+	}
+	if j.ModelType != "blip-2" {
+		return models.Config{}, fmt.Errorf("blip-2 config: model_type %q, want \"blip-2\"", j.ModelType)
+	}
+	v, err := EVAVisionConfig(configJSON)
+	if err != nil {
+		return models.Config{}, err
+	}
+	v.PostNorm = vit.PostNormNone
+	q, err := Blip2QFormerConfig(configJSON, qformer.Config{EmbedDim: 256})
+	if err != nil {
+		return models.Config{}, err
+	}
+	if len(j.Text) == 0 || string(j.Text) == "null" {
+		return models.Config{}, fmt.Errorf("blip-2 config: no text_config")
+	}
+	mt, err := ModelType(j.Text)
+	if err != nil {
+		return models.Config{}, fmt.Errorf("blip-2 config: text_config: %w", err)
+	}
+	var l llm.Config
+	switch mt {
+	case "opt":
+		l, err = OPTConfig(j.Text)
+	case "llama":
+		l, err = LlamaConfig(j.Text)
+	default:
+		return models.Config{}, fmt.Errorf("blip-2 config: text_config model_type %q: Loom's BLIP-2 has a decoder-only LLM, OPT or LLaMA", mt)
+	}
+	if err != nil {
+		return models.Config{}, fmt.Errorf("blip-2 config: text_config: %w", err)
+	}
+	if l.EmbedDim != 0 && l.EmbedDim != l.Hidden {
+		// HF concatenates language_projection's [.., hidden_size] outputs
+		// with the [.., word_embed_proj_dim] token embeddings.
+		return models.Config{}, fmt.Errorf("blip-2 config: text_config word_embed_proj_dim %d differs from hidden_size %d: the soft prompts would not fit the token embeddings", l.EmbedDim, l.Hidden)
+	}
+	c := models.Config{Family: models.BLIP2, Stage: 2, ViT: v, LLM: l, QFormer: q, ImageSize: v.ImageSize}
+	if err := c.Validate(); err != nil {
+		return models.Config{}, fmt.Errorf("blip-2 config: %w", err)
+	}
+	return c, nil
+}
+
+// Blip2Mapping maps a whole Blip2ForConditionalGeneration checkpoint (names
+// after hfPrefix) onto Loom's BLIP-2 model built from cfg (models.New):
+//
+//	vision_model.*               → vit.* (EVAVisionMapping)
+//	vision_model.post_layernorm  → ln_vision (LAVIS's name; HF renamed it)
+//	query_tokens, qformer.*      → qformer.* (Blip2QFormerMapping)
+//	language_projection          → llm_proj (LAVIS opt_proj)
+//	language_model.*             → llm.* (OPTMapping or LlamaMapping, by
+//	                               cfg.LLM.Kind; the tied lm_head absent)
+//
+// A stage-1 model (no LLM) takes the vision tower and the Q-Former and
+// ignores the projection and the language model; its text side and heads
+// are not in the checkpoint and Plan.RandomInit lists them.
+func Blip2Mapping(cfg models.Config, hfPrefix string) (Mapping, error) {
+	if cfg.Family != models.BLIP2 {
+		return Mapping{}, fmt.Errorf("blip-2 mapping: a %s model; Blip2ForConditionalGeneration is BLIP-2's layout", cfg.Family)
+	}
+	if cfg.ViT.PostNorm != vit.PostNormNone {
+		return Mapping{}, fmt.Errorf("blip-2 mapping: the ViT has its own post-LayerNorm (%q); BLIP-2's is ln_vision", cfg.ViT.PostNorm)
+	}
+	own := Mapping{Scope: []string{"ln_vision"}}
+	for _, s := range []string{".weight", ".bias"} {
+		own.Entries = append(own.Entries, Entry{HF: "vision_model.post_layernorm" + s, Loom: []string{"ln_vision" + s}})
+	}
+	parts := []Mapping{EVAVisionMapping(cfg.ViT, "vision_model.", "vit."), Blip2QFormerMapping(cfg.QFormerConfig(), "", "qformer.")}
+	if cfg.Stage == 2 {
+		own.Scope = append(own.Scope, "llm_proj")
+		for _, s := range []string{".weight", ".bias"} {
+			own.Entries = append(own.Entries, Entry{HF: "language_projection" + s, Loom: []string{"llm_proj" + s}})
+		}
+		switch cfg.LLM.Kind {
+		case llm.KindOPT:
+			parts = append(parts, OPTMapping(cfg.LLM, "language_model.", "llm."))
+		case "", llm.KindLlama:
+			parts = append(parts, LlamaMapping(cfg.LLM, "language_model.", "llm."))
+		default:
+			return Mapping{}, fmt.Errorf("blip-2 mapping: LLM kind %q", cfg.LLM.Kind)
+		}
+	} else {
+		own.Ignore = append(own.Ignore, "language_projection", "language_model")
+	}
+	return Join("Blip2ForConditionalGeneration", append(parts, own)...).Prefixed(hfPrefix), nil
+}
+
+// Blip2ConfigJSON writes the config.json of a BLIP-2 stage-2 model as a
+// Blip2ForConditionalGeneration: vision_config (EVAVisionConfigJSON, its
+// layer_norm_eps the ViT's), qformer_config, num_query_tokens and
+// text_config (OPTConfigJSON or LlamaConfigJSON).
+func Blip2ConfigJSON(cfg models.Config) ([]byte, error) {
+	if cfg.Family != models.BLIP2 || cfg.Stage != 2 {
+		return nil, fmt.Errorf("blip-2 config: a %s stage-%d model; Blip2ForConditionalGeneration is BLIP-2 stage 2", cfg.Family, cfg.Stage)
+	}
+	v, err := EVAVisionConfigJSON(cfg.ViT)
+	if err != nil {
+		return nil, err
+	}
+	var t []byte
+	if cfg.LLM.Kind == llm.KindOPT {
+		t, err = OPTConfigJSON(cfg.LLM)
+	} else {
+		t, err = LlamaConfigJSON(cfg.LLM)
+	}
+	if err != nil {
+		return nil, err
+	}
+	q := cfg.QFormer
+	eps := q.Eps
+	if eps == 0 {
+		eps = 1e-12
+	}
+	out := map[string]any{
+		"architectures":                   []string{"Blip2ForConditionalGeneration"},
+		"model_type":                      "blip-2",
+		"num_query_tokens":                q.Queries,
+		"initializer_factor":              1.0,
+		"initializer_range":               0.02,
+		"use_decoder_only_language_model": true,
+		"tie_word_embeddings":             cfg.LLM.Tied,
+		"vision_config":                   json.RawMessage(v),
+		"text_config":                     json.RawMessage(t),
+		"qformer_config": map[string]any{
+			"model_type": "blip_2_qformer", "vocab_size": q.Vocab, "hidden_size": q.Hidden,
+			"num_hidden_layers": q.Layers, "num_attention_heads": q.Heads, "intermediate_size": q.Intermediate,
+			"hidden_act": "gelu", "hidden_dropout_prob": q.Dropout, "attention_probs_dropout_prob": q.Dropout,
+			"max_position_embeddings": q.MaxPos, "layer_norm_eps": shortF32(eps), "initializer_range": 0.02,
+			"pad_token_id": 0, "position_embedding_type": "absolute",
+			"cross_attention_frequency": q.CrossFreq, "encoder_hidden_size": q.VisionWidth,
+		},
+	}
+	b, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// shortF32 is v as the float64 its shortest decimal names (1e-12, not
+// the float32's 9.9999999600419720025e-13).
+func shortF32(v float32) float64 {
+	f, _ := strconv.ParseFloat(strconv.FormatFloat(float64(v), 'g', -1, 32), 64)
+	return f
 }
