@@ -104,3 +104,23 @@ func EVAVisionMapping(c vit.Config, hfPrefix, loomPrefix string) Mapping {
 	m.Ignore = append(m.Ignore, hfPrefix+"embeddings.position_ids")
 	return m
 }
+
+// Blip2VisionMapping maps the vision side of a whole
+// Blip2ForConditionalGeneration or InstructBLIP checkpoint onto Loom's
+// BLIP-2: the EVA tower (built with c, whose PostNorm must be empty) under
+// loomPrefix ("vit.") and vision_model.post_layernorm onto Loom's
+// ln_vision (LAVIS's ln_vision, which HF renamed). The Q-Former, the query
+// tokens, the language projection and the LM are ignored (other parts read
+// them).
+func Blip2VisionMapping(c vit.Config, loomPrefix string) (Mapping, error) {
+	if c.PostNorm != vit.PostNormNone {
+		return Mapping{}, fmt.Errorf("Blip2 vision: the tower has its own post-LayerNorm (%q); Loom's BLIP-2 applies ln_vision instead", c.PostNorm)
+	}
+	m := EVAVisionMapping(c, "vision_model.", loomPrefix)
+	for _, s := range []string{".weight", ".bias"} {
+		m.Entries = append(m.Entries, Entry{HF: "vision_model.post_layernorm" + s, Loom: []string{"ln_vision" + s}})
+	}
+	m.Scope = append(m.Scope, "ln_vision")
+	m.Ignore = append(m.Ignore, "query_tokens", "qformer", "language_projection", "language_model")
+	return m, nil
+}

@@ -1,6 +1,8 @@
 package hf
 
 import (
+	"context"
+	"path/filepath"
 	"testing"
 
 	"github.com/loomtrain/loom/models/nn"
@@ -69,4 +71,38 @@ func TestEVAVisionLoadErrors(t *testing.T) {
 	checkLoadErrors(t, "eva", cfg, m, "vision_model.encoder.layers.2.self_attn.qkv.weight")
 	checkLoadErrors(t, "eva", cfg, m, "vision_model.encoder.layers.0.self_attn.v_bias")
 	checkLoadErrors(t, "eva", cfg, m, "vision_model.embeddings.position_embedding")
+}
+
+// TestBlip2VisionMapping: the tower without its post-LayerNorm plus
+// post_layernorm → ln_vision reproduces Blip2VisionModel's
+// last_hidden_state as Loom's BLIP-2 computes it (ln_vision after the ViT).
+func TestBlip2VisionMapping(t *testing.T) {
+	cfg, _ := EVAVisionConfig(readConfig(t, "eva"))
+	if _, err := Blip2VisionMapping(cfg, "vit."); err == nil {
+		t.Error("Blip2VisionMapping accepted a tower with its own post-LayerNorm")
+	}
+	cfg.PostNorm = vit.PostNormNone
+	m, err := Blip2VisionMapping(cfg, "vit.")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := Open(context.Background(), Dir(filepath.Join("testdata", "eva")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := nn.NewParams()
+	v, err := vit.New(p, nn.Rng(1), "vit", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := nn.NewLayerNorm(p, "ln_vision", cfg.Width, cfg.Eps)
+	pl, err := Load(context.Background(), ck, m, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pl.RandomInit) > 0 || len(pl.Ignored) > 0 {
+		t.Errorf("random %v, ignored %v", pl.RandomInit, pl.Ignored)
+	}
+	ref := readRef(t, "eva_out.json")
+	compare(t, "ln_vision(ViT)", ln.Forward(nil, v.Forward(nil, refImages(t, ref, ""), vit.LastAll)), ref["last_hidden_state"])
 }
