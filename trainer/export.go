@@ -7,6 +7,7 @@ import (
 
 	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/models"
+	"github.com/loomtrain/loom/models/hf"
 	"github.com/loomtrain/loom/models/nn"
 	"github.com/loomtrain/loom/models/tokenizer"
 	"github.com/loomtrain/loom/shard"
@@ -86,4 +87,36 @@ func PlanInit(ctx context.Context, j Job) (*InitReport, error) {
 		return nil, err
 	}
 	return loadInit(ctx, j, srcs, model, false)
+}
+
+// ExportHF writes a part of a model ("model", "llm", "vision") as a
+// Hugging Face directory in the layout that fits it (hf.ExportLayout):
+// safetensors shards with an index when there are several, then the
+// files (tokenizer files, for instance), then config.json last. It returns
+// the layout's name.
+func ExportHF(ctx context.Context, m models.Model, part string, sink hf.Sink, opt hf.ExportOptions) (*hf.ExportResult, string, error) {
+	cfg := m.Config()
+	l, err := hf.ExportLayout(part, cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	mp, err := l.Mapping(cfg)
+	if err != nil {
+		return nil, "", fmt.Errorf("export %s as %s: %w", part, l.Name, err)
+	}
+	cj, err := l.ConfigJSON(cfg)
+	if err != nil {
+		return nil, "", fmt.Errorf("export %s as %s: config.json: %w", part, l.Name, err)
+	}
+	files := map[string][]byte{}
+	for k, v := range opt.Files {
+		files[k] = v
+	}
+	files[hf.ConfigFile] = cj
+	opt.Files = files
+	res, err := hf.Export(ctx, sink, mp, m.Params(), opt)
+	if err != nil {
+		return nil, "", err
+	}
+	return res, l.Name, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/models"
 	"github.com/loomtrain/loom/models/hf"
+	"github.com/loomtrain/loom/models/nn"
 	"github.com/loomtrain/loom/shard"
 )
 
@@ -197,5 +198,65 @@ func TestInitFromHuggingFace(t *testing.T) {
 	}
 	if _, err := r.Step(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Export then import is bit-identical: a VILA job's LLM and vision tower
+// written as Hugging Face directories and read back into a fresh model
+// through the same layouts.
+func TestExportImportRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	d := sharedData(t)
+	m := testManifest(t, "vila", 1, 4)
+	r, err := NewRun(ctx, d.job(m, 0, shard.NewMemStore()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	src := r.model
+	dst, err := models.New(src.Config(), 77)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ part, layout string }{{"llm", "LlamaForCausalLM"}, {"vision", "CLIPVisionModel"}} {
+		dir := t.TempDir()
+		_, name, err := ExportHF(ctx, src, c.part, hf.Dir(dir), hf.ExportOptions{ShardBytes: 1 << 16})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name != c.layout {
+			t.Errorf("%s exported as %s, want %s", c.part, name, c.layout)
+		}
+		ck, err := hf.Open(ctx, hf.Dir(dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := hf.FindLayout(c.part, models.VILA, ck.Config())
+		if err != nil {
+			t.Fatal(err)
+		}
+		mp, err := l.Mapping(dst.Config())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := hf.Load(ctx, ck, mp, dst.Params()); err != nil {
+			t.Fatal(err)
+		}
+		pat := partPatterns(c.part, models.VILA)
+		n := 0
+		for _, name := range src.Params().Names() {
+			if nn.Match(name, pat...) {
+				n++
+				if !slices.Equal(src.Params().Get(name).Data, dst.Params().Get(name).Data) {
+					t.Errorf("%s: %s differs after export and import", c.part, name)
+				}
+			}
+		}
+		if n == 0 {
+			t.Fatalf("%s: no parameters", c.part)
+		}
 	}
 }
