@@ -211,7 +211,7 @@ func LWMVQGANConfig(ck *Checkpoint) (vqgan.Config, error) {
 	c.Groups = 32
 	for _, t := range ck.Tensors() {
 		if m := lwmUpRe.FindStringSubmatch(t.Name); m != nil {
-			if r, _ := strconv.Atoi(m[1]); r != c.NumRes && r > c.NumRes {
+			if r, _ := strconv.Atoi(m[1]); r > c.NumRes {
 				return c, fmt.Errorf("%s: LWM VQGAN: %q: the decoder has more than num_res_blocks+1 = %d blocks per level", src, t.Name, c.NumRes+1)
 			}
 		}
