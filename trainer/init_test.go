@@ -260,3 +260,45 @@ func TestExportImportRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// A whole LlavaForConditionalGeneration initialises a VILA job's model:
+// tower, projector and LLM, nothing left random but the vocabulary rows
+// Loom's tokenizer adds.
+func TestInitWholeLlava(t *testing.T) {
+	ctx := context.Background()
+	d := sharedData(t)
+	dir, err := filepath.Abs("../models/hf/testdata/llava")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := testManifest(t, "vila", 1, 4)
+	m.Init = map[string]api.InitSource{"model": {URI: "file://" + dir}}
+	j := d.job(m, 0, shard.NewMemStore())
+	j.OpenDataset = func(ctx context.Context, ds api.Dataset) (shard.ObjectStore, string, error) {
+		if ds.Name == "init" {
+			st, err := shard.NewFSStore(dir)
+			return st, "", err
+		}
+		return d.open(ctx, ds)
+	}
+	rep, err := PlanInit(ctx, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rep.RandomInit {
+		if !strings.Contains(r, " rows ") {
+			t.Errorf("%s stays random", r)
+		}
+	}
+	r, err := NewRun(ctx, j, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.cfg.Projector != models.ProjMLP2xGELU || r.cfg.LLM.Hidden != 24 {
+		t.Fatalf("config: projector %s, llm %+v", r.cfg.Projector, r.cfg.LLM)
+	}
+	if _, err := r.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

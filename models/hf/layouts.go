@@ -88,6 +88,70 @@ func init() {
 	register(vision("Blip2VisionModel", []string{"blip_2_vision_model"}, EVAVisionConfig, EVAVisionMapping, EVAVisionConfigJSON,
 		func(c vit.Config) bool { return c.ClassToken && c.PatchBias }))
 	register(Layout{
+		Name: "Blip2ForConditionalGeneration (vision_model)", Part: "vision", ModelTypes: []string{"blip-2"},
+		Families: []models.Family{models.BLIP2, models.InstructBLIP},
+		Configure: func(b []byte, cfg *models.Config) error {
+			c, err := Blip2Config(b)
+			if err != nil {
+				return err
+			}
+			cfg.ViT, cfg.ImageSize = c.ViT, c.ImageSize
+			cfg.ViT.PostNorm, cfg.ViT.PosGrid = vit.PostNormNone, 0
+			cfg.QFormer.VisionWidth = c.ViT.Width
+			return nil
+		},
+		// post_layernorm is Loom's ln_vision; the Q-Former and the LLM
+		// are ignored.
+		Mapping: func(cfg models.Config) (Mapping, error) { return Blip2VisionMapping(cfg.ViT, "vit.") },
+	})
+	register(Layout{
+		Name: "Blip2ForConditionalGeneration (qformer)", Part: "qformer", ModelTypes: []string{"blip-2"},
+		Families: []models.Family{models.BLIP2, models.InstructBLIP},
+		Configure: func(b []byte, cfg *models.Config) error {
+			q, err := Blip2QFormerConfig(b, cfg.QFormer)
+			if err != nil {
+				return err
+			}
+			cfg.QFormer = q
+			return nil
+		},
+		Mapping: func(cfg models.Config) (Mapping, error) {
+			m := Blip2QFormerMapping(cfg.QFormerConfig(), "", "qformer.")
+			m.Ignore = append(m.Ignore, "vision_model", "language_projection", "language_model")
+			return m, nil
+		},
+	})
+	register(Layout{
+		Name: "Blip2ForConditionalGeneration", Part: "model", ModelTypes: []string{"blip-2"},
+		Families: []models.Family{models.BLIP2},
+		Configure: func(b []byte, cfg *models.Config) error {
+			c, err := Blip2Config(b)
+			if err != nil {
+				return err
+			}
+			cfg.ViT, cfg.LLM, cfg.QFormer, cfg.ImageSize = c.ViT, c.LLM, c.QFormer, c.ImageSize
+			return nil
+		},
+		Mapping:    func(cfg models.Config) (Mapping, error) { return Blip2Mapping(cfg, "") },
+		ConfigJSON: Blip2ConfigJSON,
+		Exports:    func(cfg models.Config) bool { return cfg.Stage == 2 },
+	})
+	register(Layout{
+		Name: "LlavaForConditionalGeneration", Part: "model", ModelTypes: []string{"llava"},
+		Families: []models.Family{models.LLaVA, models.VILA},
+		Configure: func(b []byte, cfg *models.Config) error {
+			c, err := LlavaConfig(b)
+			if err != nil {
+				return err
+			}
+			cfg.ViT, cfg.LLM, cfg.Projector, cfg.ImageSize = c.ViT, c.LLM, c.Projector, c.ImageSize
+			return nil
+		},
+		Mapping:    LlavaMapping,
+		ConfigJSON: LlavaConfigJSON,
+		Exports:    func(cfg models.Config) bool { return cfg.Projector == models.ProjMLP2xGELU },
+	})
+	register(Layout{
 		Name: "BertModel→Q-Former", Part: "qformer", ModelTypes: []string{"bert"},
 		Families: []models.Family{models.BLIP2, models.InstructBLIP},
 		Configure: func(b []byte, cfg *models.Config) error {

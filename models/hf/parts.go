@@ -40,17 +40,14 @@ type Layout struct {
 // cfg.
 func ExportLayout(part string, cfg models.Config) (*Layout, error) {
 	var names []string
-	for _, l := range Layouts() {
+	for i := range layouts {
+		l := &layouts[i]
 		if l.Part != part || l.ConfigJSON == nil || (l.Families != nil && !slices.Contains(l.Families, cfg.Family)) {
 			continue
 		}
 		names = append(names, l.Name)
 		if l.Exports == nil || l.Exports(cfg) {
-			for j := range layouts {
-				if layouts[j].Name == l.Name && layouts[j].Part == part {
-					return &layouts[j], nil
-				}
-			}
+			return l, nil
 		}
 	}
 	if len(names) == 0 {
