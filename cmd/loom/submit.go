@@ -1,14 +1,19 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"sort"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/api/loompb"
 	"github.com/loomtrain/loom/coordinator"
+	"github.com/loomtrain/loom/shard"
+	"github.com/loomtrain/loom/trainer"
 )
 
 func init() { rootCmd.AddCommand(newSubmitCmd()) }
@@ -16,6 +21,7 @@ func init() { rootCmd.AddCommand(newSubmitCmd()) }
 func newSubmitCmd() *cobra.Command {
 	var (
 		cf     clientFlags
+		s3     s3Flags
 		dryRun bool
 	)
 	c := &cobra.Command{
@@ -27,7 +33,13 @@ and field — and submits it to the coordinator. The job waits until enough
 workers are free, then runs its stages in order.
 
 --dry-run only checks the manifest and prints its normalised form, with every
-default written out; it does not contact the coordinator.
+default written out. With an init block it then lists what the first stage will
+load, without loading it: every tensor of each source with its shape, dtype and
+bytes and the parameters it initialises, and the parameters that stay at their
+random init. It reads only headers and configs (Hugging Face sources through the
+--s3-* settings when they are s3://); a source naming another job is resolved
+through the coordinator, as a real submit does. Without an init block it does not
+contact the coordinator.
 
 The bearer token is read from LOOM_TOKEN.
 
@@ -50,8 +62,10 @@ Example:
 				if err != nil {
 					return err
 				}
-				_, err = cmd.OutOrStdout().Write(b)
-				return err
+				if _, err = cmd.OutOrStdout().Write(b); err != nil || len(m.Init) == 0 {
+					return err
+				}
+				return planInit(cmd, &cf, &s3, m)
 			}
 			cc, err := cf.dial()
 			if err != nil {
@@ -70,6 +84,88 @@ Example:
 		},
 	}
 	cf.register(c)
+	s3.register(c.Flags(), "S3 endpoint of init sources and checkpoints (with --dry-run)")
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "check the manifest and print its normalised form; submit nothing")
 	return c
+}
+
+// planInit prints what the manifest's init block loads (submit --dry-run).
+func planInit(cmd *cobra.Command, cf *clientFlags, s3 *s3Flags, m *api.Manifest) error {
+	ctx := cmd.Context()
+	if jobs := m.InitJobs(); len(jobs) > 0 {
+		cc, err := cf.dial()
+		if err != nil {
+			return err
+		}
+		defer cc.Close()
+		for _, part := range sortedParts(m.Init) {
+			src := m.Init[part]
+			if src.Job == "" {
+				continue
+			}
+			cctx, cancel := cf.ctx(ctx)
+			j, err := jobsClient(cc).GetJob(cctx, &loompb.GetJobRequest{Job: src.Job})
+			cancel()
+			if err != nil {
+				return fmt.Errorf("init.%s: %w", part, rpcError(cf.addr, err))
+			}
+			cp, err := pickCheckpoint(j, src.Step)
+			if err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("init.%s: %w", part, err)}
+			}
+			rc := &api.ResolvedCheckpoint{Step: cp.Step, Stage: int(cp.Stage)}
+			for _, o := range cp.Objects {
+				rc.Objects = append(rc.Objects, api.CheckpointObject{Path: o.Path, SHA256: o.Sha256, Size: o.Size})
+			}
+			src.Checkpoint = rc
+			m.Init[part] = src
+		}
+	}
+	open := func(ctx context.Context, d api.Dataset) (shard.ObjectStore, string, error) {
+		return s3.open(ctx, d.URI, false)
+	}
+	rep, err := trainer.PlanInit(ctx, trainer.Job{Manifest: m, OpenDataset: open})
+	if err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "\n# init: what the first stage loads (nothing was loaded)\n")
+	for _, p := range rep.Parts {
+		fmt.Fprintf(w, "init.%s: %s (%s): %d tensors, %s\n", p.Part, p.Source, p.Layout, len(p.Tensors), humanBytes(p.Bytes))
+		for _, t := range p.Tensors {
+			fmt.Fprintf(w, "  %-60s %-16s %-4s %10d B -> %s\n", t.Name, fmt.Sprint(t.Shape), t.DType, t.Bytes, strings.Join(t.Loom, ", "))
+		}
+		for _, n := range p.Zeroed {
+			fmt.Fprintf(w, "  (zero) %s\n", n)
+		}
+		for _, n := range p.Ignored {
+			fmt.Fprintf(w, "  (ignored) %s\n", n)
+		}
+	}
+	fmt.Fprintf(w, "random init (from seed %d): %d of the model's parameters\n", m.Seed, len(rep.RandomInit))
+	for _, n := range rep.RandomInit {
+		fmt.Fprintf(w, "  %s\n", n)
+	}
+	return nil
+}
+
+func sortedParts(m map[string]api.InitSource) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }
