@@ -3,10 +3,18 @@ package hf
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 
+	"github.com/loomtrain/loom/models/nn"
 	"github.com/loomtrain/loom/models/safetensors"
 )
 
@@ -222,4 +230,249 @@ func (c *Checkpoint) read(ctx context.Context, t TensorInfo, out []float32) ([]f
 		return nil, fmt.Errorf("%s/%s: tensor %q: %w", c.src, t.File, t.Name, err)
 	}
 	return out, nil
+}
+
+// RangeReaderInto is an optional interface of a Source: ReadRangeInto
+// fills buf with len(buf) bytes of the named file from offset off. Load
+// uses it when the Source has it, so that its read buffers are reused
+// instead of allocated per read (Go's collector lets garbage grow to the
+// size of the live heap, which for a loaded model is the model itself).
+type RangeReaderInto interface {
+	ReadRangeInto(ctx context.Context, name string, off int64, buf []byte) error
+}
+
+// ReadRangeInto implements RangeReaderInto.
+func (d Dir) ReadRangeInto(_ context.Context, name string, off int64, buf []byte) error {
+	f, err := os.Open(filepath.Join(string(d), name))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.ReadAt(buf, off); err != nil {
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("%s: %d bytes at %d run past the end of the file", f.Name(), len(buf), off)
+		}
+		return err
+	}
+	return nil
+}
+
+// loadOptions tune how Load reads.
+type loadOptions struct {
+	// fetchers is the number of range reads in flight; each converts its
+	// bytes into the parameters as soon as they arrive, so decoding runs
+	// on as many goroutines.
+	fetchers int
+	// chunk bounds one range read in bytes: a large tensor is read in
+	// pieces so that its decoding overlaps the transfer of the rest.
+	chunk int64
+}
+
+// defaultLoad holds at most 4 × 16 MiB of checkpoint bytes besides the
+// model (plus, for an entry with a Convert, that one tensor as float32).
+var defaultLoad = loadOptions{fetchers: 4, chunk: 16 << 20}
+
+// loadItem is one plan item being loaded.
+type loadItem struct {
+	it   *PlanItem
+	conv func(shape []int, v []float32) ([]int, []float32, error)
+	segs []loadSeg
+	buf  []float32 // Convert: the whole tensor, decoded
+	left atomic.Int64
+}
+
+// loadSeg is a run of a tensor's elements [start, start+len(dst[0])) and
+// the parameter slices it is copied into (several for a tensor that
+// seeds several parameters; one per part for Split).
+type loadSeg struct {
+	start int
+	dst   [][]float32
+}
+
+// place copies v, elements [at, at+len(v)) of the tensor, into the
+// segments it overlaps.
+func (li *loadItem) place(at int, v []float32) {
+	for _, s := range li.segs {
+		lo, hi := max(at, s.start), min(at+len(v), s.start+len(s.dst[0]))
+		if lo >= hi {
+			continue
+		}
+		for _, d := range s.dst {
+			copy(d[lo-s.start:hi-s.start], v[lo-at:hi-at])
+		}
+	}
+}
+
+// loadChunk is one range read: elements [first, first+n) of an item.
+type loadChunk struct {
+	li       *loadItem
+	first, n int
+}
+
+// load streams the plan's tensors into p with o.fetchers range reads in
+// flight, in file order. Each read is decoded straight into the
+// parameters (or, for an entry with a Convert, into that tensor's buffer,
+// converted when its last piece is in). At most one Convert buffer is
+// held at a time. The first error cancels the reads still in flight.
+func (c *Checkpoint) load(ctx context.Context, pl *Plan, m Mapping, p *nn.Params, o loadOptions) error {
+	for _, it := range pl.Items {
+		if err := checkDType(c, it.Tensor); err != nil {
+			return err
+		}
+	}
+	o.fetchers = max(o.fetchers, 1)
+	o.chunk = max(o.chunk, 8)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	into, _ := c.src.(RangeReaderInto)
+	var (
+		mu       sync.Mutex
+		firstErr error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+		cancel()
+	}
+	convSlot := make(chan struct{}, 1)
+	chunks := make(chan loadChunk)
+	var wg sync.WaitGroup
+	for w := 0; w < o.fetchers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var raw []byte
+			for ch := range chunks {
+				if ctx.Err() != nil {
+					continue
+				}
+				var err error
+				if raw, err = c.loadChunk(ctx, ch, into, raw, convSlot); err != nil {
+					fail(err)
+				}
+			}
+		}()
+	}
+dispatch:
+	for i := range pl.Items {
+		it := &pl.Items[i]
+		e := m.Entries[it.entry]
+		li := &loadItem{it: it, conv: e.Convert}
+		n := it.Tensor.Numel()
+		if it.Split {
+			at := 0
+			for _, ln := range it.Loom {
+				d := p.Get(ln).Data
+				li.segs = append(li.segs, loadSeg{start: at, dst: [][]float32{d}})
+				at += len(d)
+			}
+		} else {
+			s := loadSeg{}
+			for _, ln := range it.Loom {
+				s.dst = append(s.dst, p.Get(ln).Data[:n]) // PadRows: the rows the checkpoint has
+			}
+			li.segs = []loadSeg{s}
+		}
+		if li.conv != nil {
+			select {
+			case convSlot <- struct{}{}:
+			case <-ctx.Done():
+				break dispatch
+			}
+			li.buf = make([]float32, n)
+		}
+		per := max(1, int(o.chunk/int64(it.Tensor.DType.Size())))
+		count := max(1, (n+per-1)/per)
+		li.left.Store(int64(count))
+		for k := 0; k < count; k++ {
+			ch := loadChunk{li: li, first: k * per, n: min(per, n-k*per)}
+			select {
+			case chunks <- ch:
+			case <-ctx.Done():
+				break dispatch
+			}
+		}
+	}
+	close(chunks)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	return ctx.Err()
+}
+
+// loadChunk reads and places one chunk; raw is the worker's reusable
+// buffer (when the Source reads into buffers), returned grown as needed.
+func (c *Checkpoint) loadChunk(ctx context.Context, ch loadChunk, into RangeReaderInto, raw []byte, convSlot chan struct{}) ([]byte, error) {
+	li, t := ch.li, ch.li.it.Tensor
+	es := int64(t.DType.Size())
+	off, nb := t.Off+int64(ch.first)*es, int64(ch.n)*es
+	wrap := func(err error) error { return fmt.Errorf("%s/%s: tensor %q: %w", c.src, t.File, t.Name, err) }
+	if nb > 0 {
+		var b []byte
+		if into != nil {
+			if int64(cap(raw)) < nb {
+				raw = make([]byte, nb)
+			}
+			b = raw[:nb]
+			if err := into.ReadRangeInto(ctx, t.File, off, b); err != nil {
+				return raw, wrap(err)
+			}
+		} else {
+			var err error
+			if b, err = c.src.ReadRange(ctx, t.File, off, nb); err != nil {
+				return raw, wrap(err)
+			}
+		}
+		if li.conv != nil {
+			if err := safetensors.Decode(t.DType, b, li.buf[ch.first:ch.first+ch.n]); err != nil {
+				return raw, wrap(err)
+			}
+		} else if err := li.decodeDirect(t.DType, ch.first, b); err != nil {
+			return raw, wrap(err)
+		}
+	}
+	if li.left.Add(-1) > 0 || li.conv == nil {
+		return raw, nil
+	}
+	defer func() { <-convSlot }()
+	_, v, err := li.conv(slices.Clone(t.Shape), li.buf)
+	li.buf = nil
+	if err != nil {
+		return raw, wrap(err)
+	}
+	li.place(0, v)
+	return raw, nil
+}
+
+// decodeDirect decodes b, elements from at, into the parameters: into the
+// first slice of each segment it overlaps, copied to the others.
+func (li *loadItem) decodeDirect(dt safetensors.DType, at int, b []byte) error {
+	es := dt.Size()
+	n := len(b) / es
+	for _, s := range li.segs {
+		lo, hi := max(at, s.start), min(at+n, s.start+len(s.dst[0]))
+		if lo >= hi {
+			continue
+		}
+		d0 := s.dst[0][lo-s.start : hi-s.start]
+		if err := safetensors.Decode(dt, b[(lo-at)*es:(hi-at)*es], d0); err != nil {
+			return err
+		}
+		for _, d := range s.dst[1:] {
+			copy(d[lo-s.start:hi-s.start], d0)
+		}
+	}
+	return nil
+}
+
+func checkDType(c *Checkpoint, t TensorInfo) error {
+	switch t.DType {
+	case safetensors.F32, safetensors.F16, safetensors.BF16, safetensors.F64:
+		return nil
+	}
+	return fmt.Errorf("%s/%s: tensor %q has dtype %s; want F32, F16, BF16 or F64", c.src, t.File, t.Name, t.DType)
 }

@@ -255,46 +255,20 @@ func checkShapes(shape []int, dst []*kernels.Tensor, e Entry, it *PlanItem) erro
 	return nil
 }
 
-// Load checks the plan (MakePlan) and then streams the checkpoint into the
-// parameters one tensor at a time, in file order: at most one tensor's
-// values are held besides the model. Nothing is written unless the whole
-// plan checks.
+// Load checks the plan (MakePlan) and every tensor's dtype, and then
+// streams the checkpoint into the parameters in file order, with a few
+// range reads of at most 16 MiB in flight, each decoded straight into the
+// parameters as it arrives: besides the model, at most those reads' bytes
+// are held (and, for an entry with a Convert, that one tensor as
+// float32). Nothing is written unless the whole plan checks; after a
+// failed read, the parameters may hold part of the checkpoint.
 func Load(ctx context.Context, c *Checkpoint, m Mapping, p *nn.Params) (*Plan, error) {
 	pl, err := MakePlan(c, m, p)
 	if err != nil {
 		return nil, err
 	}
-	var buf []float32
-	for _, it := range pl.Items {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		e := m.Entries[it.entry]
-		v, err := c.read(ctx, it.Tensor, buf)
-		if err != nil {
-			return nil, err
-		}
-		buf = v
-		if e.Convert != nil {
-			_, cv, err := e.Convert(slices.Clone(it.Tensor.Shape), v)
-			if err != nil {
-				return nil, fmt.Errorf("%s/%s: tensor %q: %w", c.src, it.Tensor.File, it.Tensor.Name, err)
-			}
-			v = cv
-		}
-		if it.Split {
-			at := 0
-			for _, ln := range it.Loom {
-				d := p.Get(ln)
-				copy(d.Data, v[at:at+len(d.Data)])
-				at += len(d.Data)
-			}
-			continue
-		}
-		for _, ln := range it.Loom {
-			d := p.Get(ln)
-			copy(d.Data, v) // PadRows: the rows the checkpoint has
-		}
+	if err := c.load(ctx, pl, m, p, defaultLoad); err != nil {
+		return nil, err
 	}
 	for _, z := range pl.Zeroed {
 		clear(p.Get(z).Data)
