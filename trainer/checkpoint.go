@@ -384,7 +384,9 @@ func (r *Run) restore(ctx context.Context, ref *CheckpointRef) error {
 			return fmt.Errorf("trainer: stage %q from stage %q's checkpoint step %d: %w", st.Name, man.StageName, man.Step, err)
 		}
 		r.log.Info("trainer: stage initialised", "stage", st.Name, "from", man.StageName, "step", man.Step, "tensors", len(loaded))
-		return nil
+		// Parts that first appear in this stage (BLIP-2's LLM) start
+		// from the manifest's init block.
+		return r.applyInit(ctx, loaded)
 	}
 	return fmt.Errorf("trainer: checkpoint step %d belongs to stage %d, after stage %d (%s)", man.Step, man.Stage, st.Index, st.Name)
 }

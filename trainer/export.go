@@ -86,7 +86,7 @@ func PlanInit(ctx context.Context, j Job) (*InitReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	return loadInit(ctx, j, srcs, model, false)
+	return loadInit(ctx, j, srcs, model, false, nil)
 }
 
 // ExportHF writes a part of a model ("model", "llm", "vision") as a

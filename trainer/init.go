@@ -249,6 +249,9 @@ type InitPart struct {
 	// Ignored are checkpoint tensors read by nobody on purpose; Zeroed
 	// parameters the layout fixes at zero.
 	Ignored, Zeroed []string
+	// Deferred says why the source does not apply to this stage (its part
+	// appears in a later stage, or the earlier stage's checkpoint holds it).
+	Deferred string `json:",omitempty"`
 }
 
 // InitTensor is one tensor an init source reads.
@@ -270,14 +273,39 @@ type InitReport struct {
 }
 
 // loadInit initialises the model from the sources (load false: only plan
-// and check, reading no weights).
-func loadInit(ctx context.Context, j Job, srcs []*initSource, m models.Model, load bool) (*InitReport, error) {
+// and check, reading no weights). loaded are the parameters the stage
+// already took from an earlier stage's checkpoint: a source applies to a
+// stage when its part has parameters in the stage's model that the
+// checkpoint did not give (every source at a job's first stage; BLIP-2's
+// LLM at stage 2, where it first appears). A source whose part the stage's
+// model lacks is reported as deferred.
+func loadInit(ctx context.Context, j Job, srcs []*initSource, m models.Model, load bool, loaded map[string]bool) (*InitReport, error) {
 	p := m.Params()
 	cfg := m.Config()
 	covered := map[string]bool{}
+	for n := range loaded {
+		covered[n] = true
+	}
 	rep := &InitReport{Params: p.Count()}
 	for _, s := range srcs {
 		ip := InitPart{Part: s.part, Source: s.String()}
+		pats := partPatterns(s.part, cfg.Family)
+		has, fresh := false, false
+		for _, n := range p.Names() {
+			if pats == nil || nn.Match(n, pats...) {
+				has = true
+				fresh = fresh || !loaded[n]
+			}
+		}
+		if !has || !fresh {
+			if !has {
+				ip.Deferred = "this stage's model has no " + s.part
+			} else {
+				ip.Deferred = "the earlier stage's checkpoint holds it"
+			}
+			rep.Parts = append(rep.Parts, ip)
+			continue
+		}
 		if s.layout != nil {
 			mp, err := s.layout.Mapping(cfg)
 			if err != nil {
@@ -311,7 +339,7 @@ func loadInit(ctx context.Context, j Job, srcs []*initSource, m models.Model, lo
 			}
 		} else {
 			ip.Layout = "loom checkpoint"
-			if err := loadJobPart(ctx, j, s, m, load, &ip, covered); err != nil {
+			if err := loadJobPart(ctx, s, m, load, &ip, covered); err != nil {
 				return nil, err
 			}
 		}
@@ -329,7 +357,7 @@ func loadInit(ctx context.Context, j Job, srcs []*initSource, m models.Model, lo
 // every parameter of the part must be there with the same shape (errors
 // name the object and the tensor); checkpoint tensors the model does not
 // have (the other family's own modules) are left.
-func loadJobPart(ctx context.Context, j Job, s *initSource, m models.Model, load bool, ip *InitPart, covered map[string]bool) error {
+func loadJobPart(ctx context.Context, s *initSource, m models.Model, load bool, ip *InitPart, covered map[string]bool) error {
 	p := m.Params()
 	pats := partPatterns(s.part, m.Config().Family)
 	shapes := map[string]bool{}

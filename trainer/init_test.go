@@ -99,7 +99,7 @@ func TestInitFromAnotherJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := loadInit(ctx, d.job(vila, 0, store), srcs, r.model, false)
+	rep, err := loadInit(ctx, d.job(vila, 0, store), srcs, r.model, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,5 +300,75 @@ func TestInitWholeLlava(t *testing.T) {
 	}
 	if _, err := r.Step(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// BLIP-2's LLM first appears in stage 2: an init.llm source is deferred at
+// stage 1 and initialises the LLM when stage 2 starts from stage 1's final
+// checkpoint (which gives the ViT and Q-Former).
+func TestInitAppliesWhereThePartAppears(t *testing.T) {
+	ctx := context.Background()
+	d := sharedData(t)
+	store := shard.NewMemStore()
+	text := testManifest(t, "lwm", 1, 4)
+	text.Name = "text-pretrain"
+	text.Stages = text.Stages[:1]
+	base, err := NewRun(ctx, d.job(text, 0, store), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := base.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := base.SaveSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trained := weights(base)
+	base.Close()
+
+	m := testManifest(t, "blip2", 1, 4)
+	m.Init = map[string]api.InitSource{"llm": {Job: text.Name, Checkpoint: resolved(res.Ref)}}
+	rep, err := PlanInit(ctx, d.job(m, 0, store))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Parts) != 1 || rep.Parts[0].Deferred == "" {
+		t.Fatalf("stage 1 plan: %+v", rep.Parts)
+	}
+	s1, err := NewRun(ctx, d.job(m, 0, store), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s1.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r1, err := s1.SaveSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stage1 := weights(s1)
+	s1.Close()
+	s2, err := NewRun(ctx, d.job(m, 1, store), &r1.Ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	n := 0
+	for name, w := range weights(s2) {
+		switch {
+		case strings.HasPrefix(name, "llm."):
+			n++
+			if !slices.Equal(w, trained[name]) {
+				t.Errorf("%s is not the text job's", name)
+			}
+		case strings.HasPrefix(name, "qformer.") || strings.HasPrefix(name, "vit."):
+			if !slices.Equal(w, stage1[name]) {
+				t.Errorf("%s is not stage 1's", name)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("stage 2 has no llm.* parameters")
 	}
 }

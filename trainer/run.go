@@ -64,6 +64,35 @@ type Run struct {
 	noGradCache bool // benchmark baseline: with accumulation, contrast within each micro-batch instead
 
 	uploads sync.WaitGroup
+
+	initSrcs []*initSource // the manifest's init block, opened
+}
+
+// applyInit loads the init sources that apply to this stage (see
+// loadInit); loaded are the parameters an earlier stage's checkpoint gave.
+func (r *Run) applyInit(ctx context.Context, loaded []string) error {
+	if len(r.initSrcs) == 0 {
+		return nil
+	}
+	set := map[string]bool{}
+	for _, n := range loaded {
+		set[n] = true
+	}
+	rep, err := loadInit(ctx, r.job, r.initSrcs, r.model, true, set)
+	if err != nil {
+		return err
+	}
+	for _, p := range rep.Parts {
+		if p.Deferred != "" {
+			r.log.Info("trainer: init source not applied to this stage", "part", p.Part, "source", p.Source, "why", p.Deferred)
+			continue
+		}
+		r.log.Info("trainer: initialised from "+p.Source, "stage", r.stage.Name, "part", p.Part, "layout", p.Layout, "tensors", len(p.Tensors), "bytes", p.Bytes)
+	}
+	if len(rep.RandomInit) > 0 {
+		r.log.Info("trainer: parameters left at their random init", "count", len(rep.RandomInit), "first", rep.RandomInit[0])
+	}
+	return nil
 }
 
 // NewRun builds the stage's model and optimizer and positions the data
@@ -107,6 +136,7 @@ func NewRun(ctx context.Context, j Job, restore *CheckpointRef) (*Run, error) {
 			return nil, err
 		}
 	}
+	r.initSrcs = srcs
 	if r.cfg, err = stageConfig(j.Manifest, st, tok, srcs); err != nil {
 		return nil, fmt.Errorf("trainer: stage %q: %w", st.Name, err)
 	}
@@ -145,18 +175,9 @@ func NewRun(ctx context.Context, j Job, restore *CheckpointRef) (*Run, error) {
 	} else if st.InitFrom >= 0 {
 		return nil, fmt.Errorf("trainer: stage %q initialises from stage %q's final checkpoint: restore is nil",
 			st.Name, j.Manifest.Stages[st.InitFrom].Name)
-	} else if len(srcs) > 0 {
+	} else if err := r.applyInit(ctx, nil); err != nil {
 		// The job's first stage: the manifest's init block.
-		rep, err := loadInit(ctx, j, srcs, r.model, true)
-		if err != nil {
-			return nil, err
-		}
-		for _, p := range rep.Parts {
-			r.log.Info("trainer: initialised from "+p.Source, "part", p.Part, "layout", p.Layout, "tensors", len(p.Tensors), "bytes", p.Bytes)
-		}
-		if len(rep.RandomInit) > 0 {
-			r.log.Info("trainer: parameters left at their random init", "count", len(rep.RandomInit), "first", rep.RandomInit[0])
-		}
+		return nil, err
 	}
 
 	r.builder = &rowBuilder{format: st.Spec.Format, kinds: st.Spec.Kinds, tok: tok, cfg: r.cfg, maxLen: st.MaxSeqLen,

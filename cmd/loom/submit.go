@@ -131,6 +131,10 @@ func planInit(cmd *cobra.Command, cf *clientFlags, s3 *s3Flags, m *api.Manifest)
 	w := cmd.OutOrStdout()
 	fmt.Fprintf(w, "\n# init: what the first stage loads (nothing was loaded)\n")
 	for _, p := range rep.Parts {
+		if p.Deferred != "" {
+			fmt.Fprintf(w, "init.%s: %s: not in the first stage (%s); it initialises the stage where the part appears\n", p.Part, p.Source, p.Deferred)
+			continue
+		}
 		fmt.Fprintf(w, "init.%s: %s (%s): %d tensors, %s\n", p.Part, p.Source, p.Layout, len(p.Tensors), humanBytes(p.Bytes))
 		for _, t := range p.Tensors {
 			fmt.Fprintf(w, "  %-60s %-16s %-4s %10d B -> %s\n", t.Name, fmt.Sprint(t.Shape), t.DType, t.Bytes, strings.Join(t.Loom, ", "))
