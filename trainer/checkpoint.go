@@ -61,6 +61,10 @@ type CheckpointManifest struct {
 	// checkpoint reopens without its manifest (export, other jobs' init).
 	// Absent in checkpoints written before it was added.
 	Model json.RawMessage `json:"model,omitempty"`
+	// Tokenizer is where the tokenizer files the job trained with are (a
+	// Hugging Face directory of its init block); empty: Loom's byte-level
+	// tokenizer with its special tokens.
+	Tokenizer string `json:"tokenizer,omitempty"`
 }
 
 // CheckpointFile is one safetensors object of a checkpoint.
@@ -155,6 +159,7 @@ func (r *Run) snapshot() ([]pendingFile, *CheckpointManifest) {
 	if b, err := json.Marshal(r.model.Config()); err == nil {
 		man.Model = b
 	}
+	man.Tokenizer = r.tokenizerURI
 	if len(r.finals) > 0 {
 		man.Finals = map[string]CheckpointRef{}
 		for k, v := range r.finals {

@@ -15,6 +15,7 @@ import (
 	"github.com/loomtrain/loom/models"
 	"github.com/loomtrain/loom/models/hf"
 	"github.com/loomtrain/loom/models/nn"
+	"github.com/loomtrain/loom/models/tokenizer"
 	"github.com/loomtrain/loom/shard"
 )
 
@@ -458,4 +459,50 @@ func (s StoreSource) String() string {
 		return strings.TrimSuffix(s.Name, "/")
 	}
 	return s.Prefix
+}
+
+// initTokenizer is the tokenizer of the job's pretrained LLM: the tokenizer
+// files of the init block's model or llm source (a Hugging Face directory,
+// or the directory another job's checkpoint records), with Loom's special
+// tokens that it lacks appended (tokenizer.WithSpecial; their embedding
+// rows start at random). nil when no source has tokenizer files.
+func initTokenizer(ctx context.Context, j Job, srcs []*initSource) (tokenizer.Tokenizer, string, error) {
+	for _, s := range srcs {
+		if s.part != "model" && s.part != "llm" {
+			continue
+		}
+		var src hf.Source
+		uri := ""
+		switch {
+		case s.ck != nil:
+			src, uri = s.ck.Source(), s.src.URI
+		case s.man != nil && s.man.Tokenizer != "":
+			uri = s.man.Tokenizer
+			store, prefix, err := openLocation(ctx, j, uri)
+			if err != nil {
+				return nil, "", fmt.Errorf("trainer: init.%s: job %s's tokenizer %s: %w", s.part, s.src.Job, uri, err)
+			}
+			src = StoreSource{Store: store, Prefix: prefix, Name: uri}
+		default:
+			continue
+		}
+		t, err := tokenizer.OpenFiles(uri, func(name string) ([]byte, error) {
+			n, err := src.Size(ctx, name)
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, nil
+			}
+			if err != nil {
+				return nil, err
+			}
+			return src.ReadRange(ctx, name, 0, n)
+		})
+		if errors.Is(err, tokenizer.ErrNoTokenizer) {
+			continue
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("trainer: init.%s: %w", s.part, err)
+		}
+		return tokenizer.WithSpecial(t, tokenizer.DefaultSpecial), uri, nil
+	}
+	return nil, "", nil
 }

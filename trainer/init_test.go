@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/loomtrain/loom/models"
 	"github.com/loomtrain/loom/models/hf"
 	"github.com/loomtrain/loom/models/nn"
+	"github.com/loomtrain/loom/models/tokenizer"
 	"github.com/loomtrain/loom/shard"
 )
 
@@ -370,5 +372,67 @@ func TestInitAppliesWhereThePartAppears(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatal("stage 2 has no llm.* parameters")
+	}
+}
+
+// A Hugging Face LLM directory with tokenizer files gives the job its
+// tokenizer: Loom's special tokens it lacks are appended, the LLM's
+// vocabulary grows to match (the new rows random), and the checkpoint
+// records where the tokenizer came from.
+func TestInitTokenizerFromSource(t *testing.T) {
+	ctx := context.Background()
+	d := sharedData(t)
+	dir := t.TempDir()
+	for _, f := range []string{"../models/hf/testdata/llama_gqa", "../models/tokenizer/testdata/hf/llama"} {
+		es, err := os.ReadDir(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			b, err := os.ReadFile(filepath.Join(f, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644)
+		}
+	}
+	m := testManifest(t, "vila", 1, 4)
+	m.Init = map[string]api.InitSource{"llm": {URI: "file://" + dir}}
+	j := d.job(m, 0, shard.NewMemStore())
+	j.OpenDataset = func(ctx context.Context, ds api.Dataset) (shard.ObjectStore, string, error) {
+		if ds.Name == "init" {
+			st, err := shard.NewFSStore(dir)
+			return st, "", err
+		}
+		return d.open(ctx, ds)
+	}
+	r, err := NewRun(ctx, j, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ext, ok := r.builder.tok.(*tokenizer.Extended)
+	if !ok {
+		t.Fatalf("tokenizer %T, want the source's, extended", r.builder.tok)
+	}
+	if r.cfg.LLM.Vocab != ext.VocabSize() || ext.Base().VocabSize() != 600 {
+		t.Fatalf("LLM vocab %d, tokenizer %d (base %d)", r.cfg.LLM.Vocab, ext.VocabSize(), ext.Base().VocabSize())
+	}
+	if id, _ := ext.TokenID(tokenizer.BOS); int32(id) != r.cfg.Special.BOS || id != 1 {
+		t.Errorf("BOS %d, special %d: want the tokenizer's own <s>", id, r.cfg.Special.BOS)
+	}
+	if _, err := r.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.SaveSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	man, err := ReadCheckpoint(ctx, j.Store, res.Ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if man.Tokenizer != "file://"+dir {
+		t.Errorf("checkpoint records tokenizer %q", man.Tokenizer)
 	}
 }

@@ -65,7 +65,8 @@ type Run struct {
 
 	uploads sync.WaitGroup
 
-	initSrcs []*initSource // the manifest's init block, opened
+	initSrcs     []*initSource // the manifest's init block, opened
+	tokenizerURI string        // where the job's tokenizer files are ("": Loom's byte-level one)
 }
 
 // applyInit loads the init sources that apply to this stage (see
@@ -123,13 +124,6 @@ func NewRun(ctx context.Context, j Job, restore *CheckpointRef) (*Run, error) {
 	if r.now == nil {
 		r.now = time.Now
 	}
-	tok := j.Tokenizer
-	if tok == nil {
-		tok, err = tokenizer.NewBPE(nil, tokenizer.DefaultSpecial)
-		if err != nil {
-			return nil, err
-		}
-	}
 	var srcs []*initSource
 	if len(j.Manifest.Init) > 0 {
 		if srcs, err = openInit(ctx, j, st.Recipe.Family); err != nil {
@@ -137,6 +131,18 @@ func NewRun(ctx context.Context, j Job, restore *CheckpointRef) (*Run, error) {
 		}
 	}
 	r.initSrcs = srcs
+	tok := j.Tokenizer
+	if tok == nil {
+		if tok, r.tokenizerURI, err = initTokenizer(ctx, j, srcs); err != nil {
+			return nil, err
+		}
+	}
+	if tok == nil {
+		tok, err = tokenizer.NewBPE(nil, tokenizer.DefaultSpecial)
+		if err != nil {
+			return nil, err
+		}
+	}
 	if r.cfg, err = stageConfig(j.Manifest, st, tok, srcs); err != nil {
 		return nil, fmt.Errorf("trainer: stage %q: %w", st.Name, err)
 	}

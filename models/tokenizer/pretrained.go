@@ -92,13 +92,19 @@ func WriteFiles(dir string, t Tokenizer) error {
 // present) if it exists, else tokenizer.model (SentencePiece, with
 // tokenizer_config.json when present). Errors start with the file's path.
 func OpenDir(dir string) (Pretrained, error) {
-	read := func(name string) ([]byte, error) {
+	return OpenFiles(dir, func(name string) ([]byte, error) {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, nil
 		}
 		return b, err
-	}
+	})
+}
+
+// OpenFiles is OpenDir over any store of files: read returns a file's
+// bytes, or nil and no error when the file does not exist; where names the
+// directory in errors (an s3:// prefix, say).
+func OpenFiles(where string, read func(name string) ([]byte, error)) (Pretrained, error) {
 	cfg, err := read("tokenizer_config.json")
 	if err != nil {
 		return nil, err
@@ -112,7 +118,7 @@ func OpenDir(dir string) (Pretrained, error) {
 	} else if js != nil {
 		t, err := ParseHF(js, cfg, jinja)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", errPath(dir, err, "tokenizer.json"), err)
+			return nil, fmt.Errorf("%s: %w", errPath(where, err, "tokenizer.json"), err)
 		}
 		t.addFile("tokenizer.json", js, cfg, jinja)
 		return t, nil
@@ -125,13 +131,17 @@ func OpenDir(dir string) (Pretrained, error) {
 			err = t.applyConfig(cfg, jinja)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", errPath(dir, err, "tokenizer.model"), err)
+			return nil, fmt.Errorf("%s: %w", errPath(where, err, "tokenizer.model"), err)
 		}
 		t.addFile("tokenizer.model", m, cfg, jinja)
 		return t, nil
 	}
-	return nil, fmt.Errorf("%s: no tokenizer.json or tokenizer.model", dir)
+	return nil, fmt.Errorf("%s: no tokenizer.json or tokenizer.model: %w", where, ErrNoTokenizer)
 }
+
+// ErrNoTokenizer is wrapped by OpenFiles and OpenDir when the directory
+// holds no tokenizer file.
+var ErrNoTokenizer = errors.New("no tokenizer files")
 
 // configError marks an error found in tokenizer_config.json; its message
 // starts with that file's name.
