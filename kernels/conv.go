@@ -76,6 +76,7 @@ func convPlan(op string, x, w *Tensor, stride, pad int) convGeom {
 // [O, C, kh, kw], optional bias [O], the given stride and zero padding:
 // the result is [B, O, Ho, Wo] with Ho = (H+2·pad−kh)/stride + 1.
 func (tp *Tape) Conv2D(x, w, bias *Tensor, stride, pad int) *Tensor {
+	hostOnly("Conv2D", x, w, bias)
 	g := convPlan("Conv2D", x, w, stride, pad)
 	o := w.Shape[0]
 	cols := tp.im2col(x, g)
@@ -88,6 +89,7 @@ func (tp *Tape) Conv2D(x, w, bias *Tensor, stride, pad int) *Tensor {
 // and bias [E]: the result is [B, (H/p)·(W/p), E], patches in row-major
 // grid order. H and W must be multiples of p.
 func (tp *Tape) PatchEmbed(img, w, bias *Tensor) *Tensor {
+	hostOnly("PatchEmbed", img, w, bias)
 	if len(w.Shape) != 4 || w.Shape[2] != w.Shape[3] {
 		panic(shapeErr("PatchEmbed", img.Shape, w.Shape, "want square patches w [E, C, p, p]"))
 	}
@@ -186,6 +188,7 @@ func bicubicRun[T float](g gemmFn[T], n, h, w, ho, wo int, wh, ww, x, y []T, bwd
 // [..., outH, outW] like torch.nn.functional.interpolate(mode="bicubic",
 // align_corners=False).
 func (tp *Tape) InterpolateBicubic(x *Tensor, outH, outW int) *Tensor {
+	hostOnly("InterpolateBicubic", x)
 	if len(x.Shape) < 2 || outH < 1 || outW < 1 {
 		panic(shapeErr("InterpolateBicubic", x.Shape, []int{outH, outW}, "want [..., H, W] and a positive output size"))
 	}

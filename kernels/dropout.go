@@ -21,6 +21,7 @@ func dropoutKeep(seed uint64, i int, p float32) bool {
 // seed from (run seed, step, layer) to make training reproducible. p = 0
 // returns x itself.
 func (tp *Tape) Dropout(x *Tensor, p float32, seed uint64) *Tensor {
+	hostOnly("Dropout", x)
 	if p == 0 {
 		return x
 	}

@@ -231,6 +231,9 @@ func binBwd[T float](k binKind, p *bcast, a, b, dout, da, db []T) {
 
 func (tp *Tape) binary(k binKind, a, b *Tensor) *Tensor {
 	p := planBcast(binNames[k], a.Shape, b.Shape)
+	if a.d != nil || b.d != nil {
+		return tp.binaryDev(k, a, b, p)
+	}
 	out := Zeros(p.out...)
 	binFwd(k, &p, a.Data, b.Data, out.Data)
 	tp.record(binNames[k], out, func() {
@@ -265,6 +268,9 @@ func (tp *Tape) Div(a, b *Tensor) *Tensor { return tp.binary(binDiv, a, b) }
 
 // Scale returns s·a.
 func (tp *Tape) Scale(a *Tensor, s float32) *Tensor {
+	if a.d != nil {
+		return tp.affineDev("Scale", a, s, 0)
+	}
 	out := Zeros(a.Shape...)
 	for i, v := range a.Data {
 		out.Data[i] = s * v
@@ -280,6 +286,9 @@ func (tp *Tape) Scale(a *Tensor, s float32) *Tensor {
 
 // AddScalar returns a + s.
 func (tp *Tape) AddScalar(a *Tensor, s float32) *Tensor {
+	if a.d != nil {
+		return tp.affineDev("AddScalar", a, 1, s)
+	}
 	out := Zeros(a.Shape...)
 	for i, v := range a.Data {
 		out.Data[i] = v + s
@@ -364,6 +373,9 @@ func unaryBwd[T float](k unaryKind, x, dy, dx []T) {
 }
 
 func (tp *Tape) unary(k unaryKind, x *Tensor) *Tensor {
+	if x.d != nil {
+		return tp.unaryDev(k, x)
+	}
 	out := Zeros(x.Shape...)
 	unaryFwd32(k, x.Data, out.Data)
 	tp.record(unaryNames[k], out, func() {
@@ -405,6 +417,9 @@ func (tp *Tape) Square(x *Tensor) *Tensor { return tp.unary(unSquare, x) }
 func (tp *Tape) SwiGLU(gate, up *Tensor) *Tensor {
 	if !sameShape(gate.Shape, up.Shape) {
 		panic(shapeErr("SwiGLU", gate.Shape, up.Shape, "gate and up must have the same shape"))
+	}
+	if gate.d != nil || up.d != nil {
+		return tp.swigluDev(gate, up)
 	}
 	out := Zeros(gate.Shape...)
 	swigluFwd(gate.Data, up.Data, out.Data)

@@ -126,6 +126,9 @@ func (tp *Tape) Matmul(a, b *Tensor) *Tensor { return tp.MatmulT(a, b, false, fa
 // and shared across the batch of the other.
 func (tp *Tape) MatmulT(a, b *Tensor, transA, transB bool) *Tensor {
 	p := planMatmul("Matmul", a.Shape, b.Shape, transA, transB)
+	if a.d != nil || b.d != nil {
+		return tp.matmulDev(a, b, transA, transB, p)
+	}
 	out := Zeros(p.out...)
 	matmulFwd(sgemm, p, transA, transB, a.Data, b.Data, out.Data)
 	tp.record("Matmul", out, func() {
@@ -203,6 +206,9 @@ func (tp *Tape) Linear(x, w, bias *Tensor) *Tensor {
 		rows = numel(x.Shape[:len(x.Shape)-1])
 	}
 	os := append(append([]int{}, x.Shape[:len(x.Shape)-1]...), outDim)
+	if x.d != nil || w.d != nil || (bias != nil && bias.d != nil) {
+		return tp.linearDev(x, w, bias, rows, in, outDim, os)
+	}
 	y := Zeros(os...)
 	var bd []float32
 	if bias != nil {

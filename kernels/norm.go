@@ -165,6 +165,9 @@ func (tp *Tape) LayerNorm(x, w, b *Tensor, eps float32) *Tensor {
 	rows, c := lastDim("LayerNorm", x)
 	checkAffine("LayerNorm", x, w, c)
 	checkAffine("LayerNorm", x, b, c)
+	if x.d != nil || (w != nil && w.d != nil) || (b != nil && b.d != nil) {
+		return tp.normDev("LayerNorm", false, x, w, b, eps, rows, c)
+	}
 	out := Zeros(x.Shape...)
 	mean, rstd := make([]float32, rows), make([]float32, rows)
 	parallelRows(rows, c, func(r0, r1 int) {
@@ -187,6 +190,9 @@ func (tp *Tape) LayerNorm(x, w, b *Tensor, eps float32) *Tensor {
 func (tp *Tape) RMSNorm(x, w *Tensor, eps float32) *Tensor {
 	rows, c := lastDim("RMSNorm", x)
 	checkAffine("RMSNorm", x, w, c)
+	if x.d != nil || (w != nil && w.d != nil) {
+		return tp.normDev("RMSNorm", true, x, w, nil, eps, rows, c)
+	}
 	out := Zeros(x.Shape...)
 	rstd := make([]float32, rows)
 	parallelRows(rows, c, func(r0, r1 int) {

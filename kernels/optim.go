@@ -3,6 +3,8 @@ package kernels
 import (
 	"fmt"
 	"math"
+
+	"github.com/loomtrain/loom/kernels/internal/device"
 )
 
 // AdamWConfig holds the AdamW hyperparameters (Loshchilov & Hutter,
@@ -26,6 +28,7 @@ type AdamW struct {
 	Config AdamWConfig
 	params []*Tensor
 	m, v   [][]float32
+	dm, dv []device.Buffer // the moments of device parameters, on their device (nil until their first step)
 	decay  []bool
 	t      int
 }
@@ -58,8 +61,18 @@ func NewAdamW(params []*Tensor, cfg AdamWConfig) *AdamW {
 func (o *AdamW) Steps() int { return o.t }
 
 // Moments returns the first and second moment buffers of parameter i (for
-// checkpoints; they may be written to restore a state).
-func (o *AdamW) Moments(i int) (m, v []float32) { return o.m[i], o.v[i] }
+// checkpoints; they may be written to restore a state). For a parameter on
+// a device the moments live there from its first Step on: Moments then
+// returns host copies (writing them has no effect), and before that first
+// Step the host buffers it returns are what the device moments start from.
+func (o *AdamW) Moments(i int) (m, v []float32) {
+	if o.dm != nil && o.dm[i] != nil {
+		be := o.params[i].d.be
+		be.Download(o.m[i], device.View{Buf: o.dm[i]})
+		be.Download(o.v[i], device.View{Buf: o.dv[i]})
+	}
+	return o.m[i], o.v[i]
+}
 
 // SetSteps restores the step counter (for bias correction) from a checkpoint.
 func (o *AdamW) SetSteps(t int) { o.t = t }
@@ -73,6 +86,12 @@ func (o *AdamW) Step() {
 	bc2 := 1 - math.Pow(b2, float64(o.t))
 	lr := float64(c.LR)
 	for i, p := range o.params {
+		if p.d != nil {
+			if p.d.grad != nil && p.requiresGrad {
+				o.adamwDev(i, p, lr, b1, b2, bc1, bc2)
+			}
+			continue
+		}
 		if p.Grad == nil || !p.requiresGrad {
 			continue
 		}
@@ -119,17 +138,24 @@ func adamwUpdate(p, g, m, v []float32, lr, b1, b2, eps, bc1, bc2 float64, decay 
 // returns the norm before clipping. A non-finite norm is returned as an
 // error naming the first parameter with a non-finite gradient, and nothing
 // is scaled.
+//
+// Device parameters' gradients are downloaded to compute the norm and
+// scaled on their device.
 func ClipGradNorm(params []*Tensor, maxNorm float32) (float32, error) {
+	grads := make([][]float32, len(params))
+	for i, p := range params {
+		grads[i] = p.HostGrad()
+	}
 	var s float64
-	for _, p := range params {
-		for _, g := range p.Grad {
+	for _, gs := range grads {
+		for _, g := range gs {
 			s += float64(g) * float64(g)
 		}
 	}
 	norm := math.Sqrt(s)
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
-		for _, p := range params {
-			for j, g := range p.Grad {
+		for i, p := range params {
+			for j, g := range grads[i] {
 				if math.IsNaN(float64(g)) || math.IsInf(float64(g), 0) {
 					return float32(norm), fmt.Errorf("kernels: ClipGradNorm: gradient of %s[%d] is %v", p, j, g)
 				}
@@ -139,6 +165,10 @@ func ClipGradNorm(params []*Tensor, maxNorm float32) (float32, error) {
 	}
 	if coef := float64(maxNorm) / (norm + 1e-6); coef < 1 {
 		for _, p := range params {
+			if p.d != nil && p.d.grad != nil {
+				p.d.be.Unary(device.ScaleShift, p.d.n, float32(coef), 0, p.d.grad, p.d.grad)
+				continue
+			}
 			for j := range p.Grad {
 				p.Grad[j] = float32(float64(p.Grad[j]) * coef)
 			}

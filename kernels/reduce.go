@@ -6,6 +6,9 @@ package kernels
 
 // Sum returns the sum of all elements, shape [1].
 func (tp *Tape) Sum(a *Tensor) *Tensor {
+	if a.d != nil {
+		return tp.sumDev(a)
+	}
 	var s float64
 	for _, v := range a.Data {
 		s += float64(v)
@@ -68,6 +71,7 @@ func sumAxisBwd[T float](outer, n, inner int, dy, dx []T) {
 
 // SumAxis sums over one axis (negative counts from the end) and removes it.
 func (tp *Tape) SumAxis(a *Tensor, axis int) *Tensor {
+	hostOnly("SumAxis", a)
 	outer, n, inner, ax := splitAxis("SumAxis", a.Shape, axis)
 	shape := append(append([]int{}, a.Shape[:ax]...), a.Shape[ax+1:]...)
 	out := Zeros(shape...)

@@ -111,6 +111,7 @@ func ropeApplyInv(rows, h, d int, x, y []float32, pos []int32, inv []float32, sc
 
 // RoPE applies rotary position embedding to x [..., H, D] (D even).
 func (tp *Tape) RoPE(x *Tensor, cfg RoPEConfig) *Tensor {
+	hostOnly("RoPE", x)
 	if len(x.Shape) < 2 {
 		panic(shapeErr("RoPE", x.Shape, nil, "want [..., heads, dim]"))
 	}

@@ -31,6 +31,9 @@ func (tp *Tape) Reshape(a *Tensor, shape ...int) *Tensor {
 	if checkShape("Reshape", shape) != a.Size() {
 		panic(shapeErr("Reshape", a.Shape, shape, "%d elements cannot take %d", a.Size(), numel(shape)))
 	}
+	if a.d != nil {
+		return tp.reshapeDev(a, shape)
+	}
 	out := &Tensor{Shape: shape, Data: a.Data}
 	tp.record("Reshape", out, func() {
 		if a.Grad == nil { // first gradient of a: take out's buffer instead of copying it
@@ -102,6 +105,7 @@ func permuteRun[T float](shape, perm []int, x, y []T, acc bool) {
 
 // Permute reorders dimensions: output dimension d is input dimension perm[d].
 func (tp *Tape) Permute(a *Tensor, perm ...int) *Tensor {
+	hostOnly("Permute", a)
 	if len(perm) != len(a.Shape) {
 		panic(shapeErr("Permute", a.Shape, perm, "permutation has %d entries for %d dimensions", len(perm), len(a.Shape)))
 	}
@@ -143,6 +147,7 @@ func (tp *Tape) Transpose(a *Tensor, i, j int) *Tensor {
 
 // Concat joins tensors along axis; all other dimensions must agree.
 func (tp *Tape) Concat(axis int, ts ...*Tensor) *Tensor {
+	hostOnly("Concat", ts...)
 	if len(ts) == 0 {
 		panic(shapeErr("Concat", nil, nil, "no tensors"))
 	}
@@ -193,6 +198,7 @@ func (tp *Tape) Concat(axis int, ts ...*Tensor) *Tensor {
 
 // Slice returns the elements [start, end) along axis.
 func (tp *Tape) Slice(a *Tensor, axis, start, end int) *Tensor {
+	hostOnly("Slice", a)
 	outer, n, inner, ax := splitAxis("Slice", a.Shape, axis)
 	if start < 0 || end < start || end > n {
 		panic(shapeErr("Slice", a.Shape, []int{start, end}, "range [%d, %d) outside axis %d of size %d", start, end, ax, n))
@@ -226,6 +232,7 @@ func (tp *Tape) Slice(a *Tensor, axis, start, end int) *Tensor {
 // Split cuts a along axis into pieces of the given sizes (which must sum to
 // the axis length).
 func (tp *Tape) Split(a *Tensor, axis int, sizes ...int) []*Tensor {
+	hostOnly("Split", a)
 	_, n, _, _ := splitAxis("Split", a.Shape, axis)
 	sum := 0
 	for _, s := range sizes {
@@ -250,6 +257,7 @@ func (tp *Tape) Split(a *Tensor, axis int, sizes ...int) []*Tensor {
 // dimension axis replaced by len(idx), out[..., i, ...] = a[..., idx[i], ...].
 // Backward scatters (adds) into the selected entries; repeated indices add.
 func (tp *Tape) IndexSelect(a *Tensor, axis int, idx []int32) *Tensor {
+	hostOnly("IndexSelect", a)
 	outer, n, inner, ax := splitAxis("IndexSelect", a.Shape, axis)
 	for i, v := range idx {
 		if v < 0 || int(v) >= n {
@@ -283,6 +291,7 @@ func (tp *Tape) IndexSelect(a *Tensor, axis int, idx []int32) *Tensor {
 // Embedding looks up rows of table [V, D]: the result is [len(ids), D].
 // Reshape it to [B, T, D] as needed.
 func (tp *Tape) Embedding(table *Tensor, ids []int32) *Tensor {
+	hostOnly("Embedding", table)
 	if len(table.Shape) != 2 {
 		panic(shapeErr("Embedding", table.Shape, nil, "table must be [vocab, dim]"))
 	}
@@ -295,6 +304,7 @@ func (tp *Tape) Embedding(table *Tensor, ids []int32) *Tensor {
 // dimensions before axis and i over those after (idx is laid out like out).
 // Backward scatters (adds) into the picked entries.
 func (tp *Tape) Gather(a *Tensor, axis int, idx []int32) *Tensor {
+	hostOnly("Gather", a)
 	outer, n, inner, ax := splitAxis("Gather", a.Shape, axis)
 	if outer*inner == 0 || len(idx)%(outer*inner) != 0 {
 		panic(shapeErr("Gather", a.Shape, []int{len(idx)}, "%d indices do not tile the %d positions around axis %d", len(idx), outer*inner, ax))

@@ -107,6 +107,9 @@ func lastDim(op string, a *Tensor) (rows, n int) {
 // Softmax normalises the last dimension.
 func (tp *Tape) Softmax(x *Tensor) *Tensor {
 	rows, n := lastDim("Softmax", x)
+	if x.d != nil {
+		return tp.softmaxDev("Softmax", false, x, rows, n)
+	}
 	out := Zeros(x.Shape...)
 	softmaxFwd(rows, n, x.Data, out.Data)
 	tp.record("Softmax", out, func() { softmaxBwd(rows, n, out.Data, out.Grad, x.gradBuf()) }, x)
@@ -116,6 +119,9 @@ func (tp *Tape) Softmax(x *Tensor) *Tensor {
 // LogSoftmax is log(Softmax(x)) over the last dimension, computed stably.
 func (tp *Tape) LogSoftmax(x *Tensor) *Tensor {
 	rows, n := lastDim("LogSoftmax", x)
+	if x.d != nil {
+		return tp.softmaxDev("LogSoftmax", true, x, rows, n)
+	}
 	out := Zeros(x.Shape...)
 	logSoftmaxFwd(rows, n, x.Data, out.Data)
 	tp.record("LogSoftmax", out, func() { logSoftmaxBwd(rows, n, out.Data, out.Grad, x.gradBuf()) }, x)
@@ -223,6 +229,9 @@ func (tp *Tape) CrossEntropy(logits *Tensor, targets []int32, opt CEOptions) *Te
 		if t < 0 || int(t) >= v {
 			panic(fmt.Errorf("kernels: CrossEntropy: row %d: target %d outside [0, %d)", r, t, v))
 		}
+	}
+	if logits.d != nil {
+		return tp.crossEntropyDev(logits, targets, opt, rows, v)
 	}
 	o := opt
 	logp := make([]float32, rows*v)

@@ -109,15 +109,19 @@ func (tp *Tape) BackwardFrom(out *Tensor, grad []float32) {
 // calling after(i) once node i is done (run, or skipped because no
 // gradient reached it) when after is not nil.
 func (tp *Tape) sweep(out *Tensor, grad []float32, after func(i int)) {
-	g := out.gradBuf()
-	for i, v := range grad {
-		g[i] += v
+	if out.d != nil {
+		out.seedDevGrad(grad)
+	} else {
+		g := out.gradBuf()
+		for i, v := range grad {
+			g[i] += v
+		}
 	}
 	tp.sweeping = true
 	defer func() { tp.sweeping, tp.free = false, nil }()
 	for i := len(tp.nodes) - 1; i >= 0; i-- {
 		n := tp.nodes[i]
-		if n.out.Grad != nil { // else no gradient reached this op
+		if n.out.Grad != nil || n.out.d.hasGrad() { // else no gradient reached this op
 			n.backward()
 			tp.recycle(n)
 		}
@@ -216,6 +220,9 @@ func wants(t *Tensor) bool { return t != nil && t.requiresGrad }
 
 // Detach returns a tensor sharing t's data that no gradient flows through.
 func Detach(t *Tensor) *Tensor {
+	if t.d != nil {
+		return &Tensor{Name: t.Name, Shape: t.Shape, d: &devTensor{be: t.d.be, spec: t.d.spec, n: t.d.n, data: t.d.data}}
+	}
 	return &Tensor{Name: t.Name, Shape: t.Shape, Data: t.Data}
 }
 

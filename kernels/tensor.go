@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+
+	"github.com/loomtrain/loom/kernels/internal/device"
 )
 
 // Tensor is a dense, contiguous, row-major float32 array with a shape.
@@ -21,7 +23,8 @@ type Tensor struct {
 	Grad  []float32 // nil, or Size() values: d(loss)/d(Data)
 
 	requiresGrad bool
-	tape         *Tape // the tape whose op produced t (it recycles t.Grad during its backward sweep), or nil
+	tape         *Tape      // the tape whose op produced t (it recycles t.Grad during its backward sweep), or nil
+	d            *devTensor // nil on the host; else the device buffers (Data and Grad are then nil)
 }
 
 // New wraps data (not copied) as a tensor of the given shape. It panics with
@@ -70,7 +73,12 @@ func (t *Tensor) RequiresGrad() bool { return t.requiresGrad }
 func (t *Tensor) SetRequiresGrad(v bool) *Tensor { t.requiresGrad = v; return t }
 
 // Size is the number of elements.
-func (t *Tensor) Size() int { return len(t.Data) }
+func (t *Tensor) Size() int {
+	if t.d != nil {
+		return t.d.n
+	}
+	return len(t.Data)
+}
 
 // Dim returns the size of dimension i; negative i counts from the end.
 func (t *Tensor) Dim(i int) int {
@@ -84,22 +92,39 @@ func (t *Tensor) Dim(i int) int {
 }
 
 // Item returns the single value of a one-element tensor.
+// A device tensor's value is downloaded (waiting for the device).
 func (t *Tensor) Item() float32 {
-	if len(t.Data) != 1 {
+	if t.Size() != 1 {
 		panic(&ShapeError{Op: "Item", A: t.Shape, Msg: "tensor has more than one element"})
+	}
+	if t.d != nil {
+		return t.HostData()[0]
 	}
 	return t.Data[0]
 }
 
 // ZeroGrad sets Grad to zero (keeping its allocation) if it exists.
 func (t *Tensor) ZeroGrad() {
+	if t.d != nil {
+		if t.d.grad != nil {
+			t.d.be.Fill(device.View{Buf: t.d.grad}, t.d.n, 0)
+		}
+		return
+	}
 	for i := range t.Grad {
 		t.Grad[i] = 0
 	}
 }
 
-// Clone returns a deep copy of Data and Shape (not Grad), detached from any tape.
+// Clone returns a deep copy of Data and Shape (not Grad), detached from any
+// tape, on t's device.
 func (t *Tensor) Clone() *Tensor {
+	if t.d != nil {
+		c := newOnDevice(t.d.be, t.d.spec, t.Shape)
+		t.d.be.Copy(device.View{Buf: c.d.data}, device.View{Buf: t.d.data}, t.d.n)
+		c.Name = t.Name
+		return c
+	}
 	c := New(append([]float32(nil), t.Data...), t.Shape...)
 	c.Name = t.Name
 	return c

@@ -198,19 +198,19 @@ func rank(t int) int {
 }
 
 type deviceFns struct {
-	destroyDevice, getDeviceQueue, deviceWaitIdle                                           uintptr
-	createBuffer, destroyBuffer, getBufferMemoryRequirements, bindBufferMemory              uintptr
-	allocateMemory, freeMemory, mapMemory, unmapMemory                                      uintptr
-	createShaderModule, destroyShaderModule, createDescriptorSetLayout                      uintptr
-	destroyDescriptorSetLayout, createPipelineLayout, destroyPipelineLayout                 uintptr
-	createComputePipelines, destroyPipeline                                                 uintptr
-	createDescriptorPool, destroyDescriptorPool, resetDescriptorPool                        uintptr
-	allocateDescriptorSets, updateDescriptorSets                                            uintptr
-	createCommandPool, destroyCommandPool, allocateCommandBuffers, resetCommandBuffer       uintptr
-	beginCommandBuffer, endCommandBuffer                                                    uintptr
-	cmdBindPipeline, cmdBindDescriptorSets, cmdPushConstants, cmdDispatch                   uintptr
-	cmdPipelineBarrier, cmdCopyBuffer, cmdFillBuffer                                        uintptr
-	queueSubmit, queueWaitIdle, createFence, destroyFence, resetFences, waitForFences       uintptr
+	destroyDevice, getDeviceQueue, deviceWaitIdle                                     uintptr
+	createBuffer, destroyBuffer, getBufferMemoryRequirements, bindBufferMemory        uintptr
+	allocateMemory, freeMemory, mapMemory, unmapMemory                                uintptr
+	createShaderModule, destroyShaderModule, createDescriptorSetLayout                uintptr
+	destroyDescriptorSetLayout, createPipelineLayout, destroyPipelineLayout           uintptr
+	createComputePipelines, destroyPipeline                                           uintptr
+	createDescriptorPool, destroyDescriptorPool, resetDescriptorPool                  uintptr
+	allocateDescriptorSets, updateDescriptorSets                                      uintptr
+	createCommandPool, destroyCommandPool, allocateCommandBuffers, resetCommandBuffer uintptr
+	beginCommandBuffer, endCommandBuffer                                              uintptr
+	cmdBindPipeline, cmdBindDescriptorSets, cmdPushConstants, cmdDispatch             uintptr
+	cmdPipelineBarrier, cmdCopyBuffer, cmdFillBuffer                                  uintptr
+	queueSubmit, queueWaitIdle, createFence, destroyFence, resetFences, waitForFences uintptr
 }
 
 // Context is an open logical device with one compute queue.
@@ -359,4 +359,6 @@ func (c *Context) Close() {
 }
 
 // WaitIdle waits until the device has finished all submitted work.
-func (c *Context) WaitIdle() error { return check("vkDeviceWaitIdle", call(c.fn.deviceWaitIdle, c.dev)) }
+func (c *Context) WaitIdle() error {
+	return check("vkDeviceWaitIdle", call(c.fn.deviceWaitIdle, c.dev))
+}

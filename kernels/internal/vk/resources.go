@@ -413,4 +413,3 @@ func (k *Commands) Wait() error {
 	}
 	return check("vkWaitForFences", r)
 }
-
