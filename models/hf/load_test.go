@@ -352,3 +352,58 @@ func writeShards(t *testing.T, shards [][]safetensors.Tensor) string {
 	}
 	return dir
 }
+
+// decode's fast paths give the bits safetensors.Decode gives, at every
+// alignment and length (NaNs, infinities and subnormals included).
+func TestDecodeMatchesSafetensors(t *testing.T) {
+	raw := make([]byte, 4*203+8)
+	x := uint32(12345)
+	for i := range raw {
+		x = x*1664525 + 1013904223
+		raw[i] = byte(x >> 24)
+	}
+	copy(raw[16:], []byte{0x80, 0x7f, 0xc0, 0x7f, 0x80, 0xff, 0x01, 0x00}) // bf16 inf, NaN, -inf, subnormal
+	for _, dt := range []safetensors.DType{safetensors.F32, safetensors.BF16, safetensors.F16, safetensors.F64} {
+		for off := 0; off < 8; off++ {
+			for _, n := range []int{0, 1, 3, 4, 5, 8, 9, 97, 100} {
+				b := raw[off : off+n*dt.Size()]
+				// Outputs at an 8-aligned and a 4-only-aligned address.
+				for _, oo := range []int{0, 1} {
+					got, want := make([]float32, n+oo)[oo:], make([]float32, n)
+					if err := decode(dt, b, got); err != nil {
+						t.Fatal(err)
+					}
+					if err := safetensors.Decode(dt, b, want); err != nil {
+						t.Fatal(err)
+					}
+					for i := range want {
+						if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+							t.Fatalf("%s off %d n %d out+%d: [%d] = %#x, want %#x", dt, off, n, oo, i, math.Float32bits(got[i]), math.Float32bits(want[i]))
+						}
+					}
+				}
+			}
+		}
+	}
+	if err := decode(safetensors.BF16, make([]byte, 3), make([]float32, 2)); err == nil {
+		t.Fatal("a short buffer must fail")
+	}
+}
+
+func BenchmarkDecodeBF16(b *testing.B) {
+	raw := make([]byte, 2<<20)
+	out := make([]float32, 1<<20)
+	for _, c := range []struct {
+		name string
+		f    func(safetensors.DType, []byte, []float32) error
+	}{{"safetensors", safetensors.Decode}, {"hf", decode}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(raw)))
+			for i := 0; i < b.N; i++ {
+				if err := c.f(safetensors.BF16, raw, out); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -96,10 +96,17 @@ func RunPass(ctx context.Context, sp PassSpec) (*PassResult, error) {
 	}
 	var p *nn.Params
 	if sp.Kind != RawGet && sp.Kind != RawPut {
-		p = sp.Model.Params() // untouched, so its pages are not resident yet
+		p = sp.Model.Params()
 	}
-	if sp.Kind == Export || sp.Kind == Generate {
+	switch sp.Kind {
+	case Export, Generate:
 		sp.Model.Fill(p)
+	case Load, LoadInto:
+		// The trainer loads into a model its constructors initialised, so
+		// the parameters' pages are resident before the load; so here.
+		for _, t := range p.All() {
+			clear(t.Data)
+		}
 	}
 	m := startMeter()
 	switch sp.Kind {
