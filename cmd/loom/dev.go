@@ -37,6 +37,7 @@ type devFlags struct {
 	seed           int64
 	dataDir        string
 	keep           bool
+	pretrain       int64 // steps of the text-pretraining job (0: none)
 }
 
 func newDevCmd() *cobra.Command {
@@ -96,6 +97,7 @@ Example:
 	fl.Int64Var(&f.seed, "seed", 1, "the job's seed (model initialisation, data order, augmentation)")
 	fl.StringVar(&f.dataDir, "data-dir", "", "where data, checkpoints, state and logs go (default: a temporary directory)")
 	fl.BoolVar(&f.keep, "keep", false, "keep --data-dir at exit")
+	fl.Int64Var(&f.pretrain, "pretrain-steps", 0, "steps of the text-pretraining job whose LLM the recipe starts from; 0 starts the LLM from random weights (default: the recipe's, see above)")
 	return c
 }
 
@@ -105,6 +107,10 @@ Example:
 type devDefault struct {
 	size              string
 	firstSteps, steps int64 // firstSteps 0: the first stage takes steps too
+	// pretrain is the steps of the text-pretraining job run first, whose
+	// LLM the recipe's job starts from (init: llm: {job: ...}); 0 for LWM,
+	// whose own first stages train its LLM on text.
+	pretrain int64
 }
 
 // devDefaults per recipe. BLIP-2 stage 1 (ITC + ITM + ITG) is what shows
@@ -113,9 +119,9 @@ type devDefault struct {
 // (LWM) stages, each trained at the tiny size with the same number of
 // steps.
 var devDefaults = map[string]devDefault{
-	"blip2":   {size: "small", firstSteps: 450, steps: 150},
-	"qwen-vl": {size: "tiny", steps: 150},
-	"vila":    {size: "tiny", steps: 150},
+	"blip2":   {size: "small", firstSteps: 450, steps: 150, pretrain: 300},
+	"qwen-vl": {size: "tiny", steps: 150, pretrain: 300},
+	"vila":    {size: "tiny", steps: 150, pretrain: 300},
 	"lwm":     {size: "tiny", steps: 80},
 }
 
@@ -123,7 +129,7 @@ var devDefaults = map[string]devDefault{
 // api.Recipes order.
 func devDefaultsTable() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "  %-8s %-6s %-13s %-18s %s\n", "recipe", "size", "first stage", "each later stage", "stages")
+	fmt.Fprintf(&b, "  %-8s %-6s %-13s %-13s %-18s %s\n", "recipe", "size", "LLM pretrain", "first stage", "each later stage", "stages")
 	for _, name := range api.Recipes {
 		d := devDefaults[name]
 		first := d.firstSteps
@@ -134,7 +140,11 @@ func devDefaultsTable() string {
 		if r, err := trainer.Lookup(name); err == nil {
 			stages = fmt.Sprint(len(r.Stages))
 		}
-		fmt.Fprintf(&b, "  %-8s %-6s %3d steps     %3d steps          %s\n", name, d.size, first, d.steps, stages)
+		pre := "-"
+		if d.pretrain > 0 {
+			pre = fmt.Sprintf("%d steps", d.pretrain)
+		}
+		fmt.Fprintf(&b, "  %-8s %-6s %-13s %3d steps     %3d steps          %s\n", name, d.size, pre, first, d.steps, stages)
 	}
 	return b.String()
 }
@@ -155,6 +165,12 @@ func resolveDevFlags(f devFlags, set func(flag string) bool) (devFlags, error) {
 	}
 	if !set("steps") {
 		f.steps = d.steps
+	}
+	if !set("pretrain-steps") {
+		f.pretrain = d.pretrain
+	}
+	if f.pretrain < 0 {
+		return f, fmt.Errorf("--pretrain-steps %d: want 0 (no pretraining) or more", f.pretrain)
 	}
 	if f.steps < 1 {
 		return f, fmt.Errorf("--steps %d: want at least 1", f.steps)
@@ -189,6 +205,61 @@ func devManifest(f devFlags, uri func(shard.Kind) string) (*api.Manifest, error)
 		return nil, err
 	}
 	return m, nil
+}
+
+// devTextManifest is the text-pretraining job loom dev runs before the
+// recipe: LWM's first text stage (causal LM on the synthetic text, packed)
+// at the recipe's size, whose LLM the recipe's job then starts from.
+func devTextManifest(f devFlags, uri func(shard.Kind) string) (*api.Manifest, error) {
+	m, err := trainer.ExampleManifest("lwm", f.size, uri, f.pretrain, f.batch)
+	if err != nil {
+		return nil, err
+	}
+	m.Name = f.recipe + "-" + f.size + "-text"
+	m.Stages = m.Stages[:1]
+	m.Stages[0].Datasets = map[string]float64{trainer.DatasetName(shard.KindText): 1}
+	var ds []api.Dataset
+	for _, d := range m.Datasets {
+		if d.Name == trainer.DatasetName(shard.KindText) {
+			ds = append(ds, d)
+		}
+	}
+	m.Datasets = ds
+	m.Elastic = api.Elastic{Min: f.workers, Max: f.workers}
+	if f.seed != 0 {
+		m.Seed = f.seed
+	}
+	m.Checkpoint.Interval = max(1, f.pretrain/3)
+	m.Checkpoint.Keep = 2
+	m.Failure.StallGrace = api.Duration(2 * time.Minute)
+	lr := f.lr
+	m.Stages[0].Overrides.LR = &lr
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// runJob submits m, follows it with progress bars and returns it once it
+// succeeded.
+func (c *devCluster) runJob(ctx context.Context, m *api.Manifest, out io.Writer) (*loompb.Job, *progressView, error) {
+	if _, err := c.submit(ctx, m); err != nil {
+		return nil, nil, fmt.Errorf("submit %s: %w", m.Name, err)
+	}
+	fmt.Fprintf(out, "  job          %s: %d stages, checkpoints in s3://%s/checkpoints/%s/\n", m.Name, len(m.Stages), devBucket, m.Name)
+	view := newProgressView(out, m)
+	job, err := c.follow(ctx, m, view)
+	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(out, "\ninterrupted")
+			return nil, nil, &exitError{code: 130, err: errors.New("interrupted")}
+		}
+		return nil, nil, err
+	}
+	if job.State != "succeeded" {
+		return nil, nil, fmt.Errorf("job %s %s: %s (logs in %s)", job.Name, job.State, job.Message, filepath.Join(c.dir, "logs"))
+	}
+	return job, view, nil
 }
 
 func runDev(ctx context.Context, f devFlags, out io.Writer) error {
@@ -234,7 +305,11 @@ func runDev(ctx context.Context, f devFlags, out io.Writer) error {
 	}()
 	fmt.Fprintf(out, "  etcd         %s\n  S3           %s (bucket %s, key %s)\n  coordinator  %s\n  dashboard    http://%s/metrics\n",
 		strings.Join(c.etcd.Endpoints, ","), c.s3.Endpoint, devBucket, c.s3.AccessKey, c.apis[0], c.coords[0].http)
-	uri, err := c.writeData(ctx, f.recipe, f.samples)
+	var extra []shard.Kind
+	if f.pretrain > 0 {
+		extra = append(extra, shard.KindText)
+	}
+	uri, err := c.writeData(ctx, f.recipe, f.samples, extra...)
 	if err != nil {
 		return err
 	}
@@ -250,21 +325,26 @@ func runDev(ctx context.Context, f devFlags, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := c.submit(ctx, m); err != nil {
-		return fmt.Errorf("submit: %w", err)
-	}
-	fmt.Fprintf(out, "  job          %s: %d stages, checkpoints in s3://%s/checkpoints/%s/\n", m.Name, len(m.Stages), devBucket, m.Name)
-	view := newProgressView(out, m)
-	job, err := c.follow(ctx, m, view)
-	if err != nil {
-		if ctx.Err() != nil {
-			fmt.Fprintln(out, "\ninterrupted")
-			return &exitError{code: 130, err: errors.New("interrupted")}
+	if f.pretrain > 0 {
+		tm, err := devTextManifest(f, uri)
+		if err != nil {
+			return err
 		}
-		return err
+		fmt.Fprintf(out, "text pretraining: %s trains the %s LLM on synthetic text for %d steps; %s starts its LLM from it\n", tm.Name, f.size, f.pretrain, m.Name)
+		tj, tv, err := c.runJob(ctx, tm, out)
+		if err != nil {
+			return err
+		}
+		if l, ok := tv.losses[0]; ok {
+			fmt.Fprintf(out, "job %s succeeded: %d steps, text loss %.3f at its first reported step, %.3f at its last\n", tj.Name, tj.Step, l[0], l[1])
+		} else {
+			fmt.Fprintf(out, "job %s succeeded: %d steps\n", tj.Name, tj.Step)
+		}
+		m.Init = map[string]api.InitSource{"llm": {Job: tm.Name}}
 	}
-	if job.State != "succeeded" {
-		return fmt.Errorf("job %s %s: %s (logs in %s)", job.Name, job.State, job.Message, filepath.Join(dir, "logs"))
+	job, view, err := c.runJob(ctx, m, out)
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(out, "job %s succeeded: %d steps in %s, %d restarts\n", job.Name, job.Step, time.Since(start).Round(time.Second), job.Restarts)
 	for i, st := range m.Stages {
@@ -272,7 +352,18 @@ func runDev(ctx context.Context, f devFlags, out io.Writer) error {
 			fmt.Fprintf(out, "  stage %s: training loss %.3f at its first reported step, %.3f at its last\n", st.Name, l[0], l[1])
 		}
 	}
+	fmt.Fprintln(out, "  (each stage's training loss is over its own data mixture and loss terms; the held-out evaluation below compares the stages on the same pairs)")
 	if f.evalN > 1 {
+		// The coordinator's manifest: it records the checkpoints the init
+		// block resolved to, which the evaluation's untrained baseline
+		// starts from.
+		full, err := c.getJob(ctx, m.Name)
+		if err != nil {
+			return err
+		}
+		if m, err = api.ParseManifest(m.Name+" (coordinator)", full.ManifestYaml); err != nil {
+			return err
+		}
 		if err := c.evaluate(ctx, m, job, f.evalN, out); err != nil {
 			return fmt.Errorf("evaluation: %w", err)
 		}
@@ -493,8 +584,56 @@ func (c *devCluster) evaluate(ctx context.Context, m *api.Manifest, job *loompb.
 		fmt.Fprintf(out, "  %-16s %12.3f %14.3f (%4.1fx) %14.3f (%4.1fx)\n", r.name, r.r.CaptionLoss,
 			r.r.Retrieval, r.r.Retrieval/r.r.Chance, r.r.ImageToText, r.r.ImageToText/r.r.Chance)
 	}
+	for _, n := range devEvalNotes(m, rows) {
+		fmt.Fprintf(out, "note: %s\n", n)
+	}
 	fmt.Fprintf(out, "verdict: %s\n", devVerdict(rows[0].r, rows[1:]))
 	return nil
+}
+
+// devEvalNotes explains each trained stage whose held-out caption loss is
+// above an earlier stage's: what the stage trains on, and whether its
+// caption loss is even of the same model.
+func devEvalNotes(m *api.Manifest, rows []devStageEval) []string {
+	var notes []string
+	idx := map[string]int{}
+	for i, st := range m.Stages {
+		idx[st.Name] = i
+	}
+	for i := 2; i < len(rows); i++ {
+		best := 1
+		for j := 2; j < i; j++ {
+			if rows[j].r.CaptionLoss < rows[best].r.CaptionLoss {
+				best = j
+			}
+		}
+		cur, prev := rows[i], rows[best]
+		if cur.r.CaptionLoss <= prev.r.CaptionLoss {
+			continue
+		}
+		st, err1 := trainer.Resolve(m, idx[cur.name])
+		pst, err2 := trainer.Resolve(m, idx[prev.name])
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		var kinds []string
+		captions := false
+		for _, k := range st.Spec.Kinds {
+			kinds = append(kinds, string(k))
+			captions = captions || k == shard.KindImageText
+		}
+		why := fmt.Sprintf("stage %s's held-out caption loss %.3f is above stage %s's %.3f: ", cur.name, cur.r.CaptionLoss, prev.name, prev.r.CaptionLoss)
+		switch {
+		case st.Spec.ModelStage != pst.Spec.ModelStage:
+			why += fmt.Sprintf("they are different captioners (model stage %d vs %d: BLIP-2's stage 1 captions with the Q-Former's own decoder, stage 2 with the LLM from the Q-Former's soft prompts), so the numbers are not comparable", pst.Spec.ModelStage, st.Spec.ModelStage)
+		case !captions:
+			why += fmt.Sprintf("it trains on %s, no image-text captions, so captioning is not what it optimises and drifts", strings.Join(kinds, " and "))
+		default:
+			why += fmt.Sprintf("it trains on %s, captions among them, and still got worse on held-out captions: over-fitting, or --lr too high for %d steps", strings.Join(kinds, " and "), st.Steps)
+		}
+		notes = append(notes, why)
+	}
+	return notes
 }
 
 // devStageEval is one model's held-out evaluation in loom dev's summary.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -249,17 +250,25 @@ func (c *devCluster) dial() (*grpc.ClientConn, error) {
 
 // writeData generates the synthetic datasets a recipe reads into the
 // bucket, n samples each, under datasets/KIND, and returns their URIs.
-func (c *devCluster) writeData(ctx context.Context, recipe string, n int) (func(shard.Kind) string, error) {
+func (c *devCluster) writeData(ctx context.Context, recipe string, n int, extra ...shard.Kind) (func(shard.Kind) string, error) {
 	r, err := trainer.Lookup(recipe)
 	if err != nil {
 		return nil, err
 	}
-	for _, k := range r.Kinds() {
+	kinds := r.Kinds()
+	for _, k := range extra {
+		if !slices.Contains(kinds, k) {
+			kinds = append(kinds, k)
+		}
+	}
+	for _, k := range kinds {
 		prefix := "datasets/" + string(k)
 		if _, err := c.store.Stat(ctx, shard.JoinKey(prefix, "index.json")); err == nil {
 			continue // written by an earlier job
 		}
-		if _, err := synth.Write(ctx, c.store, prefix, k, n, 7, shard.WriterOptions{Kind: k, ShardBytes: 256 << 10, TempDir: filepath.Join(c.dir, "s3")}); err != nil {
+		// Text documents include scene descriptions, so that an LLM
+		// pretrained on them knows the captions' words.
+		if _, err := synth.WriteWith(ctx, c.store, prefix, k, n, 7, synth.Options{SceneText: true}, shard.WriterOptions{Kind: k, ShardBytes: 256 << 10, TempDir: filepath.Join(c.dir, "s3")}); err != nil {
 			return nil, fmt.Errorf("generating %s data: %w", k, err)
 		}
 	}

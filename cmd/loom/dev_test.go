@@ -29,7 +29,7 @@ import (
 // must train every stage, evaluate, and remove its data dir at exit.
 func TestDevEndToEnd(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "dev")
-	cmd := exec.Command(loomBinary, "dev", "--size", "tiny", "--first-steps", "30", "--steps", "4", "--batch", "8", "--lr", "5e-3",
+	cmd := exec.Command(loomBinary, "dev", "--size", "tiny", "--first-steps", "30", "--steps", "4", "--pretrain-steps", "6", "--batch", "8", "--lr", "5e-3",
 		"--samples", "64", "--eval-samples", "8", "--data-dir", dir)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -49,7 +49,8 @@ func TestDevEndToEnd(t *testing.T) {
 			t.Errorf("held-out caption loss after stage 1: got %.3f, want at least 1 below the untrained %.3f\n%s", a, b, out)
 		}
 	}
-	for _, want := range []string{"stage 1/2 representation", "stage 2/2 generative", "job blip2-tiny succeeded: 34 steps",
+	for _, want := range []string{"text pretraining: blip2-tiny-text trains the tiny LLM on synthetic text for 6 steps; blip2-tiny starts its LLM from it",
+		"job blip2-tiny-text succeeded: 6 steps", "stage 1/2 representation", "stage 2/2 generative", "job blip2-tiny succeeded: 34 steps",
 		"held-out retrieval, stage representation, trained", "dashboard    http://", "checkpoints in s3://loom/checkpoints/blip2-tiny/"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("loom dev output lacks %q:\n%s", want, out)
@@ -64,7 +65,7 @@ func TestDevEndToEnd(t *testing.T) {
 // train: every process it started must be gone, and its data dir removed.
 func TestDevInterrupt(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "dev")
-	cmd := exec.Command(loomBinary, "dev", "--size", "tiny", "--first-steps", "100000", "--samples", "64", "--data-dir", dir)
+	cmd := exec.Command(loomBinary, "dev", "--size", "tiny", "--first-steps", "100000", "--pretrain-steps", "4", "--samples", "64", "--data-dir", dir)
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/loomtrain/loom/models"
 	"github.com/loomtrain/loom/models/hf"
 	"github.com/loomtrain/loom/models/safetensors"
+	"github.com/loomtrain/loom/models/tokenizer"
 	"github.com/loomtrain/loom/shard"
 	"github.com/loomtrain/loom/trainer"
 )
@@ -110,7 +112,16 @@ Example:
 				return err
 			}
 			dt := safetensors.DType(strings.ToUpper(dtype))
-			res, layout, err := trainer.ExportHF(octx, model, part, sink, hf.ExportOptions{DType: dt, ShardBytes: shardB})
+			opt := hf.ExportOptions{DType: dt, ShardBytes: shardB}
+			if man.Tokenizer != "" && part != "vision" {
+				// The tokenizer files the job trained with, unchanged.
+				files, err := tokenizerFiles(octx, &s3, man.Tokenizer)
+				if err != nil {
+					return fmt.Errorf("the job's tokenizer %s: %w", man.Tokenizer, err)
+				}
+				opt.Files = files
+			}
+			res, layout, err := trainer.ExportHF(octx, model, part, sink, opt)
 			if err != nil {
 				return err
 			}
@@ -207,4 +218,31 @@ func putFile(ctx context.Context, s3 *s3Flags, dest string, data []byte) error {
 		return err
 	}
 	return store.Put(ctx, loc.Prefix, bytes.NewReader(data), int64(len(data)))
+}
+
+// tokenizerFiles reads the tokenizer files of a directory or s3:// prefix.
+func tokenizerFiles(ctx context.Context, s3 *s3Flags, where string) (map[string][]byte, error) {
+	store, prefix, err := s3.open(ctx, where, false)
+	if err != nil {
+		return nil, err
+	}
+	t, err := tokenizer.OpenFiles(where, func(name string) ([]byte, error) {
+		key := shard.JoinKey(prefix, name)
+		info, err := store.Stat(ctx, key)
+		if errors.Is(err, shard.ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return store.GetRange(ctx, key, 0, info.Size)
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]byte{}
+	for _, f := range t.Files() {
+		out[f.Name] = f.Data
+	}
+	return out, nil
 }

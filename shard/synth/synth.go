@@ -52,6 +52,12 @@ type Scene struct {
 type Options struct {
 	MinSide, MaxSide int   // image side range in pixels (default 32-64)
 	Noise            uint8 // per-pixel jitter, see Scene.Noise
+	// SceneText makes text documents alternate the sentences with scene
+	// descriptions (the captions of random scenes), so that a language
+	// model pretrained on the text knows the words the captions use, as a
+	// real LLM knows the language of real captions (loom dev's text
+	// pretraining).
+	SceneText bool
 }
 
 // Caption describes the scene in words.
@@ -194,7 +200,11 @@ func SampleWith(kind shard.Kind, seed uint64, i int, o Options) shard.Sample {
 			if j > 0 {
 				b.WriteByte(' ')
 			}
-			b.WriteString(Sentence(r))
+			if o.SceneText && j%2 == 1 {
+				b.WriteString(RandomScene(r).Caption() + ".")
+			} else {
+				b.WriteString(Sentence(r))
+			}
 		}
 		return shard.Sample{ID: id, Text: b.String()}
 	case shard.KindConversation:

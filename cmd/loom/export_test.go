@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loomtrain/loom/api/loompb"
+	"github.com/loomtrain/loom/models"
+	"github.com/loomtrain/loom/models/hf"
+	"github.com/loomtrain/loom/models/nn"
+)
+
+// loom export against a running cluster: a VILA job's committed
+// checkpoint written as a Hugging Face LLM directory and as one Loom file;
+// both reopen with the checkpoint's weights.
+func TestExportCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster and a worker process")
+	}
+	ctx := context.Background()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	c, err := startDevCluster(ctx, devClusterOptions{Dir: t.TempDir(), Bin: loomBinary, Coordinators: 1, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	uri, err := c.writeData(ctx, "vila", 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.startWorker("w0"); err != nil {
+		t.Fatal(err)
+	}
+	m, err := devManifest(devFlags{recipe: "vila", size: "tiny", workers: 1, steps: 2, batch: 4, lr: 1e-3}, uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Stages = m.Stages[:1]
+	if _, err := c.submit(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, c, m.Name, 120*time.Second, func(j *loompb.Job) bool { return j.State == "succeeded" })
+	out := t.TempDir()
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(loomBinary, append([]string{"export", "--coordinator", c.apis[0], "--s3-endpoint", c.s3.Addr(), "--s3-insecure"}, args...)...)
+		cmd.Env = append(os.Environ(), "LOOM_S3_ACCESS_KEY="+c.s3.AccessKey, "LOOM_S3_SECRET_KEY="+c.s3.SecretKey)
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("loom export %v: %v\n%s", args, err, b)
+		}
+		return string(b)
+	}
+	s := run(m.Name, "--part", "llm", "--shard-bytes", "20000", filepath.Join(out, "llm"))
+	if !strings.Contains(s, "as LlamaForCausalLM") {
+		t.Errorf("export output: %s", s)
+	}
+	s = run(m.Name+"@2", "--format", "loom", filepath.Join(out, "vila.safetensors"))
+	if !strings.Contains(s, "step 2 (stage align)") {
+		t.Errorf("export output: %s", s)
+	}
+	whole, err := models.Open(filepath.Join(out, "vila.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := 0
+	for name := range finalTensors(t, c, j) {
+		if strings.HasPrefix(name, "model/") {
+			model++
+		}
+	}
+	if model != len(whole.Params().Names()) {
+		t.Errorf("the Loom file has %d tensors, the checkpoint's model %d", len(whole.Params().Names()), model)
+	}
+	ck, err := hf.Open(ctx, hf.Dir(filepath.Join(out, "llm")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ck.Files()) < 2 {
+		t.Errorf("--shard-bytes 20000 wrote %v", ck.Files())
+	}
+	l, err := hf.FindLayout("llm", models.VILA, ck.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := models.New(whole.Config(), 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp, err := l.Mapping(fresh.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hf.Load(ctx, ck, mp, fresh.Params()); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range whole.Params().Names() {
+		if nn.Match(n, "llm.*") && !slices.Equal(whole.Params().Get(n).Data, fresh.Params().Get(n).Data) {
+			t.Errorf("%s differs between the Loom file and the HF export", n)
+		}
+	}
+	// A step that was not committed is refused, naming the retained ones.
+	cmd := exec.Command(loomBinary, "export", "--coordinator", c.apis[0], m.Name+"@7", filepath.Join(out, "x"))
+	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "no committed checkpoint at step 7 (retained:") {
+		t.Errorf("export @7: %v\n%s", err, b)
+	}
+}
