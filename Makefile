@@ -6,7 +6,7 @@ NORACE  := $(shell $(GO) list ./kernels/... ./models/... 2>/dev/null)
 RACE    := $(filter-out $(NORACE),$(shell $(GO) list ./... 2>/dev/null))
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: test test-short fmt-check vet bench lint proto build
+.PHONY: test test-short fmt-check vet bench lint proto build shaders
 
 build:
 	$(GO) build ./...
@@ -42,3 +42,8 @@ lint:
 # api/gen.sh installs at pinned versions.
 proto:
 	@if [ -f api/gen.sh ]; then bash api/gen.sh; else echo "no protobuf sources yet"; fi
+
+# Recompiles the Vulkan backend's GLSL shaders to the committed SPIR-V
+# (kernels/vulkan/spv). Needs glslc (Debian: glslc).
+shaders:
+	bash kernels/vulkan/shaders/build.sh
