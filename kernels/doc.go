@@ -68,6 +68,20 @@
 //
 // All math goes through a small set of slice-level kernels (gemm, the
 // generic *Fwd/*Bwd functions, the attention block primitives); the Tape
-// and Tensor never touch a loop themselves. A CUDA backend (build tag cuda)
-// replaces those kernels, not the tape.
+// and Tensor never touch a loop themselves.
+//
+// # Devices
+//
+// A tensor lives on the host (the default, and the reference) or on a
+// device opened with OpenDevice("gpu"). Device backends implement the
+// slice-level kernels behind the interface of kernels/internal/device and
+// register themselves when their package is imported; the Vulkan backend
+// is kernels/vulkan (GLSL compute shaders, no cgo), and a CUDA one would
+// register the same way without changes to the tape, models or trainer.
+// Transfers are explicit (Tensor.To, HostData, HostGrad); an op whose
+// inputs are all on one device runs there and records a backward rule that
+// runs there, and an op that mixes devices, or that the device does not
+// implement yet, panics with a *DeviceError. The host path of every op is
+// unchanged: one nil check decides. See docs/gpu.md for what runs on the
+// device and how it is verified.
 package kernels
