@@ -558,6 +558,37 @@ func (c *devCluster) evaluate(ctx context.Context, m *api.Manifest, job *loompb.
 		if err != nil {
 			return err
 		}
+		if i > 0 {
+			// A stage that builds another model (BLIP-2's generative
+			// stage adds the LLM) is also evaluated as it starts: its
+			// own untrained baseline.
+			prev, err := trainer.Resolve(m, i-1)
+			if err != nil {
+				return err
+			}
+			if prev.Spec.ModelStage != st.Spec.ModelStage {
+				var pf *loompb.Checkpoint
+				for _, cp := range job.Checkpoints {
+					if cp.Step == m.StageEnd(i-1) {
+						pf = cp
+					}
+				}
+				if pf == nil {
+					return fmt.Errorf("stage %s: no committed final checkpoint at step %d", prev.Name, m.StageEnd(i-1))
+				}
+				pref, err := restoreOf(pf)
+				if err != nil {
+					return err
+				}
+				start, err := eval(i, pref)
+				if err != nil {
+					return fmt.Errorf("stage %s at its start: %w", st.Name, err)
+				}
+				fmt.Fprintf(out, "held-out retrieval, stage %s, at its start: text→image R@1 %.2f, image→text R@1 %.2f (chance %.2f), caption loss %.3f\n",
+					st.Name, start.Retrieval, start.ImageToText, start.Chance, start.CaptionLoss)
+				rows = append(rows, devStageEval{st.Name + " (start)", start})
+			}
+		}
 		if i == 0 {
 			before, err := eval(0, nil)
 			if err != nil {
@@ -587,7 +618,13 @@ func (c *devCluster) evaluate(ctx context.Context, m *api.Manifest, job *loompb.
 	for _, n := range devEvalNotes(m, rows) {
 		fmt.Fprintf(out, "note: %s\n", n)
 	}
-	fmt.Fprintf(out, "verdict: %s\n", devVerdict(rows[0].r, rows[1:]))
+	var trained []devStageEval
+	for _, r := range rows[1:] {
+		if !strings.HasSuffix(r.name, " (start)") {
+			trained = append(trained, r)
+		}
+	}
+	fmt.Fprintf(out, "verdict: %s\n", devVerdict(rows[0].r, trained))
 	return nil
 }
 
@@ -601,13 +638,20 @@ func devEvalNotes(m *api.Manifest, rows []devStageEval) []string {
 		idx[st.Name] = i
 	}
 	for i := 2; i < len(rows); i++ {
+		if strings.HasSuffix(rows[i].name, " (start)") {
+			continue
+		}
 		best := 1
 		for j := 2; j < i; j++ {
-			if rows[j].r.CaptionLoss < rows[best].r.CaptionLoss {
+			if !strings.HasSuffix(rows[j].name, " (start)") && rows[j].r.CaptionLoss < rows[best].r.CaptionLoss {
 				best = j
 			}
 		}
 		cur, prev := rows[i], rows[best]
+		if start := rows[i-1]; start.name == cur.name+" (start)" {
+			notes = append(notes, fmt.Sprintf("stage %s trained from its start's held-out caption loss %.3f to %.3f (text→image R@1 %.2f → %.2f, chance %.2f)",
+				cur.name, start.r.CaptionLoss, cur.r.CaptionLoss, start.r.Retrieval, cur.r.Retrieval, cur.r.Chance))
+		}
 		if cur.r.CaptionLoss <= prev.r.CaptionLoss {
 			continue
 		}

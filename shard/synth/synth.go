@@ -52,9 +52,10 @@ type Scene struct {
 type Options struct {
 	MinSide, MaxSide int   // image side range in pixels (default 32-64)
 	Noise            uint8 // per-pixel jitter, see Scene.Noise
-	// SceneText makes text documents alternate the sentences with scene
-	// descriptions (the captions of random scenes), so that a language
-	// model pretrained on the text knows the words the captions use, as a
+	// SceneText makes text documents mix the sentences with scene
+	// descriptions (the captions of random scenes), each described again
+	// two sentences later, so that a language model pretrained on the text
+	// knows the words captions use and to say what its context says, as a
 	// real LLM knows the language of real captions (loom dev's text
 	// pretraining).
 	SceneText bool
@@ -196,13 +197,20 @@ func SampleWith(kind shard.Kind, seed uint64, i int, o Options) shard.Sample {
 	case shard.KindText:
 		var b strings.Builder
 		n := 3 + r.IntN(20)
+		last := ""
 		for j := 0; j < n; j++ {
 			if j > 0 {
 				b.WriteByte(' ')
 			}
-			if o.SceneText && j%2 == 1 {
-				b.WriteString(RandomScene(r).Caption() + ".")
-			} else {
+			switch {
+			case o.SceneText && j%4 == 1:
+				last = RandomScene(r).Caption()
+				b.WriteString(last + ".")
+			case o.SceneText && j%4 == 3:
+				// The scene described again: what a language model
+				// learns from real text, that context tells what comes.
+				b.WriteString("again, " + last + ".")
+			default:
 				b.WriteString(Sentence(r))
 			}
 		}
