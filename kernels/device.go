@@ -151,7 +151,7 @@ func (t *Tensor) OnDevice() bool { return t.d != nil }
 // one. The copy is a leaf: no gradient flows back to t. Moving parameters
 // to a device before building the optimizer makes the step run there.
 func (t *Tensor) To(d Device) *Tensor {
-	if t.Device() == d {
+	if (t.d == nil && d.be == nil) || (t.d != nil && t.d.be == d.be) { // already there (by backend: "gpu" and "vulkan" may name one device)
 		return t
 	}
 	out := &Tensor{Name: t.Name, Shape: append([]int(nil), t.Shape...), requiresGrad: t.requiresGrad}
@@ -248,16 +248,6 @@ func onDevice(op string, ts ...*Tensor) (device.Backend, string) {
 		}
 	}
 	return be, spec
-}
-
-// anyOnDevice reports whether one of the non-nil tensors is on a device.
-func anyOnDevice(ts ...*Tensor) bool {
-	for _, t := range ts {
-		if t != nil && t.d != nil {
-			return true
-		}
-	}
-	return false
 }
 
 // hostOnly panics with a *DeviceError when one of ts is on a device: op

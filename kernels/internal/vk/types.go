@@ -98,7 +98,6 @@ const (
 
 	commandPoolResetBuffer  = 0x2
 	commandBufferOneTime    = 0x1
-	descriptorPoolFreeSet   = 0x1
 	wholeSize               = ^uint64(0)
 	apiVersion12            = 1<<22 | 2<<12
 	physicalDevicePropsSize = 824
