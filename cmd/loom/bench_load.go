@@ -23,6 +23,7 @@ func newBenchLoadCmd() *cobra.Command {
 	var (
 		server, size, shardSize, dir, bucket, exe string
 		rep                                       int
+		passes                                    []string
 		asJSON, inProcess, pass, testModel        bool
 		s3f                                       s3Flags
 	)
@@ -117,7 +118,7 @@ MB/s); peak RSS of a load <= model (float32) + largest shard.`,
 					return err
 				}
 			}
-			o := hfbench.Options{Bytes: total, ShardBytes: sb, Repeat: rep, S3: cfg, Log: cmd.ErrOrStderr()}
+			o := hfbench.Options{Bytes: total, ShardBytes: sb, Repeat: rep, S3: cfg, Passes: passes, Log: cmd.ErrOrStderr()}
 			if testModel {
 				o.Model = hfbench.Model{Layers: 3, Hidden: 64, Intermediate: 172, KVHidden: 16, Vocab: 100}
 			}
@@ -169,6 +170,7 @@ MB/s); peak RSS of a load <= model (float32) + largest shard.`,
 	f.StringVar(&size, "size", "2GB", "checkpoint size in BF16")
 	f.StringVar(&shardSize, "shard-size", "500MB", "largest shard")
 	f.IntVar(&rep, "repeat", 3, "interleaved rounds of every pass")
+	f.StringSliceVar(&passes, "passes", nil, "passes to run each round (default raw-get,load,load-into,raw-put,export)")
 	f.StringVar(&dir, "dir", "", "server data directory (default: a temporary directory, removed after)")
 	f.BoolVar(&inProcess, "in-process", false, "run the passes in this process (peak RSS then includes the server and earlier passes)")
 	f.BoolVar(&asJSON, "json", false, "print JSON")

@@ -61,3 +61,28 @@ func TestRunTiny(t *testing.T) {
 		t.Fatalf("log:\n%s", log.String())
 	}
 }
+
+func TestRunSomePasses(t *testing.T) {
+	srv, err := s3server.Start("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if err := srv.CreateBucket("bench"); err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Model: Model{Layers: 1, Hidden: 64, Intermediate: 172, KVHidden: 16, Vocab: 100}, ShardBytes: 40_000, Repeat: 1,
+		S3: shard.S3Config{Endpoint: srv.Endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, Bucket: "bench"},
+		Passes: []string{Load, RawGet}}
+	res, err := Run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Compare) != 1 || res.Compare[0].Case != Load || len(res.Memory) != 2 || len(res.Passes[Export]) != 0 {
+		t.Fatalf("compare %+v memory %+v", res.Compare, res.Memory)
+	}
+	o.Passes = []string{"nope"}
+	if _, err := Run(context.Background(), o); err == nil {
+		t.Fatal("an unknown pass must fail")
+	}
+}

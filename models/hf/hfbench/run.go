@@ -24,6 +24,9 @@ type Options struct {
 	// Spawn runs one pass, in a fresh process so that its peak RSS is its
 	// own; nil runs the passes in this process (RunPass).
 	Spawn func(ctx context.Context, sp PassSpec) (*PassResult, error)
+	// Passes are the kinds to run each round (default all five); a
+	// comparison or memory row whose passes did not run is left out.
+	Passes []string
 	// Log, when set, gets a line per pass.
 	Log io.Writer
 }
@@ -125,6 +128,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.Generate, res.CheckpointBytes, res.Shards, res.LargestShard = g, g.Bytes, g.Shards, g.LargestShard
 	logf("generated %d params, %d bytes in %d shards (largest %d) in %.1fs\n", res.Params, g.Bytes, g.Shards, g.LargestShard, g.Seconds)
 	order := []string{RawGet, Load, LoadInto, RawPut, Export}
+	if len(o.Passes) > 0 {
+		order = slices.DeleteFunc(order, func(k string) bool { return !slices.Contains(o.Passes, k) })
+		if len(order) != len(o.Passes) {
+			return nil, fmt.Errorf("passes %v: want some of %s, %s, %s, %s, %s", o.Passes, RawGet, Load, LoadInto, RawPut, Export)
+		}
+	}
 	for r := 0; r < o.Repeat; r++ {
 		ks := slices.Clone(order)
 		if r%2 == 1 {
@@ -158,9 +167,19 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		out.Met = target == 0 || out.Ratio >= target
 		return out
 	}
-	res.Compare = []Comparison{cmp(Load, RawGet, 0.8), cmp(LoadInto, RawGet, 0.8), cmp(Export, RawPut, 0)}
+	for _, c := range []struct {
+		c, base string
+		target  float64
+	}{{Load, RawGet, 0.8}, {LoadInto, RawGet, 0.8}, {Export, RawPut, 0}} {
+		if len(res.Passes[c.c]) > 0 && len(res.Passes[c.base]) > 0 {
+			res.Compare = append(res.Compare, cmp(c.c, c.base, c.target))
+		}
+	}
 	bound := res.ModelBytes + res.LargestShard
 	for _, k := range []string{Load, LoadInto, Export, RawGet, RawPut} {
+		if len(res.Passes[k]) == 0 {
+			continue
+		}
 		mm := Memory{Case: k, Bound: bound}
 		for _, p := range res.Passes[k] {
 			mm.RSSPeak, mm.HeapPeak = max(mm.RSSPeak, p.RSSPeak), max(mm.HeapPeak, p.HeapPeak)
