@@ -72,7 +72,7 @@ func TestRunSomePasses(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := Options{Model: Model{Layers: 1, Hidden: 64, Intermediate: 172, KVHidden: 16, Vocab: 100}, ShardBytes: 40_000, Repeat: 1,
-		S3: shard.S3Config{Endpoint: srv.Endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, Bucket: "bench"},
+		S3:     shard.S3Config{Endpoint: srv.Endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, Bucket: "bench"},
 		Passes: []string{Load, RawGet}}
 	res, err := Run(context.Background(), o)
 	if err != nil {
