@@ -15,7 +15,9 @@ import (
 	"github.com/loomtrain/loom/models"
 	"github.com/loomtrain/loom/models/hf"
 	"github.com/loomtrain/loom/models/nn"
+	"github.com/loomtrain/loom/models/safetensors"
 	"github.com/loomtrain/loom/models/tokenizer"
+	"github.com/loomtrain/loom/models/vqgan"
 	"github.com/loomtrain/loom/shard"
 )
 
@@ -29,6 +31,100 @@ type initSource struct {
 	man    *CheckpointManifest
 	store  shard.ObjectStore // where man's objects are
 	model  *models.Config    // the config the other job trained at, when recorded
+	// A VQGAN file (part vqgan): LWM's pickle opened as a checkpoint, or
+	// a Loom safetensors file, with the config it holds.
+	vqCk   *hf.Checkpoint
+	vqFile *safetensors.File
+	vqCfg  vqgan.Config
+}
+
+// openVQGAN reads a vqgan source's file whole: LWM's pickled Flax params
+// (pickle protocol 2-5, recognised by its first byte), read with LWM's
+// architecture from the shapes and its 32 GroupNorm groups, or a
+// safetensors file written by models.Save or loom export --format loom of
+// a VQGAN model (parameters vqgan.*, the config in its metadata).
+func (s *initSource) openVQGAN(ctx context.Context, j Job) error {
+	uri := s.src.URI
+	i := strings.LastIndex(uri, "/")
+	if i < 0 || i == len(uri)-1 {
+		return fmt.Errorf("want the URI of a file")
+	}
+	store, prefix, err := openLocation(ctx, j, uri[:i])
+	if err != nil {
+		return err
+	}
+	key := shard.JoinKey(prefix, uri[i+1:])
+	info, err := store.Stat(ctx, key)
+	if err != nil {
+		return err
+	}
+	b, err := store.GetRange(ctx, key, 0, info.Size)
+	if err != nil {
+		return err
+	}
+	if len(b) > 0 && b[0] == 0x80 {
+		if s.vqCk, err = hf.OpenPickle(ctx, uri, b); err != nil {
+			return err
+		}
+		if s.vqCfg, err = hf.LWMVQGANConfig(s.vqCk); err != nil {
+			return err
+		}
+		return s.vqCfg.Validate()
+	}
+	if s.vqFile, err = safetensors.Parse(b); err != nil {
+		return err
+	}
+	cj, ok := s.vqFile.Metadata["config"]
+	if !ok {
+		return fmt.Errorf("a safetensors file without the \"config\" metadata models.Save writes; convert LWM's pickle with hf.ConvertLWMVQGAN and save it as a VQGAN model")
+	}
+	var mc models.Config
+	if err := json.Unmarshal([]byte(cj), &mc); err != nil {
+		return fmt.Errorf("metadata config: %w", err)
+	}
+	if mc.Family != models.VQGAN {
+		return fmt.Errorf("the file holds a %s model, not a VQGAN", mc.Family)
+	}
+	s.vqCfg = mc.VQGAN
+	return s.vqCfg.Validate()
+}
+
+// vqganSource is the init block's vqgan source, or nil.
+func vqganSource(srcs []*initSource) *initSource {
+	for _, s := range srcs {
+		if s.part == "vqgan" {
+			return s
+		}
+	}
+	return nil
+}
+
+// loadVQGAN initialises an LWM job's image tokenizer (prefix "vqgan")
+// from the vqgan source: a pickle through LWM's table, a Loom file or
+// another job's checkpoint by name. Every parameter must be covered.
+func (s *initSource) loadVQGAN(ctx context.Context, p *nn.Params) error {
+	switch {
+	case s.vqCk != nil:
+		pl, err := hf.Load(ctx, s.vqCk, hf.LWMVQGANMapping(s.vqCfg, "vqgan"), p)
+		if err != nil {
+			return err
+		}
+		if len(pl.RandomInit) > 0 {
+			return fmt.Errorf("%s leaves %d parameters at random, the first %s", s.src.URI, len(pl.RandomInit), pl.RandomInit[0])
+		}
+		return nil
+	case s.vqFile != nil:
+		_, err := p.Load(s.vqFile, nn.LoadOptions{})
+		return err
+	case s.man != nil:
+		mf, err := readFiles(ctx, s.store, s.man, "model")
+		if err != nil {
+			return err
+		}
+		_, err = p.Load(mf, nn.LoadOptions{Only: []string{"vqgan.*"}})
+		return err
+	}
+	return fmt.Errorf("init.vqgan: nothing to load")
 }
 
 // jobCheckpoint turns a resolved checkpoint into a reference in the store
@@ -99,6 +195,10 @@ func openInit(ctx context.Context, j Job, family models.Family) ([]*initSource, 
 			return nil, fmt.Errorf("trainer: init.%s: %w", part, err)
 		}
 		switch {
+		case s.src.URI != "" && part == "vqgan":
+			if err := s.openVQGAN(ctx, j); err != nil {
+				return nil, fmt.Errorf("trainer: init.vqgan: %s: %w", s.src.URI, err)
+			}
 		case s.src.URI != "":
 			store, prefix, err := openLocation(ctx, j, s.src.URI)
 			if err != nil {
@@ -193,6 +293,14 @@ func partPatterns(part string, f models.Family) []string {
 func configureInit(srcs []*initSource, cfg *models.Config) error {
 	for _, s := range srcs {
 		switch {
+		case s.vqCk != nil || s.vqFile != nil:
+			cfg.VQGAN = s.vqCfg
+			if cfg.Family == models.LWM && s.vqCfg.Codebook != cfg.Codebook {
+				// LWM's vision ids are the codes, then <eof>, <eov> and the
+				// rest of the vision vocabulary.
+				cfg.VisionVocab += s.vqCfg.Codebook - cfg.Codebook
+				cfg.Codebook = s.vqCfg.Codebook
+			}
 		case s.layout != nil:
 			if err := s.layout.Configure(s.ck.Config(), cfg); err != nil {
 				return fmt.Errorf("init.%s: %s: %w", s.part, s.src.URI, err)
@@ -228,10 +336,14 @@ func configureInit(srcs []*initSource, cfg *models.Config) error {
 					mc.QFormer.Queries, mc.QFormer.CrossFreq, mc.QFormer.VisionWidth, mc.QFormer.EmbedDim
 				cfg.QFormer = q
 			case "vqgan":
-				if mc.VQGAN.Base == 0 {
-					return fmt.Errorf("init.vqgan: job %s's %s model has no VQGAN", s.src.Job, mc.Family)
+				if mc.Family != models.VQGAN {
+					return fmt.Errorf("init.vqgan: job %s trained a %s model, not a VQGAN", s.src.Job, mc.Family)
 				}
 				cfg.VQGAN = mc.VQGAN
+				if cfg.Family == models.LWM && mc.VQGAN.Codebook != cfg.Codebook {
+					cfg.VisionVocab += mc.VQGAN.Codebook - cfg.Codebook
+					cfg.Codebook = mc.VQGAN.Codebook
+				}
 			}
 		}
 	}
@@ -290,6 +402,11 @@ func loadInit(ctx context.Context, j Job, srcs []*initSource, m models.Model, lo
 	rep := &InitReport{Params: p.Count()}
 	for _, s := range srcs {
 		ip := InitPart{Part: s.part, Source: s.String()}
+		if s.part == "vqgan" && cfg.Family == models.LWM {
+			ip.Layout, ip.Deferred = "LWM image tokenizer", "it is LWM's image tokenizer, loaded at every stage with the data pipeline, not a part of the model"
+			rep.Parts = append(rep.Parts, ip)
+			continue
+		}
 		pats := partPatterns(s.part, cfg.Family)
 		has, fresh := false, false
 		for _, n := range p.Names() {

@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"github.com/loomtrain/loom/models"
 	"github.com/loomtrain/loom/models/hf"
 	"github.com/loomtrain/loom/models/nn"
+	"github.com/loomtrain/loom/models/safetensors"
 	"github.com/loomtrain/loom/models/tokenizer"
 	"github.com/loomtrain/loom/shard"
 )
@@ -434,5 +436,72 @@ func TestInitTokenizerFromSource(t *testing.T) {
 	}
 	if man.Tokenizer != "file://"+dir {
 		t.Errorf("checkpoint records tokenizer %q", man.Tokenizer)
+	}
+}
+
+// LWM's image tokenizer starts from a VQGAN file: LWM's pickled Flax
+// params converted once (hf.ConvertLWMVQGAN) into a Loom VQGAN file. The
+// codebook size comes from it, the vision vocabulary follows, and the
+// tokenizer's weights are the file's at every stage.
+func TestInitVQGANForLWM(t *testing.T) {
+	ctx := context.Background()
+	d := sharedData(t)
+	pkl, err := os.ReadFile("../models/hf/testdata/vqgan_lwm_tiny.pkl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, vc, err := hf.ConvertLWMVQGAN(pkl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vc.Groups, vc.ImageSize = 4, 32 // what the fixture was built with (gen_vqgan.py)
+	cj, _ := json.Marshal(models.Config{Family: models.VQGAN, Size: "tiny", VQGAN: vc})
+	dir := t.TempDir()
+	file := filepath.Join(dir, "vqgan.safetensors")
+	if err := safetensors.WriteFile(file, ts, map[string]string{"config": string(cj)}); err != nil {
+		t.Fatal(err)
+	}
+	m := testManifest(t, "lwm", 1, 4)
+	m.Stages = []api.Stage{m.Stages[5]} // vision-1k
+	m.Init = map[string]api.InitSource{"vqgan": {URI: "file://" + file}}
+	j := d.job(m, 0, shard.NewMemStore())
+	j.OpenDataset = func(ctx context.Context, ds api.Dataset) (shard.ObjectStore, string, error) {
+		if ds.Name == "init" {
+			st, err := shard.NewFSStore(dir)
+			return st, "", err
+		}
+		return d.open(ctx, ds)
+	}
+	rep, err := PlanInit(ctx, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Parts) != 1 || rep.Parts[0].Layout != "LWM image tokenizer" {
+		t.Fatalf("plan: %+v", rep.Parts)
+	}
+	r, err := NewRun(ctx, j, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.cfg.Codebook != vc.Codebook || r.builder.vq.Cfg.Codebook != vc.Codebook {
+		t.Fatalf("codebook %d (tokenizer %d), the file's %d", r.cfg.Codebook, r.builder.vq.Cfg.Codebook, vc.Codebook)
+	}
+	f, err := safetensors.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	emb := ""
+	for _, n := range f.Names() {
+		if strings.Contains(n, "embed") || strings.Contains(n, "codebook") {
+			emb = n
+		}
+	}
+	want, _ := f.Float32(emb)
+	if got := r.vqParams.Get(emb); got == nil || !slices.Equal(got.Data, want) {
+		t.Fatalf("tokenizer's %s differs from the file's", emb)
+	}
+	if _, err := r.Step(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -66,6 +66,7 @@ type Run struct {
 	uploads sync.WaitGroup
 
 	initSrcs     []*initSource // the manifest's init block, opened
+	vqParams     *nn.Params    // LWM's image tokenizer's parameters
 	tokenizerURI string        // where the job's tokenizer files are ("": Loom's byte-level one)
 }
 
@@ -189,7 +190,7 @@ func NewRun(ctx context.Context, j Job, restore *CheckpointRef) (*Run, error) {
 	r.builder = &rowBuilder{format: st.Spec.Format, kinds: st.Spec.Kinds, tok: tok, cfg: r.cfg, maxLen: st.MaxSeqLen,
 		imageSize: r.cfg.ImageSize, augment: st.Spec.Augment, seed: seed(j.Manifest) ^ uint64(st.Index)<<32}
 	if r.cfg.Family == models.LWM {
-		if r.builder.vq, err = lwmTokenizer(r.cfg, seed(j.Manifest)); err != nil {
+		if r.builder.vq, r.vqParams, err = lwmTokenizer(ctx, r.cfg, seed(j.Manifest), srcs); err != nil {
 			return nil, err
 		}
 	}
@@ -315,18 +316,34 @@ func hasLLMInit(srcs []*initSource) bool {
 	return false
 }
 
-// lwmTokenizer is LWM's frozen VQGAN image tokenizer at the model's size,
-// with the LWM codebook (LWM uses a pretrained aMUSEd VQGAN; Loom draws it
-// from the seed unless a trained one is loaded: the codes are then a fixed
-// random projection of the pixels, still a deterministic tokenisation).
-func lwmTokenizer(c models.Config, seed uint64) (*vqgan.VQGAN, error) {
+// lwmTokenizer is LWM's frozen VQGAN image tokenizer: the init block's
+// vqgan source (LWM's pretrained VQGAN, a Loom VQGAN file or job), loaded
+// at every stage since it is not part of the model's checkpoints; without
+// one, the VQGAN preset at the model's size drawn from the seed (the codes
+// are then a fixed random projection of the pixels, still a deterministic
+// tokenisation).
+func lwmTokenizer(ctx context.Context, c models.Config, seed uint64, srcs []*initSource) (*vqgan.VQGAN, *nn.Params, error) {
 	vc, err := models.Preset(models.VQGAN, c.Size)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cfg := vc.VQGAN
 	cfg.Codebook = c.Codebook
-	return vqgan.New(nn.NewParams(), nn.Rng(seed^0x76716761), "vqgan", cfg)
+	src := vqganSource(srcs)
+	if src != nil {
+		cfg = c.VQGAN
+	}
+	p := nn.NewParams()
+	vq, err := vqgan.New(p, nn.Rng(seed^0x76716761), "vqgan", cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if src != nil {
+		if err := src.loadVQGAN(ctx, p); err != nil {
+			return nil, nil, fmt.Errorf("trainer: init.vqgan: %w", err)
+		}
+	}
+	return vq, p, nil
 }
 
 // applyTrainable freezes everything but the stage's trainable patterns.
