@@ -566,6 +566,28 @@ func (s StoreSource) ReadRange(ctx context.Context, name string, off, n int64) (
 	return b, nil
 }
 
+// ReadRangeInto implements hf.RangeReaderInto: it fills buf, so that
+// hf.Load reuses its read buffers instead of allocating one per range (with
+// per-read buffers the collector lets garbage grow to the size of the
+// loaded model). An S3 store streams the body into buf.
+func (s StoreSource) ReadRangeInto(ctx context.Context, name string, off int64, buf []byte) error {
+	key := s.key(name)
+	if st, ok := s.Store.(interface {
+		StreamRange(ctx context.Context, key string, off int64, buf []byte, progress func(int) error) error
+	}); ok {
+		return st.StreamRange(ctx, key, off, buf, func(int) error { return nil })
+	}
+	b, err := s.Store.GetRange(ctx, key, off, int64(len(buf)))
+	if err != nil {
+		return err
+	}
+	if len(b) != len(buf) {
+		return fmt.Errorf("%s/%s: %d bytes at %d, got %d", s, name, len(buf), off, len(b))
+	}
+	copy(buf, b)
+	return nil
+}
+
 // Put implements hf.Sink.
 func (s StoreSource) Put(ctx context.Context, name string, data []byte) error {
 	return s.Store.Put(ctx, s.key(name), bytes.NewReader(data), int64(len(data)))

@@ -11,8 +11,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/loomtrain/loom/internal/s3server"
-	"github.com/loomtrain/loom/models/hf/hfbench"
 	"github.com/loomtrain/loom/shard"
+	"github.com/loomtrain/loom/trainer/hfbench"
 	"github.com/spf13/cobra"
 )
 
