@@ -56,6 +56,14 @@ type Config struct {
 	// verified when dialling is the host of the peer's advertised address,
 	// so certificates must name the pods' DNS names.
 	TLS *tls.Config
+	// NodeToken, when set, is the secret every coordinator node shares:
+	// each Raft connection, in either direction, must prove it knows it
+	// (a MAC over fresh nonces; the token itself is never sent), so that
+	// nothing but a node can send Raft RPCs. With TLS as well, the
+	// handshake runs inside the TLS session. Set TLS (with certificates
+	// of the node role) or NodeToken, or both: without either the
+	// transport takes packets from anyone who can reach BindAddr.
+	NodeToken string
 	// Listener, when set, is used instead of binding BindAddr (tests pass a
 	// listener they opened on 127.0.0.1:0, so there is no port race). The
 	// Node closes it.
@@ -143,10 +151,17 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 	}
 
 	var stream *streamLayer
+	sec := security{tls: cfg.TLS, log: lg}
+	if cfg.NodeToken != "" {
+		sec.key = []byte(cfg.NodeToken)
+	}
+	if cfg.TLS == nil && cfg.NodeToken == "" {
+		lg.Warn("the raft transport is unauthenticated: set TLS or NodeToken so that only nodes can reach it")
+	}
 	if cfg.Listener != nil {
-		stream, err = wrapListener(cfg.Listener, cfg.AdvertiseAddr, cfg.TLS)
+		stream, err = wrapListener(cfg.Listener, cfg.AdvertiseAddr, sec)
 	} else {
-		stream, err = listen(cfg.BindAddr, cfg.AdvertiseAddr, cfg.TLS)
+		stream, err = listen(cfg.BindAddr, cfg.AdvertiseAddr, sec)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", cfg.ID, err)
@@ -370,4 +385,14 @@ func (n *Node) closeResourcesOnce() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Configuration returns the servers of the latest Raft configuration,
+// with their suffrage.
+func (n *Node) Configuration() ([]raft.Server, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	return f.Configuration().Servers, nil
 }

@@ -1,8 +1,10 @@
 package consensus
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"sync"
@@ -26,6 +28,8 @@ type streamLayer struct {
 	ln        net.Listener
 	advertise advertiseAddr
 	tls       *tls.Config
+	key       []byte // the node token; nil: no handshake
+	log       *slog.Logger
 
 	mu     sync.Mutex
 	conns  map[*trackedConn]struct{}
@@ -47,10 +51,31 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.tls != nil {
-		c = tls.Server(c, s.tls)
+	if s.tls == nil && s.key == nil {
+		return s.track(c)
 	}
-	return s.track(c)
+	raw := c
+	var tc *tls.Conn
+	if s.tls != nil {
+		tc = tls.Server(c, s.tls)
+		c = tc
+	}
+	ac := &authConn{Conn: c, hs: func() error {
+		if tc != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), HandshakeTimeout)
+			defer cancel()
+			if err := tc.HandshakeContext(ctx); err != nil {
+				return fmt.Errorf("raft connection refused: TLS: %w", err)
+			}
+		}
+		if s.key != nil {
+			return acceptHandshake(c, s.key)
+		}
+		return nil
+	}, onFail: func(err error) {
+		s.log.Warn("refused a raft connection", "from", raw.RemoteAddr().String(), "err", err)
+	}}
+	return s.track(ac)
 }
 
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
@@ -70,6 +95,12 @@ func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 	}
 	if err != nil {
 		return nil, err
+	}
+	if s.key != nil {
+		if err := dialHandshake(c, s.key); err != nil {
+			c.Close()
+			return nil, err
+		}
 	}
 	return s.track(c)
 }
@@ -118,16 +149,23 @@ func (c *trackedConn) Close() error {
 // listen binds bindAddr and works out the address to advertise: advertise
 // as given, with a port of 0 replaced by the bound port; or, when advertise
 // is empty, the bound address, which must then not be a wildcard.
-func listen(bindAddr, advertise string, tlsConf *tls.Config) (*streamLayer, error) {
+func listen(bindAddr, advertise string, sec security) (*streamLayer, error) {
 	ln, err := net.Listen("tcp", bindAddr)
 	if err != nil {
 		return nil, fmt.Errorf("consensus: BindAddr %q: %w", bindAddr, err)
 	}
-	return wrapListener(ln, advertise, tlsConf)
+	return wrapListener(ln, advertise, sec)
+}
+
+// security is how the stream layer authenticates connections.
+type security struct {
+	tls *tls.Config
+	key []byte
+	log *slog.Logger
 }
 
 // wrapListener is listen on a listener already bound; it closes ln on error.
-func wrapListener(ln net.Listener, advertise string, tlsConf *tls.Config) (*streamLayer, error) {
+func wrapListener(ln net.Listener, advertise string, sec security) (*streamLayer, error) {
 	tcp, ok := ln.Addr().(*net.TCPAddr)
 	if !ok {
 		ln.Close()
@@ -138,7 +176,10 @@ func wrapListener(ln net.Listener, advertise string, tlsConf *tls.Config) (*stre
 		ln.Close()
 		return nil, err
 	}
-	return &streamLayer{ln: ln, advertise: advertiseAddr(adv), tls: tlsConf}, nil
+	if sec.log == nil {
+		sec.log = slog.Default()
+	}
+	return &streamLayer{ln: ln, advertise: advertiseAddr(adv), tls: sec.tls, key: sec.key, log: sec.log}, nil
 }
 
 // advertiseFor is the pure part of listen.

@@ -52,6 +52,8 @@ type Cluster struct {
 	Logger *slog.Logger
 	Sync   bool        // fsync the log store
 	TLS    *tls.Config // for nodes opened from now on
+	// NodeToken is the node token of nodes opened from now on.
+	NodeToken string
 }
 
 // NewCluster starts n nodes (an odd number) bootstrapped with the same
@@ -70,6 +72,8 @@ type ClusterOptions struct {
 	Tuning *raft.Config // FastTuning() when nil
 	Sync   bool         // fsync the log store (off by default: tests)
 	TLS    *tls.Config  // Raft connections over TLS (see consensus.Config.TLS)
+	// NodeToken authenticates Raft connections (consensus.Config.NodeToken).
+	NodeToken string
 }
 
 // NewClusterWithOptions is NewCluster with options.
@@ -83,7 +87,7 @@ func NewClusterWithOptions(dir string, n int, opt ClusterOptions) (*Cluster, err
 	if opt.Tuning == nil {
 		opt.Tuning = FastTuning()
 	}
-	c := &Cluster{Dir: dir, NewFSM: opt.NewFSM, Tuning: opt.Tuning, Logger: opt.Logger, Sync: opt.Sync, TLS: opt.TLS}
+	c := &Cluster{Dir: dir, NewFSM: opt.NewFSM, Tuning: opt.Tuning, Logger: opt.Logger, Sync: opt.Sync, TLS: opt.TLS, NodeToken: opt.NodeToken}
 	lns := make([]net.Listener, n)
 	var peers []consensus.Peer
 	for i := range n {
@@ -141,6 +145,7 @@ func (c *Cluster) open(i int, ln net.Listener, bootstrap []consensus.Peer) error
 		Tuning:        c.Tuning,
 		NoSync:        !c.Sync,
 		TLS:           c.TLS,
+		NodeToken:     c.NodeToken,
 	}, fsm)
 	if err != nil {
 		return err
