@@ -64,8 +64,8 @@ func (rc *raftCluster) start(i int) {
 	s := &stack{fsm: rc.c.FSMs[i].(*FSM), addr: lis.Addr().String()}
 	rn := rc.c.Nodes[i]
 	s.srv = NewServer(ServerConfig{NodeID: rc.c.IDs[i], Raft: rn, FSM: s.fsm, ApplyTimeout: 10 * time.Second,
-		ForwardDial: DialOptions(testToken, nil), ProgressFlush: 20 * time.Millisecond, Logger: quietLogger})
-	s.g = grpc.NewServer(AuthServerOptions(testToken)...)
+		ForwardDial: DialOptions(nodeToken, nil), ProgressFlush: 20 * time.Millisecond, Logger: quietLogger})
+	s.g = grpc.NewServer(testAuth().ServerOptions()...)
 	s.srv.Register(s.g)
 	s.node, err = NewNode(NodeConfig{ID: rc.c.IDs[i], APIAddr: s.addr, Raft: rn, FSM: s.fsm, Server: s.srv,
 		Tick: 50 * time.Millisecond, BarrierTimeout: 5 * time.Second, Logger: quietLogger})
@@ -288,8 +288,8 @@ func TestClusterJoin(t *testing.T) {
 		rc.stacks[follower].fsm.Read(func(s *State) { n = len(s.Nodes) })
 		return n == 3
 	})
-	cc := dial(t, rc.stacks[follower].addr, testToken)
-	if _, err := loompb.NewJobsClient(cc).SubmitJob(ctx, &loompb.SubmitJobRequest{ManifestYaml: submitManifest("before-join")}); err != nil {
+	cc := dial(t, rc.stacks[follower].addr, nodeToken)
+	if _, err := loompb.NewJobsClient(dial(t, rc.stacks[follower].addr, testToken)).SubmitJob(ctx, &loompb.SubmitJobRequest{ManifestYaml: submitManifest("before-join")}); err != nil {
 		t.Fatal(err)
 	}
 	i, err := rc.c.AddNode()

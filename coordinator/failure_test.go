@@ -56,8 +56,7 @@ func TestServerReportFailure(t *testing.T) {
 	}
 	defer r1.Close()
 	_, nodes := startFakeCluster(t, []string{"n1", "n2"}, FromRegistry(reg), &fakeDeleter{})
-	cc := dial(t, nodes[1].addr, testToken)
-	jobs, workers := loompb.NewJobsClient(cc), loompb.NewWorkersClient(cc)
+	jobs, workers := loompb.NewJobsClient(dial(t, nodes[1].addr, testToken)), loompb.NewWorkersClient(dial(t, nodes[1].addr, workerToken))
 	manifest := []byte(`name: flaky
 recipe: qwen-vl
 model: {size: tiny}

@@ -100,6 +100,8 @@ func (s *Server) Register(g *grpc.Server) {
 	loompb.RegisterJobsServer(g, jobsServer{Server: s})
 	loompb.RegisterWorkersServer(g, workersServer{Server: s})
 	loompb.RegisterClusterServer(g, clusterServer{Server: s})
+	ms := membershipServer{Server: s}
+	g.RegisterService(ms.desc(), ms)
 }
 
 // Run flushes batched progress reports until ctx ends, then closes the
@@ -510,12 +512,20 @@ func (s workersServer) ReportProgress(ctx context.Context, req *loompb.ReportPro
 		return nil, status.Errorf(codes.FailedPrecondition, "job %q generation %d is not current for worker %q; wait for the next assignment", req.Job, req.Generation, req.WorkerId)
 	}
 	s.progMu.Lock()
+	if _, ok := s.pending[req.WorkerId]; !ok && len(s.pending) >= maxPendingReports {
+		s.progMu.Unlock()
+		return nil, status.Errorf(codes.ResourceExhausted, "%d workers' progress reports are waiting for the next batch; retry", maxPendingReports)
+	}
 	s.pending[req.WorkerId] = ProgressReport{WorkerID: req.WorkerId, Job: req.Job, Generation: req.Generation, Step: req.Step,
 		Samples: req.SamplesConsumed, Losses: req.Losses, TokensPerSec: req.TokensPerSec,
 		StepTime: time.Duration(req.StepTimeSeconds * float64(time.Second))}
 	s.progMu.Unlock()
 	return &loompb.ReportProgressResponse{}, nil
 }
+
+// maxPendingReports bounds the progress reports a node holds between two
+// batches (one per worker ID): the batch becomes one Raft log entry.
+const maxPendingReports = 4096
 
 func (s workersServer) CommitCheckpoint(ctx context.Context, req *loompb.CommitCheckpointRequest) (*loompb.CommitCheckpointResponse, error) {
 	c := &Commit{WorkerID: req.WorkerId, Job: req.Job, Generation: req.Generation, Step: req.Step, Samples: req.SamplesConsumed}

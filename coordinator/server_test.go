@@ -54,7 +54,18 @@ func (d *fakeDeleter) list() []string {
 	return append([]string(nil), d.deleted...)
 }
 
-const testToken = "s3cret"
+// The tokens of the test clusters, one per role.
+const (
+	testToken   = "s3cret" // the user's
+	workerToken = "w0rker-secret"
+	nodeToken   = "n0de-secret"
+	adminToken  = "adm1n-secret"
+)
+
+// testAuth is the Auth of the test clusters' servers: a token per role.
+func testAuth() *Auth {
+	return &Auth{Tokens: map[Role]string{RoleUser: testToken, RoleWorker: workerToken, RoleNode: nodeToken, RoleAdmin: adminToken}, Logger: quietLogger}
+}
 
 var quietLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
 
@@ -72,8 +83,8 @@ func startFakeCluster(t *testing.T, ids []string, reg Registry, del ObjectDelete
 		tn := &testNode{id: id, fsm: NewFSM(), addr: lis.Addr().String()}
 		tn.raft = c.add(id, tn.fsm)
 		tn.srv = NewServer(ServerConfig{NodeID: id, Raft: tn.raft, FSM: tn.fsm, ApplyTimeout: 5 * time.Second,
-			ForwardDial: DialOptions(testToken, nil), ProgressFlush: 20 * time.Millisecond, Logger: quietLogger})
-		tn.g = grpc.NewServer(AuthServerOptions(testToken)...)
+			ForwardDial: DialOptions(nodeToken, nil), ProgressFlush: 20 * time.Millisecond, Logger: quietLogger})
+		tn.g = grpc.NewServer(testAuth().ServerOptions()...)
 		tn.srv.Register(tn.g)
 		tn.node, err = NewNode(NodeConfig{ID: id, APIAddr: tn.addr, Raft: tn.raft, FSM: tn.fsm, Server: tn.srv,
 			Registry: reg, Deleter: del, Tick: 20 * time.Millisecond, Logger: quietLogger})
@@ -216,8 +227,7 @@ func TestServerJobLifecycle(t *testing.T) {
 	defer r1.Close()
 	del := &fakeDeleter{}
 	_, nodes := startFakeCluster(t, []string{"n1", "n2"}, FromRegistry(reg), del)
-	cc := dial(t, nodes[1].addr, testToken)
-	jobs, workers := loompb.NewJobsClient(cc), loompb.NewWorkersClient(cc)
+	jobs, workers := loompb.NewJobsClient(dial(t, nodes[1].addr, testToken)), loompb.NewWorkersClient(dial(t, nodes[1].addr, workerToken))
 
 	manifest := []byte(`name: life
 recipe: qwen-vl
@@ -423,8 +433,7 @@ func TestServerLeaseLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, nodes := startFakeCluster(t, []string{"n1"}, FromRegistry(reg), nil)
-	cc := dial(t, nodes[0].addr, testToken)
-	jobs, workers := loompb.NewJobsClient(cc), loompb.NewWorkersClient(cc)
+	jobs, workers := loompb.NewJobsClient(dial(t, nodes[0].addr, testToken)), loompb.NewWorkersClient(dial(t, nodes[0].addr, workerToken))
 	if _, err := jobs.SubmitJob(ctx, &loompb.SubmitJobRequest{ManifestYaml: []byte(`name: lease
 recipe: vila
 model: {size: tiny}

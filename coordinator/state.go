@@ -129,8 +129,16 @@ type Worker struct {
 	Failure string `json:"failure,omitempty"`
 }
 
-// dedupWindow is how many command IDs the state remembers.
-const dedupWindow = 16384
+// The dedup table remembers at most dedupWindow command IDs and at most
+// dedupBytes of IDs and result messages, whichever is reached first
+// (invariant 8: its memory is bounded whatever the IDs' lengths).
+const (
+	dedupWindow = 16384
+	dedupBytes  = 8 << 20
+)
+
+// dedupCost is what one entry of the dedup table costs, approximately.
+func dedupCost(id string, r Result) int64 { return int64(2*len(id) + len(r.Msg) + 64) }
 
 // State is the coordinator's replicated state machine. It is pure: Apply
 // changes it only as a function of its current value and the command, so
@@ -149,6 +157,8 @@ type State struct {
 	// AppliedOrder) for deduplication.
 	Applied      map[string]Result `json:"applied"`
 	AppliedOrder []string          `json:"applied_order"`
+	// AppliedBytes is the dedup table's cost (dedupCost summed).
+	AppliedBytes int64 `json:"applied_bytes,omitempty"`
 	// Index is the number of commands applied.
 	Index uint64 `json:"index"`
 }
@@ -176,8 +186,12 @@ func (s *State) Apply(c *Command) Result {
 	if c.ID != "" {
 		s.Applied[c.ID] = r
 		s.AppliedOrder = append(s.AppliedOrder, c.ID)
-		if len(s.AppliedOrder) > dedupWindow {
-			delete(s.Applied, s.AppliedOrder[0])
+		s.AppliedBytes += dedupCost(c.ID, r)
+		for len(s.AppliedOrder) > 1 && (len(s.AppliedOrder) > dedupWindow || s.AppliedBytes > dedupBytes) {
+			old := s.AppliedOrder[0]
+			s.AppliedBytes -= dedupCost(old, s.Applied[old])
+			delete(s.Applied, old)
+			s.AppliedOrder[0] = ""
 			s.AppliedOrder = s.AppliedOrder[1:]
 		}
 	}
@@ -729,6 +743,12 @@ func UnmarshalState(b []byte) (*State, error) {
 	}
 	if s.Applied == nil {
 		s.Applied = map[string]Result{}
+	}
+	if s.AppliedBytes == 0 && len(s.AppliedOrder) > 0 {
+		// A snapshot from before the byte bound: count it.
+		for _, id := range s.AppliedOrder {
+			s.AppliedBytes += dedupCost(id, s.Applied[id])
+		}
 	}
 	return s, nil
 }

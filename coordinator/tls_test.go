@@ -12,24 +12,25 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/loomtrain/loom/api/loompb"
-	"github.com/loomtrain/loom/internal/testcert"
+	"github.com/loomtrain/loom/internal/grpcauth"
+	"github.com/loomtrain/loom/internal/grpcauth/authtest"
 )
 
 // newCA writes a throwaway CA certificate named name into dir.
-func newCA(t *testing.T, dir, name string) *testcert.CA {
+func newCA(t *testing.T, dir, name string) *authtest.CA {
 	t.Helper()
-	ca, err := testcert.NewCA(dir, name)
+	ca, err := authtest.NewCA(dir, name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ca
 }
 
-// issue writes a certificate for 127.0.0.1 and localhost signed by ca and
-// returns its certificate and key files.
-func issue(t *testing.T, ca *testcert.CA, name string) (cert, key string) {
+// issue writes a certificate for 127.0.0.1 and localhost signed by ca,
+// proving role (none if ""), and returns its certificate and key files.
+func issue(t *testing.T, ca *authtest.CA, name string, role grpcauth.Role) (cert, key string) {
 	t.Helper()
-	l, err := ca.Issue(name)
+	l, err := ca.Issue(name, role, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,8 +41,8 @@ func TestMutualTLS(t *testing.T) {
 	dir := t.TempDir()
 	ca := newCA(t, dir, "ca")
 	caPath := ca.Path
-	srvCert, srvKey := issue(t, ca, "server")
-	cliCert, cliKey := issue(t, ca, "client")
+	srvCert, srvKey := issue(t, ca, "server", RoleNode)
+	cliCert, cliKey := issue(t, ca, "client", RoleUser)
 	strangerCA := newCA(t, dir, "stranger-ca").Path
 
 	serverConf, err := TLSFiles{Cert: srvCert, Key: srvKey, CA: caPath}.ServerConfig()
@@ -53,7 +54,7 @@ func TestMutualTLS(t *testing.T) {
 	r := c.add("n1", fsm)
 	c.setLeader("n1")
 	srv := NewServer(ServerConfig{NodeID: "n1", Raft: r, FSM: fsm, Logger: quietLogger})
-	g := grpc.NewServer(append(AuthServerOptions(testToken), grpc.Creds(credentials.NewTLS(serverConf)))...)
+	g := grpc.NewServer(append((&Auth{Certs: true, Logger: quietLogger}).ServerOptions(), grpc.Creds(credentials.NewTLS(serverConf)))...)
 	srv.Register(g)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -67,7 +68,7 @@ func TestMutualTLS(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		cc, err := grpc.NewClient(lis.Addr().String(), DialOptions(testToken, conf)...)
+		cc, err := grpc.NewClient(lis.Addr().String(), DialOptions("", conf)...)
 		if err != nil {
 			return err
 		}
@@ -97,7 +98,7 @@ func TestMutualTLS(t *testing.T) {
 	// A client without any certificate is refused by the server.
 	plain, _ := TLSFiles{Cert: cliCert, Key: cliKey, CA: caPath}.ClientConfig()
 	plain.Certificates = nil
-	cc, err := grpc.NewClient(lis.Addr().String(), DialOptions(testToken, plain)...)
+	cc, err := grpc.NewClient(lis.Addr().String(), DialOptions("", plain)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,20 +111,25 @@ func TestMutualTLS(t *testing.T) {
 }
 
 // TestPeerTLS: two nodes with PeerConfig complete a mutual handshake; a
-// node whose certificate another CA signed is refused.
+// node whose certificate another CA signed is refused, and so is any
+// certificate of the CA that does not prove the node role (issue 16: a
+// worker's or the CLI's certificate forced elections over TimeoutNow).
 func TestPeerTLS(t *testing.T) {
 	dir := t.TempDir()
 	ca := newCA(t, dir, "ca")
 	caPath := ca.Path
-	aCert, aKey := issue(t, ca, "a")
-	bCert, bKey := issue(t, ca, "b")
-	xCert, xKey := issue(t, newCA(t, dir, "other-ca"), "x")
+	aCert, aKey := issue(t, ca, "a", RoleNode)
+	bCert, bKey := issue(t, ca, "b", RoleNode)
+	xCert, xKey := issue(t, newCA(t, dir, "other-ca"), "x", RoleNode)
+	wCert, wKey := issue(t, ca, "w", RoleWorker)
+	uCert, uKey := issue(t, ca, "u", RoleUser)
+	nCert, nKey := issue(t, ca, "n", "")
 	handshake := func(server, client TLSFiles) error {
-		sc, err := server.PeerConfig()
+		sc, err := server.PeerConfig(nil)
 		if err != nil {
 			return err
 		}
-		cc, err := client.PeerConfig()
+		cc, err := client.PeerConfig(nil)
 		if err != nil {
 			return err
 		}
@@ -159,5 +165,15 @@ func TestPeerTLS(t *testing.T) {
 	}
 	if err := handshake(TLSFiles{Cert: aCert, Key: aKey, CA: caPath}, TLSFiles{Cert: xCert, Key: xKey, CA: caPath}); err == nil {
 		t.Error("handshake with a node of another CA succeeded, want refused")
+	}
+	for _, c := range []struct{ name, cert, key string }{{"worker", wCert, wKey}, {"user", uCert, uKey}, {"role-less", nCert, nKey}} {
+		err := handshake(TLSFiles{Cert: aCert, Key: aKey, CA: caPath}, TLSFiles{Cert: c.cert, Key: c.key, CA: caPath})
+		if err == nil || !strings.Contains(err.Error(), "role") {
+			t.Errorf("raft handshake from a %s certificate of the same CA = %v, want refused naming the role", c.name, err)
+		}
+		// And a node does not dial into one either.
+		if err := handshake(TLSFiles{Cert: c.cert, Key: c.key, CA: caPath}, TLSFiles{Cert: aCert, Key: aKey, CA: caPath}); err == nil {
+			t.Errorf("a node completed a raft handshake with a %s certificate as the server", c.name)
+		}
 	}
 }

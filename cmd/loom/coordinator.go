@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,12 +18,14 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/loomtrain/loom/api/loompb"
 	"github.com/loomtrain/loom/coordinator"
 	"github.com/loomtrain/loom/coordinator/consensus"
+	"github.com/loomtrain/loom/internal/grpcauth"
 	"github.com/loomtrain/loom/shard"
 )
 
@@ -38,8 +41,10 @@ type coordinatorFlags struct {
 	peers                   string
 	join                    string
 	etcd, etcdPrefix        string
-	token                   string
+	token                   string // the removed --token: refused
+	tokens                  tokenFiles
 	tls                     coordinator.TLSFiles
+	roleCA                  map[coordinator.Role]*string
 	etcdTLS                 coordinator.TLSFiles
 	s3                      s3Flags
 	tick                    time.Duration
@@ -65,18 +70,25 @@ are found in etcd (--etcd) under --etcd-prefix. Retired checkpoints are deleted
 from S3 when --s3-endpoint is set. /healthz, /readyz (a leader is known) and
 /metrics (Prometheus) are served on --http-addr.
 
-The bearer token (--token or LOOM_TOKEN) is required from every client when set.
+Every caller proves one role: node (another coordinator), worker, user or
+admin. With tokens, each role has its own, read from a file (--node-token-file,
+--worker-token-file, --token-file for users, --admin-token-file) or from
+LOOM_NODE_TOKEN, LOOM_WORKER_TOKEN, LOOM_TOKEN, LOOM_ADMIN_TOKEN; never from
+the command line. The node token also authenticates the Raft transport: a
+connection that does not prove it is closed before Raft reads it.
 --tls-cert, --tls-key and --tls-ca turn on mutual TLS for every connection of
-the node: the API (clients, workers and forwarding between nodes present
-certificates signed by the CA) and the Raft transport (certificates must name
-the advertised host). --etcd-tls-* do the same for the connection to etcd.
+the node: a certificate proves its role with a URI SAN spiffe://loom/role/ROLE
+(a worker's may add /ID), this node's must prove node (and name the advertised
+host), and the Raft transport admits node certificates only. --tls-ROLE-ca
+restricts a role to certificates of its own CA. Without tokens and TLS nothing
+is authenticated (loom dev). --etcd-tls-* are mutual TLS to etcd.
 
 Example (a three-node cluster on one machine):
   loom coordinator --id c0 --data-dir /tmp/c0 --raft-addr 127.0.0.1:7000 --grpc-addr 127.0.0.1:7001 --http-addr 127.0.0.1:7002 \
       --peers c0=127.0.0.1:7000,c1=127.0.0.1:7010,c2=127.0.0.1:7020 --etcd http://127.0.0.1:2379
   loom coordinator --id c1 --data-dir /tmp/c1 --raft-addr 127.0.0.1:7010 --grpc-addr 127.0.0.1:7011 --http-addr 127.0.0.1:7012 \
       --peers c0=127.0.0.1:7000,c1=127.0.0.1:7010,c2=127.0.0.1:7020 --etcd http://127.0.0.1:2379
-  (and c2 likewise), then: LOOM_TOKEN=... loom status --coordinator 127.0.0.1:7011`,
+  (and c2 likewise), then: loom status --coordinator 127.0.0.1:7011`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -97,10 +109,16 @@ Example (a three-node cluster on one machine):
 	fl.StringVar(&f.join, "join", "", "gRPC address of a running coordinator to join through (first start only)")
 	fl.StringVar(&f.etcd, "etcd", "", "comma-separated etcd endpoints of the worker registry (empty: no registry)")
 	fl.StringVar(&f.etcdPrefix, "etcd-prefix", "/loom/workers", "etcd key prefix the workers register under")
-	fl.StringVar(&f.token, "token", "", "bearer token clients must send (default $LOOM_TOKEN; empty: no authentication)")
-	fl.StringVar(&f.tls.Cert, "tls-cert", "", "PEM certificate of this node (mutual TLS for the API and between nodes, Raft included)")
+	fl.StringVar(&f.token, "token", "", "removed: it showed the secret in ps; use --token-file or LOOM_TOKEN")
+	_ = fl.MarkHidden("token")
+	f.tokens.register(fl)
+	fl.StringVar(&f.tls.Cert, "tls-cert", "", "PEM certificate of this node, proving role node (mutual TLS for the API and between nodes, Raft included)")
 	fl.StringVar(&f.tls.Key, "tls-key", "", "PEM private key of --tls-cert")
 	fl.StringVar(&f.tls.CA, "tls-ca", "", "PEM CA that signs client and node certificates")
+	f.roleCA = map[coordinator.Role]*string{}
+	for _, r := range grpcauth.Roles {
+		f.roleCA[r] = fl.String("tls-"+string(r)+"-ca", "", "PEM CA that alone may sign "+string(r)+" certificates (default: --tls-ca)")
+	}
 	fl.StringVar(&f.etcdTLS.Cert, "etcd-tls-cert", "", "PEM client certificate for etcd (mutual TLS to the registry)")
 	fl.StringVar(&f.etcdTLS.Key, "etcd-tls-key", "", "PEM private key of --etcd-tls-cert")
 	fl.StringVar(&f.etcdTLS.CA, "etcd-tls-ca", "", "PEM CA that signed etcd's server certificate")
@@ -169,7 +187,10 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, ready func(api, htt
 	if f.id == "" {
 		return errors.New("--id is required")
 	}
-	f.token = firstNonEmpty(f.token, os.Getenv("LOOM_TOKEN"))
+	auth, nodeToken, err := coordinatorAuth(f)
+	if err != nil {
+		return err
+	}
 	peers, err := parsePeers(f.peers)
 	if err != nil {
 		return err
@@ -192,13 +213,23 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, ready func(api, htt
 	}
 	var serverTLS, clientTLS, peerTLS, etcdTLS *tls.Config
 	if f.tls.Enabled() {
-		if serverTLS, err = f.tls.ServerConfig(); err != nil {
+		var extra []string
+		for _, r := range grpcauth.Roles {
+			if p := f.roleCAFile(r); p != "" {
+				extra = append(extra, p)
+			}
+		}
+		if serverTLS, err = f.tls.ServerConfig(extra...); err != nil {
 			return err
 		}
-		if clientTLS, err = f.tls.ClientConfig(); err != nil {
+		nodeCA := auth.RoleCAs[coordinator.RoleNode]
+		if clientTLS, err = f.tls.CoordinatorClientConfig(nodeCA); err != nil {
 			return err
 		}
-		if peerTLS, err = f.tls.PeerConfig(); err != nil {
+		if peerTLS, err = f.tls.PeerConfig(nodeCA); err != nil {
+			return err
+		}
+		if err := checkOwnRole(serverTLS, auth.RoleCAs); err != nil {
 			return err
 		}
 	}
@@ -209,7 +240,7 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, ready func(api, htt
 	}
 	fsm := coordinator.NewFSM()
 	rn, err := consensus.Open(consensus.Config{ID: f.id, DataDir: filepath.Join(f.dataDir, "raft"), BindAddr: f.raftAddr,
-		AdvertiseAddr: f.raftAdvertise, Bootstrap: peers, Logger: log.With("component", "raft"), TLS: peerTLS}, fsm)
+		AdvertiseAddr: f.raftAdvertise, Bootstrap: peers, Logger: log.With("component", "raft"), TLS: peerTLS, NodeToken: nodeToken}, fsm)
 	if err != nil {
 		return fmt.Errorf("open raft: %w", err)
 	}
@@ -225,9 +256,13 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, ready func(api, htt
 		lis.Close()
 		return err
 	}
-	dialOpts := coordinator.DialOptions(f.token, clientTLS)
+	dialOpts := coordinator.DialOptions(nodeToken, clientTLS)
 	srv := coordinator.NewServer(coordinator.ServerConfig{NodeID: f.id, Raft: rn, FSM: fsm, ForwardDial: dialOpts, Logger: log})
-	gopts := coordinator.AuthServerOptions(f.token)
+	auth.Logger = log
+	if auth.Open() {
+		log.Warn("authentication is off: anyone who reaches the API or the Raft port holds every role; set the role tokens or mutual TLS")
+	}
+	gopts := auth.ServerOptions()
 	if serverTLS != nil {
 		gopts = append(gopts, grpc.Creds(credentials.NewTLS(serverTLS)))
 	}
@@ -300,7 +335,8 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, ready func(api, htt
 	if ready != nil {
 		ready(lis.Addr().String(), httpAddr)
 	}
-	log.Info("coordinator running", "raft", rn.Addr(), "api", apiAddr, "http", httpAddr, "registry", f.etcd != "", "s3_deletes", s3cfg.Endpoint != "")
+	log.Info("coordinator running", "raft", rn.Addr(), "api", apiAddr, "http", httpAddr, "registry", f.etcd != "", "s3_deletes", s3cfg.Endpoint != "",
+		"auth", authSummary(auth))
 	node.Run(ctx)
 	if rn.IsLeader() {
 		if err := rn.TransferLeadership(); err != nil {
@@ -370,4 +406,126 @@ func (d *s3Deleter) Delete(ctx context.Context, path string) error {
 	}
 	d.mu.Unlock()
 	return st.Delete(ctx, key)
+}
+
+func (f coordinatorFlags) roleCAFile(r coordinator.Role) string {
+	if p := f.roleCA[r]; p != nil {
+		return *p
+	}
+	return ""
+}
+
+// tokenFiles are the --*token-file flags of the coordinator: one secret
+// per role, from a file or the environment, never from argv.
+type tokenFiles struct {
+	user, worker, node, admin string
+}
+
+// tokenEnv is the environment variable of each role's token.
+var tokenEnv = map[coordinator.Role]string{
+	coordinator.RoleUser: "LOOM_TOKEN", coordinator.RoleWorker: "LOOM_WORKER_TOKEN",
+	coordinator.RoleNode: "LOOM_NODE_TOKEN", coordinator.RoleAdmin: "LOOM_ADMIN_TOKEN",
+}
+
+func (t *tokenFiles) register(fl *pflag.FlagSet) {
+	fl.StringVar(&t.user, "token-file", "", "file holding the users' bearer token (default $LOOM_TOKEN)")
+	fl.StringVar(&t.worker, "worker-token-file", "", "file holding the workers' bearer token (default $LOOM_WORKER_TOKEN)")
+	fl.StringVar(&t.node, "node-token-file", "", "file holding the coordinator nodes' token, for the API and the Raft transport (default $LOOM_NODE_TOKEN)")
+	fl.StringVar(&t.admin, "admin-token-file", "", "file holding the admins' bearer token (default $LOOM_ADMIN_TOKEN)")
+}
+
+func (t tokenFiles) file(r coordinator.Role) (flag, path string) {
+	switch r {
+	case coordinator.RoleUser:
+		return "--token-file", t.user
+	case coordinator.RoleWorker:
+		return "--worker-token-file", t.worker
+	case coordinator.RoleNode:
+		return "--node-token-file", t.node
+	}
+	return "--admin-token-file", t.admin
+}
+
+// coordinatorAuth builds the API's Auth from the flags and returns the
+// node token (for the Raft transport and for calls to other nodes). It
+// refuses half-configured authentication: with tokens and no TLS every
+// role needs its token, and with either, this node needs node
+// credentials.
+func coordinatorAuth(f coordinatorFlags) (*coordinator.Auth, string, error) {
+	if f.token != "" {
+		return nil, "", errors.New("--token is gone: it put the secret on the command line, where ps shows it to every user; put the users' token in a file for --token-file (or LOOM_TOKEN) and give the other roles their own (--worker-token-file, --node-token-file, --admin-token-file)")
+	}
+	auth := &coordinator.Auth{Tokens: map[coordinator.Role]string{}, Certs: f.tls.Enabled(), RoleCAs: grpcauth.RolePools{}}
+	var missing []string
+	for _, r := range grpcauth.Roles {
+		flag, path := f.tokens.file(r)
+		tok, err := grpcauth.ReadSecret(path, tokenEnv[r])
+		if err != nil {
+			return nil, "", fmt.Errorf("%s: %w", flag, err)
+		}
+		if tok == "" {
+			missing = append(missing, fmt.Sprintf("%s (%s or %s)", r, flag, tokenEnv[r]))
+			continue
+		}
+		auth.Tokens[r] = tok
+	}
+	for _, r := range grpcauth.Roles {
+		if p := f.roleCAFile(r); p != "" {
+			if !auth.Certs {
+				return nil, "", fmt.Errorf("--tls-%s-ca needs mutual TLS (--tls-cert, --tls-key, --tls-ca)", r)
+			}
+			pool, err := coordinator.LoadCAPool(p)
+			if err != nil {
+				return nil, "", fmt.Errorf("--tls-%s-ca: %w", r, err)
+			}
+			auth.RoleCAs[r] = pool
+		}
+	}
+	if err := auth.Check(); err != nil {
+		return nil, "", err
+	}
+	if len(auth.Tokens) > 0 && !auth.Certs && len(missing) > 0 {
+		return nil, "", fmt.Errorf("authentication by tokens needs a token for every role; missing: %s", strings.Join(missing, ", "))
+	}
+	return auth, auth.Tokens[coordinator.RoleNode], nil
+}
+
+// checkOwnRole refuses to start a node whose own certificate does not
+// prove the node role: the other nodes would refuse it.
+func checkOwnRole(c *tls.Config, pools grpcauth.RolePools) error {
+	if len(c.Certificates) == 0 || len(c.Certificates[0].Certificate) == 0 {
+		return nil
+	}
+	leaf, err := x509.ParseCertificate(c.Certificates[0].Certificate[0])
+	if err != nil {
+		return fmt.Errorf("--tls-cert: %w", err)
+	}
+	var inter []*x509.Certificate
+	for _, der := range c.Certificates[0].Certificate[1:] {
+		if ic, err := x509.ParseCertificate(der); err == nil {
+			inter = append(inter, ic)
+		}
+	}
+	id, err := pools.Verify(leaf, inter)
+	if err != nil {
+		return fmt.Errorf("--tls-cert: %w", err)
+	}
+	if id.Role != coordinator.RoleNode {
+		return fmt.Errorf("--tls-cert proves role %s; a coordinator's certificate must prove node (%s)", id.Role, grpcauth.RoleURI(grpcauth.Node, ""))
+	}
+	return nil
+}
+
+func authSummary(a *coordinator.Auth) string {
+	if a.Open() {
+		return "off"
+	}
+	var parts []string
+	if a.Certs {
+		parts = append(parts, "mutual TLS")
+	}
+	if len(a.Tokens) > 0 {
+		parts = append(parts, fmt.Sprintf("%d role tokens", len(a.Tokens)))
+	}
+	return strings.Join(parts, " + ")
 }

@@ -67,6 +67,9 @@ func TestProgressBar(t *testing.T) {
 // with loom submit, status, cancel and resume.
 func TestCoordinatorCLI(t *testing.T) {
 	t.Setenv("LOOM_TOKEN", "tok")
+	t.Setenv("LOOM_WORKER_TOKEN", "worker-tok")
+	t.Setenv("LOOM_NODE_TOKEN", "node-tok")
+	t.Setenv("LOOM_ADMIN_TOKEN", "admin-tok")
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	type addrs struct{ api, http string }
@@ -159,7 +162,7 @@ stages: [{name: representation, steps: 100}]
 	}
 	// A watch stream left open does not keep the coordinator from stopping
 	// (the deferred shutdown above would hang).
-	cc, err := (&clientFlags{addr: a.api}).dial()
+	cc, err := (&clientFlags{addr: a.api, tokenEnv: "LOOM_WORKER_TOKEN"}).dial()
 	if err != nil {
 		t.Fatal(err)
 	}

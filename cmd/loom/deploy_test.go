@@ -160,6 +160,9 @@ var binaryEnv = []struct {
 	name, sub, file string
 }{
 	{"LOOM_TOKEN", "coordinator", "cmd/loom/coordinator.go"},
+	{"LOOM_WORKER_TOKEN", "coordinator", "cmd/loom/coordinator.go"},
+	{"LOOM_NODE_TOKEN", "coordinator", "cmd/loom/coordinator.go"},
+	{"LOOM_ADMIN_TOKEN", "coordinator", "cmd/loom/coordinator.go"},
 	// The --s3-* flags of both roles (cmd/loom/s3flags.go) fall back to
 	// these through shard.S3ConfigFromEnv.
 	{"LOOM_S3_ENDPOINT", "coordinator", "shard/location.go"},
@@ -173,7 +176,7 @@ var binaryEnv = []struct {
 	{"LOOM_S3_BUCKET", "worker", "cmd/loom/worker.go"},
 	{"LOOM_S3_ACCESS_KEY", "worker", "shard/location.go"},
 	{"LOOM_S3_SECRET_KEY", "worker", "shard/location.go"},
-	{"LOOM_TOKEN", "worker", "cmd/loom/worker.go"},
+	{"LOOM_WORKER_TOKEN", "worker", "cmd/loom/worker.go"},
 }
 
 // notCredentials are flags whose names look like credentials but are not,
@@ -2307,9 +2310,9 @@ func TestDeployDocs(t *testing.T) {
 					t.Errorf("%s: %q: the Dockerfile has no stage %s", secretDocs, line, f[i+1])
 				}
 			}
-		case "kind", "minikube", "export":
+		case "kind", "minikube", "export", "umask", "head":
 		default:
-			t.Errorf("%s: %q: the walkthrough uses kubectl and loom only (and docker/kind/minikube to build and load the image, export for the token)", secretDocs, line)
+			t.Errorf("%s: %q: the walkthrough uses kubectl and loom only (and docker/kind/minikube to build and load the image, umask and head to write the token files, export for the token)", secretDocs, line)
 		}
 	}
 }

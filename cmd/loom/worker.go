@@ -22,6 +22,7 @@ import (
 	"github.com/loomtrain/loom/coordinator"
 	"github.com/loomtrain/loom/coordinator/registry"
 	"github.com/loomtrain/loom/internal/buildinfo"
+	"github.com/loomtrain/loom/internal/grpcauth"
 	"github.com/loomtrain/loom/shard"
 	"github.com/loomtrain/loom/worker"
 )
@@ -37,6 +38,7 @@ type workerFlags struct {
 	s3Bucket                          string
 	tls, etcdTLS                      coordinator.TLSFiles
 	cacheDir                          string
+	tokenFile                         string
 	gpus                              int
 	drainTimeout                      time.Duration
 }
@@ -66,12 +68,15 @@ served on --http-addr.
 --tls-cert, --tls-key and --tls-ca turn on mutual TLS to the coordinator
 (started with the same flags) and between the workers of a ring: the worker
 presents its certificate to both, checks theirs against the CA, and its
-certificate must name the host of --advertise. --etcd-tls-* do the same for
-the connection to etcd.
+certificate must prove the worker role (URI SAN spiffe://loom/role/worker, or
+.../worker/ID to bind it to --id) and name the host of --advertise. The
+coordinator must prove the node role, ring peers the worker role.
+--etcd-tls-* do the same for the connection to etcd.
 
 Environment: LOOM_S3_ACCESS_KEY and LOOM_S3_SECRET_KEY (or AWS_ACCESS_KEY_ID
 and AWS_SECRET_ACCESS_KEY) are the S3 credentials; prefer them to the flags,
-which show in ps. LOOM_TOKEN is the coordinator's bearer token.
+which show in ps. The workers' bearer token comes from --worker-token-file or
+LOOM_WORKER_TOKEN (never from the command line).
 LOOM_COORDINATOR, LOOM_ETCD_ENDPOINTS, LOOM_S3_ENDPOINT, LOOM_S3_REGION and
 LOOM_S3_BUCKET are the defaults of the flags of the same meaning. A host:port
 S3 endpoint means HTTPS unless --s3-insecure is set. LOOM_WORKER_LEASE_TTL
@@ -107,6 +112,7 @@ Example:
 	fl.StringVar(&f.etcdTLS.Key, "etcd-tls-key", "", "PEM private key of --etcd-tls-cert")
 	fl.StringVar(&f.etcdTLS.CA, "etcd-tls-ca", "", "PEM CA that signed etcd's server certificate")
 	fl.StringVar(&f.cacheDir, "cache-dir", "", "local cache for shards (default: a temp dir)")
+	fl.StringVar(&f.tokenFile, "worker-token-file", "", "file holding the workers' bearer token for the coordinator (default $LOOM_WORKER_TOKEN)")
 	fl.IntVar(&f.gpus, "gpus", 0, "GPUs this worker offers (default 0 = CPU)")
 	fl.DurationVar(&f.drainTimeout, "drain-timeout", 2*time.Minute, "time allowed for the drain checkpoint on SIGTERM")
 	return c
@@ -150,14 +156,21 @@ func splitList(s string) []string {
 // leave TLS off.
 func workerTLS(f workerFlags) (coord *tls.Config, comm *worker.CommTLS, etcd *tls.Config, err error) {
 	if f.tls.Enabled() {
-		if coord, err = f.tls.ClientConfig(); err != nil {
+		// Ring peers are workers: each end checks the other's role.
+		peer, err := f.tls.ClientConfig()
+		if err != nil {
 			return nil, nil, nil, fmt.Errorf("--tls-*: %w", err)
 		}
+		peer.VerifyConnection = grpcauth.RequireRole(nil, grpcauth.Worker)
 		srv, err := f.tls.ServerConfig()
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("--tls-*: %w", err)
 		}
-		comm = &worker.CommTLS{Server: srv, Client: coord.Clone()}
+		srv.VerifyConnection = grpcauth.RequireRole(nil, grpcauth.Worker)
+		comm = &worker.CommTLS{Server: srv, Client: peer}
+		if coord, err = f.tls.CoordinatorClientConfig(nil); err != nil {
+			return nil, nil, nil, fmt.Errorf("--tls-*: %w", err)
+		}
 	}
 	if f.etcdTLS.Enabled() {
 		if etcd, err = f.etcdTLS.ClientConfig(); err != nil {
@@ -247,7 +260,11 @@ func runWorker(ctx context.Context, f workerFlags) error {
 		return fmt.Errorf("--etcd %s: %w", f.etcd, err)
 	}
 	defer cli.Close()
-	coord, err := worker.NewGRPCCoordinator(splitList(f.coordinator), worker.DialOptions(os.Getenv("LOOM_TOKEN"), coordTLS)...)
+	token, err := grpcauth.ReadSecret(f.tokenFile, "LOOM_WORKER_TOKEN")
+	if err != nil {
+		return fmt.Errorf("--worker-token-file: %w", err)
+	}
+	coord, err := worker.NewGRPCCoordinator(splitList(f.coordinator), worker.DialOptions(token, coordTLS)...)
 	if err != nil {
 		return err
 	}

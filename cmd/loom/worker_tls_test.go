@@ -12,8 +12,9 @@ import (
 
 	"github.com/loomtrain/loom/coordinator"
 	"github.com/loomtrain/loom/internal/etcdserver"
+	"github.com/loomtrain/loom/internal/grpcauth"
+	"github.com/loomtrain/loom/internal/grpcauth/authtest"
 	"github.com/loomtrain/loom/internal/s3server"
-	"github.com/loomtrain/loom/internal/testcert"
 )
 
 // TestWorkerMutualTLS runs a coordinator with --tls-* and two workers
@@ -25,15 +26,15 @@ func TestWorkerMutualTLS(t *testing.T) {
 		t.Skip("starts etcd, an S3 server, a coordinator and two workers")
 	}
 	dir := t.TempDir()
-	ca, err := testcert.NewCA(dir, "ca")
+	ca, err := authtest.NewCA(dir, "ca")
 	if err != nil {
 		t.Fatal(err)
 	}
-	node, err := ca.Issue("coordinator")
+	node, err := ca.Issue("coordinator", grpcauth.Node, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	wcert, err := ca.Issue("worker")
+	wcert, err := ca.Issue("worker", grpcauth.Worker, "w-tls")
 	if err != nil {
 		t.Fatal(err)
 	}
