@@ -39,6 +39,9 @@ const (
 	// order (understanding: loss on the text; generation: loss on the
 	// vision codes; LWM docs/data.md bracketed fields), packed.
 	FormatLWM
+	// FormatImage: a VQGAN. The image alone, resized to the VQGAN's
+	// resolution, pixels in [-1, 1] (LWM vqgan.py's input range).
+	FormatImage
 )
 
 // clipMean and clipStd normalise pixels as the CLIP/EVA ViTs expect
@@ -136,6 +139,21 @@ func (b *rowBuilder) build(kind shard.Kind, s shard.Sample, pos int64) (row, err
 		return b.buildLM(kind, s, r, rng)
 	case FormatLWM:
 		return b.buildLWM(kind, s, r, rng)
+	case FormatImage:
+		if s.Image == nil {
+			return r, fmt.Errorf("sample %s: kind %s: a VQGAN stage reads samples with an image", s.ID, kind)
+		}
+		px, err := decode(s.Image)
+		if err != nil {
+			return r, fmt.Errorf("sample %s: %w", s.ID, err)
+		}
+		n := b.cfg.VQGAN.ImageSize
+		x := resize(px, n, n, nil)
+		for i := range x.Data {
+			x.Data[i] = x.Data[i]*2 - 1
+		}
+		r.Images = []*kernels.Tensor{kernels.New(x.Data, 3, n, n)}
+		return r, nil
 	}
 	return r, fmt.Errorf("trainer: unknown format %d", b.format)
 }

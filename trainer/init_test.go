@@ -505,3 +505,56 @@ func TestInitVQGANForLWM(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A VQGAN job's checkpoint initialises an LWM job's image tokenizer
+// (init: vqgan: {job}); the codebook and vision vocabulary follow it.
+func TestInitVQGANFromJob(t *testing.T) {
+	ctx := context.Background()
+	d := sharedData(t)
+	store := shard.NewMemStore()
+	vq := testManifest(t, "vqgan", 3, 4)
+	vr, err := NewRun(ctx, d.job(vq, 0, store), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first, last float64
+	for i := 0; i < 3; i++ {
+		p, err := vr.Step(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = p.Loss
+		}
+		last = p.Loss
+	}
+	if !(last < first) {
+		t.Errorf("VQGAN loss %v → %v, want it to fall", first, last)
+	}
+	res, err := vr.SaveSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trained := weights(vr)
+	vr.Close()
+
+	m := testManifest(t, "lwm", 1, 4)
+	m.Stages = []api.Stage{m.Stages[5]} // vision-1k
+	m.Init = map[string]api.InitSource{"vqgan": {Job: vq.Name, Checkpoint: resolved(res.Ref)}}
+	r, err := NewRun(ctx, d.job(m, 0, store), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.cfg.Codebook != vr.cfg.VQGAN.Codebook {
+		t.Fatalf("LWM codebook %d, the VQGAN job's %d", r.cfg.Codebook, vr.cfg.VQGAN.Codebook)
+	}
+	for _, n := range r.vqParams.Names() {
+		if !slices.Equal(r.vqParams.Get(n).Data, trained[n]) {
+			t.Errorf("tokenizer's %s is not the VQGAN job's", n)
+		}
+	}
+	if _, err := r.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -38,6 +38,7 @@ type devFlags struct {
 	dataDir        string
 	keep           bool
 	pretrain       int64 // steps of the text-pretraining job (0: none)
+	vqgan          int64 // steps of the VQGAN job LWM's image tokenizer starts from (0: none)
 }
 
 func newDevCmd() *cobra.Command {
@@ -97,6 +98,7 @@ Example:
 	fl.Int64Var(&f.seed, "seed", 1, "the job's seed (model initialisation, data order, augmentation)")
 	fl.StringVar(&f.dataDir, "data-dir", "", "where data, checkpoints, state and logs go (default: a temporary directory)")
 	fl.BoolVar(&f.keep, "keep", false, "keep --data-dir at exit")
+	fl.Int64Var(&f.vqgan, "vqgan-steps", 0, "LWM: steps of the VQGAN job whose VQGAN tokenises LWM's images; 0 draws it from the seed (default: the recipe's, see above)")
 	fl.Int64Var(&f.pretrain, "pretrain-steps", 0, "steps of the text-pretraining job whose LLM the recipe starts from; 0 starts the LLM from random weights (default: the recipe's, see above)")
 	return c
 }
@@ -111,6 +113,9 @@ type devDefault struct {
 	// LLM the recipe's job starts from (init: llm: {job: ...}); 0 for LWM,
 	// whose own first stages train its LLM on text.
 	pretrain int64
+	// vqgan is the steps of the VQGAN job LWM's image tokenizer starts
+	// from (init: vqgan: {job: ...}).
+	vqgan int64
 }
 
 // devDefaults per recipe. BLIP-2 stage 1 (ITC + ITM + ITG) is what shows
@@ -122,14 +127,15 @@ var devDefaults = map[string]devDefault{
 	"blip2":   {size: "small", firstSteps: 450, steps: 150, pretrain: 300},
 	"qwen-vl": {size: "tiny", steps: 150, pretrain: 300},
 	"vila":    {size: "tiny", steps: 150, pretrain: 300},
-	"lwm":     {size: "tiny", steps: 80},
+	"lwm":     {size: "tiny", steps: 80, vqgan: 150},
+	"vqgan":   {size: "tiny", steps: 300},
 }
 
 // devDefaultsTable is devDefaults as the help text shows it, in
 // api.Recipes order.
 func devDefaultsTable() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "  %-8s %-6s %-13s %-13s %-18s %s\n", "recipe", "size", "LLM pretrain", "first stage", "each later stage", "stages")
+	fmt.Fprintf(&b, "  %-8s %-6s %-20s %-13s %-18s %s\n", "recipe", "size", "first job", "first stage", "each later stage", "stages")
 	for _, name := range api.Recipes {
 		d := devDefaults[name]
 		first := d.firstSteps
@@ -141,10 +147,13 @@ func devDefaultsTable() string {
 			stages = fmt.Sprint(len(r.Stages))
 		}
 		pre := "-"
-		if d.pretrain > 0 {
-			pre = fmt.Sprintf("%d steps", d.pretrain)
+		switch {
+		case d.pretrain > 0:
+			pre = fmt.Sprintf("LLM text, %d steps", d.pretrain)
+		case d.vqgan > 0:
+			pre = fmt.Sprintf("VQGAN, %d steps", d.vqgan)
 		}
-		fmt.Fprintf(&b, "  %-8s %-6s %-13s %3d steps     %3d steps          %s\n", name, d.size, pre, first, d.steps, stages)
+		fmt.Fprintf(&b, "  %-8s %-6s %-20s %3d steps     %3d steps          %s\n", name, d.size, pre, first, d.steps, stages)
 	}
 	return b.String()
 }
@@ -168,6 +177,15 @@ func resolveDevFlags(f devFlags, set func(flag string) bool) (devFlags, error) {
 	}
 	if !set("pretrain-steps") {
 		f.pretrain = d.pretrain
+	}
+	if !set("vqgan-steps") {
+		f.vqgan = d.vqgan
+	}
+	if f.vqgan < 0 {
+		return f, fmt.Errorf("--vqgan-steps %d: want 0 (a VQGAN drawn from the seed) or more", f.vqgan)
+	}
+	if f.vqgan > 0 && f.recipe != "lwm" {
+		return f, fmt.Errorf("--vqgan-steps: only LWM tokenises images with a VQGAN")
 	}
 	if f.pretrain < 0 {
 		return f, fmt.Errorf("--pretrain-steps %d: want 0 (no pretraining) or more", f.pretrain)
@@ -234,6 +252,28 @@ func devTextManifest(f devFlags, uri func(shard.Kind) string) (*api.Manifest, er
 	m.Failure.StallGrace = api.Duration(2 * time.Minute)
 	lr := f.lr
 	m.Stages[0].Overrides.LR = &lr
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// devVQGANManifest is the VQGAN job loom dev runs before LWM: a VQGAN
+// trained on the synthetic images, whose weights LWM's image tokenizer
+// then starts from.
+func devVQGANManifest(f devFlags, uri func(shard.Kind) string) (*api.Manifest, error) {
+	m, err := trainer.ExampleManifest("vqgan", f.size, uri, f.vqgan, f.batch)
+	if err != nil {
+		return nil, err
+	}
+	m.Name = f.recipe + "-" + f.size + "-vqgan"
+	m.Elastic = api.Elastic{Min: f.workers, Max: f.workers}
+	if f.seed != 0 {
+		m.Seed = f.seed
+	}
+	m.Checkpoint.Interval = max(1, f.vqgan/3)
+	m.Checkpoint.Keep = 2
+	m.Failure.StallGrace = api.Duration(2 * time.Minute)
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
@@ -341,6 +381,26 @@ func runDev(ctx context.Context, f devFlags, out io.Writer) error {
 			fmt.Fprintf(out, "job %s succeeded: %d steps\n", tj.Name, tj.Step)
 		}
 		m.Init = map[string]api.InitSource{"llm": {Job: tm.Name}}
+	}
+	if f.vqgan > 0 {
+		vm, err := devVQGANManifest(f, uri)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "VQGAN: %s trains a %s VQGAN on the synthetic images for %d steps; %s tokenises its images with it\n", vm.Name, f.size, f.vqgan, m.Name)
+		vj, vv, err := c.runJob(ctx, vm, out)
+		if err != nil {
+			return err
+		}
+		if l, ok := vv.losses[0]; ok {
+			fmt.Fprintf(out, "job %s succeeded: %d steps, loss (reconstruction + codebook) %.3f at its first reported step, %.3f at its last\n", vj.Name, vj.Step, l[0], l[1])
+		} else {
+			fmt.Fprintf(out, "job %s succeeded: %d steps\n", vj.Name, vj.Step)
+		}
+		if m.Init == nil {
+			m.Init = map[string]api.InitSource{}
+		}
+		m.Init["vqgan"] = api.InitSource{Job: vm.Name}
 	}
 	job, view, err := c.runJob(ctx, m, out)
 	if err != nil {
