@@ -1,10 +1,11 @@
 package hf
 
 import (
-	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 
@@ -91,33 +92,43 @@ func Export(ctx context.Context, sink Sink, m Mapping, p *nn.Params, opt ExportO
 	}
 	res := &ExportResult{Tensors: len(ts), Bytes: total}
 	weightMap := map[string]string{}
+	// One shard buffer, reused: each tensor is encoded straight into it
+	// from the parameters, so memory stays at the model plus one shard
+	// (Sink.Put must not keep the bytes after it returns).
+	var buf []byte
 	for i, sh := range shards {
 		name := SingleFile
 		if len(shards) > 1 {
 			name = fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, len(shards))
 		}
-		out := make([]safetensors.Tensor, 0, len(sh))
+		sort.Slice(sh, func(a, b int) bool { return sh[a].name < sh[b].name })
+		hs := make([]safetensors.TensorHeader, len(sh))
+		size := int64(0)
+		for k, t := range sh {
+			hs[k] = safetensors.TensorHeader{Name: t.name, DType: opt.DType, Shape: t.shape}
+			size += t.bytes
+		}
+		hdr, err := safetensors.EncodeHeader(hs, nil)
+		if err != nil {
+			return nil, fmt.Errorf("export %s: %s: %w", m.Arch, name, err)
+		}
+		n := int64(len(hdr)) + size
+		if int64(cap(buf)) < n {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		copy(buf, hdr)
+		at := int64(len(hdr))
 		for _, t := range sh {
 			v, err := exportValues(p, t.e)
 			if err != nil {
 				return nil, fmt.Errorf("export %s: tensor %q: %w", m.Arch, t.name, err)
 			}
-			switch opt.DType {
-			case safetensors.BF16:
-				out = append(out, safetensors.BF16Tensor(t.name, t.shape, v))
-			case safetensors.F16:
-				out = append(out, f16Tensor(t.name, t.shape, v))
-			default:
-				out = append(out, safetensors.F32Tensor(t.name, t.shape, v))
-			}
+			encode(opt.DType, v, buf[at:at+t.bytes])
+			at += t.bytes
 			weightMap[t.name] = name
 		}
-		sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
-		var buf bytes.Buffer
-		if err := safetensors.Write(&buf, out, nil); err != nil {
-			return nil, fmt.Errorf("export %s: %s: %w", m.Arch, name, err)
-		}
-		if err := sink.Put(ctx, name, buf.Bytes()); err != nil {
+		if err := sink.Put(ctx, name, buf); err != nil {
 			return nil, fmt.Errorf("export: %s/%s: %w", sink, name, err)
 		}
 		res.Shards = append(res.Shards, name)
@@ -231,11 +242,26 @@ func numel(s []int) int {
 	return n
 }
 
+// encode writes values as dtype into out (little-endian).
+func encode(d safetensors.DType, v []float32, out []byte) {
+	switch d {
+	case safetensors.BF16:
+		for i, x := range v {
+			binary.LittleEndian.PutUint16(out[2*i:], safetensors.ToBF16(x))
+		}
+	case safetensors.F16:
+		for i, x := range v {
+			binary.LittleEndian.PutUint16(out[2*i:], safetensors.ToF16(x))
+		}
+	default:
+		for i, x := range v {
+			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(x))
+		}
+	}
+}
+
 func f16Tensor(name string, shape []int, v []float32) safetensors.Tensor {
 	b := make([]byte, 2*len(v))
-	for i, x := range v {
-		h := safetensors.ToF16(x)
-		b[2*i], b[2*i+1] = byte(h), byte(h>>8)
-	}
+	encode(safetensors.F16, v, b)
 	return safetensors.Tensor{Name: name, DType: safetensors.F16, Shape: slices.Clone(shape), Data: b}
 }

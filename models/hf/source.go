@@ -26,7 +26,8 @@ type Source interface {
 
 // Sink is where an exported model directory is written.
 type Sink interface {
-	// Put stores the named file whole, replacing an older one.
+	// Put stores the named file whole, replacing an older one. It must
+	// not keep data after it returns (Export reuses the buffer).
 	Put(ctx context.Context, name string, data []byte) error
 	String() string
 }

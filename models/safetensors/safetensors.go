@@ -127,6 +127,54 @@ func numel(shape []int) int {
 // unknown dtype, a negative dimension or data whose length does not match
 // the shape.
 func Write(w io.Writer, tensors []Tensor, metadata map[string]string) error {
+	hs := make([]TensorHeader, len(tensors))
+	for i, t := range tensors {
+		hs[i] = TensorHeader{Name: t.Name, DType: t.DType, Shape: t.Shape}
+	}
+	hdr, err := EncodeHeader(hs, metadata)
+	if err != nil {
+		return err
+	}
+	for _, t := range tensors {
+		if want := numel(t.Shape) * t.DType.Size(); len(t.Data) != want {
+			return fmt.Errorf("safetensors: tensor %q: %d bytes of data, shape %v of %s needs %d", t.Name, len(t.Data), t.Shape, t.DType, want)
+		}
+	}
+	if _, err := w.Write(hdr); err != nil {
+		return err
+	}
+	for _, t := range tensors {
+		if _, err := w.Write(t.Data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func negative(shape []int) bool {
+	for _, d := range shape {
+		if d < 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// TensorHeader describes a tensor to be written: its data follows the
+// header in the order given.
+type TensorHeader struct {
+	Name  string
+	DType DType
+	Shape []int
+}
+
+// EncodeHeader returns the start of a file holding tensors in the order
+// given: the 8-byte length and the JSON header (metadata plus "format":
+// "pt", space-padded so that the data starts 8-byte aligned). The tensors'
+// bytes follow it, each numel·dtype size long. It fails, naming the
+// tensor, on a duplicate or empty name, an unknown dtype or a negative
+// dimension. Write is EncodeHeader followed by the data.
+func EncodeHeader(tensors []TensorHeader, metadata map[string]string) ([]byte, error) {
 	type entry struct {
 		DType   DType    `json:"dtype"`
 		Shape   []int    `json:"shape"`
@@ -140,6 +188,7 @@ func Write(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 	var off int64
 	// Build the header by hand so that tensors keep their order.
 	var hdr bytes.Buffer
+	hdr.Write(make([]byte, 8))
 	hdr.WriteString("{")
 	mb, _ := json.Marshal(meta)
 	hdr.WriteString(`"__metadata__":`)
@@ -147,53 +196,37 @@ func Write(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 	for _, t := range tensors {
 		switch {
 		case t.Name == "":
-			return errors.New("safetensors: tensor with an empty name")
+			return nil, errors.New("safetensors: tensor with an empty name")
 		case t.Name == "__metadata__":
-			return errors.New("safetensors: a tensor may not be called __metadata__")
+			return nil, errors.New("safetensors: a tensor may not be called __metadata__")
 		case seen[t.Name]:
-			return fmt.Errorf("safetensors: tensor %q written twice", t.Name)
+			return nil, fmt.Errorf("safetensors: tensor %q written twice", t.Name)
 		case t.DType.Size() == 0:
-			return fmt.Errorf("safetensors: tensor %q: unknown dtype %q", t.Name, t.DType)
-		}
-		for _, d := range t.Shape {
-			if d < 0 {
-				return fmt.Errorf("safetensors: tensor %q: negative dimension in shape %v", t.Name, t.Shape)
-			}
-		}
-		if want := numel(t.Shape) * t.DType.Size(); len(t.Data) != want {
-			return fmt.Errorf("safetensors: tensor %q: %d bytes of data, shape %v of %s needs %d", t.Name, len(t.Data), t.Shape, t.DType, want)
+			return nil, fmt.Errorf("safetensors: tensor %q: unknown dtype %q", t.Name, t.DType)
+		case negative(t.Shape):
+			return nil, fmt.Errorf("safetensors: tensor %q: negative dimension in shape %v", t.Name, t.Shape)
 		}
 		seen[t.Name] = true
 		shape := t.Shape
 		if shape == nil {
 			shape = []int{}
 		}
-		eb, _ := json.Marshal(entry{t.DType, shape, [2]int64{off, off + int64(len(t.Data))}})
+		size := int64(numel(t.Shape) * t.DType.Size())
+		eb, _ := json.Marshal(entry{t.DType, shape, [2]int64{off, off + size}})
 		nb, _ := json.Marshal(t.Name)
 		hdr.WriteString(",")
 		hdr.Write(nb)
 		hdr.WriteString(":")
 		hdr.Write(eb)
-		off += int64(len(t.Data))
+		off += size
 	}
 	hdr.WriteString("}")
-	for hdr.Len()%8 != 0 {
+	for (hdr.Len()-8)%8 != 0 {
 		hdr.WriteByte(' ')
 	}
-	var n [8]byte
-	binary.LittleEndian.PutUint64(n[:], uint64(hdr.Len()))
-	if _, err := w.Write(n[:]); err != nil {
-		return err
-	}
-	if _, err := w.Write(hdr.Bytes()); err != nil {
-		return err
-	}
-	for _, t := range tensors {
-		if _, err := w.Write(t.Data); err != nil {
-			return err
-		}
-	}
-	return nil
+	b := hdr.Bytes()
+	binary.LittleEndian.PutUint64(b, uint64(len(b)-8))
+	return b, nil
 }
 
 // WriteFile writes a file atomically: to a temporary name in the same
