@@ -224,6 +224,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info("stopping generation", "job", gen.a.Job, "generation", gen.a.Generation, "why", why)
 		gen.stop()
 		<-gen.done
+		a.metrics.generations.WithLabelValues(gen.end.String()).Inc()
 		gen = nil
 		a.metrics.generation.Set(0)
 	}

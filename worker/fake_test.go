@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -256,7 +257,12 @@ type fakeTrainer struct {
 	stepDelay time.Duration
 	// failAt makes the step that would reach this global step fail.
 	failAt int64
-	wg     sync.WaitGroup
+	// deaf makes a step ignore its context while it computes, as the
+	// real trainer's single-rank step does (there is no collective to
+	// abort); live, when set, mirrors step for other goroutines.
+	deaf bool
+	live *atomic.Int64
+	wg   sync.WaitGroup
 	// prev is closed when the previous checkpoint is committed: like the
 	// trainer, uploads commit one at a time, in step order.
 	prev chan struct{}
@@ -304,7 +310,9 @@ func (t *fakeTrainer) Step(ctx context.Context) (trainer.Progress, error) {
 	if t.failAt > 0 && t.step+1 == t.failAt {
 		return trainer.Progress{}, fmt.Errorf("fake: step %d fails", t.failAt)
 	}
-	if t.stepDelay > 0 {
+	if t.stepDelay > 0 && t.deaf {
+		time.Sleep(t.stepDelay)
+	} else if t.stepDelay > 0 {
 		select {
 		case <-ctx.Done():
 			return trainer.Progress{}, ctx.Err()
@@ -326,6 +334,9 @@ func (t *fakeTrainer) Step(ctx context.Context) (trainer.Progress, error) {
 	}
 	t.weights += float64(grad[0])
 	t.step++
+	if t.live != nil {
+		t.live.Store(t.step)
+	}
 	t.steps++
 	t.samples += int64(t.batch)
 	return trainer.Progress{Stage: t.j.Stage, StageName: t.j.Manifest.Stages[t.j.Stage].Name, Step: t.step, StageStep: t.step - t.start,

@@ -293,6 +293,14 @@ func (g *generation) train() (genEnd, error) {
 	}
 	interval := m.Checkpoint.Interval
 	for first := true; ; first = false {
+		// Cancelling or replacing the generation ends its context: stop
+		// here, before another step. A single rank has no collective to
+		// abort, and the trainer's step does not look at the context while
+		// it computes, so without this check it would train to the end of
+		// the stage (issue 16).
+		if err := g.ctx.Err(); err != nil {
+			return endFailed, fmt.Errorf("generation stopped after step %d: %w", g.lastStep, err)
+		}
 		if tr.Done() {
 			if first {
 				log.Info("stage already complete at its restore point")
@@ -315,6 +323,11 @@ func (g *generation) train() (genEnd, error) {
 		draining, err := g.vote(comm)
 		if err != nil {
 			return endFailed, &peerError{fmt.Errorf("drain vote after step %d: %w", p.Step, err)}
+		}
+		if err := g.ctx.Err(); err != nil {
+			// Stopped during the step: no checkpoint of a generation that
+			// is no longer wanted (its commit would be refused anyway).
+			return endFailed, fmt.Errorf("generation stopped at step %d: %w", p.Step, err)
 		}
 		switch PlanStep(p.Step, a.StopStep, interval, draining) {
 		case Continue:
