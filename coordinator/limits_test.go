@@ -186,7 +186,9 @@ func TestPerClientWriteLimit(t *testing.T) {
 	info := &grpc.UnaryServerInfo{FullMethod: loompb.Jobs_CancelJob_FullMethodName}
 	var wg sync.WaitGroup
 	for i := 0; i < 3; i++ {
-		wg.Go(func() { _, _ = a.unary(callCtx(testToken, "10.0.0.1"), &loompb.CancelJobRequest{Job: "j"}, info, block) })
+		wg.Go(func() {
+			_, _ = a.unary(callCtx(testToken, "10.0.0.1"), &loompb.CancelJobRequest{Job: "j"}, info, block)
+		})
 	}
 	waitFor(t, 5*time.Second, "three writes in flight", func() bool {
 		a.clients.mu.Lock()
