@@ -38,11 +38,12 @@ server with --s3-endpoint), then runs --repeat interleaved rounds of:
 
   raw-get    whole-object GETs of the shard objects, 4 at a time (as many
              as hf.Load keeps in flight): the baseline of the loads
-  load       hf.Open + hf.Load through trainer.StoreSource into a float32
+  load       hf.Open + hf.Load through trainer.StoreSource (whose
+             ReadRangeInto lets Load reuse its read buffers) into a float32
              parameter tree of the same names and shapes
-  load-into  the same through a StoreSource that also has
-             hf.RangeReaderInto (shard.S3Store.StreamRange), so Load reuses
-             its read buffers
+  load-into  the same through the benchmark's own RangeReaderInto
+             wrapper over shard.S3Store.StreamRange (the path StoreSource
+             now takes itself)
   raw-put    PUTs of the same shard bytes, one at a time (as hf.Export
              writes them): the baseline of the export
   export     hf.Export of the model (float32, filled untimed) as BF16 shards
