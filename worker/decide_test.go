@@ -151,3 +151,15 @@ func TestReportableFailure(t *testing.T) {
 		}
 	}
 }
+
+func TestRequestIDFitsTheCoordinatorsLimit(t *testing.T) {
+	short := "failure/j/3/w1"
+	if got := requestID(short); got != short {
+		t.Errorf("requestID(%q) = %q, want it unchanged", short, got)
+	}
+	long := "failure/j/3/" + strings.Repeat("w", 300)
+	got := requestID(long)
+	if len(got) > maxRequestID || !strings.HasPrefix(got, "failure/") || got != requestID(long) || got == requestID(long+"x") {
+		t.Errorf("requestID(300-byte worker) = %q (%d bytes), want a stable, distinct ID of at most %d bytes", got, len(got), maxRequestID)
+	}
+}

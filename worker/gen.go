@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -143,7 +145,7 @@ func (g *generation) run() {
 func (g *generation) reportFailure(err error) {
 	ag := g.ag
 	req := &loompb.ReportFailureRequest{WorkerId: ag.cfg.Info.ID, Job: g.a.Job, Generation: g.a.Generation,
-		Error: err.Error(), RequestId: fmt.Sprintf("failure/%s/%d/%s", g.a.Job, g.a.Generation, ag.cfg.Info.ID)}
+		Error: err.Error(), RequestId: requestID(fmt.Sprintf("failure/%s/%d/%s", g.a.Job, g.a.Generation, ag.cfg.Info.ID))}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(g.ctx), reportFailureTimeout)
 	defer cancel()
 	if rerr := ag.cfg.Coordinator.ReportFailure(ctx, req); rerr != nil {
@@ -153,6 +155,21 @@ func (g *generation) reportFailure(err error) {
 	}
 	ag.log.Info("reported generation failure", "job", g.a.Job, "generation", g.a.Generation, "failure", err)
 	ag.metrics.failureReports.WithLabelValues("ok").Inc()
+}
+
+// maxRequestID is the coordinator's limit on request IDs
+// (coordinator.MaxRequestID; worker does not import coordinator).
+const maxRequestID = 128
+
+// requestID returns id, or a hash of it when it is longer than the
+// coordinator accepts (a long worker ID): the same input always gives the
+// same ID, so retries still deduplicate.
+func requestID(id string) string {
+	if len(id) <= maxRequestID {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return id[:strings.IndexByte(id, '/')+1] + hex.EncodeToString(sum[:])
 }
 
 // reportFailureTimeout bounds a failure report, retries across
@@ -212,7 +229,7 @@ func (g *generation) Commit(ctx context.Context, ref trainer.CheckpointRef) erro
 	req := &loompb.CommitCheckpointRequest{
 		WorkerId: g.ag.cfg.Info.ID, Job: g.a.Job, Generation: g.a.Generation, Step: ref.Step,
 		SamplesConsumed: ref.Samples,
-		RequestId:       fmt.Sprintf("commit/%s/%d/%d", g.a.Job, g.a.Generation, ref.Step),
+		RequestId:       requestID(fmt.Sprintf("commit/%s/%d/%d", g.a.Job, g.a.Generation, ref.Step)),
 	}
 	for _, o := range ref.Objects {
 		req.Objects = append(req.Objects, &loompb.CheckpointObject{Path: objectPath(g.bucket, o.Path), Sha256: o.SHA256, Size: o.Size})
