@@ -155,16 +155,7 @@ func TestInitFromHuggingFace(t *testing.T) {
 	}
 	m.Stages[0].Overrides.ImageSize = ptr(16)
 	j := d.job(m, 0, shard.NewMemStore())
-	j.OpenDataset = func(ctx context.Context, ds api.Dataset) (shard.ObjectStore, string, error) {
-		if ds.Name == "init" {
-			loc, err := shard.ParseLocation(ds.URI)
-			if err != nil {
-				return nil, "", err
-			}
-			return loc.Open(shard.S3Config{})
-		}
-		return d.open(ctx, ds)
-	}
+	j.OpenDataset = d.openWithInit
 	rep, err := PlanInit(ctx, j)
 	if err != nil {
 		t.Fatal(err)
@@ -278,13 +269,7 @@ func TestInitWholeLlava(t *testing.T) {
 	m := testManifest(t, "vila", 1, 4)
 	m.Init = map[string]api.InitSource{"model": {URI: "file://" + dir}}
 	j := d.job(m, 0, shard.NewMemStore())
-	j.OpenDataset = func(ctx context.Context, ds api.Dataset) (shard.ObjectStore, string, error) {
-		if ds.Name == "init" {
-			st, err := shard.NewFSStore(dir)
-			return st, "", err
-		}
-		return d.open(ctx, ds)
-	}
+	j.OpenDataset = d.openWithInit
 	rep, err := PlanInit(ctx, j)
 	if err != nil {
 		t.Fatal(err)
@@ -401,13 +386,7 @@ func TestInitTokenizerFromSource(t *testing.T) {
 	m := testManifest(t, "vila", 1, 4)
 	m.Init = map[string]api.InitSource{"llm": {URI: "file://" + dir}}
 	j := d.job(m, 0, shard.NewMemStore())
-	j.OpenDataset = func(ctx context.Context, ds api.Dataset) (shard.ObjectStore, string, error) {
-		if ds.Name == "init" {
-			st, err := shard.NewFSStore(dir)
-			return st, "", err
-		}
-		return d.open(ctx, ds)
-	}
+	j.OpenDataset = d.openWithInit
 	r, err := NewRun(ctx, j, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -465,13 +444,7 @@ func TestInitVQGANForLWM(t *testing.T) {
 	m.Stages = []api.Stage{m.Stages[5]} // vision-1k
 	m.Init = map[string]api.InitSource{"vqgan": {URI: "file://" + file}}
 	j := d.job(m, 0, shard.NewMemStore())
-	j.OpenDataset = func(ctx context.Context, ds api.Dataset) (shard.ObjectStore, string, error) {
-		if ds.Name == "init" {
-			st, err := shard.NewFSStore(dir)
-			return st, "", err
-		}
-		return d.open(ctx, ds)
-	}
+	j.OpenDataset = d.openWithInit
 	rep, err := PlanInit(ctx, j)
 	if err != nil {
 		t.Fatal(err)
@@ -557,4 +530,17 @@ func TestInitVQGANFromJob(t *testing.T) {
 	if _, err := r.Step(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// openWithInit opens the init block's sources (the OpenDataset call with
+// the name "init") from the local file system, and the datasets as open.
+func (d *testData) openWithInit(ctx context.Context, ds api.Dataset) (shard.ObjectStore, string, error) {
+	if ds.Name == "init" {
+		loc, err := shard.ParseLocation(ds.URI)
+		if err != nil {
+			return nil, "", err
+		}
+		return loc.Open(shard.S3Config{})
+	}
+	return d.open(ctx, ds)
 }
