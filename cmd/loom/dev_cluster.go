@@ -129,7 +129,8 @@ func startDevCluster(ctx context.Context, o devClusterOptions) (c *devCluster, e
 		c.apis = append(c.apis, as[i].api)
 	}
 	c.peers = strings.Join(peers, ",")
-	for i, a := range as {
+	start := func(i int) (*devProc, error) {
+		a := as[i]
 		id := fmt.Sprintf("c%d", i)
 		args := []string{"coordinator", "--id", id, "--data-dir", filepath.Join(o.Dir, "coordinators", id),
 			"--raft-addr", a.raft, "--grpc-addr", a.api, "--http-addr", a.http, "--peers", c.peers,
@@ -140,7 +141,38 @@ func startDevCluster(ctx context.Context, o devClusterOptions) (c *devCluster, e
 			return nil, err
 		}
 		p.http, p.api = a.http, a.api
+		return p, nil
+	}
+	for i := range as {
+		p, err := start(i)
+		if err != nil {
+			return nil, err
+		}
 		c.coords = append(c.coords, p)
+	}
+	// Every coordinator must come up. A port freeAddr picked may be taken
+	// by another process before the child binds it (tests run in
+	// parallel); that child exits at once, and starts again on new API and
+	// HTTP ports (its Raft port is in every peer list and stays).
+	for i := range as {
+		for try := 0; !c.coordUp(ctx, c.coords[i], 30*time.Second); try++ {
+			if try == 3 {
+				return nil, fmt.Errorf("coordinator c%d did not come up (log %s)", i, c.coords[i].logPath)
+			}
+			for _, p := range []*string{&as[i].api, &as[i].http} {
+				if *p, err = freeAddr(); err != nil {
+					return nil, err
+				}
+			}
+			c.apis[i] = as[i].api
+			p, err := start(i)
+			if err != nil {
+				return nil, err
+			}
+			c.mu.Lock()
+			c.coords[i] = p
+			c.mu.Unlock()
+		}
 	}
 	if _, err := c.waitLeader(ctx, 60*time.Second); err != nil {
 		return nil, err
@@ -222,6 +254,29 @@ func (c *devCluster) waitLeader(ctx context.Context, within time.Duration) (*dev
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// coordUp waits until a coordinator answers /healthz, and reports false
+// when it exited (or did not answer within).
+func (c *devCluster) coordUp(ctx context.Context, p *devProc, within time.Duration) bool {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			return false
+		default:
+		}
+		if _, code := httpGet(p.http + "/healthz"); code == 200 {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	stopProc(p, syscall.SIGKILL, time.Second)
+	return false
 }
 
 func httpGet(addr string) (string, int) {
