@@ -136,9 +136,12 @@ func Watch(ctx context.Context, cli *clientv3.Client, prefix string) ([]Worker, 
 		return nil, nil, err
 	}
 	w.known = known
+	// The listing is copied out before the watcher goroutine starts: it
+	// updates known from then on.
+	first := sortedWorkers(known)
 	out := make(chan Event, 64)
 	go w.run(ctx, rev+1, out)
-	return sortedWorkers(known), out, nil
+	return first, out, nil
 }
 
 type entry struct {
