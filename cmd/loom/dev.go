@@ -412,7 +412,15 @@ func runDev(ctx context.Context, f devFlags, out io.Writer) error {
 			fmt.Fprintf(out, "  stage %s: training loss %.3f at its first reported step, %.3f at its last\n", st.Name, l[0], l[1])
 		}
 	}
-	fmt.Fprintln(out, "  (each stage's training loss is over its own data mixture and loss terms; the held-out evaluation below compares the stages on the same pairs)")
+	evaluated := false
+	for i := range m.Stages {
+		if st, err := trainer.Resolve(m, i); err == nil && st.Spec.Eval != "" {
+			evaluated = true
+		}
+	}
+	if evaluated && f.evalN > 1 && len(m.Stages) > 1 {
+		fmt.Fprintln(out, "  (each stage's training loss is over its own data mixture and loss terms; the held-out evaluation below compares the stages on the same pairs)")
+	}
 	if f.evalN > 1 {
 		// The coordinator's manifest: it records the checkpoints the init
 		// block resolved to, which the evaluation's untrained baseline
