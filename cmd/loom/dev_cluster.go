@@ -155,7 +155,7 @@ func startDevCluster(ctx context.Context, o devClusterOptions) (c *devCluster, e
 	// parallel); that child exits at once, and starts again on new API and
 	// HTTP ports (its Raft port is in every peer list and stays).
 	for i := range as {
-		for try := 0; !c.coordUp(ctx, c.coords[i], 30*time.Second); try++ {
+		for try := 0; !c.procUp(c.coords[i], 30*time.Second); try++ {
 			if try == 3 {
 				return nil, fmt.Errorf("coordinator c%d did not come up (log %s)", i, c.coords[i].logPath)
 			}
@@ -205,29 +205,56 @@ func (c *devCluster) spawn(id string, args, env []string) (*devProc, error) {
 	return p, nil
 }
 
-// startWorker starts worker process wI.
+// startWorker starts worker process wI. Like a coordinator, a worker whose
+// port another process took before it bound (freeAddr picks, the child
+// binds later) exits at once; it is started again on new ports.
 func (c *devCluster) startWorker(id string) (*devProc, error) {
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
+	for try := 0; ; try++ {
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		httpAddr, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		args := []string{"worker", "--id", id, "--coordinator", strings.Join(c.apis, ","), "--etcd", strings.Join(c.etcd.Endpoints, ","),
+			"--listen", addr, "--advertise", addr, "--http-addr", httpAddr, "--s3-endpoint", c.s3.Addr(), "--s3-insecure",
+			"--s3-bucket", devBucket, "--cache-dir", filepath.Join(c.dir, "workers", id, "cache"), "--drain-timeout", "60s",
+			"--log-format", "json", "--log-level", "debug"}
+		p, err := c.spawn(id, args, []string{"LOOM_WORKER_LEASE_TTL=" + c.leaseTTL.String()})
+		if err != nil {
+			return nil, err
+		}
+		p.http = httpAddr
+		if !c.procUp(p, 30*time.Second) && try < 3 {
+			continue
+		}
+		c.mu.Lock()
+		c.workers = append(c.workers, p)
+		c.mu.Unlock()
+		return p, nil
 	}
-	httpAddr, err := freeAddr()
-	if err != nil {
-		return nil, err
+}
+
+// procUp waits until a child answers /healthz on its HTTP address, and
+// reports false when it exited first (or did not answer within, when it
+// is killed).
+func (c *devCluster) procUp(p *devProc, within time.Duration) bool {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			return false
+		default:
+		}
+		if _, code := httpGet(p.http + "/healthz"); code == 200 {
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	args := []string{"worker", "--id", id, "--coordinator", strings.Join(c.apis, ","), "--etcd", strings.Join(c.etcd.Endpoints, ","),
-		"--listen", addr, "--advertise", addr, "--http-addr", httpAddr, "--s3-endpoint", c.s3.Addr(), "--s3-insecure",
-		"--s3-bucket", devBucket, "--cache-dir", filepath.Join(c.dir, "workers", id, "cache"), "--drain-timeout", "60s",
-		"--log-format", "json", "--log-level", "debug"}
-	p, err := c.spawn(id, args, []string{"LOOM_WORKER_LEASE_TTL=" + c.leaseTTL.String()})
-	if err != nil {
-		return nil, err
-	}
-	p.http = httpAddr
-	c.mu.Lock()
-	c.workers = append(c.workers, p)
-	c.mu.Unlock()
-	return p, nil
+	stopProc(p, syscall.SIGKILL, time.Second)
+	return false
 }
 
 // waitLeader returns the coordinator process that leads, once one does.
@@ -254,29 +281,6 @@ func (c *devCluster) waitLeader(ctx context.Context, within time.Duration) (*dev
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-// coordUp waits until a coordinator answers /healthz, and reports false
-// when it exited (or did not answer within).
-func (c *devCluster) coordUp(ctx context.Context, p *devProc, within time.Duration) bool {
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.done:
-			return false
-		default:
-		}
-		if _, code := httpGet(p.http + "/healthz"); code == 200 {
-			return true
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	stopProc(p, syscall.SIGKILL, time.Second)
-	return false
 }
 
 func httpGet(addr string) (string, int) {
