@@ -288,11 +288,48 @@ func (c *devCluster) runJob(ctx context.Context, m *api.Manifest, out io.Writer)
 	}
 	fmt.Fprintf(out, "  job          %s: %d stages, checkpoints in s3://%s/checkpoints/%s/\n", m.Name, len(m.Stages), devBucket, m.Name)
 	view := newProgressView(out, m)
-	job, err := c.follow(ctx, m, view)
+	// The job needs elastic.min workers: when so many have exited that it
+	// cannot run, say which instead of waiting for it forever.
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	dead := make(chan string, 1)
+	go func() {
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-fctx.Done():
+				return
+			case <-tick.C:
+			}
+			c.mu.Lock()
+			ws := append([]*devProc(nil), c.workers...)
+			c.mu.Unlock()
+			var gone []string
+			for _, p := range ws {
+				select {
+				case <-p.done:
+					gone = append(gone, fmt.Sprintf("%s (%v, log %s)", p.id, p.exitErr, p.logPath))
+				default:
+				}
+			}
+			if left := len(ws) - len(gone); left < m.Elastic.Min {
+				dead <- fmt.Sprintf("job %s needs %d workers and %d are left: exited %s", m.Name, m.Elastic.Min, left, strings.Join(gone, ", "))
+				cancel()
+				return
+			}
+		}
+	}()
+	job, err := c.follow(fctx, m, view)
 	if err != nil {
 		if ctx.Err() != nil {
 			fmt.Fprintln(out, "\ninterrupted")
 			return nil, nil, &exitError{code: 130, err: errors.New("interrupted")}
+		}
+		select {
+		case msg := <-dead:
+			return nil, nil, errors.New(msg)
+		default:
 		}
 		return nil, nil, err
 	}
