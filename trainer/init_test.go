@@ -42,21 +42,7 @@ func TestInitFromAnotherJob(t *testing.T) {
 	text.Name, text.Model.Size = "text-pretrain", "small"
 	text.Stages = text.Stages[:1]
 	text.Stages[0].Overrides.MaxSeqLen = ptr(32)
-	base, err := NewRun(ctx, d.job(text, 0, store), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 2; i++ {
-		if _, err := base.Step(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	res, err := base.SaveSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	trained := weights(base)
-	base.Close()
+	ref, trained, baseCfg := trainThenSave(t, d.job(text, 0, store), nil, 2)
 
 	vila := testManifest(t, "vila", 2, 4)
 	plain, err := NewRun(ctx, d.job(vila, 0, store), nil)
@@ -66,13 +52,13 @@ func TestInitFromAnotherJob(t *testing.T) {
 	fresh := weights(plain)
 	plain.Close()
 
-	vila.Init = map[string]api.InitSource{"llm": {Job: text.Name, Checkpoint: resolved(res.Ref)}}
+	vila.Init = map[string]api.InitSource{"llm": {Job: text.Name, Checkpoint: resolved(ref)}}
 	r, err := NewRun(ctx, d.job(vila, 0, store), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	if got, want := r.cfg.LLM.Hidden, base.cfg.LLM.Hidden; got != want {
+	if got, want := r.cfg.LLM.Hidden, baseCfg.LLM.Hidden; got != want {
 		t.Fatalf("VILA's LLM is %d wide, the text job's %d: the shape must come from the checkpoint", got, want)
 	}
 	got := weights(r)
@@ -95,8 +81,8 @@ func TestInitFromAnotherJob(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if len(got["mm_projector.3.bias"]) != base.cfg.LLM.Hidden {
-		t.Errorf("the projector maps to %d, not the LLM's width %d", len(got["mm_projector.3.bias"]), base.cfg.LLM.Hidden)
+	if len(got["mm_projector.3.bias"]) != baseCfg.LLM.Hidden {
+		t.Errorf("the projector maps to %d, not the LLM's width %d", len(got["mm_projector.3.bias"]), baseCfg.LLM.Hidden)
 	}
 	// The plan lists every tensor and what stays random.
 	srcs, err := openInit(ctx, d.job(vila, 0, store), models.VILA)
@@ -119,10 +105,10 @@ func TestInitFromAnotherJob(t *testing.T) {
 		init map[string]api.InitSource
 		err  string
 	}{
-		{map[string]api.InitSource{"qformer": {Job: text.Name, Checkpoint: resolved(res.Ref)}}, "init.qformer: a vila model has no qformer"},
-		{map[string]api.InitSource{"vision": {Job: text.Name, Checkpoint: resolved(res.Ref)}}, "init.vision: job text-pretrain's lwm model has no vision tower"},
+		{map[string]api.InitSource{"qformer": {Job: text.Name, Checkpoint: resolved(ref)}}, "init.qformer: a vila model has no qformer"},
+		{map[string]api.InitSource{"vision": {Job: text.Name, Checkpoint: resolved(ref)}}, "init.vision: job text-pretrain's lwm model has no vision tower"},
 		{map[string]api.InitSource{"llm": {Job: text.Name}}, `init.llm: job "text-pretrain": no resolved checkpoint`},
-		{map[string]api.InitSource{"llm": {Job: "someone-else", Checkpoint: resolved(res.Ref)}}, `belongs to job "text-pretrain", not "someone-else"`},
+		{map[string]api.InitSource{"llm": {Job: "someone-else", Checkpoint: resolved(ref)}}, `belongs to job "text-pretrain", not "someone-else"`},
 	} {
 		vila.Init = c.init
 		_, err := NewRun(ctx, d.job(vila, 0, store), nil)
@@ -302,22 +288,10 @@ func TestInitAppliesWhereThePartAppears(t *testing.T) {
 	text := testManifest(t, "lwm", 1, 4)
 	text.Name = "text-pretrain"
 	text.Stages = text.Stages[:1]
-	base, err := NewRun(ctx, d.job(text, 0, store), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := base.Step(ctx); err != nil {
-		t.Fatal(err)
-	}
-	res, err := base.SaveSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	trained := weights(base)
-	base.Close()
+	ref, trained, _ := trainThenSave(t, d.job(text, 0, store), nil, 1)
 
 	m := testManifest(t, "blip2", 1, 4)
-	m.Init = map[string]api.InitSource{"llm": {Job: text.Name, Checkpoint: resolved(res.Ref)}}
+	m.Init = map[string]api.InitSource{"llm": {Job: text.Name, Checkpoint: resolved(ref)}}
 	rep, err := PlanInit(ctx, d.job(m, 0, store))
 	if err != nil {
 		t.Fatal(err)
@@ -325,20 +299,8 @@ func TestInitAppliesWhereThePartAppears(t *testing.T) {
 	if len(rep.Parts) != 1 || rep.Parts[0].Deferred == "" {
 		t.Fatalf("stage 1 plan: %+v", rep.Parts)
 	}
-	s1, err := NewRun(ctx, d.job(m, 0, store), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s1.Step(ctx); err != nil {
-		t.Fatal(err)
-	}
-	r1, err := s1.SaveSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stage1 := weights(s1)
-	s1.Close()
-	s2, err := NewRun(ctx, d.job(m, 1, store), &r1.Ref)
+	r1, stage1, _ := trainThenSave(t, d.job(m, 0, store), nil, 1)
+	s2, err := NewRun(ctx, d.job(m, 1, store), &r1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -543,4 +505,26 @@ func (d *testData) openWithInit(ctx context.Context, ds api.Dataset) (shard.Obje
 		return loc.Open(shard.S3Config{})
 	}
 	return d.open(ctx, ds)
+}
+
+// trainThenSave runs steps of a job's stage from restore, checkpoints it and
+// returns the committed reference, the weights and the model config.
+func trainThenSave(t *testing.T, j Job, restore *CheckpointRef, steps int) (CheckpointRef, map[string][]float32, models.Config) {
+	t.Helper()
+	ctx := context.Background()
+	r, err := NewRun(ctx, j, restore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for i := 0; i < steps; i++ {
+		if _, err := r.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := r.SaveSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Ref, weights(r), r.cfg
 }
