@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -37,6 +38,7 @@ func newTokenizerTrainCmd() *cobra.Command {
 		inputs  []string
 		vocab   int
 		out     string
+		format  string
 		minFreq int
 	)
 	c := &cobra.Command{
@@ -49,7 +51,8 @@ The same files in the same order always give the same tokenizer. Use "-" to
 read standard input.
 
 Example:
-  loom tokenizer train --input data/captions.txt,data/books.txt --vocab-size 8000 --out tokenizer.json`,
+  loom tokenizer train --input data/captions.txt,data/books.txt --vocab-size 8000 --out tokenizer.json
+  loom tokenizer train --input data/captions.txt --vocab-size 8000 --format hf --out tok/`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(inputs) == 0 {
@@ -71,8 +74,17 @@ Example:
 			if err != nil {
 				return fmt.Errorf("--vocab-size: %w", err)
 			}
-			if err := tokenizer.Save(out, tok); err != nil {
-				return err
+			switch format {
+			case "loom":
+				if err := tokenizer.Save(out, tok); err != nil {
+					return err
+				}
+			case "hf":
+				if err := writeHFTokenizer(out, tok); err != nil {
+					return err
+				}
+			default:
+				return fmt.Errorf("--format %q: want loom or hf", format)
 			}
 			slog.Info("tokenizer trained", "bytes", total, "distinct_pretokens", corpus.Words(),
 				"merges", len(tok.Merges()), "vocab_size", tok.VocabSize(), "out", out)
@@ -85,9 +97,27 @@ Example:
 	}
 	c.Flags().StringSliceVar(&inputs, "input", nil, "text files to learn from (comma-separated or repeated; - for stdin)")
 	c.Flags().IntVar(&vocab, "vocab-size", 4096, "wanted vocabulary size, bytes and special tokens included")
-	c.Flags().StringVar(&out, "out", "tokenizer.json", "where to write the tokenizer")
+	c.Flags().StringVar(&out, "out", "tokenizer.json", "where to write the tokenizer (a directory with --format hf)")
+	c.Flags().StringVar(&format, "format", "loom", "loom: Loom's JSON file; hf: a directory with a Hugging Face tokenizer.json and tokenizer_config.json (what a manifest's model.tokenizer names)")
 	c.Flags().IntVar(&minFreq, "min-frequency", 2, "least number of occurrences of a pair to merge it")
 	return c
+}
+
+// writeHFTokenizer writes tok as a Hugging Face tokenizer into dir.
+func writeHFTokenizer(dir string, tok *tokenizer.BPE) error {
+	files, err := tokenizer.HFFiles(tok)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(dir, f.Name), f.Data, 0o644); err != nil {
+			return fmt.Errorf("--out: %w", err)
+		}
+	}
+	return nil
 }
 
 func addFile(c *tokenizer.Corpus, path string, stdin io.Reader) (int64, error) {

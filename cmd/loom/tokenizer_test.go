@@ -28,6 +28,21 @@ func TestTokenizerTrainEncodeDecode(t *testing.T) {
 	if text != "<image> the cat\n" {
 		t.Errorf("decode(encode(%q)) = %q", "<image> the cat", text)
 	}
+	// --format hf writes a Hugging Face tokenizer with the same ids.
+	hfDir := filepath.Join(dir, "hf")
+	if _, err := run(t, "tokenizer", "train", "--input", in, "--vocab-size", "280", "--format", "hf", "--out", hfDir); err != nil {
+		t.Fatalf("loom tokenizer train --format hf: %v", err)
+	}
+	hfIDs, err := run(t, "tokenizer", "encode", "--tokenizer", filepath.Join(hfDir, "tokenizer.json"), "<image>", "the", "cat")
+	if err != nil {
+		t.Fatalf("loom tokenizer encode (hf): %v", err)
+	}
+	if hfIDs != ids {
+		t.Errorf("the hf tokenizer's ids %q differ from the loom file's %q", hfIDs, ids)
+	}
+	if _, err := os.Stat(filepath.Join(hfDir, "tokenizer_config.json")); err != nil {
+		t.Error(err)
+	}
 	if _, err := run(t, "tokenizer", "train", "--input", in, "--vocab-size", "10", "--out", out); err == nil || !strings.Contains(err.Error(), "--vocab-size") {
 		t.Errorf("train --vocab-size 10: error %v, want one naming --vocab-size", err)
 	}

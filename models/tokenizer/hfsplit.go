@@ -8,7 +8,8 @@ import (
 
 // The split patterns Hugging Face files use. Go's RE2 has no lookahead, so
 // the three that end in `\s+(?!\S)|\s+` are scanned by hand below (gpt2Scan,
-// qwenScan); other patterns are compiled with regexp when RE2 accepts them.
+// qwenScan), and Loom's own (loomPattern, what HFFiles writes) by
+// pretokenize; other patterns are compiled with regexp when RE2 accepts them.
 const (
 	gpt2Pattern   = `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
 	qwen2Pattern  = `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
@@ -29,6 +30,16 @@ func patternMatcher(p string) (matcher, error) {
 		return scanAll(func(s string) int { return qwenScan(s, 1) }), nil
 	case llama3Pattern:
 		return scanAll(func(s string) int { return qwenScan(s, 3) }), nil
+	case loomPattern:
+		return func(s string) [][2]int {
+			var out [][2]int
+			at := 0
+			for _, p := range pretokenize([]byte(s)) {
+				out = append(out, [2]int{at, at + len(p)})
+				at += len(p)
+			}
+			return out
+		}, nil
 	}
 	re, err := regexp.Compile(p)
 	if err != nil {
