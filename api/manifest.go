@@ -57,6 +57,15 @@ type Manifest struct {
 type Model struct {
 	// Size is one of ModelSizes. Required.
 	Size string `json:"size" yaml:"size"`
+	// Tokenizer is s3://bucket/prefix or file:///path of a directory with
+	// tokenizer files (Hugging Face tokenizer.json with
+	// tokenizer_config.json, or a SentencePiece tokenizer.model): the
+	// tokenizer the job trains with, in place of the one its init block's
+	// llm or model source brings, or of Loom's byte-level tokenizer when
+	// it has none. Loom's special tokens that it lacks are appended.
+	// Checkpoints record it, so jobs that start from this one's
+	// checkpoints, and `loom export`, use it too.
+	Tokenizer string `json:"tokenizer,omitempty" yaml:"tokenizer,omitempty"`
 }
 
 // InitParts are the part names an init block may use: the whole model,

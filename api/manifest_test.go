@@ -134,6 +134,7 @@ func TestParseManifestErrors(t *testing.T) {
 		{"init unknown part", minimal + "init: {decoder: {uri: file:///m}}\n", []string{`t.yaml:7: init.decoder: "decoder" is not a part: want one of model, llm, vision, qformer, vqgan`}},
 		{"init both", minimal + "init:\n  llm: {uri: file:///m, job: a}\n", []string{"t.yaml:8: init.llm: want exactly one of uri"}},
 		{"init neither", minimal + "init:\n  llm: {step: 3}\n", []string{"t.yaml:8: init.llm: want exactly one of uri"}},
+		{"tokenizer bad uri", strings.Replace(minimal, "size: tiny", "size: tiny, tokenizer: ./tok", 1), []string{`t.yaml:3: model.tokenizer: "./tok": want s3://bucket/prefix or file:///path`}},
 		{"init bad uri", minimal + "init:\n  llm:\n    uri: /models/llama\n", []string{`t.yaml:9: init.llm.uri: "/models/llama": want s3://bucket/prefix or file:///path`}},
 		{"init step with uri", minimal + "init:\n  llm: {uri: file:///m, step: 3}\n", []string{"init.llm.step: step and checkpoint go with job"}},
 		{"init self", minimal + "init:\n  model: {job: j}\n", []string{"init.model.job: a job cannot start from its own checkpoints"}},
@@ -155,6 +156,28 @@ func TestParseManifestErrors(t *testing.T) {
 				t.Errorf("%s: ParseManifest(%q)\n got error: %v\nwant it to contain: %s", c.name, c.yaml, err, w)
 			}
 		}
+	}
+}
+
+func TestParseManifestTokenizer(t *testing.T) {
+	y := strings.Replace(minimal, "size: tiny", "size: tiny, tokenizer: \"s3://loom/tokenizers/dev\"", 1)
+	m, err := ParseManifest("t.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Model.Tokenizer != "s3://loom/tokenizers/dev" {
+		t.Fatalf("Model.Tokenizer = %q", m.Model.Tokenizer)
+	}
+	b, err := m.Normalized()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, err := ParseManifest("n.yaml", b)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	if m2.Model.Tokenizer != m.Model.Tokenizer {
+		t.Fatalf("normalised form lost the tokenizer: %q\n%s", m2.Model.Tokenizer, b)
 	}
 }
 

@@ -296,7 +296,8 @@ func (d *decoder) manifest(n *yaml.Node, m *Manifest) {
 		"recipe": func(v *yaml.Node, p string) { d.str(v, p, &m.Recipe) },
 		"model": func(v *yaml.Node, p string) {
 			d.fields(v, p, map[string]func(*yaml.Node, string){
-				"size": func(v *yaml.Node, p string) { d.str(v, p, &m.Model.Size) },
+				"size":      func(v *yaml.Node, p string) { d.str(v, p, &m.Model.Size) },
+				"tokenizer": func(v *yaml.Node, p string) { d.str(v, p, &m.Model.Tokenizer) },
 			})
 		},
 		"seed": func(v *yaml.Node, p string) { d.int64(v, p, &m.Seed) },

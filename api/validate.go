@@ -54,6 +54,9 @@ func (m *Manifest) validate(file string, lines map[string]int) error {
 	if !contains(ModelSizes, m.Model.Size) {
 		c.add("model.size", "%q is not a model size: want one of %s", m.Model.Size, strings.Join(ModelSizes, ", "))
 	}
+	if m.Model.Tokenizer != "" && !validURI(m.Model.Tokenizer) {
+		c.add("model.tokenizer", "%q: want s3://bucket/prefix or file:///path of a directory with tokenizer.json or tokenizer.model", m.Model.Tokenizer)
+	}
 	for _, part := range sortedKeys(m.Init) {
 		src := m.Init[part]
 		p := "init." + part

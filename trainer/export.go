@@ -68,15 +68,20 @@ func PlanInit(ctx context.Context, j Job) (*InitReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	tok := j.Tokenizer
+	srcs, err := openInit(ctx, j, st.Recipe.Family)
+	if err != nil {
+		return nil, err
+	}
+	tok, uri := j.Tokenizer, ""
+	if tok == nil {
+		if tok, uri, err = initTokenizer(ctx, j, srcs); err != nil {
+			return nil, err
+		}
+	}
 	if tok == nil {
 		if tok, err = tokenizer.NewBPE(nil, tokenizer.DefaultSpecial); err != nil {
 			return nil, err
 		}
-	}
-	srcs, err := openInit(ctx, j, st.Recipe.Family)
-	if err != nil {
-		return nil, err
 	}
 	cfg, err := stageConfig(j.Manifest, st, tok, srcs)
 	if err != nil {
@@ -86,7 +91,12 @@ func PlanInit(ctx context.Context, j Job) (*InitReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	return loadInit(ctx, j, srcs, model, false, nil)
+	rep, err := loadInit(ctx, j, srcs, model, false, nil)
+	if err != nil {
+		return nil, err
+	}
+	rep.Tokenizer, rep.VocabSize = uri, tok.VocabSize()
+	return rep, nil
 }
 
 // ExportHF writes a part of a model ("model", "llm", "vision") as a

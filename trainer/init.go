@@ -383,6 +383,11 @@ type InitReport struct {
 	// start from the seed.
 	RandomInit []string
 	Params     int // parameters of the model
+	// Tokenizer is where the job's tokenizer files are ("": Loom's
+	// byte-level tokenizer), and VocabSize its vocabulary with Loom's
+	// special tokens.
+	Tokenizer string
+	VocabSize int
 }
 
 // loadInit initialises the model from the sources (load false: only plan
@@ -600,12 +605,26 @@ func (s StoreSource) String() string {
 	return s.Prefix
 }
 
-// initTokenizer is the tokenizer of the job's pretrained LLM: the tokenizer
-// files of the init block's model or llm source (a Hugging Face directory,
-// or the directory another job's checkpoint records), with Loom's special
-// tokens that it lacks appended (tokenizer.WithSpecial; their embedding
-// rows start at random). nil when no source has tokenizer files.
+// initTokenizer is the tokenizer the job trains with: the directory its
+// manifest's model.tokenizer names, else the tokenizer files of the init
+// block's model or llm source (a Hugging Face directory, or the directory
+// another job's checkpoint records), with Loom's special tokens that it
+// lacks appended (tokenizer.WithSpecial; their embedding rows start at
+// random). It returns the tokenizer's location too, which checkpoints
+// record. nil when there is no model.tokenizer and no source has tokenizer
+// files.
 func initTokenizer(ctx context.Context, j Job, srcs []*initSource) (tokenizer.Tokenizer, string, error) {
+	if uri := j.Manifest.Model.Tokenizer; uri != "" {
+		store, prefix, err := openLocation(ctx, j, uri)
+		if err != nil {
+			return nil, "", fmt.Errorf("trainer: model.tokenizer %s: %w", uri, err)
+		}
+		t, err := openTokenizer(ctx, StoreSource{Store: store, Prefix: prefix, Name: uri}, uri)
+		if err != nil {
+			return nil, "", fmt.Errorf("trainer: model.tokenizer: %w", err)
+		}
+		return tokenizer.WithSpecial(t, tokenizer.DefaultSpecial), uri, nil
+	}
 	for _, s := range srcs {
 		if s.part != "model" && s.part != "llm" {
 			continue
@@ -625,16 +644,7 @@ func initTokenizer(ctx context.Context, j Job, srcs []*initSource) (tokenizer.To
 		default:
 			continue
 		}
-		t, err := tokenizer.OpenFiles(uri, func(name string) ([]byte, error) {
-			n, err := src.Size(ctx, name)
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil, nil
-			}
-			if err != nil {
-				return nil, err
-			}
-			return src.ReadRange(ctx, name, 0, n)
-		})
+		t, err := openTokenizer(ctx, src, uri)
 		if errors.Is(err, tokenizer.ErrNoTokenizer) {
 			continue
 		}
@@ -644,4 +654,19 @@ func initTokenizer(ctx context.Context, j Job, srcs []*initSource) (tokenizer.To
 		return tokenizer.WithSpecial(t, tokenizer.DefaultSpecial), uri, nil
 	}
 	return nil, "", nil
+}
+
+// openTokenizer reads the tokenizer files of src (tokenizer.OpenFiles);
+// uri names it in errors.
+func openTokenizer(ctx context.Context, src hf.Source, uri string) (tokenizer.Pretrained, error) {
+	return tokenizer.OpenFiles(uri, func(name string) ([]byte, error) {
+		n, err := src.Size(ctx, name)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return src.ReadRange(ctx, name, 0, n)
+	})
 }

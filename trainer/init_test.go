@@ -528,3 +528,69 @@ func trainThenSave(t *testing.T, j Job, restore *CheckpointRef, steps int) (Chec
 	}
 	return res.Ref, weights(r), r.cfg
 }
+
+// model.tokenizer names the tokenizer a job trains with when no init
+// source brings one: the LLM's vocabulary is its size, checkpoints record
+// it, and --dry-run's plan reports it.
+func TestModelTokenizer(t *testing.T) {
+	ctx := context.Background()
+	d := sharedData(t)
+	c := tokenizer.NewCorpus(tokenizer.DefaultSpecial)
+	c.Add([]byte(strings.Repeat("a red circle on a blue background. a green square on a white background.\n", 20)))
+	bpe, err := tokenizer.Train(tokenizer.TrainConfig{VocabSize: 400}, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := tokenizer.HFFiles(bpe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(dir, f.Name), f.Data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := testManifest(t, "vila", 1, 4)
+	m.Model.Tokenizer = "file://" + dir
+	j := d.job(m, 0, shard.NewMemStore())
+	j.OpenDataset = d.openWithInit
+	plan, err := PlanInit(ctx, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Tokenizer != m.Model.Tokenizer || plan.VocabSize != bpe.VocabSize() {
+		t.Errorf("plan: tokenizer %q with %d tokens, want %q with %d", plan.Tokenizer, plan.VocabSize, m.Model.Tokenizer, bpe.VocabSize())
+	}
+	r, err := NewRun(ctx, j, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.cfg.LLM.Vocab != bpe.VocabSize() {
+		t.Fatalf("LLM vocab %d, want the tokenizer's %d", r.cfg.LLM.Vocab, bpe.VocabSize())
+	}
+	if text := "<image> a red circle"; !slices.Equal(r.builder.tok.Encode(text), bpe.Encode(text)) {
+		t.Errorf("the job encodes %q to %v, the tokenizer to %v", text, r.builder.tok.Encode(text), bpe.Encode(text))
+	}
+	if _, err := r.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.SaveSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	man, err := ReadCheckpoint(ctx, j.Store, res.Ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if man.Tokenizer != m.Model.Tokenizer {
+		t.Errorf("checkpoint records tokenizer %q, want %q", man.Tokenizer, m.Model.Tokenizer)
+	}
+
+	// A directory without tokenizer files is refused, naming the field.
+	m.Model.Tokenizer = "file://" + t.TempDir()
+	if _, err := NewRun(ctx, d.job(m, 0, shard.NewMemStore()), nil); err == nil || !strings.Contains(err.Error(), "model.tokenizer") || !strings.Contains(err.Error(), "no tokenizer.json or tokenizer.model") {
+		t.Errorf("empty tokenizer dir: err = %v", err)
+	}
+}

@@ -120,6 +120,14 @@ Example:
 					return fmt.Errorf("the job's tokenizer %s: %w", man.Tokenizer, err)
 				}
 				opt.Files = files
+			} else if part != "vision" {
+				// The job trained with Loom's byte-level tokenizer: write it
+				// as a tokenizer.json with the same ids.
+				files, err := byteLevelTokenizerFiles(model.Config().LLM.Vocab)
+				if err != nil {
+					return err
+				}
+				opt.Files = files
 			}
 			res, layout, err := trainer.ExportHF(octx, model, part, sink, opt)
 			if err != nil {
@@ -218,6 +226,27 @@ func putFile(ctx context.Context, s3 *s3Flags, dest string, data []byte) error {
 		return err
 	}
 	return store.Put(ctx, loc.Prefix, bytes.NewReader(data), int64(len(data)))
+}
+
+// byteLevelTokenizerFiles are the Hugging Face files of Loom's byte-level
+// tokenizer (tokenizer.HFFiles), for a model whose vocabulary is vocab.
+func byteLevelTokenizerFiles(vocab int) (map[string][]byte, error) {
+	tok, err := tokenizer.NewBPE(nil, tokenizer.DefaultSpecial)
+	if err != nil {
+		return nil, err
+	}
+	if tok.VocabSize() != vocab {
+		return nil, fmt.Errorf("the checkpoint names no tokenizer, but its vocabulary (%d) is not Loom's byte-level tokenizer's (%d)", vocab, tok.VocabSize())
+	}
+	fs, err := tokenizer.HFFiles(tok)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]byte{}
+	for _, f := range fs {
+		out[f.Name] = f.Data
+	}
+	return out, nil
 }
 
 // tokenizerFiles reads the tokenizer files of a directory or s3:// prefix.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/loomtrain/loom/models"
 	"github.com/loomtrain/loom/models/hf"
 	"github.com/loomtrain/loom/models/nn"
+	"github.com/loomtrain/loom/models/tokenizer"
 )
 
 // loom export against a running cluster: a VILA job's committed
@@ -86,6 +88,26 @@ func TestExportCommand(t *testing.T) {
 	}
 	if len(ck.Files()) < 2 {
 		t.Errorf("--shard-bytes 20000 wrote %v", ck.Files())
+	}
+	// The job trained with the byte-level tokenizer; the export carries it
+	// as a tokenizer.json that encodes to the same ids.
+	tok, err := tokenizer.OpenDir(filepath.Join(out, "llm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bytesOnly, err := tokenizer.NewBPE(nil, tokenizer.DefaultSpecial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hc struct {
+		Vocab int `json:"vocab_size"`
+	}
+	if err := json.Unmarshal(ck.Config(), &hc); err != nil {
+		t.Fatal(err)
+	}
+	if text := "<image> a red circle"; !slices.Equal(tok.Encode(text), bytesOnly.Encode(text)) || tok.VocabSize() != hc.Vocab {
+		t.Errorf("exported tokenizer: %d tokens (config.json says %d), encodes %q to %v, want %v",
+			tok.VocabSize(), hc.Vocab, text, tok.Encode(text), bytesOnly.Encode(text))
 	}
 	l, err := hf.FindLayout("llm", models.VILA, ck.Config())
 	if err != nil {

@@ -62,7 +62,7 @@ Example:
 				if err != nil {
 					return err
 				}
-				if _, err = cmd.OutOrStdout().Write(b); err != nil || len(m.Init) == 0 {
+				if _, err = cmd.OutOrStdout().Write(b); err != nil || (len(m.Init) == 0 && m.Model.Tokenizer == "") {
 					return err
 				}
 				return planInit(cmd, &cf, &s3, m)
@@ -89,7 +89,8 @@ Example:
 	return c
 }
 
-// planInit prints what the manifest's init block loads (submit --dry-run).
+// planInit prints the tokenizer and what the manifest's init block loads
+// (submit --dry-run).
 func planInit(cmd *cobra.Command, cf *clientFlags, s3 *s3Flags, m *api.Manifest) error {
 	ctx := cmd.Context()
 	if jobs := m.InitJobs(); len(jobs) > 0 {
@@ -130,6 +131,11 @@ func planInit(cmd *cobra.Command, cf *clientFlags, s3 *s3Flags, m *api.Manifest)
 	}
 	w := cmd.OutOrStdout()
 	fmt.Fprintf(w, "\n# init: what the first stage loads (nothing was loaded)\n")
+	if rep.Tokenizer != "" {
+		fmt.Fprintf(w, "tokenizer: %s (%d tokens with Loom's special tokens)\n", rep.Tokenizer, rep.VocabSize)
+	} else {
+		fmt.Fprintf(w, "tokenizer: Loom's byte-level tokenizer (%d tokens)\n", rep.VocabSize)
+	}
 	for _, p := range rep.Parts {
 		if p.Deferred != "" {
 			fmt.Fprintf(w, "init.%s: %s: not in the first stage (%s); it initialises the stage where the part appears\n", p.Part, p.Source, p.Deferred)
