@@ -24,8 +24,10 @@ const (
 	// FormatQFormerCaption: BLIP-2 stage 1. [CLS] + caption (≤ 32 BERT
 	// tokens, LAVIS max_txt_len), one image per row.
 	FormatQFormerCaption Format = iota
-	// FormatSoftPromptCaption: BLIP-2 stage 2. The caption + EOS after the
-	// soft prompts; loss on every caption token (LAVIS blip2_opt).
+	// FormatSoftPromptCaption: BLIP-2 stage 2. BOS + caption + EOS after
+	// the soft prompts, loss on each of them (LAVIS blip2_opt: the OPT
+	// tokenizer puts BOS before the caption, and only the queries and
+	// padding are masked from the targets).
 	FormatSoftPromptCaption
 	// FormatQwen: Qwen-VL. Each image is an <img></img> pair the adapter's
 	// queries fill; interleaved documents keep their order; conversations
@@ -131,7 +133,7 @@ func (b *rowBuilder) build(kind shard.Kind, s shard.Sample, pos int64) (row, err
 			return r, fmt.Errorf("sample %s: %w", s.ID, err)
 		}
 		r.Images = []*kernels.Tensor{img}
-		r.Tokens = append(clip(b.enc(s.Caption), min(b.maxLen, 32)-1), sp.EOS)
+		r.Tokens = append(append([]int32{sp.BOS}, clip(b.enc(s.Caption), min(b.maxLen, 32)-2)...), sp.EOS)
 		r.Loss = fill(len(r.Tokens), true)
 		r.Prefixed = true
 		return r, nil

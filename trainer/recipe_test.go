@@ -11,6 +11,7 @@ import (
 
 	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/shard"
+	"github.com/loomtrain/loom/shard/synth"
 )
 
 func parseTestManifest(t *testing.T) *api.Manifest {
@@ -262,5 +263,36 @@ func TestLossWeightsReachModel(t *testing.T) {
 	want := p.Terms["itc"] + 2*p.Terms["itm"]
 	if math.Abs(p.Loss-want) > 1e-5*math.Abs(want) {
 		t.Errorf("Step loss %v, want itc + 2·itm = %v (terms %v)", p.Loss, want, p.Terms)
+	}
+}
+
+// BLIP-2 stage 2 feeds the LLM BOS + caption + EOS after the soft prompts,
+// as LAVIS's blip2_opt does (the OPT tokenizer puts BOS first).
+func TestBLIP2Stage2RowStartsWithBOS(t *testing.T) {
+	ctx := context.Background()
+	d := sharedData(t)
+	m := testManifest(t, "blip2", 2, 4)
+	r, err := NewRun(ctx, d.job(m, 0, shard.NewMemStore()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	st, err := Resolve(m, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := *r.builder
+	b.format = st.Spec.Format
+	s := synth.Sample(shard.KindImageText, 1, 0)
+	rw, err := b.build(shard.KindImageText, s, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := r.cfg.Special
+	cap := b.enc(s.Caption)
+	cap = cap[:min(len(cap), 30)] // 32 tokens in all, LAVIS max_txt_len
+	want := append(append([]int32{sp.BOS}, cap...), sp.EOS)
+	if !slices.Equal(rw.Tokens, want) || !rw.Prefixed {
+		t.Fatalf("stage 2 row %v (prefixed %v), want %v after the soft prompts", rw.Tokens, rw.Prefixed, want)
 	}
 }
