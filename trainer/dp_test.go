@@ -153,44 +153,24 @@ func maxAbsDiff(a, b map[string][]float32) (float64, string) {
 // TestDataParallelEquivalence: 2 and 4 ranks with the same global batch
 // consume the same samples in the same order, have the same loss and
 // gradient norm at every step (1e-5 relative), and end with the weights of
-// 1 rank: within 1e-5 relative per tensor, except BLIP-2 stage 1 (below).
+// 1 rank: within 1e-5 relative per tensor.
 func TestDataParallelEquivalence(t *testing.T) {
 	const steps, lr = 3, 3e-3 // lr large enough to move every weight visibly
 	for _, tc := range []struct {
-		recipe string
-		stage  int
-		micro  int // 0: no gradient accumulation
-		// noiseFloor: the weights are compared element by element against
-		// 0.1·lr·steps instead of 1e-5 relative per tensor.
-		noiseFloor bool
-		dropout    float32 // the Q-Former's
+		recipe  string
+		stage   int
+		micro   int     // 0: no gradient accumulation
+		dropout float32 // the Q-Former's
 	}{
 		{recipe: "qwen-vl", micro: 2}, {recipe: "lwm", micro: 2}, {recipe: "vila", micro: 2},
-		// BLIP-2 stage 1 (ITC and ITM over the global batch, gathered
-		// across the ranks, the same negatives at every world size): the
-		// losses and gradient norms agree within 1e-5 at every step, and
-		// the first step's gradient within 1e-5 of its norm
-		// (TestBLIP2GlobalNegatives). The weights cannot agree within 1e-5
-		// per tensor, and not because of data parallelism: at
-		// initialisation every text and every image is mapped to nearly
-		// the same unit vector (cosines within 1e-5 of 1), so the gradient
-		// ITC alone feeds (vision_proj, text_proj, temp; ~1e-4 of the
-		// others) is float32 noise: one worker's is 0.4–2.2% off the exact
-		// float64 gradient, the same batch with its rows permuted is off
-		// by a different 0.5–0.7%, and 2 or 4 data-parallel members are as
-		// close to the exact gradient as one worker (models'
-		// TestBLIP2ITCNoiseFloor). AdamW normalises every element's
-		// gradient, so that noise becomes a ~1% change of lr-sized steps:
-		// after 3 steps the heads differ by ≤0.9% relative and other
-		// tensors by ≤1.4e-4 (ITC's share of their gradient), at most
-		// 0.03·lr·steps for any element (measured). A real fault (other
-		// negatives, a missing or mis-scaled gradient, per-rank dropout)
-		// changes whole updates, i.e. O(lr) per element, the loss or the
-		// gradient norm: the bound 0.1·lr·steps catches it.
-		{recipe: "blip2", noiseFloor: true},
-		// With the Q-Former's dropout (0.1, as LAVIS; row-seeded masks)
-		// the features are not collapsed at initialisation, ITC is well
-		// conditioned, and BLIP-2 meets 1e-5 per tensor (measured ≤ 2e-6).
+		// BLIP-2 stage 1: ITC and ITM over the global batch, gathered
+		// across the ranks, with the same negatives at every world size.
+		// (Until the Q-Former's init was scaled to its width, every text
+		// and image mapped to nearly one unit vector at initialisation,
+		// ITC's heads' gradient was float32 noise, and this case needed a
+		// looser bound; models' TestBLIP2NotCollapsedAtInit keeps it out.)
+		{recipe: "blip2"},
+		// With the Q-Former's dropout (0.1, as LAVIS; row-seeded masks).
 		{recipe: "blip2", dropout: 0.1},
 	} {
 		name := tc.recipe
@@ -221,10 +201,7 @@ func TestDataParallelEquivalence(t *testing.T) {
 				abs, absAt := maxAbsDiff(one.weights[0], got.weights[0])
 				t.Logf("world %d vs 1: weights differ by up to %.3g relative (%s), %.3g·lr·steps absolute (%s); losses %v vs %v",
 					world, d, at, abs/(lr*steps), absAt, got.losses, one.losses)
-				switch {
-				case tc.noiseFloor && abs > 0.1*lr*steps:
-					t.Errorf("world %d vs 1 after %d steps: an element of %s differs by %.3g, want ≤ 0.1·lr·steps = %.3g", world, steps, absAt, abs, 0.1*lr*steps)
-				case !tc.noiseFloor && d > 1e-5:
+				if d > 1e-5 {
 					t.Errorf("world %d vs 1 after %d steps: %s differs by %.3g relative, want ≤ 1e-5", world, steps, at, d)
 				}
 				if !slices.EqualFunc(got.ids, one.ids, slices.Equal) {
@@ -266,10 +243,7 @@ func TestUnreachedParametersStay(t *testing.T) {
 // TestBLIP2GlobalNegatives: BLIP-2 stage 1's first-step gradient (ITC and
 // ITM over the global batch gathered across ranks, ITG) at 2 and 4 ranks
 // equals one rank's within 1e-5 of the global gradient norm, on every rank
-// bit for bit. (Per tensor, the text side's gradients are ~1e-3 of the
-// image side's at initialisation, a difference of nearly equal terms,
-// which summation order moves by ~1%; AdamW then turns that into
-// lr-sized steps: see TestDataParallelEquivalence's tolerance.)
+// bit for bit.
 func TestBLIP2GlobalNegatives(t *testing.T) {
 	m := testManifest(t, "blip2", 1, 8)
 	reportGrads = true
@@ -347,15 +321,14 @@ func gradRelDiff(a, b map[string][]float32) (rel, norm float64) {
 // TestBLIP2ContrastAccumulation: BLIP-2 stage 1 contrasts the whole global
 // batch also with gradient accumulation (GradCache: group.go). One worker
 // with 2 and 4 micro-batches, 2 workers × 2 micro-batches and 4 workers ×
-// 2 micro-batches against one worker with the whole batch at once: the
+// 1 micro-batch against one worker with the whole batch at once: the
 // first step's gradient within 1e-5 of its norm, the same samples, the
 // losses and gradient norms within 1e-5 at every step, and the weights
-// after 3 steps within 0.1·lr·steps per element (the ITC heads' float32
-// noise floor: TestDataParallelEquivalence). With the Q-Former's dropout
-// (masks seeded per global row and step) the features are no longer
-// collapsed at initialisation, and the weights agree within 1e-5 relative
-// per tensor (checked at 1 worker × 2 micro-batches and 2 × 2, to keep the
-// test short under -race).
+// after 3 steps within 2e-5 relative per tensor (measured ≤ 8.5e-6 without
+// dropout, ≤ 1.13e-5 with the Q-Former's dropout, masks seeded per global
+// row and step, in qformer.embeddings.LayerNorm.bias, a tensor that starts
+// at zero; a real fault moves whole updates, O(1) relative). With dropout
+// only 1 × 4 and 2 × 2 run, to keep the test short under -race.
 func TestBLIP2ContrastAccumulation(t *testing.T) {
 	for _, dropout := range []float32{0, 0.1} {
 		t.Run(fmt.Sprintf("dropout %g", dropout), func(t *testing.T) {
@@ -400,11 +373,8 @@ func testBLIP2ContrastAccumulation(t *testing.T) {
 		if rel > 1e-5 {
 			t.Errorf("world %d, micro_batch %d: first-step gradient differs by %.3g of its norm, want ≤ 1e-5", tc.world, tc.micro, rel)
 		}
-		switch {
-		case qformerDropout == 0 && abs > 0.1*lr*steps:
-			t.Errorf("world %d, micro_batch %d after %d steps: an element of %s differs by %.3g, want ≤ 0.1·lr·steps = %.3g", tc.world, tc.micro, steps, at, abs, 0.1*lr*steps)
-		case qformerDropout > 0 && wrel > 1e-5:
-			t.Errorf("world %d, micro_batch %d after %d steps: %s differs by %.3g relative, want ≤ 1e-5", tc.world, tc.micro, steps, wat, wrel)
+		if wrel > 2e-5 {
+			t.Errorf("world %d, micro_batch %d after %d steps: %s differs by %.3g relative, want ≤ 2e-5", tc.world, tc.micro, steps, wat, wrel)
 		}
 		for r := 1; r < tc.world; r++ {
 			if d, at := maxRelDiff(got.weights[0], got.weights[r]); d != 0 {

@@ -2,6 +2,7 @@ package qformer
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 
 	"github.com/loomtrain/loom/kernels"
@@ -188,6 +189,26 @@ func New(p *nn.Params, rng *rand.Rand, prefix string, c Config) (*QFormer, error
 		l.ffnQuery = newFFN(p, rng, n+".intermediate_query", n+".output_query", h, c.Intermediate, c.Eps)
 		q.layers = append(q.layers, l)
 	}
+	// BERT's initializer_range 0.02 is calibrated for bert-base's width
+	// 768, where a projection of a LayerNorm'd input has outputs of std
+	// 0.02·√768 ≈ 0.55. At a narrower width the same 0.02 makes every
+	// attention and FFN sublayer almost silent beside its residual (at
+	// width 64, 12x weaker through Q·K and V·O), so the Q-Former at init
+	// is nearly the identity on its embeddings: every image's query
+	// outputs and every caption's [CLS] output are the same vector
+	// (cosine 0.999 and 0.99999 across samples), and ITC sits at ln(batch)
+	// for hundreds of steps. So the layers' weights are drawn with std
+	// 0.02·√(768/Hidden): bert-base's gain at every width, and exactly
+	// BERT's init at 768. Checkpoints (BERT, BLIP-2) replace them anyway.
+	if k := math.Sqrt(float64(bertBaseHidden) / float64(h)); h != bertBaseHidden {
+		for _, t := range p.Select(prefix + ".layer.*") {
+			if len(t.Shape) == 2 {
+				for i := range t.Data {
+					t.Data[i] *= float32(k)
+				}
+			}
+		}
+	}
 	if c.Objectives {
 		q.heads = &Heads{
 			VisionProj: nn.NewLinear(p, rng, prefix+".vision_proj", h, c.EmbedDim, true),
@@ -201,6 +222,9 @@ func New(p *nn.Params, rng *rand.Rand, prefix string, c Config) (*QFormer, error
 	}
 	return q, nil
 }
+
+// bertBaseHidden is bert-base's width, the one BERT's init is made for.
+const bertBaseHidden = 768
 
 // Heads returns the stage-1 heads, or nil without a text side.
 func (q *QFormer) Heads() *Heads { return q.heads }
