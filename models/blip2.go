@@ -265,7 +265,7 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, raw, feats *kernels.Tensor) (
 			simI2T = tp.Slice(full, 0, g.off, g.off+nb)
 			simT2I = tp.Slice(tp.Transpose(full, 0, 1), 0, g.off, g.off+nb)
 		}
-		itc = tp.Scale(tp.Add(tp.CrossEntropy(simI2T, diag, ceOpt), tp.CrossEntropy(simT2I, diag, ceOpt)), 0.5)
+		itc = itcLoss(tp, simI2T, simT2I, diag, ceOpt, itcTargets(g.tokens, g.off, nb, ls))
 		i2t = func(i int) []float32 { return simI2T.Data[i*g.size : (i+1)*g.size] }
 		t2i = func(j int) []float32 { return simT2I.Data[j*g.size : (j+1)*g.size] }
 	}
@@ -279,11 +279,12 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, raw, feats *kernels.Tensor) (
 	if g.size >= 2 && m.cfg.LossWeight("itm") > 0 {
 		negImg := make([]int32, nb) // group index, for text j
 		negTxt := make([]int32, nb) // group index, for image i
+		same := sameCaption(g.tokens)
 		for j := 0; j < nb; j++ {
-			negImg[j] = sampleNeg(negRng(g.seed, 2*(g.off+j)), t2i(j), g.off+j)
+			negImg[j] = sampleNeg(negRng(g.seed, 2*(g.off+j)), t2i(j), same(g.off+j))
 		}
 		for i := 0; i < nb; i++ {
-			negTxt[i] = sampleNeg(negRng(g.seed, 2*(g.off+i)+1), i2t(i), g.off+i)
+			negTxt[i] = sampleNeg(negRng(g.seed, 2*(g.off+i)+1), i2t(i), same(g.off+i))
 		}
 		// Negative images come from the group: the frozen ViT's outputs
 		// are gathered and the trainable ln_vision runs here.
@@ -454,7 +455,7 @@ func (m *blip2) ContrastFeatures(b *Batch) (ContrastFeatures, error) {
 	ids, t, lens := padRows(b.Tokens, m.cfg.Special.Pad)
 	ds, doff := dropSeed(b)
 	img, txt := m.itcFeatures(nil, b, feats, ids, t, lens, true, ds, doff)
-	return ContrastFeatures{Image: img.Data, Text: txt.Data, ViT: raw.Data}, nil
+	return ContrastFeatures{Image: img.Data, Text: txt.Data, ViT: raw.Data, Tokens: b.Tokens}, nil
 }
 
 // Contrast computes ITC over a group from the features of all of its rows
@@ -474,6 +475,12 @@ func (m *blip2) Contrast(f ContrastFeatures) (*Contrast, error) {
 		return nil, fmt.Errorf("contrast: image features: %d values, want %d rows × %d queries × %d", len(f.Image), g, nq, e)
 	case len(f.ViT) == 0 || len(f.ViT)%(g*w) != 0:
 		return nil, fmt.Errorf("contrast: ViT outputs: %d values, want %d rows × patches × %d", len(f.ViT), g, w)
+	case f.Tokens != nil && len(f.Tokens) != g:
+		return nil, fmt.Errorf("contrast: tokens: %d rows, the features %d", len(f.Tokens), g)
+	}
+	var targets *kernels.Tensor
+	if f.Tokens != nil {
+		targets = itcTargets(f.Tokens, 0, g, m.cfg.LabelSmoothing)
 	}
 	m.clampTemp()
 	tp := kernels.NewTape()
@@ -496,7 +503,7 @@ func (m *blip2) Contrast(f ContrastFeatures) (*Contrast, error) {
 		diag[i] = int32(i)
 	}
 	ceOpt := kernels.CEOptions{LabelSmoothing: m.cfg.LabelSmoothing}
-	itc := tp.Scale(tp.Add(tp.CrossEntropy(full, diag, ceOpt), tp.CrossEntropy(tp.Transpose(full, 0, 1), diag, ceOpt)), 0.5)
+	itc := itcLoss(tp, full, tp.Transpose(full, 0, 1), diag, ceOpt, targets)
 	loss := itc.Item()
 	tp.Backward(itc)
 	return &Contrast{Features: f, Sim: sim, Loss: loss, ImageGrad: img.Grad, TextGrad: txt.Grad, TempGrad: temp.Grad[0]}, nil
@@ -536,25 +543,37 @@ func (m *blip2) cachedITC(tp *kernels.Tape, c *Contrast, g group, img, txt *kern
 	}, img, txt, temp), nil
 }
 
-// sampleNeg draws an index ∝ softmax(logits) with skip excluded.
-func sampleNeg(rng *rand.Rand, logits []float32, skip int) int32 {
+// sampleNeg draws an index ∝ softmax(logits) among those that skip does
+// not exclude (the row itself and the rows with its caption: LAVIS masks
+// the positives, by image id where it has them). When skip excludes every
+// index (a group of one caption), only the first excluded one, the row
+// itself, is left out.
+func sampleNeg(rng *rand.Rand, logits []float32, skip []int) int32 {
+	excluded := make([]bool, len(logits))
+	for _, k := range skip {
+		excluded[k] = true
+	}
+	if len(skip) >= len(logits) {
+		excluded = make([]bool, len(logits))
+		excluded[skip[0]] = true
+	}
 	mx := math.Inf(-1)
 	for k, v := range logits {
-		if k != skip {
+		if !excluded[k] {
 			mx = math.Max(mx, float64(v))
 		}
 	}
 	w := make([]float64, len(logits))
 	var sum float64
 	for k, v := range logits {
-		if k != skip {
+		if !excluded[k] {
 			w[k] = math.Exp(float64(v) - mx)
 			sum += w[k]
 		}
 	}
 	u := rng.Float64() * sum
 	for k, v := range w {
-		if k == skip {
+		if excluded[k] {
 			continue
 		}
 		if u < v {
@@ -563,11 +582,69 @@ func sampleNeg(rng *rand.Rand, logits []float32, skip int) int32 {
 		u -= v
 	}
 	for k := len(w) - 1; k >= 0; k-- {
-		if k != skip {
+		if !excluded[k] {
 			return int32(k)
 		}
 	}
-	return int32(skip)
+	return int32(skip[0])
+}
+
+// sameCaption returns, for a row of the group, that row and every other
+// row with the same caption tokens, itself first: the rows that are not
+// its negatives.
+func sameCaption(tokens [][]int32) func(i int) []int {
+	return func(i int) []int {
+		out := []int{i}
+		for k, row := range tokens {
+			if k != i && slices.Equal(row, tokens[i]) {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
+}
+
+// itcTargets is ITC's target distribution for rows off..off+n of a group
+// whose captions repeat: row i's targets spread 1−ls over the rows with
+// its caption (itself included) and ls over all G, as LAVIS's sim_targets
+// over its image-id positives (blip2_qformer.py; there 0.1 and 0.9).
+// Captions shared within a batch are not each other's negatives. nil when
+// every caption of the group is distinct: the targets are then the
+// diagonal, which the hard-label cross-entropy computes.
+func itcTargets(tokens [][]int32, off, n int, ls float32) *kernels.Tensor {
+	g := len(tokens)
+	same := sameCaption(tokens)
+	dup := false
+	for i := 0; i < g && !dup; i++ {
+		dup = len(same(i)) > 1
+	}
+	if !dup {
+		return nil
+	}
+	t := kernels.Zeros(n, g)
+	for r := 0; r < n; r++ {
+		pos := same(off + r)
+		for k := 0; k < g; k++ {
+			t.Data[r*g+k] = ls / float32(g)
+		}
+		for _, k := range pos {
+			t.Data[r*g+k] += (1 - ls) / float32(len(pos))
+		}
+	}
+	return t
+}
+
+// itcLoss is ½(CE of each image over the texts + CE of each text over the
+// images) for the rows i2t and t2i hold: against the diagonal (label
+// smoothed) when targets is nil, else against the soft targets.
+func itcLoss(tp *kernels.Tape, i2t, t2i *kernels.Tensor, diag []int32, opt kernels.CEOptions, targets *kernels.Tensor) *kernels.Tensor {
+	if targets == nil {
+		return tp.Scale(tp.Add(tp.CrossEntropy(i2t, diag, opt), tp.CrossEntropy(t2i, diag, opt)), 0.5)
+	}
+	soft := func(sim *kernels.Tensor) *kernels.Tensor {
+		return tp.Scale(tp.Sum(tp.Mul(tp.LogSoftmax(sim), targets)), -1/float32(sim.Shape[0]))
+	}
+	return tp.Scale(tp.Add(soft(i2t), soft(t2i)), 0.5)
 }
 
 // stage2 projects the query outputs into the LLM as soft prompts (§3.3;

@@ -124,6 +124,9 @@ type ContrastFeatures struct {
 	Image []float32 // [n, Queries, EmbedDim]: L2-normalised projected query outputs
 	Text  []float32 // [n, EmbedDim]: L2-normalised projected text [CLS] outputs
 	ViT   []float32 // [n, Patches, Width]: the frozen ViT's outputs (ITM's negative images)
+	// Tokens are the rows' captions, which say which rows share one (those
+	// are not each other's ITC negatives); nil in Contrast: all distinct.
+	Tokens [][]int32
 }
 
 // Contrast is ITC over a whole group of G rows and what the members need

@@ -168,9 +168,10 @@ func (g *gatherGroup) contrast(m contrastive, batches []*models.Batch, seed uint
 	}
 	all, off := g.tokens(tokens)
 	global := models.ContrastFeatures{
-		Image: g.rows(local.Image, "all-gather of image features"),
-		Text:  g.rows(local.Text, "all-gather of text features"),
-		ViT:   g.rows(local.ViT, "all-gather of ViT outputs"),
+		Image:  g.rows(local.Image, "all-gather of image features"),
+		Text:   g.rows(local.Text, "all-gather of text features"),
+		ViT:    g.rows(local.ViT, "all-gather of ViT outputs"),
+		Tokens: all,
 	}
 	c, err := m.Contrast(global)
 	if err != nil {
