@@ -22,6 +22,7 @@ import (
 
 	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/api/loompb"
+	"github.com/loomtrain/loom/internal/devcluster"
 	"github.com/loomtrain/loom/trainer"
 )
 
@@ -151,13 +152,13 @@ type stepRecord struct {
 // sampleLog reads every worker log of the cluster and returns, for job,
 // the samples each global step trained on in the generation that ran it
 // last (the lineage that survives a restart), ranks concatenated in order.
-func sampleLog(t *testing.T, c *devCluster, job string, world int) map[int64][]string {
+func sampleLog(t *testing.T, c *devcluster.Cluster, job string, world int) map[int64][]string {
 	t.Helper()
 	type key struct {
 		step, gen int64
 	}
 	byGen := map[key]map[int][]string{}
-	files, _ := filepath.Glob(filepath.Join(c.dir, "logs", "w*.log"))
+	files, _ := filepath.Glob(filepath.Join(c.LogDir(), "w*.log"))
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -198,7 +199,7 @@ func sampleLog(t *testing.T, c *devCluster, job string, world int) map[int64][]s
 }
 
 // finalTensors returns tensor name → sha256 of the job's final checkpoint.
-func finalTensors(t *testing.T, c *devCluster, j *loompb.Job) map[string]string {
+func finalTensors(t *testing.T, c *devcluster.Cluster, j *loompb.Job) map[string]string {
 	t.Helper()
 	var final *loompb.Checkpoint
 	for _, cp := range j.Checkpoints {
@@ -209,11 +210,11 @@ func finalTensors(t *testing.T, c *devCluster, j *loompb.Job) map[string]string 
 	if final == nil {
 		t.Fatalf("job %s: no committed checkpoint at its last step %d", j.Name, j.TotalSteps)
 	}
-	ref, err := restoreOf(final)
+	ref, err := devcluster.RestoreOf(final)
 	if err != nil {
 		t.Fatal(err)
 	}
-	man, err := trainer.ReadCheckpoint(context.Background(), c.store, *ref)
+	man, err := trainer.ReadCheckpoint(context.Background(), c.Store(), *ref)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,11 +227,11 @@ func finalTensors(t *testing.T, c *devCluster, j *loompb.Job) map[string]string 
 	return out
 }
 
-func waitJob(t *testing.T, c *devCluster, name string, within time.Duration, cond func(*loompb.Job) bool) *loompb.Job {
+func waitJob(t *testing.T, c *devcluster.Cluster, name string, within time.Duration, cond func(*loompb.Job) bool) *loompb.Job {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		j, err := c.getJob(context.Background(), name)
+		j, err := c.GetJob(context.Background(), name)
 		if err == nil && cond(j) {
 			return j
 		}
@@ -263,7 +264,7 @@ func TestResume(t *testing.T) {
 	}
 	ctx := context.Background()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	c, err := startDevCluster(ctx, devClusterOptions{Dir: t.TempDir(), Bin: loomBinary, Coordinators: 3, LeaseTTL: 3 * time.Second, Logger: quiet})
+	c, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir(), Bin: loomBinary, Coordinators: 3, LeaseTTL: 3 * time.Second, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,30 +272,30 @@ func TestResume(t *testing.T) {
 		if t.Failed() {
 			keep := filepath.Join(os.TempDir(), "loom-resume-logs")
 			os.RemoveAll(keep)
-			exec.Command("cp", "-r", filepath.Join(c.dir, "logs"), keep).Run()
+			exec.Command("cp", "-r", filepath.Join(c.LogDir()), keep).Run()
 			t.Logf("process logs copied to %s", keep)
 		}
 		if err := c.Close(); err != nil {
 			t.Errorf("closing the cluster: %v", err)
 		}
 	}()
-	uri, err := c.writeData(ctx, "blip2", 512)
+	uri, err := c.WriteData(ctx, "blip2", 512)
 	if err != nil {
 		t.Fatal(err)
 	}
 	next := 0
-	spawn := func() *devProc {
-		p, err := c.startWorker(fmt.Sprintf("w%d", next))
+	spawn := func() *devcluster.Proc {
+		p, err := c.StartWorker(fmt.Sprintf("w%d", next))
 		if err != nil {
 			t.Fatal(err)
 		}
 		next++
 		return p
 	}
-	procs := map[string]*devProc{}
+	procs := map[string]*devcluster.Proc{}
 	for i := 0; i < 3; i++ {
 		p := spawn()
-		procs[p.id] = p
+		procs[p.ID] = p
 	}
 	const steps, batch = 24, 8
 	manifest := func(name string) *api.Manifest {
@@ -308,7 +309,7 @@ func TestResume(t *testing.T) {
 	}
 	run := func(name string, disrupt func(j *loompb.Job)) *loompb.Job {
 		t.Helper()
-		if _, err := c.submit(ctx, manifest(name)); err != nil {
+		if _, err := c.Submit(ctx, manifest(name)); err != nil {
 			t.Fatal(err)
 		}
 		if disrupt != nil {
@@ -371,12 +372,12 @@ func TestResume(t *testing.T) {
 		j := run("kill-worker", func(j *loompb.Job) {
 			victim := procs[j.Workers[1]]
 			killedAt = lastCheckpoint(j)
-			t.Logf("SIGKILL worker %s (rank 1) at committed step %d", victim.id, killedAt)
-			victim.cmd.Process.Kill()
-			<-victim.done
-			delete(procs, victim.id)
+			t.Logf("SIGKILL worker %s (rank 1) at committed step %d", victim.ID, killedAt)
+			victim.Cmd.Process.Kill()
+			<-victim.Done
+			delete(procs, victim.ID)
 			p := spawn() // the spare for later scenarios
-			procs[p.id] = p
+			procs[p.ID] = p
 		})
 		if j.Restarts < 1 || j.Generation < 2 {
 			t.Errorf("job %s: %d restarts, generation %d; want a new generation after the kill", j.Name, j.Restarts, j.Generation)
@@ -392,39 +393,39 @@ func TestResume(t *testing.T) {
 	})
 	t.Run("leader-sigkill", func(t *testing.T) {
 		j := run("kill-leader", func(j *loompb.Job) {
-			leader, err := c.waitLeader(ctx, 10*time.Second)
+			leader, err := c.WaitLeader(ctx, 10*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("SIGKILL coordinator leader %s at committed step %d", leader.id, lastCheckpoint(j))
-			leader.cmd.Process.Kill()
-			<-leader.done
-			if _, err := c.waitLeader(ctx, 30*time.Second); err != nil {
+			t.Logf("SIGKILL coordinator leader %s at committed step %d", leader.ID, lastCheckpoint(j))
+			leader.Cmd.Process.Kill()
+			<-leader.Done
+			if _, err := c.WaitLeader(ctx, 30*time.Second); err != nil {
 				t.Fatal(err)
 			}
 		})
 		check(j)
 	})
 	t.Run("worker-sigterm-drain", func(t *testing.T) {
-		var victim *devProc
+		var victim *devcluster.Proc
 		j := run("drain-worker", func(j *loompb.Job) {
 			victim = procs[j.Workers[0]]
-			t.Logf("SIGTERM worker %s (rank 0) at committed step %d", victim.id, lastCheckpoint(j))
-			victim.cmd.Process.Signal(syscall.SIGTERM)
+			t.Logf("SIGTERM worker %s (rank 0) at committed step %d", victim.ID, lastCheckpoint(j))
+			victim.Cmd.Process.Signal(syscall.SIGTERM)
 			select {
-			case <-victim.done:
+			case <-victim.Done:
 			case <-time.After(60 * time.Second):
-				t.Fatalf("worker %s did not exit after SIGTERM", victim.id)
+				t.Fatalf("worker %s did not exit after SIGTERM", victim.ID)
 			}
-			if victim.exitCode != 0 {
-				t.Errorf("worker %s exit status after SIGTERM: %d (%v), want 0", victim.id, victim.exitCode, victim.exitErr)
+			if victim.ExitCode != 0 {
+				t.Errorf("worker %s exit status after SIGTERM: %d (%v), want 0", victim.ID, victim.ExitCode, victim.ExitErr)
 			}
 		})
 		// The drained worker committed the step it stopped at.
-		b, _ := os.ReadFile(victim.logPath)
+		b, _ := os.ReadFile(victim.LogPath)
 		m := regexp.MustCompile(`"msg":"stopping for a drain"[^\n]*"step":(\d+),"checkpoint_committed":true`).FindSubmatch(b)
 		if m == nil {
-			t.Fatalf("worker %s log has no committed drain checkpoint", victim.id)
+			t.Fatalf("worker %s log has no committed drain checkpoint", victim.ID)
 		}
 		step, _ := strconv.ParseInt(string(m[1]), 10, 64)
 		var steps []int64
@@ -442,12 +443,12 @@ func TestResume(t *testing.T) {
 // resumedFrom returns the checkpoint steps the job's stage-0 generations
 // after the first started from, as the workers logged them (-1 for a
 // generation that started from the initialisation instead).
-func resumedFrom(t *testing.T, c *devCluster, job string) []int64 {
+func resumedFrom(t *testing.T, c *devcluster.Cluster, job string) []int64 {
 	t.Helper()
 	re := regexp.MustCompile(`"msg":"starting generation".*"job":"` + regexp.QuoteMeta(job) +
 		`","generation":(\d+).*"stage":"representation".*"from":"([^"]*)"`)
 	var out []int64
-	files, _ := filepath.Glob(filepath.Join(c.dir, "logs", "w*.log"))
+	files, _ := filepath.Glob(filepath.Join(c.LogDir(), "w*.log"))
 	for _, f := range files {
 		b, _ := os.ReadFile(f)
 		for _, m := range re.FindAllSubmatch(b, -1) {
@@ -476,8 +477,8 @@ func containsStep(j *loompb.Job, step int64) bool {
 
 // drainCommitEvent reports whether the job's events record a commit at
 // step (retention may have retired the checkpoint since).
-func drainCommitEvent(c *devCluster, job string, step int64) bool {
-	cc, err := c.dial()
+func drainCommitEvent(c *devcluster.Cluster, job string, step int64) bool {
+	cc, err := c.Dial()
 	if err != nil {
 		return false
 	}
