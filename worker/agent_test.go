@@ -2,11 +2,13 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -131,6 +133,7 @@ func commitProto(c *loompb.CommitCheckpointRequest, stage int32) *loompb.Checkpo
 func TestSingleWorkerRunsStageAndCommits(t *testing.T) {
 	coord := newFakeCoordinator()
 	store := shard.NewMemStore()
+	coord.reportDelay = 20 * time.Millisecond
 	w := startWorker(t, "w0", coord, store, 0)
 	coord.assign("w0", assignment(1, 0, 0, []*testWorker{w}, nil, 0, 6))
 	if !coord.waitFor(10*time.Second, func(f *fakeCoordinator) bool { return len(f.commits) == 3 }) {
@@ -144,6 +147,24 @@ func TestSingleWorkerRunsStageAndCommits(t *testing.T) {
 			t.Errorf("commit %d: object path %q, want it under s3://ckpt/checkpoints/j1/", i, c.Objects[0].Path)
 		}
 	}
+	// Each checkpoint's step (or a later one) was reported before it was
+	// committed: the coordinator shows that step's losses, not the step
+	// before's, even when the commit ends the job (issue 15).
+	coord.mu.Lock()
+	for _, c := range coord.commits {
+		at := slices.Index(coord.order, fmt.Sprintf("commit %d", c.Step))
+		reported := false
+		for _, e := range coord.order[:max(at, 0)] {
+			var n int64
+			if _, err := fmt.Sscanf(e, "report %d", &n); err == nil && n >= c.Step {
+				reported = true
+			}
+		}
+		if !reported {
+			t.Errorf("checkpoint at step %d committed before step %d was reported: %v", c.Step, c.Step, coord.order)
+		}
+	}
+	coord.mu.Unlock()
 	// The last step's report goes out once the stage is finished.
 	if !coord.waitFor(5*time.Second, func(f *fakeCoordinator) bool {
 		return len(f.reports) > 0 && f.reports[len(f.reports)-1].Step == 6
