@@ -22,21 +22,21 @@ import (
 // and it records progress reports and commits. Reports and commits of a
 // generation other than the current one are refused like the real one.
 type fakeCoordinator struct {
-	mu       sync.Mutex
-	current  map[string]int64 // job → current generation
-	streams  map[string][]chan *loompb.Assignment
-	last     map[string]*loompb.Assignment
-	reports  []*loompb.ReportProgressRequest
-	commits  []*loompb.CommitCheckpointRequest
+	mu      sync.Mutex
+	current map[string]int64 // job → current generation
+	streams map[string][]chan *loompb.Assignment
+	last    map[string]*loompb.Assignment
+	reports []*loompb.ReportProgressRequest
+	commits []*loompb.CommitCheckpointRequest
 	// order is "report N" and "commit N" in the order they arrived.
 	order []string
 	// reportDelay holds every progress report up before it arrives (a
 	// slow network), set before the first assignment.
 	reportDelay time.Duration
-	failures []*loompb.ReportFailureRequest
-	watches  int
-	changed  chan struct{}
-	breakNow map[string]bool
+	failures    []*loompb.ReportFailureRequest
+	watches     int
+	changed     chan struct{}
+	breakNow    map[string]bool
 }
 
 func newFakeCoordinator() *fakeCoordinator {
