@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -15,6 +14,8 @@ import (
 
 	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/api/loompb"
+	"github.com/loomtrain/loom/internal/lossline"
+	"github.com/loomtrain/loom/trainer"
 )
 
 // RunJob submits m, follows it with progress bars and returns it once it
@@ -112,25 +113,43 @@ func (c *Cluster) follow(ctx context.Context, m *api.Manifest, v *ProgressView) 
 }
 
 // ProgressView draws one progress bar per stage on a terminal, or prints
-// a line per step otherwise.
+// a line per step otherwise. Each loss line shows the weights that make
+// the total of its terms (lossline). Committed checkpoints are gathered
+// into one line per stage (or per maxCheckpointLine of them), not one
+// line each.
 type ProgressView struct {
 	out      io.Writer
 	m        *api.Manifest
 	tty      bool
 	stage    int
 	lastStep int64
+	lastLoss float64
 	drawn    bool
 	printed  int64 // stage step of the last plain line
 	// losses holds each stage's first and last reported loss.
 	losses map[int][2]float64
+	// weights are each stage's loss weights (nil: unknown).
+	weights map[int]map[string]float64
+	// cps are the steps of committed checkpoints not printed yet.
+	cps []int64
 }
 
+// maxCheckpointLine is how many checkpoint steps one line gathers.
+const maxCheckpointLine = 8
+
+// NewProgressView returns a view of job m's events on out.
 func NewProgressView(out io.Writer, m *api.Manifest) *ProgressView {
 	tty := false
 	if f, ok := out.(*os.File); ok {
 		tty = term.IsTerminal(int(f.Fd()))
 	}
-	return &ProgressView{out: out, m: m, tty: tty, stage: -1, lastStep: -1, losses: map[int][2]float64{}}
+	return &ProgressView{out: out, m: m, tty: tty, stage: -1, lastStep: -1, losses: map[int][2]float64{}, weights: map[int]map[string]float64{}}
+}
+
+// StageLosses returns stage i's first and last reported loss.
+func (v *ProgressView) StageLosses(i int) (first, last float64, ok bool) {
+	l, ok := v.losses[i]
+	return l[0], l[1], ok
 }
 
 func (v *ProgressView) line(s string) {
@@ -141,8 +160,43 @@ func (v *ProgressView) line(s string) {
 	fmt.Fprintln(v.out, s)
 }
 
+// flushCheckpoints prints the gathered checkpoint steps as one line.
+func (v *ProgressView) flushCheckpoints() {
+	if len(v.cps) == 0 {
+		return
+	}
+	steps := make([]string, len(v.cps))
+	for i, s := range v.cps {
+		steps[i] = fmt.Sprint(s)
+	}
+	word := "step"
+	if len(steps) > 1 {
+		word = "steps"
+	}
+	v.line(fmt.Sprintf("  [checkpoint] committed %s %s", word, strings.Join(steps, ", ")))
+	v.cps = v.cps[:0]
+}
+
+func (v *ProgressView) stageWeights(stage int) map[string]float64 {
+	w, ok := v.weights[stage]
+	if !ok {
+		if st, err := trainer.Resolve(v.m, stage); err == nil {
+			w = st.Losses
+		}
+		v.weights[stage] = w
+	}
+	return w
+}
+
 func (v *ProgressView) event(ev *loompb.JobEvent) {
-	if ev.Kind != "progress" && ev.Message != "" {
+	var cp int64
+	if _, err := fmt.Sscanf(ev.Message, "committed step %d", &cp); ev.Kind == "checkpoint" && err == nil {
+		v.cps = append(v.cps, cp)
+		if len(v.cps) >= maxCheckpointLine {
+			v.flushCheckpoints()
+		}
+	} else if ev.Kind != "progress" && ev.Message != "" {
+		v.flushCheckpoints()
 		v.line(fmt.Sprintf("  [%s] %s", ev.Kind, ev.Message))
 	}
 	j := ev.State
@@ -151,19 +205,21 @@ func (v *ProgressView) event(ev *loompb.JobEvent) {
 	}
 	stage := int(j.Stage)
 	if stage != v.stage {
+		v.flushCheckpoints()
 		v.stage = stage
 		v.line(fmt.Sprintf("stage %d/%d %s (%d steps)", stage+1, len(v.m.Stages), j.StageName, v.m.Stages[stage].Steps))
 	}
-	if j.Step == v.lastStep {
+	loss, ok := j.Losses["loss"]
+	// A checkpoint moves the step, a report the losses: either is news.
+	if j.Step == v.lastStep && (!ok || loss == v.lastLoss) {
 		return
 	}
-	v.lastStep = j.Step
+	v.lastStep, v.lastLoss = j.Step, loss
 	start := int64(0)
 	if stage > 0 {
 		start = v.m.StageEnd(stage - 1)
 	}
 	n, total := j.Step-start, v.m.Stages[stage].Steps
-	loss, ok := j.Losses["loss"]
 	if n <= 0 || !ok {
 		return // no step of this stage reported yet
 	}
@@ -173,20 +229,10 @@ func (v *ProgressView) event(ev *loompb.JobEvent) {
 	}
 	l[1] = loss
 	v.losses[stage] = l
-	var terms []string
-	keys := make([]string, 0, len(j.Losses))
-	for k := range j.Losses {
-		if k != "loss" {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		terms = append(terms, fmt.Sprintf("%s %.3f", k, j.Losses[k]))
-	}
-	stats := fmt.Sprintf("%d/%d loss %.4f (%s) %.0f tok/s %.2fs/step", n, total, j.Losses["loss"], strings.Join(terms, " "), j.TokensPerSec, j.StepTimeSeconds)
+	stats := fmt.Sprintf("%d/%d %s, %.0f tok/s %.2fs/step", n, total, lossline.Format(j.Losses, v.stageWeights(stage)), j.TokensPerSec, j.StepTimeSeconds)
 	if !v.tty {
-		// Plain lines: the stage's first report, one per 10 steps, its last.
+		// Plain lines: the stage's first report, one per 10 steps, its
+		// last (and the last step's losses when they come after it).
 		if !seen || n/10 > v.printed/10 || n >= total {
 			fmt.Fprintf(v.out, "  %s step %s\n", j.StageName, stats)
 			v.printed = n
@@ -200,6 +246,7 @@ func (v *ProgressView) event(ev *loompb.JobEvent) {
 }
 
 func (v *ProgressView) done() {
+	v.flushCheckpoints()
 	if v.drawn {
 		fmt.Fprintln(v.out)
 		v.drawn = false

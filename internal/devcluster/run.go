@@ -119,8 +119,8 @@ func Run(ctx context.Context, o RunOptions, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if l, ok := v.losses[0]; ok {
-			fmt.Fprintf(out, "job %s succeeded: %d steps, %s %.3f at its first reported step, %.3f at its last\n", j.Name, j.Step, pre.Loss, l[0], l[1])
+		if first, last, ok := v.StageLosses(0); ok {
+			fmt.Fprintf(out, "job %s succeeded: %d steps, %s %.3f at its first reported step, %.3f at its last\n", j.Name, j.Step, pre.Loss, first, last)
 		} else {
 			fmt.Fprintf(out, "job %s succeeded: %d steps\n", j.Name, j.Step)
 		}
@@ -135,8 +135,8 @@ func Run(ctx context.Context, o RunOptions, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "job %s succeeded: %d steps in %s, %d restarts\n", job.Name, job.Step, time.Since(start).Round(time.Second), job.Restarts)
 	for i, st := range m.Stages {
-		if l, ok := view.losses[i]; ok {
-			fmt.Fprintf(out, "  stage %s: training loss %.3f at its first reported step, %.3f at its last\n", st.Name, l[0], l[1])
+		if first, last, ok := view.StageLosses(i); ok {
+			fmt.Fprintf(out, "  stage %s: training loss %.3f at its first reported step, %.3f at its last\n", st.Name, first, last)
 		}
 	}
 	evaluated := false
