@@ -62,6 +62,34 @@ func TestDevEndToEnd(t *testing.T) {
 	}
 }
 
+// TestDevKeptDataDir runs `loom dev` twice on one kept --data-dir: the
+// second run reuses the text-pretraining job that succeeded in the first
+// and trains the recipe's job again under a new name, where it failed
+// with AlreadyExists (issue 15).
+func TestDevKeptDataDir(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs loom dev twice")
+	}
+	dir := filepath.Join(t.TempDir(), "dev")
+	dev := func() string {
+		t.Helper()
+		out, err := exec.Command(loomBinary, "dev", "--recipe", "vila", "--steps", "2", "--pretrain-steps", "2", "--batch", "4",
+			"--samples", "32", "--eval-samples", "0", "--workers", "1", "--data-dir", dir, "--keep").CombinedOutput()
+		if err != nil {
+			t.Fatalf("loom dev --data-dir %s --keep: %v\n%s", dir, err, out)
+		}
+		return string(out)
+	}
+	dev()
+	out := dev()
+	for _, want := range []string{"job          vila-tiny-text: succeeded in this data dir already (2 steps); using its checkpoints",
+		"job          vila-tiny-2: 3 stages", "job vila-tiny-2 succeeded: 6 steps"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("second loom dev on a kept data dir: output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 // TestDevInterrupt sends Ctrl-C (SIGINT) to `loom dev` while its workers
 // train: every process it started must be gone, and its data dir removed.
 func TestDevInterrupt(t *testing.T) {

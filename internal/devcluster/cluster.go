@@ -209,7 +209,7 @@ func (c *Cluster) spawn(id string, args, env []string) (*Proc, error) {
 	return p, nil
 }
 
-// startWorker starts worker process wI. Like a coordinator, a worker whose
+// StartWorker starts worker process ID. Like a coordinator, a worker whose
 // port another process took before it bound (FreeAddr picks, the child
 // binds later) exits at once; it is started again on new ports.
 func (c *Cluster) StartWorker(id string) (*Proc, error) {
@@ -298,7 +298,7 @@ func httpGet(addr string) (string, int) {
 	return string(b), resp.StatusCode
 }
 
-// dial connects to the coordinators (any of them answers).
+// Dial connects to the coordinators (any of them answers).
 func (c *Cluster) Dial() (*grpc.ClientConn, error) {
 	var live []string
 	for _, p := range c.coords {
@@ -338,7 +338,7 @@ func (c *Cluster) WriteData(ctx context.Context, recipe string, n int, extra ...
 	return func(k shard.Kind) string { return "s3://" + Bucket + "/datasets/" + string(k) }, nil
 }
 
-// submit submits m and returns the job as accepted.
+// Submit submits m and returns the job as accepted.
 func (c *Cluster) Submit(ctx context.Context, m *api.Manifest) (*loompb.Job, error) {
 	b, err := m.Normalized()
 	if err != nil {
@@ -354,7 +354,20 @@ func (c *Cluster) Submit(ctx context.Context, m *api.Manifest) (*loompb.Job, err
 	return loompb.NewJobsClient(cc).SubmitJob(sctx, &loompb.SubmitJobRequest{ManifestYaml: b, File: m.Name + ".yaml"})
 }
 
-// getJob reads a job from any live coordinator.
+// Resume makes a failed or cancelled job run again from its last
+// committed checkpoint.
+func (c *Cluster) Resume(ctx context.Context, name string) (*loompb.Job, error) {
+	cc, err := c.Dial()
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return loompb.NewJobsClient(cc).ResumeJob(rctx, &loompb.ResumeJobRequest{Job: name})
+}
+
+// GetJob reads a job from any live coordinator.
 func (c *Cluster) GetJob(ctx context.Context, name string) (*loompb.Job, error) {
 	cc, err := c.Dial()
 	if err != nil {
@@ -366,7 +379,7 @@ func (c *Cluster) GetJob(ctx context.Context, name string) (*loompb.Job, error) 
 	return loompb.NewJobsClient(cc).GetJob(gctx, &loompb.GetJobRequest{Job: name})
 }
 
-// stopProc sends sig, then SIGKILL after grace.
+// Stop sends sig, then SIGKILL after grace.
 func (p *Proc) Stop(sig syscall.Signal, grace time.Duration) {
 	select {
 	case <-p.Done:

@@ -1,6 +1,7 @@
 package devcluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/term"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/api/loompb"
@@ -19,12 +22,43 @@ import (
 )
 
 // RunJob submits m, follows it with progress bars and returns it once it
-// succeeded.
-func (c *Cluster) RunJob(ctx context.Context, m *api.Manifest, out io.Writer) (*loompb.Job, *ProgressView, error) {
-	if _, err := c.Submit(ctx, m); err != nil {
-		return nil, nil, fmt.Errorf("submit %s: %w", m.Name, err)
+// succeeded. A job of m's name may exist already (a kept --data-dir):
+// the same job (sameJob) still running or pending is followed, one that
+// failed or was cancelled is resumed from its last checkpoint, and one
+// that succeeded is returned as it is when reuse is set; otherwise m is
+// renamed NAME-2, NAME-3, ... until the name is free.
+func (c *Cluster) RunJob(ctx context.Context, m *api.Manifest, reuse bool, out io.Writer) (*loompb.Job, *ProgressView, error) {
+	base := m.Name
+	for n := 2; ; n++ {
+		j, err := c.GetJob(ctx, m.Name)
+		if status.Code(err) == codes.NotFound {
+			if _, err := c.Submit(ctx, m); err != nil {
+				return nil, nil, fmt.Errorf("submit %s: %w", m.Name, err)
+			}
+			fmt.Fprintf(out, "  job          %s: %d stages, checkpoints in s3://%s/checkpoints/%s/\n", m.Name, len(m.Stages), Bucket, m.Name)
+			break
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("looking up job %s: %w", m.Name, err)
+		}
+		same := sameJob(j, m)
+		switch {
+		case same && (j.State == "running" || j.State == "pending"):
+			fmt.Fprintf(out, "  job          %s: in this data dir already, %s at step %d of %d; following it\n", m.Name, j.State, j.Step, j.TotalSteps)
+		case same && (j.State == "failed" || j.State == "cancelled"):
+			if _, err := c.Resume(ctx, m.Name); err != nil {
+				return nil, nil, fmt.Errorf("resume %s: %w", m.Name, err)
+			}
+			fmt.Fprintf(out, "  job          %s: in this data dir already (%s at step %d); resumed from its last checkpoint\n", m.Name, j.State, j.Step)
+		case same && j.State == "succeeded" && reuse:
+			fmt.Fprintf(out, "  job          %s: succeeded in this data dir already (%d steps); using its checkpoints\n", m.Name, j.Step)
+			return j, NewProgressView(io.Discard, m), nil
+		default:
+			m.Name = fmt.Sprintf("%s-%d", base, n)
+			continue
+		}
+		break
 	}
-	fmt.Fprintf(out, "  job          %s: %d stages, checkpoints in s3://%s/checkpoints/%s/\n", m.Name, len(m.Stages), Bucket, m.Name)
 	view := NewProgressView(out, m)
 	// The job needs elastic.min workers: when so many have exited that it
 	// cannot run, say which instead of waiting for it forever.
@@ -110,6 +144,30 @@ func (c *Cluster) follow(ctx context.Context, m *api.Manifest, v *ProgressView) 
 		}
 		time.Sleep(500 * time.Millisecond) // the coordinator restarts or changes leader
 	}
+}
+
+// sameJob reports whether the coordinator's job j runs manifest m: the
+// same manifest apart from the name, and init blocks naming the same
+// jobs (the coordinator's copy also records the checkpoints they
+// resolved to).
+func sameJob(j *loompb.Job, m *api.Manifest) bool {
+	have, err := api.ParseManifest(j.Name, j.ManifestYaml)
+	if err != nil {
+		return false
+	}
+	a, b := *have, *m
+	if len(a.Init) != len(b.Init) {
+		return false
+	}
+	for part, src := range b.Init {
+		if a.Init[part].Job != src.Job {
+			return false
+		}
+	}
+	a.Init, b.Init, a.Name = nil, nil, b.Name
+	x, err1 := a.Normalized()
+	y, err2 := b.Normalized()
+	return err1 == nil && err2 == nil && bytes.Equal(x, y)
 }
 
 // ProgressView draws one progress bar per stage on a terminal, or prints

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/api/loompb"
 	"github.com/loomtrain/loom/shard"
 	"github.com/loomtrain/loom/trainer"
@@ -59,5 +60,40 @@ func TestProgressView(t *testing.T) {
 	}
 	if n := strings.Count(got, "[checkpoint]"); n != 2 {
 		t.Errorf("%d checkpoint lines, want 2 (one per stage):\n%s", n, got)
+	}
+}
+
+// TestSameJob: a kept data dir's job is the same when only the name and
+// the checkpoints its init resolved to differ.
+func TestSameJob(t *testing.T) {
+	uri := func(k shard.Kind) string { return "s3://loom/datasets/" + string(k) }
+	m, err := trainer.ExampleManifest("vila", "tiny", uri, 3, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init = map[string]api.InitSource{"llm": {Job: "vila-tiny-text"}}
+	stored := *m
+	stored.Name = "vila-tiny-2"
+	stored.Init = map[string]api.InitSource{"llm": {Job: "vila-tiny-text", Step: 2}}
+	job := func(m *api.Manifest) *loompb.Job {
+		y, err := m.Normalized()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &loompb.Job{Name: m.Name, ManifestYaml: y}
+	}
+	if !sameJob(job(&stored), m) {
+		t.Errorf("sameJob: a stored copy with a resolved init step is not the same job")
+	}
+	other := stored
+	other.Init = map[string]api.InitSource{"llm": {Job: "vila-tiny-text-2"}}
+	if sameJob(job(&other), m) {
+		t.Errorf("sameJob: a job whose LLM starts from another job is the same")
+	}
+	longer := *m
+	longer.Stages = append([]api.Stage(nil), m.Stages...)
+	longer.Stages[0].Steps++
+	if sameJob(job(&longer), m) {
+		t.Errorf("sameJob: a job with more steps is the same")
 	}
 }

@@ -115,7 +115,7 @@ func Run(ctx context.Context, o RunOptions, out io.Writer) error {
 	m := plan.Main
 	for _, pre := range plan.Before {
 		fmt.Fprintln(out, pre.Intro)
-		j, v, err := c.RunJob(ctx, pre.Manifest, out)
+		j, v, err := c.RunJob(ctx, pre.Manifest, true, out)
 		if err != nil {
 			return err
 		}
@@ -129,7 +129,7 @@ func Run(ctx context.Context, o RunOptions, out io.Writer) error {
 		}
 		m.Init[pre.Part] = api.InitSource{Job: pre.Manifest.Name}
 	}
-	job, view, err := c.RunJob(ctx, m, out)
+	job, view, err := c.RunJob(ctx, m, false, out)
 	if err != nil {
 		return err
 	}
