@@ -177,6 +177,24 @@ func TestSingleWorkerRunsStageAndCommits(t *testing.T) {
 	if !coord.waitFor(10*time.Second, func(f *fakeCoordinator) bool { return len(f.commits) == 5 }) {
 		t.Fatalf("commits after stage 2: got %d, want 5", len(coord.commits))
 	}
+	// Each generation's log went next to the checkpoints, for loom logs.
+	for gen, want := range map[int]string{1: `"msg":"starting generation"`, 2: `"msg":"generation ended"`} {
+		var got strings.Builder
+		prefix := fmt.Sprintf("checkpoints/j1/logs/gen-%06d/rank-0000/", gen)
+		waitForLog := time.Now().Add(5 * time.Second)
+		for !strings.Contains(got.String(), want) && time.Now().Before(waitForLog) {
+			got.Reset()
+			store.List(context.Background(), prefix, func(o shard.ObjectInfo) error {
+				b, err := store.GetRange(context.Background(), o.Key, 0, o.Size)
+				got.Write(b)
+				return err
+			})
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !strings.Contains(got.String(), want) || !strings.Contains(got.String(), `"job":"j1"`) {
+			t.Errorf("job log of generation %d under %s: %q, want records of job j1 with %s", gen, prefix, got.String(), want)
+		}
+	}
 	if err := w.stop(t); err != nil {
 		t.Fatalf("Run after an idle drain: %v", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -251,7 +252,7 @@ func (g *generation) Commit(ctx context.Context, ref trainer.CheckpointRef) erro
 	return nil
 }
 
-func (g *generation) train() (genEnd, error) {
+func (g *generation) train() (end genEnd, err error) {
 	a, ag := g.a, g.ag
 	log := ag.log.With("job", a.Job, "generation", a.Generation, "rank", a.Rank)
 	m, err := api.ParseManifest(fmt.Sprintf("job %q (assignment manifest)", a.Job), a.ManifestYaml)
@@ -267,6 +268,18 @@ func (g *generation) train() (genEnd, error) {
 	if err != nil {
 		return endFailed, fmt.Errorf("checkpoint bucket %q: %w", bucket, err)
 	}
+	// From here on the generation's log also goes next to the job's
+	// checkpoints, for loom logs.
+	jl := newJobLog(store, prefix, a.Generation, int64(a.Rank), ag.log)
+	log = slog.New(jl.tee(ag.log.Handler())).With("job", a.Job, "generation", a.Generation, "rank", a.Rank)
+	defer func() {
+		if err != nil {
+			log.Error("generation ended", "err", err)
+		} else {
+			log.Info("generation ended", "step", g.lastStep)
+		}
+		jl.close()
+	}()
 	restore, err := RestoreRef(a, bucket)
 	if err != nil {
 		return endFailed, err

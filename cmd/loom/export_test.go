@@ -108,6 +108,15 @@ func TestExportCommand(t *testing.T) {
 			t.Errorf("%s differs between the Loom file and the HF export", n)
 		}
 	}
+	// loom logs: the worker's log of the job, uploaded next to its
+	// checkpoints (issue 15 part 4). The job has ended, so --follow
+	// prints what there is and returns.
+	logs := exec.Command(loomBinary, "logs", "--coordinator", c.APIs()[0], "--s3-endpoint", c.S3().Addr(), "--s3-insecure", "--rank", "0", "--follow", m.Name)
+	logs.Env = append(os.Environ(), "LOOM_S3_ACCESS_KEY="+c.S3().AccessKey, "LOOM_S3_SECRET_KEY="+c.S3().SecretKey)
+	if b, err := logs.CombinedOutput(); err != nil || !strings.Contains(string(b), "gen 1 rank 0") ||
+		!strings.Contains(string(b), "INFO  starting generation") || !strings.Contains(string(b), "generation ended") {
+		t.Errorf("loom logs %s --rank 0 --follow: %v\n%s", m.Name, err, b)
+	}
 	// A step that was not committed is refused, naming the retained ones.
 	cmd := exec.Command(loomBinary, "export", "--coordinator", c.APIs()[0], m.Name+"@7", filepath.Join(out, "x"))
 	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "no committed checkpoint at step 7 (retained:") {
