@@ -3,9 +3,9 @@ package devcluster
 import (
 	"context"
 	"fmt"
-	"math"
 	"io"
 	"log/slog"
+	"math"
 	"strings"
 
 	"github.com/loomtrain/loom/api"
