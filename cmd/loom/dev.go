@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -34,6 +35,10 @@ type devFlags struct {
 	keep           bool
 	pretrain       int64 // steps of the text-pretraining job (0: none)
 	vqgan          int64 // steps of the VQGAN job LWM's image tokenizer starts from (0: none)
+	manifest       string // the user's manifest, trained instead of the recipe's
+	data           string // a local dataset to ingest and train on
+	keepRunning    bool
+	evalSet        bool // --eval-samples given
 }
 
 func newDevCmd() *cobra.Command {
@@ -58,7 +63,27 @@ chosen to show learning in a few minutes on 2 cores; the flags you give win:
 ` + devDefaultsTable() + `
 Everything lives under --data-dir (a temporary directory by default, removed
 at exit unless --keep): the S3 objects (data and checkpoints), etcd, the
-coordinator's Raft log and every process's log in logs/.
+coordinator's Raft log and every process's log in logs/. Run again on a kept
+--data-dir, it follows or resumes the job it left there, reuses a job the
+recipe starts from that succeeded, and trains the recipe's job again as
+NAME-2 (NAME-3, ...).
+
+Your own data and manifest:
+  --data PATH      ingests PATH (an image folder with a caption JSONL, LLaVA
+                   JSON, WebDataset tars, or text: see 'loom data ingest')
+                   into the embedded S3 as s3://loom/datasets/data, and trains
+                   the recipe on it in place of the synthetic data of its kind
+  --manifest FILE  trains FILE instead of the recipe's job (no text
+                   pretraining); its datasets may name s3://loom/datasets/data
+                   (--data) and the synthetic s3://loom/datasets/KIND
+                   (image-text, interleaved, video-text, text, tokens,
+                   conversation), which are generated for it
+With either, the held-out evaluation on synthetic pairs runs only when
+--eval-samples is given.
+
+--keep-running keeps the cluster up after the jobs, printing the
+'export LOOM_COORDINATOR=...' line (and the S3 settings) for loom status,
+submit, logs and export from another shell; Ctrl-C stops it.
 
 Ctrl-C stops it all: the workers drain (checkpoint, then exit), then the
 coordinator, S3 and etcd; nothing keeps running.
@@ -68,11 +93,14 @@ Example:
   loom dev --seed 2                         # the same with another initialisation and data order
   loom dev --recipe vila                    # VILA's 3 stages at the tiny size, ~1 minute
   loom dev --recipe lwm --steps 20          # LWM's 8 stages, 20 steps each
-  loom dev --size tiny --first-steps 30 --steps 10 --data-dir /tmp/loom-dev --keep`,
+  loom dev --size tiny --first-steps 30 --steps 10 --data-dir /tmp/loom-dev --keep
+  loom dev --data ~/coco-subset --keep-running     # your image folder + captions.jsonl
+  loom dev --manifest my-job.yaml --workers 3`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			f.evalSet = cmd.Flags().Changed("eval-samples")
 			rf, err := resolveDevFlags(f, cmd.Flags().Changed)
 			if err != nil {
 				return err
@@ -94,6 +122,9 @@ Example:
 	fl.StringVar(&f.dataDir, "data-dir", "", "where data, checkpoints, state and logs go (default: a temporary directory)")
 	fl.BoolVar(&f.keep, "keep", false, "keep --data-dir at exit")
 	fl.Int64Var(&f.vqgan, "vqgan-steps", 0, "LWM: steps of the VQGAN job whose VQGAN tokenises LWM's images; 0 draws it from the seed (default: the recipe's, see above)")
+	fl.StringVar(&f.manifest, "manifest", "", "train this manifest instead of the recipe's job (see above)")
+	fl.StringVar(&f.data, "data", "", "ingest this local dataset into the embedded S3 and train on it (see above)")
+	fl.BoolVar(&f.keepRunning, "keep-running", false, "keep the cluster up after the jobs, until Ctrl-C")
 	fl.Int64Var(&f.pretrain, "pretrain-steps", 0, "steps of the text-pretraining job whose LLM the recipe starts from; 0 starts the LLM from random weights (default: the recipe's, see above)")
 	return c
 }
@@ -277,27 +308,60 @@ func devVQGANManifest(f devFlags, uri func(shard.Kind) string) (*api.Manifest, e
 
 // runDev trains f's recipe on a dev cluster (devcluster.Run): first the
 // jobs its parts start from (text pretraining, LWM's VQGAN), then the
-// recipe's job.
+// recipe's job; or the job of --manifest.
 func runDev(ctx context.Context, f devFlags, out io.Writer) error {
 	if f.workers < 1 {
 		return fmt.Errorf("--workers %d: want at least 1", f.workers)
-	}
-	if f.batch%f.workers != 0 {
-		return fmt.Errorf("--batch %d is not divisible by --workers %d", f.batch, f.workers)
 	}
 	bin, err := os.Executable()
 	if err != nil {
 		return err
 	}
+	o := devcluster.RunOptions{Bin: bin, Dir: f.dataDir, Keep: f.keep, Workers: f.workers, Samples: f.samples,
+		EvalN: f.evalN, Data: f.data, KeepRunning: f.keepRunning}
+	if (f.manifest != "" || f.data != "") && !f.evalSet {
+		o.EvalN = 0 // the held-out pairs are synthetic
+	}
+	if f.manifest != "" {
+		um, err := api.LoadManifest(f.manifest)
+		if err != nil {
+			return fmt.Errorf("--manifest: %w", err)
+		}
+		if um.Elastic.Min > f.workers {
+			return fmt.Errorf("--manifest %s: elastic.min is %d and loom dev starts --workers %d", f.manifest, um.Elastic.Min, f.workers)
+		}
+		o.Kinds = synthKindsOf(um)
+		o.Header = fmt.Sprintf("loom dev: %s (%s, %d stages, %d steps) from %s on %d workers", um.Name, um.Recipe, len(um.Stages), um.TotalSteps(), f.manifest, f.workers)
+		o.Plan = func(func(shard.Kind) string) (devcluster.Plan, error) { return devcluster.Plan{Main: um}, nil }
+		return devExit(devcluster.Run(ctx, o, out))
+	}
+	if f.batch%f.workers != 0 {
+		return fmt.Errorf("--batch %d is not divisible by --workers %d", f.batch, f.workers)
+	}
 	first := f.steps
 	if f.firstSteps > 0 {
 		first = f.firstSteps
 	}
-	var extra []shard.Kind
-	if f.pretrain > 0 {
-		extra = append(extra, shard.KindText)
+	r, err := trainer.Lookup(f.recipe)
+	if err != nil {
+		return err
 	}
-	plan := func(uri func(shard.Kind) string) (devcluster.Plan, error) {
+	o.Kinds = r.Kinds()
+	if f.pretrain > 0 && !slices.Contains(o.Kinds, shard.KindText) {
+		o.Kinds = append(o.Kinds, shard.KindText)
+	}
+	o.Header = fmt.Sprintf("loom dev: %s at the %s size on %d workers, %d steps in the first stage and %d in each later one, global batch %d, lr %g",
+		f.recipe, f.size, f.workers, first, f.steps, f.batch, f.lr)
+	o.Plan = func(uri func(shard.Kind) string) (devcluster.Plan, error) {
+		if f.data != "" {
+			used := false
+			for _, k := range r.Kinds() {
+				used = used || uri(k) == "s3://"+devcluster.Bucket+"/"+devcluster.DataPrefix
+			}
+			if !used {
+				return devcluster.Plan{}, fmt.Errorf("--data %s: recipe %s reads %s data, and this dataset is of none of those kinds", f.data, f.recipe, kindNames(r.Kinds()))
+			}
+		}
 		m, err := devManifest(f, uri)
 		if err != nil {
 			return devcluster.Plan{}, err
@@ -321,14 +385,39 @@ func runDev(ctx context.Context, f devFlags, out io.Writer) error {
 		}
 		return p, nil
 	}
-	err = devcluster.Run(ctx, devcluster.RunOptions{
-		Bin: bin, Dir: f.dataDir, Keep: f.keep, Workers: f.workers,
-		Recipe: f.recipe, Samples: f.samples, Extra: extra, EvalN: f.evalN, Plan: plan,
-		Header: fmt.Sprintf("loom dev: %s at the %s size on %d workers, %d steps in the first stage and %d in each later one, global batch %d, lr %g",
-			f.recipe, f.size, f.workers, first, f.steps, f.batch, f.lr),
-	}, out)
+	return devExit(devcluster.Run(ctx, o, out))
+}
+
+// devExit turns an interrupted run into exit status 130.
+func devExit(err error) error {
 	if errors.Is(err, devcluster.ErrInterrupted) {
 		return &exitError{code: 130, err: err}
 	}
 	return err
+}
+
+// synthKindsOf are the synthetic datasets a manifest names in the dev
+// bucket (s3://loom/datasets/KIND), which loom dev generates for it.
+func synthKindsOf(m *api.Manifest) []shard.Kind {
+	var out []shard.Kind
+	for _, d := range m.Datasets {
+		rest, ok := strings.CutPrefix(d.URI, "s3://"+devcluster.Bucket+"/datasets/")
+		if !ok {
+			continue
+		}
+		for _, k := range shard.Kinds {
+			if rest == string(k) && !slices.Contains(out, k) {
+				out = append(out, k)
+			}
+		}
+	}
+	return out
+}
+
+func kindNames(ks []shard.Kind) string {
+	s := make([]string, len(ks))
+	for i, k := range ks {
+		s[i] = string(k)
+	}
+	return strings.Join(s, ", ")
 }

@@ -23,6 +23,8 @@ import (
 	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/api/loompb"
 	"github.com/loomtrain/loom/internal/devcluster"
+	"github.com/loomtrain/loom/shard"
+	"github.com/loomtrain/loom/shard/synth"
 	"github.com/loomtrain/loom/trainer"
 )
 
@@ -52,7 +54,7 @@ func TestDevEndToEnd(t *testing.T) {
 	}
 	for _, want := range []string{"text pretraining: blip2-tiny-text trains the tiny LLM on synthetic text for 6 steps; blip2-tiny starts its LLM from it",
 		"job blip2-tiny-text succeeded: 6 steps", "stage 1/2 representation", "stage 2/2 generative", "job blip2-tiny succeeded: 34 steps",
-		"held-out retrieval, stage representation, trained", "dashboard    http://", "checkpoints in s3://loom/checkpoints/blip2-tiny/"} {
+		"held-out retrieval, stage representation, trained", "  coordinator  127.0.0.1:", "checkpoints in s3://loom/checkpoints/blip2-tiny/"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("loom dev output lacks %q:\n%s", want, out)
 		}
@@ -87,6 +89,132 @@ func TestDevKeptDataDir(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("second loom dev on a kept data dir: output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestDevOwnDataKeepRunning trains VILA on a local image folder given
+// with --data and keeps the cluster up (--keep-running): the printed
+// export line reaches it from loom status and loom logs, and Ctrl-C
+// stops it (issue 15 part 4).
+func TestDevOwnDataKeepRunning(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs loom dev")
+	}
+	src := t.TempDir()
+	var jl strings.Builder
+	for i := range 24 {
+		smp := synth.Sample(shard.KindImageText, 5, i)
+		name := fmt.Sprintf("%02d.png", i)
+		if err := os.WriteFile(filepath.Join(src, name), smp.Image.Data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&jl, `{"image": %q, "caption": %q, "label": %d}`+"\n", name, smp.Caption, i%3)
+	}
+	os.WriteFile(filepath.Join(src, "captions.jsonl"), []byte(jl.String()), 0o644)
+	cmd := exec.Command(loomBinary, "dev", "--recipe", "vila", "--steps", "2", "--pretrain-steps", "0", "--batch", "4", "--samples", "32",
+		"--workers", "1", "--data", src, "--keep-running")
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait(); pw.Close() }()
+	var log bytes.Buffer
+	env := make(chan []string, 1)
+	scanned := make(chan struct{})
+	go func() {
+		defer close(scanned)
+		sc := bufio.NewScanner(pr)
+		var vars []string
+		for sc.Scan() {
+			line := sc.Text()
+			log.WriteString(line + "\n")
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "export "); ok {
+				vars = append(vars, strings.Fields(rest)...)
+				if strings.Contains(rest, "LOOM_S3_ENDPOINT") {
+					env <- vars
+				}
+			}
+		}
+	}()
+	var vars []string
+	select {
+	case vars = <-env:
+	case err := <-done:
+		<-scanned
+		t.Fatalf("loom dev --keep-running exited (%v) before printing the export lines\n%s", err, log.String())
+	case <-time.After(120 * time.Second):
+		t.Fatalf("loom dev --keep-running printed no export lines\n%s", log.String())
+	}
+	loom := func(args ...string) string {
+		t.Helper()
+		c := exec.Command(loomBinary, args...)
+		c.Env = append(os.Environ(), vars...)
+		b, err := c.CombinedOutput()
+		if err != nil {
+			t.Errorf("loom %v with the printed exports: %v\n%s", args, err, b)
+		}
+		return string(b)
+	}
+	if got := loom("status"); !strings.Contains(got, "vila-tiny") || !strings.Contains(got, "succeeded") {
+		t.Errorf("loom status on the kept cluster:\n%s", got)
+	}
+	if got := loom("logs", "vila-tiny", "--rank", "0"); !strings.Contains(got, "starting generation") {
+		t.Errorf("loom logs on the kept cluster:\n%s", got)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-done:
+		<-scanned
+		if err != nil {
+			t.Errorf("loom dev --keep-running after Ctrl-C: %v\n%s", err, log.String())
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatalf("loom dev --keep-running did not stop after Ctrl-C\n%s", log.String())
+	}
+	for _, want := range []string{"s3://loom/datasets/data: 24 image-text rows from " + src, "kept fields label of the input", "job vila-tiny succeeded: 6 steps",
+		"export LOOM_COORDINATOR=127.0.0.1:"} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("loom dev --data --keep-running output lacks %q:\n%s", want, log.String())
+		}
+	}
+	if strings.Contains(log.String(), "held-out retrieval") {
+		t.Errorf("loom dev --data evaluated on synthetic pairs without --eval-samples:\n%s", log.String())
+	}
+}
+
+// TestDevManifest trains a manifest of one's own with loom dev --manifest.
+func TestDevManifest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs loom dev")
+	}
+	m, err := trainer.ExampleManifest("vila", "tiny", func(k shard.Kind) string { return "s3://loom/datasets/" + string(k) }, 2, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Name = "mine"
+	m.Stages = m.Stages[:1]
+	m.Elastic = api.Elastic{Min: 1, Max: 1}
+	y, err := m.Normalized()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "mine.yaml")
+	os.WriteFile(file, y, 0o644)
+	out, err := exec.Command(loomBinary, "dev", "--manifest", file, "--workers", "1", "--samples", "32").CombinedOutput()
+	if err != nil {
+		t.Fatalf("loom dev --manifest: %v\n%s", err, out)
+	}
+	for _, want := range []string{"loom dev: mine (vila, 1 stages, 2 steps) from " + file, "job mine succeeded: 2 steps", "synthetic samples per kind: image-text"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("loom dev --manifest output lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = exec.Command(loomBinary, "dev", "--manifest", file, "--workers", "0").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--workers 0") {
+		t.Errorf("loom dev --manifest --workers 0: %v\n%s", err, out)
 	}
 }
 

@@ -324,6 +324,39 @@ func (c *Cluster) WriteData(ctx context.Context, recipe string, n int, extra ...
 			kinds = append(kinds, k)
 		}
 	}
+	return c.WriteSynth(ctx, kinds, n)
+}
+
+// DataPrefix is where Ingest puts a local dataset in the bucket.
+const DataPrefix = "datasets/data"
+
+// Ingest converts a local dataset (an image folder with a caption JSONL,
+// LLaVA JSON, WebDataset tars, or text; shard.Ingest detects which) into
+// shards under DataPrefix, once: a kept data dir that has it already
+// reads it again. It returns the dataset's URI and kind.
+func (c *Cluster) Ingest(ctx context.Context, src string, out io.Writer) (string, shard.Kind, error) {
+	uri := "s3://" + Bucket + "/" + DataPrefix
+	if r, err := shard.OpenReader(ctx, c.store, DataPrefix, shard.ReaderOptions{}); err == nil {
+		k := r.Index().Kind
+		r.Close()
+		fmt.Fprintf(out, "  data         %s: ingested before in this data dir (%s); not again\n", uri, k)
+		return uri, k, nil
+	}
+	st, err := shard.Ingest(ctx, src, c.store, DataPrefix, shard.IngestOptions{Writer: shard.WriterOptions{TempDir: filepath.Join(c.dir, "s3")}})
+	if err != nil {
+		return "", "", fmt.Errorf("--data %s: %w", src, err)
+	}
+	fmt.Fprintf(out, "  data         %s: %d %s rows from %s (%s format)\n", uri, st.Rows, st.Kind, src, st.Format)
+	if len(st.MetaFields) > 0 {
+		fmt.Fprintf(out, "               kept fields %s of the input in each row's meta\n", strings.Join(st.MetaFields, ", "))
+	}
+	return uri, st.Kind, nil
+}
+
+// WriteSynth writes n synthetic samples of each kind into the bucket under
+// datasets/KIND (once: a kind written before is kept) and returns their
+// URIs.
+func (c *Cluster) WriteSynth(ctx context.Context, kinds []shard.Kind, n int) (func(shard.Kind) string, error) {
 	for _, k := range kinds {
 		prefix := "datasets/" + string(k)
 		if _, err := c.store.Stat(ctx, shard.JoinKey(prefix, "index.json")); err == nil {

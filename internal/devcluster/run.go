@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/loomtrain/loom/api"
+	"github.com/loomtrain/loom/api/loompb"
 	"github.com/loomtrain/loom/shard"
 	"github.com/loomtrain/loom/trainer"
 )
@@ -25,11 +26,16 @@ type RunOptions struct {
 	Dir     string // everything goes under it; "" makes a temporary one
 	Keep    bool   // keep Dir at exit
 	Workers int    // worker processes; every job runs on all of them
-	// Recipe and Samples choose the synthetic data written into the
-	// bucket: every kind the recipe reads, plus Extra, Samples each.
-	Recipe  string
+	// Kinds and Samples choose the synthetic data written into the
+	// bucket: Samples of each kind, under datasets/KIND.
+	Kinds   []shard.Kind
 	Samples int
-	Extra   []shard.Kind
+	// Data is a local dataset ingested into the bucket (Cluster.Ingest);
+	// the URI Plan is given answers its URI for its kind.
+	Data string
+	// KeepRunning keeps the cluster up after the jobs until ctx ends,
+	// and prints how to reach it.
+	KeepRunning bool
 	// EvalN is the number of held-out image-text pairs of the evaluation
 	// after the last job (0 or 1: none).
 	EvalN int
@@ -94,13 +100,28 @@ func Run(ctx context.Context, o RunOptions, out io.Writer) error {
 		fmt.Fprintln(out, "stopping workers, coordinator, S3 and etcd ...")
 		c.Close()
 	}()
-	fmt.Fprintf(out, "  etcd         %s\n  S3           %s (bucket %s, key %s)\n  coordinator  %s\n  dashboard    http://%s/metrics\n",
-		strings.Join(c.etcd.Endpoints, ","), c.s3.Endpoint, Bucket, c.s3.AccessKey, c.apis[0], c.coords[0].HTTP)
-	uri, err := c.WriteData(ctx, o.Recipe, o.Samples, o.Extra...)
+	fmt.Fprintf(out, "  etcd         %s\n  S3           %s (bucket %s, key %s)\n  coordinator  %s\n  %s\n",
+		strings.Join(c.etcd.Endpoints, ","), c.s3.Endpoint, Bucket, c.s3.AccessKey, c.apis[0], c.dashboardLine())
+	uri, err := c.WriteSynth(ctx, o.Kinds, o.Samples)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "  data         s3://%s/datasets/ (%d synthetic samples per kind)\n", Bucket, o.Samples)
+	if len(o.Kinds) > 0 {
+		fmt.Fprintf(out, "  data         s3://%s/datasets/ (%d synthetic samples per kind: %s)\n", Bucket, o.Samples, kindList(o.Kinds))
+	}
+	if o.Data != "" {
+		dataURI, kind, err := c.Ingest(ctx, o.Data, out)
+		if err != nil {
+			return err
+		}
+		synthURI := uri
+		uri = func(k shard.Kind) string {
+			if k == kind {
+				return dataURI
+			}
+			return synthURI(k)
+		}
+	}
 	for i := 0; i < o.Workers; i++ {
 		p, err := c.StartWorker(fmt.Sprintf("w%d", i))
 		if err != nil {
@@ -163,8 +184,63 @@ func Run(ctx context.Context, o RunOptions, out io.Writer) error {
 			return fmt.Errorf("evaluation: %w", err)
 		}
 	}
+	if o.KeepRunning {
+		return c.serve(ctx, out)
+	}
+	c.othersLeft(ctx, out, m.Name)
 	if o.Keep {
 		fmt.Fprintf(out, "kept %s\n", dir)
 	}
 	return nil
+}
+
+func kindList(ks []shard.Kind) string {
+	s := make([]string, len(ks))
+	for i, k := range ks {
+		s[i] = string(k)
+	}
+	return strings.Join(s, ", ")
+}
+
+// serve keeps the cluster up until ctx ends (--keep-running), after
+// saying how to reach it.
+func (c *Cluster) serve(ctx context.Context, out io.Writer) error {
+	fmt.Fprintf(out, "\nthe cluster keeps running (--keep-running); Ctrl-C stops it. From another shell:\n")
+	fmt.Fprintf(out, "  export LOOM_COORDINATOR=%s\n", strings.Join(c.APIs(), ","))
+	fmt.Fprintf(out, "  export LOOM_S3_ENDPOINT=%s LOOM_S3_ACCESS_KEY=%s LOOM_S3_SECRET_KEY=%s LOOM_S3_BUCKET=%s\n", c.s3.Endpoint, c.s3.AccessKey, c.s3.SecretKey, Bucket)
+	fmt.Fprintf(out, "  loom status; loom submit MANIFEST.yaml; loom logs JOB --follow\n")
+	fmt.Fprintf(out, "  %s\n", c.dashboardLine())
+	<-ctx.Done()
+	return nil
+}
+
+// dashboardLine names the coordinator's web UI at / when it answers
+// there, and its Prometheus metrics otherwise.
+func (c *Cluster) dashboardLine() string {
+	addr := c.Coordinators()[0].HTTP
+	if _, code := httpGet(addr + "/"); code == 200 {
+		return fmt.Sprintf("dashboard    http://%s/", addr)
+	}
+	return fmt.Sprintf("metrics      http://%s/metrics (no web UI at / in this build)", addr)
+}
+
+// othersLeft says which jobs, submitted from outside loom dev, still run
+// and stop with the cluster.
+func (c *Cluster) othersLeft(ctx context.Context, out io.Writer, own string) {
+	cc, err := c.Dial()
+	if err != nil {
+		return
+	}
+	defer cc.Close()
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := loompb.NewJobsClient(cc).ListJobs(lctx, &loompb.ListJobsRequest{})
+	if err != nil {
+		return
+	}
+	for _, j := range resp.Jobs {
+		if j.State == "running" || j.State == "pending" {
+			fmt.Fprintf(out, "job %s is %s at step %d of %d and stops with the cluster (loom dev --keep-running keeps it up)\n", j.Name, j.State, j.Step, j.TotalSteps)
+		}
+	}
 }
