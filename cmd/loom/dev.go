@@ -33,8 +33,8 @@ type devFlags struct {
 	seed           int64
 	dataDir        string
 	keep           bool
-	pretrain       int64 // steps of the text-pretraining job (0: none)
-	vqgan          int64 // steps of the VQGAN job LWM's image tokenizer starts from (0: none)
+	pretrain       int64  // steps of the text-pretraining job (0: none)
+	vqgan          int64  // steps of the VQGAN job LWM's image tokenizer starts from (0: none)
 	manifest       string // the user's manifest, trained instead of the recipe's
 	data           string // a local dataset to ingest and train on
 	keepRunning    bool
