@@ -528,6 +528,11 @@ func (s workersServer) ReportProgress(ctx context.Context, req *loompb.ReportPro
 const maxPendingReports = 4096
 
 func (s workersServer) CommitCheckpoint(ctx context.Context, req *loompb.CommitCheckpointRequest) (*loompb.CommitCheckpointResponse, error) {
+	// Progress reports this node holds go first: the report of the
+	// committed step is newer than the commit in the worker's eyes, and
+	// once the final checkpoint completes the job, a later batch would
+	// be dropped (issue 15: the previous step's loss shown as final).
+	s.flushProgress(ctx)
 	c := &Commit{WorkerID: req.WorkerId, Job: req.Job, Generation: req.Generation, Step: req.Step, Samples: req.SamplesConsumed}
 	for _, o := range req.Objects {
 		c.Objects = append(c.Objects, ObjectInfo{Path: o.Path, SHA256: o.Sha256, Size: o.Size})

@@ -332,6 +332,14 @@ stages: [{name: pretrain, steps: 10}, {name: sft, steps: 5}]
 	if err := commit("w2", 1, 12); status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("commit from generation 1 after generation 2 started = %v, want FailedPrecondition", err)
 	}
+	// The last step's report, received just before the final commit, is
+	// what the finished job shows.
+	for _, w := range []string{"w1", "w2"} {
+		if _, err := workers.ReportProgress(ctx, &loompb.ReportProgressRequest{WorkerId: w, Job: "life", Generation: 2, Step: 15,
+			Losses: map[string]float64{"lm": 1.75}, TokensPerSec: 100, StepTimeSeconds: 0.1, SamplesConsumed: 60}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := commit("w2", 2, 15); err != nil {
 		t.Fatal(err)
 	}
@@ -360,8 +368,8 @@ stages: [{name: pretrain, steps: 10}, {name: sft, steps: 5}]
 		return n == 0
 	})
 	j, _ := jobs.GetJob(ctx, &loompb.GetJobRequest{Job: "life"})
-	if j.State != "succeeded" || len(j.Checkpoints) != 2 || j.Losses["lm"] != 2.5 {
-		t.Errorf("final job = state %s checkpoints %d losses %v, want succeeded, 2, lm 2.5", j.State, len(j.Checkpoints), j.Losses)
+	if j.State != "succeeded" || len(j.Checkpoints) != 2 || j.Losses["lm"] != 1.75 {
+		t.Errorf("final job = state %s checkpoints %d losses %v, want succeeded, 2, lm 1.75 (the last step's)", j.State, len(j.Checkpoints), j.Losses)
 	}
 }
 

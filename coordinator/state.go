@@ -62,9 +62,15 @@ type Job struct {
 	Restore  *Checkpoint `json:"restore,omitempty"`
 	Restarts int         `json:"restarts"`
 
-	Step         int64              `json:"step"`
-	Samples      int64              `json:"samples"`
+	Step    int64 `json:"step"`
+	Samples int64 `json:"samples"`
+	// Losses are the newest progress report's losses, of step LossStep in
+	// the current stage. They move with reports only: a committed
+	// checkpoint moves Step ahead of them until its step's report
+	// arrives. A generation of another stage clears them, and
+	// TokensPerSec and StepTime with them.
 	Losses       map[string]float64 `json:"losses,omitempty"`
+	LossStep     int64              `json:"loss_step,omitempty"`
 	TokensPerSec float64            `json:"tokens_per_sec,omitempty"`
 	StepTime     time.Duration      `json:"step_time,omitempty"` // smoothed
 
@@ -516,6 +522,10 @@ func (s *State) schedule(x *Schedule, now time.Time) Result {
 		}
 	}
 	s.release(j)
+	if x.Stage != j.Stage {
+		// The last stage's numbers say nothing about this one.
+		j.Losses, j.LossStep, j.TokensPerSec, j.StepTime = nil, 0, 0, 0
+	}
 	j.Generation = x.Generation
 	j.Stage = x.Stage
 	j.Restore = nil
@@ -525,6 +535,10 @@ func (s *State) schedule(x *Schedule, now time.Time) Result {
 		j.Step, j.Samples = cp.Step, cp.Samples
 	} else {
 		j.Step, j.Samples = 0, 0
+	}
+	if j.LossStep > j.Step {
+		// Reports from the restore point on replace them.
+		j.LossStep = j.Step
 	}
 	j.GenerationStart = now
 	j.Updated = now
@@ -578,12 +592,15 @@ func (s *State) progress(x *Progress, now time.Time) Result {
 			w.LastStep = p.Step
 		}
 		w.TokensPerSec = p.TokensPerSec
-		if p.Step > j.Step && p.Step <= j.Manifest.StageEnd(j.Stage) {
+		inStage := p.Step <= j.Manifest.StageEnd(j.Stage)
+		if p.Step > j.Step && inStage {
 			j.Step = p.Step
 			j.Samples = p.Samples
-			if len(p.Losses) > 0 {
-				j.Losses = p.Losses
-			}
+		}
+		// A report may arrive after the checkpoint of its step moved
+		// Step: its losses are still the newest.
+		if len(p.Losses) > 0 && inStage && (p.Step > j.LossStep || j.Losses == nil) {
+			j.Losses, j.LossStep = p.Losses, p.Step
 		}
 		if p.StepTime > 0 {
 			if j.StepTime == 0 {

@@ -183,3 +183,63 @@ func TestRetain(t *testing.T) {
 		}
 	}
 }
+
+// TestLossesFollowReports: the losses a job shows are those of the newest
+// progress report of its current stage. A report that arrives after its
+// step's checkpoint (which moved the job's step) still counts, and a new
+// stage starts without the last stage's losses, throughput or step time
+// (issue 15: stale per-stage losses, the previous step's loss shown as
+// the final one).
+func TestLossesFollowReports(t *testing.T) {
+	m, err := api.LoadManifest("testdata/manifests/small.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewState()
+	now := time.Unix(0, 0)
+	apply := func(c *Command) {
+		t.Helper()
+		c.Time = now
+		if r := s.Apply(c); r.Code != OK {
+			t.Fatalf("%s: %+v", c.Kind(), r)
+		}
+	}
+	for _, id := range []string{"w1", "w2"} {
+		apply(&Command{WorkerUp: &WorkerUp{Worker: WorkerInfo{ID: id, Addr: id + ":1"}}})
+	}
+	apply(&Command{ID: "submit", Submit: &Submit{Manifest: *m}})
+	apply(&Command{Schedule: &Schedule{Job: "small", Generation: 1, Stage: 0, Workers: []string{"w1", "w2"}}})
+	report := func(gen, step int64, loss float64) {
+		t.Helper()
+		var reps []ProgressReport
+		for _, id := range []string{"w1", "w2"} {
+			reps = append(reps, ProgressReport{WorkerID: id, Job: "small", Generation: gen, Step: step,
+				Losses: map[string]float64{"loss": loss}, TokensPerSec: 100, StepTime: time.Second})
+		}
+		apply(&Command{Progress: &Progress{Reports: reps}})
+	}
+	commit := func(gen, step int64) {
+		t.Helper()
+		apply(&Command{Commit: &Commit{WorkerID: "w1", Job: "small", Generation: gen, Step: step,
+			Objects: []ObjectInfo{{Path: "p", SHA256: strings.Repeat("a", 64)}}}})
+	}
+	j := s.Jobs["small"]
+	report(1, 199, 3.5)
+	commit(1, 200) // the checkpoint of step 200 before its report
+	report(1, 200, 2.25)
+	if got := j.Losses["loss"]; got != 2.25 || j.LossStep != 200 {
+		t.Errorf("after step 200's report, which came after its checkpoint: loss %v of step %d, want 2.25 of step 200", got, j.LossStep)
+	}
+	report(1, 199, 9) // late and older
+	if got := j.Losses["loss"]; got != 2.25 {
+		t.Errorf("an older report replaced the losses: %v, want 2.25", got)
+	}
+	apply(&Command{Schedule: &Schedule{Job: "small", Generation: 2, Stage: 1, Workers: []string{"w1", "w2"}}})
+	if j.Losses != nil || j.TokensPerSec != 0 || j.StepTime != 0 {
+		t.Errorf("stage sft starts with stage align's losses %v, %v tokens/s, step time %v; want none", j.Losses, j.TokensPerSec, j.StepTime)
+	}
+	report(2, 201, 4.5)
+	if got := j.Losses["loss"]; got != 4.5 || j.LossStep != 201 {
+		t.Errorf("stage sft's first report: loss %v of step %d, want 4.5 of step 201", got, j.LossStep)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -72,6 +73,10 @@ type IngestStats struct {
 	SkipErrors []*InputError // the first 100 skipped records
 	InputBytes int64
 	Index      *Index
+	// MetaFields are the JSONL fields, sorted, that are none of the
+	// format's own (image, caption, text, ...) and were kept in each
+	// row's meta object instead of being dropped.
+	MetaFields []string
 }
 
 // DetectFormat guesses the input format of src from file names and, for
@@ -380,6 +385,11 @@ func (in *ingester) images(file string) error {
 		if err := json.Unmarshal(line, &rec); err != nil {
 			return in.bad(&InputError{File: file, Line: n, Err: fmt.Errorf("malformed JSON: %w", err)})
 		}
+		meta, err := in.keepFields(line, rec.Meta, "id", "image", "caption", "meta")
+		if err != nil {
+			return in.bad(&InputError{File: file, Line: n, Err: err})
+		}
+		rec.Meta = meta
 		if rec.Image == "" {
 			return in.bad(&InputError{File: file, Line: n, Err: errors.New(`no "image" field`)})
 		}
@@ -393,6 +403,48 @@ func (in *ingester) images(file string) error {
 		}
 		return in.add(Sample{ID: id, Image: im, Caption: rec.Caption, Meta: string(rec.Meta)}, file, n, rec.Image)
 	})
+}
+
+// keepFields returns a record's meta with the record's other fields (all
+// but known) added to it, so that ingest drops nothing: the meta object
+// gains them (a key already in meta keeps meta's value); a meta that is
+// not an object is kept under "meta". The names go into the stats once.
+func (in *ingester) keepFields(line []byte, meta json.RawMessage, known ...string) (json.RawMessage, error) {
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(line, &all); err != nil {
+		return nil, fmt.Errorf("want a JSON object: %w", err)
+	}
+	extra := map[string]json.RawMessage{}
+	for k, v := range all {
+		if !slices.Contains(known, k) {
+			extra[k] = v
+		}
+	}
+	if len(extra) == 0 {
+		return meta, nil
+	}
+	for k := range extra {
+		if !slices.Contains(in.st.MetaFields, k) {
+			in.st.MetaFields = append(in.st.MetaFields, k)
+			slices.Sort(in.st.MetaFields)
+		}
+	}
+	merged := map[string]json.RawMessage{}
+	if m := bytes.TrimSpace(meta); len(m) > 0 && !bytes.Equal(m, []byte("null")) {
+		if m[0] == '{' {
+			if err := json.Unmarshal(m, &merged); err != nil {
+				return nil, fmt.Errorf("meta: %w", err)
+			}
+		} else {
+			merged["meta"] = m
+		}
+	}
+	for k, v := range extra {
+		if _, ok := merged[k]; !ok {
+			merged[k] = v
+		}
+	}
+	return json.Marshal(merged) // sorted keys: the same bytes every run
 }
 
 func (in *ingester) llava(file string) error {
@@ -594,6 +646,11 @@ func (in *ingester) jsonl(file string, kind Kind) error {
 		if err := json.Unmarshal(line, &rec); err != nil {
 			return in.bad(&InputError{File: file, Line: n, Err: fmt.Errorf("malformed JSON: %w", err)})
 		}
+		meta, err := in.keepFields(line, rec.Meta, "id", "text", "tokens", "meta")
+		if err != nil {
+			return in.bad(&InputError{File: file, Line: n, Err: err})
+		}
+		rec.Meta = meta
 		id := strings.Trim(string(rec.ID), `"`)
 		if id == "" {
 			id = fmt.Sprintf("%s:%d", filepath.Base(file), n)

@@ -237,3 +237,50 @@ func TestProgressBar(t *testing.T) {
 		t.Errorf("ETA with unknown total = %v, want -1", eta)
 	}
 }
+
+// TestIngestKeepsUnknownFields: JSONL fields that are none of the
+// format's own go into the row's meta object instead of being dropped,
+// and the stats name them (issue 15: a "label" field vanished).
+func TestIngestKeepsUnknownFields(t *testing.T) {
+	ctx := context.Background()
+	dir := imageFolder(t, 2,
+		`{"image": "img/000.png", "caption": "c", "label": 3, "source": "web"}`,
+		`{"image": "img/001.png", "caption": "d", "label": 5, "meta": {"source": "kept", "w": 1}}`,
+		`{"image": "img/001.png", "caption": "e", "label": 7, "meta": "free text"}`)
+	store := shard.NewMemStore()
+	st, err := shard.Ingest(ctx, dir, store, "ds", shard.IngestOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(st.MetaFields, ",") != "label,source" {
+		t.Errorf("MetaFields = %v, want [label source]", st.MetaFields)
+	}
+	r, err := shard.OpenReader(ctx, store, "ds", shard.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for row, want := range map[int64]string{
+		0: "",
+		3: `{"label":3,"source":"web"}`,
+		4: `{"label":5,"source":"kept","w":1}`, // meta's own value wins
+		5: `{"label":7,"meta":"free text"}`,
+	} {
+		s, err := r.Get(ctx, 0, row)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Meta != want {
+			t.Errorf("row %d meta = %q, want %q", row, s.Meta, want)
+		}
+	}
+	tdir := t.TempDir()
+	os.WriteFile(filepath.Join(tdir, "docs.jsonl"), []byte(`{"text": "a doc", "lang": "en"}`+"\n"), 0o644)
+	st, err = shard.Ingest(ctx, filepath.Join(tdir, "docs.jsonl"), store, "txt", shard.IngestOptions{})
+	if err != nil || strings.Join(st.MetaFields, ",") != "lang" {
+		t.Fatalf("Ingest(text JSONL with lang) = %+v, %v; want lang kept in meta", st, err)
+	}
+	r, _ = shard.OpenReader(ctx, store, "txt", shard.ReaderOptions{})
+	if s, err := r.Get(ctx, 0, 0); err != nil || s.Meta != `{"lang":"en"}` {
+		t.Errorf("text row meta = %q, %v; want {\"lang\":\"en\"}", s.Meta, err)
+	}
+}

@@ -17,15 +17,18 @@ type EvalResult struct {
 	// most likely under their own image among all N images (the caption's
 	// prior likelihood cancels, as the caption is fixed). ImageToText is
 	// image→text recall@1: the share of images whose own caption scores
-	// best among all N captions (a likelihood score favours captions that
-	// are likely a priori, so it lags TextToImage). Chance is 1/N.
+	// best among all N captions, where a caption's score is its loss given
+	// the image minus its mean loss over all N images (an estimate of its
+	// prior), so that a caption likely a priori does not win for every
+	// image. Chance is 1/N.
 	Retrieval, ImageToText, Chance float64
 	// CaptionLoss is the mean caption loss of the true pairs (ITG for
 	// BLIP-2 stage 1, the LM loss on the caption otherwise).
 	CaptionLoss float64
 	// ExactMatch is the share of images for which the best-scoring caption
-	// is word for word the reference (identical captions of different
-	// images count as correct, unlike Retrieval).
+	// (scored as for ImageToText) is word for word the reference
+	// (identical captions of different images count as correct, unlike
+	// ImageToText).
 	ExactMatch float64
 }
 
@@ -80,35 +83,64 @@ func (r *Run) Evaluate(ctx context.Context, samples []shard.Sample) (EvalResult,
 			loss[i][j] = float64(v)
 		}
 	}
-	t2i := 0
-	for j := range samples {
+	captions := make([]string, len(samples))
+	for i, sm := range samples {
+		captions[i] = sm.Caption
+		res.CaptionLoss += loss[i][i]
+	}
+	res.Retrieval, res.ImageToText, res.ExactMatch = scoreRetrieval(loss, captions)
+	n := float64(len(samples))
+	res.Chance, res.CaptionLoss = 1/n, res.CaptionLoss/n
+	return res, nil
+}
+
+// scoreRetrieval returns text→image and image→text recall@1 and the
+// exact-match rate from loss[i][j], the loss of caption j given image i,
+// where image i's own caption is caption i.
+//
+// Text→image ranks the images for a caption by that caption's loss under
+// each: the caption is fixed, so its prior cancels. Image→text cannot
+// rank raw losses: with likelihood scoring every image picks the caption
+// that is most likely a priori (short, common words), and recall sits at
+// exactly 1/N. So each caption's loss is taken relative to its mean loss
+// over all N images, loss[i][j] − mean_k loss[k][j]: how much more likely
+// image i makes caption j than images do on average (a pointwise mutual
+// information estimate, with the mean over the evaluated images as the
+// caption's prior).
+func scoreRetrieval(loss [][]float64, captions []string) (t2i, i2t, exact float64) {
+	n := len(loss)
+	prior := make([]float64, n)
+	for j := range n {
+		for i := range n {
+			prior[j] += loss[i][j]
+		}
+		prior[j] /= float64(n)
+	}
+	var hitsT, hitsI, hitsE int
+	for j := range n {
 		best := 0
-		for i := range samples {
+		for i := range n {
 			if loss[i][j] < loss[best][j] {
 				best = i
 			}
 		}
 		if best == j {
-			t2i++
+			hitsT++
 		}
 	}
-	hits, exact := 0, 0
-	for i := range samples {
+	for i := range n {
 		best := 0
-		for j := range samples {
-			if loss[i][j] < loss[i][best] {
+		for j := range n {
+			if loss[i][j]-prior[j] < loss[i][best]-prior[best] {
 				best = j
 			}
 		}
 		if best == i {
-			hits++
+			hitsI++
 		}
-		if samples[best].Caption == samples[i].Caption {
-			exact++
+		if captions[best] == captions[i] {
+			hitsE++
 		}
-		res.CaptionLoss += loss[i][i]
 	}
-	n := float64(len(samples))
-	res.Retrieval, res.ImageToText, res.ExactMatch, res.Chance, res.CaptionLoss = float64(t2i)/n, float64(hits)/n, float64(exact)/n, 1/n, res.CaptionLoss/n
-	return res, nil
+	return float64(hitsT) / float64(n), float64(hitsI) / float64(n), float64(hitsE) / float64(n)
 }

@@ -2,11 +2,13 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -131,6 +133,7 @@ func commitProto(c *loompb.CommitCheckpointRequest, stage int32) *loompb.Checkpo
 func TestSingleWorkerRunsStageAndCommits(t *testing.T) {
 	coord := newFakeCoordinator()
 	store := shard.NewMemStore()
+	coord.reportDelay = 20 * time.Millisecond
 	w := startWorker(t, "w0", coord, store, 0)
 	coord.assign("w0", assignment(1, 0, 0, []*testWorker{w}, nil, 0, 6))
 	if !coord.waitFor(10*time.Second, func(f *fakeCoordinator) bool { return len(f.commits) == 3 }) {
@@ -144,6 +147,24 @@ func TestSingleWorkerRunsStageAndCommits(t *testing.T) {
 			t.Errorf("commit %d: object path %q, want it under s3://ckpt/checkpoints/j1/", i, c.Objects[0].Path)
 		}
 	}
+	// Each checkpoint's step (or a later one) was reported before it was
+	// committed: the coordinator shows that step's losses, not the step
+	// before's, even when the commit ends the job (issue 15).
+	coord.mu.Lock()
+	for _, c := range coord.commits {
+		at := slices.Index(coord.order, fmt.Sprintf("commit %d", c.Step))
+		reported := false
+		for _, e := range coord.order[:max(at, 0)] {
+			var n int64
+			if _, err := fmt.Sscanf(e, "report %d", &n); err == nil && n >= c.Step {
+				reported = true
+			}
+		}
+		if !reported {
+			t.Errorf("checkpoint at step %d committed before step %d was reported: %v", c.Step, c.Step, coord.order)
+		}
+	}
+	coord.mu.Unlock()
 	// The last step's report goes out once the stage is finished.
 	if !coord.waitFor(5*time.Second, func(f *fakeCoordinator) bool {
 		return len(f.reports) > 0 && f.reports[len(f.reports)-1].Step == 6
@@ -155,6 +176,24 @@ func TestSingleWorkerRunsStageAndCommits(t *testing.T) {
 	coord.assign("w0", assignment(2, 1, 0, []*testWorker{w}, commitProto(last, 0), 6, 10))
 	if !coord.waitFor(10*time.Second, func(f *fakeCoordinator) bool { return len(f.commits) == 5 }) {
 		t.Fatalf("commits after stage 2: got %d, want 5", len(coord.commits))
+	}
+	// Each generation's log went next to the checkpoints, for loom logs.
+	for gen, want := range map[int]string{1: `"msg":"starting generation"`, 2: `"msg":"generation ended"`} {
+		var got strings.Builder
+		prefix := fmt.Sprintf("checkpoints/j1/logs/gen-%06d/rank-0000/", gen)
+		waitForLog := time.Now().Add(5 * time.Second)
+		for !strings.Contains(got.String(), want) && time.Now().Before(waitForLog) {
+			got.Reset()
+			store.List(context.Background(), prefix, func(o shard.ObjectInfo) error {
+				b, err := store.GetRange(context.Background(), o.Key, 0, o.Size)
+				got.Write(b)
+				return err
+			})
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !strings.Contains(got.String(), want) || !strings.Contains(got.String(), `"job":"j1"`) {
+			t.Errorf("job log of generation %d under %s: %q, want records of job j1 with %s", gen, prefix, got.String(), want)
+		}
 	}
 	if err := w.stop(t); err != nil {
 		t.Fatalf("Run after an idle drain: %v", err)

@@ -22,16 +22,21 @@ import (
 // and it records progress reports and commits. Reports and commits of a
 // generation other than the current one are refused like the real one.
 type fakeCoordinator struct {
-	mu       sync.Mutex
-	current  map[string]int64 // job → current generation
-	streams  map[string][]chan *loompb.Assignment
-	last     map[string]*loompb.Assignment
-	reports  []*loompb.ReportProgressRequest
-	commits  []*loompb.CommitCheckpointRequest
-	failures []*loompb.ReportFailureRequest
-	watches  int
-	changed  chan struct{}
-	breakNow map[string]bool
+	mu      sync.Mutex
+	current map[string]int64 // job → current generation
+	streams map[string][]chan *loompb.Assignment
+	last    map[string]*loompb.Assignment
+	reports []*loompb.ReportProgressRequest
+	commits []*loompb.CommitCheckpointRequest
+	// order is "report N" and "commit N" in the order they arrived.
+	order []string
+	// reportDelay holds every progress report up before it arrives (a
+	// slow network), set before the first assignment.
+	reportDelay time.Duration
+	failures    []*loompb.ReportFailureRequest
+	watches     int
+	changed     chan struct{}
+	breakNow    map[string]bool
 }
 
 func newFakeCoordinator() *fakeCoordinator {
@@ -101,6 +106,7 @@ func (f *fakeCoordinator) WatchAssignment(ctx context.Context, id string) (Assig
 }
 
 func (f *fakeCoordinator) ReportProgress(ctx context.Context, req *loompb.ReportProgressRequest) error {
+	time.Sleep(f.reportDelay)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	defer f.poke()
@@ -108,6 +114,7 @@ func (f *fakeCoordinator) ReportProgress(ctx context.Context, req *loompb.Report
 		return status.Errorf(codes.FailedPrecondition, "fake: generation %d is not current (%d)", req.Generation, f.current[req.Job])
 	}
 	f.reports = append(f.reports, req)
+	f.order = append(f.order, fmt.Sprintf("report %d", req.Step))
 	return nil
 }
 
@@ -124,6 +131,7 @@ func (f *fakeCoordinator) CommitCheckpoint(ctx context.Context, req *loompb.Comm
 		}
 	}
 	f.commits = append(f.commits, req)
+	f.order = append(f.order, fmt.Sprintf("commit %d", req.Step))
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,9 @@ type generation struct {
 	bucket string // checkpoint bucket
 
 	rep reporter
+	// lastReport is the newest progress report built, sent again ahead
+	// of each commit.
+	lastReport atomic.Pointer[loompb.ReportProgressRequest]
 
 	done chan struct{}
 	// Set before done is closed.
@@ -234,6 +238,13 @@ func (g *generation) Commit(ctx context.Context, ref trainer.CheckpointRef) erro
 	for _, o := range ref.Objects {
 		req.Objects = append(req.Objects, &loompb.CheckpointObject{Path: objectPath(g.bucket, o.Path), Sha256: o.SHA256, Size: o.Size})
 	}
+	// The newest progress report goes first, and synchronously: the
+	// reporter sends asynchronously, and once the final checkpoint
+	// completes the job the coordinator drops later reports, so the
+	// job would show the step before's losses as its last (issue 15).
+	if r := g.lastReport.Load(); r != nil && r.Step >= ref.Step {
+		g.send(ctx, r)
+	}
 	if err := g.ag.cfg.Coordinator.CommitCheckpoint(ctx, req); err != nil {
 		return fmt.Errorf("coordinator refused checkpoint at step %d of job %q generation %d: %w", ref.Step, g.a.Job, g.a.Generation, err)
 	}
@@ -241,7 +252,7 @@ func (g *generation) Commit(ctx context.Context, ref trainer.CheckpointRef) erro
 	return nil
 }
 
-func (g *generation) train() (genEnd, error) {
+func (g *generation) train() (end genEnd, err error) {
 	a, ag := g.a, g.ag
 	log := ag.log.With("job", a.Job, "generation", a.Generation, "rank", a.Rank)
 	m, err := api.ParseManifest(fmt.Sprintf("job %q (assignment manifest)", a.Job), a.ManifestYaml)
@@ -257,6 +268,18 @@ func (g *generation) train() (genEnd, error) {
 	if err != nil {
 		return endFailed, fmt.Errorf("checkpoint bucket %q: %w", bucket, err)
 	}
+	// From here on the generation's log also goes next to the job's
+	// checkpoints, for loom logs.
+	jl := newJobLog(store, prefix, a.Generation, int64(a.Rank), ag.log)
+	log = slog.New(jl.tee(ag.log.Handler())).With("job", a.Job, "generation", a.Generation, "rank", a.Rank)
+	defer func() {
+		if err != nil {
+			log.Error("generation ended", "err", err)
+		} else {
+			log.Info("generation ended", "step", g.lastStep)
+		}
+		jl.close()
+	}()
 	restore, err := RestoreRef(a, bucket)
 	if err != nil {
 		return endFailed, err
@@ -330,7 +353,9 @@ func (g *generation) train() (genEnd, error) {
 		}
 		g.lastStep = p.Step
 		ag.metrics.observeStep(p)
-		g.rep.put(progressRequest(ag.cfg.Info.ID, a, p))
+		req := progressRequest(ag.cfg.Info.ID, a, p)
+		g.lastReport.Store(req)
+		g.rep.put(req)
 		log.Debug("step", "stage", p.StageName, "step", p.Step, "loss", p.Loss, "terms", p.Terms, "tokens_per_sec", p.TokensPerSec,
 			"step_time", p.StepTime, "comm_wait", p.CommWait, "samples", p.Samples, "sample_ids", p.SampleIDs)
 		if p.StageStep == 1 || p.Step%10 == 0 || p.Step >= a.StopStep {

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 
 	"github.com/loomtrain/loom/api/loompb"
@@ -30,7 +34,8 @@ type clientFlags struct {
 
 func (c *clientFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	fl.StringVar(&c.addr, "coordinator", firstNonEmpty(os.Getenv("LOOM_COORDINATOR"), "127.0.0.1:7001"), "gRPC address of any coordinator node (default $LOOM_COORDINATOR or 127.0.0.1:7001)")
+	fl.StringVar(&c.addr, "coordinator", firstNonEmpty(os.Getenv("LOOM_COORDINATOR"), "127.0.0.1:7001"),
+		"gRPC addresses of coordinator nodes, comma-separated host:port; the first that answers is used, the next ones if it fails (default $LOOM_COORDINATOR or 127.0.0.1:7001)")
 	fl.StringVar(&c.tls.Cert, "tls-cert", "", "client certificate (PEM) when the coordinator uses mutual TLS")
 	fl.StringVar(&c.tls.Key, "tls-key", "", "private key of --tls-cert")
 	fl.StringVar(&c.tls.CA, "tls-ca", "", "CA (PEM) that signed the coordinator's certificate")
@@ -62,11 +67,46 @@ func (c *clientFlags) dial() (*grpc.ClientConn, error) {
 		}
 		opts = coordinator.DialOptions(token, conf)
 	}
-	cc, err := grpc.NewClient(c.addr, opts...)
+	target, ropts, err := coordinatorTarget(c.addr)
+	if err != nil {
+		return nil, err
+	}
+	cc, err := grpc.NewClient(target, append(opts, ropts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("--coordinator %s: %w", c.addr, err)
 	}
 	return cc, nil
+}
+
+// coordinatorTarget turns --coordinator (and $LOOM_COORDINATOR), a
+// comma-separated list of host:port as workers take it, into a gRPC
+// target: one address as it is, several through a resolver that hands
+// gRPC all of them, so that the connection goes to the first that
+// answers and moves on when it fails (pick_first). Any node serves: a
+// follower forwards writes to the leader.
+func coordinatorTarget(list string) (string, []grpc.DialOption, error) {
+	var addrs []resolver.Address
+	for _, a := range strings.Split(list, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			continue
+		}
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			return "", nil, fmt.Errorf("--coordinator %q: address %q: %v (want host:port, comma-separated)", list, a, err)
+		}
+		addrs = append(addrs, resolver.Address{Addr: a, ServerName: host})
+	}
+	switch len(addrs) {
+	case 0:
+		return "", nil, fmt.Errorf("--coordinator %q: no address (want host:port, comma-separated)", list)
+	case 1:
+		return addrs[0].Addr, nil, nil
+	}
+	r := manual.NewBuilderWithScheme("loom-coordinators")
+	r.InitialState(resolver.State{Addresses: addrs})
+	return r.Scheme() + ":///" + addrs[0].Addr, []grpc.DialOption{grpc.WithResolvers(r),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"pick_first": {}}]}`)}, nil
 }
 
 func (c *clientFlags) ctx(parent context.Context) (context.Context, context.CancelFunc) {

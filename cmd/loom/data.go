@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -100,6 +101,9 @@ index; --on-error=skip skips them, logs each and reports how many.`,
 			}
 			if err != nil {
 				return err
+			}
+			if len(st.MetaFields) > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "kept fields %s of the input in each row's meta (JSON object)\n", strings.Join(st.MetaFields, ", "))
 			}
 			el := time.Since(start).Seconds()
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %d %s rows in %d shards (%s) to %s in %.1fs (%s/s of input, %.0f rows/s); skipped %d bad records\n",

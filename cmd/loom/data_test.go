@@ -52,6 +52,12 @@ func TestDataIngestToEmbeddedS3(t *testing.T) {
 	if err != nil || !strings.Contains(out, `"ok": true`) {
 		t.Fatalf("loom data verify --json = %q, %v", out, err)
 	}
+	// Fields other than the format's own are kept, and named.
+	os.WriteFile(filepath.Join(src, "extra.jsonl"), []byte(`{"text": "a doc", "label": 2}`+"\n"), 0o644)
+	out, err = run(t, "data", "ingest", filepath.Join(src, "extra.jsonl"), "s3://datasets/extra")
+	if err != nil || !strings.Contains(out, "kept fields label of the input in each row's meta") {
+		t.Fatalf("loom data ingest of JSONL with a label = %q, %v; want it to say label was kept in meta", out, err)
+	}
 	_, err = run(t, "data", "ingest", "--on-error", "sometimes", src, "s3://datasets/x")
 	if err == nil || !strings.Contains(err.Error(), "--on-error") {
 		t.Fatalf("bad --on-error accepted: %v", err)

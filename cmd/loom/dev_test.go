@@ -22,6 +22,9 @@ import (
 
 	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/api/loompb"
+	"github.com/loomtrain/loom/internal/devcluster"
+	"github.com/loomtrain/loom/shard"
+	"github.com/loomtrain/loom/shard/synth"
 	"github.com/loomtrain/loom/trainer"
 )
 
@@ -51,13 +54,167 @@ func TestDevEndToEnd(t *testing.T) {
 	}
 	for _, want := range []string{"text pretraining: blip2-tiny-text trains the tiny LLM on synthetic text for 6 steps; blip2-tiny starts its LLM from it",
 		"job blip2-tiny-text succeeded: 6 steps", "stage 1/2 representation", "stage 2/2 generative", "job blip2-tiny succeeded: 34 steps",
-		"held-out retrieval, stage representation, trained", "dashboard    http://", "checkpoints in s3://loom/checkpoints/blip2-tiny/"} {
+		"held-out retrieval, stage representation, trained", "  coordinator  127.0.0.1:", "checkpoints in s3://loom/checkpoints/blip2-tiny/"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("loom dev output lacks %q:\n%s", want, out)
 		}
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("data dir %s still exists after loom dev (stat: %v)", dir, err)
+	}
+}
+
+// TestDevKeptDataDir runs `loom dev` twice on one kept --data-dir: the
+// second run reuses the text-pretraining job that succeeded in the first
+// and trains the recipe's job again under a new name, where it failed
+// with AlreadyExists (issue 15).
+func TestDevKeptDataDir(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs loom dev twice")
+	}
+	dir := filepath.Join(t.TempDir(), "dev")
+	dev := func() string {
+		t.Helper()
+		out, err := exec.Command(loomBinary, "dev", "--recipe", "vila", "--steps", "2", "--pretrain-steps", "2", "--batch", "4",
+			"--samples", "32", "--eval-samples", "0", "--workers", "1", "--data-dir", dir, "--keep").CombinedOutput()
+		if err != nil {
+			t.Fatalf("loom dev --data-dir %s --keep: %v\n%s", dir, err, out)
+		}
+		return string(out)
+	}
+	dev()
+	out := dev()
+	for _, want := range []string{"job          vila-tiny-text: succeeded in this data dir already (2 steps); using its checkpoints",
+		"job          vila-tiny-2: 3 stages", "job vila-tiny-2 succeeded: 6 steps"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("second loom dev on a kept data dir: output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestDevOwnDataKeepRunning trains VILA on a local image folder given
+// with --data and keeps the cluster up (--keep-running): the printed
+// export line reaches it from loom status and loom logs, and Ctrl-C
+// stops it (issue 15 part 4).
+func TestDevOwnDataKeepRunning(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs loom dev")
+	}
+	src := t.TempDir()
+	var jl strings.Builder
+	for i := range 24 {
+		smp := synth.Sample(shard.KindImageText, 5, i)
+		name := fmt.Sprintf("%02d.png", i)
+		if err := os.WriteFile(filepath.Join(src, name), smp.Image.Data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&jl, `{"image": %q, "caption": %q, "label": %d}`+"\n", name, smp.Caption, i%3)
+	}
+	os.WriteFile(filepath.Join(src, "captions.jsonl"), []byte(jl.String()), 0o644)
+	cmd := exec.Command(loomBinary, "dev", "--recipe", "vila", "--steps", "2", "--pretrain-steps", "0", "--batch", "4", "--samples", "32",
+		"--workers", "1", "--data", src, "--keep-running")
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait(); pw.Close() }()
+	var log bytes.Buffer
+	env := make(chan []string, 1)
+	scanned := make(chan struct{})
+	go func() {
+		defer close(scanned)
+		sc := bufio.NewScanner(pr)
+		var vars []string
+		for sc.Scan() {
+			line := sc.Text()
+			log.WriteString(line + "\n")
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "export "); ok {
+				vars = append(vars, strings.Fields(rest)...)
+				if strings.Contains(rest, "LOOM_S3_ENDPOINT") {
+					env <- vars
+				}
+			}
+		}
+	}()
+	var vars []string
+	select {
+	case vars = <-env:
+	case err := <-done:
+		<-scanned
+		t.Fatalf("loom dev --keep-running exited (%v) before printing the export lines\n%s", err, log.String())
+	case <-time.After(120 * time.Second):
+		t.Fatalf("loom dev --keep-running printed no export lines\n%s", log.String())
+	}
+	loom := func(args ...string) string {
+		t.Helper()
+		c := exec.Command(loomBinary, args...)
+		c.Env = append(os.Environ(), vars...)
+		b, err := c.CombinedOutput()
+		if err != nil {
+			t.Errorf("loom %v with the printed exports: %v\n%s", args, err, b)
+		}
+		return string(b)
+	}
+	if got := loom("status"); !strings.Contains(got, "vila-tiny") || !strings.Contains(got, "succeeded") {
+		t.Errorf("loom status on the kept cluster:\n%s", got)
+	}
+	if got := loom("logs", "vila-tiny", "--rank", "0"); !strings.Contains(got, "starting generation") {
+		t.Errorf("loom logs on the kept cluster:\n%s", got)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-done:
+		<-scanned
+		if err != nil {
+			t.Errorf("loom dev --keep-running after Ctrl-C: %v\n%s", err, log.String())
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatalf("loom dev --keep-running did not stop after Ctrl-C\n%s", log.String())
+	}
+	for _, want := range []string{"s3://loom/datasets/data: 24 image-text rows from " + src, "kept fields label of the input", "job vila-tiny succeeded: 6 steps",
+		"export LOOM_COORDINATOR=127.0.0.1:"} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("loom dev --data --keep-running output lacks %q:\n%s", want, log.String())
+		}
+	}
+	if strings.Contains(log.String(), "held-out retrieval") {
+		t.Errorf("loom dev --data evaluated on synthetic pairs without --eval-samples:\n%s", log.String())
+	}
+}
+
+// TestDevManifest trains a manifest of one's own with loom dev --manifest.
+func TestDevManifest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs loom dev")
+	}
+	m, err := trainer.ExampleManifest("vila", "tiny", func(k shard.Kind) string { return "s3://loom/datasets/" + string(k) }, 2, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Name = "mine"
+	m.Stages = m.Stages[:1]
+	m.Elastic = api.Elastic{Min: 1, Max: 1}
+	y, err := m.Normalized()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "mine.yaml")
+	os.WriteFile(file, y, 0o644)
+	out, err := exec.Command(loomBinary, "dev", "--manifest", file, "--workers", "1", "--samples", "32").CombinedOutput()
+	if err != nil {
+		t.Fatalf("loom dev --manifest: %v\n%s", err, out)
+	}
+	for _, want := range []string{"loom dev: mine (vila, 1 stages, 2 steps) from " + file, "job mine succeeded: 2 steps", "synthetic samples per kind: image-text"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("loom dev --manifest output lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = exec.Command(loomBinary, "dev", "--manifest", file, "--workers", "0").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--workers 0") {
+		t.Errorf("loom dev --manifest --workers 0: %v\n%s", err, out)
 	}
 }
 
@@ -151,13 +308,13 @@ type stepRecord struct {
 // sampleLog reads every worker log of the cluster and returns, for job,
 // the samples each global step trained on in the generation that ran it
 // last (the lineage that survives a restart), ranks concatenated in order.
-func sampleLog(t *testing.T, c *devCluster, job string, world int) map[int64][]string {
+func sampleLog(t *testing.T, c *devcluster.Cluster, job string, world int) map[int64][]string {
 	t.Helper()
 	type key struct {
 		step, gen int64
 	}
 	byGen := map[key]map[int][]string{}
-	files, _ := filepath.Glob(filepath.Join(c.dir, "logs", "w*.log"))
+	files, _ := filepath.Glob(filepath.Join(c.LogDir(), "w*.log"))
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -198,7 +355,7 @@ func sampleLog(t *testing.T, c *devCluster, job string, world int) map[int64][]s
 }
 
 // finalTensors returns tensor name → sha256 of the job's final checkpoint.
-func finalTensors(t *testing.T, c *devCluster, j *loompb.Job) map[string]string {
+func finalTensors(t *testing.T, c *devcluster.Cluster, j *loompb.Job) map[string]string {
 	t.Helper()
 	var final *loompb.Checkpoint
 	for _, cp := range j.Checkpoints {
@@ -209,11 +366,11 @@ func finalTensors(t *testing.T, c *devCluster, j *loompb.Job) map[string]string 
 	if final == nil {
 		t.Fatalf("job %s: no committed checkpoint at its last step %d", j.Name, j.TotalSteps)
 	}
-	ref, err := restoreOf(final)
+	ref, err := devcluster.RestoreOf(final)
 	if err != nil {
 		t.Fatal(err)
 	}
-	man, err := trainer.ReadCheckpoint(context.Background(), c.store, *ref)
+	man, err := trainer.ReadCheckpoint(context.Background(), c.Store(), *ref)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,11 +383,11 @@ func finalTensors(t *testing.T, c *devCluster, j *loompb.Job) map[string]string 
 	return out
 }
 
-func waitJob(t *testing.T, c *devCluster, name string, within time.Duration, cond func(*loompb.Job) bool) *loompb.Job {
+func waitJob(t *testing.T, c *devcluster.Cluster, name string, within time.Duration, cond func(*loompb.Job) bool) *loompb.Job {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		j, err := c.getJob(context.Background(), name)
+		j, err := c.GetJob(context.Background(), name)
 		if err == nil && cond(j) {
 			return j
 		}
@@ -263,7 +420,7 @@ func TestResume(t *testing.T) {
 	}
 	ctx := context.Background()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	c, err := startDevCluster(ctx, devClusterOptions{Dir: t.TempDir(), Bin: loomBinary, Coordinators: 3, LeaseTTL: 3 * time.Second, Logger: quiet})
+	c, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir(), Bin: loomBinary, Coordinators: 3, LeaseTTL: 3 * time.Second, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,30 +428,30 @@ func TestResume(t *testing.T) {
 		if t.Failed() {
 			keep := filepath.Join(os.TempDir(), "loom-resume-logs")
 			os.RemoveAll(keep)
-			exec.Command("cp", "-r", filepath.Join(c.dir, "logs"), keep).Run()
+			exec.Command("cp", "-r", filepath.Join(c.LogDir()), keep).Run()
 			t.Logf("process logs copied to %s", keep)
 		}
 		if err := c.Close(); err != nil {
 			t.Errorf("closing the cluster: %v", err)
 		}
 	}()
-	uri, err := c.writeData(ctx, "blip2", 512)
+	uri, err := c.WriteData(ctx, "blip2", 512)
 	if err != nil {
 		t.Fatal(err)
 	}
 	next := 0
-	spawn := func() *devProc {
-		p, err := c.startWorker(fmt.Sprintf("w%d", next))
+	spawn := func() *devcluster.Proc {
+		p, err := c.StartWorker(fmt.Sprintf("w%d", next))
 		if err != nil {
 			t.Fatal(err)
 		}
 		next++
 		return p
 	}
-	procs := map[string]*devProc{}
+	procs := map[string]*devcluster.Proc{}
 	for i := 0; i < 3; i++ {
 		p := spawn()
-		procs[p.id] = p
+		procs[p.ID] = p
 	}
 	const steps, batch = 24, 8
 	manifest := func(name string) *api.Manifest {
@@ -308,7 +465,7 @@ func TestResume(t *testing.T) {
 	}
 	run := func(name string, disrupt func(j *loompb.Job)) *loompb.Job {
 		t.Helper()
-		if _, err := c.submit(ctx, manifest(name)); err != nil {
+		if _, err := c.Submit(ctx, manifest(name)); err != nil {
 			t.Fatal(err)
 		}
 		if disrupt != nil {
@@ -371,12 +528,12 @@ func TestResume(t *testing.T) {
 		j := run("kill-worker", func(j *loompb.Job) {
 			victim := procs[j.Workers[1]]
 			killedAt = lastCheckpoint(j)
-			t.Logf("SIGKILL worker %s (rank 1) at committed step %d", victim.id, killedAt)
-			victim.cmd.Process.Kill()
-			<-victim.done
-			delete(procs, victim.id)
+			t.Logf("SIGKILL worker %s (rank 1) at committed step %d", victim.ID, killedAt)
+			victim.Cmd.Process.Kill()
+			<-victim.Done
+			delete(procs, victim.ID)
 			p := spawn() // the spare for later scenarios
-			procs[p.id] = p
+			procs[p.ID] = p
 		})
 		if j.Restarts < 1 || j.Generation < 2 {
 			t.Errorf("job %s: %d restarts, generation %d; want a new generation after the kill", j.Name, j.Restarts, j.Generation)
@@ -392,39 +549,39 @@ func TestResume(t *testing.T) {
 	})
 	t.Run("leader-sigkill", func(t *testing.T) {
 		j := run("kill-leader", func(j *loompb.Job) {
-			leader, err := c.waitLeader(ctx, 10*time.Second)
+			leader, err := c.WaitLeader(ctx, 10*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("SIGKILL coordinator leader %s at committed step %d", leader.id, lastCheckpoint(j))
-			leader.cmd.Process.Kill()
-			<-leader.done
-			if _, err := c.waitLeader(ctx, 30*time.Second); err != nil {
+			t.Logf("SIGKILL coordinator leader %s at committed step %d", leader.ID, lastCheckpoint(j))
+			leader.Cmd.Process.Kill()
+			<-leader.Done
+			if _, err := c.WaitLeader(ctx, 30*time.Second); err != nil {
 				t.Fatal(err)
 			}
 		})
 		check(j)
 	})
 	t.Run("worker-sigterm-drain", func(t *testing.T) {
-		var victim *devProc
+		var victim *devcluster.Proc
 		j := run("drain-worker", func(j *loompb.Job) {
 			victim = procs[j.Workers[0]]
-			t.Logf("SIGTERM worker %s (rank 0) at committed step %d", victim.id, lastCheckpoint(j))
-			victim.cmd.Process.Signal(syscall.SIGTERM)
+			t.Logf("SIGTERM worker %s (rank 0) at committed step %d", victim.ID, lastCheckpoint(j))
+			victim.Cmd.Process.Signal(syscall.SIGTERM)
 			select {
-			case <-victim.done:
+			case <-victim.Done:
 			case <-time.After(60 * time.Second):
-				t.Fatalf("worker %s did not exit after SIGTERM", victim.id)
+				t.Fatalf("worker %s did not exit after SIGTERM", victim.ID)
 			}
-			if victim.exitCode != 0 {
-				t.Errorf("worker %s exit status after SIGTERM: %d (%v), want 0", victim.id, victim.exitCode, victim.exitErr)
+			if victim.ExitCode != 0 {
+				t.Errorf("worker %s exit status after SIGTERM: %d (%v), want 0", victim.ID, victim.ExitCode, victim.ExitErr)
 			}
 		})
 		// The drained worker committed the step it stopped at.
-		b, _ := os.ReadFile(victim.logPath)
+		b, _ := os.ReadFile(victim.LogPath)
 		m := regexp.MustCompile(`"msg":"stopping for a drain"[^\n]*"step":(\d+),"checkpoint_committed":true`).FindSubmatch(b)
 		if m == nil {
-			t.Fatalf("worker %s log has no committed drain checkpoint", victim.id)
+			t.Fatalf("worker %s log has no committed drain checkpoint", victim.ID)
 		}
 		step, _ := strconv.ParseInt(string(m[1]), 10, 64)
 		var steps []int64
@@ -442,12 +599,12 @@ func TestResume(t *testing.T) {
 // resumedFrom returns the checkpoint steps the job's stage-0 generations
 // after the first started from, as the workers logged them (-1 for a
 // generation that started from the initialisation instead).
-func resumedFrom(t *testing.T, c *devCluster, job string) []int64 {
+func resumedFrom(t *testing.T, c *devcluster.Cluster, job string) []int64 {
 	t.Helper()
 	re := regexp.MustCompile(`"msg":"starting generation".*"job":"` + regexp.QuoteMeta(job) +
 		`","generation":(\d+).*"stage":"representation".*"from":"([^"]*)"`)
 	var out []int64
-	files, _ := filepath.Glob(filepath.Join(c.dir, "logs", "w*.log"))
+	files, _ := filepath.Glob(filepath.Join(c.LogDir(), "w*.log"))
 	for _, f := range files {
 		b, _ := os.ReadFile(f)
 		for _, m := range re.FindAllSubmatch(b, -1) {
@@ -476,8 +633,8 @@ func containsStep(j *loompb.Job, step int64) bool {
 
 // drainCommitEvent reports whether the job's events record a commit at
 // step (retention may have retired the checkpoint since).
-func drainCommitEvent(c *devCluster, job string, step int64) bool {
-	cc, err := c.dial()
+func drainCommitEvent(c *devcluster.Cluster, job string, step int64) bool {
+	cc, err := c.Dial()
 	if err != nil {
 		return false
 	}

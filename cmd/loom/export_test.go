@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/loomtrain/loom/api/loompb"
+	"github.com/loomtrain/loom/internal/devcluster"
 	"github.com/loomtrain/loom/models"
 	"github.com/loomtrain/loom/models/hf"
 	"github.com/loomtrain/loom/models/nn"
@@ -29,16 +30,16 @@ func TestExportCommand(t *testing.T) {
 	}
 	ctx := context.Background()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	c, err := startDevCluster(ctx, devClusterOptions{Dir: t.TempDir(), Bin: loomBinary, Coordinators: 1, Logger: quiet})
+	c, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir(), Bin: loomBinary, Coordinators: 1, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	uri, err := c.writeData(ctx, "vila", 64)
+	uri, err := c.WriteData(ctx, "vila", 64)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.startWorker("w0"); err != nil {
+	if _, err := c.StartWorker("w0"); err != nil {
 		t.Fatal(err)
 	}
 	m, err := devManifest(devFlags{recipe: "vila", size: "tiny", workers: 1, steps: 2, batch: 4, lr: 1e-3}, uri)
@@ -46,15 +47,15 @@ func TestExportCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Stages = m.Stages[:1]
-	if _, err := c.submit(ctx, m); err != nil {
+	if _, err := c.Submit(ctx, m); err != nil {
 		t.Fatal(err)
 	}
 	j := waitJob(t, c, m.Name, 120*time.Second, func(j *loompb.Job) bool { return j.State == "succeeded" })
 	out := t.TempDir()
 	run := func(args ...string) string {
 		t.Helper()
-		cmd := exec.Command(loomBinary, append([]string{"export", "--coordinator", c.apis[0], "--s3-endpoint", c.s3.Addr(), "--s3-insecure"}, args...)...)
-		cmd.Env = append(os.Environ(), "LOOM_S3_ACCESS_KEY="+c.s3.AccessKey, "LOOM_S3_SECRET_KEY="+c.s3.SecretKey)
+		cmd := exec.Command(loomBinary, append([]string{"export", "--coordinator", c.APIs()[0], "--s3-endpoint", c.S3().Addr(), "--s3-insecure"}, args...)...)
+		cmd.Env = append(os.Environ(), "LOOM_S3_ACCESS_KEY="+c.S3().AccessKey, "LOOM_S3_SECRET_KEY="+c.S3().SecretKey)
 		b, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("loom export %v: %v\n%s", args, err, b)
@@ -129,8 +130,17 @@ func TestExportCommand(t *testing.T) {
 			t.Errorf("%s differs between the Loom file and the HF export", n)
 		}
 	}
+	// loom logs: the worker's log of the job, uploaded next to its
+	// checkpoints (issue 15 part 4). The job has ended, so --follow
+	// prints what there is and returns.
+	logs := exec.Command(loomBinary, "logs", "--coordinator", c.APIs()[0], "--s3-endpoint", c.S3().Addr(), "--s3-insecure", "--rank", "0", "--follow", m.Name)
+	logs.Env = append(os.Environ(), "LOOM_S3_ACCESS_KEY="+c.S3().AccessKey, "LOOM_S3_SECRET_KEY="+c.S3().SecretKey)
+	if b, err := logs.CombinedOutput(); err != nil || !strings.Contains(string(b), "gen 1 rank 0") ||
+		!strings.Contains(string(b), "INFO  starting generation") || !strings.Contains(string(b), "generation ended") {
+		t.Errorf("loom logs %s --rank 0 --follow: %v\n%s", m.Name, err, b)
+	}
 	// A step that was not committed is refused, naming the retained ones.
-	cmd := exec.Command(loomBinary, "export", "--coordinator", c.apis[0], m.Name+"@7", filepath.Join(out, "x"))
+	cmd := exec.Command(loomBinary, "export", "--coordinator", c.APIs()[0], m.Name+"@7", filepath.Join(out, "x"))
 	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "no committed checkpoint at step 7 (retained:") {
 		t.Errorf("export @7: %v\n%s", err, b)
 	}

@@ -13,7 +13,10 @@ import (
 	"golang.org/x/term"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/api/loompb"
+	"github.com/loomtrain/loom/internal/lossline"
+	"github.com/loomtrain/loom/trainer"
 )
 
 func init() { rootCmd.AddCommand(newStatusCmd()) }
@@ -163,6 +166,23 @@ func formatLosses(l map[string]float64) string {
 	return strings.Join(parts, " ")
 }
 
+// stageWeights returns the loss weights of the job's current stage, from
+// the manifest the coordinator holds (nil when it cannot tell).
+func stageWeights(j *loompb.Job) map[string]float64 {
+	if len(j.ManifestYaml) == 0 {
+		return nil
+	}
+	m, err := api.ParseManifest(j.Name, j.ManifestYaml)
+	if err != nil {
+		return nil
+	}
+	st, err := trainer.Resolve(m, int(j.Stage))
+	if err != nil {
+		return nil
+	}
+	return st.Losses
+}
+
 func stageLabel(j *loompb.Job) string {
 	if j.Stages == 0 {
 		return "-"
@@ -198,7 +218,7 @@ func renderJob(w io.Writer, j *loompb.Job, now time.Time) {
 		eta := time.Duration(float64(j.TotalSteps-j.Step) * j.StepTimeSeconds * float64(time.Second)).Round(time.Second)
 		fmt.Fprintf(w, "  speed     %.3fs/step, %.0f tokens/s, ETA %s\n", j.StepTimeSeconds, j.TokensPerSec, eta)
 	}
-	fmt.Fprintf(w, "  losses    %s\n", formatLosses(j.Losses))
+	fmt.Fprintf(w, "  losses    %s\n", lossline.Format(j.Losses, stageWeights(j)))
 	fmt.Fprintf(w, "  world     %d (generation %d, %d restarts)", j.World, j.Generation, j.Restarts)
 	if len(j.Workers) > 0 {
 		fmt.Fprintf(w, ": %s", strings.Join(j.Workers, " "))

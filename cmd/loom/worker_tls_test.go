@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/loomtrain/loom/coordinator"
+	"github.com/loomtrain/loom/internal/devcluster"
 	"github.com/loomtrain/loom/internal/etcdserver"
 	"github.com/loomtrain/loom/internal/grpcauth"
 	"github.com/loomtrain/loom/internal/grpcauth/authtest"
@@ -74,11 +75,11 @@ func TestWorkerMutualTLS(t *testing.T) {
 		t.Fatal("coordinator did not start")
 	}
 	startWorker := func(id string, tls coordinator.TLSFiles) string {
-		listen, err := freeAddr()
+		listen, err := devcluster.FreeAddr()
 		if err != nil {
 			t.Fatal(err)
 		}
-		httpAddr, err := freeAddr()
+		httpAddr, err := devcluster.FreeAddr()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package main
+package devcluster
 
 import (
 	"context"
@@ -22,20 +22,20 @@ import (
 	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/api/loompb"
 	"github.com/loomtrain/loom/internal/etcdserver"
+	"github.com/loomtrain/loom/internal/grpcauth"
 	"github.com/loomtrain/loom/internal/s3server"
 	"github.com/loomtrain/loom/shard"
 	"github.com/loomtrain/loom/shard/synth"
 	"github.com/loomtrain/loom/trainer"
-	"github.com/loomtrain/loom/worker"
 )
 
-// devBucket holds the dev cluster's datasets and checkpoints.
-const devBucket = "loom"
+// Bucket holds the dev cluster's datasets and checkpoints.
+const Bucket = "loom"
 
-// devCluster is the whole system on one machine: etcd and S3 embedded in
+// Cluster is the whole system on one machine: etcd and S3 embedded in
 // this process, coordinator nodes and workers as child processes of the
 // loom binary. `loom dev` and the end-to-end tests use it.
-type devCluster struct {
+type Cluster struct {
 	dir   string
 	bin   string
 	log   *slog.Logger
@@ -44,27 +44,28 @@ type devCluster struct {
 	store *shard.S3Store
 
 	mu       sync.Mutex
-	coords   []*devProc
-	workers  []*devProc
+	coords   []*Proc
+	workers  []*Proc
 	peers    string // --peers of the coordinators
 	apis     []string
 	leaseTTL time.Duration
 }
 
-// devProc is a child process of the cluster.
-type devProc struct {
-	id       string
-	cmd      *exec.Cmd
-	logPath  string
-	http     string // /healthz /readyz /metrics
-	api      string // coordinators: gRPC address
-	done     chan struct{}
-	exitErr  error
-	exitCode int
+// Proc is a child process of the cluster. ExitErr and ExitCode are set
+// once Done is closed.
+type Proc struct {
+	ID       string
+	Cmd      *exec.Cmd
+	LogPath  string
+	HTTP     string // /healthz /readyz /metrics
+	API      string // coordinators: gRPC address
+	Done     chan struct{}
+	ExitErr  error
+	ExitCode int
 }
 
-// devClusterOptions configure startDevCluster.
-type devClusterOptions struct {
+// Options configure Start.
+type Options struct {
 	Dir          string // everything goes under it (created)
 	Bin          string // the loom binary to run children with
 	Coordinators int
@@ -72,8 +73,8 @@ type devClusterOptions struct {
 	Logger       *slog.Logger
 }
 
-// freeAddr returns a 127.0.0.1 address whose port is free right now.
-func freeAddr() (string, error) {
+// FreeAddr returns a 127.0.0.1 address whose port is free right now.
+func FreeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
@@ -82,7 +83,10 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-func startDevCluster(ctx context.Context, o devClusterOptions) (c *devCluster, err error) {
+// Start starts etcd and S3 in this process and o.Coordinators coordinator
+// processes, and returns once one of them leads. Workers are started
+// with StartWorker.
+func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if o.Coordinators == 0 {
 		o.Coordinators = 1
 	}
@@ -92,7 +96,7 @@ func startDevCluster(ctx context.Context, o devClusterOptions) (c *devCluster, e
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	c = &devCluster{dir: o.Dir, bin: o.Bin, log: o.Logger, leaseTTL: o.LeaseTTL}
+	c = &Cluster{dir: o.Dir, bin: o.Bin, log: o.Logger, leaseTTL: o.LeaseTTL}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -109,10 +113,10 @@ func startDevCluster(ctx context.Context, o devClusterOptions) (c *devCluster, e
 	if c.s3, err = s3server.Start(filepath.Join(o.Dir, "s3")); err != nil {
 		return nil, err
 	}
-	if err := c.s3.CreateBucket(devBucket); err != nil {
+	if err := c.s3.CreateBucket(Bucket); err != nil {
 		return nil, err
 	}
-	if c.store, err = shard.NewS3Store(shard.S3Config{Endpoint: c.s3.Endpoint, Bucket: devBucket, AccessKey: c.s3.AccessKey, SecretKey: c.s3.SecretKey}); err != nil {
+	if c.store, err = shard.NewS3Store(shard.S3Config{Endpoint: c.s3.Endpoint, Bucket: Bucket, AccessKey: c.s3.AccessKey, SecretKey: c.s3.SecretKey}); err != nil {
 		return nil, err
 	}
 	// Coordinators: a fixed voter set, bootstrapped together.
@@ -121,7 +125,7 @@ func startDevCluster(ctx context.Context, o devClusterOptions) (c *devCluster, e
 	var peers []string
 	for i := range as {
 		for _, p := range []*string{&as[i].raft, &as[i].api, &as[i].http} {
-			if *p, err = freeAddr(); err != nil {
+			if *p, err = FreeAddr(); err != nil {
 				return nil, err
 			}
 		}
@@ -129,7 +133,7 @@ func startDevCluster(ctx context.Context, o devClusterOptions) (c *devCluster, e
 		c.apis = append(c.apis, as[i].api)
 	}
 	c.peers = strings.Join(peers, ",")
-	start := func(i int) (*devProc, error) {
+	start := func(i int) (*Proc, error) {
 		a := as[i]
 		id := fmt.Sprintf("c%d", i)
 		args := []string{"coordinator", "--id", id, "--data-dir", filepath.Join(o.Dir, "coordinators", id),
@@ -140,7 +144,7 @@ func startDevCluster(ctx context.Context, o devClusterOptions) (c *devCluster, e
 		if err != nil {
 			return nil, err
 		}
-		p.http, p.api = a.http, a.api
+		p.HTTP, p.API = a.http, a.api
 		return p, nil
 	}
 	for i := range as {
@@ -150,17 +154,17 @@ func startDevCluster(ctx context.Context, o devClusterOptions) (c *devCluster, e
 		}
 		c.coords = append(c.coords, p)
 	}
-	// Every coordinator must come up. A port freeAddr picked may be taken
+	// Every coordinator must come up. A port FreeAddr picked may be taken
 	// by another process before the child binds it (tests run in
 	// parallel); that child exits at once, and starts again on new API and
 	// HTTP ports (its Raft port is in every peer list and stays).
 	for i := range as {
 		for try := 0; !c.procUp(c.coords[i], 30*time.Second); try++ {
 			if try == 3 {
-				return nil, fmt.Errorf("coordinator c%d did not come up (log %s)", i, c.coords[i].logPath)
+				return nil, fmt.Errorf("coordinator c%d did not come up (log %s)", i, c.coords[i].LogPath)
 			}
 			for _, p := range []*string{&as[i].api, &as[i].http} {
-				if *p, err = freeAddr(); err != nil {
+				if *p, err = FreeAddr(); err != nil {
 					return nil, err
 				}
 			}
@@ -174,14 +178,14 @@ func startDevCluster(ctx context.Context, o devClusterOptions) (c *devCluster, e
 			c.mu.Unlock()
 		}
 	}
-	if _, err := c.waitLeader(ctx, 60*time.Second); err != nil {
+	if _, err := c.WaitLeader(ctx, 60*time.Second); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
 // spawn starts `loom ARGS...` with its output in logs/ID.log.
-func (c *devCluster) spawn(id string, args, env []string) (*devProc, error) {
+func (c *Cluster) spawn(id string, args, env []string) (*Proc, error) {
 	logPath := filepath.Join(c.dir, "logs", id+".log")
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -195,38 +199,38 @@ func (c *devCluster) spawn(id string, args, env []string) (*devProc, error) {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", id, err)
 	}
-	p := &devProc{id: id, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	p := &Proc{ID: id, Cmd: cmd, LogPath: logPath, Done: make(chan struct{})}
 	go func() {
-		p.exitErr = cmd.Wait()
-		p.exitCode = cmd.ProcessState.ExitCode()
+		p.ExitErr = cmd.Wait()
+		p.ExitCode = cmd.ProcessState.ExitCode()
 		f.Close()
-		close(p.done)
+		close(p.Done)
 	}()
 	return p, nil
 }
 
-// startWorker starts worker process wI. Like a coordinator, a worker whose
-// port another process took before it bound (freeAddr picks, the child
+// StartWorker starts worker process ID. Like a coordinator, a worker whose
+// port another process took before it bound (FreeAddr picks, the child
 // binds later) exits at once; it is started again on new ports.
-func (c *devCluster) startWorker(id string) (*devProc, error) {
+func (c *Cluster) StartWorker(id string) (*Proc, error) {
 	for try := 0; ; try++ {
-		addr, err := freeAddr()
+		addr, err := FreeAddr()
 		if err != nil {
 			return nil, err
 		}
-		httpAddr, err := freeAddr()
+		httpAddr, err := FreeAddr()
 		if err != nil {
 			return nil, err
 		}
 		args := []string{"worker", "--id", id, "--coordinator", strings.Join(c.apis, ","), "--etcd", strings.Join(c.etcd.Endpoints, ","),
 			"--listen", addr, "--advertise", addr, "--http-addr", httpAddr, "--s3-endpoint", c.s3.Addr(), "--s3-insecure",
-			"--s3-bucket", devBucket, "--cache-dir", filepath.Join(c.dir, "workers", id, "cache"), "--drain-timeout", "60s",
+			"--s3-bucket", Bucket, "--cache-dir", filepath.Join(c.dir, "workers", id, "cache"), "--drain-timeout", "60s",
 			"--log-format", "json", "--log-level", "debug"}
 		p, err := c.spawn(id, args, []string{"LOOM_WORKER_LEASE_TTL=" + c.leaseTTL.String()})
 		if err != nil {
 			return nil, err
 		}
-		p.http = httpAddr
+		p.HTTP = httpAddr
 		if !c.procUp(p, 30*time.Second) && try < 3 {
 			continue
 		}
@@ -240,34 +244,34 @@ func (c *devCluster) startWorker(id string) (*devProc, error) {
 // procUp waits until a child answers /healthz on its HTTP address, and
 // reports false when it exited first (or did not answer within, when it
 // is killed).
-func (c *devCluster) procUp(p *devProc, within time.Duration) bool {
+func (c *Cluster) procUp(p *Proc, within time.Duration) bool {
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
 		select {
-		case <-p.done:
+		case <-p.Done:
 			return false
 		default:
 		}
-		if _, code := httpGet(p.http + "/healthz"); code == 200 {
+		if _, code := httpGet(p.HTTP + "/healthz"); code == 200 {
 			return true
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	stopProc(p, syscall.SIGKILL, time.Second)
+	p.Stop(syscall.SIGKILL, time.Second)
 	return false
 }
 
-// waitLeader returns the coordinator process that leads, once one does.
-func (c *devCluster) waitLeader(ctx context.Context, within time.Duration) (*devProc, error) {
+// WaitLeader returns the coordinator process that leads, once one does.
+func (c *Cluster) WaitLeader(ctx context.Context, within time.Duration) (*Proc, error) {
 	deadline := time.Now().Add(within)
 	for {
 		for _, p := range c.coords {
 			select {
-			case <-p.done:
+			case <-p.Done:
 				continue
 			default:
 			}
-			body, code := httpGet(p.http + "/metrics")
+			body, code := httpGet(p.HTTP + "/metrics")
 			if code == 200 && strings.Contains(body, "\nloom_coordinator_leader 1") {
 				return p, nil
 			}
@@ -294,22 +298,22 @@ func httpGet(addr string) (string, int) {
 	return string(b), resp.StatusCode
 }
 
-// dial connects to the coordinators (any of them answers).
-func (c *devCluster) dial() (*grpc.ClientConn, error) {
+// Dial connects to the coordinators (any of them answers).
+func (c *Cluster) Dial() (*grpc.ClientConn, error) {
 	var live []string
 	for _, p := range c.coords {
 		select {
-		case <-p.done:
+		case <-p.Done:
 		default:
-			live = append(live, p.api)
+			live = append(live, p.API)
 		}
 	}
-	return grpc.NewClient(live[0], worker.DialOptions(os.Getenv("LOOM_TOKEN"), nil)...)
+	return grpc.NewClient(live[0], grpcauth.DialOptions(os.Getenv("LOOM_TOKEN"), nil)...)
 }
 
-// writeData generates the synthetic datasets a recipe reads into the
+// WriteData generates the synthetic datasets a recipe reads into the
 // bucket, n samples each, under datasets/KIND, and returns their URIs.
-func (c *devCluster) writeData(ctx context.Context, recipe string, n int, extra ...shard.Kind) (func(shard.Kind) string, error) {
+func (c *Cluster) WriteData(ctx context.Context, recipe string, n int, extra ...shard.Kind) (func(shard.Kind) string, error) {
 	r, err := trainer.Lookup(recipe)
 	if err != nil {
 		return nil, err
@@ -320,6 +324,39 @@ func (c *devCluster) writeData(ctx context.Context, recipe string, n int, extra 
 			kinds = append(kinds, k)
 		}
 	}
+	return c.WriteSynth(ctx, kinds, n)
+}
+
+// DataPrefix is where Ingest puts a local dataset in the bucket.
+const DataPrefix = "datasets/data"
+
+// Ingest converts a local dataset (an image folder with a caption JSONL,
+// LLaVA JSON, WebDataset tars, or text; shard.Ingest detects which) into
+// shards under DataPrefix, once: a kept data dir that has it already
+// reads it again. It returns the dataset's URI and kind.
+func (c *Cluster) Ingest(ctx context.Context, src string, out io.Writer) (string, shard.Kind, error) {
+	uri := "s3://" + Bucket + "/" + DataPrefix
+	if r, err := shard.OpenReader(ctx, c.store, DataPrefix, shard.ReaderOptions{}); err == nil {
+		k := r.Index().Kind
+		r.Close()
+		fmt.Fprintf(out, "  data         %s: ingested before in this data dir (%s); not again\n", uri, k)
+		return uri, k, nil
+	}
+	st, err := shard.Ingest(ctx, src, c.store, DataPrefix, shard.IngestOptions{Writer: shard.WriterOptions{TempDir: filepath.Join(c.dir, "s3")}})
+	if err != nil {
+		return "", "", fmt.Errorf("--data %s: %w", src, err)
+	}
+	fmt.Fprintf(out, "  data         %s: %d %s rows from %s (%s format)\n", uri, st.Rows, st.Kind, src, st.Format)
+	if len(st.MetaFields) > 0 {
+		fmt.Fprintf(out, "               kept fields %s of the input in each row's meta\n", strings.Join(st.MetaFields, ", "))
+	}
+	return uri, st.Kind, nil
+}
+
+// WriteSynth writes n synthetic samples of each kind into the bucket under
+// datasets/KIND (once: a kind written before is kept) and returns their
+// URIs.
+func (c *Cluster) WriteSynth(ctx context.Context, kinds []shard.Kind, n int) (func(shard.Kind) string, error) {
 	for _, k := range kinds {
 		prefix := "datasets/" + string(k)
 		if _, err := c.store.Stat(ctx, shard.JoinKey(prefix, "index.json")); err == nil {
@@ -331,16 +368,16 @@ func (c *devCluster) writeData(ctx context.Context, recipe string, n int, extra 
 			return nil, fmt.Errorf("generating %s data: %w", k, err)
 		}
 	}
-	return func(k shard.Kind) string { return "s3://" + devBucket + "/datasets/" + string(k) }, nil
+	return func(k shard.Kind) string { return "s3://" + Bucket + "/datasets/" + string(k) }, nil
 }
 
-// submit submits m and returns the job as accepted.
-func (c *devCluster) submit(ctx context.Context, m *api.Manifest) (*loompb.Job, error) {
+// Submit submits m and returns the job as accepted.
+func (c *Cluster) Submit(ctx context.Context, m *api.Manifest) (*loompb.Job, error) {
 	b, err := m.Normalized()
 	if err != nil {
 		return nil, err
 	}
-	cc, err := c.dial()
+	cc, err := c.Dial()
 	if err != nil {
 		return nil, err
 	}
@@ -350,9 +387,22 @@ func (c *devCluster) submit(ctx context.Context, m *api.Manifest) (*loompb.Job, 
 	return loompb.NewJobsClient(cc).SubmitJob(sctx, &loompb.SubmitJobRequest{ManifestYaml: b, File: m.Name + ".yaml"})
 }
 
-// getJob reads a job from any live coordinator.
-func (c *devCluster) getJob(ctx context.Context, name string) (*loompb.Job, error) {
-	cc, err := c.dial()
+// Resume makes a failed or cancelled job run again from its last
+// committed checkpoint.
+func (c *Cluster) Resume(ctx context.Context, name string) (*loompb.Job, error) {
+	cc, err := c.Dial()
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return loompb.NewJobsClient(cc).ResumeJob(rctx, &loompb.ResumeJobRequest{Job: name})
+}
+
+// GetJob reads a job from any live coordinator.
+func (c *Cluster) GetJob(ctx context.Context, name string) (*loompb.Job, error) {
+	cc, err := c.Dial()
 	if err != nil {
 		return nil, err
 	}
@@ -362,34 +412,70 @@ func (c *devCluster) getJob(ctx context.Context, name string) (*loompb.Job, erro
 	return loompb.NewJobsClient(cc).GetJob(gctx, &loompb.GetJobRequest{Job: name})
 }
 
-// stopProc sends sig, then SIGKILL after grace.
-func stopProc(p *devProc, sig syscall.Signal, grace time.Duration) {
+// Stop sends sig, then SIGKILL after grace.
+func (p *Proc) Stop(sig syscall.Signal, grace time.Duration) {
 	select {
-	case <-p.done:
+	case <-p.Done:
 		return
 	default:
 	}
-	p.cmd.Process.Signal(sig)
+	p.Cmd.Process.Signal(sig)
 	select {
-	case <-p.done:
+	case <-p.Done:
 	case <-time.After(grace):
-		p.cmd.Process.Kill()
-		<-p.done
+		p.Cmd.Process.Kill()
+		<-p.Done
 	}
 }
 
-// Close stops every process (workers drain first), then S3 and etcd.
-func (c *devCluster) Close() error {
+// Dir is the directory everything lives under.
+func (c *Cluster) Dir() string { return c.dir }
+
+// LogDir is where every process's log goes (ID.log).
+func (c *Cluster) LogDir() string { return filepath.Join(c.dir, "logs") }
+
+// Store is the cluster's bucket, as the trainer reads it.
+func (c *Cluster) Store() *shard.S3Store { return c.store }
+
+// S3 is the embedded S3 server.
+func (c *Cluster) S3() *s3server.Server { return c.s3 }
+
+// Etcd is the embedded etcd server.
+func (c *Cluster) Etcd() *etcdserver.Server { return c.etcd }
+
+// APIs are the coordinators' gRPC addresses, in node order.
+func (c *Cluster) APIs() []string {
 	c.mu.Lock()
-	ws := append([]*devProc(nil), c.workers...)
+	defer c.mu.Unlock()
+	return append([]string(nil), c.apis...)
+}
+
+// Coordinators are the coordinator processes, in node order.
+func (c *Cluster) Coordinators() []*Proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*Proc(nil), c.coords...)
+}
+
+// Workers are the worker processes started so far, exited ones included.
+func (c *Cluster) Workers() []*Proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*Proc(nil), c.workers...)
+}
+
+// Close stops every process (workers drain first), then S3 and etcd.
+func (c *Cluster) Close() error {
+	c.mu.Lock()
+	ws := append([]*Proc(nil), c.workers...)
 	c.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, p := range ws {
-		wg.Go(func() { stopProc(p, syscall.SIGTERM, 70*time.Second) })
+		wg.Go(func() { p.Stop(syscall.SIGTERM, 70*time.Second) })
 	}
 	wg.Wait()
 	for _, p := range c.coords {
-		wg.Go(func() { stopProc(p, syscall.SIGTERM, 15*time.Second) })
+		wg.Go(func() { p.Stop(syscall.SIGTERM, 15*time.Second) })
 	}
 	wg.Wait()
 	var errs []error
