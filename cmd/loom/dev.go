@@ -350,6 +350,9 @@ func runDev(ctx context.Context, f devFlags, out io.Writer) error {
 	if f.pretrain > 0 && !slices.Contains(o.Kinds, shard.KindText) {
 		o.Kinds = append(o.Kinds, shard.KindText)
 	}
+	// The jobs train with a BPE tokenizer learned from the synthetic text,
+	// unless they train on --data, which it was not learned from.
+	o.Tokenizer = f.data == ""
 	o.Header = fmt.Sprintf("loom dev: %s at the %s size on %d workers, %d steps in the first stage and %d in each later one, global batch %d, lr %g",
 		f.recipe, f.size, f.workers, first, f.steps, f.batch, f.lr)
 	o.Plan = func(uri func(shard.Kind) string) (devcluster.Plan, error) {

@@ -36,6 +36,11 @@ type RunOptions struct {
 	// KeepRunning keeps the cluster up after the jobs until ctx ends,
 	// and prints how to reach it.
 	KeepRunning bool
+	// Tokenizer trains a BPE tokenizer on the synthetic text of Kinds
+	// (Cluster.WriteTokenizer) and names it as model.tokenizer of every
+	// job of the plan that reads text and names none, as a project brings
+	// its LLM's tokenizer.
+	Tokenizer bool
 	// EvalN is the number of held-out image-text pairs of the evaluation
 	// after the last job (0 or 1: none).
 	EvalN int
@@ -134,6 +139,22 @@ func Run(ctx context.Context, o RunOptions, out io.Writer) error {
 		return err
 	}
 	m := plan.Main
+	if o.Tokenizer {
+		tokURI, tok, err := c.WriteTokenizer(ctx, o.Kinds, o.Samples)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "  tokenizer    %s (byte-level BPE trained on the synthetic text, %d tokens)\n", tokURI, tok.VocabSize())
+		jobs := []*api.Manifest{m}
+		for _, pre := range plan.Before {
+			jobs = append(jobs, pre.Manifest)
+		}
+		for _, j := range jobs {
+			if j.Recipe != "vqgan" && j.Model.Tokenizer == "" {
+				j.Model.Tokenizer = tokURI
+			}
+		}
+	}
 	for _, pre := range plan.Before {
 		fmt.Fprintln(out, pre.Intro)
 		j, v, err := c.RunJob(ctx, pre.Manifest, true, out)
