@@ -49,26 +49,26 @@ type workerJSON struct {
 }
 
 type jobJSON struct {
-	Name         string             `json:"name"`
-	State        string             `json:"state"`
-	Message      string             `json:"message"`
-	Recipe       string             `json:"recipe"`
-	Model        string             `json:"model"`
-	Stage        int                `json:"stage"`
-	StageName    string             `json:"stage_name"`
-	Stages       int                `json:"stages"`
-	Step         int64              `json:"step"`
-	TotalSteps   int64              `json:"total_steps"`
-	Samples      int64              `json:"samples"`
-	Generation   int64              `json:"generation"`
-	Restarts     int                `json:"restarts"`
-	World        int                `json:"world"`
-	Losses       map[string]float64 `json:"losses"`
-	TokensPerSec float64            `json:"tokens_per_sec"`
-	StepTime     float64            `json:"step_time"`
-	ETA          float64            `json:"eta"` // seconds; -1: unknown
-	Submitted    int64              `json:"submitted"`
-	Updated      int64              `json:"updated"`
+	Name         string                       `json:"name"`
+	State        string                       `json:"state"`
+	Message      string                       `json:"message"`
+	Recipe       string                       `json:"recipe"`
+	Model        string                       `json:"model"`
+	Stage        int                          `json:"stage"`
+	StageName    string                       `json:"stage_name"`
+	Stages       int                          `json:"stages"`
+	Step         int64                        `json:"step"`
+	TotalSteps   int64                        `json:"total_steps"`
+	Samples      int64                        `json:"samples"`
+	Generation   int64                        `json:"generation"`
+	Restarts     int                          `json:"restarts"`
+	World        int                          `json:"world"`
+	Losses       map[string]coordinator.Float `json:"losses"` // "NaN" for a diverged loss
+	TokensPerSec float64                      `json:"tokens_per_sec"`
+	StepTime     float64                      `json:"step_time"`
+	ETA          float64                      `json:"eta"` // seconds; -1: unknown
+	Submitted    int64                        `json:"submitted"`
+	Updated      int64                        `json:"updated"`
 }
 
 type jobDetailJSON struct {
@@ -190,18 +190,31 @@ func workerOf(s *coordinator.State, wk *coordinator.Worker) workerJSON {
 		LastReport: ms(wk.LastReport), LastStep: wk.LastStep, TokensPerSec: wk.TokensPerSec, Failure: wk.Failure, Since: ms(wk.Since)}
 }
 
-func jobOf(j *coordinator.Job) jobJSON {
+// nonLoss are the history's series that are not loss terms.
+var nonLoss = map[string]bool{"lr": true, "grad_norm": true, "tokens_per_sec": true, "step_time": true, "comm_wait": true, "data_wait": true}
+
+// jobOf is a job's summary; its latest losses come from the metric
+// history h when there is one.
+func jobOf(j *coordinator.Job, h *coordinator.MetricHistory) jobJSON {
 	m := &j.Manifest
 	out := jobJSON{Name: j.Name, State: string(j.State), Message: j.Message, Recipe: m.Recipe, Model: m.Model.Size,
 		Stage: j.Stage, Stages: len(m.Stages), Step: j.Step, TotalSteps: m.TotalSteps(), Samples: j.Samples,
-		Generation: j.Generation, Restarts: j.Restarts, World: len(j.Workers), Losses: map[string]float64{},
+		Generation: j.Generation, Restarts: j.Restarts, World: len(j.Workers), Losses: map[string]coordinator.Float{},
 		TokensPerSec: j.TokensPerSec, StepTime: j.StepTime.Seconds(), ETA: -1, Submitted: ms(j.Submitted), Updated: ms(j.Updated)}
 	if j.Stage < len(m.Stages) {
 		out.StageName = m.Stages[j.Stage].Name
 	}
 	for k, v := range j.Losses {
-		if finite(v) {
-			out.Losses[k] = v
+		out.Losses[k] = coordinator.Float(v)
+	}
+	if h != nil && len(h.Rows) > 0 {
+		// The history's last step is the newest loss of the current stage.
+		out.Losses = map[string]coordinator.Float{}
+		last := h.Rows[len(h.Rows)-1]
+		for i, n := range h.Names {
+			if last.Has&(1<<uint(i)) != 0 && !nonLoss[n] && !strings.HasPrefix(n, "eval/") {
+				out.Losses[n] = last.V[i]
+			}
 		}
 	}
 	if j.State == coordinator.Running && j.StepTime > 0 {
@@ -210,13 +223,11 @@ func jobOf(j *coordinator.Job) jobJSON {
 	return out
 }
 
-func finite(v float64) bool { return v == v && v-v == 0 }
-
 func (h *Handler) apiJobs(w http.ResponseWriter, r *http.Request) {
 	out := []jobJSON{}
 	h.cfg.FSM.Read(func(s *coordinator.State) {
 		for _, j := range s.SortedJobs() {
-			out = append(out, jobOf(j))
+			out = append(out, jobOf(j, s.Metrics[j.Name]))
 		}
 	})
 	writeJSON(w, http.StatusOK, out)
@@ -239,13 +250,20 @@ func (h *Handler) apiJob(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no job named " + strconv.Quote(name)})
 		return
 	}
-	out.Logs = h.logs(out.Workers)
+	ids := make([]string, 0, len(out.Workers))
+	for _, wk := range out.Workers {
+		ids = append(ids, wk.ID)
+	}
+	if len(ids) == 0 && len(out.Generations) > 0 { // not running: the last generation's ranks
+		ids = out.Generations[len(out.Generations)-1].Peers
+	}
+	out.Logs = h.logs(ids)
 	writeJSON(w, http.StatusOK, out)
 }
 
 func jobDetail(s *coordinator.State, j *coordinator.Job) *jobDetailJSON {
 	m := &j.Manifest
-	out := &jobDetailJSON{jobJSON: jobOf(j), Timeline: []stageJSON{}, Workers: []workerJSON{}, Generations: []generationJSON{},
+	out := &jobDetailJSON{jobJSON: jobOf(j, s.Metrics[j.Name]), Timeline: []stageJSON{}, Workers: []workerJSON{}, Generations: []generationJSON{},
 		Events: []eventJSON{}, Checkpoints: []checkpointJSON{}, Series: []string{}, Eval: []evalJSON{}, Resolution: 1}
 	// The stage timeline: when each stage's first generation started, and
 	// when the next one (or the job's end) came.
@@ -332,17 +350,17 @@ func jobDetail(s *coordinator.State, j *coordinator.Job) *jobDetailJSON {
 
 var workerIDOK = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
-func (h *Handler) logs(ws []workerJSON) logsJSON {
+func (h *Handler) logs(ids []string) logsJSON {
 	out := logsJSON{Hint: h.cfg.LogsHint, Workers: []workerLogJSON{}}
 	if h.cfg.WorkerLogs == nil {
 		return out
 	}
 	out.Available = true
-	for _, wk := range ws {
-		wl := workerLogJSON{Worker: wk.ID, Lines: []string{}}
-		if !workerIDOK.MatchString(wk.ID) {
+	for _, id := range ids {
+		wl := workerLogJSON{Worker: id, Lines: []string{}}
+		if !workerIDOK.MatchString(id) {
 			wl.Error = "worker ID is not a plain name; its log is not looked up"
-		} else if lines, err := h.cfg.WorkerLogs(wk.ID, maxLogLines); err != nil {
+		} else if lines, err := h.cfg.WorkerLogs(id, maxLogLines); err != nil {
 			wl.Error = err.Error()
 		} else {
 			wl.Lines = lines

@@ -10,10 +10,8 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 
 	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/coordinator"
+	"github.com/loomtrain/loom/internal/browsertest"
 )
 
 type fakeRaft struct{}
@@ -111,65 +110,14 @@ func demoState(t *testing.T) (*coordinator.FSM, time.Time) {
 	return fsm, now
 }
 
-// chromium returns the browser to drive: it skips the test without one,
-// except in CI (CI=true), where a missing browser fails it.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium is not installed; CI must install it (.ci/run: apt-get install chromium)")
-	}
-	t.Skip("chromium is not installed (Debian: apt-get install chromium); the browser tests need it")
-	return ""
-}
-
-// One chromium serves every test of the package, each in a tab of its own.
-var (
-	browserMu     sync.Mutex
-	browserCtx    context.Context
-	browserCancel context.CancelFunc
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	browserMu.Lock()
-	if browserCancel != nil {
-		browserCancel()
-	}
-	browserMu.Unlock()
+	browsertest.Close()
 	os.Exit(code)
 }
 
-// Browser returns a tab of the package's headless chromium (started on
-// first use), closed when the test ends.
-func Browser(t *testing.T, timeout time.Duration) context.Context {
-	t.Helper()
-	path := chromium(t)
-	browserMu.Lock()
-	if browserCtx == nil {
-		opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
-			chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1280, 2400))
-		actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-		bctx, cancelB := chromedp.NewContext(actx)
-		if err := chromedp.Do(bctx, chromedp.Navigate("about:blank")); err != nil {
-			cancelB()
-			cancelA()
-			browserMu.Unlock()
-			t.Fatalf("starting chromium %s: %v", path, err)
-		}
-		browserCtx, browserCancel = bctx, func() { cancelB(); cancelA() }
-	}
-	parent := browserCtx
-	browserMu.Unlock()
-	tab, cancelTab := chromedp.NewContext(parent)
-	ctx, cancel := context.WithTimeout(tab, timeout)
-	t.Cleanup(func() { cancel(); cancelTab() })
-	return ctx
-}
+// Browser returns a chromium tab for the test.
+func Browser(t *testing.T, timeout time.Duration) context.Context { return browsertest.Tab(t, timeout) }
 
 func serve(t *testing.T, cfg Config) *httptest.Server {
 	t.Helper()
@@ -182,37 +130,12 @@ func serve(t *testing.T, cfg Config) *httptest.Server {
 	return srv
 }
 
-func attr(ctx context.Context, sel, name string) (string, error) {
-	if err := chromedp.Do(ctx, chromedp.WaitReady(chromedp.CSS(sel))); err != nil {
-		return "", fmt.Errorf("%s: %w", sel, err)
-	}
-	r, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS(sel), name))
-	if err != nil {
-		return "", fmt.Errorf("%s[%s]: %w", sel, name, err)
-	}
-	if !r.Exists {
-		return "", fmt.Errorf("%s has no attribute %s", sel, name)
-	}
-	return r.Value, nil
-}
+var (
+	attr = browsertest.Attr
+	text = browsertest.Text
+)
 
-func text(ctx context.Context, sel string) (string, error) {
-	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(sel))); err != nil {
-		return "", fmt.Errorf("waiting for %s: %w", sel, err)
-	}
-	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-	if err != nil {
-		return "", fmt.Errorf("text of %s: %w", sel, err)
-	}
-	return s, nil
-}
-
-func navigate(t *testing.T, ctx context.Context, u string) {
-	t.Helper()
-	if err := chromedp.Do(ctx, chromedp.Navigate(u)); err != nil {
-		t.Fatalf("navigate to %s: %v", u, err)
-	}
-}
+func navigate(t *testing.T, ctx context.Context, u string) { browsertest.Navigate(t, ctx, u) }
 
 // TestPagesInBrowser drives the three pages in chromium and checks what
 // they show: the job, its loss curves with every point, the restart with
@@ -227,10 +150,18 @@ func TestPagesInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"demo", "running", "1/2 align", "35/60", "58%"} {
+	for _, want := range []string{"demo", "running", "1/2 align", "35/60", "58%", "loss 1.25 (itc 0.3)"} {
 		if !strings.Contains(row, want) {
 			t.Errorf("jobs row %q lacks %q", row, want)
 		}
+	}
+
+	// Styles set by the script survive the Content-Security-Policy: the
+	// progress bar is filled to 35/60.
+	fill, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`(() => { const b = document.querySelector('tr[data-job="demo"] .bar');
+		return b.firstChild.getBoundingClientRect().width / b.getBoundingClientRect().width; })()`))
+	if err != nil || math.Abs(fill-35.0/60) > 0.02 {
+		t.Errorf("progress bar filled to %.3f (%v), want %.3f", fill, err, 35.0/60)
 	}
 
 	navigate(t, ctx, srv.URL+"/#/job/demo")
@@ -338,13 +269,14 @@ func TestLoginInBrowser(t *testing.T) {
 		}})
 	ctx := Browser(t, 60*time.Second)
 	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/#/job/demo"), chromedp.WaitVisible(chromedp.ID("token")),
-		chromedp.SendKeys(chromedp.ID("token"), "guess"), chromedp.Click(chromedp.ID("login")),
-		chromedp.WaitVisible(chromedp.ID("token"))); err != nil {
+		chromedp.SendKeys(chromedp.ID("token"), "guess"), chromedp.Click(chromedp.ID("login"))); err != nil {
 		t.Fatal(err)
 	}
-	errText, err := text(ctx, "#login-error")
-	if err != nil {
-		t.Fatal(err)
+	// The refusal is a new page: wait for its message (the old page's
+	// form is still there for a moment after the click).
+	var errText string
+	for deadline := time.Now().Add(15 * time.Second); errText == "" && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		errText, _ = chromedp.Run(ctx, chromedp.Evaluate[string](`(document.getElementById("login-error") || {}).textContent || ""`))
 	}
 	if !strings.Contains(errText, "not the users'") {
 		t.Errorf("wrong token: the page says %q, want a refusal", errText)
@@ -464,5 +396,11 @@ func TestMetricsNaN(t *testing.T) {
 	resp, body := get(t, srv.URL+"/api/jobs/demo/metrics?series=loss", nil)
 	if resp.StatusCode != 200 || !strings.Contains(body, `[36,"NaN",0,2`) {
 		t.Errorf("metrics with a NaN loss = %d %.200q, want the point [36,\"NaN\",0,2,...]", resp.StatusCode, body)
+	}
+	// The job's latest losses (from the history's last step) say NaN too.
+	for _, path := range []string{"/api/jobs", "/api/jobs/demo"} {
+		if resp, body := get(t, srv.URL+path, nil); resp.StatusCode != 200 || !strings.Contains(body, `"losses":{"loss":"NaN"}`) {
+			t.Errorf("GET %s with a NaN loss = %d %.300q, want losses {\"loss\":\"NaN\"}", path, resp.StatusCode, body)
+		}
 	}
 }

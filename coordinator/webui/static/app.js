@@ -12,7 +12,11 @@ function el(tag, attrs, ...kids) {
   const svg = ["svg", "path", "line", "text", "g", "rect", "polygon", "circle", "title"].includes(tag);
   const e = svg ? document.createElementNS("http://www.w3.org/2000/svg", tag) : document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
-    if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v);
+    if (v === undefined || v === null || v === false) continue;
+    // Styles go through the CSSOM: the Content-Security-Policy refuses
+    // inline style attributes.
+    if (k === "style") e.style.cssText = v;
+    else e.setAttribute(k, v);
   }
   for (const k of kids.flat()) {
     if (k === null || k === undefined || k === false) continue;
@@ -70,8 +74,8 @@ function table(id, head, rows) {
 function lossText(losses) {
   const ks = Object.keys(losses || {}).sort();
   if (!ks.length) return "–";
-  const main = losses.loss !== undefined ? `loss ${fmtNum(losses.loss)}` : "";
-  const terms = ks.filter(k => k !== "loss").map(k => `${k} ${fmtNum(losses[k])}`).join(", ");
+  const main = losses.loss !== undefined ? `loss ${fmtNum(Number(losses.loss))}` : "";
+  const terms = ks.filter(k => k !== "loss").map(k => `${k} ${fmtNum(Number(losses[k]))}`).join(", ");
   return main + (terms ? (main ? " (" + terms + ")" : terms) : "");
 }
 
@@ -215,7 +219,7 @@ async function pageJobs(main) {
 
 async function pageCluster(main) {
   const c = await getJSON("/api/cluster");
-  main.replaceChildren(el("h1", {}, "Cluster"),
+  main.replaceChildren(...[el("h1", {}, "Cluster"),
     el("div", {class: "facts"},
       el("div", {}, el("b", {}, "leader"), el("span", {id: "leader"}, c.leader || "none known")),
       el("div", {}, el("b", {}, "term"), el("span", {id: "term"}, c.term)),
@@ -238,7 +242,7 @@ async function pageCluster(main) {
       el("td", {class: "mono"}, w.addr), el("td", {}, w.host || "–"), el("td", {class: "num"}, w.gpus),
       el("td", {class: "num"}, w.last_step), el("td", {}, ago(w.last_report)),
       el("td", {class: "num"}, w.tokens_per_sec ? Math.round(w.tokens_per_sec) : "–")))) :
-      el("p", {class: "muted"}, "No worker has registered."));
+      el("p", {class: "muted"}, "No worker has registered.")].filter(Boolean));
 }
 
 function timeline(j) {
@@ -273,7 +277,7 @@ async function pageJob(main, name) {
       el("div", {}, el("b", {}, "progress"), bar(j.step, j.total_steps), ` step ${j.step}/${j.total_steps}`),
       el("div", {}, el("b", {}, "stage"), `${j.stage + 1}/${j.stages} ${j.stage_name}`),
       el("div", {}, el("b", {}, "ETA"), j.eta >= 0 ? fmtDur(j.eta) : "–"),
-      el("div", {}, el("b", {}, "speed"), j.step_time ? `${fmtNum(j.step_time, 3)} s/step, ${Math.round(j.tokens_per_sec)} tokens/s` : "–"),
+      el("div", {}, el("b", {}, "speed"), j.step_time ? `${fmtNum(j.step_time, 3)} s/step` + (j.tokens_per_sec ? `, ${Math.round(j.tokens_per_sec)} tokens/s` : "") : "–"),
       el("div", {}, el("b", {}, "generation"), `${j.generation} (${j.restarts} restarts)`),
       el("div", {}, el("b", {}, "samples"), j.samples),
       el("div", {}, el("b", {}, "latest losses"), el("span", {class: "mono"}, lossText(j.losses)))),
@@ -354,10 +358,10 @@ async function pageJob(main, name) {
   if (!j.logs.available) {
     kids.push(el("p", {class: "muted", id: "logs-hint"}, j.logs.hint));
   } else if (!j.logs.workers.length) {
-    kids.push(el("p", {class: "muted"}, "No worker runs this job now."));
+    kids.push(el("p", {class: "muted"}, "No generation has had workers yet."));
   } else {
     for (const w of j.logs.workers) {
-      kids.push(el("h3", {}, `${w.worker} (last ${w.lines.length} lines)`));
+      kids.push(el("h3", {}, `${w.worker} (last ${w.lines.length} lines` + (j.workers.length ? ")" : ", of the job's last generation)")));
       kids.push(w.error ? el("p", {class: "error"}, w.error) : el("pre", {class: "log", "data-log": w.worker}, w.lines.join("\n")));
     }
   }
@@ -370,6 +374,7 @@ let timer = null;
 
 async function render() {
   clearTimeout(timer);
+  timer = null;
   const main = document.getElementById("main");
   const status = document.getElementById("status");
   const hash = location.hash || "#/jobs";
@@ -377,9 +382,15 @@ async function render() {
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.nav === page || (page === "job" && a.dataset.nav === "jobs"));
   const y = window.scrollY;
   try {
-    if (page === "cluster") await pageCluster(main);
-    else if (page === "job" && arg) await pageJob(main, decodeURIComponent(arg));
-    else await pageJobs(main);
+    // Render off-page, and show it only if the route is still the same
+    // (a click may have moved on while this one was fetching).
+    const out = document.createElement("div");
+    if (page === "cluster") await pageCluster(out);
+    else if (page === "job" && arg) await pageJob(out, decodeURIComponent(arg));
+    else await pageJobs(out);
+    if ((location.hash || "#/jobs") !== hash) return;
+    main.replaceChildren(...out.childNodes);
+    for (const pre of main.querySelectorAll("pre.log")) pre.scrollTop = pre.scrollHeight; // newest lines in view
     document.title = "Loom: " + (page === "job" ? decodeURIComponent(arg) : page);
     status.textContent = "updated " + new Date().toLocaleTimeString();
     status.classList.remove("error");
