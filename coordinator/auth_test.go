@@ -32,6 +32,7 @@ var requests = map[string]struct {
 	loompb.Jobs_CancelJob_FullMethodName:           {req: &loompb.CancelJobRequest{Job: "j"}},
 	loompb.Jobs_ResumeJob_FullMethodName:           {req: &loompb.ResumeJobRequest{Job: "j"}},
 	loompb.Jobs_WatchJob_FullMethodName:            {req: &loompb.WatchJobRequest{Job: "j"}, stream: true},
+	loompb.Jobs_GetMetrics_FullMethodName:          {req: &loompb.GetMetricsRequest{Job: "j"}},
 	loompb.Workers_WatchAssignment_FullMethodName:  {req: &loompb.WatchAssignmentRequest{WorkerId: "w1"}, stream: true},
 	loompb.Workers_ReportProgress_FullMethodName:   {req: &loompb.ReportProgressRequest{WorkerId: "w1", Job: "j", Generation: 1, Step: 1}},
 	loompb.Workers_CommitCheckpoint_FullMethodName: {req: &loompb.CommitCheckpointRequest{WorkerId: "w1", Job: "j", Generation: 1, Step: 1}},

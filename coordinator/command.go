@@ -108,6 +108,9 @@ type ProgressReport struct {
 	Losses       map[string]float64 `json:"losses,omitempty"`
 	TokensPerSec float64            `json:"tokens_per_sec,omitempty"`
 	StepTime     time.Duration      `json:"step_time,omitempty"`
+	// Steps are rank 0's per-step scalars since its last accepted report,
+	// for the job's metric history (history.go).
+	Steps []StepRecord `json:"steps,omitempty"`
 }
 
 // Progress records a batch of reports (the leader batches them). Reports
@@ -124,6 +127,9 @@ type Commit struct {
 	Step       int64        `json:"step"`
 	Samples    int64        `json:"samples"`
 	Objects    []ObjectInfo `json:"objects"`
+	// Steps are step metrics for the job's history, recorded with the
+	// checkpoint (history.go).
+	Steps []StepRecord `json:"steps,omitempty"`
 }
 
 // ObjectInfo is one checkpoint object.

@@ -14,6 +14,9 @@
 //     range, failure handling (lost, restarted or stalled ranks → a new
 //     generation from the last committed checkpoint), stage advancement,
 //     completion and checkpoint retention.
+//   - MetricHistory (history.go) is each job's metric history inside the
+//     state: rank 0's per-step scalars, bounded and downsampled, served by
+//     Jobs.GetMetrics (metrics_api.go).
 //   - FSM (fsm.go) adapts State to hashicorp/raft.
 //   - Server (server.go) is the gRPC API (api/loompb): any node answers
 //     reads from its replica; writes go to the leader, forwarded by

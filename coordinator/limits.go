@@ -51,6 +51,10 @@ var fieldLimits = map[protoreflect.FullName]int{
 	"loom.v1.CheckpointObject.sha256":            64,
 	"loom.v1.ReportFailureRequest.error":         MaxErrorText,
 	"loom.v1.ReportProgressRequest.losses":       64,
+	"loom.v1.ReportProgressRequest.steps":        MaxStepRecords,
+	"loom.v1.CommitCheckpointRequest.steps":      MaxStepRecords,
+	"loom.v1.StepMetrics.values":                 MaxMetricSeries,
+	"loom.v1.GetMetricsRequest.series":           MaxMetricSeries,
 	"loom.v1.ApplyRequest.command":               MaxCommandBytes,
 	"google.protobuf.BytesValue.value":           4096,
 }

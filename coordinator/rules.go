@@ -24,12 +24,13 @@ var (
 // Workers are further limited to the worker ID their certificate names
 // (authorize) and, through the state machine, to that worker's job.
 var rules = map[string]rule{
-	loompb.Jobs_SubmitJob_FullMethodName: {jobRoles, true},
-	loompb.Jobs_GetJob_FullMethodName:    {jobRoles, false},
-	loompb.Jobs_ListJobs_FullMethodName:  {jobRoles, false},
-	loompb.Jobs_CancelJob_FullMethodName: {jobRoles, true},
-	loompb.Jobs_ResumeJob_FullMethodName: {jobRoles, true},
-	loompb.Jobs_WatchJob_FullMethodName:  {jobRoles, false},
+	loompb.Jobs_SubmitJob_FullMethodName:  {jobRoles, true},
+	loompb.Jobs_GetJob_FullMethodName:     {jobRoles, false},
+	loompb.Jobs_ListJobs_FullMethodName:   {jobRoles, false},
+	loompb.Jobs_CancelJob_FullMethodName:  {jobRoles, true},
+	loompb.Jobs_ResumeJob_FullMethodName:  {jobRoles, true},
+	loompb.Jobs_WatchJob_FullMethodName:   {jobRoles, false},
+	loompb.Jobs_GetMetrics_FullMethodName: {jobRoles, false},
 
 	loompb.Workers_WatchAssignment_FullMethodName:  {workerRoles, false},
 	loompb.Workers_ReportProgress_FullMethodName:   {workerRoles, false},

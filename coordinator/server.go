@@ -73,6 +73,11 @@ type Server struct {
 
 	progMu  sync.Mutex
 	pending map[string]ProgressReport
+	// pendingSteps counts the step records of pending.
+	pendingSteps int
+	// batch is the outcome of the next flush, for the reports that carry
+	// step metrics: they answer once it is applied (batch.go).
+	batch *progressBatch
 }
 
 // NewServer returns a server; call Run to start its progress batcher.
@@ -92,7 +97,7 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, conns: map[string]*grpc.ClientConn{}, pending: map[string]ProgressReport{}}
+	return &Server{cfg: cfg, log: cfg.Logger, conns: map[string]*grpc.ClientConn{}, pending: map[string]ProgressReport{}, batch: newProgressBatch()}
 }
 
 // Register adds the three services to g.
@@ -140,11 +145,16 @@ func (s *Server) flushProgress(ctx context.Context) {
 		reps = append(reps, r)
 	}
 	s.pending = map[string]ProgressReport{}
+	s.pendingSteps = 0
+	b := s.batch
+	s.batch = newProgressBatch()
 	s.progMu.Unlock()
 	sort.Slice(reps, func(a, b int) bool { return reps[a].WorkerID < reps[b].WorkerID })
-	if _, err := s.apply(ctx, &Command{Progress: &Progress{Reports: reps}}, false); err != nil {
+	_, err := s.apply(ctx, &Command{Progress: &Progress{Reports: reps}}, false)
+	if err != nil {
 		s.log.Warn("progress batch not applied", "reports", len(reps), "err", err)
 	}
+	b.finish(err)
 }
 
 // NewID returns a random command ID.
@@ -511,15 +521,39 @@ func (s workersServer) ReportProgress(ctx context.Context, req *loompb.ReportPro
 	if stale {
 		return nil, status.Errorf(codes.FailedPrecondition, "job %q generation %d is not current for worker %q; wait for the next assignment", req.Job, req.Generation, req.WorkerId)
 	}
+	rep := ProgressReport{WorkerID: req.WorkerId, Job: req.Job, Generation: req.Generation, Step: req.Step,
+		Samples: req.SamplesConsumed, Losses: req.Losses, TokensPerSec: req.TokensPerSec,
+		StepTime: time.Duration(req.StepTimeSeconds * float64(time.Second)), Steps: stepRecords(req.Steps)}
 	s.progMu.Lock()
-	if _, ok := s.pending[req.WorkerId]; !ok && len(s.pending) >= maxPendingReports {
+	old, ok := s.pending[req.WorkerId]
+	if !ok && len(s.pending) >= maxPendingReports {
 		s.progMu.Unlock()
 		return nil, status.Errorf(codes.ResourceExhausted, "%d workers' progress reports are waiting for the next batch; retry", maxPendingReports)
 	}
-	s.pending[req.WorkerId] = ProgressReport{WorkerID: req.WorkerId, Job: req.Job, Generation: req.Generation, Step: req.Step,
-		Samples: req.SamplesConsumed, Losses: req.Losses, TokensPerSec: req.TokensPerSec,
-		StepTime: time.Duration(req.StepTimeSeconds * float64(time.Second))}
+	if ok && old.Job == rep.Job && old.Generation == rep.Generation && len(old.Steps) > 0 {
+		// The superseded report's step metrics go with this one.
+		rep.Steps = append(old.Steps, rep.Steps...)
+		if n := len(rep.Steps); n > MaxStepRecords {
+			rep.Steps = rep.Steps[n-MaxStepRecords:]
+		}
+	}
+	held := s.pendingSteps - len(old.Steps) + len(rep.Steps)
+	if held > MaxPendingStepRecords {
+		s.progMu.Unlock()
+		return nil, status.Errorf(codes.ResourceExhausted, "%d step records are waiting for the next batch; retry", s.pendingSteps)
+	}
+	s.pendingSteps = held
+	s.pending[req.WorkerId] = rep
+	b := s.batch
 	s.progMu.Unlock()
+	if len(req.Steps) > 0 {
+		// Step metrics are answered once applied, so that a worker whose
+		// batch was lost (this node died or lost the leader) sends them
+		// again, to another node.
+		if err := b.wait(ctx, s.cfg.ApplyTimeout); err != nil {
+			return nil, err
+		}
+	}
 	return &loompb.ReportProgressResponse{}, nil
 }
 
@@ -533,7 +567,8 @@ func (s workersServer) CommitCheckpoint(ctx context.Context, req *loompb.CommitC
 	// once the final checkpoint completes the job, a later batch would
 	// be dropped (issue 15: the previous step's loss shown as final).
 	s.flushProgress(ctx)
-	c := &Commit{WorkerID: req.WorkerId, Job: req.Job, Generation: req.Generation, Step: req.Step, Samples: req.SamplesConsumed}
+	c := &Commit{WorkerID: req.WorkerId, Job: req.Job, Generation: req.Generation, Step: req.Step, Samples: req.SamplesConsumed,
+		Steps: stepRecords(req.Steps)}
 	for _, o := range req.Objects {
 		c.Objects = append(c.Objects, ObjectInfo{Path: o.Path, SHA256: o.Sha256, Size: o.Size})
 	}

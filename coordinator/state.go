@@ -167,6 +167,8 @@ type State struct {
 	AppliedBytes int64 `json:"applied_bytes,omitempty"`
 	// Index is the number of commands applied.
 	Index uint64 `json:"index"`
+	// Metrics are the jobs' metric histories by job name (history.go).
+	Metrics map[string]*MetricHistory `json:"metrics,omitempty"`
 }
 
 // NewState returns an empty state.
@@ -587,6 +589,7 @@ func (s *State) progress(x *Progress, now time.Time) Result {
 			r.Skipped++
 			continue
 		}
+		s.recordHistory(j, &p)
 		w.LastReport = now
 		if p.Step > w.LastStep {
 			w.LastStep = p.Step
@@ -658,6 +661,7 @@ func (s *State) commit(x *Commit, now time.Time) Result {
 	if x.Step <= start || x.Step > j.Manifest.StageEnd(j.Stage) {
 		return fail(InvalidArgument, "checkpoint step %d is outside this generation's range (%d, %d]", x.Step, start, j.Manifest.StageEnd(j.Stage))
 	}
+	s.recordHistory(j, &ProgressReport{WorkerID: x.WorkerID, Steps: x.Steps})
 	cp := Checkpoint{Step: x.Step, Stage: j.Stage, Generation: j.Generation, Samples: x.Samples,
 		Objects: append([]ObjectInfo(nil), x.Objects...), Committed: now}
 	j.Checkpoints = append(j.Checkpoints, cp)

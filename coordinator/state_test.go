@@ -3,6 +3,7 @@ package coordinator
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -87,8 +88,16 @@ func TestDeterministicReplay(t *testing.T) {
 		case k < 9:
 			var reps []ProgressReport
 			for _, j := range a.SortedJobs() {
-				for _, id := range j.Workers {
-					reps = append(reps, ProgressReport{WorkerID: id, Job: j.Name, Generation: j.Generation, Step: j.Step + 1, StepTime: time.Second})
+				for r, id := range j.Workers {
+					p := ProgressReport{WorkerID: id, Job: j.Name, Generation: j.Generation, Step: j.Step + 1, StepTime: time.Second}
+					if r == 0 { // rank 0's step metrics feed the history; NaN included
+						loss := Float(rng.Float64())
+						if rng.IntN(10) == 0 {
+							loss = Float(math.NaN())
+						}
+						p.Steps = []StepRecord{{Step: j.Step + 1, Stage: j.Stage, Values: map[string]Float{"loss": loss}}}
+					}
+					reps = append(reps, p)
 				}
 			}
 			c = &Command{Progress: &Progress{Reports: reps}}
@@ -123,6 +132,9 @@ func TestDeterministicReplay(t *testing.T) {
 	bb, _ := b.Marshal()
 	if !bytes.Equal(ba, bb) {
 		t.Fatal("replicas diverged")
+	}
+	if len(a.Metrics) == 0 {
+		t.Error("no job has a metric history; the sequence exercises too little")
 	}
 	for _, k := range []string{"submit", "schedule", "progress", "commit", "worker-down"} {
 		if okKinds[k] == 0 {

@@ -134,8 +134,9 @@ type Progress struct {
 	TokensPerSec float64
 	// StepTime is the wall time of the step; CommWait the part spent
 	// waiting on collectives (gradient all-reduce, loss normaliser,
-	// hard-negative gathering).
-	StepTime, CommWait time.Duration
+	// hard-negative gathering); DataWait the part spent getting the
+	// step's samples (reading shards, decoding, tokenising).
+	StepTime, CommWait, DataWait time.Duration
 	// Samples is the number of samples of the stage's stream consumed
 	// after this step (all ranks together).
 	Samples int64

@@ -465,7 +465,7 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 	if err != nil {
 		return Progress{}, fmt.Errorf("trainer: step %d: %w", r.step+1, err)
 	}
-	prog := Progress{Stage: st.Index, StageName: st.Name, Terms: map[string]float64{}}
+	prog := Progress{Stage: st.Index, StageName: st.Name, Terms: map[string]float64{}, DataWait: r.now().Sub(start)}
 	for _, rw := range rows {
 		prog.SampleIDs = append(prog.SampleIDs, rw.ID)
 	}
@@ -634,7 +634,7 @@ func (r *Run) apply(ctx context.Context, prog Progress, lossSum float64, comm ti
 		prog.TokensPerSec = float64(prog.Tokens) / s
 	}
 	r.log.Debug("trainer: step", "stage", st.Name, "step", r.step, "loss", prog.Loss, "lr", lr, "grad_norm", prog.GradNorm,
-		"tokens_per_s", prog.TokensPerSec, "step_time", prog.StepTime, "comm_wait", comm)
+		"tokens_per_s", prog.TokensPerSec, "step_time", prog.StepTime, "comm_wait", comm, "data_wait", prog.DataWait)
 	return prog, nil
 }
 
@@ -649,7 +649,7 @@ func (r *Run) stepSeqParallel(ctx context.Context, start time.Time) (Progress, e
 	if err != nil {
 		return Progress{}, fmt.Errorf("trainer: step %d: %w", r.step+1, err)
 	}
-	prog := Progress{Stage: st.Index, StageName: st.Name, Terms: map[string]float64{}}
+	prog := Progress{Stage: st.Index, StageName: st.Name, Terms: map[string]float64{}, DataWait: r.now().Sub(start)}
 	if r.job.Rank == 0 {
 		for _, rw := range rows {
 			prog.SampleIDs = append(prog.SampleIDs, rw.ID)

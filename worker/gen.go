@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/api/loompb"
@@ -53,7 +54,8 @@ type generation struct {
 
 	bucket string // checkpoint bucket
 
-	rep reporter
+	rep    reporter
+	sendMu sync.Mutex // one report in flight at a time
 	// lastReport is the newest progress report built, sent again ahead
 	// of each commit.
 	lastReport atomic.Pointer[loompb.ReportProgressRequest]
@@ -129,11 +131,9 @@ func (g *generation) run() {
 	if end == endFinished || end == endDrained {
 		// The last step's report, if still pending, goes out before the
 		// agent waits for its next assignment.
-		if req := g.rep.take(); req != nil {
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(g.ctx), callTimeout)
-			g.send(ctx, req)
-			cancel()
-		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(g.ctx), callTimeout)
+		g.sendPending(ctx)
+		cancel()
 	}
 	g.cancel()
 	wg.Wait()
@@ -245,10 +245,17 @@ func (g *generation) Commit(ctx context.Context, ref trainer.CheckpointRef) erro
 	if r := g.lastReport.Load(); r != nil && r.Step >= ref.Step {
 		g.send(ctx, r)
 	}
+	// The unconfirmed step metrics go into the history with the
+	// checkpoint: a later generation restarts from it and never reports
+	// the steps before it again.
+	req.Steps = g.rep.unconfirmed()
 	if err := g.ag.cfg.Coordinator.CommitCheckpoint(ctx, req); err != nil {
 		return fmt.Errorf("coordinator refused checkpoint at step %d of job %q generation %d: %w", ref.Step, g.a.Job, g.a.Generation, err)
 	}
 	g.lastCommitted.Store(ref.Step)
+	if n := len(req.Steps); n > 0 {
+		g.rep.confirm(req.Steps[n-1].Step)
+	}
 	return nil
 }
 
@@ -355,9 +362,13 @@ func (g *generation) train() (end genEnd, err error) {
 		ag.metrics.observeStep(p)
 		req := progressRequest(ag.cfg.Info.ID, a, p)
 		g.lastReport.Store(req)
-		g.rep.put(req)
+		var rec *loompb.StepMetrics
+		if a.Rank == 0 {
+			rec = stepMetrics(p, ag.cfg.Now())
+		}
+		g.rep.put(req, rec)
 		log.Debug("step", "stage", p.StageName, "step", p.Step, "loss", p.Loss, "terms", p.Terms, "tokens_per_sec", p.TokensPerSec,
-			"step_time", p.StepTime, "comm_wait", p.CommWait, "samples", p.Samples, "sample_ids", p.SampleIDs)
+			"step_time", p.StepTime, "comm_wait", p.CommWait, "data_wait", p.DataWait, "samples", p.Samples, "sample_ids", p.SampleIDs)
 		if p.StageStep == 1 || p.Step%10 == 0 || p.Step >= a.StopStep {
 			log.Info("step", "stage", p.StageName, "step", p.Step, "of", a.StopStep, "loss", p.Loss, "tokens_per_sec", int64(p.TokensPerSec),
 				"step_time", p.StepTime.Round(1e6))
@@ -451,17 +462,53 @@ func progressRequest(id string, a *loompb.Assignment, p trainer.Progress) *loomp
 		TokensPerSec: p.TokensPerSec, StepTimeSeconds: p.StepTime.Seconds(), SamplesConsumed: p.Samples}
 }
 
+// stepMetrics is one step's scalars for the job's metric history
+// (rank 0 sends them with its progress reports).
+func stepMetrics(p trainer.Progress, now time.Time) *loompb.StepMetrics {
+	v := make(map[string]float64, len(p.Terms)+8)
+	for k, x := range p.Terms {
+		v[k] = x
+	}
+	v["loss"] = p.Loss
+	v["lr"] = p.LR
+	v["grad_norm"] = p.GradNorm
+	v["tokens_per_sec"] = p.TokensPerSec
+	v["step_time"] = p.StepTime.Seconds()
+	v["comm_wait"] = p.CommWait.Seconds()
+	v["data_wait"] = p.DataWait.Seconds()
+	return &loompb.StepMetrics{Step: p.Step, Stage: int32(p.Stage), UnixMs: now.UnixMilli(), Values: v}
+}
+
+// maxStepRecords is how many steps' metrics a worker holds until the
+// coordinator confirms them (coordinator.MaxStepRecords): when the
+// coordinator stays away longer, the oldest are dropped.
+const maxStepRecords = 256
+
 // reporter sends the latest progress report; older unsent ones are
-// superseded, so a slow coordinator never holds up training.
+// superseded, so a slow coordinator never holds up training. Rank 0's step
+// metrics stay with the reporter until a report (or a checkpoint commit)
+// that carried them is confirmed: every report carries all of them, and
+// the history ignores the ones it holds already.
 type reporter struct {
 	mu      sync.Mutex
 	pending *loompb.ReportProgressRequest
-	wake    chan struct{}
+	// last is the newest report put: step metrics still unconfirmed after
+	// it was sent go out in a copy of it when no newer report comes.
+	last  *loompb.ReportProgressRequest
+	steps []*loompb.StepMetrics // unconfirmed, in step order
+	sent  int64                 // newest step of steps already sent once
+	wake  chan struct{}
 }
 
-func (r *reporter) put(req *loompb.ReportProgressRequest) {
+func (r *reporter) put(req *loompb.ReportProgressRequest, rec *loompb.StepMetrics) {
 	r.mu.Lock()
-	r.pending = req
+	r.pending, r.last = req, req
+	if rec != nil {
+		r.steps = append(r.steps, rec)
+		if n := len(r.steps); n > maxStepRecords {
+			r.steps = append([]*loompb.StepMetrics(nil), r.steps[n-maxStepRecords:]...)
+		}
+	}
 	r.mu.Unlock()
 	select {
 	case r.wake <- struct{}{}:
@@ -469,25 +516,82 @@ func (r *reporter) put(req *loompb.ReportProgressRequest) {
 	}
 }
 
+// take returns the pending report carrying the unconfirmed step metrics:
+// the pending one, or a copy of the last one when only unsent metrics are
+// left; nil when there is nothing new to send.
 func (r *reporter) take() *loompb.ReportProgressRequest {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	req := r.pending
 	r.pending = nil
+	newest := int64(0)
+	if n := len(r.steps); n > 0 {
+		newest = r.steps[n-1].Step
+	}
+	if req == nil && newest > r.sent && r.last != nil {
+		req = r.last
+	}
+	if req != nil {
+		// A copy: the report put stays as it was (Commit sends it too,
+		// from another goroutine).
+		req = proto.CloneOf(req)
+		req.Steps = append([]*loompb.StepMetrics(nil), r.steps...)
+		r.sent = max(r.sent, newest)
+	}
 	return req
 }
 
-// report sends progress reports until the generation's context ends.
+// unconfirmed returns a copy of the step metrics not yet confirmed.
+func (r *reporter) unconfirmed() []*loompb.StepMetrics {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*loompb.StepMetrics(nil), r.steps...)
+}
+
+// failed says a report did not get through: its step metrics are to be
+// sent again even if no newer report comes.
+func (r *reporter) failed() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sent = 0
+}
+
+// confirm drops the step metrics up to step: the history holds them.
+func (r *reporter) confirm(step int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i := 0
+	for i < len(r.steps) && r.steps[i].Step <= step {
+		i++
+	}
+	r.steps = append([]*loompb.StepMetrics(nil), r.steps[i:]...)
+}
+
+// sendPending sends the pending report, if any. Sends are serialised, so
+// that step metrics reach the coordinator in step order.
+func (g *generation) sendPending(ctx context.Context) {
+	g.sendMu.Lock()
+	defer g.sendMu.Unlock()
+	if req := g.rep.take(); req != nil {
+		g.send(ctx, req)
+	}
+}
+
+// send sends one report (with sendMu held).
 func (g *generation) send(ctx context.Context, req *loompb.ReportProgressRequest) {
 	err := g.ag.cfg.Coordinator.ReportProgress(ctx, req)
 	switch {
 	case err == nil:
 		g.ag.metrics.reports.WithLabelValues("ok").Inc()
+		if n := len(req.Steps); n > 0 {
+			g.rep.confirm(req.Steps[n-1].Step)
+		}
 	case status.Code(err) == codes.FailedPrecondition:
 		g.ag.metrics.reports.WithLabelValues("stale").Inc()
 		g.markStale(err)
 	default:
 		g.ag.metrics.reports.WithLabelValues("error").Inc()
+		g.rep.failed()
 		if !errors.Is(err, context.Canceled) {
 			g.ag.log.Debug("progress report dropped", "step", req.Step, "err", err)
 		}
@@ -500,9 +604,7 @@ func (g *generation) report() {
 		case <-g.ctx.Done():
 			return
 		case <-g.rep.wake:
-			if req := g.rep.take(); req != nil {
-				g.send(g.ctx, req)
-			}
+			g.sendPending(g.ctx)
 		}
 	}
 }

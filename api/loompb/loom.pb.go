@@ -1176,8 +1176,14 @@ type ReportProgressRequest struct {
 	TokensPerSec    float64                `protobuf:"fixed64,6,opt,name=tokens_per_sec,json=tokensPerSec,proto3" json:"tokens_per_sec,omitempty"`
 	StepTimeSeconds float64                `protobuf:"fixed64,7,opt,name=step_time_seconds,json=stepTimeSeconds,proto3" json:"step_time_seconds,omitempty"`
 	SamplesConsumed int64                  `protobuf:"varint,8,opt,name=samples_consumed,json=samplesConsumed,proto3" json:"samples_consumed,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// steps are the per-step scalars of the steps not yet confirmed in the
+	// job's metric history, oldest first (rank 0 only; the others leave it
+	// empty). A report that carries steps is answered once its batch is
+	// applied, so a worker can resend them when it was not; steps the
+	// history already holds are ignored.
+	Steps         []*StepMetrics `protobuf:"bytes,9,rep,name=steps,proto3" json:"steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReportProgressRequest) Reset() {
@@ -1266,6 +1272,13 @@ func (x *ReportProgressRequest) GetSamplesConsumed() int64 {
 	return 0
 }
 
+func (x *ReportProgressRequest) GetSteps() []*StepMetrics {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
 type ReportProgressResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1302,6 +1315,389 @@ func (*ReportProgressResponse) Descriptor() ([]byte, []int) {
 	return file_loom_proto_rawDescGZIP(), []int{16}
 }
 
+// StepMetrics is what one optimizer step measured, as rank 0 saw it.
+type StepMetrics struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// step is the global step after this one.
+	Step  int64 `protobuf:"varint,1,opt,name=step,proto3" json:"step,omitempty"`
+	Stage int32 `protobuf:"varint,2,opt,name=stage,proto3" json:"stage,omitempty"`
+	// unix_ms is when the step ended, by the worker's clock.
+	UnixMs int64 `protobuf:"varint,3,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
+	// values are the step's scalars by name: "loss" and each loss term,
+	// "lr", "grad_norm", "tokens_per_sec" (this rank's), "step_time",
+	// "comm_wait" and "data_wait" (seconds). Non-finite values are kept.
+	Values        map[string]float64 `protobuf:"bytes,4,rep,name=values,proto3" json:"values,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepMetrics) Reset() {
+	*x = StepMetrics{}
+	mi := &file_loom_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepMetrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepMetrics) ProtoMessage() {}
+
+func (x *StepMetrics) ProtoReflect() protoreflect.Message {
+	mi := &file_loom_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepMetrics.ProtoReflect.Descriptor instead.
+func (*StepMetrics) Descriptor() ([]byte, []int) {
+	return file_loom_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *StepMetrics) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *StepMetrics) GetStage() int32 {
+	if x != nil {
+		return x.Stage
+	}
+	return 0
+}
+
+func (x *StepMetrics) GetUnixMs() int64 {
+	if x != nil {
+		return x.UnixMs
+	}
+	return 0
+}
+
+func (x *StepMetrics) GetValues() map[string]float64 {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+type GetMetricsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Job   string                 `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// series names the scalars to return; empty: every one the job has.
+	Series []string `protobuf:"bytes,2,rep,name=series,proto3" json:"series,omitempty"`
+	// from_step and to_step bound the steps returned (inclusive; 0: open).
+	FromStep int64 `protobuf:"varint,3,opt,name=from_step,json=fromStep,proto3" json:"from_step,omitempty"`
+	ToStep   int64 `protobuf:"varint,4,opt,name=to_step,json=toStep,proto3" json:"to_step,omitempty"`
+	// max_points bounds the points of each series: adjacent points of one
+	// stage are merged (step-weighted means) until they fit. 0: every point
+	// held.
+	MaxPoints int32 `protobuf:"varint,5,opt,name=max_points,json=maxPoints,proto3" json:"max_points,omitempty"`
+	// stage, when set, keeps that stage's points only (0-based).
+	Stage         *int32 `protobuf:"varint,6,opt,name=stage,proto3,oneof" json:"stage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMetricsRequest) Reset() {
+	*x = GetMetricsRequest{}
+	mi := &file_loom_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMetricsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMetricsRequest) ProtoMessage() {}
+
+func (x *GetMetricsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loom_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMetricsRequest.ProtoReflect.Descriptor instead.
+func (*GetMetricsRequest) Descriptor() ([]byte, []int) {
+	return file_loom_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetMetricsRequest) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+func (x *GetMetricsRequest) GetSeries() []string {
+	if x != nil {
+		return x.Series
+	}
+	return nil
+}
+
+func (x *GetMetricsRequest) GetFromStep() int64 {
+	if x != nil {
+		return x.FromStep
+	}
+	return 0
+}
+
+func (x *GetMetricsRequest) GetToStep() int64 {
+	if x != nil {
+		return x.ToStep
+	}
+	return 0
+}
+
+func (x *GetMetricsRequest) GetMaxPoints() int32 {
+	if x != nil {
+		return x.MaxPoints
+	}
+	return 0
+}
+
+func (x *GetMetricsRequest) GetStage() int32 {
+	if x != nil && x.Stage != nil {
+		return *x.Stage
+	}
+	return 0
+}
+
+type GetMetricsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Job   string                 `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// series are the scalars asked for, in name order.
+	Series []*MetricSeries `protobuf:"bytes,2,rep,name=series,proto3" json:"series,omitempty"`
+	// resolution is how many steps one held point covers at most now (the
+	// history doubles it each time it fills up).
+	Resolution int64 `protobuf:"varint,3,opt,name=resolution,proto3" json:"resolution,omitempty"`
+	// last_step is the last step the history holds (0: none).
+	LastStep      int64 `protobuf:"varint,4,opt,name=last_step,json=lastStep,proto3" json:"last_step,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMetricsResponse) Reset() {
+	*x = GetMetricsResponse{}
+	mi := &file_loom_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMetricsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMetricsResponse) ProtoMessage() {}
+
+func (x *GetMetricsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loom_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMetricsResponse.ProtoReflect.Descriptor instead.
+func (*GetMetricsResponse) Descriptor() ([]byte, []int) {
+	return file_loom_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GetMetricsResponse) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+func (x *GetMetricsResponse) GetSeries() []*MetricSeries {
+	if x != nil {
+		return x.Series
+	}
+	return nil
+}
+
+func (x *GetMetricsResponse) GetResolution() int64 {
+	if x != nil {
+		return x.Resolution
+	}
+	return 0
+}
+
+func (x *GetMetricsResponse) GetLastStep() int64 {
+	if x != nil {
+		return x.LastStep
+	}
+	return 0
+}
+
+type MetricSeries struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Points        []*MetricPoint         `protobuf:"bytes,2,rep,name=points,proto3" json:"points,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricSeries) Reset() {
+	*x = MetricSeries{}
+	mi := &file_loom_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricSeries) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricSeries) ProtoMessage() {}
+
+func (x *MetricSeries) ProtoReflect() protoreflect.Message {
+	mi := &file_loom_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricSeries.ProtoReflect.Descriptor instead.
+func (*MetricSeries) Descriptor() ([]byte, []int) {
+	return file_loom_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *MetricSeries) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MetricSeries) GetPoints() []*MetricPoint {
+	if x != nil {
+		return x.Points
+	}
+	return nil
+}
+
+// MetricPoint is one point of a series: the mean of the steps it covers.
+type MetricPoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// step is the last step the point covers; first_step the first.
+	Step       int64   `protobuf:"varint,1,opt,name=step,proto3" json:"step,omitempty"`
+	FirstStep  int64   `protobuf:"varint,2,opt,name=first_step,json=firstStep,proto3" json:"first_step,omitempty"`
+	Stage      int32   `protobuf:"varint,3,opt,name=stage,proto3" json:"stage,omitempty"`
+	Generation int64   `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	UnixMs     int64   `protobuf:"varint,5,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
+	Value      float64 `protobuf:"fixed64,6,opt,name=value,proto3" json:"value,omitempty"`
+	// steps is how many steps were merged into it.
+	Steps         int64 `protobuf:"varint,7,opt,name=steps,proto3" json:"steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricPoint) Reset() {
+	*x = MetricPoint{}
+	mi := &file_loom_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricPoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricPoint) ProtoMessage() {}
+
+func (x *MetricPoint) ProtoReflect() protoreflect.Message {
+	mi := &file_loom_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricPoint.ProtoReflect.Descriptor instead.
+func (*MetricPoint) Descriptor() ([]byte, []int) {
+	return file_loom_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *MetricPoint) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetFirstStep() int64 {
+	if x != nil {
+		return x.FirstStep
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetStage() int32 {
+	if x != nil {
+		return x.Stage
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetUnixMs() int64 {
+	if x != nil {
+		return x.UnixMs
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetValue() float64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetSteps() int64 {
+	if x != nil {
+		return x.Steps
+	}
+	return 0
+}
+
 type CommitCheckpointRequest struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	WorkerId        string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
@@ -1311,13 +1707,17 @@ type CommitCheckpointRequest struct {
 	Objects         []*CheckpointObject    `protobuf:"bytes,5,rep,name=objects,proto3" json:"objects,omitempty"`
 	SamplesConsumed int64                  `protobuf:"varint,6,opt,name=samples_consumed,json=samplesConsumed,proto3" json:"samples_consumed,omitempty"`
 	RequestId       string                 `protobuf:"bytes,7,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// steps are rank 0's step metrics not yet confirmed in the metric
+	// history (see ReportProgressRequest.steps): they are recorded with the
+	// checkpoint, so the history holds every step up to it.
+	Steps         []*StepMetrics `protobuf:"bytes,8,rep,name=steps,proto3" json:"steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommitCheckpointRequest) Reset() {
 	*x = CommitCheckpointRequest{}
-	mi := &file_loom_proto_msgTypes[17]
+	mi := &file_loom_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1729,7 @@ func (x *CommitCheckpointRequest) String() string {
 func (*CommitCheckpointRequest) ProtoMessage() {}
 
 func (x *CommitCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[17]
+	mi := &file_loom_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1742,7 @@ func (x *CommitCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CommitCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{17}
+	return file_loom_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CommitCheckpointRequest) GetWorkerId() string {
@@ -1394,6 +1794,13 @@ func (x *CommitCheckpointRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *CommitCheckpointRequest) GetSteps() []*StepMetrics {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
 type CommitCheckpointResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1402,7 +1809,7 @@ type CommitCheckpointResponse struct {
 
 func (x *CommitCheckpointResponse) Reset() {
 	*x = CommitCheckpointResponse{}
-	mi := &file_loom_proto_msgTypes[18]
+	mi := &file_loom_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +1821,7 @@ func (x *CommitCheckpointResponse) String() string {
 func (*CommitCheckpointResponse) ProtoMessage() {}
 
 func (x *CommitCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[18]
+	mi := &file_loom_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +1834,7 @@ func (x *CommitCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*CommitCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{18}
+	return file_loom_proto_rawDescGZIP(), []int{23}
 }
 
 type ReportFailureRequest struct {
@@ -1446,7 +1853,7 @@ type ReportFailureRequest struct {
 
 func (x *ReportFailureRequest) Reset() {
 	*x = ReportFailureRequest{}
-	mi := &file_loom_proto_msgTypes[19]
+	mi := &file_loom_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1458,7 +1865,7 @@ func (x *ReportFailureRequest) String() string {
 func (*ReportFailureRequest) ProtoMessage() {}
 
 func (x *ReportFailureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[19]
+	mi := &file_loom_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1471,7 +1878,7 @@ func (x *ReportFailureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportFailureRequest.ProtoReflect.Descriptor instead.
 func (*ReportFailureRequest) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{19}
+	return file_loom_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReportFailureRequest) GetWorkerId() string {
@@ -1517,7 +1924,7 @@ type ReportFailureResponse struct {
 
 func (x *ReportFailureResponse) Reset() {
 	*x = ReportFailureResponse{}
-	mi := &file_loom_proto_msgTypes[20]
+	mi := &file_loom_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1936,7 @@ func (x *ReportFailureResponse) String() string {
 func (*ReportFailureResponse) ProtoMessage() {}
 
 func (x *ReportFailureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[20]
+	mi := &file_loom_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1949,7 @@ func (x *ReportFailureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportFailureResponse.ProtoReflect.Descriptor instead.
 func (*ReportFailureResponse) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{20}
+	return file_loom_proto_rawDescGZIP(), []int{25}
 }
 
 type ApplyRequest struct {
@@ -1554,7 +1961,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_loom_proto_msgTypes[21]
+	mi := &file_loom_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1566,7 +1973,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[21]
+	mi := &file_loom_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1579,7 +1986,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{21}
+	return file_loom_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -1600,7 +2007,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_loom_proto_msgTypes[22]
+	mi := &file_loom_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +2019,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[22]
+	mi := &file_loom_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +2032,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{22}
+	return file_loom_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -1650,7 +2057,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_loom_proto_msgTypes[23]
+	mi := &file_loom_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1662,7 +2069,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[23]
+	mi := &file_loom_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1675,7 +2082,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{23}
+	return file_loom_proto_rawDescGZIP(), []int{28}
 }
 
 type ApplyResponse struct {
@@ -1687,7 +2094,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_loom_proto_msgTypes[24]
+	mi := &file_loom_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1699,7 +2106,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loom_proto_msgTypes[24]
+	mi := &file_loom_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1712,7 +2119,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_loom_proto_rawDescGZIP(), []int{24}
+	return file_loom_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ApplyResponse) GetResult() []byte {
@@ -1839,7 +2246,7 @@ const file_loom_proto_rawDesc = "" +
 	"\n" +
 	"start_step\x18\v \x01(\x03R\tstartStep\x12\x1b\n" +
 	"\tstop_step\x18\f \x01(\x03R\bstopStep\x12#\n" +
-	"\rmanifest_yaml\x18\r \x01(\fR\fmanifestYaml\"\xf6\x02\n" +
+	"\rmanifest_yaml\x18\r \x01(\fR\fmanifestYaml\"\xa2\x03\n" +
 	"\x15ReportProgressRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x10\n" +
 	"\x03job\x18\x02 \x01(\tR\x03job\x12\x1e\n" +
@@ -1850,11 +2257,50 @@ const file_loom_proto_rawDesc = "" +
 	"\x06losses\x18\x05 \x03(\v2*.loom.v1.ReportProgressRequest.LossesEntryR\x06losses\x12$\n" +
 	"\x0etokens_per_sec\x18\x06 \x01(\x01R\ftokensPerSec\x12*\n" +
 	"\x11step_time_seconds\x18\a \x01(\x01R\x0fstepTimeSeconds\x12)\n" +
-	"\x10samples_consumed\x18\b \x01(\x03R\x0fsamplesConsumed\x1a9\n" +
+	"\x10samples_consumed\x18\b \x01(\x03R\x0fsamplesConsumed\x12*\n" +
+	"\x05steps\x18\t \x03(\v2\x14.loom.v1.StepMetricsR\x05steps\x1a9\n" +
 	"\vLossesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x18\n" +
-	"\x16ReportProgressResponse\"\xfb\x01\n" +
+	"\x16ReportProgressResponse\"\xc5\x01\n" +
+	"\vStepMetrics\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\x03R\x04step\x12\x14\n" +
+	"\x05stage\x18\x02 \x01(\x05R\x05stage\x12\x17\n" +
+	"\aunix_ms\x18\x03 \x01(\x03R\x06unixMs\x128\n" +
+	"\x06values\x18\x04 \x03(\v2 .loom.v1.StepMetrics.ValuesEntryR\x06values\x1a9\n" +
+	"\vValuesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xb7\x01\n" +
+	"\x11GetMetricsRequest\x12\x10\n" +
+	"\x03job\x18\x01 \x01(\tR\x03job\x12\x16\n" +
+	"\x06series\x18\x02 \x03(\tR\x06series\x12\x1b\n" +
+	"\tfrom_step\x18\x03 \x01(\x03R\bfromStep\x12\x17\n" +
+	"\ato_step\x18\x04 \x01(\x03R\x06toStep\x12\x1d\n" +
+	"\n" +
+	"max_points\x18\x05 \x01(\x05R\tmaxPoints\x12\x19\n" +
+	"\x05stage\x18\x06 \x01(\x05H\x00R\x05stage\x88\x01\x01B\b\n" +
+	"\x06_stage\"\x92\x01\n" +
+	"\x12GetMetricsResponse\x12\x10\n" +
+	"\x03job\x18\x01 \x01(\tR\x03job\x12-\n" +
+	"\x06series\x18\x02 \x03(\v2\x15.loom.v1.MetricSeriesR\x06series\x12\x1e\n" +
+	"\n" +
+	"resolution\x18\x03 \x01(\x03R\n" +
+	"resolution\x12\x1b\n" +
+	"\tlast_step\x18\x04 \x01(\x03R\blastStep\"P\n" +
+	"\fMetricSeries\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
+	"\x06points\x18\x02 \x03(\v2\x14.loom.v1.MetricPointR\x06points\"\xbb\x01\n" +
+	"\vMetricPoint\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\x03R\x04step\x12\x1d\n" +
+	"\n" +
+	"first_step\x18\x02 \x01(\x03R\tfirstStep\x12\x14\n" +
+	"\x05stage\x18\x03 \x01(\x05R\x05stage\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x03R\n" +
+	"generation\x12\x17\n" +
+	"\aunix_ms\x18\x05 \x01(\x03R\x06unixMs\x12\x14\n" +
+	"\x05value\x18\x06 \x01(\x01R\x05value\x12\x14\n" +
+	"\x05steps\x18\a \x01(\x03R\x05steps\"\xa7\x02\n" +
 	"\x17CommitCheckpointRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x10\n" +
 	"\x03job\x18\x02 \x01(\tR\x03job\x12\x1e\n" +
@@ -1865,7 +2311,8 @@ const file_loom_proto_rawDesc = "" +
 	"\aobjects\x18\x05 \x03(\v2\x19.loom.v1.CheckpointObjectR\aobjects\x12)\n" +
 	"\x10samples_consumed\x18\x06 \x01(\x03R\x0fsamplesConsumed\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\a \x01(\tR\trequestId\"\x1a\n" +
+	"request_id\x18\a \x01(\tR\trequestId\x12*\n" +
+	"\x05steps\x18\b \x03(\v2\x14.loom.v1.StepMetricsR\x05steps\"\x1a\n" +
 	"\x18CommitCheckpointResponse\"\x9a\x01\n" +
 	"\x14ReportFailureRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x10\n" +
@@ -1884,14 +2331,16 @@ const file_loom_proto_rawDesc = "" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\"\x0e\n" +
 	"\fJoinResponse\"'\n" +
 	"\rApplyResponse\x12\x16\n" +
-	"\x06result\x18\x01 \x01(\fR\x06result2\xd4\x02\n" +
+	"\x06result\x18\x01 \x01(\fR\x06result2\x9b\x03\n" +
 	"\x04Jobs\x124\n" +
 	"\tSubmitJob\x12\x19.loom.v1.SubmitJobRequest\x1a\f.loom.v1.Job\x12.\n" +
 	"\x06GetJob\x12\x16.loom.v1.GetJobRequest\x1a\f.loom.v1.Job\x12?\n" +
 	"\bListJobs\x12\x18.loom.v1.ListJobsRequest\x1a\x19.loom.v1.ListJobsResponse\x124\n" +
 	"\tCancelJob\x12\x19.loom.v1.CancelJobRequest\x1a\f.loom.v1.Job\x124\n" +
 	"\tResumeJob\x12\x19.loom.v1.ResumeJobRequest\x1a\f.loom.v1.Job\x129\n" +
-	"\bWatchJob\x12\x18.loom.v1.WatchJobRequest\x1a\x11.loom.v1.JobEvent0\x012\xd0\x02\n" +
+	"\bWatchJob\x12\x18.loom.v1.WatchJobRequest\x1a\x11.loom.v1.JobEvent0\x01\x12E\n" +
+	"\n" +
+	"GetMetrics\x12\x1a.loom.v1.GetMetricsRequest\x1a\x1b.loom.v1.GetMetricsResponse2\xd0\x02\n" +
 	"\aWorkers\x12I\n" +
 	"\x0fWatchAssignment\x12\x1f.loom.v1.WatchAssignmentRequest\x1a\x13.loom.v1.Assignment0\x01\x12Q\n" +
 	"\x0eReportProgress\x12\x1e.loom.v1.ReportProgressRequest\x1a\x1f.loom.v1.ReportProgressResponse\x12W\n" +
@@ -1913,7 +2362,7 @@ func file_loom_proto_rawDescGZIP() []byte {
 	return file_loom_proto_rawDescData
 }
 
-var file_loom_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_loom_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_loom_proto_goTypes = []any{
 	(*SubmitJobRequest)(nil),         // 0: loom.v1.SubmitJobRequest
 	(*GetJobRequest)(nil),            // 1: loom.v1.GetJobRequest
@@ -1932,20 +2381,26 @@ var file_loom_proto_goTypes = []any{
 	(*Assignment)(nil),               // 14: loom.v1.Assignment
 	(*ReportProgressRequest)(nil),    // 15: loom.v1.ReportProgressRequest
 	(*ReportProgressResponse)(nil),   // 16: loom.v1.ReportProgressResponse
-	(*CommitCheckpointRequest)(nil),  // 17: loom.v1.CommitCheckpointRequest
-	(*CommitCheckpointResponse)(nil), // 18: loom.v1.CommitCheckpointResponse
-	(*ReportFailureRequest)(nil),     // 19: loom.v1.ReportFailureRequest
-	(*ReportFailureResponse)(nil),    // 20: loom.v1.ReportFailureResponse
-	(*ApplyRequest)(nil),             // 21: loom.v1.ApplyRequest
-	(*JoinRequest)(nil),              // 22: loom.v1.JoinRequest
-	(*JoinResponse)(nil),             // 23: loom.v1.JoinResponse
-	(*ApplyResponse)(nil),            // 24: loom.v1.ApplyResponse
-	nil,                              // 25: loom.v1.Job.LossesEntry
-	nil,                              // 26: loom.v1.ReportProgressRequest.LossesEntry
+	(*StepMetrics)(nil),              // 17: loom.v1.StepMetrics
+	(*GetMetricsRequest)(nil),        // 18: loom.v1.GetMetricsRequest
+	(*GetMetricsResponse)(nil),       // 19: loom.v1.GetMetricsResponse
+	(*MetricSeries)(nil),             // 20: loom.v1.MetricSeries
+	(*MetricPoint)(nil),              // 21: loom.v1.MetricPoint
+	(*CommitCheckpointRequest)(nil),  // 22: loom.v1.CommitCheckpointRequest
+	(*CommitCheckpointResponse)(nil), // 23: loom.v1.CommitCheckpointResponse
+	(*ReportFailureRequest)(nil),     // 24: loom.v1.ReportFailureRequest
+	(*ReportFailureResponse)(nil),    // 25: loom.v1.ReportFailureResponse
+	(*ApplyRequest)(nil),             // 26: loom.v1.ApplyRequest
+	(*JoinRequest)(nil),              // 27: loom.v1.JoinRequest
+	(*JoinResponse)(nil),             // 28: loom.v1.JoinResponse
+	(*ApplyResponse)(nil),            // 29: loom.v1.ApplyResponse
+	nil,                              // 30: loom.v1.Job.LossesEntry
+	nil,                              // 31: loom.v1.ReportProgressRequest.LossesEntry
+	nil,                              // 32: loom.v1.StepMetrics.ValuesEntry
 }
 var file_loom_proto_depIdxs = []int32{
 	7,  // 0: loom.v1.ListJobsResponse.jobs:type_name -> loom.v1.Job
-	25, // 1: loom.v1.Job.losses:type_name -> loom.v1.Job.LossesEntry
+	30, // 1: loom.v1.Job.losses:type_name -> loom.v1.Job.LossesEntry
 	9,  // 2: loom.v1.Job.checkpoints:type_name -> loom.v1.Checkpoint
 	8,  // 3: loom.v1.Job.history:type_name -> loom.v1.Generation
 	13, // 4: loom.v1.Generation.peers:type_name -> loom.v1.Peer
@@ -1953,37 +2408,44 @@ var file_loom_proto_depIdxs = []int32{
 	7,  // 6: loom.v1.JobEvent.state:type_name -> loom.v1.Job
 	13, // 7: loom.v1.Assignment.peers:type_name -> loom.v1.Peer
 	9,  // 8: loom.v1.Assignment.restore:type_name -> loom.v1.Checkpoint
-	26, // 9: loom.v1.ReportProgressRequest.losses:type_name -> loom.v1.ReportProgressRequest.LossesEntry
-	10, // 10: loom.v1.CommitCheckpointRequest.objects:type_name -> loom.v1.CheckpointObject
-	0,  // 11: loom.v1.Jobs.SubmitJob:input_type -> loom.v1.SubmitJobRequest
-	1,  // 12: loom.v1.Jobs.GetJob:input_type -> loom.v1.GetJobRequest
-	2,  // 13: loom.v1.Jobs.ListJobs:input_type -> loom.v1.ListJobsRequest
-	4,  // 14: loom.v1.Jobs.CancelJob:input_type -> loom.v1.CancelJobRequest
-	5,  // 15: loom.v1.Jobs.ResumeJob:input_type -> loom.v1.ResumeJobRequest
-	6,  // 16: loom.v1.Jobs.WatchJob:input_type -> loom.v1.WatchJobRequest
-	12, // 17: loom.v1.Workers.WatchAssignment:input_type -> loom.v1.WatchAssignmentRequest
-	15, // 18: loom.v1.Workers.ReportProgress:input_type -> loom.v1.ReportProgressRequest
-	17, // 19: loom.v1.Workers.CommitCheckpoint:input_type -> loom.v1.CommitCheckpointRequest
-	19, // 20: loom.v1.Workers.ReportFailure:input_type -> loom.v1.ReportFailureRequest
-	21, // 21: loom.v1.Cluster.Apply:input_type -> loom.v1.ApplyRequest
-	22, // 22: loom.v1.Cluster.Join:input_type -> loom.v1.JoinRequest
-	7,  // 23: loom.v1.Jobs.SubmitJob:output_type -> loom.v1.Job
-	7,  // 24: loom.v1.Jobs.GetJob:output_type -> loom.v1.Job
-	3,  // 25: loom.v1.Jobs.ListJobs:output_type -> loom.v1.ListJobsResponse
-	7,  // 26: loom.v1.Jobs.CancelJob:output_type -> loom.v1.Job
-	7,  // 27: loom.v1.Jobs.ResumeJob:output_type -> loom.v1.Job
-	11, // 28: loom.v1.Jobs.WatchJob:output_type -> loom.v1.JobEvent
-	14, // 29: loom.v1.Workers.WatchAssignment:output_type -> loom.v1.Assignment
-	16, // 30: loom.v1.Workers.ReportProgress:output_type -> loom.v1.ReportProgressResponse
-	18, // 31: loom.v1.Workers.CommitCheckpoint:output_type -> loom.v1.CommitCheckpointResponse
-	20, // 32: loom.v1.Workers.ReportFailure:output_type -> loom.v1.ReportFailureResponse
-	24, // 33: loom.v1.Cluster.Apply:output_type -> loom.v1.ApplyResponse
-	23, // 34: loom.v1.Cluster.Join:output_type -> loom.v1.JoinResponse
-	23, // [23:35] is the sub-list for method output_type
-	11, // [11:23] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	31, // 9: loom.v1.ReportProgressRequest.losses:type_name -> loom.v1.ReportProgressRequest.LossesEntry
+	17, // 10: loom.v1.ReportProgressRequest.steps:type_name -> loom.v1.StepMetrics
+	32, // 11: loom.v1.StepMetrics.values:type_name -> loom.v1.StepMetrics.ValuesEntry
+	20, // 12: loom.v1.GetMetricsResponse.series:type_name -> loom.v1.MetricSeries
+	21, // 13: loom.v1.MetricSeries.points:type_name -> loom.v1.MetricPoint
+	10, // 14: loom.v1.CommitCheckpointRequest.objects:type_name -> loom.v1.CheckpointObject
+	17, // 15: loom.v1.CommitCheckpointRequest.steps:type_name -> loom.v1.StepMetrics
+	0,  // 16: loom.v1.Jobs.SubmitJob:input_type -> loom.v1.SubmitJobRequest
+	1,  // 17: loom.v1.Jobs.GetJob:input_type -> loom.v1.GetJobRequest
+	2,  // 18: loom.v1.Jobs.ListJobs:input_type -> loom.v1.ListJobsRequest
+	4,  // 19: loom.v1.Jobs.CancelJob:input_type -> loom.v1.CancelJobRequest
+	5,  // 20: loom.v1.Jobs.ResumeJob:input_type -> loom.v1.ResumeJobRequest
+	6,  // 21: loom.v1.Jobs.WatchJob:input_type -> loom.v1.WatchJobRequest
+	18, // 22: loom.v1.Jobs.GetMetrics:input_type -> loom.v1.GetMetricsRequest
+	12, // 23: loom.v1.Workers.WatchAssignment:input_type -> loom.v1.WatchAssignmentRequest
+	15, // 24: loom.v1.Workers.ReportProgress:input_type -> loom.v1.ReportProgressRequest
+	22, // 25: loom.v1.Workers.CommitCheckpoint:input_type -> loom.v1.CommitCheckpointRequest
+	24, // 26: loom.v1.Workers.ReportFailure:input_type -> loom.v1.ReportFailureRequest
+	26, // 27: loom.v1.Cluster.Apply:input_type -> loom.v1.ApplyRequest
+	27, // 28: loom.v1.Cluster.Join:input_type -> loom.v1.JoinRequest
+	7,  // 29: loom.v1.Jobs.SubmitJob:output_type -> loom.v1.Job
+	7,  // 30: loom.v1.Jobs.GetJob:output_type -> loom.v1.Job
+	3,  // 31: loom.v1.Jobs.ListJobs:output_type -> loom.v1.ListJobsResponse
+	7,  // 32: loom.v1.Jobs.CancelJob:output_type -> loom.v1.Job
+	7,  // 33: loom.v1.Jobs.ResumeJob:output_type -> loom.v1.Job
+	11, // 34: loom.v1.Jobs.WatchJob:output_type -> loom.v1.JobEvent
+	19, // 35: loom.v1.Jobs.GetMetrics:output_type -> loom.v1.GetMetricsResponse
+	14, // 36: loom.v1.Workers.WatchAssignment:output_type -> loom.v1.Assignment
+	16, // 37: loom.v1.Workers.ReportProgress:output_type -> loom.v1.ReportProgressResponse
+	23, // 38: loom.v1.Workers.CommitCheckpoint:output_type -> loom.v1.CommitCheckpointResponse
+	25, // 39: loom.v1.Workers.ReportFailure:output_type -> loom.v1.ReportFailureResponse
+	29, // 40: loom.v1.Cluster.Apply:output_type -> loom.v1.ApplyResponse
+	28, // 41: loom.v1.Cluster.Join:output_type -> loom.v1.JoinResponse
+	29, // [29:42] is the sub-list for method output_type
+	16, // [16:29] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_loom_proto_init() }
@@ -1991,13 +2453,14 @@ func file_loom_proto_init() {
 	if File_loom_proto != nil {
 		return
 	}
+	file_loom_proto_msgTypes[18].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loom_proto_rawDesc), len(file_loom_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -23,12 +23,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Jobs_SubmitJob_FullMethodName = "/loom.v1.Jobs/SubmitJob"
-	Jobs_GetJob_FullMethodName    = "/loom.v1.Jobs/GetJob"
-	Jobs_ListJobs_FullMethodName  = "/loom.v1.Jobs/ListJobs"
-	Jobs_CancelJob_FullMethodName = "/loom.v1.Jobs/CancelJob"
-	Jobs_ResumeJob_FullMethodName = "/loom.v1.Jobs/ResumeJob"
-	Jobs_WatchJob_FullMethodName  = "/loom.v1.Jobs/WatchJob"
+	Jobs_SubmitJob_FullMethodName  = "/loom.v1.Jobs/SubmitJob"
+	Jobs_GetJob_FullMethodName     = "/loom.v1.Jobs/GetJob"
+	Jobs_ListJobs_FullMethodName   = "/loom.v1.Jobs/ListJobs"
+	Jobs_CancelJob_FullMethodName  = "/loom.v1.Jobs/CancelJob"
+	Jobs_ResumeJob_FullMethodName  = "/loom.v1.Jobs/ResumeJob"
+	Jobs_WatchJob_FullMethodName   = "/loom.v1.Jobs/WatchJob"
+	Jobs_GetMetrics_FullMethodName = "/loom.v1.Jobs/GetMetrics"
 )
 
 // JobsClient is the client API for Jobs service.
@@ -54,6 +55,12 @@ type JobsClient interface {
 	// WatchJob streams the job's events, starting after since_seq (0: the
 	// events still held, then live ones). It ends when the job is finished.
 	WatchJob(ctx context.Context, in *WatchJobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[JobEvent], error)
+	// GetMetrics returns the job's metric history: per-step scalars (each
+	// loss term, lr, grad_norm, tokens_per_sec, step_time, comm_wait,
+	// data_wait, and whatever else rank 0 reports), downsampled by the
+	// coordinator to a bounded number of points per job. NOT_FOUND: no such
+	// job.
+	GetMetrics(ctx context.Context, in *GetMetricsRequest, opts ...grpc.CallOption) (*GetMetricsResponse, error)
 }
 
 type jobsClient struct {
@@ -133,6 +140,16 @@ func (c *jobsClient) WatchJob(ctx context.Context, in *WatchJobRequest, opts ...
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Jobs_WatchJobClient = grpc.ServerStreamingClient[JobEvent]
 
+func (c *jobsClient) GetMetrics(ctx context.Context, in *GetMetricsRequest, opts ...grpc.CallOption) (*GetMetricsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetMetricsResponse)
+	err := c.cc.Invoke(ctx, Jobs_GetMetrics_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // JobsServer is the server API for Jobs service.
 // All implementations must embed UnimplementedJobsServer
 // for forward compatibility.
@@ -156,6 +173,12 @@ type JobsServer interface {
 	// WatchJob streams the job's events, starting after since_seq (0: the
 	// events still held, then live ones). It ends when the job is finished.
 	WatchJob(*WatchJobRequest, grpc.ServerStreamingServer[JobEvent]) error
+	// GetMetrics returns the job's metric history: per-step scalars (each
+	// loss term, lr, grad_norm, tokens_per_sec, step_time, comm_wait,
+	// data_wait, and whatever else rank 0 reports), downsampled by the
+	// coordinator to a bounded number of points per job. NOT_FOUND: no such
+	// job.
+	GetMetrics(context.Context, *GetMetricsRequest) (*GetMetricsResponse, error)
 	mustEmbedUnimplementedJobsServer()
 }
 
@@ -183,6 +206,9 @@ func (UnimplementedJobsServer) ResumeJob(context.Context, *ResumeJobRequest) (*J
 }
 func (UnimplementedJobsServer) WatchJob(*WatchJobRequest, grpc.ServerStreamingServer[JobEvent]) error {
 	return status.Errorf(codes.Unimplemented, "method WatchJob not implemented")
+}
+func (UnimplementedJobsServer) GetMetrics(context.Context, *GetMetricsRequest) (*GetMetricsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetMetrics not implemented")
 }
 func (UnimplementedJobsServer) mustEmbedUnimplementedJobsServer() {}
 func (UnimplementedJobsServer) testEmbeddedByValue()              {}
@@ -306,6 +332,24 @@ func _Jobs_WatchJob_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Jobs_WatchJobServer = grpc.ServerStreamingServer[JobEvent]
 
+func _Jobs_GetMetrics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetMetricsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobsServer).GetMetrics(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Jobs_GetMetrics_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobsServer).GetMetrics(ctx, req.(*GetMetricsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Jobs_ServiceDesc is the grpc.ServiceDesc for Jobs service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -332,6 +376,10 @@ var Jobs_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResumeJob",
 			Handler:    _Jobs_ResumeJob_Handler,
+		},
+		{
+			MethodName: "GetMetrics",
+			Handler:    _Jobs_GetMetrics_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -48,6 +48,7 @@ type coordinatorFlags struct {
 	etcdTLS                 coordinator.TLSFiles
 	s3                      s3Flags
 	tick                    time.Duration
+	workerLogs              string
 }
 
 func newCoordinatorCmd() *cobra.Command {
@@ -68,7 +69,10 @@ and ignore both. With neither flag a node bootstraps a cluster of one.
 Any node answers; writes sent to a follower are forwarded to the leader. Workers
 are found in etcd (--etcd) under --etcd-prefix. Retired checkpoints are deleted
 from S3 when --s3-endpoint is set. /healthz, /readyz (a leader is known) and
-/metrics (Prometheus) are served on --http-addr.
+/metrics (Prometheus) are served on --http-addr, and the web UI at / (jobs,
+loss curves, restarts, checkpoints, the cluster; docs/webui.md), which asks
+for the users' token when there is one. --worker-logs DIR lets the UI show
+the tail of each worker's log from DIR/WORKER.log (loom dev sets it).
 
 Every caller proves one role: node (another coordinator), worker, user or
 admin. With tokens, each role has its own, read from a file (--node-token-file,
@@ -124,6 +128,7 @@ Example (a three-node cluster on one machine):
 	fl.StringVar(&f.etcdTLS.CA, "etcd-tls-ca", "", "PEM CA that signed etcd's server certificate")
 	f.s3.register(fl, "S3 endpoint for deleting retired checkpoints (empty: keep them)")
 	fl.DurationVar(&f.tick, "tick", time.Second, "scheduler period on the leader")
+	fl.StringVar(&f.workerLogs, "worker-logs", "", "directory holding the workers' logs as WORKER.log, for the web UI (empty: the UI says where logs are)")
 	return c
 }
 
@@ -308,7 +313,11 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, ready func(api, htt
 	}()
 	var hsAddr net.Addr
 	if f.httpAddr != "" {
-		hs := &http.Server{Addr: f.httpAddr, Handler: node.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second}
+		handler, err := httpHandler(f, node, fsm, rn, auth)
+		if err != nil {
+			return err
+		}
+		hs := &http.Server{Addr: f.httpAddr, Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 		hl, err := net.Listen("tcp", f.httpAddr)
 		if err != nil {
 			return fmt.Errorf("--http-addr: %w", err)

@@ -112,6 +112,25 @@ func TestCoordinatorCLI(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The web UI on the same port asks for the users' (or admins') token;
+	// the probes and /metrics stay open.
+	for _, c := range []struct {
+		path, token string
+		code        int
+	}{{"/", "", 401}, {"/api/jobs", "", 401}, {"/api/jobs", "worker-tok", 401}, {"/api/jobs", "tok", 200}, {"/api/cluster", "admin-tok", 200}, {"/metrics", "", 200}} {
+		req, _ := http.NewRequest("GET", "http://"+a.http+c.path, nil)
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.code {
+			t.Errorf("GET %s with token %q = %d, want %d", c.path, c.token, resp.StatusCode, c.code)
+		}
+	}
 	manifest := filepath.Join(dir, "job.yaml")
 	if err := os.WriteFile(manifest, []byte(`name: cli-job
 recipe: blip2

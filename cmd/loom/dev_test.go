@@ -483,8 +483,10 @@ func TestResume(t *testing.T) {
 	if len(refTensors) == 0 || int64(len(refSamples)) != ref.TotalSteps {
 		t.Fatalf("reference: %d tensors, sample log of %d steps (want %d)", len(refTensors), len(refSamples), ref.TotalSteps)
 	}
+	checkHistory(t, c, ref)
 	check := func(j *loompb.Job) {
 		t.Helper()
+		checkHistory(t, c, j)
 		got := finalTensors(t, c, j)
 		diff := 0
 		for name, sum := range refTensors {

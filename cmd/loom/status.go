@@ -34,7 +34,8 @@ func newStatusCmd() *cobra.Command {
 		Long: `Without JOB, lists every job: state, stage, step out of the total with a progress
 bar, world size, generation, restarts, latest losses and throughput. With JOB,
 shows that job in detail: stage, progress, speed and ETA, losses, workers in
-rank order and committed checkpoints; with --watch also each event as it
+rank order, committed checkpoints and a plot of the loss of each stage (from
+the coordinator's metric history); with --watch also each event as it
 happens (scheduled, checkpoint, restart, stage, ...).
 
 --watch keeps the display up to date until interrupted (for one job, until it
@@ -71,6 +72,8 @@ Example:
 				if err != nil {
 					return rpcError(cf.addr, err)
 				}
+				var loss *loompb.MetricSeries
+				var lossAt time.Time
 				for {
 					ev, err := st.Recv()
 					if err == io.EOF {
@@ -83,8 +86,14 @@ Example:
 						return rpcError(cf.addr, err)
 					}
 					if ev.State != nil {
+						if time.Since(lossAt) >= time.Second {
+							ctx, cancel := cf.ctx(cmd.Context())
+							loss, lossAt = fetchLoss(ctx, jobs, args[0]), time.Now()
+							cancel()
+						}
 						show(func(w io.Writer) {
 							renderJob(w, ev.State, time.Now())
+							renderLossPlot(w, ev.State, loss)
 							if ev.Kind != "progress" {
 								fmt.Fprintf(w, "  event     %s: %s\n", ev.Kind, ev.Message)
 							}
@@ -96,6 +105,10 @@ Example:
 				ctx, cancel := cf.ctx(cmd.Context())
 				if len(args) == 1 {
 					j, err := jobs.GetJob(ctx, &loompb.GetJobRequest{Job: args[0]})
+					var loss *loompb.MetricSeries
+					if err == nil && !asJSON {
+						loss = fetchLoss(ctx, jobs, args[0])
+					}
 					cancel()
 					if err != nil {
 						return rpcError(cf.addr, err)
@@ -103,7 +116,7 @@ Example:
 					if asJSON {
 						fmt.Fprintln(out, protojson.Format(j))
 					} else {
-						show(func(w io.Writer) { renderJob(w, j, time.Now()) })
+						show(func(w io.Writer) { renderJob(w, j, time.Now()); renderLossPlot(w, j, loss) })
 					}
 				} else {
 					resp, err := jobs.ListJobs(ctx, &loompb.ListJobsRequest{})

@@ -298,6 +298,12 @@ func (n *Node) Leader() (id, addr string) {
 	return string(i), string(a)
 }
 
+// Term is the current Raft term as this node knows it.
+func (n *Node) Term() uint64 { return n.raft.CurrentTerm() }
+
+// State is this node's Raft state: Leader, Follower, Candidate, Shutdown.
+func (n *Node) State() string { return n.raft.State().String() }
+
 // LeaderCh delivers true when this node gains leadership and false when it
 // loses it. It holds only the latest transition: a slow reader may miss
 // intermediate ones, so treat a value as "re-check IsLeader". Only one

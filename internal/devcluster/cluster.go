@@ -139,7 +139,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 		args := []string{"coordinator", "--id", id, "--data-dir", filepath.Join(o.Dir, "coordinators", id),
 			"--raft-addr", a.raft, "--grpc-addr", a.api, "--http-addr", a.http, "--peers", c.peers,
 			"--etcd", strings.Join(c.etcd.Endpoints, ","), "--tick", "200ms", "--s3-endpoint", c.s3.Endpoint,
-			"--log-format", "json"}
+			"--worker-logs", filepath.Join(o.Dir, "logs"), "--log-format", "json"}
 		p, err := c.spawn(id, args, nil)
 		if err != nil {
 			return nil, err
