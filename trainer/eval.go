@@ -3,6 +3,8 @@ package trainer
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/loomtrain/loom/kernels"
 	"github.com/loomtrain/loom/models"
@@ -25,6 +27,9 @@ type EvalResult struct {
 	// CaptionLoss is the mean caption loss of the true pairs (ITG for
 	// BLIP-2 stage 1, the LM loss on the caption otherwise).
 	CaptionLoss float64
+	// TextToImageAt5 and At10, ImageToTextAt5 and At10 are recall@5 and
+	// recall@10, ranked as the recall@1 above (recallAt).
+	TextToImageAt5, TextToImageAt10, ImageToTextAt5, ImageToTextAt10 float64
 	// ExactMatch is the share of images for which the best-scoring caption
 	// (scored as for ImageToText) is word for word the reference
 	// (identical captions of different images count as correct, unlike
@@ -44,26 +49,65 @@ func (r *Run) Evaluate(ctx context.Context, samples []shard.Sample) (EvalResult,
 	if len(samples) < 2 {
 		return res, fmt.Errorf("trainer: evaluate: %d samples, want at least 2", len(samples))
 	}
+	captions := make([]string, len(samples))
+	for i, sm := range samples {
+		captions[i] = sm.Caption
+	}
+	loss, err := r.pairLosses(ctx, samples, captions)
+	if err != nil {
+		return res, err
+	}
+	for i := range samples {
+		res.CaptionLoss += loss[i][i]
+	}
+	res.Retrieval, res.ImageToText, res.ExactMatch = scoreRetrieval(loss, captions)
+	res.TextToImageAt5, res.TextToImageAt10 = recallAt(loss, 5, false), recallAt(loss, 10, false)
+	res.ImageToTextAt5, res.ImageToTextAt10 = recallAt(loss, 5, true), recallAt(loss, 10, true)
+	n := float64(len(samples))
+	res.Chance, res.CaptionLoss = 1/n, res.CaptionLoss/n
+	return res, nil
+}
+
+// CaptionLoss is the mean caption loss of the true pairs (as Evaluate's
+// CaptionLoss), in len(samples) forward passes.
+func (r *Run) CaptionLoss(ctx context.Context, samples []shard.Sample) (float64, error) {
+	if len(samples) == 0 {
+		return 0, fmt.Errorf("trainer: caption loss: no samples")
+	}
+	var sum float64
+	for _, s := range samples {
+		l, err := r.pairLosses(ctx, []shard.Sample{s}, []string{s.Caption})
+		if err != nil {
+			return 0, err
+		}
+		sum += l[0][0]
+	}
+	return sum / float64(len(samples)), nil
+}
+
+// pairLosses returns loss[i][j], the caption loss of captions[j] given the
+// image of samples[i].
+func (r *Run) pairLosses(ctx context.Context, samples []shard.Sample, captions []string) ([][]float64, error) {
 	b := *r.builder
 	b.augment, b.understand = false, true
 	loss := make([][]float64, len(samples))
 	for i, si := range samples {
 		if si.Image == nil {
-			return res, fmt.Errorf("trainer: evaluate: sample %s: want an image-text pair", si.ID)
+			return nil, fmt.Errorf("trainer: evaluate: sample %s: want an image-text pair", si.ID)
 		}
-		loss[i] = make([]float64, len(samples))
-		for j, sj := range samples {
+		loss[i] = make([]float64, len(captions))
+		for j, cj := range captions {
 			if err := ctx.Err(); err != nil {
-				return res, err
+				return nil, err
 			}
-			pair := shard.Sample{ID: si.ID + "×" + sj.ID, Image: si.Image, Caption: sj.Caption}
+			pair := shard.Sample{ID: fmt.Sprintf("%s×%d", si.ID, j), Image: si.Image, Caption: cj}
 			rw, err := b.build(shard.KindImageText, pair, int64(i))
 			if err != nil {
-				return res, fmt.Errorf("trainer: evaluate: %w", err)
+				return nil, fmt.Errorf("trainer: evaluate: %w", err)
 			}
 			batch, err := assemble([]row{rw}, 0)
 			if err != nil {
-				return res, err
+				return nil, err
 			}
 			var out models.Output
 			ferr := kernels.Catch(func() { out, err = r.model.Forward(nil, batch) })
@@ -71,7 +115,7 @@ func (r *Run) Evaluate(ctx context.Context, samples []shard.Sample) (EvalResult,
 				err = ferr
 			}
 			if err != nil {
-				return res, fmt.Errorf("trainer: evaluate: pair %s: %w", pair.ID, err)
+				return nil, fmt.Errorf("trainer: evaluate: pair %s: %w", pair.ID, err)
 			}
 			v, ok := out.Terms["itg"]
 			if !ok {
@@ -83,15 +127,98 @@ func (r *Run) Evaluate(ctx context.Context, samples []shard.Sample) (EvalResult,
 			loss[i][j] = float64(v)
 		}
 	}
-	captions := make([]string, len(samples))
-	for i, sm := range samples {
-		captions[i] = sm.Caption
-		res.CaptionLoss += loss[i][i]
+	return loss, nil
+}
+
+// ZeroShot classifies each sample's image among classes: class c is
+// described by prompt with "{}" replaced by its name ("a photo of a {}"),
+// and each image takes the class whose description it makes most likely
+// relative to that description's mean likelihood over the images (as
+// image→text retrieval ranks captions, see scoreRetrieval). label names
+// each sample's true class. It returns the accuracy and the predicted
+// class of every sample. len(samples) × len(classes) forward passes.
+func (r *Run) ZeroShot(ctx context.Context, samples []shard.Sample, classes []string, prompt string, label func(shard.Sample) (string, error)) (float64, []string, error) {
+	if len(classes) < 2 {
+		return 0, nil, fmt.Errorf("trainer: zero-shot: %d classes, want at least 2", len(classes))
 	}
-	res.Retrieval, res.ImageToText, res.ExactMatch = scoreRetrieval(loss, captions)
-	n := float64(len(samples))
-	res.Chance, res.CaptionLoss = 1/n, res.CaptionLoss/n
-	return res, nil
+	if !strings.Contains(prompt, "{}") {
+		return 0, nil, fmt.Errorf("trainer: zero-shot: prompt %q has no {} for the class name", prompt)
+	}
+	want := make([]string, len(samples))
+	for i, s := range samples {
+		l, err := label(s)
+		if err != nil {
+			return 0, nil, fmt.Errorf("trainer: zero-shot: sample %s: %w", s.ID, err)
+		}
+		if !slices.Contains(classes, l) {
+			return 0, nil, fmt.Errorf("trainer: zero-shot: sample %s: label %q is not one of the classes %s", s.ID, l, strings.Join(classes, ", "))
+		}
+		want[i] = l
+	}
+	texts := make([]string, len(classes))
+	for c, name := range classes {
+		texts[c] = strings.ReplaceAll(prompt, "{}", name)
+	}
+	loss, err := r.pairLosses(ctx, samples, texts)
+	if err != nil {
+		return 0, nil, err
+	}
+	prior := make([]float64, len(classes))
+	for c := range classes {
+		for i := range samples {
+			prior[c] += loss[i][c] / float64(len(samples))
+		}
+	}
+	got := make([]string, len(samples))
+	hits := 0
+	for i := range samples {
+		best := 0
+		for c := range classes {
+			if loss[i][c]-prior[c] < loss[i][best]-prior[best] {
+				best = c
+			}
+		}
+		got[i] = classes[best]
+		if got[i] == want[i] {
+			hits++
+		}
+	}
+	return float64(hits) / float64(len(samples)), got, nil
+}
+
+// recallAt is recall@k from loss[i][j] (caption j given image i): for
+// text→image the share of captions whose own image is among the k images
+// that make them most likely; for image→text (byImage) the share of images
+// whose own caption is among the k best captions, scored relative to each
+// caption's mean loss as in scoreRetrieval. A tie ranks the lower index
+// first, as recall@1 does.
+func recallAt(loss [][]float64, k int, byImage bool) float64 {
+	n := len(loss)
+	prior := make([]float64, n)
+	for j := range n {
+		for i := range n {
+			prior[j] += loss[i][j] / float64(n)
+		}
+	}
+	score := func(q, c int) float64 { // candidate c for query q
+		if byImage {
+			return loss[q][c] - prior[c]
+		}
+		return loss[c][q]
+	}
+	hits := 0
+	for q := range n {
+		rank := 0
+		for c := range n {
+			if c != q && (score(q, c) < score(q, q) || (score(q, c) == score(q, q) && c < q)) {
+				rank++
+			}
+		}
+		if rank < k {
+			hits++
+		}
+	}
+	return float64(hits) / float64(n)
 }
 
 // scoreRetrieval returns text→image and image→text recall@1 and the

@@ -1,8 +1,13 @@
 package trainer
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"testing"
+
+	"github.com/loomtrain/loom/shard"
+	"github.com/loomtrain/loom/shard/synth"
 )
 
 // TestScoreRetrievalPrior: a caption that is likely a priori (low loss
@@ -42,5 +47,83 @@ func TestScoreRetrievalPrior(t *testing.T) {
 	_, i2t, _ = scoreRetrieval(loss, captions)
 	if i2t != 1.0/n {
 		t.Errorf("image→text with losses that ignore the image = %.3f, want %.3f (only the tie's first pick is right)", i2t, 1.0/n)
+	}
+}
+
+// recallAt ranks the true candidate among all: with the own image the
+// third best for every caption, recall@1 is 0, recall@3 and @5 are 1.
+func TestRecallAt(t *testing.T) {
+	const n = 8
+	loss := make([][]float64, n)
+	for i := range n {
+		loss[i] = make([]float64, n)
+		for j := range n {
+			loss[i][j] = 5
+		}
+	}
+	for j := range n {
+		// For caption j: images j+1 and j+2 beat its own image j.
+		loss[(j+1)%n][j], loss[(j+2)%n][j], loss[j][j] = 1, 2, 3
+	}
+	for _, c := range []struct {
+		k    int
+		want float64
+	}{{1, 0}, {2, 0}, {3, 1}, {5, 1}} {
+		if got := recallAt(loss, c.k, false); got != c.want {
+			t.Errorf("text→image recall@%d = %.3f, want %.3f", c.k, got, c.want)
+		}
+	}
+	// recall@1 agrees with scoreRetrieval's.
+	caps := make([]string, n)
+	for i := range caps {
+		caps[i] = fmt.Sprint(i)
+	}
+	t2i, i2t, _ := scoreRetrieval(loss, caps)
+	if recallAt(loss, 1, false) != t2i || recallAt(loss, 1, true) != i2t {
+		t.Errorf("recall@1 %.3f/%.3f, scoreRetrieval %.3f/%.3f", recallAt(loss, 1, false), recallAt(loss, 1, true), t2i, i2t)
+	}
+}
+
+// ZeroShot scores every image against every class prompt, and its accuracy
+// is the share of predictions equal to the labels; bad input is refused
+// naming the sample or the prompt.
+func TestZeroShot(t *testing.T) {
+	ctx := context.Background()
+	d := sharedData(t)
+	r, err := NewRun(ctx, d.job(testManifest(t, "vila", 2, 4), 0, shard.NewMemStore()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var samples []shard.Sample
+	for i := 0; i < 6; i++ {
+		samples = append(samples, synth.Sample(shard.KindImageText, 3, i))
+	}
+	shapeOf := func(s shard.Sample) (string, error) {
+		for _, sh := range synth.Shapes {
+			if strings.Contains(s.Caption, " "+sh+" ") {
+				return sh, nil
+			}
+		}
+		return "", fmt.Errorf("no shape in %q", s.Caption)
+	}
+	acc, got, err := r.ZeroShot(ctx, samples, synth.Shapes, "a picture of a {}", shapeOf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hits := 0
+	for i, s := range samples {
+		if want, _ := shapeOf(s); got[i] == want {
+			hits++
+		}
+	}
+	if len(got) != len(samples) || acc != float64(hits)/float64(len(samples)) {
+		t.Errorf("accuracy %.3f, predictions %v", acc, got)
+	}
+	if _, _, err := r.ZeroShot(ctx, samples, synth.Shapes, "a picture", shapeOf); err == nil || !strings.Contains(err.Error(), "no {}") {
+		t.Errorf("prompt without {}: %v", err)
+	}
+	if _, _, err := r.ZeroShot(ctx, samples, []string{"circle", "hexagon"}, "a {}", shapeOf); err == nil || !strings.Contains(err.Error(), "is not one of the classes") {
+		t.Errorf("label outside the classes: %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/loomtrain/loom/models/hf"
 	"github.com/loomtrain/loom/models/nn"
 	"github.com/loomtrain/loom/models/tokenizer"
+	"github.com/loomtrain/loom/shard"
 )
 
 // loom export against a running cluster: a VILA job's committed
@@ -139,6 +141,39 @@ func TestExportCommand(t *testing.T) {
 		!strings.Contains(string(b), "INFO  starting generation") || !strings.Contains(string(b), "generation ended") {
 		t.Errorf("loom logs %s --rank 0 --follow: %v\n%s", m.Name, err, b)
 	}
+	// loom eval on the same checkpoint: retrieval with R@1/5/10 and the
+	// caption loss, which --task caption computes alike.
+	evalJSON := func(args ...string) evalReport {
+		t.Helper()
+		cmd := exec.Command(loomBinary, append([]string{"eval", "--coordinator", c.APIs()[0], "--s3-endpoint", c.S3().Addr(), "--s3-insecure", "--json"}, args...)...)
+		cmd.Env = append(os.Environ(), "LOOM_S3_ACCESS_KEY="+c.S3().AccessKey, "LOOM_S3_SECRET_KEY="+c.S3().SecretKey)
+		b, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("loom eval %v: %v\n%s", args, err, b)
+		}
+		var r evalReport
+		if err := json.Unmarshal(b, &r); err != nil {
+			t.Fatalf("loom eval %v: %v\n%s", args, err, b)
+		}
+		return r
+	}
+	pairs := uri(shard.KindImageText)
+	ret := evalJSON(m.Name, "--data", pairs, "--samples", "12")
+	if ret.Samples != 12 || ret.Step != 2 || ret.Stage != "align" || ret.Chance != 1.0/12 || ret.CaptionLoss <= 0 ||
+		ret.TextToImage["r10"] < ret.TextToImage["r5"] || ret.TextToImage["r5"] < ret.TextToImage["r1"] || ret.ImageToText["r10"] < ret.ImageToText["r1"] {
+		t.Errorf("loom eval retrieval: %+v", ret)
+	}
+	capt := evalJSON(m.Name+"@2", "--data", pairs, "--samples", "12", "--task", "caption")
+	if math.Abs(capt.CaptionLoss-ret.CaptionLoss) > 1e-6 || math.Abs(capt.Perplexity-math.Exp(capt.CaptionLoss)) > 1e-9 {
+		t.Errorf("loom eval --task caption: loss %v, perplexity %v; retrieval's caption loss %v", capt.CaptionLoss, capt.Perplexity, ret.CaptionLoss)
+	}
+	// The synthetic pairs carry no labels: zero-shot says which row lacks one.
+	cmd0 := exec.Command(loomBinary, "eval", "--coordinator", c.APIs()[0], "--s3-endpoint", c.S3().Addr(), "--s3-insecure", m.Name, "--data", pairs, "--samples", "4", "--task", "zeroshot", "--classes", "circle,square")
+	cmd0.Env = append(os.Environ(), "LOOM_S3_ACCESS_KEY="+c.S3().AccessKey, "LOOM_S3_SECRET_KEY="+c.S3().SecretKey)
+	if b, err := cmd0.CombinedOutput(); err == nil || !strings.Contains(string(b), `sample image-text-00000000: no meta, so no "label" field`) {
+		t.Errorf("loom eval --task zeroshot on unlabelled pairs: %v\n%s", err, b)
+	}
+
 	// A step that was not committed is refused, naming the retained ones.
 	cmd := exec.Command(loomBinary, "export", "--coordinator", c.APIs()[0], m.Name+"@7", filepath.Join(out, "x"))
 	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "no committed checkpoint at step 7 (retained:") {
