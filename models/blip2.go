@@ -444,6 +444,18 @@ func (m *blip2) simMatrix(tp *kernels.Tape, img, txt *kernels.Tensor) *kernels.T
 // Forward's training pass: when b.Group is set, only its Seed and Offset
 // are read (the group's rows are not known yet).
 func (m *blip2) ContrastFeatures(b *Batch) (ContrastFeatures, error) {
+	return m.features(b, true)
+}
+
+// Embed returns a batch's ITC features as evaluation sees them (no
+// dropout): the L2-normalised image query embeddings [n, Queries,
+// EmbedDim] and text [CLS] embeddings [n, EmbedDim] that ITC compares
+// (`loom embed`).
+func (m *blip2) Embed(b *Batch) (ContrastFeatures, error) {
+	return m.features(b, false)
+}
+
+func (m *blip2) features(b *Batch, train bool) (ContrastFeatures, error) {
 	if m.cfg.Family != BLIP2 || m.cfg.Stage != 1 {
 		return ContrastFeatures{}, fmt.Errorf("contrast features: only BLIP-2 stage 1 has them")
 	}
@@ -454,7 +466,7 @@ func (m *blip2) ContrastFeatures(b *Batch) (ContrastFeatures, error) {
 	feats := m.lnV.Forward(nil, raw)
 	ids, t, lens := padRows(b.Tokens, m.cfg.Special.Pad)
 	ds, doff := dropSeed(b)
-	img, txt := m.itcFeatures(nil, b, feats, ids, t, lens, true, ds, doff)
+	img, txt := m.itcFeatures(nil, b, feats, ids, t, lens, train, ds, doff)
 	return ContrastFeatures{Image: img.Data, Text: txt.Data, ViT: raw.Data, Tokens: b.Tokens}, nil
 }
 

@@ -271,3 +271,60 @@ func scoreRetrieval(loss [][]float64, captions []string) (t2i, i2t, exact float6
 	}
 	return float64(hitsT) / float64(n), float64(hitsI) / float64(n), float64(hitsE) / float64(n)
 }
+
+// Embeddings are the image and text embeddings of samples (Run.Embed).
+type Embeddings struct {
+	Queries, Dim int         // an image is Queries vectors of Dim, a text one
+	Image, Text  [][]float32 // per sample: [Queries·Dim], [Dim]; L2-normalised
+}
+
+// embedder is a model that exposes its embeddings (BLIP-2 stage 1).
+type embedder interface {
+	Embed(b *models.Batch) (models.ContrastFeatures, error)
+}
+
+// Embed returns the embeddings the model compares image-text pairs with,
+// batch rows at a time, without dropout or augmentation: BLIP-2 stage 1's
+// ITC features (the Q-Former's projected query outputs and text [CLS]).
+// Other models expose losses, not embeddings, and are refused.
+func (r *Run) Embed(ctx context.Context, samples []shard.Sample, batch int) (*Embeddings, error) {
+	e, ok := r.model.(embedder)
+	if !ok || r.stage.Spec.Format != FormatQFormerCaption {
+		return nil, fmt.Errorf("trainer: embed: stage %s of a %s model has no embeddings (only BLIP-2's representation stage, whose ITC compares them)", r.stage.Name, r.cfg.Family)
+	}
+	b := *r.builder
+	b.augment = false
+	c := r.cfg.QFormer
+	out := &Embeddings{Queries: c.Queries, Dim: c.EmbedDim}
+	for lo := 0; lo < len(samples); lo += max(batch, 1) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		var rows []row
+		for i := lo; i < min(lo+max(batch, 1), len(samples)); i++ {
+			rw, err := b.build(shard.KindImageText, samples[i], int64(i))
+			if err != nil {
+				return nil, fmt.Errorf("trainer: embed: %w", err)
+			}
+			rows = append(rows, rw)
+		}
+		bt, err := assemble(rows, 0)
+		if err != nil {
+			return nil, err
+		}
+		var f models.ContrastFeatures
+		ferr := kernels.Catch(func() { f, err = e.Embed(bt) })
+		if ferr != nil {
+			err = ferr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("trainer: embed: samples %d–%d: %w", lo, lo+len(rows)-1, err)
+		}
+		iw, tw := c.Queries*c.EmbedDim, c.EmbedDim
+		for k := range rows {
+			out.Image = append(out.Image, slices.Clone(f.Image[k*iw:(k+1)*iw]))
+			out.Text = append(out.Text, slices.Clone(f.Text[k*tw:(k+1)*tw]))
+		}
+	}
+	return out, nil
+}

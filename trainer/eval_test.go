@@ -3,6 +3,7 @@ package trainer
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 
@@ -125,5 +126,54 @@ func TestZeroShot(t *testing.T) {
 	}
 	if _, _, err := r.ZeroShot(ctx, samples, []string{"circle", "hexagon"}, "a {}", shapeOf); err == nil || !strings.Contains(err.Error(), "is not one of the classes") {
 		t.Errorf("label outside the classes: %v", err)
+	}
+}
+
+// Embed returns BLIP-2 stage 1's L2-normalised ITC features, the same for
+// a sample whatever the batch it is in, and refuses a model without them.
+func TestEmbed(t *testing.T) {
+	ctx := context.Background()
+	d := sharedData(t)
+	r, err := NewRun(ctx, d.job(testManifest(t, "blip2", 2, 4), 0, shard.NewMemStore()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var samples []shard.Sample
+	for i := 0; i < 5; i++ {
+		samples = append(samples, synth.Sample(shard.KindImageText, 3, i))
+	}
+	all, err := r.Embed(ctx, samples, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	twos, err := r.Embed(ctx, samples, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all.Image) != 5 || len(all.Text) != 5 || len(all.Image[0]) != all.Queries*all.Dim || len(all.Text[0]) != all.Dim {
+		t.Fatalf("embeddings: %d images of %d, %d texts of %d (queries %d, dim %d)", len(all.Image), len(all.Image[0]), len(all.Text), len(all.Text[0]), all.Queries, all.Dim)
+	}
+	for i := range samples {
+		var n float64
+		for _, v := range all.Text[i] {
+			n += float64(v) * float64(v)
+		}
+		if math.Abs(n-1) > 1e-5 {
+			t.Errorf("text %d: squared norm %v, want 1", i, n)
+		}
+		for k, v := range all.Image[i] {
+			if math.Abs(float64(v-twos.Image[i][k])) > 1e-5 {
+				t.Fatalf("sample %d: image embedding differs between batches of 5 and 2 at %d: %v vs %v", i, k, v, twos.Image[i][k])
+			}
+		}
+	}
+	v, err := NewRun(ctx, d.job(testManifest(t, "vila", 2, 4), 0, shard.NewMemStore()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if _, err := v.Embed(ctx, samples, 2); err == nil || !strings.Contains(err.Error(), "has no embeddings") {
+		t.Errorf("vila: %v", err)
 	}
 }

@@ -174,6 +174,13 @@ func TestExportCommand(t *testing.T) {
 		t.Errorf("loom eval --task zeroshot on unlabelled pairs: %v\n%s", err, b)
 	}
 
+	// A VILA job has no embeddings: loom embed says so.
+	cmd1 := exec.Command(loomBinary, "embed", "--coordinator", c.APIs()[0], "--s3-endpoint", c.S3().Addr(), "--s3-insecure", m.Name, "--data", pairs, "--samples", "4", filepath.Join(out, "e.arrow"))
+	cmd1.Env = append(os.Environ(), "LOOM_S3_ACCESS_KEY="+c.S3().AccessKey, "LOOM_S3_SECRET_KEY="+c.S3().SecretKey)
+	if b, err := cmd1.CombinedOutput(); err == nil || !strings.Contains(string(b), "has no embeddings") {
+		t.Errorf("loom embed of a vila job: %v\n%s", err, b)
+	}
+
 	// A step that was not committed is refused, naming the retained ones.
 	cmd := exec.Command(loomBinary, "export", "--coordinator", c.APIs()[0], m.Name+"@7", filepath.Join(out, "x"))
 	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "no committed checkpoint at step 7 (retained:") {
