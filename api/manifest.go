@@ -47,6 +47,10 @@ type Manifest struct {
 	Checkpoint CheckpointPolicy `json:"checkpoint" yaml:"checkpoint"`
 	// Failure says how the coordinator reacts to lost or stalled workers.
 	Failure FailurePolicy `json:"failure" yaml:"failure"`
+	// Eval, when set, evaluates the model on held-out image-text pairs
+	// every Every steps while it trains (rank 0; the results go into the
+	// job's metric history as eval/* series).
+	Eval *EvalPolicy `json:"eval,omitempty" yaml:"eval,omitempty"`
 	// Defaults are the hyperparameters every stage starts from.
 	Defaults Hyperparameters `json:"defaults" yaml:"defaults"`
 	// Stages run in order. At least one.
@@ -149,6 +153,20 @@ type CheckpointPolicy struct {
 	// URI is the object-store prefix checkpoints are written under
 	// (s3://bucket/prefix). Empty: the worker's default.
 	URI string `json:"uri,omitempty" yaml:"uri,omitempty"`
+}
+
+// EvalPolicy is the evaluation a job runs while it trains: the trainer's
+// retrieval evaluation (every image against every caption by the model's
+// caption loss given the image) on the first Samples pairs of the dataset.
+type EvalPolicy struct {
+	// URI is an image-text dataset: s3://bucket/prefix or file:///path.
+	URI string `json:"uri" yaml:"uri"`
+	// Every is the number of optimizer steps between evaluations, in the
+	// stages whose recipe evaluates (not the sequence-parallel ones).
+	Every int64 `json:"every" yaml:"every"`
+	// Samples is the number of pairs, 2-64 (Samples² forward passes per
+	// evaluation). Default 16.
+	Samples int `json:"samples,omitempty" yaml:"samples,omitempty"`
 }
 
 // FailurePolicy controls restarts.
@@ -319,6 +337,9 @@ func (m *Manifest) Default() {
 	}
 	if m.Checkpoint.Keep == 0 {
 		m.Checkpoint.Keep = 3
+	}
+	if m.Eval != nil && m.Eval.Samples == 0 {
+		m.Eval.Samples = 16
 	}
 	if m.Failure.MaxRestarts == 0 {
 		m.Failure.MaxRestarts = 10

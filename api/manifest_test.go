@@ -134,6 +134,7 @@ func TestParseManifestErrors(t *testing.T) {
 		{"init unknown part", minimal + "init: {decoder: {uri: file:///m}}\n", []string{`t.yaml:7: init.decoder: "decoder" is not a part: want one of model, llm, vision, qformer, vqgan`}},
 		{"init both", minimal + "init:\n  llm: {uri: file:///m, job: a}\n", []string{"t.yaml:8: init.llm: want exactly one of uri"}},
 		{"init neither", minimal + "init:\n  llm: {step: 3}\n", []string{"t.yaml:8: init.llm: want exactly one of uri"}},
+		{"eval bad", minimal + "eval: {uri: ./val, every: 0, samples: 500}\n", []string{`eval.uri: "./val": want s3://bucket/prefix`, "eval.every: 0: want the steps between evaluations", "eval.samples: 500: want 2-64 pairs"}},
 		{"tokenizer bad uri", strings.Replace(minimal, "size: tiny", "size: tiny, tokenizer: ./tok", 1), []string{`t.yaml:3: model.tokenizer: "./tok": want s3://bucket/prefix or file:///path`}},
 		{"init bad uri", minimal + "init:\n  llm:\n    uri: /models/llama\n", []string{`t.yaml:9: init.llm.uri: "/models/llama": want s3://bucket/prefix or file:///path`}},
 		{"init step with uri", minimal + "init:\n  llm: {uri: file:///m, step: 3}\n", []string{"init.llm.step: step and checkpoint go with job"}},
@@ -156,6 +157,24 @@ func TestParseManifestErrors(t *testing.T) {
 				t.Errorf("%s: ParseManifest(%q)\n got error: %v\nwant it to contain: %s", c.name, c.yaml, err, w)
 			}
 		}
+	}
+}
+
+func TestParseManifestEval(t *testing.T) {
+	m, err := ParseManifest("t.yaml", []byte(minimal+"eval: {uri: \"s3://bkt/val\", every: 50}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Eval == nil || *m.Eval != (EvalPolicy{URI: "s3://bkt/val", Every: 50, Samples: 16}) {
+		t.Fatalf("Eval = %+v", m.Eval)
+	}
+	b, err := m.Normalized()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, err := ParseManifest("n.yaml", b)
+	if err != nil || m2.Eval == nil || *m2.Eval != *m.Eval {
+		t.Fatalf("normalised form: %+v, %v\n%s", m2.Eval, err, b)
 	}
 }
 

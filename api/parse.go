@@ -327,6 +327,14 @@ func (d *decoder) manifest(n *yaml.Node, m *Manifest) {
 				"uri":      func(v *yaml.Node, p string) { d.str(v, p, &m.Checkpoint.URI) },
 			})
 		},
+		"eval": func(v *yaml.Node, p string) {
+			m.Eval = &EvalPolicy{}
+			d.fields(v, p, map[string]func(*yaml.Node, string){
+				"uri":     func(v *yaml.Node, p string) { d.str(v, p, &m.Eval.URI) },
+				"every":   func(v *yaml.Node, p string) { d.int64(v, p, &m.Eval.Every) },
+				"samples": func(v *yaml.Node, p string) { d.int(v, p, &m.Eval.Samples) },
+			})
+		},
 		"failure": func(v *yaml.Node, p string) {
 			d.fields(v, p, map[string]func(*yaml.Node, string){
 				"max_restarts": func(v *yaml.Node, p string) { d.int(v, p, &m.Failure.MaxRestarts) },

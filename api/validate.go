@@ -128,6 +128,17 @@ func (m *Manifest) validate(file string, lines map[string]int) error {
 	if m.Checkpoint.Keep < 1 {
 		c.add("checkpoint.keep", "%d: want at least 1", m.Checkpoint.Keep)
 	}
+	if e := m.Eval; e != nil {
+		if !validURI(e.URI) {
+			c.add("eval.uri", "%q: want s3://bucket/prefix or file:///path of an image-text dataset", e.URI)
+		}
+		if e.Every < 1 {
+			c.add("eval.every", "%d: want the steps between evaluations, at least 1", e.Every)
+		}
+		if e.Samples != 0 && (e.Samples < 2 || e.Samples > MaxEvalSamples) {
+			c.add("eval.samples", "%d: want 2-%d pairs (each evaluation takes samples² forward passes)", e.Samples, MaxEvalSamples)
+		}
+	}
 	if m.Checkpoint.URI != "" && !validURI(m.Checkpoint.URI) {
 		c.add("checkpoint.uri", "%q: want s3://bucket/prefix or file:///path", m.Checkpoint.URI)
 	}
@@ -200,6 +211,9 @@ func (m *Manifest) validate(file string, lines map[string]int) error {
 	sort.SliceStable(c.errs, func(i, j int) bool { return c.errs[i].Line < c.errs[j].Line })
 	return &ManifestError{Errs: c.errs}
 }
+
+// MaxEvalSamples bounds eval.samples.
+const MaxEvalSamples = 64
 
 func validURI(u string) bool {
 	switch {

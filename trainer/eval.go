@@ -328,3 +328,61 @@ func (r *Run) Embed(ctx context.Context, samples []shard.Sample, batch int) (*Em
 	}
 	return out, nil
 }
+
+// ReadPairs reads the first n rows of the image-text dataset under prefix,
+// in shard order: the held-out pairs of loom eval and of a manifest's
+// eval block.
+func ReadPairs(ctx context.Context, store shard.ObjectStore, prefix string, n int) ([]shard.Sample, error) {
+	r, err := shard.OpenReader(ctx, store, prefix, shard.ReaderOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	ix := r.Index()
+	if ix.Kind != shard.KindImageText {
+		return nil, fmt.Errorf("a %s dataset; evaluation reads image-text pairs", ix.Kind)
+	}
+	if ix.Rows < int64(n) {
+		return nil, fmt.Errorf("%d rows, fewer than the %d to evaluate", ix.Rows, n)
+	}
+	var out []shard.Sample
+	for s, sh := range ix.Shards {
+		for row := int64(0); row < sh.Rows && len(out) < n; row++ {
+			smp, err := r.Get(ctx, s, row)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, smp)
+		}
+	}
+	return out, nil
+}
+
+// periodicEval runs the manifest's eval block after a step, on rank 0 in
+// the stages that evaluate, every eval.every steps: the retrieval
+// evaluation of its pairs (read once), as eval/* scalars for the step's
+// metrics. nil when this step has none.
+func (r *Run) periodicEval(ctx context.Context) (map[string]float64, error) {
+	e := r.job.Manifest.Eval
+	if e == nil || r.job.Rank != 0 || r.stage.Spec.Eval == "" || r.sp != nil || e.Every < 1 || r.step%e.Every != 0 {
+		return nil, nil
+	}
+	if r.evalPairs == nil {
+		store, prefix, err := openNamed(ctx, r.job, "eval", e.URI)
+		if err != nil {
+			return nil, fmt.Errorf("trainer: eval.uri %s: %w", e.URI, err)
+		}
+		if r.evalPairs, err = ReadPairs(ctx, store, prefix, max(e.Samples, 2)); err != nil {
+			return nil, fmt.Errorf("trainer: eval.uri %s: %w", e.URI, err)
+		}
+	}
+	res, err := r.Evaluate(ctx, r.evalPairs)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]float64{
+		"eval/text_to_image_r1": res.Retrieval, "eval/image_to_text_r1": res.ImageToText,
+		"eval/text_to_image_r5": res.TextToImageAt5, "eval/image_to_text_r5": res.ImageToTextAt5,
+		"eval/caption_loss": res.CaptionLoss, "eval/chance": res.Chance,
+	}, nil
+}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/shard"
 	"github.com/loomtrain/loom/shard/synth"
 )
@@ -175,5 +176,52 @@ func TestEmbed(t *testing.T) {
 	defer v.Close()
 	if _, err := v.Embed(ctx, samples, 2); err == nil || !strings.Contains(err.Error(), "has no embeddings") {
 		t.Errorf("vila: %v", err)
+	}
+}
+
+// A manifest's eval block evaluates every eval.every steps on rank 0 and
+// hands the results to the step's Progress as eval/* scalars.
+func TestPeriodicEval(t *testing.T) {
+	ctx := context.Background()
+	d := sharedData(t)
+	m := testManifest(t, "blip2", 3, 4)
+	m.Eval = &api.EvalPolicy{URI: "s3://test/data/" + string(shard.KindImageText), Every: 2, Samples: 4}
+	job := func() Job {
+		j := d.job(m, 0, shard.NewMemStore())
+		j.OpenDataset = func(ctx context.Context, ds api.Dataset) (shard.ObjectStore, string, error) {
+			if ds.Name == "eval" { // the shared data, by the URI's prefix
+				loc, err := shard.ParseLocation(ds.URI)
+				return d.store, loc.Prefix, err
+			}
+			return d.open(ctx, ds)
+		}
+		return j
+	}
+	r, err := NewRun(ctx, job(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for s := 1; s <= 3; s++ {
+		p, err := r.Step(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (p.Eval != nil) != (s == 2) {
+			t.Fatalf("step %d: eval %v, want results at step 2 only", s, p.Eval)
+		}
+		if s == 2 && (p.Eval["eval/chance"] != 0.25 || p.Eval["eval/caption_loss"] <= 0 || p.Eval["eval/text_to_image_r5"] != 1) {
+			t.Errorf("step 2: eval %v (4 pairs: chance 0.25, recall@5 1)", p.Eval)
+		}
+	}
+	m.Eval.URI = "s3://test/data/nothing-here"
+	r2, err := NewRun(ctx, job(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	r2.Step(ctx)
+	if _, err := r2.Step(ctx); err == nil || !strings.Contains(err.Error(), "eval.uri s3://test/data/nothing-here") {
+		t.Errorf("a missing eval dataset: %v", err)
 	}
 }

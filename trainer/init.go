@@ -240,8 +240,14 @@ func openInit(ctx context.Context, j Job, family models.Family) ([]*initSource, 
 }
 
 func openLocation(ctx context.Context, j Job, uri string) (shard.ObjectStore, string, error) {
+	return openNamed(ctx, j, "init", uri)
+}
+
+// openNamed opens uri through the job's OpenDataset as a dataset of that
+// name, or from the environment's S3 settings without one.
+func openNamed(ctx context.Context, j Job, name, uri string) (shard.ObjectStore, string, error) {
 	if j.OpenDataset != nil {
-		return j.OpenDataset(ctx, api.Dataset{Name: "init", URI: uri, Weight: 1})
+		return j.OpenDataset(ctx, api.Dataset{Name: name, URI: uri, Weight: 1})
 	}
 	loc, err := shard.ParseLocation(uri)
 	if err != nil {

@@ -137,6 +137,10 @@ type Progress struct {
 	// hard-negative gathering); DataWait the part spent getting the
 	// step's samples (reading shards, decoding, tokenising).
 	StepTime, CommWait, DataWait time.Duration
+	// Eval holds the manifest's eval block's results when this step ran
+	// it (rank 0, every eval.every steps; eval/text_to_image_r1, ...), nil
+	// otherwise. Its time is not in StepTime.
+	Eval map[string]float64
 	// Samples is the number of samples of the stage's stream consumed
 	// after this step (all ranks together).
 	Samples int64

@@ -54,6 +54,9 @@ type Run struct {
 	finals  map[int]CheckpointRef
 
 	sp *seqParallel // sequence-parallel stages (ring attention), nil otherwise
+	// evalPairs are the manifest's eval pairs, read at the first
+	// evaluation.
+	evalPairs []shard.Sample
 
 	reduce    *gradReduce // the data-parallel gradient all-reduce (world > 1)
 	noOverlap bool        // start the all-reduce after backward (the benchmark's baseline)
@@ -635,6 +638,11 @@ func (r *Run) apply(ctx context.Context, prog Progress, lossSum float64, comm ti
 	}
 	r.log.Debug("trainer: step", "stage", st.Name, "step", r.step, "loss", prog.Loss, "lr", lr, "grad_norm", prog.GradNorm,
 		"tokens_per_s", prog.TokensPerSec, "step_time", prog.StepTime, "comm_wait", comm, "data_wait", prog.DataWait)
+	ev, err := r.periodicEval(ctx)
+	if err != nil {
+		return Progress{}, fmt.Errorf("trainer: step %d: eval: %w", r.step, err)
+	}
+	prog.Eval = ev
 	return prog, nil
 }
 

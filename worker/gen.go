@@ -476,6 +476,9 @@ func stepMetrics(p trainer.Progress, now time.Time) *loompb.StepMetrics {
 	v["step_time"] = p.StepTime.Seconds()
 	v["comm_wait"] = p.CommWait.Seconds()
 	v["data_wait"] = p.DataWait.Seconds()
+	for k, x := range p.Eval {
+		v[k] = x
+	}
 	return &loompb.StepMetrics{Step: p.Step, Stage: int32(p.Stage), UnixMs: now.UnixMilli(), Values: v}
 }
 

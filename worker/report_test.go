@@ -7,6 +7,7 @@ import (
 
 	"github.com/loomtrain/loom/api/loompb"
 	"github.com/loomtrain/loom/shard"
+	"github.com/loomtrain/loom/trainer"
 )
 
 // stepsReported returns the steps of the step metrics the coordinator
@@ -123,5 +124,14 @@ func TestReporterKeepsStepsUntilConfirmed(t *testing.T) {
 	r.confirm(267)
 	if r.take() != nil || len(r.unconfirmed()) != 0 {
 		t.Error("after confirming everything there is still something to send")
+	}
+}
+
+// A step that ran the manifest's evaluation sends its eval/* results with
+// the step's other scalars, into the job's metric history.
+func TestStepMetricsCarryEval(t *testing.T) {
+	rec := stepMetrics(trainer.Progress{Step: 4, Loss: 2, Eval: map[string]float64{"eval/text_to_image_r1": 0.5, "eval/caption_loss": 1.25}}, time.Unix(10, 0))
+	if rec.Values["eval/text_to_image_r1"] != 0.5 || rec.Values["eval/caption_loss"] != 1.25 || rec.Values["loss"] != 2 {
+		t.Errorf("step metrics %v", rec.Values)
 	}
 }

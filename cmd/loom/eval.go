@@ -191,36 +191,13 @@ Example:
 	return c
 }
 
-// readPairs reads the first n rows of the image-text dataset at uri, in
-// shard order.
+// readPairs reads the first n rows of the image-text dataset at uri.
 func readPairs(ctx context.Context, s3 *s3Flags, uri string, n int) ([]shard.Sample, error) {
 	store, prefix, err := s3.open(ctx, uri, false)
 	if err != nil {
 		return nil, err
 	}
-	r, err := shard.OpenReader(ctx, store, prefix, shard.ReaderOptions{})
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	ix := r.Index()
-	if ix.Kind != shard.KindImageText {
-		return nil, fmt.Errorf("a %s dataset; evaluation reads image-text pairs", ix.Kind)
-	}
-	if ix.Rows < int64(n) {
-		return nil, fmt.Errorf("%d rows, fewer than --samples %d", ix.Rows, n)
-	}
-	var out []shard.Sample
-	for s, sh := range ix.Shards {
-		for row := int64(0); row < sh.Rows && len(out) < n; row++ {
-			smp, err := r.Get(ctx, s, row)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, smp)
-		}
-	}
-	return out, nil
+	return trainer.ReadPairs(ctx, store, prefix, n)
 }
 
 // metaLabel is the class of a sample: the field of its meta JSON object.
