@@ -209,9 +209,9 @@ func TestDeviceErrors(t *testing.T) {
 		t.Fatalf("host+device Add: %v, want a *DeviceError", err)
 	}
 	t.Log(err)
-	err = catchAny(func() { kernels.NewTape().Permute(b, 1, 0) })
-	if !errors.As(err, &de) {
-		t.Fatalf("Permute on the device: %v, want a *DeviceError", err)
+	err = catchAny(func() { kernels.NewTape().Concat(0, b, a) })
+	if !errors.As(err, &de) || de.Op != "Concat" {
+		t.Fatalf("Concat of a device and a host tensor: %v, want a *DeviceError naming Concat", err)
 	}
 	t.Log(err)
 	if b.Device() != gpu || a.Device() != kernels.Host || b.To(kernels.Host).Device() != kernels.Host {
