@@ -410,3 +410,27 @@ func im2colIdx(g convGeom) []int32 {
 	}
 	return idx
 }
+
+// vqDev is VectorQuantize on a device: the nearest codes are found there
+// and their indices downloaded (VQResult.Indices is host data, so this
+// waits for the device), then the same ops as the CPU's on the device.
+func (tp *Tape) vqDev(z, codebook *Tensor, beta float32, rows, d int) VQResult {
+	be, _ := onDevice("VectorQuantize", z, codebook)
+	ib := be.Alloc(max(rows, 1))
+	if rows > 0 {
+		be.NearestCode(rows, codebook.Shape[0], d, z.d.data, codebook.d.data, ib)
+	}
+	words := make([]float32, rows)
+	be.Download(words, view(ib, 0))
+	idx := make([]int32, rows)
+	for i, w := range words {
+		idx[i] = int32(math.Float32bits(w))
+	}
+	e := tp.Reshape(tp.Embedding(codebook, idx), z.Shape...)
+	// Straight-through: Out = z + sg(e − z), whose value is exactly e.
+	out := tp.Add(z, tp.Sub(Detach(e), Detach(z)))
+	be.Copy(view(out.d.data, 0), view(e.d.data, 0), out.Size())
+	cb := tp.Mean(tp.Square(tp.Sub(Detach(z), e)))
+	cm := tp.Mean(tp.Square(tp.Sub(z, Detach(e))))
+	return VQResult{Out: out, Indices: idx, Loss: tp.Add(cb, tp.Scale(cm, beta)), CodebookLoss: cb, Commitment: cm}
+}

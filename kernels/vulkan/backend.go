@@ -679,3 +679,8 @@ func (b *Backend) SegSum(m int, s float32, acc bool, src, offs, list, dst device
 func (b *Backend) RoPE(n, h, d, npos int, bwd bool, x, ca, cb, partner, y device.Buffer) {
 	b.elementwise("rope", n, []device.Buffer{x, ca, cb, partner, y}, uint32(n), uint32(h), uint32(d), uint32(npos), b2u(bwd))
 }
+
+// NearestCode runs VQ's nearest-code search, one thread per row.
+func (b *Backend) NearestCode(n, k, d int, z, codebook, idx device.Buffer) {
+	b.elementwise("vq_nearest", n, []device.Buffer{z, codebook, idx}, uint32(n), uint32(k), uint32(d))
+}

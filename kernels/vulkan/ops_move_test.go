@@ -1,6 +1,12 @@
 package vulkan_test
 
-import "github.com/loomtrain/loom/kernels"
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/loomtrain/loom/kernels"
+)
 
 type tapeFn = func(tp *kernels.Tape, in []*kernels.Tensor) *kernels.Tensor
 
@@ -62,6 +68,23 @@ var moveCases = []opCase{
 	{name: "InterpolateBicubic", shapes: [][]int{{2, 3, 4, 4}}, f: unary(func(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
 		return tp.InterpolateBicubic(x, 6, 5)
 	}), tol: 5e-5},
+	{name: "VectorQuantize", shapes: [][]int{{2, 5, 4}, {9, 4}}, f: func(tp *kernels.Tape, in []*kernels.Tensor) *kernels.Tensor {
+		r := tp.VectorQuantize(in[0], in[1], 0.25)
+		return tp.Concat(0, tp.Reshape(r.Out, -1), r.Loss, r.CodebookLoss, r.Commitment)
+	}},
 }
 
 func init() { cases = append(cases, moveCases...) }
+
+// TestNearestCodeIndices checks the device's VQ indices against the CPU's
+// on more rows than the op case.
+func TestNearestCodeIndices(t *testing.T) {
+	gpu := gpuOrSkip(t)
+	rng := rand.New(rand.NewPCG(5, 5))
+	z, cb := randTensor(rng, 300, 16), randTensor(rng, 64, 16)
+	want := kernels.NewTape().VectorQuantize(z, cb, 0.25).Indices
+	got := kernels.NewTape().VectorQuantize(z.To(gpu), cb.To(gpu), 0.25).Indices
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("indices\n%v\nCPU\n%v", got, want)
+	}
+}
