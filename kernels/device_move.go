@@ -152,7 +152,12 @@ func axisIdx(outer, n, inner, k int, pick func(o, i, r int) int) []int32 {
 // concatDev is Concat on a device: each input is scattered into its place
 // (an injective map), and its gradient gathered back.
 func (tp *Tape) concatDev(ts []*Tensor, shape []int, outer, inner, ax int) *Tensor {
-	be, spec := onDevice("Concat", ts...)
+	ts = append([]*Tensor(nil), ts...)
+	ps := make([]**Tensor, len(ts))
+	for i := range ts {
+		ps[i] = &ts[i]
+	}
+	be, spec := place("Concat", ps...)
 	out := newOnDevice(be, spec, shape)
 	total := shape[ax]
 	dsts := make([]device.Buffer, len(ts))
@@ -302,7 +307,7 @@ func (tp *Tape) dropoutDev(x *Tensor, p float32, seed uint64) *Tensor {
 // block primitive over the whole key sequence, with the element's mask
 // (maskFor, the CPU's) uploaded as int32 words.
 func (tp *Tape) attentionDev(q, k, v *Tensor, opt AttnOptions, nb, sq, sk, h, d int, scale float32) *Tensor {
-	be, spec := onDevice("Attention", q, k, v)
+	be, spec := place("Attention", &q, &k, &v)
 	if d > device.MaxHeadDim {
 		panic(&DeviceError{Op: "Attention", Msg: fmt.Sprintf("head dimension %d of %v; the device takes at most %d", d, q, device.MaxHeadDim)})
 	}
@@ -415,7 +420,7 @@ func im2colIdx(g convGeom) []int32 {
 // and their indices downloaded (VQResult.Indices is host data, so this
 // waits for the device), then the same ops as the CPU's on the device.
 func (tp *Tape) vqDev(z, codebook *Tensor, beta float32, rows, d int) VQResult {
-	be, _ := onDevice("VectorQuantize", z, codebook)
+	be, _ := place("VectorQuantize", &z, &codebook)
 	ib := be.Alloc(max(rows, 1))
 	if rows > 0 {
 		be.NearestCode(rows, codebook.Shape[0], d, z.d.data, codebook.d.data, ib)

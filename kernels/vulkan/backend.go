@@ -684,3 +684,11 @@ func (b *Backend) RoPE(n, h, d, npos int, bwd bool, x, ca, cb, partner, y device
 func (b *Backend) NearestCode(n, k, d int, z, codebook, idx device.Buffer) {
 	b.elementwise("vq_nearest", n, []device.Buffer{z, codebook, idx}, uint32(n), uint32(k), uint32(d))
 }
+
+// ErrNoLoader and ErrNoDevice are what opening a device wraps when this
+// machine has no Vulkan loader, or a loader and no device with a compute
+// queue (errors.Is): the cases where tests skip.
+var (
+	ErrNoLoader = vk.ErrNoLoader
+	ErrNoDevice = vk.ErrNoDevice
+)
