@@ -97,11 +97,14 @@ func OpenDevice(spec string) (Device, error) {
 
 // ListDevices describes the devices each linked-in backend can open, one
 // line per device ("vulkan: 0: llvmpipe ..."), or the error a backend
-// gives.
+// gives. Kinds that alias another's devices ("gpu") are not listed again.
 func ListDevices() []string {
 	var out []string
 	for _, k := range device.Kinds() {
 		ds, err := device.List(k)
+		if errors.Is(err, device.ErrNoLister) {
+			continue
+		}
 		if err != nil {
 			out = append(out, k+": "+err.Error())
 			continue

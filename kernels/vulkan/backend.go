@@ -21,7 +21,7 @@ var spvFS embed.FS
 func init() {
 	open := func(ordinal int) (device.Backend, error) { return Open(ordinal) }
 	device.Register("vulkan", open, list)
-	device.Register("gpu", open, list)
+	device.Register("gpu", open, nil) // the same devices: listed once, under vulkan
 }
 
 func list() ([]string, error) {

@@ -16,6 +16,7 @@
 package device
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -250,13 +251,17 @@ func Kinds() []string {
 	return ks
 }
 
+// ErrNoLister is List's error for a kind registered without a lister (an
+// alias, such as "gpu" for "vulkan").
+var ErrNoLister = errors.New("kernels/device: backend lists no devices")
+
 // List describes the devices of backend kind.
 func List(kind string) ([]string, error) {
 	mu.Lock()
 	l := listers[kind]
 	mu.Unlock()
 	if l == nil {
-		return nil, fmt.Errorf("kernels/device: backend %q lists no devices", kind)
+		return nil, fmt.Errorf("%w: backend %q", ErrNoLister, kind)
 	}
 	return l()
 }
