@@ -322,17 +322,7 @@ func (tp *Tape) attentionDev(q, k, v *Tensor, opt AttnOptions, nb, sq, sk, h, d 
 			LSE: view(lse, b*sq*h), Delta: view(delta, b*sq*h), QPos: -1, KPos: -1, QSeg: -1, KSeg: -1}
 		if m := opt.maskFor(b, nb, sq, sk); m != nil {
 			m.check("Attention", sq, sk)
-			var words []int32
-			add := func(s []int32) int {
-				if s == nil {
-					return -1
-				}
-				words = append(words, s...)
-				return len(words) - len(s)
-			}
-			a.Causal, a.Prefix = m.Causal, m.Prefix
-			a.QPos, a.KPos, a.QSeg, a.KSeg = add(m.QPos), add(m.KPos), add(m.QSeg), add(m.KSeg)
-			a.Mask = uploadIdx(be, words)
+			setAttnMask(be, m, &a)
 		}
 		be.Attention(a)
 		args[b] = a
@@ -438,4 +428,19 @@ func (tp *Tape) vqDev(z, codebook *Tensor, beta float32, rows, d int) VQResult {
 	cb := tp.Mean(tp.Square(tp.Sub(Detach(z), e)))
 	cm := tp.Mean(tp.Square(tp.Sub(z, Detach(e))))
 	return VQResult{Out: out, Indices: idx, Loss: tp.Add(cb, tp.Scale(cm, beta)), CodebookLoss: cb, Commitment: cm}
+}
+
+// setAttnMask uploads the global-terms mask m (non-nil) for a.
+func setAttnMask(be device.Backend, m *AttnMask, a *device.AttnArgs) {
+	var words []int32
+	add := func(s []int32) int {
+		if s == nil {
+			return -1
+		}
+		words = append(words, s...)
+		return len(words) - len(s)
+	}
+	a.Causal, a.Prefix = m.Causal, m.Prefix
+	a.QPos, a.KPos, a.QSeg, a.KSeg = add(m.QPos), add(m.KPos), add(m.QSeg), add(m.KSeg)
+	a.Mask = uploadIdx(be, words)
 }

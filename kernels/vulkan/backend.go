@@ -692,3 +692,9 @@ var (
 	ErrNoLoader = vk.ErrNoLoader
 	ErrNoDevice = vk.ErrNoDevice
 )
+
+// AttnMerge folds a partial attention result into another, in place.
+func (b *Backend) AttnMerge(rows, d int, o, lse, o2, lse2 device.View) {
+	b.elementwise("attn_merge", rows, []device.Buffer{o.Buf, lse.Buf, o2.Buf, lse2.Buf},
+		uint32(rows), uint32(d), uint32(o.Off), uint32(lse.Off), uint32(o2.Off), uint32(lse2.Off))
+}

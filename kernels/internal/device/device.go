@@ -201,6 +201,10 @@ type Backend interface {
 	// B[r,c]·x[e−c+partner[c]] with c the channel, r = row mod npos, A and
 	// B [npos, D]; bwd accumulates the transpose into y.
 	RoPE(n, h, d, npos int, bwd bool, x, a, b, partner, y Buffer)
+	// AttnMerge folds the partial attention (o2, lse2) of Rows = Sq·H
+	// rows of D over a disjoint key block into (o, lse), in place (ring
+	// attention's merge).
+	AttnMerge(rows, d int, o, lse, o2, lse2 View)
 	// NearestCode sets idx[i] (int32) to the row of codebook [k, d]
 	// nearest to row i of z [n, d] (least ‖e‖² − 2·z·e, lowest index on ties).
 	NearestCode(n, k, d int, z, codebook, idx Buffer)
