@@ -84,7 +84,11 @@ func OpenDevice(spec string) (Device, error) {
 	}
 	open, ok := device.Lookup(kind)
 	if !ok {
-		return Host, fmt.Errorf("%w for device %q (linked in: %v; import github.com/loomtrain/loom/kernels/vulkan for gpu)", ErrNoBackend, spec, device.Kinds())
+		hint := ""
+		if _, ok := device.Lookup("gpu"); !ok {
+			hint = "; import github.com/loomtrain/loom/kernels/vulkan for gpu"
+		}
+		return Host, fmt.Errorf("%w for device %q (linked in: %v%s)", ErrNoBackend, spec, device.Kinds(), hint)
 	}
 	be, err := open(ord)
 	if err != nil {
