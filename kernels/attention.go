@@ -90,7 +90,6 @@ func posRange32(n int) []int32 {
 // 96×192 or 48×64 tiles, backward recomputed from the saved log-sum-exp), so memory
 // grows linearly with sequence length. A query with no visible key outputs 0.
 func (tp *Tape) Attention(q, k, v *Tensor, opt AttnOptions) *Tensor {
-	hostOnly("Attention", q, k, v)
 	if len(q.Shape) != 4 || len(k.Shape) != 4 || !sameShape(k.Shape, v.Shape) ||
 		q.Shape[0] != k.Shape[0] || q.Shape[2] != k.Shape[2] || q.Shape[3] != k.Shape[3] {
 		panic(shapeErr("Attention", q.Shape, k.Shape, "want q [B, Sq, H, D] and k, v [B, Sk, H, D] (v is %v)", v.Shape))
@@ -103,6 +102,9 @@ func (tp *Tape) Attention(q, k, v *Tensor, opt AttnOptions) *Tensor {
 	scale := opt.Scale
 	if scale == 0 {
 		scale = float32(1 / math.Sqrt(float64(d)))
+	}
+	if q.d != nil || k.d != nil || v.d != nil {
+		return tp.attentionDev(q, k, v, opt, nb, sq, sk, h, d, scale)
 	}
 	out := Zeros(q.Shape...)
 	lse := make([]float32, nb*sq*h)

@@ -50,6 +50,9 @@ func im2colRun[T float](g convGeom, x, cols []T, acc bool) {
 }
 
 func (tp *Tape) im2col(x *Tensor, g convGeom) *Tensor {
+	if x.d != nil {
+		return tp.gatherDev("Im2Col", x, []int{g.b, g.ho * g.wo, g.colWidth()}, im2colIdx(g))
+	}
 	out := Zeros(g.b, g.ho*g.wo, g.colWidth())
 	im2colRun(g, x.Data, out.Data, false)
 	tp.record("Im2Col", out, func() { im2colRun(g, x.gradBuf(), out.Grad, true) }, x)
@@ -76,7 +79,6 @@ func convPlan(op string, x, w *Tensor, stride, pad int) convGeom {
 // [O, C, kh, kw], optional bias [O], the given stride and zero padding:
 // the result is [B, O, Ho, Wo] with Ho = (H+2·pad−kh)/stride + 1.
 func (tp *Tape) Conv2D(x, w, bias *Tensor, stride, pad int) *Tensor {
-	hostOnly("Conv2D", x, w, bias)
 	g := convPlan("Conv2D", x, w, stride, pad)
 	o := w.Shape[0]
 	cols := tp.im2col(x, g)
@@ -89,7 +91,6 @@ func (tp *Tape) Conv2D(x, w, bias *Tensor, stride, pad int) *Tensor {
 // and bias [E]: the result is [B, (H/p)·(W/p), E], patches in row-major
 // grid order. H and W must be multiples of p.
 func (tp *Tape) PatchEmbed(img, w, bias *Tensor) *Tensor {
-	hostOnly("PatchEmbed", img, w, bias)
 	if len(w.Shape) != 4 || w.Shape[2] != w.Shape[3] {
 		panic(shapeErr("PatchEmbed", img.Shape, w.Shape, "want square patches w [E, C, p, p]"))
 	}
@@ -188,7 +189,6 @@ func bicubicRun[T float](g gemmFn[T], n, h, w, ho, wo int, wh, ww, x, y []T, bwd
 // [..., outH, outW] like torch.nn.functional.interpolate(mode="bicubic",
 // align_corners=False).
 func (tp *Tape) InterpolateBicubic(x *Tensor, outH, outW int) *Tensor {
-	hostOnly("InterpolateBicubic", x)
 	if len(x.Shape) < 2 || outH < 1 || outW < 1 {
 		panic(shapeErr("InterpolateBicubic", x.Shape, []int{outH, outW}, "want [..., H, W] and a positive output size"))
 	}
@@ -200,6 +200,9 @@ func (tp *Tape) InterpolateBicubic(x *Tensor, outH, outW int) *Tensor {
 	n := numel(x.Shape[:nd-2])
 	wh, ww := toT[float32](bicubicMatrix(h, outH)), toT[float32](bicubicMatrix(w, outW))
 	shape := append(append([]int{}, x.Shape[:nd-2]...), outH, outW)
+	if x.d != nil {
+		return tp.bicubicDev(x, n, h, w, outH, outW, wh, ww, shape)
+	}
 	out := Zeros(shape...)
 	bicubicRun(sgemm, n, h, w, outH, outW, wh, ww, x.Data, out.Data, false)
 	tp.record("InterpolateBicubic", out, func() {

@@ -84,7 +84,11 @@ func OpenDevice(spec string) (Device, error) {
 	}
 	open, ok := device.Lookup(kind)
 	if !ok {
-		return Host, fmt.Errorf("%w for device %q (linked in: %v; import github.com/loomtrain/loom/kernels/vulkan for gpu)", ErrNoBackend, spec, device.Kinds())
+		hint := ""
+		if _, ok := device.Lookup("gpu"); !ok {
+			hint = "; import github.com/loomtrain/loom/kernels/vulkan for gpu"
+		}
+		return Host, fmt.Errorf("%w for device %q (linked in: %v%s)", ErrNoBackend, spec, device.Kinds(), hint)
 	}
 	be, err := open(ord)
 	if err != nil {
@@ -97,11 +101,14 @@ func OpenDevice(spec string) (Device, error) {
 
 // ListDevices describes the devices each linked-in backend can open, one
 // line per device ("vulkan: 0: llvmpipe ..."), or the error a backend
-// gives.
+// gives. Kinds that alias another's devices ("gpu") are not listed again.
 func ListDevices() []string {
 	var out []string
 	for _, k := range device.Kinds() {
 		ds, err := device.List(k)
+		if errors.Is(err, device.ErrNoLister) {
+			continue
+		}
 		if err != nil {
 			out = append(out, k+": "+err.Error())
 			continue
@@ -232,14 +239,28 @@ func devData(t *Tensor) device.Buffer {
 // spec of the first, or panics with a *DeviceError when some are on the
 // host or on another device.
 func onDevice(op string, ts ...*Tensor) (device.Backend, string) {
+	ps := make([]**Tensor, len(ts))
+	for i := range ts {
+		ps[i] = &ts[i]
+	}
+	return placeOn(op, false, ps...)
+}
+
+// place is onDevice for the operands of an op with several: a host
+// operand that needs no gradient (a batch input, a mask, a position
+// table: a constant of the step) is uploaded to the others' device and
+// *t replaced by the copy, so that models need not know where their
+// parameters live. A host operand that wants a gradient mixed with device
+// operands is a *DeviceError: its gradient would land on the wrong side.
+func place(op string, ts ...**Tensor) (device.Backend, string) { return placeOn(op, true, ts...) }
+
+func placeOn(op string, lift bool, ts ...**Tensor) (device.Backend, string) {
 	var be device.Backend
 	var spec string
-	for _, t := range ts {
-		if t == nil {
+	for _, p := range ts {
+		t := *p
+		if t == nil || t.d == nil {
 			continue
-		}
-		if t.d == nil {
-			panic(&DeviceError{Op: op, Msg: fmt.Sprintf("%v is on the host and another operand on a device; move it with To", t)})
 		}
 		if be == nil {
 			be, spec = t.d.be, t.d.spec
@@ -247,7 +268,28 @@ func onDevice(op string, ts ...*Tensor) (device.Backend, string) {
 			panic(&DeviceError{Op: op, Msg: fmt.Sprintf("operands on devices %s and %s", spec, t.d.spec)})
 		}
 	}
+	for _, p := range ts {
+		t := *p
+		if t == nil || t.d != nil {
+			continue
+		}
+		if !lift || be == nil || t.requiresGrad {
+			panic(&DeviceError{Op: op, Msg: fmt.Sprintf("%v is on the host and wants a gradient, another operand is on a device; move it with MoveTo or To", t)})
+		}
+		*p = t.To(Device{be: be, spec: spec})
+	}
 	return be, spec
+}
+
+// MoveTo moves t's data (and gradient) to device d in place: the same
+// *Tensor, so a model's parameters can move without the model knowing.
+// Host views of t (earlier Data slices) no longer follow it.
+func (t *Tensor) MoveTo(d Device) {
+	if (t.d == nil && d.be == nil) || (t.d != nil && t.d.be == d.be) {
+		return
+	}
+	c := t.To(d)
+	t.Data, t.Grad, t.d = c.Data, c.Grad, c.d
 }
 
 // hostOnly panics with a *DeviceError when one of ts is on a device: op
@@ -272,4 +314,18 @@ func (t *Tensor) seedDevGrad(grad []float32) {
 	tmp := t.d.be.Alloc(len(grad))
 	t.d.be.Upload(tmp, grad)
 	t.d.be.Axpy(len(grad), 1, device.View{Buf: tmp}, device.View{Buf: g})
+}
+
+// SetData copies vals into t's data, on whatever device t lives (vals
+// must have t.Size() values): how a caller writes a parameter in place
+// (BLIP-2 clamps its temperature) without knowing where it is.
+func (t *Tensor) SetData(vals []float32) {
+	if len(vals) != t.Size() {
+		panic(shapeErr("SetData", t.Shape, []int{len(vals)}, "%d values for %d elements", len(vals), t.Size()))
+	}
+	if t.d == nil {
+		copy(t.Data, vals)
+		return
+	}
+	t.d.be.Upload(t.d.data, vals)
 }

@@ -27,7 +27,7 @@ func devGemm(be device.Backend, ta, tb bool, m, n, k int, alpha float32, a devic
 // matmulDev is matmulFwd/matmulBwd on a device (the same GEMM calls, on
 // views at the batch offsets).
 func (tp *Tape) matmulDev(a, b *Tensor, transA, transB bool, p mmPlan) *Tensor {
-	be, spec := onDevice("Matmul", a, b)
+	be, spec := place("Matmul", &a, &b)
 	out := newOnDevice(be, spec, p.out)
 	m, n, k := p.m, p.n, p.k
 	lda, ldb := k, n
@@ -108,7 +108,7 @@ func (tp *Tape) matmulDev(a, b *Tensor, transA, transB bool, p mmPlan) *Tensor {
 
 // linearDev is Linear on a device: y = x·wᵀ (+ bias broadcast over rows).
 func (tp *Tape) linearDev(x, w, bias *Tensor, rows, in, outDim int, os []int) *Tensor {
-	be, spec := onDevice("Linear", x, w, bias)
+	be, spec := place("Linear", &x, &w, &bias)
 	y := newOnDevice(be, spec, os)
 	devGemm(be, false, true, rows, outDim, in, 1, view(x.d.data, 0), in, view(w.d.data, 0), in, 0, view(y.d.data, 0), outDim)
 	bc := device.Bcast{Out: []int{rows, outDim}, SA: []int{outDim, 1}, SB: []int{0, 1}}
@@ -132,7 +132,7 @@ func (tp *Tape) linearDev(x, w, bias *Tensor, rows, in, outDim int, os []int) *T
 
 // binaryDev is Add/Sub/Mul/Div with broadcasting on a device.
 func (tp *Tape) binaryDev(k binKind, a, b *Tensor, p bcast) *Tensor {
-	be, spec := onDevice(binNames[k], a, b)
+	be, spec := place(binNames[k], &a, &b)
 	if len(p.out) > device.MaxDims {
 		panic(&DeviceError{Op: binNames[k], Msg: fmt.Sprintf("%d dimensions; the device takes at most %d", len(p.out), device.MaxDims)})
 	}
@@ -177,7 +177,7 @@ func (tp *Tape) unaryDev(k unaryKind, x *Tensor) *Tensor {
 }
 
 func (tp *Tape) swigluDev(gate, up *Tensor) *Tensor {
-	be, spec := onDevice("SwiGLU", gate, up)
+	be, spec := place("SwiGLU", &gate, &up)
 	out := newOnDevice(be, spec, gate.Shape)
 	n := gate.Size()
 	be.SwiGLU(n, gate.d.data, up.d.data, out.d.data)
@@ -203,7 +203,7 @@ func (tp *Tape) softmaxDev(name string, log bool, x *Tensor, rows, n int) *Tenso
 
 // normDev is LayerNorm (rms false) or RMSNorm on a device.
 func (tp *Tape) normDev(name string, rms bool, x, w, b *Tensor, eps float32, rows, c int) *Tensor {
-	be, spec := onDevice(name, x, w, b)
+	be, spec := place(name, &x, &w, &b)
 	out := newOnDevice(be, spec, x.Shape)
 	a := device.NormArgs{Rows: rows, C: c, RMS: rms, Eps: eps, X: x.d.data, W: devData(w), B: devData(b), Y: out.d.data,
 		Mean: be.Alloc(max(rows, 1)), Rstd: be.Alloc(max(rows, 1))}

@@ -78,10 +78,13 @@
 // register themselves when their package is imported; the Vulkan backend
 // is kernels/vulkan (GLSL compute shaders, no cgo), and a CUDA one would
 // register the same way without changes to the tape, models or trainer.
-// Transfers are explicit (Tensor.To, HostData, HostGrad); an op whose
-// inputs are all on one device runs there and records a backward rule that
-// runs there, and an op that mixes devices, or that the device does not
-// implement yet, panics with a *DeviceError. The host path of every op is
-// unchanged: one nil check decides. See docs/gpu.md for what runs on the
-// device and how it is verified.
+// Transfers of parameters and results are explicit (Tensor.To, MoveTo,
+// HostData, HostGrad, SetData); an op with an operand on a device runs
+// there and records a backward rule that runs there. A host operand of
+// such an op that wants no gradient (a batch input, a mask, a position
+// table) is uploaded for the op, so a model runs on a device once its
+// parameters are moved, without knowing it; a host operand that wants a
+// gradient, or operands on two devices, panic with a *DeviceError naming
+// the op. The host path of every op is unchanged: one nil check decides.
+// See docs/gpu.md for what runs on the device and how it is verified.
 package kernels

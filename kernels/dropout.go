@@ -21,12 +21,14 @@ func dropoutKeep(seed uint64, i int, p float32) bool {
 // seed from (run seed, step, layer) to make training reproducible. p = 0
 // returns x itself.
 func (tp *Tape) Dropout(x *Tensor, p float32, seed uint64) *Tensor {
-	hostOnly("Dropout", x)
 	if p == 0 {
 		return x
 	}
 	if p < 0 || p >= 1 {
 		panic(shapeErr("Dropout", x.Shape, nil, "probability %g outside [0, 1)", p))
+	}
+	if x.d != nil {
+		return tp.dropoutDev(x, p, seed)
 	}
 	scale := 1 / (1 - p)
 	out := Zeros(x.Shape...)

@@ -71,9 +71,11 @@ func sumAxisBwd[T float](outer, n, inner int, dy, dx []T) {
 
 // SumAxis sums over one axis (negative counts from the end) and removes it.
 func (tp *Tape) SumAxis(a *Tensor, axis int) *Tensor {
-	hostOnly("SumAxis", a)
 	outer, n, inner, ax := splitAxis("SumAxis", a.Shape, axis)
 	shape := append(append([]int{}, a.Shape[:ax]...), a.Shape[ax+1:]...)
+	if a.d != nil {
+		return tp.sumAxisDev(a, shape, outer, n, inner)
+	}
 	out := Zeros(shape...)
 	sumAxisFwd(outer, n, inner, a.Data, out.Data)
 	tp.record("SumAxis", out, func() { sumAxisBwd(outer, n, inner, out.Grad, a.gradBuf()) }, a)

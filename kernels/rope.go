@@ -111,7 +111,6 @@ func ropeApplyInv(rows, h, d int, x, y []float32, pos []int32, inv []float32, sc
 
 // RoPE applies rotary position embedding to x [..., H, D] (D even).
 func (tp *Tape) RoPE(x *Tensor, cfg RoPEConfig) *Tensor {
-	hostOnly("RoPE", x)
 	if len(x.Shape) < 2 {
 		panic(shapeErr("RoPE", x.Shape, nil, "want [..., heads, dim]"))
 	}
@@ -154,6 +153,9 @@ func (tp *Tape) RoPE(x *Tensor, cfg RoPEConfig) *Tensor {
 				panic(shapeErr("RoPE", x.Shape, []int{len(cfg.InvFreq)}, "InvFreq needs one frequency per rotated pair (%d)", b[1]/2))
 			}
 		}
+	}
+	if x.d != nil {
+		return tp.ropeDev(x, rows, h, d, blocks, poss, cfg, scale)
 	}
 	apply := func(src, dst []float32, sign float64) {
 		for i, b := range blocks {

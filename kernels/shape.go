@@ -105,7 +105,6 @@ func permuteRun[T float](shape, perm []int, x, y []T, acc bool) {
 
 // Permute reorders dimensions: output dimension d is input dimension perm[d].
 func (tp *Tape) Permute(a *Tensor, perm ...int) *Tensor {
-	hostOnly("Permute", a)
 	if len(perm) != len(a.Shape) {
 		panic(shapeErr("Permute", a.Shape, perm, "permutation has %d entries for %d dimensions", len(perm), len(a.Shape)))
 	}
@@ -117,6 +116,9 @@ func (tp *Tape) Permute(a *Tensor, perm ...int) *Tensor {
 		}
 		seen[p] = true
 		oshape[d] = a.Shape[p]
+	}
+	if a.d != nil {
+		return tp.gatherDev("Permute", a, oshape, permuteIdx(a.Shape, perm))
 	}
 	out := Zeros(oshape...)
 	perm = append([]int{}, perm...)
@@ -147,7 +149,6 @@ func (tp *Tape) Transpose(a *Tensor, i, j int) *Tensor {
 
 // Concat joins tensors along axis; all other dimensions must agree.
 func (tp *Tape) Concat(axis int, ts ...*Tensor) *Tensor {
-	hostOnly("Concat", ts...)
 	if len(ts) == 0 {
 		panic(shapeErr("Concat", nil, nil, "no tensors"))
 	}
@@ -167,6 +168,9 @@ func (tp *Tape) Concat(axis int, ts ...*Tensor) *Tensor {
 	}
 	shape := append([]int{}, first.Shape...)
 	shape[ax] = total
+	if first.d != nil || anyOnDevice(ts) {
+		return tp.concatDev(ts, shape, outer, inner, ax)
+	}
 	out := Zeros(shape...)
 	off := 0
 	for _, t := range ts {
@@ -198,13 +202,15 @@ func (tp *Tape) Concat(axis int, ts ...*Tensor) *Tensor {
 
 // Slice returns the elements [start, end) along axis.
 func (tp *Tape) Slice(a *Tensor, axis, start, end int) *Tensor {
-	hostOnly("Slice", a)
 	outer, n, inner, ax := splitAxis("Slice", a.Shape, axis)
 	if start < 0 || end < start || end > n {
 		panic(shapeErr("Slice", a.Shape, []int{start, end}, "range [%d, %d) outside axis %d of size %d", start, end, ax, n))
 	}
 	shape := append([]int{}, a.Shape...)
 	shape[ax] = end - start
+	if a.d != nil {
+		return tp.gatherDev("Slice", a, shape, axisIdx(outer, n, inner, end-start, func(_, i, _ int) int { return start + i }))
+	}
 	out := Zeros(shape...)
 	w := (end - start) * inner
 	for o := 0; o < outer; o++ {
@@ -232,7 +238,6 @@ func (tp *Tape) Slice(a *Tensor, axis, start, end int) *Tensor {
 // Split cuts a along axis into pieces of the given sizes (which must sum to
 // the axis length).
 func (tp *Tape) Split(a *Tensor, axis int, sizes ...int) []*Tensor {
-	hostOnly("Split", a)
 	_, n, _, _ := splitAxis("Split", a.Shape, axis)
 	sum := 0
 	for _, s := range sizes {
@@ -257,7 +262,6 @@ func (tp *Tape) Split(a *Tensor, axis int, sizes ...int) []*Tensor {
 // dimension axis replaced by len(idx), out[..., i, ...] = a[..., idx[i], ...].
 // Backward scatters (adds) into the selected entries; repeated indices add.
 func (tp *Tape) IndexSelect(a *Tensor, axis int, idx []int32) *Tensor {
-	hostOnly("IndexSelect", a)
 	outer, n, inner, ax := splitAxis("IndexSelect", a.Shape, axis)
 	for i, v := range idx {
 		if v < 0 || int(v) >= n {
@@ -267,8 +271,11 @@ func (tp *Tape) IndexSelect(a *Tensor, axis int, idx []int32) *Tensor {
 	idx = append([]int32{}, idx...)
 	shape := append([]int{}, a.Shape...)
 	shape[ax] = len(idx)
-	out := Zeros(shape...)
 	k := len(idx)
+	if a.d != nil {
+		return tp.gatherDev("IndexSelect", a, shape, axisIdx(outer, n, inner, k, func(_, i, _ int) int { return int(idx[i]) }))
+	}
+	out := Zeros(shape...)
 	for o := 0; o < outer; o++ {
 		for i, v := range idx {
 			copy(out.Data[(o*k+i)*inner:][:inner], a.Data[(o*n+int(v))*inner:][:inner])
@@ -291,7 +298,6 @@ func (tp *Tape) IndexSelect(a *Tensor, axis int, idx []int32) *Tensor {
 // Embedding looks up rows of table [V, D]: the result is [len(ids), D].
 // Reshape it to [B, T, D] as needed.
 func (tp *Tape) Embedding(table *Tensor, ids []int32) *Tensor {
-	hostOnly("Embedding", table)
 	if len(table.Shape) != 2 {
 		panic(shapeErr("Embedding", table.Shape, nil, "table must be [vocab, dim]"))
 	}
@@ -304,7 +310,6 @@ func (tp *Tape) Embedding(table *Tensor, ids []int32) *Tensor {
 // dimensions before axis and i over those after (idx is laid out like out).
 // Backward scatters (adds) into the picked entries.
 func (tp *Tape) Gather(a *Tensor, axis int, idx []int32) *Tensor {
-	hostOnly("Gather", a)
 	outer, n, inner, ax := splitAxis("Gather", a.Shape, axis)
 	if outer*inner == 0 || len(idx)%(outer*inner) != 0 {
 		panic(shapeErr("Gather", a.Shape, []int{len(idx)}, "%d indices do not tile the %d positions around axis %d", len(idx), outer*inner, ax))
@@ -318,6 +323,9 @@ func (tp *Tape) Gather(a *Tensor, axis int, idx []int32) *Tensor {
 	idx = append([]int32{}, idx...)
 	shape := append([]int{}, a.Shape...)
 	shape[ax] = k
+	if a.d != nil {
+		return tp.gatherDev("Gather", a, shape, axisIdx(outer, n, inner, k, func(o, j, i int) int { return int(idx[(o*k+j)*inner+i]) }))
+	}
 	out := Zeros(shape...)
 	for o := 0; o < outer; o++ {
 		for j := 0; j < k; j++ {

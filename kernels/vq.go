@@ -67,10 +67,12 @@ func nearestCodesNaive(z, codebook []float64, n, k, d int) []int32 {
 // [K, D] (VQ-VAE), with the straight-through estimator and the codebook and
 // commitment losses (β is the commitment weight, 0.25 in VQ-VAE and VQGAN).
 func (tp *Tape) VectorQuantize(z, codebook *Tensor, beta float32) VQResult {
-	hostOnly("VectorQuantize", z, codebook)
 	rows, d := lastDim("VectorQuantize", z)
 	if len(codebook.Shape) != 2 || codebook.Shape[1] != d || codebook.Shape[0] == 0 {
 		panic(shapeErr("VectorQuantize", z.Shape, codebook.Shape, "want z [..., D] and codebook [K, D]"))
+	}
+	if z.d != nil || codebook.d != nil {
+		return tp.vqDev(z, codebook, beta, rows, d)
 	}
 	idx := nearestCodes(z.Data, codebook.Data, rows, codebook.Shape[0], d)
 	e := tp.Reshape(tp.Embedding(codebook, idx), z.Shape...)

@@ -187,11 +187,12 @@ func maxOverQueries(tp *kernels.Tape, sim *kernels.Tensor, rows, cols, nq int, t
 		at = func(i, k, j int) int { return (j*nq+k)*rows + i }
 	}
 	pick := make([]int32, rows*cols)
+	sd := sim.HostData() // a device tensor's values come to the host once
 	for i := 0; i < rows; i++ {
 		for j := 0; j < cols; j++ {
 			best := at(i, 0, j)
 			for k := 1; k < nq; k++ {
-				if p := at(i, k, j); sim.Data[p] > sim.Data[best] {
+				if p := at(i, k, j); sd[p] > sd[best] {
 					best = p
 				}
 			}
@@ -266,8 +267,9 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, raw, feats *kernels.Tensor) (
 			simT2I = tp.Slice(tp.Transpose(full, 0, 1), 0, g.off, g.off+nb)
 		}
 		itc = itcLoss(tp, simI2T, simT2I, diag, ceOpt, itcTargets(g.tokens, g.off, nb, ls))
-		i2t = func(i int) []float32 { return simI2T.Data[i*g.size : (i+1)*g.size] }
-		t2i = func(j int) []float32 { return simT2I.Data[j*g.size : (j+1)*g.size] }
+		i2tData, t2iData := simI2T.HostData(), simT2I.HostData()
+		i2t = func(i int) []float32 { return i2tData[i*g.size : (i+1)*g.size] }
+		t2i = func(j int) []float32 { return t2iData[j*g.size : (j+1)*g.size] }
 	}
 	loss := newLossSum(tp, m.cfg)
 	loss.add("itc", itc)
@@ -413,8 +415,8 @@ func (m *blip2) cachedViT(b *Batch) *kernels.Tensor {
 // LAVIS does.
 func (m *blip2) clampTemp() {
 	hd := m.qf.Heads()
-	if v := hd.Temp.Data[0]; v < 0.001 || v > 0.5 {
-		hd.Temp.Data[0] = float32(math.Min(math.Max(float64(v), 0.001), 0.5))
+	if v := hd.Temp.HostData()[0]; v < 0.001 || v > 0.5 {
+		hd.Temp.SetData([]float32{float32(math.Min(math.Max(float64(v), 0.001), 0.5))})
 	}
 }
 
@@ -467,7 +469,7 @@ func (m *blip2) features(b *Batch, train bool) (ContrastFeatures, error) {
 	ids, t, lens := padRows(b.Tokens, m.cfg.Special.Pad)
 	ds, doff := dropSeed(b)
 	img, txt := m.itcFeatures(nil, b, feats, ids, t, lens, train, ds, doff)
-	return ContrastFeatures{Image: img.Data, Text: txt.Data, ViT: raw.Data, Tokens: b.Tokens}, nil
+	return ContrastFeatures{Image: img.HostData(), Text: txt.HostData(), ViT: raw.HostData(), Tokens: b.Tokens}, nil
 }
 
 // Contrast computes ITC over a group from the features of all of its rows
@@ -509,7 +511,7 @@ func (m *blip2) Contrast(f ContrastFeatures) (*Contrast, error) {
 	temp.SetRequiresGrad(true)
 	defer temp.SetRequiresGrad(rg)
 	full := m.simMatrix(tp, img, txt)
-	sim := slices.Clone(full.Data)
+	sim := slices.Clone(full.HostData())
 	diag := make([]int32, g)
 	for i := range diag {
 		diag[i] = int32(i)
@@ -531,7 +533,7 @@ func (m *blip2) cachedITC(tp *kernels.Tape, c *Contrast, g group, img, txt *kern
 	nb, nq, e := img.Shape[0], img.Shape[1], img.Shape[2]
 	io, to := g.off*nq*e, g.off*e
 	if len(c.Features.Image) < io+img.Size() || len(c.Features.Text) < to+txt.Size() ||
-		!slices.Equal(img.Data, c.Features.Image[io:io+img.Size()]) || !slices.Equal(txt.Data, c.Features.Text[to:to+txt.Size()]) {
+		!slices.Equal(img.HostData(), c.Features.Image[io:io+img.Size()]) || !slices.Equal(txt.HostData(), c.Features.Text[to:to+txt.Size()]) {
 		return nil, fmt.Errorf("batch: group: contrast: the features of rows %d–%d differ from the first pass's (a different batch, seed or weights)", g.off, g.off+nb-1)
 	}
 	temp := m.qf.Heads().Temp

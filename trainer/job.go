@@ -50,6 +50,14 @@ type Job struct {
 	Logger *slog.Logger
 	// Now is the clock for step timing. nil: time.Now.
 	Now func() time.Time
+	// Device is where each step's forward and backward run: "" or "host"
+	// (the CPU, the reference), or a device of a backend linked into the
+	// binary ("gpu", "gpu:N"; kernels.OpenDevice). The model's parameters
+	// move there for the step's passes and come back to the host, with
+	// their gradients, for the all-reduce, clipping, the optimizer and
+	// checkpoints (the gradient all-reduce then starts after backward
+	// instead of overlapping it). Sequence-parallel stages run on the host.
+	Device string
 
 	// configure, when set (tests), adjusts the stage's model
 	// configuration before the model is built (e.g. the Q-Former's

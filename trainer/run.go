@@ -71,6 +71,15 @@ type Run struct {
 	initSrcs     []*initSource // the manifest's init block, opened
 	vqParams     *nn.Params    // LWM's image tokenizer's parameters
 	tokenizerURI string        // where the job's tokenizer files are ("": Loom's byte-level one)
+
+	dev kernels.Device // Job.Device, opened
+}
+
+// moveParams moves every parameter of the model (trainable or not) to d.
+func (r *Run) moveParams(d kernels.Device) {
+	for _, p := range r.model.Params().All() {
+		p.MoveTo(d)
+	}
 }
 
 // applyInit loads the init sources that apply to this stage (see
@@ -122,6 +131,12 @@ func NewRun(ctx context.Context, j Job, restore *CheckpointRef) (*Run, error) {
 		return nil, fmt.Errorf("trainer: manifest %s: %w", j.Manifest.Name, err)
 	}
 	r := &Run{job: j, stage: st, log: j.Logger, now: j.Now, step: st.Start, finals: map[int]CheckpointRef{}}
+	if r.dev, err = kernels.OpenDevice(j.Device); err != nil {
+		return nil, fmt.Errorf("trainer: job: %w", err)
+	}
+	if !r.dev.IsHost() && st.Spec.RingAttention && j.World > 1 {
+		return nil, fmt.Errorf("trainer: stage %q: ring attention runs on the host; device %q is for data-parallel stages", st.Name, j.Device)
+	}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -222,8 +237,12 @@ func NewRun(ctx context.Context, j Job, restore *CheckpointRef) (*Run, error) {
 			r.groupNeg = true
 		}
 	}
+	if r.groupNeg && !r.dev.IsHost() {
+		// The group's gathers exchange host slices of the features.
+		return nil, fmt.Errorf("trainer: stage %q: BLIP-2 stage 1 across %d ranks runs on the host; device %q is not supported for it yet", st.Name, j.World, j.Device)
+	}
 	r.log.Info("trainer: stage ready", "job", j.Manifest.Name, "stage", st.Name, "rank", j.Rank, "world", j.World,
-		"step", r.step, "samples", r.samples, "trainable", countParams(r.params), "params", r.model.Params().Count())
+		"step", r.step, "samples", r.samples, "trainable", countParams(r.params), "params", r.model.Params().Count(), "device", r.dev.String())
 	return r, nil
 }
 
@@ -509,6 +528,11 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 		return Progress{}, fmt.Errorf("trainer: step %d: the global batch has no trained token", r.step+1)
 	}
 	r.clearGrads()
+	if !r.dev.IsHost() { // after clearGrads: the gradients start empty on the device
+		r.moveParams(r.dev)
+		defer r.moveParams(kernels.Host) // also when the step fails
+	}
+	overlap := r.reduce != nil && !r.noOverlap && r.dev.IsHost()
 	var lossSum float64
 	termN := map[string]int{}
 	last := -1 // the last micro-batch with a loss: its backward overlaps the all-reduce
@@ -559,7 +583,7 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 		err = catchStep(func() error {
 			if r.groupNeg && groups == nil {
 				gg := &gatherGroup{ctx: ctx, comm: r.job.Comm, now: r.now, wait: &comm, rank: r.job.Rank, world: r.job.World}
-				if k == last && r.reduce != nil && !r.noOverlap {
+				if k == last && overlap {
 					// The gathers' backward all-reduces run inside this
 					// backward pass; the buckets wait for them, so that
 					// every rank issues its collectives in one order.
@@ -572,7 +596,7 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 				return err
 			}
 			loss := tp.Scale(out.Loss, float32(m.weight))
-			if k == last && r.reduce != nil && !r.noOverlap {
+			if k == last && overlap {
 				// Buckets leave as their parameters' gradients become
 				// final; earlier micro-batches only accumulate.
 				r.reduce.begin(ctx)
@@ -599,6 +623,7 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 	for name := range prog.Terms {
 		prog.Terms[name] /= float64(termN[name])
 	}
+	r.moveParams(kernels.Host) // the all-reduce, clipping and the optimizer run on the host
 	return r.apply(ctx, prog, lossSum, comm, start)
 }
 

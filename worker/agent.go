@@ -52,6 +52,9 @@ type Config struct {
 	OpenDataset func(ctx context.Context, d api.Dataset) (shard.ObjectStore, string, error)
 	// NewTrainer builds a generation's trainer run; nil: NewTrainer.
 	NewTrainer NewTrainerFunc
+	// Device is where the generations' forward and backward passes run
+	// (trainer.Job's field of the same name): "" or "host", "gpu", "gpu:N".
+	Device string
 	// NewComm connects this rank to its ring peers for one generation
 	// (World > 1 only); abort must make every pending and later operation
 	// fail at once. nil: GRPCComm on Listen.

@@ -310,7 +310,7 @@ func (g *generation) train() (end genEnd, err error) {
 	job := trainer.Job{
 		Manifest: m, Stage: int(a.Stage), Rank: int(a.Rank), World: int(a.World), Generation: uint64(a.Generation),
 		Comm: comm, Store: store, CheckpointPrefix: prefix, OpenDataset: ag.cfg.OpenDataset, Committer: g,
-		StopStep: a.StopStep, Logger: log, Now: ag.cfg.Now,
+		StopStep: a.StopStep, Logger: log, Now: ag.cfg.Now, Device: ag.cfg.Device,
 	}
 	from := "initialisation"
 	if restore != nil {

@@ -3,8 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/loomtrain/loom/internal/buildinfo"
+	"github.com/loomtrain/loom/kernels"
+	_ "github.com/loomtrain/loom/kernels/vulkan" // links the GPU backend in (listing and --device gpu)
 	"github.com/spf13/cobra"
 )
 
@@ -12,16 +15,22 @@ func newVersionCmd() *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "version",
-		Short: "Print the module version, VCS revision, Go version, platform and CPU features",
+		Short: "Print the module version, VCS revision, Go version, platform, CPU features and compute devices",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			in := buildinfo.Read()
+			// The host first (the reference), then every device each
+			// linked-in backend finds, or why it finds none.
+			devices := append([]string{"host: the CPU (reference)"}, kernels.ListDevices()...)
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(in)
+				return enc.Encode(struct {
+					buildinfo.Info
+					Devices []string `json:"devices"`
+				}{in, devices})
 			}
-			_, err := fmt.Fprint(cmd.OutOrStdout(), in.String())
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "%sdevices:  %s\n", in.String(), strings.Join(devices, "\n          "))
 			return err
 		},
 	}

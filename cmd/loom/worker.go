@@ -23,6 +23,7 @@ import (
 	"github.com/loomtrain/loom/coordinator/registry"
 	"github.com/loomtrain/loom/internal/buildinfo"
 	"github.com/loomtrain/loom/internal/grpcauth"
+	"github.com/loomtrain/loom/kernels"
 	"github.com/loomtrain/loom/shard"
 	"github.com/loomtrain/loom/worker"
 )
@@ -40,6 +41,7 @@ type workerFlags struct {
 	cacheDir                          string
 	tokenFile                         string
 	gpus                              int
+	device                            string
 	drainTimeout                      time.Duration
 }
 
@@ -114,6 +116,7 @@ Example:
 	fl.StringVar(&f.cacheDir, "cache-dir", "", "local cache for shards (default: a temp dir)")
 	fl.StringVar(&f.tokenFile, "worker-token-file", "", "file holding the workers' bearer token for the coordinator (default $LOOM_WORKER_TOKEN)")
 	fl.IntVar(&f.gpus, "gpus", 0, "GPUs this worker offers (default 0 = CPU)")
+	fl.StringVar(&f.device, "device", "host", "where forward and backward run: host (the CPU), gpu or gpu:N (Vulkan; loom version lists the devices)")
 	fl.DurationVar(&f.drainTimeout, "drain-timeout", 2*time.Minute, "time allowed for the drain checkpoint on SIGTERM")
 	return c
 }
@@ -226,6 +229,11 @@ func runWorker(ctx context.Context, f workerFlags) error {
 	case f.s3Bucket == "":
 		return errors.New("--s3-bucket is required (or LOOM_S3_BUCKET)")
 	}
+	dev, err := kernels.OpenDevice(f.device) // fail before registering, naming the device
+	if err != nil {
+		return fmt.Errorf("--device: %w", err)
+	}
+	log.Info("compute device", "device", dev.String())
 	s3cfg, err := f.s3.config()
 	if err != nil {
 		return err
@@ -275,7 +283,7 @@ func runWorker(ctx context.Context, f workerFlags) error {
 	ag, err := worker.New(worker.Config{
 		Info:   worker.Info{ID: f.id, Addr: adv, Host: host, GPUs: f.gpus, Version: buildinfo.Read().Version},
 		Listen: f.listen, Coordinator: coord, Registrar: etcdRegistrar{cli: cli, prefix: f.etcdPrefix}, LeaseTTL: ttl,
-		OpenBucket: stores.open, DefaultBucket: f.s3Bucket, DrainTimeout: f.drainTimeout, CommTLS: commTLS,
+		OpenBucket: stores.open, DefaultBucket: f.s3Bucket, DrainTimeout: f.drainTimeout, CommTLS: commTLS, Device: f.device,
 		OpenDataset: func(ctx context.Context, d api.Dataset) (shard.ObjectStore, string, error) {
 			loc, err := shard.ParseLocation(d.URI)
 			if err != nil {

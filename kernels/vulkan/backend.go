@@ -21,7 +21,7 @@ var spvFS embed.FS
 func init() {
 	open := func(ordinal int) (device.Backend, error) { return Open(ordinal) }
 	device.Register("vulkan", open, list)
-	device.Register("gpu", open, list)
+	device.Register("gpu", open, nil) // the same devices: listed once, under vulkan
 }
 
 func list() ([]string, error) {
@@ -578,12 +578,123 @@ func (b *Backend) AdamWStep(a device.AdamW) {
 		f32(a.B1), f32(a.B2), f32(a.Eps), f32(a.Shrink), f32(a.StepSize), f32(a.InvS))
 }
 
-// Attention is not implemented on this backend yet.
-func (b *Backend) Attention(a device.AttnArgs) {
-	panic(fmt.Errorf("vulkan: Attention is not implemented on the Vulkan backend yet"))
+// attnPush packs the attention push constants; out are the five
+// per-shader output offsets.
+func attnPush(a device.AttnArgs, out ...int) []uint32 {
+	flags := uint32(0)
+	if a.Causal {
+		flags |= 1
+	}
+	if a.QSeg >= 0 {
+		flags |= 2
+	}
+	if a.KSeg >= 0 {
+		flags |= 4
+	}
+	off := func(o int) uint32 { return uint32(max(o, 0)) }
+	push := []uint32{uint32(a.Sq), uint32(a.Sk), uint32(a.H), uint32(a.D), f32(a.Scale), flags, uint32(a.Prefix),
+		uint32(a.Q.Off), uint32(a.K.Off), uint32(a.V.Off), off(a.QPos), off(a.KPos), off(a.QSeg), off(a.KSeg), 0, 0, 0, 0, 0}
+	for i, o := range out {
+		push[14+i] = uint32(o)
+	}
+	return push
 }
 
-// AttentionBwd is not implemented on this backend yet.
+func (b *Backend) checkAttn(op string, a device.AttnArgs) {
+	if a.D < 1 || a.D > device.MaxHeadDim {
+		panic(fmt.Errorf("vulkan: %s: head dimension %d outside [1, %d]", op, a.D, device.MaxHeadDim))
+	}
+	if a.Causal && (a.QPos < 0 || a.KPos < 0) {
+		panic(fmt.Errorf("vulkan: %s: a causal mask needs query and key positions", op))
+	}
+}
+
+// Attention runs the attention forward of one query block over one key
+// block: one thread per (query, head), an online softmax over the keys.
+func (b *Backend) Attention(a device.AttnArgs) {
+	if a.Sq == 0 || a.H == 0 {
+		return
+	}
+	b.checkAttn("Attention", a)
+	if a.Sk == 0 {
+		b.Fill(a.O, a.Sq*a.H*a.D, 0)
+		b.Fill(a.LSE, a.Sq*a.H, float32(math.Inf(-1)))
+		return
+	}
+	b.elementwise("attn_fwd", a.Sq*a.H, []device.Buffer{a.Q.Buf, a.K.Buf, a.V.Buf, a.Mask, a.O.Buf, a.LSE.Buf},
+		attnPush(a, a.O.Off, a.LSE.Off)...)
+}
+
+// AttentionBwd computes Delta, then accumulates DQ (one thread per query
+// row and head) and DK, DV (one thread per key row and head): no atomics.
 func (b *Backend) AttentionBwd(a device.AttnArgs) {
-	panic(fmt.Errorf("vulkan: Attention is not implemented on the Vulkan backend yet"))
+	if a.Sq == 0 || a.H == 0 {
+		return
+	}
+	b.checkAttn("AttentionBwd", a)
+	rows := a.Sq * a.H
+	b.elementwise("attn_delta", rows, []device.Buffer{a.O.Buf, a.DO.Buf, a.Delta.Buf},
+		uint32(rows), uint32(a.D), uint32(a.O.Off), uint32(a.DO.Off), uint32(a.Delta.Off))
+	if a.Sk == 0 {
+		return
+	}
+	if a.DQ.Buf != nil {
+		b.elementwise("attn_bwd_q", rows, []device.Buffer{a.Q.Buf, a.K.Buf, a.V.Buf, a.Mask, a.DO.Buf, a.LSE.Buf, a.Delta.Buf, a.DQ.Buf},
+			attnPush(a, a.DO.Off, a.LSE.Off, a.Delta.Off, a.DQ.Off)...)
+	}
+	if a.DK.Buf != nil || a.DV.Buf != nil {
+		dk, dv := a.DK, a.DV
+		if dk.Buf == nil { // the shader writes both; give it scratch
+			dk = device.View{Buf: b.Alloc(a.Sk * a.H * a.D)}
+		}
+		if dv.Buf == nil {
+			dv = device.View{Buf: b.Alloc(a.Sk * a.H * a.D)}
+		}
+		b.elementwise("attn_bwd_kv", a.Sk*a.H, []device.Buffer{a.Q.Buf, a.K.Buf, a.V.Buf, a.Mask, a.DO.Buf, a.LSE.Buf, a.Delta.Buf, dk.Buf, dv.Buf},
+			attnPush(a, a.DO.Off, a.LSE.Off, a.Delta.Off, dk.Off, dv.Off)...)
+	}
+}
+
+// IndexCopy runs the movement ops' gather/scatter kernel.
+func (b *Backend) IndexCopy(n int, s float32, acc bool, src device.View, sidx, didx device.Buffer, dst device.View) {
+	flags := uint32(0)
+	if sidx != nil {
+		flags |= 1
+	}
+	if didx != nil {
+		flags |= 2
+	}
+	if acc {
+		flags |= 4
+	}
+	b.elementwise("index_copy", n, []device.Buffer{src.Buf, sidx, didx, dst.Buf}, uint32(n), uint32(src.Off), uint32(dst.Off), flags, f32(s))
+}
+
+// SegSum runs the segment sums (scatter-add without atomics).
+func (b *Backend) SegSum(m int, s float32, acc bool, src, offs, list, dst device.Buffer) {
+	b.elementwise("seg_sum", m, []device.Buffer{src, offs, list, dst}, uint32(m), b2u(acc), f32(s))
+}
+
+// RoPE runs the pairwise rotation (or, bwd, accumulates its transpose).
+func (b *Backend) RoPE(n, h, d, npos int, bwd bool, x, ca, cb, partner, y device.Buffer) {
+	b.elementwise("rope", n, []device.Buffer{x, ca, cb, partner, y}, uint32(n), uint32(h), uint32(d), uint32(npos), b2u(bwd))
+}
+
+// NearestCode runs VQ's nearest-code search, one thread per row.
+func (b *Backend) NearestCode(n, k, d int, z, codebook, idx device.Buffer) {
+	b.elementwise("vq_nearest", n, []device.Buffer{z, codebook, idx}, uint32(n), uint32(k), uint32(d))
+}
+
+// ErrNoLoader and ErrNoDevice are what opening a device wraps when this
+// machine has no Vulkan loader, or a loader and no device with a compute
+// queue (errors.Is): the cases where tests skip.
+var (
+	ErrNoLoader = vk.ErrNoLoader
+	ErrNoDevice = vk.ErrNoDevice
+)
+
+// AttnMerge folds a partial attention result into another, in place.
+func (b *Backend) AttnMerge(rows, d int, o, lse, o2, lse2 device.View) {
+	b.elementwise("attn_merge", rows, []device.Buffer{o.Buf, lse.Buf, o2.Buf, lse2.Buf},
+		uint32(rows), uint32(d), uint32(o.Off), uint32(lse.Off), uint32(o2.Off), uint32(lse2.Off))
 }

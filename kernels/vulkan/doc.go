@@ -40,9 +40,13 @@
 // about 1e-5 relative. No op uses subgroup operations, so the kernels are
 // correct for any subgroup size (lavapipe's is 8).
 //
-// Not implemented on the device yet (they panic with a *kernels.DeviceError
-// naming the op): Attention and the ring-attention block primitives, RoPE,
-// Embedding and the movement ops (Permute, Concat, Slice, Split, Gather,
-// IndexSelect), SumAxis, Conv2D, PatchEmbed, bicubic interpolation,
-// Dropout and VectorQuantize. docs/gpu.md has the status.
+// Every op of package kernels has a device implementation. The movement
+// ops (Permute, Concat, Slice, IndexSelect, Gather, Embedding, Im2Col) are
+// index maps built on the host and run by one gather shader; their
+// backward scatters through segment sums (no atomics). Attention is one
+// thread per (query, head) row with an online softmax, forward and
+// FlashAttention-2-style backward (dq per query row, dk and dv per key
+// row), head dimension at most 256. Dropout's mask and RoPE's cos/sin
+// tables are computed on the host by the CPU's code and uploaded.
+// docs/gpu.md has the status and what is not done.
 package vulkan

@@ -201,19 +201,36 @@ func TestSGEMMShapes(t *testing.T) {
 
 func TestDeviceErrors(t *testing.T) {
 	gpu := gpuOrSkip(t)
-	a := kernels.Zeros(2, 3)
+	a := kernels.New([]float32{1, 2, 3, 4, 5, 6}, 2, 3)
 	b := a.To(gpu)
+	// A host constant (no gradient wanted) meets a device tensor: it is
+	// uploaded for the op.
+	if s := kernels.NewTape().Add(a, b); !s.OnDevice() || fmt.Sprint(s.HostData()) != "[2 4 6 8 10 12]" {
+		t.Fatalf("host constant + device tensor: %v on %v", s.HostData(), s.Device())
+	}
+	// A host tensor that wants a gradient cannot be mixed in.
+	hp := kernels.NewParam("hp", 2, 3)
 	var de *kernels.DeviceError
-	err := catchAny(func() { kernels.NewTape().Add(a, b) })
-	if !errors.As(err, &de) {
-		t.Fatalf("host+device Add: %v, want a *DeviceError", err)
+	err := catchAny(func() { kernels.NewTape().Add(hp, b) })
+	if !errors.As(err, &de) || de.Op != "Add" {
+		t.Fatalf("host parameter + device Add: %v, want a *DeviceError naming Add", err)
 	}
 	t.Log(err)
-	err = catchAny(func() { kernels.NewTape().Permute(b, 1, 0) })
-	if !errors.As(err, &de) {
-		t.Fatalf("Permute on the device: %v, want a *DeviceError", err)
+	err = catchAny(func() { kernels.NewTape().Concat(0, b, hp) })
+	if !errors.As(err, &de) || de.Op != "Concat" {
+		t.Fatalf("Concat of a device and a host tensor: %v, want a *DeviceError naming Concat", err)
 	}
 	t.Log(err)
+	// MoveTo moves a parameter in place.
+	mp := kernels.NewParam("mp", 2, 3)
+	mp.Data[4] = 7
+	mp.MoveTo(gpu)
+	if !mp.OnDevice() || !mp.RequiresGrad() || mp.HostData()[4] != 7 {
+		t.Fatalf("MoveTo(gpu): on device %v, data %v", mp.OnDevice(), mp.HostData())
+	}
+	if mp.MoveTo(kernels.Host); mp.OnDevice() || mp.Data[4] != 7 {
+		t.Fatalf("MoveTo(Host): %v", mp.Data)
+	}
 	if b.Device() != gpu || a.Device() != kernels.Host || b.To(kernels.Host).Device() != kernels.Host {
 		t.Error("Device() does not report where the tensors are")
 	}

@@ -16,6 +16,7 @@
 package device
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -110,23 +111,32 @@ type CEArgs struct {
 	DLoss, DLogits Buffer // backward: DLoss 1 word, DLogits += ...
 }
 
-// AttnArgs are the buffers of scaled-dot-product attention over one batch
-// element's Q [Sq, H, D] and K, V [Sk, H, D] (views at offsets), with an
-// optional mask: QPos/KPos positions (int32; nil for no causal rule),
-// QSeg/KSeg segments (int32; nil: one segment), Prefix keys visible to
-// every query when causal. LSE [Sq, H] is saved by the forward.
+// AttnArgs are the buffers of scaled-dot-product attention of one query
+// block Q [Sq, H, D] over one key block K, V [Sk, H, D] (views at word
+// offsets), the block primitive of both the Attention op and ring
+// attention. The mask is kernels.AttnMask's, in global terms: Mask holds
+// int32 words, with QPos (Sq), KPos (Sk), QSeg (Sq) and KSeg (Sk) at the
+// given offsets (−1: absent; QPos and KPos are required when Causal, an
+// absent segment list is segment 0). Prefix keys are visible to every
+// query of their segment when Causal. The forward overwrites O and LSE
+// [Sq, H] (−Inf where a query sees no key); the backward ACCUMULATES into
+// DQ, DK and DV, from DO, the final LSE, and Delta [Sq, H], which it
+// overwrites with Σ_d DO·O first.
 type AttnArgs struct {
-	Sq, Sk, H, D int
-	Scale        float32
-	Causal       bool
-	Prefix       int32
-	Q, K, V, O   View
-	LSE          View
-	QPos, KPos   Buffer
-	QSeg, KSeg   Buffer
-	DO           View // backward
-	DQ, DK, DV   View // backward (accumulated)
+	Sq, Sk, H, D           int
+	Scale                  float32
+	Causal                 bool
+	Prefix                 int32
+	Q, K, V, O             View
+	LSE, Delta             View
+	Mask                   Buffer
+	QPos, KPos, QSeg, KSeg int
+	DO                     View // backward
+	DQ, DK, DV             View // backward (accumulated)
 }
+
+// MaxHeadDim is the largest head dimension the attention kernels take.
+const MaxHeadDim = 256
 
 // AdamW are the arguments of one AdamW update of N parameters (the CPU
 // update's scalars, precomputed).
@@ -177,6 +187,27 @@ type Backend interface {
 	SumBwd(n int, s float32, dout, dx Buffer)
 	Attention(a AttnArgs)
 	AttentionBwd(a AttnArgs)
+	// IndexCopy is the movement ops' kernel: for i < n,
+	// dst[D(i)] = (acc ? dst[D(i)] : 0) + s·src[S(i)], where S(i) =
+	// sidx[i] (i when sidx is nil; a negative index reads 0) and D(i) =
+	// didx[i] (i when nil), both from the views' offsets. D must be
+	// injective.
+	IndexCopy(n int, s float32, acc bool, src View, sidx, didx Buffer, dst View)
+	// SegSum sets, for j < m, dst[j] = (acc ? dst[j] : 0) +
+	// s·Σ_{k=offs[j]}^{offs[j+1]−1} src[list[k]] (offs has m+1 entries):
+	// the non-injective scatter-add, without atomics.
+	SegSum(m int, s float32, acc bool, src, offs, list, dst Buffer)
+	// RoPE rotates x [rows, H, D] (n words) pairwise: y[e] = A[r,c]·x[e] +
+	// B[r,c]·x[e−c+partner[c]] with c the channel, r = row mod npos, A and
+	// B [npos, D]; bwd accumulates the transpose into y.
+	RoPE(n, h, d, npos int, bwd bool, x, a, b, partner, y Buffer)
+	// AttnMerge folds the partial attention (o2, lse2) of Rows = Sq·H
+	// rows of D over a disjoint key block into (o, lse), in place (ring
+	// attention's merge).
+	AttnMerge(rows, d int, o, lse, o2, lse2 View)
+	// NearestCode sets idx[i] (int32) to the row of codebook [k, d]
+	// nearest to row i of z [n, d] (least ‖e‖² − 2·z·e, lowest index on ties).
+	NearestCode(n, k, d int, z, codebook, idx Buffer)
 	AdamWStep(a AdamW)
 }
 
@@ -224,13 +255,17 @@ func Kinds() []string {
 	return ks
 }
 
+// ErrNoLister is List's error for a kind registered without a lister (an
+// alias, such as "gpu" for "vulkan").
+var ErrNoLister = errors.New("kernels/device: backend lists no devices")
+
 // List describes the devices of backend kind.
 func List(kind string) ([]string, error) {
 	mu.Lock()
 	l := listers[kind]
 	mu.Unlock()
 	if l == nil {
-		return nil, fmt.Errorf("kernels/device: backend %q lists no devices", kind)
+		return nil, fmt.Errorf("%w: backend %q", ErrNoLister, kind)
 	}
 	return l()
 }
