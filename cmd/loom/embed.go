@@ -2,10 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"maps"
 	"slices"
 	"strconv"
@@ -16,8 +13,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/spf13/cobra"
 
-	"github.com/loomtrain/loom/api"
-	"github.com/loomtrain/loom/api/loompb"
 	"github.com/loomtrain/loom/shard"
 	"github.com/loomtrain/loom/trainer"
 )
@@ -58,39 +53,17 @@ Example:
 			if data == "" {
 				return &exitError{code: 2, err: fmt.Errorf("--data: name the dataset to embed")}
 			}
-			cc, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer cc.Close()
-			ctx, cancel := cf.ctx(cmd.Context())
-			j, err := jobsClient(cc).GetJob(ctx, &loompb.GetJobRequest{Job: job})
-			cancel()
-			if err != nil {
-				return rpcError(cf.addr, err)
-			}
-			cp, err := pickCheckpoint(j, step)
-			if err != nil {
-				return &exitError{code: 2, err: err}
-			}
-			m, err := api.ParseManifest(job+" (coordinator)", j.ManifestYaml)
-			if err != nil {
-				return err
-			}
 			octx := cmd.Context()
-			store, ref, err := checkpointStore(octx, &s3, cp)
+			jc, err := openJobCheckpoint(octx, &cf, &s3, job, step)
 			if err != nil {
 				return err
 			}
+			cp := jc.cp
 			samples, err := readPairs(octx, &s3, data, n)
 			if err != nil {
 				return fmt.Errorf("--data %s: %w", data, err)
 			}
-			open := func(ctx context.Context, d api.Dataset) (shard.ObjectStore, string, error) {
-				return s3.open(ctx, d.URI, false)
-			}
-			quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-			run, err := trainer.NewRun(octx, trainer.Job{Manifest: m, Stage: ref.Stage, World: 1, Store: store, OpenDataset: open, Logger: quiet}, &ref)
+			run, err := jc.run(octx, &s3)
 			if err != nil {
 				return err
 			}

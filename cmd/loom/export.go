@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -66,31 +68,12 @@ Example:
 			default:
 				return &exitError{code: 2, err: fmt.Errorf("--format %q: want hf or loom", format)}
 			}
-			cc, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer cc.Close()
-			ctx, cancel := cf.ctx(cmd.Context())
-			j, err := jobsClient(cc).GetJob(ctx, &loompb.GetJobRequest{Job: job})
-			cancel()
-			if err != nil {
-				return rpcError(cf.addr, err)
-			}
-			cp, err := pickCheckpoint(j, step)
-			if err != nil {
-				return &exitError{code: 2, err: err}
-			}
-			m, err := api.ParseManifest(job+" (coordinator)", j.ManifestYaml)
-			if err != nil {
-				return err
-			}
 			octx := cmd.Context()
-			store, ref, err := checkpointStore(octx, &s3, cp)
+			jc, err := openJobCheckpoint(octx, &cf, &s3, job, step)
 			if err != nil {
 				return err
 			}
-			model, man, err := trainer.OpenCheckpoint(octx, store, ref, m)
+			model, man, err := trainer.OpenCheckpoint(octx, jc.store, jc.ref, jc.m)
 			if err != nil {
 				return err
 			}
@@ -176,6 +159,59 @@ func pickCheckpoint(j *loompb.Job, step int64) (*loompb.Checkpoint, error) {
 		have = append(have, strconv.FormatInt(c.Step, 10))
 	}
 	return nil, fmt.Errorf("job %s has no committed checkpoint at step %d (retained: %s)", j.Name, step, strings.Join(have, " "))
+}
+
+// jobCheckpoint is a committed checkpoint of a job as the client commands
+// (export, eval, embed) read it: the checkpoint, the job's manifest as the
+// coordinator holds it, and the bucket of its objects with the reference
+// in its keys.
+type jobCheckpoint struct {
+	cp    *loompb.Checkpoint
+	m     *api.Manifest
+	store shard.ObjectStore
+	ref   trainer.CheckpointRef
+}
+
+// openJobCheckpoint asks the coordinator for job's committed checkpoint at
+// step (0: the last) and opens the bucket its objects are in. A step that
+// is not committed is a usage error (exit status 2) naming the retained
+// ones.
+func openJobCheckpoint(ctx context.Context, cf *clientFlags, s3 *s3Flags, job string, step int64) (*jobCheckpoint, error) {
+	cc, err := cf.dial()
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	rctx, cancel := cf.ctx(ctx)
+	j, err := jobsClient(cc).GetJob(rctx, &loompb.GetJobRequest{Job: job})
+	cancel()
+	if err != nil {
+		return nil, rpcError(cf.addr, err)
+	}
+	cp, err := pickCheckpoint(j, step)
+	if err != nil {
+		return nil, &exitError{code: 2, err: err}
+	}
+	m, err := api.ParseManifest(job+" (coordinator)", j.ManifestYaml)
+	if err != nil {
+		return nil, err
+	}
+	store, ref, err := checkpointStore(ctx, s3, cp)
+	if err != nil {
+		return nil, err
+	}
+	return &jobCheckpoint{cp: cp, m: m, store: store, ref: ref}, nil
+}
+
+// run rebuilds the checkpoint's model in the stage it was written in, as
+// a one-worker trainer.Run that reads datasets through the --s3-* flags
+// (eval, embed).
+func (jc *jobCheckpoint) run(ctx context.Context, s3 *s3Flags) (*trainer.Run, error) {
+	open := func(ctx context.Context, d api.Dataset) (shard.ObjectStore, string, error) {
+		return s3.open(ctx, d.URI, false)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	return trainer.NewRun(ctx, trainer.Job{Manifest: jc.m, Stage: jc.ref.Stage, World: 1, Store: jc.store, OpenDataset: open, Logger: quiet}, &jc.ref)
 }
 
 // checkpointStore opens the bucket a committed checkpoint's s3://BUCKET/KEY
