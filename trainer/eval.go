@@ -290,7 +290,7 @@ type embedder interface {
 func (r *Run) Embed(ctx context.Context, samples []shard.Sample, batch int) (*Embeddings, error) {
 	e, ok := r.model.(embedder)
 	if !ok || r.stage.Spec.Format != FormatQFormerCaption {
-		return nil, fmt.Errorf("trainer: embed: stage %s of a %s model has no embeddings (only BLIP-2's representation stage, whose ITC compares them)", r.stage.Name, r.cfg.Family)
+		return nil, fmt.Errorf("trainer: embed: stage %s of a %s model has no embeddings (only BLIP-2's representation stage, whose ITC compares them: name a checkpoint of that stage, JOB@STEP)", r.stage.Name, r.cfg.Family)
 	}
 	b := *r.builder
 	b.augment = false
