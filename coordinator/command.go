@@ -94,8 +94,11 @@ type Schedule struct {
 	Stage      int      `json:"stage"`
 	Workers    []string `json:"workers"`
 	Restart    bool     `json:"restart,omitempty"`
-	Unhealthy  []string `json:"unhealthy,omitempty"`
-	Reason     string   `json:"reason,omitempty"`
+	// Fallback: the restart is a fall-back from a corrupt checkpoint and
+	// does not count against max_restarts.
+	Fallback  bool     `json:"fallback,omitempty"`
+	Unhealthy []string `json:"unhealthy,omitempty"`
+	Reason    string   `json:"reason,omitempty"`
 }
 
 // ProgressReport is one rank's report of one step.
@@ -161,7 +164,29 @@ type WorkerFailed struct {
 	Job        string `json:"job"`
 	Generation int64  `json:"generation"`
 	Error      string `json:"error"`
+	// Kind classifies the failure for the failure policy ("": restart up
+	// to max_restarts).
+	Kind FailureKind `json:"kind,omitempty"`
+	// CheckpointStep is the corrupt checkpoint's step (Kind
+	// FailCorruptCheckpoint).
+	CheckpointStep int64 `json:"checkpoint_step,omitempty"`
 }
+
+// FailureKind is what a worker's failure means for its job.
+type FailureKind string
+
+const (
+	// FailCorruptData: stored data failed its checksum or does not decode.
+	// Reading it again gives the same bytes, so the job fails at once,
+	// naming the object.
+	FailCorruptData FailureKind = "corrupt-data"
+	// FailCorruptCheckpoint: the job's own committed checkpoint at
+	// CheckpointStep is corrupt. When it is the one the generation
+	// restored from, it is set aside (Job.Corrupt) and the next generation
+	// restores from the one before, without counting against
+	// max_restarts; any other checkpoint fails the job at once.
+	FailCorruptCheckpoint FailureKind = "corrupt-checkpoint"
+)
 
 // Purge removes retired checkpoints whose objects have been deleted.
 type Purge struct {

@@ -37,6 +37,11 @@ func jobProto(st *State, j *Job) *loompb.Job {
 	for i := range j.Checkpoints {
 		pj.Checkpoints = append(pj.Checkpoints, checkpointProto(&j.Checkpoints[i]))
 	}
+	for i := range j.Corrupt {
+		pc := checkpointProto(&j.Corrupt[i].Checkpoint)
+		pc.Corrupt = j.Corrupt[i].Reason
+		pj.CorruptCheckpoints = append(pj.CorruptCheckpoints, pc)
+	}
 	for _, h := range j.History {
 		g := &loompb.Generation{Generation: h.Generation, Stage: int32(h.Stage), RestoreStep: h.RestoreStep,
 			StartedUnixMs: h.Started.UnixMilli(), Reason: h.Reason, Restart: h.Restart}

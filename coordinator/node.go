@@ -227,6 +227,13 @@ func (n *Node) schedule(ctx context.Context) {
 		}
 		if r.Code != OK {
 			n.log.Info("scheduler command refused", "kind", c.Kind(), "code", r.Code, "msg", r.Msg)
+			continue
+		}
+		switch {
+		case c.Schedule != nil && c.Schedule.Fallback:
+			n.log.Warn("falling back from a corrupt checkpoint", "job", c.Schedule.Job, "generation", c.Schedule.Generation, "reason", c.Schedule.Reason)
+		case c.Fail != nil:
+			n.log.Warn("job failed", "job", c.Fail.Job, "reason", c.Fail.Reason)
 		}
 	}
 	if n.cfg.Deleter == nil || len(d.Deletions) == 0 {

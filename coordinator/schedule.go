@@ -102,7 +102,7 @@ func resumeStage(j *Job) int {
 
 func planRunning(s *State, j *Job, now time.Time, free func() []*Worker) *Command {
 	m := &j.Manifest
-	var lost, restarted, stalled, failed []string
+	var lost, restarted, stalled, failed, fatal []string
 	var healthy []*Worker
 	for _, id := range j.Workers {
 		w := s.Workers[id]
@@ -114,6 +114,9 @@ func planRunning(s *State, j *Job, now time.Time, free func() []*Worker) *Comman
 			restarted = append(restarted, id)
 		case w.Failure != "":
 			failed = append(failed, fmt.Sprintf("%s failed: %s", id, w.Failure))
+			if w.FailureKind == FailCorruptData || (w.FailureKind == FailCorruptCheckpoint && !fallenBack(j)) {
+				fatal = append(fatal, fmt.Sprintf("%s failed: %s", id, w.Failure))
+			}
 		case stalledFor(j, w, now) > 0:
 			stalled = append(stalled, id)
 		}
@@ -148,12 +151,20 @@ func planRunning(s *State, j *Job, now time.Time, free func() []*Worker) *Comman
 			}
 		}
 		reason := strings.Join(reasons, "; ")
-		if j.Restarts >= m.Failure.MaxRestarts {
+		if len(fatal) > 0 {
+			// Corrupt bytes stay corrupt: another generation would read
+			// the same ones.
+			return &Command{Fail: &Fail{Job: j.Name, Reason: strings.Join(fatal, "; ") + " (corrupt bytes are not retried: repair or re-ingest the object, or loom resume --from an intact checkpoint)"}}
+		}
+		// A fall-back from a corrupt checkpoint is not the job's failure:
+		// it does not count against max_restarts when it is the only cause.
+		fallback := fallenBack(j) && len(lost)+len(restarted)+len(stalled) == 0
+		if j.Restarts >= m.Failure.MaxRestarts && !fallback {
 			return &Command{Fail: &Fail{Job: j.Name, Reason: fmt.Sprintf("%s after %d restarts (failure.max_restarts)", reason, j.Restarts)}}
 		}
 		ids := pick(j, healthy, free())
 		return &Command{Schedule: &Schedule{Job: j.Name, Generation: j.Generation + 1, Stage: resumeStage(j),
-			Workers: ids, Restart: true, Unhealthy: unhealthy, Reason: reason}}
+			Workers: ids, Restart: true, Fallback: fallback, Unhealthy: unhealthy, Reason: reason}}
 	}
 	cp := j.LastCheckpoint()
 	if cp == nil || cp.Generation != j.Generation {

@@ -251,13 +251,14 @@ func (h *harness) run(line string) {
 			Step: step, Samples: h.int(kvs, "samples", step*int64(j.Manifest.StageGlobalBatch(j.Stage))),
 			Objects: []ObjectInfo{{Path: path, SHA256: hex.EncodeToString(sum[:]), Size: 1 << 20}}}}, "worker")
 	case "worker-failed":
-		// worker-failed JOB worker=W [gen=N] error=TEXT_WITH_UNDERSCORES_FOR_SPACES
+		// worker-failed JOB worker=W [gen=N] error=TEXT_WITH_UNDERSCORES_FOR_SPACES [kind=K ckpt=STEP]
 		j := h.s.Jobs[arg(0)]
 		if j == nil {
 			h.t.Fatalf("%q: no job", line)
 		}
 		h.apply(&Command{ID: kvs["id"], WorkerFailed: &WorkerFailed{WorkerID: kvs["worker"], Job: j.Name,
-			Generation: h.int(kvs, "gen", j.Generation), Error: strings.ReplaceAll(kvs["error"], "_", " ")}}, "worker")
+			Generation: h.int(kvs, "gen", j.Generation), Error: strings.ReplaceAll(kvs["error"], "_", " "),
+			Kind: FailureKind(kvs["kind"]), CheckpointStep: h.int(kvs, "ckpt", 0)}}, "worker")
 	case "cancel":
 		h.apply(&Command{ID: kvs["id"], Cancel: &Cancel{Job: arg(0)}}, "user")
 	case "resume":
@@ -355,6 +356,13 @@ func (h *harness) status() {
 		if len(garbage) > 0 {
 			line += " garbage=[" + strings.Join(garbage, " ") + "]"
 		}
+		if len(j.Corrupt) > 0 {
+			var cs []string
+			for _, c := range j.Corrupt {
+				cs = append(cs, fmt.Sprint(c.Step))
+			}
+			line += " corrupt=[" + strings.Join(cs, " ") + "]"
+		}
 		if j.Message != "" {
 			line += " msg=" + strconv.Quote(j.Message)
 		}
@@ -397,6 +405,9 @@ func describeCommand(c *Command) string {
 		if x.Restart {
 			s += " restart"
 		}
+		if x.Fallback {
+			s += " fallback"
+		}
 		if len(x.Unhealthy) > 0 {
 			s += " unhealthy=[" + strings.Join(x.Unhealthy, " ") + "]"
 		}
@@ -423,6 +434,12 @@ func describeCommand(c *Command) string {
 	case c.WorkerFailed != nil:
 		x := c.WorkerFailed
 		s = fmt.Sprintf("worker-failed %s gen=%d by %s error=%q", x.Job, x.Generation, x.WorkerID, x.Error)
+		if x.Kind != "" {
+			s += fmt.Sprintf(" kind=%s", x.Kind)
+		}
+		if x.CheckpointStep != 0 {
+			s += fmt.Sprintf(" ckpt=%d", x.CheckpointStep)
+		}
 	case c.Complete != nil:
 		s = "complete " + c.Complete.Job
 	case c.Fail != nil:

@@ -607,6 +607,15 @@ func (s workersServer) ReportFailure(ctx context.Context, req *loompb.ReportFail
 		return nil, status.Error(codes.InvalidArgument, "report failure needs worker_id and job")
 	}
 	c := &WorkerFailed{WorkerID: req.WorkerId, Job: req.Job, Generation: req.Generation, Error: req.Error}
+	switch req.Kind {
+	case loompb.FailureKind_FAILURE_KIND_UNSPECIFIED:
+	case loompb.FailureKind_FAILURE_KIND_CORRUPT_DATA:
+		c.Kind = FailCorruptData
+	case loompb.FailureKind_FAILURE_KIND_CORRUPT_CHECKPOINT:
+		c.Kind, c.CheckpointStep = FailCorruptCheckpoint, req.CheckpointStep
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "report failure: kind %d is not a failure kind", req.Kind)
+	}
 	r, err := s.apply(ctx, &Command{ID: reqID(req.RequestId), WorkerFailed: c}, false)
 	if err == nil {
 		err = resultStatus(r)

@@ -35,6 +35,16 @@ type Checkpoint struct {
 	Committed  time.Time    `json:"committed"`
 }
 
+// CorruptCheckpoint is a checkpoint set aside, and why.
+type CorruptCheckpoint struct {
+	Checkpoint
+	Reason string    `json:"reason"`
+	Found  time.Time `json:"found"`
+}
+
+// maxCorrupt is how many set-aside checkpoints each job lists.
+const maxCorrupt = 8
+
 // Event is something that happened to a job, kept for WatchJob.
 type Event struct {
 	Seq  int64     `json:"seq"`
@@ -78,6 +88,10 @@ type Job struct {
 	Checkpoints []Checkpoint `json:"checkpoints,omitempty"`
 	// Garbage are retired checkpoints whose objects are still to be deleted.
 	Garbage []Checkpoint `json:"garbage,omitempty"`
+	// Corrupt are committed checkpoints set aside because a worker found
+	// them corrupt when restoring, newest last (at most maxCorrupt). Their
+	// objects are kept for inspection.
+	Corrupt []CorruptCheckpoint `json:"corrupt,omitempty"`
 	// Pinned are steps of this job's checkpoints that other jobs start
 	// from (their manifests' init blocks); retention keeps them.
 	Pinned []int64 `json:"pinned,omitempty"`
@@ -133,6 +147,8 @@ type Worker struct {
 	// Failure is the error the worker reported for its current generation
 	// (WorkerFailed); cleared when the generation ends.
 	Failure string `json:"failure,omitempty"`
+	// FailureKind is that failure's kind.
+	FailureKind FailureKind `json:"failure_kind,omitempty"`
 }
 
 // The dedup table remembers at most dedupWindow command IDs and at most
@@ -466,7 +482,7 @@ func (s *State) release(j *Job) {
 		if w := s.Workers[id]; w != nil && w.Job == j.Name {
 			w.Job = ""
 			w.Restarted = false
-			w.Failure = ""
+			w.Failure, w.FailureKind = "", ""
 			w.LastReport = time.Time{}
 			w.TokensPerSec = 0
 		}
@@ -515,7 +531,7 @@ func (s *State) schedule(x *Schedule, now time.Time) Result {
 		}
 		seen[id] = true
 	}
-	if x.Restart {
+	if x.Restart && !x.Fallback {
 		j.Restarts++
 	}
 	for _, id := range x.Unhealthy {
@@ -706,9 +722,53 @@ func (s *State) workerFailed(x *WorkerFailed, now time.Time) Result {
 	if w.Failure != "" {
 		return Result{} // one failure per worker and generation is enough
 	}
-	w.Failure = msg
+	w.Failure, w.FailureKind = msg, x.Kind
 	s.event(j, now, "worker-failed", fmt.Sprintf("worker %s failed in generation %d: %s", w.ID, j.Generation, msg))
+	if x.Kind == FailCorruptCheckpoint {
+		s.setAside(j, x.CheckpointStep, msg, now)
+	}
 	return Result{}
+}
+
+// setAside moves the job's committed checkpoint at step, the one its
+// generation restored from, out of Checkpoints into Corrupt, so that the
+// next generation restores from the one before. Other ranks reporting the
+// same checkpoint find it gone already. A report about any other
+// checkpoint changes nothing here; planRunning fails the job for it.
+func (s *State) setAside(j *Job, step int64, reason string, now time.Time) {
+	if j.Restore == nil || j.Restore.Step != step {
+		return
+	}
+	for i, cp := range j.Checkpoints {
+		if cp.Step != step {
+			continue
+		}
+		j.Checkpoints = append(j.Checkpoints[:i:i], j.Checkpoints[i+1:]...)
+		j.Corrupt = append(j.Corrupt, CorruptCheckpoint{Checkpoint: cp, Reason: reason, Found: now})
+		if len(j.Corrupt) > maxCorrupt {
+			j.Corrupt = append([]CorruptCheckpoint(nil), j.Corrupt[len(j.Corrupt)-maxCorrupt:]...)
+		}
+		to := "the start"
+		if last := j.LastCheckpoint(); last != nil {
+			to = fmt.Sprintf("step %d", last.Step)
+		}
+		s.event(j, now, "checkpoint-corrupt", fmt.Sprintf("checkpoint at step %d set aside as corrupt; falling back to %s", step, to))
+		return
+	}
+}
+
+// fallenBack reports whether the job's restore checkpoint was set aside
+// as corrupt in the current generation.
+func fallenBack(j *Job) bool {
+	if j.Restore == nil {
+		return false
+	}
+	for _, c := range j.Corrupt {
+		if c.Step == j.Restore.Step && c.Generation == j.Restore.Generation {
+			return true
+		}
+	}
+	return false
 }
 
 func stageEnds(m *api.Manifest) map[int64]bool {

@@ -588,11 +588,11 @@ func (r *Reader) checkBatch(k batchKey, data []byte) error {
 func (r *Reader) checkSums(k batchKey, data []byte, c uint32) error {
 	bi := r.index.Shards[k.shard].Batches[k.batch]
 	if c != bi.CRC32C {
-		return fmt.Errorf("%s: crc32c %08x does not match the index (%08x): corrupt shard", r.where(k), c, bi.CRC32C)
+		return Corrupt(r.objectName(k.shard), fmt.Errorf("%s: crc32c %08x does not match the index (%08x): corrupt shard", r.where(k), c, bi.CRC32C))
 	}
 	if r.opts.VerifySHA256 {
 		if h := sha256.Sum256(data); hex.EncodeToString(h[:]) != bi.SHA256 {
-			return fmt.Errorf("%s: sha256 %x... does not match the index (%s...): corrupt shard", r.where(k), h[:8], bi.SHA256[:16])
+			return Corrupt(r.objectName(k.shard), fmt.Errorf("%s: sha256 %x... does not match the index (%s...): corrupt shard", r.where(k), h[:8], bi.SHA256[:16]))
 		}
 	}
 	return nil
@@ -601,8 +601,15 @@ func (r *Reader) checkSums(k batchKey, data []byte, c uint32) error {
 // decodeBatch decodes a fetched batch with its kind's schema, without
 // copying its bytes, and checks the row count and every sample. The caller
 // has checked that the shard's schema is the kind's (checkSchema, or the
-// footer for a version 1 index).
+// footer for a version 1 index). The bytes passed their checksums, so a
+// batch that does not decode is corrupt at ingest: its errors are
+// *CorruptError.
 func (r *Reader) decodeBatch(k batchKey, data []byte, checkImgs bool) ([]Sample, error) {
+	s, err := r.decodeChecked(k, data, checkImgs)
+	return s, Corrupt(r.objectName(k.shard), err)
+}
+
+func (r *Reader) decodeChecked(k batchKey, data []byte, checkImgs bool) ([]Sample, error) {
 	si := &r.index.Shards[k.shard]
 	bi := si.Batches[k.batch]
 	obj := r.objectName(k.shard)

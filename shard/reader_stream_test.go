@@ -285,6 +285,9 @@ func TestReaderStreamingNamesCorruptBatch(t *testing.T) {
 			if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "crc32c") {
 				t.Fatalf("Next at %v: got %v, want an error containing %q and crc32c", loc, err, want)
 			}
+			if ce := (*shard.CorruptError)(nil); !errors.As(err, &ce) || ce.Object != key {
+				t.Errorf("Next at %v: %T, want a *shard.CorruptError naming %s", loc, err, key)
+			}
 			break
 		}
 		n++

@@ -180,6 +180,10 @@ func TestCorruptionIsNamed(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "ds/shard-00000.arrow batch 1") || !strings.Contains(err.Error(), "crc32c") {
 			t.Fatalf("Get on a corrupted batch = %v; want a crc32c error naming the object and batch", err)
 		}
+		var ce *shard.CorruptError
+		if !errors.As(err, &ce) || ce.Object != "ds/shard-00000.arrow" {
+			t.Errorf("Get on a corrupted batch = %T %v; want a *shard.CorruptError for ds/shard-00000.arrow, so the job fails at once", err, err)
+		}
 		if _, err := r.Get(ctx, 0, 0); err != nil {
 			t.Errorf("Get on an intact batch of the same shard = %v", err)
 		}
@@ -195,6 +199,9 @@ func TestCorruptionIsNamed(t *testing.T) {
 		_, err := r.Get(ctx, 0, 0)
 		if err == nil || !strings.Contains(err.Error(), "ds/shard-00000.arrow batch 0") || !strings.Contains(err.Error(), "sha256") {
 			t.Fatalf("Get with VerifySHA256 and a wrong sha256 = %v; want a sha256 error naming the batch", err)
+		}
+		if ce := (*shard.CorruptError)(nil); !errors.As(err, &ce) {
+			t.Errorf("sha256 mismatch = %T; want a *shard.CorruptError", err)
 		}
 	})
 	t.Run("truncated", func(t *testing.T) {

@@ -13,6 +13,30 @@ import (
 // the object does not exist. Test for it with errors.Is.
 var ErrNotFound = errors.New("object not found")
 
+// CorruptError says that stored bytes are not what they should be: a
+// checksum that does not match the index or the checkpoint manifest, or
+// bytes that passed their checksum and still do not decode. It is not
+// transient (reading again gives the same bytes), so whoever meets it
+// fails at once instead of retrying: a job fails naming Object, and a
+// corrupt checkpoint is set aside (docs/coordinator.md, "Failure policy").
+// Find it with errors.As.
+type CorruptError struct {
+	Object string // the object at fault
+	Err    error  // what is wrong with it; its message names the object
+}
+
+func (e *CorruptError) Error() string { return e.Err.Error() }
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// Corrupt wraps err, which describes corrupt bytes of object, as a
+// *CorruptError (nil stays nil).
+func Corrupt(object string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &CorruptError{Object: object, Err: err}
+}
+
 // ObjectInfo describes one stored object.
 type ObjectInfo struct {
 	Key     string    // full key, relative to the store's root

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
 	"strconv"
@@ -257,14 +258,16 @@ func ReadCheckpoint(ctx context.Context, store shard.ObjectStore, ref Checkpoint
 	var man CheckpointManifest
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
+	// The manifest passed its sha256, so what follows is wrong as
+	// committed: corrupt, not transient.
 	if err := dec.Decode(&man); err != nil {
-		return nil, fmt.Errorf("trainer: checkpoint %s: %w", mo.Path, err)
+		return nil, shard.Corrupt(mo.Path, fmt.Errorf("trainer: checkpoint %s: %w", mo.Path, err))
 	}
 	if man.Format != CheckpointFormat {
-		return nil, fmt.Errorf("trainer: checkpoint %s: format %q, want %q", mo.Path, man.Format, CheckpointFormat)
+		return nil, shard.Corrupt(mo.Path, fmt.Errorf("trainer: checkpoint %s: format %q, want %q", mo.Path, man.Format, CheckpointFormat))
 	}
 	if man.Step != ref.Step || man.Stage != ref.Stage {
-		return nil, fmt.Errorf("trainer: checkpoint %s: stage %d step %d, the reference says stage %d step %d", mo.Path, man.Stage, man.Step, ref.Stage, ref.Step)
+		return nil, shard.Corrupt(mo.Path, fmt.Errorf("trainer: checkpoint %s: stage %d step %d, the reference says stage %d step %d", mo.Path, man.Stage, man.Step, ref.Stage, ref.Step))
 	}
 	committed := map[string]CheckpointObject{}
 	for _, o := range ref.Objects {
@@ -272,27 +275,34 @@ func ReadCheckpoint(ctx context.Context, store shard.ObjectStore, ref Checkpoint
 	}
 	for _, f := range man.Files {
 		if o, ok := committed[f.Path]; !ok || o.SHA256 != f.SHA256 {
-			return nil, fmt.Errorf("trainer: checkpoint %s: file %s is not among the committed objects with sha256 %s", mo.Path, f.Path, f.SHA256)
+			return nil, shard.Corrupt(mo.Path, fmt.Errorf("trainer: checkpoint %s: file %s is not among the committed objects with sha256 %s", mo.Path, f.Path, f.SHA256))
 		}
 	}
 	return &man, nil
 }
 
-// fetch reads a whole object and checks its size and sha256.
+// fetch reads a whole object and checks its size and sha256. An object
+// that is missing, of another size or another sha256 is a
+// *shard.CorruptError; a storage error is returned as it is.
 func fetch(ctx context.Context, store shard.ObjectStore, o CheckpointObject) ([]byte, error) {
 	info, err := store.Stat(ctx, o.Path)
 	if err != nil {
-		return nil, fmt.Errorf("trainer: checkpoint object %s: %w", o.Path, err)
+		err = fmt.Errorf("trainer: checkpoint object %s: %w", o.Path, err)
+		if errors.Is(err, shard.ErrNotFound) {
+			// Committed objects are never deleted while committed.
+			err = shard.Corrupt(o.Path, err)
+		}
+		return nil, err
 	}
 	if info.Size != o.Size {
-		return nil, fmt.Errorf("trainer: checkpoint object %s: %d bytes, the checkpoint says %d (partial or replaced object)", o.Path, info.Size, o.Size)
+		return nil, shard.Corrupt(o.Path, fmt.Errorf("trainer: checkpoint object %s: %d bytes, the checkpoint says %d (partial or replaced object)", o.Path, info.Size, o.Size))
 	}
 	data, err := store.GetRange(ctx, o.Path, 0, o.Size)
 	if err != nil {
 		return nil, fmt.Errorf("trainer: checkpoint object %s: %w", o.Path, err)
 	}
 	if got := hexSum(data); got != o.SHA256 {
-		return nil, fmt.Errorf("trainer: checkpoint object %s: sha256 %s, the checkpoint says %s", o.Path, got, o.SHA256)
+		return nil, shard.Corrupt(o.Path, fmt.Errorf("trainer: checkpoint object %s: sha256 %s, the checkpoint says %s", o.Path, got, o.SHA256))
 	}
 	return data, nil
 }
@@ -311,15 +321,15 @@ func readFiles(ctx context.Context, store shard.ObjectStore, man *CheckpointMani
 		}
 		sf, err := safetensors.Parse(data)
 		if err != nil {
-			return nil, fmt.Errorf("trainer: checkpoint object %s: %w", f.Path, err)
+			return nil, shard.Corrupt(f.Path, fmt.Errorf("trainer: checkpoint object %s: %w", f.Path, err))
 		}
 		for _, name := range sf.Names() {
 			raw, err := sf.Raw(name)
 			if err != nil {
-				return nil, fmt.Errorf("trainer: checkpoint object %s: tensor %s: %w", f.Path, name, err)
+				return nil, shard.Corrupt(f.Path, fmt.Errorf("trainer: checkpoint object %s: tensor %s: %w", f.Path, name, err))
 			}
 			if want, ok := f.Tensors[name]; !ok || hexSum(raw) != want {
-				return nil, fmt.Errorf("trainer: checkpoint object %s: tensor %s: sha256 %s, the manifest says %q", f.Path, name, hexSum(raw), want)
+				return nil, shard.Corrupt(f.Path, fmt.Errorf("trainer: checkpoint object %s: tensor %s: sha256 %s, the manifest says %q", f.Path, name, hexSum(raw), want))
 			}
 			info, _ := sf.Info(name)
 			all = append(all, safetensors.Tensor{Name: name, DType: info.DType, Shape: info.Shape, Data: raw})
@@ -332,14 +342,41 @@ func readFiles(ctx context.Context, store shard.ObjectStore, man *CheckpointMani
 	return safetensors.Parse(buf.Bytes())
 }
 
+// CorruptCheckpointError is a job's own committed checkpoint that cannot
+// be restored because its stored objects are corrupt (a
+// *shard.CorruptError inside). Reading it again gives the same bytes: the
+// worker reports it, and the coordinator sets the checkpoint aside and
+// restarts the job from the one before.
+type CorruptCheckpointError struct {
+	Step   int64  // the checkpoint's step
+	Object string // the object at fault
+	Err    error
+}
+
+func (e *CorruptCheckpointError) Error() string {
+	return fmt.Sprintf("checkpoint at step %d is corrupt: %v", e.Step, e.Err)
+}
+func (e *CorruptCheckpointError) Unwrap() error { return e.Err }
+
+// corruptAt marks err as a corrupt checkpoint at step when it is about
+// corrupt bytes.
+func corruptAt(step int64, err error) error {
+	var ce *shard.CorruptError
+	if errors.As(err, &ce) {
+		return &CorruptCheckpointError{Step: step, Object: ce.Object, Err: err}
+	}
+	return err
+}
+
 // restore loads a committed checkpoint: a full resume when it belongs to
 // this stage, the stage's initialisation when it is an earlier stage's
-// final checkpoint.
+// final checkpoint. Corrupt objects of the job's own checkpoints give a
+// *CorruptCheckpointError naming the checkpoint's step.
 func (r *Run) restore(ctx context.Context, ref *CheckpointRef) error {
 	st := r.stage
 	man, err := ReadCheckpoint(ctx, r.job.Store, *ref)
 	if err != nil {
-		return err
+		return corruptAt(ref.Step, err)
 	}
 	for k, v := range man.Finals {
 		i, err := strconv.Atoi(k)
@@ -355,14 +392,14 @@ func (r *Run) restore(ctx context.Context, ref *CheckpointRef) error {
 		}
 		mf, err := readFiles(ctx, r.job.Store, man, "model")
 		if err != nil {
-			return err
+			return corruptAt(man.Step, err)
 		}
 		if _, err := r.model.Params().Load(mf, nn.LoadOptions{}); err != nil {
 			return fmt.Errorf("trainer: checkpoint step %d (model files): %w", man.Step, err)
 		}
 		of, err := readFiles(ctx, r.job.Store, man, "optimizer")
 		if err != nil {
-			return err
+			return corruptAt(man.Step, err)
 		}
 		if err := r.loadOptimizer(of, man); err != nil {
 			return err
@@ -377,12 +414,12 @@ func (r *Run) restore(ctx context.Context, ref *CheckpointRef) error {
 				return fmt.Errorf("trainer: stage %q initialises from stage %d, and checkpoint step %d does not record that stage's final checkpoint", st.Name, st.InitFrom, man.Step)
 			}
 			if man, err = ReadCheckpoint(ctx, r.job.Store, f); err != nil {
-				return err
+				return corruptAt(f.Step, err)
 			}
 		}
 		mf, err := readFiles(ctx, r.job.Store, man, "model")
 		if err != nil {
-			return err
+			return corruptAt(man.Step, err)
 		}
 		loaded, err := r.model.Params().Load(mf, nn.LoadOptions{Only: st.Spec.InitOnly, Skip: st.Spec.InitSkip})
 		if err != nil {

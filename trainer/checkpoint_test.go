@@ -145,6 +145,11 @@ func TestRestoreRefusesBadObjects(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: restore error %v, want one naming %q", tc.name, err, tc.want)
 		}
+		// The worker tells the coordinator which checkpoint to set aside.
+		var ce *CorruptCheckpointError
+		if !errors.As(err, &ce) || ce.Step != ref.Step || ce.Object != model.Path {
+			t.Errorf("%s: restore error %T %+v, want a *CorruptCheckpointError at step %d naming %s", tc.name, err, ce, ref.Step, model.Path)
+		}
 		put(model.Path, orig)
 	}
 

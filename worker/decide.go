@@ -10,6 +10,8 @@ import (
 
 	"github.com/loomtrain/loom/api/loompb"
 	"github.com/loomtrain/loom/collective"
+	"github.com/loomtrain/loom/shard"
+	"github.com/loomtrain/loom/trainer"
 )
 
 // Current is the generation the agent last started (zero: none). It stays
@@ -155,6 +157,23 @@ type peerError struct{ err error }
 
 func (e *peerError) Error() string { return e.err.Error() }
 func (e *peerError) Unwrap() error { return e.err }
+
+// FailureKind classifies a reportable failure for the coordinator's
+// failure policy: corrupt stored data (a *shard.CorruptError) fails the
+// job at once, and a corrupt checkpoint of the job's own (a
+// *trainer.CorruptCheckpointError, with its step) is set aside. Anything
+// else is unspecified: the job restarts, up to failure.max_restarts.
+func FailureKind(err error) (loompb.FailureKind, int64) {
+	var cc *trainer.CorruptCheckpointError
+	if errors.As(err, &cc) {
+		return loompb.FailureKind_FAILURE_KIND_CORRUPT_CHECKPOINT, cc.Step
+	}
+	var cd *shard.CorruptError
+	if errors.As(err, &cd) {
+		return loompb.FailureKind_FAILURE_KIND_CORRUPT_DATA, 0
+	}
+	return loompb.FailureKind_FAILURE_KIND_UNSPECIFIED, 0
+}
 
 // ReportableFailure reports whether a generation that ended with err
 // should be reported to the coordinator (Coordinator.ReportFailure) so that

@@ -12,6 +12,8 @@ import (
 
 	"github.com/loomtrain/loom/api/loompb"
 	"github.com/loomtrain/loom/collective"
+	"github.com/loomtrain/loom/shard"
+	"github.com/loomtrain/loom/trainer"
 )
 
 func TestDecide(t *testing.T) {
@@ -148,6 +150,32 @@ func TestReportableFailure(t *testing.T) {
 	} {
 		if got := ReportableFailure(tc.err); got != tc.want {
 			t.Errorf("%s: ReportableFailure(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestFailureKind(t *testing.T) {
+	data := shard.Corrupt("ds/shard-00003.arrow", errors.New("object ds/shard-00003.arrow batch 2 (rows 40-59): crc32c 1 does not match the index (2): corrupt shard"))
+	ckpt := &trainer.CorruptCheckpointError{Step: 40, Object: "checkpoints/j/model-00000.safetensors",
+		Err: shard.Corrupt("checkpoints/j/model-00000.safetensors", errors.New("sha256 mismatch"))}
+	for _, tc := range []struct {
+		name string
+		err  error
+		kind loompb.FailureKind
+		step int64
+	}{
+		{"trainer error", errors.New("step 7: models: NaN in loss"), loompb.FailureKind_FAILURE_KIND_UNSPECIFIED, 0},
+		{"transient storage", fmt.Errorf("stream: %w", errors.New("s3 get: 503 slow down")), loompb.FailureKind_FAILURE_KIND_UNSPECIFIED, 0},
+		{"corrupt shard", fmt.Errorf("trainer: step 12: %w", data), loompb.FailureKind_FAILURE_KIND_CORRUPT_DATA, 0},
+		// A checkpoint's objects are corrupt data too; the checkpoint wins.
+		{"corrupt checkpoint", fmt.Errorf("generation 3: %w", ckpt), loompb.FailureKind_FAILURE_KIND_CORRUPT_CHECKPOINT, 40},
+	} {
+		kind, step := FailureKind(tc.err)
+		if kind != tc.kind || step != tc.step {
+			t.Errorf("%s: FailureKind = %v, %d; want %v, %d", tc.name, kind, step, tc.kind, tc.step)
+		}
+		if !ReportableFailure(tc.err) {
+			t.Errorf("%s: not reportable", tc.name)
 		}
 	}
 }

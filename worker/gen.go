@@ -148,8 +148,10 @@ func (g *generation) run() {
 // detection remains the fallback.
 func (g *generation) reportFailure(err error) {
 	ag := g.ag
+	kind, step := FailureKind(err)
 	req := &loompb.ReportFailureRequest{WorkerId: ag.cfg.Info.ID, Job: g.a.Job, Generation: g.a.Generation,
-		Error: err.Error(), RequestId: requestID(fmt.Sprintf("failure/%s/%d/%s", g.a.Job, g.a.Generation, ag.cfg.Info.ID))}
+		Error: err.Error(), RequestId: requestID(fmt.Sprintf("failure/%s/%d/%s", g.a.Job, g.a.Generation, ag.cfg.Info.ID)),
+		Kind: kind, CheckpointStep: step}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(g.ctx), reportFailureTimeout)
 	defer cancel()
 	if rerr := ag.cfg.Coordinator.ReportFailure(ctx, req); rerr != nil {

@@ -25,6 +25,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// FailureKind says what a failure report means for the failure policy.
+type FailureKind int32
+
+const (
+	// A failure that another generation may not repeat: the job restarts,
+	// up to failure.max_restarts.
+	FailureKind_FAILURE_KIND_UNSPECIFIED FailureKind = 0
+	// Stored data failed its checksum or does not decode: reading it again
+	// gives the same bytes, so the job fails at once.
+	FailureKind_FAILURE_KIND_CORRUPT_DATA FailureKind = 1
+	// The job's own committed checkpoint at checkpoint_step is corrupt: it
+	// is set aside and the job restarts from the one before.
+	FailureKind_FAILURE_KIND_CORRUPT_CHECKPOINT FailureKind = 2
+)
+
+// Enum value maps for FailureKind.
+var (
+	FailureKind_name = map[int32]string{
+		0: "FAILURE_KIND_UNSPECIFIED",
+		1: "FAILURE_KIND_CORRUPT_DATA",
+		2: "FAILURE_KIND_CORRUPT_CHECKPOINT",
+	}
+	FailureKind_value = map[string]int32{
+		"FAILURE_KIND_UNSPECIFIED":        0,
+		"FAILURE_KIND_CORRUPT_DATA":       1,
+		"FAILURE_KIND_CORRUPT_CHECKPOINT": 2,
+	}
+)
+
+func (x FailureKind) Enum() *FailureKind {
+	p := new(FailureKind)
+	*p = x
+	return p
+}
+
+func (x FailureKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FailureKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_loom_proto_enumTypes[0].Descriptor()
+}
+
+func (FailureKind) Type() protoreflect.EnumType {
+	return &file_loom_proto_enumTypes[0]
+}
+
+func (x FailureKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FailureKind.Descriptor instead.
+func (FailureKind) EnumDescriptor() ([]byte, []int) {
+	return file_loom_proto_rawDescGZIP(), []int{0}
+}
+
 type SubmitJobRequest struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	ManifestYaml []byte                 `protobuf:"bytes,1,opt,name=manifest_yaml,json=manifestYaml,proto3" json:"manifest_yaml,omitempty"`
@@ -403,9 +459,13 @@ type Job struct {
 	// manifest_yaml is the normalised manifest.
 	ManifestYaml []byte `protobuf:"bytes,21,opt,name=manifest_yaml,json=manifestYaml,proto3" json:"manifest_yaml,omitempty"`
 	// history lists the job's recent generations, oldest first.
-	History       []*Generation `protobuf:"bytes,22,rep,name=history,proto3" json:"history,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	History []*Generation `protobuf:"bytes,22,rep,name=history,proto3" json:"history,omitempty"`
+	// corrupt_checkpoints are committed checkpoints set aside because a
+	// worker found their objects corrupt when restoring; the job fell back
+	// to the one before. Newest last; each has corrupt set.
+	CorruptCheckpoints []*Checkpoint `protobuf:"bytes,23,rep,name=corrupt_checkpoints,json=corruptCheckpoints,proto3" json:"corrupt_checkpoints,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -592,6 +652,13 @@ func (x *Job) GetHistory() []*Generation {
 	return nil
 }
 
+func (x *Job) GetCorruptCheckpoints() []*Checkpoint {
+	if x != nil {
+		return x.CorruptCheckpoints
+	}
+	return nil
+}
+
 // Generation is one run of a job on a fixed set of ranks.
 type Generation struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -694,8 +761,10 @@ type Checkpoint struct {
 	SamplesConsumed int64                  `protobuf:"varint,4,opt,name=samples_consumed,json=samplesConsumed,proto3" json:"samples_consumed,omitempty"`
 	Objects         []*CheckpointObject    `protobuf:"bytes,5,rep,name=objects,proto3" json:"objects,omitempty"`
 	CommittedUnixMs int64                  `protobuf:"varint,6,opt,name=committed_unix_ms,json=committedUnixMs,proto3" json:"committed_unix_ms,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// corrupt says what a worker found wrong with it (corrupt_checkpoints only).
+	Corrupt       string `protobuf:"bytes,7,opt,name=corrupt,proto3" json:"corrupt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Checkpoint) Reset() {
@@ -768,6 +837,13 @@ func (x *Checkpoint) GetCommittedUnixMs() int64 {
 		return x.CommittedUnixMs
 	}
 	return 0
+}
+
+func (x *Checkpoint) GetCorrupt() string {
+	if x != nil {
+		return x.Corrupt
+	}
+	return ""
 }
 
 type CheckpointObject struct {
@@ -1846,9 +1922,14 @@ type ReportFailureRequest struct {
 	// the job fails, its status message.
 	Error string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
 	// request_id deduplicates retries (across coordinator failover).
-	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RequestId string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// kind classifies the failure for the job's failure policy.
+	Kind FailureKind `protobuf:"varint,6,opt,name=kind,proto3,enum=loom.v1.FailureKind" json:"kind,omitempty"`
+	// checkpoint_step is the step of the job's own checkpoint found corrupt
+	// (kind FAILURE_KIND_CORRUPT_CHECKPOINT).
+	CheckpointStep int64 `protobuf:"varint,7,opt,name=checkpoint_step,json=checkpointStep,proto3" json:"checkpoint_step,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ReportFailureRequest) Reset() {
@@ -1914,6 +1995,20 @@ func (x *ReportFailureRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *ReportFailureRequest) GetKind() FailureKind {
+	if x != nil {
+		return x.Kind
+	}
+	return FailureKind_FAILURE_KIND_UNSPECIFIED
+}
+
+func (x *ReportFailureRequest) GetCheckpointStep() int64 {
+	if x != nil {
+		return x.CheckpointStep
+	}
+	return 0
 }
 
 type ReportFailureResponse struct {
@@ -2156,7 +2251,7 @@ const file_loom_proto_rawDesc = "" +
 	"request_id\x18\x03 \x01(\tR\trequestId\"@\n" +
 	"\x0fWatchJobRequest\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x1b\n" +
-	"\tsince_seq\x18\x02 \x01(\x03R\bsinceSeq\"\x98\x06\n" +
+	"\tsince_seq\x18\x02 \x01(\x03R\bsinceSeq\"\xde\x06\n" +
 	"\x03Job\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
@@ -2184,7 +2279,8 @@ const file_loom_proto_rawDesc = "" +
 	"\x11submitted_unix_ms\x18\x13 \x01(\x03R\x0fsubmittedUnixMs\x12&\n" +
 	"\x0fupdated_unix_ms\x18\x14 \x01(\x03R\rupdatedUnixMs\x12#\n" +
 	"\rmanifest_yaml\x18\x15 \x01(\fR\fmanifestYaml\x12-\n" +
-	"\ahistory\x18\x16 \x03(\v2\x13.loom.v1.GenerationR\ahistory\x1a9\n" +
+	"\ahistory\x18\x16 \x03(\v2\x13.loom.v1.GenerationR\ahistory\x12D\n" +
+	"\x13corrupt_checkpoints\x18\x17 \x03(\v2\x13.loom.v1.CheckpointR\x12corruptCheckpoints\x1a9\n" +
 	"\vLossesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xe4\x01\n" +
@@ -2198,7 +2294,7 @@ const file_loom_proto_rawDesc = "" +
 	"\frestore_step\x18\x04 \x01(\x03R\vrestoreStep\x12&\n" +
 	"\x0fstarted_unix_ms\x18\x05 \x01(\x03R\rstartedUnixMs\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x18\n" +
-	"\arestart\x18\a \x01(\bR\arestart\"\xe2\x01\n" +
+	"\arestart\x18\a \x01(\bR\arestart\"\xfc\x01\n" +
 	"\n" +
 	"Checkpoint\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\x03R\x04step\x12\x14\n" +
@@ -2208,7 +2304,8 @@ const file_loom_proto_rawDesc = "" +
 	"generation\x12)\n" +
 	"\x10samples_consumed\x18\x04 \x01(\x03R\x0fsamplesConsumed\x123\n" +
 	"\aobjects\x18\x05 \x03(\v2\x19.loom.v1.CheckpointObjectR\aobjects\x12*\n" +
-	"\x11committed_unix_ms\x18\x06 \x01(\x03R\x0fcommittedUnixMs\"R\n" +
+	"\x11committed_unix_ms\x18\x06 \x01(\x03R\x0fcommittedUnixMs\x12\x18\n" +
+	"\acorrupt\x18\a \x01(\tR\acorrupt\"R\n" +
 	"\x10CheckpointObject\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x12\n" +
@@ -2313,7 +2410,7 @@ const file_loom_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\a \x01(\tR\trequestId\x12*\n" +
 	"\x05steps\x18\b \x03(\v2\x14.loom.v1.StepMetricsR\x05steps\"\x1a\n" +
-	"\x18CommitCheckpointResponse\"\x9a\x01\n" +
+	"\x18CommitCheckpointResponse\"\xed\x01\n" +
 	"\x14ReportFailureRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x10\n" +
 	"\x03job\x18\x02 \x01(\tR\x03job\x12\x1e\n" +
@@ -2322,7 +2419,9 @@ const file_loom_proto_rawDesc = "" +
 	"generation\x12\x14\n" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x05 \x01(\tR\trequestId\"\x17\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\x12(\n" +
+	"\x04kind\x18\x06 \x01(\x0e2\x14.loom.v1.FailureKindR\x04kind\x12'\n" +
+	"\x0fcheckpoint_step\x18\a \x01(\x03R\x0echeckpointStep\"\x17\n" +
 	"\x15ReportFailureResponse\"(\n" +
 	"\fApplyRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"C\n" +
@@ -2331,7 +2430,11 @@ const file_loom_proto_rawDesc = "" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\"\x0e\n" +
 	"\fJoinResponse\"'\n" +
 	"\rApplyResponse\x12\x16\n" +
-	"\x06result\x18\x01 \x01(\fR\x06result2\x9b\x03\n" +
+	"\x06result\x18\x01 \x01(\fR\x06result*o\n" +
+	"\vFailureKind\x12\x1c\n" +
+	"\x18FAILURE_KIND_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19FAILURE_KIND_CORRUPT_DATA\x10\x01\x12#\n" +
+	"\x1fFAILURE_KIND_CORRUPT_CHECKPOINT\x10\x022\x9b\x03\n" +
 	"\x04Jobs\x124\n" +
 	"\tSubmitJob\x12\x19.loom.v1.SubmitJobRequest\x1a\f.loom.v1.Job\x12.\n" +
 	"\x06GetJob\x12\x16.loom.v1.GetJobRequest\x1a\f.loom.v1.Job\x12?\n" +
@@ -2362,90 +2465,94 @@ func file_loom_proto_rawDescGZIP() []byte {
 	return file_loom_proto_rawDescData
 }
 
+var file_loom_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_loom_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_loom_proto_goTypes = []any{
-	(*SubmitJobRequest)(nil),         // 0: loom.v1.SubmitJobRequest
-	(*GetJobRequest)(nil),            // 1: loom.v1.GetJobRequest
-	(*ListJobsRequest)(nil),          // 2: loom.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),         // 3: loom.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),         // 4: loom.v1.CancelJobRequest
-	(*ResumeJobRequest)(nil),         // 5: loom.v1.ResumeJobRequest
-	(*WatchJobRequest)(nil),          // 6: loom.v1.WatchJobRequest
-	(*Job)(nil),                      // 7: loom.v1.Job
-	(*Generation)(nil),               // 8: loom.v1.Generation
-	(*Checkpoint)(nil),               // 9: loom.v1.Checkpoint
-	(*CheckpointObject)(nil),         // 10: loom.v1.CheckpointObject
-	(*JobEvent)(nil),                 // 11: loom.v1.JobEvent
-	(*WatchAssignmentRequest)(nil),   // 12: loom.v1.WatchAssignmentRequest
-	(*Peer)(nil),                     // 13: loom.v1.Peer
-	(*Assignment)(nil),               // 14: loom.v1.Assignment
-	(*ReportProgressRequest)(nil),    // 15: loom.v1.ReportProgressRequest
-	(*ReportProgressResponse)(nil),   // 16: loom.v1.ReportProgressResponse
-	(*StepMetrics)(nil),              // 17: loom.v1.StepMetrics
-	(*GetMetricsRequest)(nil),        // 18: loom.v1.GetMetricsRequest
-	(*GetMetricsResponse)(nil),       // 19: loom.v1.GetMetricsResponse
-	(*MetricSeries)(nil),             // 20: loom.v1.MetricSeries
-	(*MetricPoint)(nil),              // 21: loom.v1.MetricPoint
-	(*CommitCheckpointRequest)(nil),  // 22: loom.v1.CommitCheckpointRequest
-	(*CommitCheckpointResponse)(nil), // 23: loom.v1.CommitCheckpointResponse
-	(*ReportFailureRequest)(nil),     // 24: loom.v1.ReportFailureRequest
-	(*ReportFailureResponse)(nil),    // 25: loom.v1.ReportFailureResponse
-	(*ApplyRequest)(nil),             // 26: loom.v1.ApplyRequest
-	(*JoinRequest)(nil),              // 27: loom.v1.JoinRequest
-	(*JoinResponse)(nil),             // 28: loom.v1.JoinResponse
-	(*ApplyResponse)(nil),            // 29: loom.v1.ApplyResponse
-	nil,                              // 30: loom.v1.Job.LossesEntry
-	nil,                              // 31: loom.v1.ReportProgressRequest.LossesEntry
-	nil,                              // 32: loom.v1.StepMetrics.ValuesEntry
+	(FailureKind)(0),                 // 0: loom.v1.FailureKind
+	(*SubmitJobRequest)(nil),         // 1: loom.v1.SubmitJobRequest
+	(*GetJobRequest)(nil),            // 2: loom.v1.GetJobRequest
+	(*ListJobsRequest)(nil),          // 3: loom.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),         // 4: loom.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),         // 5: loom.v1.CancelJobRequest
+	(*ResumeJobRequest)(nil),         // 6: loom.v1.ResumeJobRequest
+	(*WatchJobRequest)(nil),          // 7: loom.v1.WatchJobRequest
+	(*Job)(nil),                      // 8: loom.v1.Job
+	(*Generation)(nil),               // 9: loom.v1.Generation
+	(*Checkpoint)(nil),               // 10: loom.v1.Checkpoint
+	(*CheckpointObject)(nil),         // 11: loom.v1.CheckpointObject
+	(*JobEvent)(nil),                 // 12: loom.v1.JobEvent
+	(*WatchAssignmentRequest)(nil),   // 13: loom.v1.WatchAssignmentRequest
+	(*Peer)(nil),                     // 14: loom.v1.Peer
+	(*Assignment)(nil),               // 15: loom.v1.Assignment
+	(*ReportProgressRequest)(nil),    // 16: loom.v1.ReportProgressRequest
+	(*ReportProgressResponse)(nil),   // 17: loom.v1.ReportProgressResponse
+	(*StepMetrics)(nil),              // 18: loom.v1.StepMetrics
+	(*GetMetricsRequest)(nil),        // 19: loom.v1.GetMetricsRequest
+	(*GetMetricsResponse)(nil),       // 20: loom.v1.GetMetricsResponse
+	(*MetricSeries)(nil),             // 21: loom.v1.MetricSeries
+	(*MetricPoint)(nil),              // 22: loom.v1.MetricPoint
+	(*CommitCheckpointRequest)(nil),  // 23: loom.v1.CommitCheckpointRequest
+	(*CommitCheckpointResponse)(nil), // 24: loom.v1.CommitCheckpointResponse
+	(*ReportFailureRequest)(nil),     // 25: loom.v1.ReportFailureRequest
+	(*ReportFailureResponse)(nil),    // 26: loom.v1.ReportFailureResponse
+	(*ApplyRequest)(nil),             // 27: loom.v1.ApplyRequest
+	(*JoinRequest)(nil),              // 28: loom.v1.JoinRequest
+	(*JoinResponse)(nil),             // 29: loom.v1.JoinResponse
+	(*ApplyResponse)(nil),            // 30: loom.v1.ApplyResponse
+	nil,                              // 31: loom.v1.Job.LossesEntry
+	nil,                              // 32: loom.v1.ReportProgressRequest.LossesEntry
+	nil,                              // 33: loom.v1.StepMetrics.ValuesEntry
 }
 var file_loom_proto_depIdxs = []int32{
-	7,  // 0: loom.v1.ListJobsResponse.jobs:type_name -> loom.v1.Job
-	30, // 1: loom.v1.Job.losses:type_name -> loom.v1.Job.LossesEntry
-	9,  // 2: loom.v1.Job.checkpoints:type_name -> loom.v1.Checkpoint
-	8,  // 3: loom.v1.Job.history:type_name -> loom.v1.Generation
-	13, // 4: loom.v1.Generation.peers:type_name -> loom.v1.Peer
-	10, // 5: loom.v1.Checkpoint.objects:type_name -> loom.v1.CheckpointObject
-	7,  // 6: loom.v1.JobEvent.state:type_name -> loom.v1.Job
-	13, // 7: loom.v1.Assignment.peers:type_name -> loom.v1.Peer
-	9,  // 8: loom.v1.Assignment.restore:type_name -> loom.v1.Checkpoint
-	31, // 9: loom.v1.ReportProgressRequest.losses:type_name -> loom.v1.ReportProgressRequest.LossesEntry
-	17, // 10: loom.v1.ReportProgressRequest.steps:type_name -> loom.v1.StepMetrics
-	32, // 11: loom.v1.StepMetrics.values:type_name -> loom.v1.StepMetrics.ValuesEntry
-	20, // 12: loom.v1.GetMetricsResponse.series:type_name -> loom.v1.MetricSeries
-	21, // 13: loom.v1.MetricSeries.points:type_name -> loom.v1.MetricPoint
-	10, // 14: loom.v1.CommitCheckpointRequest.objects:type_name -> loom.v1.CheckpointObject
-	17, // 15: loom.v1.CommitCheckpointRequest.steps:type_name -> loom.v1.StepMetrics
-	0,  // 16: loom.v1.Jobs.SubmitJob:input_type -> loom.v1.SubmitJobRequest
-	1,  // 17: loom.v1.Jobs.GetJob:input_type -> loom.v1.GetJobRequest
-	2,  // 18: loom.v1.Jobs.ListJobs:input_type -> loom.v1.ListJobsRequest
-	4,  // 19: loom.v1.Jobs.CancelJob:input_type -> loom.v1.CancelJobRequest
-	5,  // 20: loom.v1.Jobs.ResumeJob:input_type -> loom.v1.ResumeJobRequest
-	6,  // 21: loom.v1.Jobs.WatchJob:input_type -> loom.v1.WatchJobRequest
-	18, // 22: loom.v1.Jobs.GetMetrics:input_type -> loom.v1.GetMetricsRequest
-	12, // 23: loom.v1.Workers.WatchAssignment:input_type -> loom.v1.WatchAssignmentRequest
-	15, // 24: loom.v1.Workers.ReportProgress:input_type -> loom.v1.ReportProgressRequest
-	22, // 25: loom.v1.Workers.CommitCheckpoint:input_type -> loom.v1.CommitCheckpointRequest
-	24, // 26: loom.v1.Workers.ReportFailure:input_type -> loom.v1.ReportFailureRequest
-	26, // 27: loom.v1.Cluster.Apply:input_type -> loom.v1.ApplyRequest
-	27, // 28: loom.v1.Cluster.Join:input_type -> loom.v1.JoinRequest
-	7,  // 29: loom.v1.Jobs.SubmitJob:output_type -> loom.v1.Job
-	7,  // 30: loom.v1.Jobs.GetJob:output_type -> loom.v1.Job
-	3,  // 31: loom.v1.Jobs.ListJobs:output_type -> loom.v1.ListJobsResponse
-	7,  // 32: loom.v1.Jobs.CancelJob:output_type -> loom.v1.Job
-	7,  // 33: loom.v1.Jobs.ResumeJob:output_type -> loom.v1.Job
-	11, // 34: loom.v1.Jobs.WatchJob:output_type -> loom.v1.JobEvent
-	19, // 35: loom.v1.Jobs.GetMetrics:output_type -> loom.v1.GetMetricsResponse
-	14, // 36: loom.v1.Workers.WatchAssignment:output_type -> loom.v1.Assignment
-	16, // 37: loom.v1.Workers.ReportProgress:output_type -> loom.v1.ReportProgressResponse
-	23, // 38: loom.v1.Workers.CommitCheckpoint:output_type -> loom.v1.CommitCheckpointResponse
-	25, // 39: loom.v1.Workers.ReportFailure:output_type -> loom.v1.ReportFailureResponse
-	29, // 40: loom.v1.Cluster.Apply:output_type -> loom.v1.ApplyResponse
-	28, // 41: loom.v1.Cluster.Join:output_type -> loom.v1.JoinResponse
-	29, // [29:42] is the sub-list for method output_type
-	16, // [16:29] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	8,  // 0: loom.v1.ListJobsResponse.jobs:type_name -> loom.v1.Job
+	31, // 1: loom.v1.Job.losses:type_name -> loom.v1.Job.LossesEntry
+	10, // 2: loom.v1.Job.checkpoints:type_name -> loom.v1.Checkpoint
+	9,  // 3: loom.v1.Job.history:type_name -> loom.v1.Generation
+	10, // 4: loom.v1.Job.corrupt_checkpoints:type_name -> loom.v1.Checkpoint
+	14, // 5: loom.v1.Generation.peers:type_name -> loom.v1.Peer
+	11, // 6: loom.v1.Checkpoint.objects:type_name -> loom.v1.CheckpointObject
+	8,  // 7: loom.v1.JobEvent.state:type_name -> loom.v1.Job
+	14, // 8: loom.v1.Assignment.peers:type_name -> loom.v1.Peer
+	10, // 9: loom.v1.Assignment.restore:type_name -> loom.v1.Checkpoint
+	32, // 10: loom.v1.ReportProgressRequest.losses:type_name -> loom.v1.ReportProgressRequest.LossesEntry
+	18, // 11: loom.v1.ReportProgressRequest.steps:type_name -> loom.v1.StepMetrics
+	33, // 12: loom.v1.StepMetrics.values:type_name -> loom.v1.StepMetrics.ValuesEntry
+	21, // 13: loom.v1.GetMetricsResponse.series:type_name -> loom.v1.MetricSeries
+	22, // 14: loom.v1.MetricSeries.points:type_name -> loom.v1.MetricPoint
+	11, // 15: loom.v1.CommitCheckpointRequest.objects:type_name -> loom.v1.CheckpointObject
+	18, // 16: loom.v1.CommitCheckpointRequest.steps:type_name -> loom.v1.StepMetrics
+	0,  // 17: loom.v1.ReportFailureRequest.kind:type_name -> loom.v1.FailureKind
+	1,  // 18: loom.v1.Jobs.SubmitJob:input_type -> loom.v1.SubmitJobRequest
+	2,  // 19: loom.v1.Jobs.GetJob:input_type -> loom.v1.GetJobRequest
+	3,  // 20: loom.v1.Jobs.ListJobs:input_type -> loom.v1.ListJobsRequest
+	5,  // 21: loom.v1.Jobs.CancelJob:input_type -> loom.v1.CancelJobRequest
+	6,  // 22: loom.v1.Jobs.ResumeJob:input_type -> loom.v1.ResumeJobRequest
+	7,  // 23: loom.v1.Jobs.WatchJob:input_type -> loom.v1.WatchJobRequest
+	19, // 24: loom.v1.Jobs.GetMetrics:input_type -> loom.v1.GetMetricsRequest
+	13, // 25: loom.v1.Workers.WatchAssignment:input_type -> loom.v1.WatchAssignmentRequest
+	16, // 26: loom.v1.Workers.ReportProgress:input_type -> loom.v1.ReportProgressRequest
+	23, // 27: loom.v1.Workers.CommitCheckpoint:input_type -> loom.v1.CommitCheckpointRequest
+	25, // 28: loom.v1.Workers.ReportFailure:input_type -> loom.v1.ReportFailureRequest
+	27, // 29: loom.v1.Cluster.Apply:input_type -> loom.v1.ApplyRequest
+	28, // 30: loom.v1.Cluster.Join:input_type -> loom.v1.JoinRequest
+	8,  // 31: loom.v1.Jobs.SubmitJob:output_type -> loom.v1.Job
+	8,  // 32: loom.v1.Jobs.GetJob:output_type -> loom.v1.Job
+	4,  // 33: loom.v1.Jobs.ListJobs:output_type -> loom.v1.ListJobsResponse
+	8,  // 34: loom.v1.Jobs.CancelJob:output_type -> loom.v1.Job
+	8,  // 35: loom.v1.Jobs.ResumeJob:output_type -> loom.v1.Job
+	12, // 36: loom.v1.Jobs.WatchJob:output_type -> loom.v1.JobEvent
+	20, // 37: loom.v1.Jobs.GetMetrics:output_type -> loom.v1.GetMetricsResponse
+	15, // 38: loom.v1.Workers.WatchAssignment:output_type -> loom.v1.Assignment
+	17, // 39: loom.v1.Workers.ReportProgress:output_type -> loom.v1.ReportProgressResponse
+	24, // 40: loom.v1.Workers.CommitCheckpoint:output_type -> loom.v1.CommitCheckpointResponse
+	26, // 41: loom.v1.Workers.ReportFailure:output_type -> loom.v1.ReportFailureResponse
+	30, // 42: loom.v1.Cluster.Apply:output_type -> loom.v1.ApplyResponse
+	29, // 43: loom.v1.Cluster.Join:output_type -> loom.v1.JoinResponse
+	31, // [31:44] is the sub-list for method output_type
+	18, // [18:31] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_loom_proto_init() }
@@ -2459,13 +2566,14 @@ func file_loom_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loom_proto_rawDesc), len(file_loom_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
 		GoTypes:           file_loom_proto_goTypes,
 		DependencyIndexes: file_loom_proto_depIdxs,
+		EnumInfos:         file_loom_proto_enumTypes,
 		MessageInfos:      file_loom_proto_msgTypes,
 	}.Build()
 	File_loom_proto = out.File

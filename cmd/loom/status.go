@@ -248,6 +248,9 @@ func renderJob(w io.Writer, j *loompb.Job, now time.Time) {
 		ago := now.Sub(time.UnixMilli(last.CommittedUnixMs)).Round(time.Second)
 		fmt.Fprintf(w, "  checkpoints %s (last %s ago)\n", strings.Join(steps, ", "), ago)
 	}
+	for _, c := range j.CorruptCheckpoints {
+		fmt.Fprintf(w, "  corrupt     step %d, set aside (objects kept): %s\n", c.Step, c.Corrupt)
+	}
 	if n := len(j.History); n > 0 {
 		fmt.Fprintln(w, "  generations (most recent last):")
 		for _, g := range j.History[max(0, n-5):] {

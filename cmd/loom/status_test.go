@@ -31,3 +31,17 @@ func TestRenderJobLossWeights(t *testing.T) {
 		t.Errorf("loom status output lacks %q:\n%s", want, b.String())
 	}
 }
+
+// TestRenderJobCorruptCheckpoint: a checkpoint set aside as corrupt shows
+// in loom status with what the worker found (issue 16 part 5).
+func TestRenderJobCorruptCheckpoint(t *testing.T) {
+	now := time.Now()
+	j := &loompb.Job{Name: "j", Recipe: "blip2", State: "running", Stages: 1, StageName: "representation", Step: 100, TotalSteps: 300,
+		Checkpoints:        []*loompb.Checkpoint{{Step: 100, CommittedUnixMs: now.UnixMilli()}},
+		CorruptCheckpoints: []*loompb.Checkpoint{{Step: 200, Corrupt: "w1 failed: checkpoint at step 200 is corrupt: sha256 mismatch"}}}
+	var b bytes.Buffer
+	renderJob(&b, j, now)
+	if want := "corrupt     step 200, set aside (objects kept): w1 failed: checkpoint at step 200 is corrupt: sha256 mismatch"; !strings.Contains(b.String(), want) {
+		t.Errorf("loom status output lacks %q:\n%s", want, b.String())
+	}
+}

@@ -78,10 +78,12 @@ type jobDetailJSON struct {
 	Generations []generationJSON `json:"generations"`
 	Events      []eventJSON      `json:"events"`
 	Checkpoints []checkpointJSON `json:"checkpoints"`
-	Series      []string         `json:"series"`
-	Resolution  int64            `json:"resolution"`
-	Eval        []evalJSON       `json:"eval"`
-	Logs        logsJSON         `json:"logs"`
+	// Corrupt are checkpoints set aside as corrupt (Reason says why).
+	Corrupt    []checkpointJSON `json:"corrupt"`
+	Series     []string         `json:"series"`
+	Resolution int64            `json:"resolution"`
+	Eval       []evalJSON       `json:"eval"`
+	Logs       logsJSON         `json:"logs"`
 }
 
 type stageJSON struct {
@@ -114,13 +116,14 @@ type eventJSON struct {
 }
 
 type checkpointJSON struct {
-	Step       int64 `json:"step"`
-	Stage      int   `json:"stage"`
-	Generation int64 `json:"generation"`
-	Samples    int64 `json:"samples"`
-	Objects    int   `json:"objects"`
-	Bytes      int64 `json:"bytes"`
-	Committed  int64 `json:"committed"`
+	Step       int64  `json:"step"`
+	Stage      int    `json:"stage"`
+	Generation int64  `json:"generation"`
+	Samples    int64  `json:"samples"`
+	Objects    int    `json:"objects"`
+	Bytes      int64  `json:"bytes"`
+	Committed  int64  `json:"committed"`
+	Reason     string `json:"reason,omitempty"`
 }
 
 type evalJSON struct {
@@ -264,7 +267,7 @@ func (h *Handler) apiJob(w http.ResponseWriter, r *http.Request) {
 func jobDetail(s *coordinator.State, j *coordinator.Job) *jobDetailJSON {
 	m := &j.Manifest
 	out := &jobDetailJSON{jobJSON: jobOf(j, s.Metrics[j.Name]), Timeline: []stageJSON{}, Workers: []workerJSON{}, Generations: []generationJSON{},
-		Events: []eventJSON{}, Checkpoints: []checkpointJSON{}, Series: []string{}, Eval: []evalJSON{}, Resolution: 1}
+		Events: []eventJSON{}, Checkpoints: []checkpointJSON{}, Corrupt: []checkpointJSON{}, Series: []string{}, Eval: []evalJSON{}, Resolution: 1}
 	// The stage timeline: when each stage's first generation started, and
 	// when the next one (or the job's end) came.
 	started := map[int]int64{}
@@ -318,11 +321,12 @@ func jobDetail(s *coordinator.State, j *coordinator.Job) *jobDetailJSON {
 		out.Events = append(out.Events, eventJSON{Seq: e.Seq, Kind: e.Kind, Msg: e.Msg, Time: ms(e.Time)})
 	}
 	for _, c := range j.Checkpoints {
-		cj := checkpointJSON{Step: c.Step, Stage: c.Stage, Generation: c.Generation, Samples: c.Samples, Objects: len(c.Objects), Committed: ms(c.Committed)}
-		for _, o := range c.Objects {
-			cj.Bytes += o.Size
-		}
-		out.Checkpoints = append(out.Checkpoints, cj)
+		out.Checkpoints = append(out.Checkpoints, toCheckpointJSON(&c))
+	}
+	for _, c := range j.Corrupt {
+		cj := toCheckpointJSON(&c.Checkpoint)
+		cj.Reason = c.Reason
+		out.Corrupt = append(out.Corrupt, cj)
 	}
 	if h := s.Metrics[j.Name]; h != nil {
 		out.Series = append(out.Series, h.Names...)
@@ -451,4 +455,12 @@ func (h *Handler) apiMetrics(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+func toCheckpointJSON(c *coordinator.Checkpoint) checkpointJSON {
+	cj := checkpointJSON{Step: c.Step, Stage: c.Stage, Generation: c.Generation, Samples: c.Samples, Objects: len(c.Objects), Committed: ms(c.Committed)}
+	for _, o := range c.Objects {
+		cj.Bytes += o.Size
+	}
+	return cj
 }

@@ -404,3 +404,53 @@ func TestMetricsNaN(t *testing.T) {
 		}
 	}
 }
+
+// A checkpoint set aside as corrupt shows on the job page with what the
+// worker found, and the job falls back to the one before (issue 16 part 5).
+func TestCorruptCheckpointInBrowser(t *testing.T) {
+	fsm, now := demoState(t)
+	var index uint64 = 1 << 20
+	apply := func(c *coordinator.Command) {
+		t.Helper()
+		c.Time = now
+		b, err := c.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		index++
+		if r := fsm.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: b}).(coordinator.Result); r.Err() != nil {
+			t.Fatalf("%s: %v", c.Kind(), r.Err())
+		}
+	}
+	apply(&coordinator.Command{WorkerFailed: &coordinator.WorkerFailed{WorkerID: "w0", Job: "demo", Generation: 2,
+		Error: "checkpoint at step 20 is corrupt: sha256 mismatch", Kind: coordinator.FailCorruptCheckpoint, CheckpointStep: 20}})
+	var d coordinator.Decision
+	fsm.Read(func(s *coordinator.State) { d = coordinator.Plan(s, now) })
+	for _, c := range d.Commands {
+		apply(c)
+	}
+	var restore int64 = -1
+	fsm.Read(func(s *coordinator.State) {
+		if j := s.Jobs["demo"]; j.Generation == 3 && j.Restore != nil {
+			restore = j.Restore.Step
+		}
+	})
+	if restore != 10 {
+		t.Fatalf("after the corrupt checkpoint at step 20 generation 3 restores from step %d, want 10", restore)
+	}
+	srv := serve(t, Config{NodeID: "c0", FSM: fsm, Raft: fakeRaft{}})
+	ctx := Browser(t, 90*time.Second)
+	navigate(t, ctx, srv.URL+"/#/job/demo")
+	got, err := text(ctx, "#corrupt-checkpoints")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"20", "checkpoint at step 20 is corrupt: sha256 mismatch"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("#corrupt-checkpoints shows %q, want it to contain %q", got, want)
+		}
+	}
+	if ev, err := text(ctx, `#events tr[data-kind="checkpoint-corrupt"]`); err != nil || !strings.Contains(ev, "falling back to step 10") {
+		t.Errorf("checkpoint-corrupt event %q (%v), want it to say it falls back to step 10", ev, err)
+	}
+}

@@ -353,6 +353,12 @@ async function pageJob(main, name) {
     el("td", {class: "num"}, c.generation), el("td", {class: "num"}, c.samples), el("td", {class: "num"}, c.objects),
     el("td", {class: "num"}, (c.bytes / 1048576).toFixed(2) + " MiB"), el("td", {}, fmtTime(c.committed))))) :
     el("p", {class: "muted"}, "None committed yet."));
+  if (j.corrupt.length) {
+    kids.push(el("h3", {style: "margin-top:12px"}, "Set aside as corrupt (the job fell back to the checkpoint before)"));
+    kids.push(table("corrupt-checkpoints", [{label: "Step", num: true}, {label: "Gen", num: true}, "Committed", "What the worker found"],
+      j.corrupt.slice().reverse().map(c => el("tr", {}, el("td", {class: "num"}, c.step), el("td", {class: "num"}, c.generation),
+        el("td", {}, fmtTime(c.committed)), el("td", {}, c.reason)))));
+  }
   // Logs.
   kids.push(el("h2", {}, "Worker logs"));
   if (!j.logs.available) {
