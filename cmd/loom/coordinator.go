@@ -20,7 +20,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/loomtrain/loom/api/loompb"
 	"github.com/loomtrain/loom/coordinator"
@@ -269,7 +268,7 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, ready func(api, htt
 	}
 	gopts := auth.ServerOptions()
 	if serverTLS != nil {
-		gopts = append(gopts, grpc.Creds(credentials.NewTLS(serverTLS)))
+		gopts = append(gopts, grpc.Creds(grpcauth.TLSCredentials(serverTLS, "coordinator "+f.id, log)))
 	}
 	g := grpc.NewServer(gopts...)
 	srv.Register(g)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/loomtrain/loom/internal/grpcauth"
 )
 
 // streamLayer is a raft.StreamLayer over plain TCP whose Addr is the
@@ -65,7 +67,7 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), HandshakeTimeout)
 			defer cancel()
 			if err := tc.HandshakeContext(ctx); err != nil {
-				return fmt.Errorf("raft connection refused: TLS: %w", err)
+				return fmt.Errorf("raft connection refused: %w", grpcauth.ExplainServer(err, "this node's raft port", raw.RemoteAddr().String(), s.tls))
 			}
 		}
 		if s.key != nil {
@@ -90,6 +92,13 @@ func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 			}
 		}
 		c, err = tls.DialWithDialer(d, "tcp", string(address), cfg)
+		explain := func(err error) error {
+			return grpcauth.ExplainClient(err, "this node", "raft peer "+string(address), cfg)
+		}
+		if err != nil {
+			return nil, explain(err)
+		}
+		c = grpcauth.ExplainReads(c, explain)
 	} else {
 		c, err = d.Dial("tcp", string(address))
 	}

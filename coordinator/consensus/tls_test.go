@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -64,7 +66,8 @@ func mtlsConfig(t *testing.T) *tls.Config {
 // certificate from another CA never receives the log.
 func TestMutualTLS(t *testing.T) {
 	conf := mtlsConfig(t)
-	c, err := consensustest.NewClusterWithOptions(t.TempDir(), 3, consensustest.ClusterOptions{TLS: conf, Logger: slog.New(slog.DiscardHandler)})
+	var logs lockedBuf
+	c, err := consensustest.NewClusterWithOptions(t.TempDir(), 3, consensustest.ClusterOptions{TLS: conf, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +90,13 @@ func TestMutualTLS(t *testing.T) {
 	if n := c.FSMs[i].(*consensustest.KV).Len(); n != 0 {
 		t.Fatalf("node with a foreign certificate holds %d keys, want 0", n)
 	}
+	// The refusal says whose certificate was rejected, and by whom.
+	// The good nodes dial the rogue and refuse its certificate; the rogue
+	// logs that its certificate was refused.
+	if l := logs.String(); !strings.Contains(l, "TLS: this node rejected the certificate of raft peer localhost:") ||
+		!strings.Contains(l, "rejected the certificate of this node's raft port") {
+		t.Errorf("no node logged whose certificate its raft port rejected:\n%s", l[max(0, len(l)-3000):])
+	}
 	if err := c.Nodes[l].RemoveServer(c.IDs[i], wait); err != nil {
 		t.Fatalf("RemoveServer: %v", err)
 	}
@@ -101,4 +111,22 @@ func TestMutualTLS(t *testing.T) {
 	}
 	converge(t, c)
 	checkState(t, c, want)
+}
+
+// lockedBuf is a log destination for concurrent writers.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

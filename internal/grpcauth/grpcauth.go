@@ -9,17 +9,16 @@ import (
 	"crypto/tls"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
 // DialOptions returns TLS transport credentials when tlsConf is non-nil
-// (plaintext otherwise) and, when token is non-empty, a per-call
+// (plaintext otherwise; TLS failures say whose certificate who rejected) and, when token is non-empty, a per-call
 // "authorization: Bearer TOKEN" header.
 func DialOptions(token string, tlsConf *tls.Config) []grpc.DialOption {
 	var opts []grpc.DialOption
 	if tlsConf != nil {
-		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
+		opts = append(opts, grpc.WithTransportCredentials(TLSCredentials(tlsConf, "this client", nil)))
 	} else {
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	}
