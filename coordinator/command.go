@@ -103,14 +103,14 @@ type Schedule struct {
 
 // ProgressReport is one rank's report of one step.
 type ProgressReport struct {
-	WorkerID     string             `json:"worker_id"`
-	Job          string             `json:"job"`
-	Generation   int64              `json:"generation"`
-	Step         int64              `json:"step"`
-	Samples      int64              `json:"samples"`
-	Losses       map[string]float64 `json:"losses,omitempty"`
-	TokensPerSec float64            `json:"tokens_per_sec,omitempty"`
-	StepTime     time.Duration      `json:"step_time,omitempty"`
+	WorkerID     string           `json:"worker_id"`
+	Job          string           `json:"job"`
+	Generation   int64            `json:"generation"`
+	Step         int64            `json:"step"`
+	Samples      int64            `json:"samples"`
+	Losses       map[string]Float `json:"losses,omitempty"` // NaN and ±Inf survive encoding
+	TokensPerSec float64          `json:"tokens_per_sec,omitempty"`
+	StepTime     time.Duration    `json:"step_time,omitempty"`
 	// Steps are rank 0's per-step scalars since its last accepted report,
 	// for the job's metric history (history.go).
 	Steps []StepRecord `json:"steps,omitempty"`

@@ -31,7 +31,7 @@ func jobProto(st *State, j *Job) *loompb.Job {
 	if len(j.Losses) > 0 {
 		pj.Losses = make(map[string]float64, len(j.Losses))
 		for k, v := range j.Losses {
-			pj.Losses[k] = v
+			pj.Losses[k] = float64(v)
 		}
 	}
 	for i := range j.Checkpoints {

@@ -230,7 +230,7 @@ func (h *harness) run(line string) {
 			if l, ok := kvs["loss"]; ok {
 				name, v, _ := strings.Cut(l, ":")
 				x, _ := strconv.ParseFloat(v, 64)
-				rep.Losses = map[string]float64{name: x}
+				rep.Losses = map[string]Float{name: Float(x)}
 			}
 			p.Reports = append(p.Reports, rep)
 		}

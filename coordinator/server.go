@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -522,8 +523,16 @@ func (s workersServer) ReportProgress(ctx context.Context, req *loompb.ReportPro
 		return nil, status.Errorf(codes.FailedPrecondition, "job %q generation %d is not current for worker %q; wait for the next assignment", req.Job, req.Generation, req.WorkerId)
 	}
 	rep := ProgressReport{WorkerID: req.WorkerId, Job: req.Job, Generation: req.Generation, Step: req.Step,
-		Samples: req.SamplesConsumed, Losses: req.Losses, TokensPerSec: req.TokensPerSec,
-		StepTime: time.Duration(req.StepTimeSeconds * float64(time.Second)), Steps: stepRecords(req.Steps)}
+		Samples: req.SamplesConsumed, TokensPerSec: finiteOrZero(req.TokensPerSec),
+		StepTime: time.Duration(finiteOrZero(req.StepTimeSeconds) * float64(time.Second)), Steps: stepRecords(req.Steps)}
+	if len(req.Losses) > 0 {
+		// A diverged loss (NaN, ±Inf) is news to show, not an input to
+		// refuse: Float keeps it through the log's JSON.
+		rep.Losses = make(map[string]Float, len(req.Losses))
+		for k, v := range req.Losses {
+			rep.Losses[k] = Float(v)
+		}
+	}
 	s.progMu.Lock()
 	old, ok := s.pending[req.WorkerId]
 	if !ok && len(s.pending) >= maxPendingReports {
@@ -696,4 +705,13 @@ func (s clusterServer) Apply(ctx context.Context, req *loompb.ApplyRequest) (*lo
 	}
 	b, _ := json.Marshal(r)
 	return &loompb.ApplyResponse{Result: b}, nil
+}
+
+// finiteOrZero is v, or 0 when it is NaN or infinite (a rate or a time
+// that was not measured).
+func finiteOrZero(v float64) float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0
+	}
+	return v
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -314,6 +315,22 @@ stages: [{name: pretrain, steps: 10}, {name: sft, steps: 5}]
 	waitFor(t, 5*time.Second, "progress to reach step 5", func() bool {
 		j, err := jobs.GetJob(ctx, &loompb.GetJobRequest{Job: "life"})
 		return err == nil && j.Step == 5 && j.TokensPerSec == 200
+	})
+	// A diverged step: NaN losses (and a NaN rate from w1) go through the
+	// log and show; they used to fail the whole batch's encoding.
+	for _, w := range []string{"w1", "w2"} {
+		tps := 100.0
+		if w == "w1" {
+			tps = math.NaN()
+		}
+		if _, err := workers.ReportProgress(ctx, &loompb.ReportProgressRequest{WorkerId: w, Job: "life", Generation: 1, Step: 6,
+			Losses: map[string]float64{"lm": math.NaN(), "itc": math.Inf(1)}, TokensPerSec: tps, StepTimeSeconds: 0.1, SamplesConsumed: 24}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "a NaN loss at step 6", func() bool {
+		j, err := jobs.GetJob(ctx, &loompb.GetJobRequest{Job: "life"})
+		return err == nil && j.Step == 6 && math.IsNaN(j.Losses["lm"]) && math.IsInf(j.Losses["itc"], 1) && j.TokensPerSec == 100
 	})
 	if err := commit("w1", 1, 5); err != nil {
 		t.Fatal(err)

@@ -79,10 +79,10 @@ type Job struct {
 	// checkpoint moves Step ahead of them until its step's report
 	// arrives. A generation of another stage clears them, and
 	// TokensPerSec and StepTime with them.
-	Losses       map[string]float64 `json:"losses,omitempty"`
-	LossStep     int64              `json:"loss_step,omitempty"`
-	TokensPerSec float64            `json:"tokens_per_sec,omitempty"`
-	StepTime     time.Duration      `json:"step_time,omitempty"` // smoothed
+	Losses       map[string]Float `json:"losses,omitempty"`
+	LossStep     int64            `json:"loss_step,omitempty"`
+	TokensPerSec float64          `json:"tokens_per_sec,omitempty"`
+	StepTime     time.Duration    `json:"step_time,omitempty"` // smoothed
 
 	// Checkpoints are the retained committed checkpoints, ascending by step.
 	Checkpoints []Checkpoint `json:"checkpoints,omitempty"`

@@ -226,7 +226,7 @@ func TestLossesFollowReports(t *testing.T) {
 		var reps []ProgressReport
 		for _, id := range []string{"w1", "w2"} {
 			reps = append(reps, ProgressReport{WorkerID: id, Job: "small", Generation: gen, Step: step,
-				Losses: map[string]float64{"loss": loss}, TokensPerSec: 100, StepTime: time.Second})
+				Losses: map[string]Float{"loss": Float(loss)}, TokensPerSec: 100, StepTime: time.Second})
 		}
 		apply(&Command{Progress: &Progress{Reports: reps}})
 	}

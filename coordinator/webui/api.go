@@ -208,7 +208,7 @@ func jobOf(j *coordinator.Job, h *coordinator.MetricHistory) jobJSON {
 		out.StageName = m.Stages[j.Stage].Name
 	}
 	for k, v := range j.Losses {
-		out.Losses[k] = coordinator.Float(v)
+		out.Losses[k] = v
 	}
 	if h != nil && len(h.Rows) > 0 {
 		// The history's last step is the newest loss of the current stage.

@@ -84,7 +84,7 @@ func demoState(t *testing.T) (*coordinator.FSM, time.Time) {
 				v["eval/retrieval_r1"] = 0.25
 			}
 			apply(&coordinator.Command{Progress: &coordinator.Progress{Reports: []coordinator.ProgressReport{{WorkerID: "w0", Job: "demo",
-				Generation: gen, Step: s, Samples: 4 * s, Losses: map[string]float64{"loss": 3 - float64(s)/20}, TokensPerSec: 450, StepTime: 200 * time.Millisecond,
+				Generation: gen, Step: s, Samples: 4 * s, Losses: map[string]coordinator.Float{"loss": coordinator.Float(3 - float64(s)/20)}, TokensPerSec: 450, StepTime: 200 * time.Millisecond,
 				Steps: []coordinator.StepRecord{{Step: s, Stage: 0, UnixMs: now.UnixMilli(), Values: v}}}}}})
 		}
 	}
