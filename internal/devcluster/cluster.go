@@ -212,7 +212,11 @@ func (c *Cluster) spawn(id string, args, env []string) (*Proc, error) {
 // StartWorker starts worker process ID. Like a coordinator, a worker whose
 // port another process took before it bound (FreeAddr picks, the child
 // binds later) exits at once; it is started again on new ports.
-func (c *Cluster) StartWorker(id string) (*Proc, error) {
+func (c *Cluster) StartWorker(id string) (*Proc, error) { return c.StartWorkerArgs(id) }
+
+// StartWorkerArgs is StartWorker with extra flags for `loom worker` (for
+// example --device gpu).
+func (c *Cluster) StartWorkerArgs(id string, extra ...string) (*Proc, error) {
 	for try := 0; ; try++ {
 		addr, err := FreeAddr()
 		if err != nil {
@@ -226,6 +230,7 @@ func (c *Cluster) StartWorker(id string) (*Proc, error) {
 			"--listen", addr, "--advertise", addr, "--http-addr", httpAddr, "--s3-endpoint", c.s3.Addr(), "--s3-insecure",
 			"--s3-bucket", Bucket, "--cache-dir", filepath.Join(c.dir, "workers", id, "cache"), "--drain-timeout", "60s",
 			"--log-format", "json", "--log-level", "debug"}
+		args = append(args, extra...)
 		p, err := c.spawn(id, args, []string{"LOOM_WORKER_LEASE_TTL=" + c.leaseTTL.String()})
 		if err != nil {
 			return nil, err

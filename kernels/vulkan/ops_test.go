@@ -9,7 +9,7 @@ import (
 
 	"github.com/loomtrain/loom/kernels"
 	"github.com/loomtrain/loom/kernels/internal/vk"
-	_ "github.com/loomtrain/loom/kernels/vulkan"
+	"github.com/loomtrain/loom/kernels/vulkan"
 )
 
 // gpuOrSkip opens the Vulkan device, or skips when this machine has no
@@ -49,129 +49,16 @@ func closeTo(got, want []float32, atol, rtol float64) (int, bool) {
 	return 0, true
 }
 
-type opCase struct {
-	name   string
-	shapes [][]int
-	f      func(tp *kernels.Tape, in []*kernels.Tensor) *kernels.Tensor
-	tol    float64 // absolute and relative; 0 means 2e-5
-}
-
-func mm(ta, tb bool) func(tp *kernels.Tape, in []*kernels.Tensor) *kernels.Tensor {
-	return func(tp *kernels.Tape, in []*kernels.Tensor) *kernels.Tensor { return tp.MatmulT(in[0], in[1], ta, tb) }
-}
-
-func unary(f func(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor) func(tp *kernels.Tape, in []*kernels.Tensor) *kernels.Tensor {
-	return func(tp *kernels.Tape, in []*kernels.Tensor) *kernels.Tensor { return f(tp, in[0]) }
-}
-
-var cases = []opCase{
-	{name: "Matmul", shapes: [][]int{{7, 5}, {5, 9}}, f: mm(false, false)},
-	{name: "Matmul/tiles", shapes: [][]int{{130, 70}, {70, 129}}, f: mm(false, false), tol: 5e-5},
-	{name: "Matmul/batched", shapes: [][]int{{2, 3, 5, 7}, {2, 3, 7, 4}}, f: mm(false, false)},
-	{name: "Matmul/shared-weight", shapes: [][]int{{6, 8, 5}, {5, 3}}, f: mm(false, false)},
-	{name: "Matmul/shared-left", shapes: [][]int{{8, 5}, {3, 5, 4}}, f: mm(false, false)},
-	{name: "MatmulT/tA", shapes: [][]int{{4, 7, 5}, {4, 7, 6}}, f: mm(true, false)},
-	{name: "MatmulT/tB", shapes: [][]int{{5, 7}, {6, 7}}, f: mm(false, true)},
-	{name: "MatmulT/tAtB", shapes: [][]int{{3, 7, 5}, {3, 6, 7}}, f: mm(true, true)},
-	{name: "MatmulT/tA-shared", shapes: [][]int{{2, 7, 5}, {7, 6}}, f: mm(true, false)},
-	{name: "Linear", shapes: [][]int{{3, 5, 16}, {24, 16}, {24}}, f: func(tp *kernels.Tape, in []*kernels.Tensor) *kernels.Tensor {
-		return tp.Linear(in[0], in[1], in[2])
-	}},
-	{name: "Linear/nobias", shapes: [][]int{{9, 33}, {70, 33}}, f: func(tp *kernels.Tape, in []*kernels.Tensor) *kernels.Tensor {
-		return tp.Linear(in[0], in[1], nil)
-	}},
-	{name: "Add", shapes: [][]int{{4, 5, 6}, {4, 5, 6}}, f: func(tp *kernels.Tape, in []*kernels.Tensor) *kernels.Tensor { return tp.Add(in[0], in[1]) }},
-	{name: "Add/bias", shapes: [][]int{{4, 5, 6}, {6}}, f: func(tp *kernels.Tape, in []*kernels.Tensor) *kernels.Tensor { return tp.Add(in[0], in[1]) }},
-	{name: "Sub/scalar", shapes: [][]int{{3, 4}, {1}}, f: func(tp *kernels.Tape, in []*kernels.Tensor) *kernels.Tensor { return tp.Sub(in[0], in[1]) }},
-	{name: "Mul/both-broadcast", shapes: [][]int{{4, 1, 6}, {5, 1}}, f: func(tp *kernels.Tape, in []*kernels.Tensor) *kernels.Tensor { return tp.Mul(in[0], in[1]) }},
-	{name: "Mul/self", shapes: [][]int{{3, 7}}, f: func(tp *kernels.Tape, in []*kernels.Tensor) *kernels.Tensor { return tp.Mul(in[0], in[0]) }},
-	{name: "Div", shapes: [][]int{{2, 3, 4}, {3, 1}}, f: func(tp *kernels.Tape, in []*kernels.Tensor) *kernels.Tensor {
-		return tp.Div(in[0], tp.AddScalar(tp.Square(in[1]), 1))
-	}},
-	{name: "Scale", shapes: [][]int{{5, 3}}, f: unary(func(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor { return tp.Scale(x, -1.5) })},
-	{name: "GELU", shapes: [][]int{{1000}}, f: unary((*kernels.Tape).GELU)},
-	{name: "GELUErf", shapes: [][]int{{1000}}, f: unary((*kernels.Tape).GELUErf), tol: 1e-5},
-	{name: "SiLU", shapes: [][]int{{1000}}, f: unary((*kernels.Tape).SiLU)},
-	{name: "ReLU", shapes: [][]int{{1000}}, f: unary((*kernels.Tape).ReLU)},
-	{name: "Tanh", shapes: [][]int{{1000}}, f: unary((*kernels.Tape).Tanh)},
-	{name: "Sigmoid", shapes: [][]int{{1000}}, f: unary((*kernels.Tape).Sigmoid)},
-	{name: "Exp", shapes: [][]int{{1000}}, f: unary((*kernels.Tape).Exp)},
-	{name: "Square", shapes: [][]int{{1000}}, f: unary((*kernels.Tape).Square)},
-	{name: "SwiGLU", shapes: [][]int{{7, 300}, {7, 300}}, f: func(tp *kernels.Tape, in []*kernels.Tensor) *kernels.Tensor { return tp.SwiGLU(in[0], in[1]) }},
-	{name: "Softmax", shapes: [][]int{{5, 37}}, f: unary((*kernels.Tape).Softmax)},
-	{name: "Softmax/long", shapes: [][]int{{3, 1000}}, f: unary((*kernels.Tape).Softmax)},
-	{name: "LogSoftmax", shapes: [][]int{{6, 300}}, f: unary((*kernels.Tape).LogSoftmax)},
-	{name: "LayerNorm", shapes: [][]int{{2, 5, 48}, {48}, {48}}, f: func(tp *kernels.Tape, in []*kernels.Tensor) *kernels.Tensor {
-		return tp.LayerNorm(in[0], in[1], in[2], 1e-5)
-	}, tol: 5e-5},
-	{name: "LayerNorm/plain", shapes: [][]int{{9, 300}}, f: func(tp *kernels.Tape, in []*kernels.Tensor) *kernels.Tensor {
-		return tp.LayerNorm(in[0], nil, nil, 1e-5)
-	}, tol: 5e-5},
-	{name: "RMSNorm", shapes: [][]int{{7, 40}, {40}}, f: func(tp *kernels.Tape, in []*kernels.Tensor) *kernels.Tensor {
-		return tp.RMSNorm(in[0], in[1], 1e-6)
-	}, tol: 5e-5},
-	{name: "RMSNorm/plain", shapes: [][]int{{4, 129}}, f: func(tp *kernels.Tape, in []*kernels.Tensor) *kernels.Tensor {
-		return tp.RMSNorm(in[0], nil, 1e-6)
-	}, tol: 5e-5},
-	{name: "Sum", shapes: [][]int{{3, 333}}, f: unary((*kernels.Tape).Sum), tol: 1e-4},
-	{name: "Mean", shapes: [][]int{{3, 333}}, f: unary((*kernels.Tape).Mean)},
-	{name: "Reshape", shapes: [][]int{{4, 6}}, f: unary(func(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
-		r := tp.Reshape(x, 2, -1)
-		return tp.Add(tp.Reshape(tp.Tanh(r), 3, 8), tp.Reshape(x, 3, 8)) // two consumers of x's gradient
-	})},
-	{name: "CrossEntropy", shapes: [][]int{{6, 11}}, f: unary(func(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
-		return tp.CrossEntropy(x, []int32{3, 0, 10, 5, 5, 2}, kernels.CEOptions{})
-	})},
-	{name: "CrossEntropy/options", shapes: [][]int{{2, 3, 11}}, f: unary(func(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
-		return tp.CrossEntropy(x, []int32{3, -100, 10, 5, -100, 2}, kernels.CEOptions{
-			IgnoreIndex: -100, HasIgnore: true, LabelSmoothing: 0.1, Weights: []float32{1, 2, 0.5, 1, 1, 3}})
-	})},
-	{name: "CrossEntropy/sum", shapes: [][]int{{4, 7}}, f: unary(func(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
-		return tp.CrossEntropy(x, []int32{1, 2, 3, 4}, kernels.CEOptions{Sum: true})
-	})},
-}
-
-// TestOpsMatchCPU runs every case's forward on the host and on the
-// device, then a backward pass from the same random upstream gradient,
-// and compares the outputs and every input's gradient.
+// TestOpsMatchCPU runs every check of the suite (vulkan.Checks): each
+// case's forward on the host and on the device, then a backward pass from
+// the same random upstream gradient, comparing the outputs and every
+// input's gradient.
 func TestOpsMatchCPU(t *testing.T) {
 	gpu := gpuOrSkip(t)
-	for ci, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			rng := rand.New(rand.NewPCG(uint64(ci), 7))
-			var host, dev []*kernels.Tensor
-			for _, s := range c.shapes {
-				h := randTensor(rng, s...)
-				host = append(host, h)
-				dev = append(dev, h.To(gpu))
-			}
-			tol := c.tol
-			if tol == 0 {
-				tol = 2e-5
-			}
-			tpH, tpD := kernels.NewTape(), kernels.NewTape()
-			outH, outD := c.f(tpH, host), c.f(tpD, dev)
-			if !outD.OnDevice() {
-				t.Fatalf("output on %v, want the device", outD.Device())
-			}
-			if fmt.Sprint(outH.Shape) != fmt.Sprint(outD.Shape) {
-				t.Fatalf("shape %v, CPU %v", outD.Shape, outH.Shape)
-			}
-			got := outD.HostData()
-			if i, ok := closeTo(got, outH.Data, tol, tol); !ok {
-				t.Fatalf("forward: [%d] = %v, CPU %v", i, at(got, i), at(outH.Data, i))
-			}
-			g := make([]float32, outH.Size())
-			for i := range g {
-				g[i] = float32(rng.NormFloat64())
-			}
-			tpH.BackwardFrom(outH, g)
-			tpD.BackwardFrom(outD, g)
-			for i := range host {
-				want, got := host[i].Grad, dev[i].HostGrad()
-				if j, ok := closeTo(got, want, tol, tol); !ok {
-					t.Fatalf("gradient of input %d %v: [%d] = %v, CPU %v", i, host[i].Shape, j, at(got, j), at(want, j))
-				}
+	for ci, c := range vulkan.Checks() {
+		t.Run(c.Name, func(t *testing.T) {
+			if _, err := vulkan.RunCheck(gpu, uint64(ci), c); err != nil {
+				t.Fatal(err)
 			}
 		})
 	}
