@@ -5,16 +5,17 @@
 # and `loom worker`; deploy/k8s passes the subcommand as the container args.
 #
 #   docker build -t loom:dev .                      # CPU image (the default target)
-#   docker build --target cuda -t loom:cuda .       # worker image built with the cuda tag (no CUDA backend yet)
+#   docker build --target gpu -t loom:gpu .         # GPU worker image: the Vulkan backend and loader
 #
 # See docs/deploy.md. cmd/loom/deploy_test.go checks the structure of this
 # file (stages, CGO_ENABLED=0, non-root USER, EXPOSEd ports = the binary's
 # default ports), because CI has no container engine to build it.
 
 ARG GO_VERSION=1.26
-ARG CUDA_VERSION=12.8.1
 
 # ---- build: a static, CGO-free binary for the target platform --------------
+# -tags novulkan leaves the Vulkan backend out: it dlopens libvulkan.so.1,
+# which would make the binary dynamically linked (cmd/loom/vulkan.go).
 FROM --platform=$BUILDPLATFORM golang:${GO_VERSION}-bookworm AS build
 ARG TARGETOS
 ARG TARGETARCH
@@ -28,29 +29,26 @@ COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
+    go build -tags novulkan -trimpath -ldflags="-s -w" -o /out/loom ./cmd/loom
+
+# ---- build-gpu: the same binary with the Vulkan backend (no cgo: purego) ---
+FROM build AS build-gpu
+ARG TARGETOS
+ARG TARGETARCH
+RUN --mount=type=cache,target=/go/pkg/mod \
+    --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
     go build -trimpath -ldflags="-s -w" -o /out/loom ./cmd/loom
 
-# ---- build-cuda: the same binary with the cgo CUDA kernels (build tag cuda) -
-# (the tag selects kernels/' CUDA backend; without one it builds the CPU code)
-# The Go toolchain for the target platform (cgo does not cross-compile here).
-FROM golang:${GO_VERSION}-bookworm AS gotoolchain
-
-FROM nvidia/cuda:${CUDA_VERSION}-devel-ubuntu24.04 AS build-cuda
-COPY --from=gotoolchain /usr/local/go /usr/local/go
-ENV PATH=/usr/local/go/bin:/root/go/bin:$PATH
-RUN apt-get update && apt-get install -y --no-install-recommends git ca-certificates \
+# ---- gpu: GPU worker image (loom worker --device gpu) ----------------------
+# The Vulkan loader; the GPU's ICD comes from the node: the NVIDIA container
+# toolkit mounts the driver's Vulkan ICD when the graphics capability is
+# asked for (AMD and Intel: mount /dev/dri and their Mesa ICD).
+FROM debian:bookworm-slim AS gpu
+RUN apt-get update && apt-get install -y --no-install-recommends libvulkan1 \
     && rm -rf /var/lib/apt/lists/*
-WORKDIR /src
-COPY go.mod go.sum ./
-RUN --mount=type=cache,target=/root/go/pkg/mod go mod download
-COPY . .
-RUN --mount=type=cache,target=/root/go/pkg/mod \
-    --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=1 go build -tags cuda -trimpath -ldflags="-s -w" -o /out/loom ./cmd/loom
-
-# ---- cuda: GPU worker image (needs the NVIDIA container runtime on the node) -
-FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu24.04 AS cuda
-COPY --from=build-cuda /out/loom /loom
+ENV NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics
+COPY --from=build-gpu /out/loom /loom
 # 65532 is the uid/gid of distroless "nonroot"; the manifests run as it.
 USER 65532:65532
 # coordinator: Raft, gRPC API, HTTP (health, metrics); worker: collective gRPC, HTTP.

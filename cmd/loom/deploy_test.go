@@ -16,6 +16,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"debug/elf"
 	"errors"
 	"flag"
 	"fmt"
@@ -101,6 +102,7 @@ func workerContract() *cobra.Command {
 	fl.String("etcd-tls-ca", "", "")
 	fl.String("cache-dir", "", "local shard cache")
 	fl.Int("gpus", 0, "GPUs this worker offers")
+	fl.String("device", "host", "where forward and backward run")
 	fl.Duration("drain-timeout", 2*time.Minute, "time allowed for the drain checkpoint on SIGTERM")
 	rootCmd.PersistentFlags().VisitAll(func(f *pflag.Flag) { c.PersistentFlags().AddFlag(f) })
 	return c
@@ -1143,7 +1145,10 @@ func checkWorkers(t *testing.T, r *rendering, invs []*loomInvocation) {
 			t.Errorf("%s: worker --gpus=%d but its nvidia.com/gpu limit is %v", r.target, n, lim.String())
 		}
 		if n > 0 && strings.HasSuffix(inv.container.Image, ":dev") {
-			t.Errorf("%s: GPU worker runs image %s; want the CUDA image (Dockerfile target cuda)", r.target, inv.container.Image)
+			t.Errorf("%s: GPU worker runs image %s; want the GPU image (Dockerfile target gpu)", r.target, inv.container.Image)
+		}
+		if dev := inv.flags["device"]; n > 0 && !strings.HasPrefix(dev, "gpu") {
+			t.Errorf("%s: worker granted %d GPUs runs with --device=%q; it would compute on the CPU", r.target, n, dev)
 		}
 	}
 }
@@ -2176,7 +2181,7 @@ func TestIsLoomImage(t *testing.T) {
 		{"loom:dev", true},
 		{"registry.example.com:5000/team/loom:1.2", true},
 		{"ghcr.io/loomtrain/loom@sha256:abc", true},
-		{"loom-cuda:dev", false},
+		{"loom-gpu:dev", false},
 		{"gcr.io/etcd-development/etcd:v3.7.3", false},
 		{"registry:5000/loomx", false},
 	} {
@@ -2397,5 +2402,66 @@ func checkDocKubectl(t *testing.T, r *rendering, line string, args []string) {
 	}
 	if slices.Contains(args, "secret") && slices.Contains(args, "generic") && !slices.Contains(args, "create") {
 		t.Errorf("%s: %q: want kubectl create secret generic", secretDocs, line)
+	}
+}
+
+// TestDockerfileDefaultBinaryIsStatic builds ./cmd/loom as the default
+// image's build stage does (its CGO_ENABLED and -tags) and checks that the
+// binary has no ELF interpreter: distroless static has no dynamic loader,
+// so a dynamically linked binary would not start there. The Vulkan
+// backend (purego) makes a binary dynamic, which is why that stage builds
+// with -tags novulkan.
+func TestDockerfileDefaultBinaryIsStatic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	stages := readDockerfile(t)
+	final := stages[len(stages)-1]
+	var from string
+	for _, in := range final.instrs {
+		if in.op == "COPY" && strings.HasSuffix(in.args, " /loom") {
+			for _, f := range strings.Fields(in.args) {
+				if v, ok := strings.CutPrefix(f, "--from="); ok {
+					from = v
+				}
+			}
+		}
+	}
+	var run string
+	for _, st := range stages {
+		if st.name != from {
+			continue
+		}
+		for _, in := range st.instrs {
+			if in.op == "RUN" && strings.Contains(in.args, "go build") {
+				run = in.args
+			}
+		}
+	}
+	if run == "" {
+		t.Fatalf("Dockerfile: the default stage's binary comes from stage %q, which runs no go build", from)
+	}
+	args := []string{"build", "-o", filepath.Join(t.TempDir(), "loom")}
+	fields := strings.Fields(run)
+	for i, f := range fields {
+		if f == "-tags" && i+1 < len(fields) {
+			args = append(args, "-tags", fields[i+1])
+		}
+	}
+	cmd := exec.Command("go", append(args, "./cmd/loom")...)
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go %v: %v\n%s", args, err, out)
+	}
+	f, err := elf.Open(args[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Errorf("the default image's binary (go %s) is dynamically linked; it would not start on %s", strings.Join(args, " "), final.base)
+		}
 	}
 }

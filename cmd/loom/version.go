@@ -7,7 +7,6 @@ import (
 
 	"github.com/loomtrain/loom/internal/buildinfo"
 	"github.com/loomtrain/loom/kernels"
-	_ "github.com/loomtrain/loom/kernels/vulkan" // links the GPU backend in (listing and --device gpu)
 	"github.com/spf13/cobra"
 )
 
