@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -10,8 +11,9 @@ import (
 var Recipes = []string{"blip2", "qwen-vl", "vila", "lwm", "vqgan"}
 
 // ModelSizes are the model sizes a manifest may name; models/ maps each
-// recipe and size to concrete dimensions.
-var ModelSizes = []string{"tiny", "small", "base", "large"}
+// recipe and size to concrete dimensions (large is the paper's size).
+// trainer's TestModelSizesHavePresets keeps the two in step.
+var ModelSizes = []string{"tiny", "small", "large"}
 
 // Schedules are the learning-rate schedules a stage may use.
 var Schedules = []string{"cosine", "constant", "linear"}
@@ -55,6 +57,45 @@ type Manifest struct {
 	Defaults Hyperparameters `json:"defaults" yaml:"defaults"`
 	// Stages run in order. At least one.
 	Stages []Stage `json:"stages" yaml:"stages"`
+
+	// src is where ParseManifest read the manifest: its file and the line
+	// of every field path it saw (Where, Explicit). Not encoded.
+	src struct {
+		file  string
+		lines map[string]int
+	}
+}
+
+// Where returns the file and line of the field at path (for example
+// "stages[1].overrides.trainable[0]"), or of its nearest ancestor that the
+// manifest spells out; line 0 when the manifest was not parsed from YAML.
+func (m *Manifest) Where(path string) (string, int) { return m.src.file, lineOf(m.src.lines, path) }
+
+// Explicit reports whether the parsed manifest spells out the field at
+// path, as opposed to the field taking its default.
+func (m *Manifest) Explicit(path string) bool {
+	_, ok := m.src.lines[path]
+	return ok
+}
+
+// FieldErrorf is a *FieldError at path, located with Where.
+func (m *Manifest) FieldErrorf(path, format string, args ...any) *FieldError {
+	file, line := m.Where(path)
+	return &FieldError{File: file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)}
+}
+
+// lineOf is the line of path, or of its nearest recorded ancestor (0: none).
+func lineOf(lines map[string]int, path string) int {
+	for p := path; ; {
+		if l, ok := lines[p]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i < 0 {
+			return 0
+		}
+		p = p[:i]
+	}
 }
 
 // Model selects the model of the recipe.
@@ -239,7 +280,6 @@ type Hyperparameters struct {
 	MaxSeqLen      *int               `json:"max_seq_len,omitempty" yaml:"max_seq_len,omitempty"`
 	ImageSize      *int               `json:"image_size,omitempty" yaml:"image_size,omitempty"`
 	RopeTheta      *float64           `json:"rope_theta,omitempty" yaml:"rope_theta,omitempty"`
-	LayerDecay     *float64           `json:"layer_decay,omitempty" yaml:"layer_decay,omitempty"`
 	LabelSmoothing *float64           `json:"label_smoothing,omitempty" yaml:"label_smoothing,omitempty"`
 	Trainable      []string           `json:"trainable,omitempty" yaml:"trainable,omitempty"`
 	Losses         map[string]float64 `json:"losses,omitempty" yaml:"losses,omitempty"`
@@ -255,7 +295,7 @@ func builtinDefaults() Hyperparameters {
 		LR: f(1e-4), MinLR: f(0), WarmupSteps: i64(0), Schedule: s("cosine"),
 		WeightDecay: f(0.05), Beta1: f(0.9), Beta2: f(0.999), Eps: f(1e-8),
 		GradClip: f(1), MaxSeqLen: i(512), ImageSize: i(224), RopeTheta: f(10000),
-		LayerDecay: f(1), LabelSmoothing: f(0),
+		LabelSmoothing: f(0),
 	}
 }
 
@@ -300,9 +340,6 @@ func (h Hyperparameters) Merge(o Hyperparameters) Hyperparameters {
 	}
 	if o.RopeTheta != nil {
 		r.RopeTheta = o.RopeTheta
-	}
-	if o.LayerDecay != nil {
-		r.LayerDecay = o.LayerDecay
 	}
 	if o.LabelSmoothing != nil {
 		r.LabelSmoothing = o.LabelSmoothing

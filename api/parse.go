@@ -65,6 +65,7 @@ func ParseManifest(file string, data []byte) (*Manifest, error) {
 	if err := m.validate(file, d.c.lines); err != nil {
 		return nil, err
 	}
+	m.src.file, m.src.lines = file, d.c.lines
 	return &m, nil
 }
 
@@ -442,7 +443,6 @@ func (d *decoder) hyper(n *yaml.Node, path string, h *Hyperparameters) {
 		"eps":             f(&h.Eps),
 		"grad_clip":       f(&h.GradClip),
 		"rope_theta":      f(&h.RopeTheta),
-		"layer_decay":     f(&h.LayerDecay),
 		"label_smoothing": f(&h.LabelSmoothing),
 		"micro_batch":     i(&h.MicroBatch),
 		"max_seq_len":     i(&h.MaxSeqLen),

@@ -27,20 +27,8 @@ type checker struct {
 }
 
 func (c *checker) add(path, format string, args ...any) {
-	line := 0
 	// The nearest recorded ancestor gives the line.
-	for p := path; ; {
-		if l, ok := c.lines[p]; ok {
-			line = l
-			break
-		}
-		i := strings.LastIndexAny(p, ".[")
-		if i < 0 {
-			break
-		}
-		p = p[:i]
-	}
-	c.errs = append(c.errs, &FieldError{File: c.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+	c.errs = append(c.errs, &FieldError{File: c.file, Line: lineOf(c.lines, path), Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
 func (m *Manifest) validate(file string, lines map[string]int) error {
@@ -265,9 +253,6 @@ func (c *checker) hyper(p string, h Hyperparameters) {
 	posInt("max_seq_len", h.MaxSeqLen)
 	posInt("image_size", h.ImageSize)
 	pos("rope_theta", h.RopeTheta)
-	if h.LayerDecay != nil && !(*h.LayerDecay > 0 && *h.LayerDecay <= 1) {
-		c.add(p+".layer_decay", "%v: want a number in (0, 1]", *h.LayerDecay)
-	}
 	unit("label_smoothing", h.LabelSmoothing)
 	seen := map[string]bool{}
 	for i, mod := range h.Trainable {

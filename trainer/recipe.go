@@ -338,7 +338,7 @@ func changed(h, base api.Hyperparameters) api.Hyperparameters {
 	o.LR, o.MinLR, o.WeightDecay = diff(h.LR, base.LR), diff(h.MinLR, base.MinLR), diff(h.WeightDecay, base.WeightDecay)
 	o.Beta1, o.Beta2, o.Eps = diff(h.Beta1, base.Beta1), diff(h.Beta2, base.Beta2), diff(h.Eps, base.Eps)
 	o.GradClip, o.RopeTheta = diff(h.GradClip, base.GradClip), diff(h.RopeTheta, base.RopeTheta)
-	o.LayerDecay, o.LabelSmoothing = diff(h.LayerDecay, base.LayerDecay), diff(h.LabelSmoothing, base.LabelSmoothing)
+	o.LabelSmoothing = diff(h.LabelSmoothing, base.LabelSmoothing)
 	if h.WarmupSteps != nil && (base.WarmupSteps == nil || *h.WarmupSteps != *base.WarmupSteps) {
 		o.WarmupSteps = h.WarmupSteps
 	}

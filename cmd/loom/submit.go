@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -32,8 +33,14 @@ field, a value of the wrong type or an invalid value is an error naming the line
 and field — and submits it to the coordinator. The job waits until enough
 workers are free, then runs its stages in order.
 
+Before anything is sent, the manifest is also checked against its recipe as
+the workers will run it: the model size, the stage names, the loss names, and
+the trainable patterns against the stage's real parameter tree.
+
 --dry-run only checks the manifest and prints its normalised form, with every
-default written out. With an init block it then lists what the first stage will
+default written out, then what each stage will run with (the recipe's values
+with the manifest's on top: lr, betas, eps, schedule, warmup, image size,
+context, losses, and the trainable parameter count). With an init block it then lists what the first stage will
 load, without loading it: every tensor of each source with its shape, dtype and
 bytes and the parameters it initialises, and the parameters that stay at their
 random init. It reads only headers and configs (Hugging Face sources through the
@@ -57,13 +64,23 @@ Example:
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
+			// What the workers would refuse, refused now (sizes, stage
+			// names, losses, trainable patterns against the real model).
+			plans, err := trainer.CheckManifest(m)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			if dryRun {
 				b, err := m.Normalized()
 				if err != nil {
 					return err
 				}
-				if _, err = cmd.OutOrStdout().Write(b); err != nil || (len(m.Init) == 0 && m.Model.Tokenizer == "") {
+				if _, err = cmd.OutOrStdout().Write(b); err != nil {
 					return err
+				}
+				printStagePlans(cmd.OutOrStdout(), plans)
+				if len(m.Init) == 0 && m.Model.Tokenizer == "" {
+					return nil
 				}
 				return planInit(cmd, &cf, &s3, m)
 			}
@@ -178,4 +195,36 @@ func humanBytes(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// printStagePlans writes what each stage will run with.
+func printStagePlans(w io.Writer, plans []trainer.StagePlan) {
+	fmt.Fprintf(w, "\n# effective per stage (the recipe's values, the manifest's on top)\n")
+	for _, p := range plans {
+		fmt.Fprintf(w, "%s (recipe stage %s): %d steps of %d, lr %g → %g %s, warmup %d, betas %g/%g, eps %g, weight decay %g\n",
+			p.Name, p.RecipeStage, p.Steps, p.GlobalBatch, p.LR, p.MinLR, p.Schedule, p.Warmup, p.Beta1, p.Beta2, p.Eps, p.WeightDecay)
+		fmt.Fprintf(w, "  image %d px, context %d tokens, label smoothing %.4g, losses %s\n", p.ImageSize, p.Context, p.LabelSmoothing, formatWeights(p.Losses))
+		if p.LabelSmoothingNote != "" {
+			fmt.Fprintf(w, "  note: %s\n", p.LabelSmoothingNote)
+		}
+		switch {
+		case p.NotBuilt != "":
+			fmt.Fprintf(w, "  parameters: %s\n", p.NotBuilt)
+		case p.Params > 0:
+			fmt.Fprintf(w, "  parameters: %d trainable of %d (%.1f%%)\n", p.Trainable, p.Params, 100*float64(p.Trainable)/float64(p.Params))
+		}
+	}
+}
+
+func formatWeights(ws map[string]float64) string {
+	keys := make([]string, 0, len(ws))
+	for k := range ws {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%g×%s", ws[k], k)
+	}
+	return strings.Join(parts, " + ")
 }
