@@ -355,16 +355,18 @@ func (n *Node) HTTPHandler() http.Handler {
 	return mux
 }
 
+// Per-job series label the job loom_job, not job: Prometheus sets job to
+// the scrape job's name and would rename ours to exported_job.
 var (
 	descLeader        = prometheus.NewDesc("loom_coordinator_leader", "1 when this node runs the leader duties.", nil, nil)
 	descLeaderChanges = prometheus.NewDesc("loom_coordinator_leader_changes_seen_total", "Changes of the Raft leader this node saw, its first known leader included.", nil, nil)
 	descApplied       = prometheus.NewDesc("loom_coordinator_applied_commands_total", "Commands applied to this replica's state.", nil, nil)
 	descJobs          = prometheus.NewDesc("loom_coordinator_jobs", "Jobs by state.", []string{"state"}, nil)
 	descWorkers       = prometheus.NewDesc("loom_coordinator_workers", "Workers known to the coordinator, by status (down: registration ended; the others are registered).", []string{"status"}, nil)
-	descStep          = prometheus.NewDesc("loom_job_step", "Last reported global step of each job.", []string{"job"}, nil)
-	descRunning       = prometheus.NewDesc("loom_job_running", "1 while the job runs (state running), else 0.", []string{"job"}, nil)
-	descRestarts      = prometheus.NewDesc("loom_job_restarts_total", "Generations of the job started because a worker was lost or failed, since its submission or last resume.", []string{"job"}, nil)
-	descLastCkpt      = prometheus.NewDesc("loom_job_last_checkpoint_timestamp_seconds", "Unix time the job's newest checkpoint was committed (absent before its first).", []string{"job"}, nil)
+	descStep          = prometheus.NewDesc("loom_job_step", "Last reported global step of each job.", []string{"loom_job"}, nil)
+	descRunning       = prometheus.NewDesc("loom_job_running", "1 while the job runs (state running), else 0.", []string{"loom_job"}, nil)
+	descRestarts      = prometheus.NewDesc("loom_job_restarts_total", "Generations of the job started because a worker was lost or failed, since its submission or last resume.", []string{"loom_job"}, nil)
+	descLastCkpt      = prometheus.NewDesc("loom_job_last_checkpoint_timestamp_seconds", "Unix time the job's newest checkpoint was committed (absent before its first).", []string{"loom_job"}, nil)
 )
 
 type collector struct{ n *Node }

@@ -116,12 +116,12 @@ func TestNodeMetricsJobs(t *testing.T) {
 		want   float64
 		absent bool
 	}{
-		{name: "loom_job_running", labels: map[string]string{"job": "run"}, want: 1},
-		{name: "loom_job_running", labels: map[string]string{"job": "wait"}, want: 0},
-		{name: "loom_job_step", labels: map[string]string{"job": "run"}, want: 7},
-		{name: "loom_job_restarts_total", labels: map[string]string{"job": "run"}, want: 2},
-		{name: "loom_job_last_checkpoint_timestamp_seconds", labels: map[string]string{"job": "run"}, want: 1_700_000_000.25},
-		{name: "loom_job_last_checkpoint_timestamp_seconds", labels: map[string]string{"job": "wait"}, absent: true},
+		{name: "loom_job_running", labels: map[string]string{"loom_job": "run"}, want: 1},
+		{name: "loom_job_running", labels: map[string]string{"loom_job": "wait"}, want: 0},
+		{name: "loom_job_step", labels: map[string]string{"loom_job": "run"}, want: 7},
+		{name: "loom_job_restarts_total", labels: map[string]string{"loom_job": "run"}, want: 2},
+		{name: "loom_job_last_checkpoint_timestamp_seconds", labels: map[string]string{"loom_job": "run"}, want: 1_700_000_000.25},
+		{name: "loom_job_last_checkpoint_timestamp_seconds", labels: map[string]string{"loom_job": "wait"}, absent: true},
 		{name: "loom_coordinator_workers", labels: map[string]string{"status": "busy"}, want: 1},
 		{name: "loom_coordinator_workers", labels: map[string]string{"status": "down"}, want: 1},
 		{name: "loom_coordinator_jobs", labels: map[string]string{"state": "running"}, want: 1},

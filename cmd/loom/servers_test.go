@@ -16,6 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/loomtrain/loom/internal/devcluster"
+	"github.com/loomtrain/loom/internal/promtest"
 	"github.com/loomtrain/loom/shard"
 )
 
@@ -141,6 +142,9 @@ func TestEtcdCommand(t *testing.T) {
 	if v := kv(true); v != "kept" {
 		t.Fatalf("read back %q", v)
 	}
+	// It serves etcd's metrics on the client address; etcd's own names
+	// fail promtool's naming lint, nothing else may.
+	promtest.CheckMetrics(t, "loom etcd's /metrics", promtest.Scrape(t, s.exports["LOOM_ETCD_ENDPOINTS"]+"/metrics"), "etcd_")
 	s.stop(t)
 	if !strings.Contains(s.out.String(), "etcd stopping") {
 		t.Errorf("no stop line:\n%s", s.out)
