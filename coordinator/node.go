@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,6 +67,12 @@ type Node struct {
 
 	mu      sync.Mutex
 	leading bool // duties running (after the barrier)
+
+	// leaderChanges counts the changes of the leader this node saw (a
+	// known leader's ID differing from the last known one, the first
+	// one included); leaderLoop alone writes it.
+	leaderChanges atomic.Int64
+	lastLeader    string // leaderLoop's own
 }
 
 // NewNode checks cfg and returns a node; Run starts it.
@@ -168,6 +175,7 @@ func (n *Node) leaderLoop(ctx context.Context) {
 			default:
 			}
 		}
+		n.noteLeader()
 		leader := n.cfg.Raft.IsLeader()
 		switch {
 		case leader && cur == nil:
@@ -179,6 +187,17 @@ func (n *Node) leaderLoop(ctx context.Context) {
 			n.log.Info("lost leadership; leader duties stop")
 			stop()
 		}
+	}
+}
+
+// noteLeader counts a leader change when the known leader's ID differs
+// from the last one seen. Polled with leaderLoop, so two changes within
+// one poll period (250 ms) count once.
+func (n *Node) noteLeader() {
+	id, _ := n.cfg.Raft.Leader()
+	if id != "" && id != n.lastLeader {
+		n.lastLeader = id
+		n.leaderChanges.Add(1)
 	}
 }
 
@@ -343,18 +362,24 @@ func (n *Node) HTTPHandler() http.Handler {
 	return mux
 }
 
+// Per-job series label the job loom_job, not job: Prometheus sets job to
+// the scrape job's name and would rename ours to exported_job.
 var (
-	descLeader  = prometheus.NewDesc("loom_coordinator_leader", "1 when this node runs the leader duties.", nil, nil)
-	descApplied = prometheus.NewDesc("loom_coordinator_applied_commands", "Commands applied to this replica's state.", nil, nil)
-	descJobs    = prometheus.NewDesc("loom_coordinator_jobs", "Jobs by state.", []string{"state"}, nil)
-	descWorkers = prometheus.NewDesc("loom_coordinator_workers", "Workers by status.", []string{"status"}, nil)
-	descStep    = prometheus.NewDesc("loom_job_step", "Last reported global step of each job.", []string{"job"}, nil)
+	descLeader        = prometheus.NewDesc("loom_coordinator_leader", "1 when this node runs the leader duties.", nil, nil)
+	descLeaderChanges = prometheus.NewDesc("loom_coordinator_leader_changes_seen_total", "Changes of the Raft leader this node saw, its first known leader included.", nil, nil)
+	descApplied       = prometheus.NewDesc("loom_coordinator_applied_commands_total", "Commands applied to this replica's state.", nil, nil)
+	descJobs          = prometheus.NewDesc("loom_coordinator_jobs", "Jobs by state.", []string{"state"}, nil)
+	descWorkers       = prometheus.NewDesc("loom_coordinator_workers", "Workers known to the coordinator, by status (down: registration ended; the others are registered).", []string{"status"}, nil)
+	descStep          = prometheus.NewDesc("loom_job_step", "Last reported global step of each job.", []string{"loom_job"}, nil)
+	descRunning       = prometheus.NewDesc("loom_job_running", "1 while the job runs (state running), else 0.", []string{"loom_job"}, nil)
+	descRestarts      = prometheus.NewDesc("loom_job_restarts_total", "Generations of the job started because a worker was lost or failed, since its submission or last resume.", []string{"loom_job"}, nil)
+	descLastCkpt      = prometheus.NewDesc("loom_job_last_checkpoint_timestamp_seconds", "Unix time the job's newest checkpoint was committed (absent before its first).", []string{"loom_job"}, nil)
 )
 
 type collector struct{ n *Node }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLeader, descApplied, descJobs, descWorkers, descStep} {
+	for _, d := range []*prometheus.Desc{descLeader, descLeaderChanges, descApplied, descJobs, descWorkers, descStep, descRunning, descRestarts, descLastCkpt} {
 		ch <- d
 	}
 }
@@ -365,12 +390,22 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		lead = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descLeader, prometheus.GaugeValue, lead)
+	ch <- prometheus.MustNewConstMetric(descLeaderChanges, prometheus.CounterValue, float64(c.n.leaderChanges.Load()))
 	c.n.cfg.FSM.Read(func(s *State) {
 		ch <- prometheus.MustNewConstMetric(descApplied, prometheus.CounterValue, float64(s.Index))
 		jobs := map[JobState]int{Pending: 0, Running: 0, Succeeded: 0, Failed: 0, Cancelled: 0}
 		for _, j := range s.Jobs {
 			jobs[j.State]++
+			running := 0.0
+			if j.State == Running {
+				running = 1
+			}
 			ch <- prometheus.MustNewConstMetric(descStep, prometheus.GaugeValue, float64(j.Step), j.Name)
+			ch <- prometheus.MustNewConstMetric(descRunning, prometheus.GaugeValue, running, j.Name)
+			ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(j.Restarts), j.Name)
+			if cp := j.LastCheckpoint(); cp != nil {
+				ch <- prometheus.MustNewConstMetric(descLastCkpt, prometheus.GaugeValue, float64(cp.Committed.Unix())+float64(cp.Committed.Nanosecond())/1e9, j.Name)
+			}
 		}
 		for st, k := range jobs {
 			ch <- prometheus.MustNewConstMetric(descJobs, prometheus.GaugeValue, float64(k), string(st))

@@ -110,7 +110,7 @@ Example (a three-node cluster on one machine):
 	fl.StringVar(&f.httpAddr, "http-addr", "0.0.0.0:7002", "host:port for /healthz, /readyz and /metrics (empty: off)")
 	fl.StringVar(&f.peers, "peers", "", "initial voters as id=raft-host:port,... (first start only; include this node)")
 	fl.StringVar(&f.join, "join", "", "gRPC address of a running coordinator to join through (first start only)")
-	fl.StringVar(&f.etcd, "etcd", "", "comma-separated etcd endpoints of the worker registry (empty: no registry)")
+	fl.StringVar(&f.etcd, "etcd", os.Getenv("LOOM_ETCD_ENDPOINTS"), "comma-separated etcd endpoints of the worker registry (env LOOM_ETCD_ENDPOINTS; empty: no registry)")
 	fl.StringVar(&f.etcdPrefix, "etcd-prefix", "/loom/workers", "etcd key prefix the workers register under")
 	fl.StringVar(&f.token, "token", "", "removed: it showed the secret in ps; use --token-file or LOOM_TOKEN")
 	_ = fl.MarkHidden("token")

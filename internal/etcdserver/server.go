@@ -57,6 +57,7 @@ type Server struct {
 	ClientAddr, PeerAddr string
 
 	etcd *embed.Etcd
+	log  *slogCore
 }
 
 // Start runs a single-member etcd with its data under dir (created if
@@ -135,7 +136,8 @@ func startOnce(dir string, opt Options, clientAddr, peerAddr string) (*Server, e
 	if opt.LogLevel != 0 {
 		min = zapLevel(opt.LogLevel)
 	}
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newSlogCore(lg, min)))
+	core := newSlogCore(lg, min)
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(core))
 	cfg.LogLevel = min.String()
 
 	e, err := embed.StartEtcd(cfg)
@@ -164,7 +166,14 @@ func startOnce(dir string, opt Options, clientAddr, peerAddr string) (*Server, e
 		PeerAddr:   peerAddr,
 		Dir:        dir,
 		etcd:       e,
+		log:        core,
 	}, nil
+}
+
+// Env returns the environment a Loom coordinator or worker needs to reach
+// this server, as NAME=value lines (LOOM_ETCD_ENDPOINTS).
+func (s *Server) Env() []string {
+	return []string{"LOOM_ETCD_ENDPOINTS=" + strings.Join(s.Endpoints, ",")}
 }
 
 // Close stops the server and waits for its goroutines to end. Clients should
@@ -176,6 +185,7 @@ func (s *Server) Close() error {
 	}
 	e := s.etcd
 	s.etcd = nil
+	s.log.closing.Store(true)
 	e.Close()
 	// Err is closed once every serving goroutine has returned; an error
 	// sent before that is the reason the server stopped.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sort"
+	"sync/atomic"
 
 	"go.uber.org/zap/zapcore"
 )
@@ -15,13 +16,17 @@ type slogCore struct {
 	log    *slog.Logger
 	min    zapcore.Level
 	fields []zapcore.Field // from With, prepended to each entry's fields
+	// closing is set by Server.Close: etcd logs its listeners' shutdown at
+	// error level ("mux: server closed"), which is no news once Close runs.
+	// Shared by the cores With derives.
+	closing *atomic.Bool
 }
 
 func newSlogCore(l *slog.Logger, min zapcore.Level) *slogCore {
-	return &slogCore{log: l, min: min}
+	return &slogCore{log: l, min: min, closing: new(atomic.Bool)}
 }
 
-func (c *slogCore) Enabled(l zapcore.Level) bool { return l >= c.min }
+func (c *slogCore) Enabled(l zapcore.Level) bool { return l >= c.min && !c.closing.Load() }
 
 func (c *slogCore) With(fields []zapcore.Field) zapcore.Core {
 	nc := *c

@@ -3,9 +3,10 @@
 //
 // It wraps github.com/johannesboyne/gofakes3 on either a local directory
 // (the s3afero backend: buckets are subdirectories of dir/buckets) or memory,
-// bound to 127.0.0.1 on a free port. It checks no signatures; the access and
-// secret keys it reports are there so that clients are configured exactly as
-// they would be against a real store. Clients must upload with
+// bound to 127.0.0.1 on a free port or to Options.Addr (`loom s3`). It checks
+// no credentials and no signatures: anyone who reaches its address reads and
+// writes everything. The access and secret keys it reports are there so that
+// clients are configured exactly as they would be against a real store. Clients must upload with
 // minio.PutObjectOptions.DisableContentSha256 (shard.S3Store does): with
 // aws-chunked uploads over plain HTTP, gofakes3 v1.2.0 stores the chunk
 // signatures inside multipart objects.

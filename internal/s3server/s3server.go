@@ -32,7 +32,40 @@ type Server struct {
 
 // Start serves the objects under dir (created if missing) on a free
 // loopback port; dir == "" keeps them in memory. Stop it with Close.
-func Start(dir string) (*Server, error) {
+func Start(dir string) (*Server, error) { return StartWithOptions(Options{Dir: dir}) }
+
+// Options configure StartWithOptions. The zero value is Start("").
+type Options struct {
+	// Dir holds the objects (created if missing); "" keeps them in memory.
+	Dir string
+	// Addr is the host:port to listen on; "" means 127.0.0.1:0 (a free
+	// loopback port).
+	Addr string
+	// AccessKey and SecretKey are what the server reports as its
+	// credentials (DefaultAccessKey and DefaultSecretKey when empty). They
+	// are not checked: see the package doc.
+	AccessKey, SecretKey string
+}
+
+// The credentials a server reports when Options name none (the ones
+// `loom dev` uses).
+const (
+	DefaultAccessKey = "loom-dev"
+	DefaultSecretKey = "loom-dev-secret"
+)
+
+// StartWithOptions starts a server as o says; see Options.
+func StartWithOptions(o Options) (*Server, error) {
+	dir, addr := o.Dir, o.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	if o.AccessKey == "" {
+		o.AccessKey = DefaultAccessKey
+	}
+	if o.SecretKey == "" {
+		o.SecretKey = DefaultSecretKey
+	}
 	var backend gofakes3.Backend
 	if dir == "" {
 		backend = s3mem.New()
@@ -47,14 +80,14 @@ func Start(dir string) (*Server, error) {
 		backend = b
 	}
 	faker := gofakes3.New(backend, gofakes3.WithLogger(gofakes3.DiscardLog()))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("s3server: listen: %w", err)
+		return nil, fmt.Errorf("s3server: listen on %s: %w", addr, err)
 	}
 	s := &Server{
 		Endpoint:  "http://" + ln.Addr().String(),
-		AccessKey: "loom-dev",
-		SecretKey: "loom-dev-secret",
+		AccessKey: o.AccessKey,
+		SecretKey: o.SecretKey,
 		backend:   backend,
 		srv:       &http.Server{Handler: faker.Server(), ReadHeaderTimeout: 30 * time.Second},
 		ln:        ln,
@@ -66,6 +99,18 @@ func Start(dir string) (*Server, error) {
 
 // Addr returns the host:port the server listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Env returns the environment a Loom client of this server needs, as
+// NAME=value lines: LOOM_S3_ENDPOINT and LOOM_S3_ACCESS_KEY, and
+// LOOM_S3_SECRET_KEY when it is the default (a secret given to the server
+// is the caller's already, and is not repeated).
+func (s *Server) Env() []string {
+	env := []string{"LOOM_S3_ENDPOINT=" + s.Endpoint, "LOOM_S3_ACCESS_KEY=" + s.AccessKey}
+	if s.SecretKey == DefaultSecretKey {
+		env = append(env, "LOOM_S3_SECRET_KEY="+s.SecretKey)
+	}
+	return env
+}
 
 // CreateBucket creates a bucket; creating one that exists is not an error.
 func (s *Server) CreateBucket(name string) error {
