@@ -43,8 +43,19 @@ func TestOversizedInput(t *testing.T) {
 	if _, err := jobs.SubmitJob(ctx, &loompb.SubmitJobRequest{ManifestYaml: submitManifest("j")}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // the node's own registration and the first ticks settle
 	node := rc.c.Nodes[0]
+	// The node's own registration and the first scheduler ticks append to
+	// the log after the submit; wait until it has been still for a second
+	// (a fixed 300 ms was not enough on a loaded CI machine).
+	for last, still, deadline := node.Raft().LastIndex(), time.Now(), time.Now().Add(20*time.Second); time.Since(still) < time.Second; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the raft log kept growing for 20 s after the submit (index %d)", last)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if i := node.Raft().LastIndex(); i != last {
+			last, still = i, time.Now()
+		}
+	}
 	dbPath := filepath.Join(rc.c.Dir, rc.c.IDs[0], "raft.db")
 	dbSize := func() int64 {
 		st, err := os.Stat(dbPath)
