@@ -26,6 +26,12 @@ func init() {
 			// Table 11: lr 4e-5 constant; wd 0.1 (run_train_text.sh).
 			Hyper: api.Hyperparameters{LR: f64(4e-5), MinLR: f64(4e-5), Schedule: str("constant"), WeightDecay: f64(0.1)},
 			Eval:  EvalCaption,
+			// Text reaches neither the vision-code embeddings nor their
+			// head: LWM's text stages are LLaMA-2 with its own vocabulary,
+			// the VQGAN codes joining it in the vision stages (§4.1). Frozen,
+			// they carry no optimizer state and their random init reaches
+			// vision-1k unchanged.
+			Frozen: []string{"llm.model.vision_embed_tokens", "llm.vision_head"},
 		}
 	}
 	vision := func(name string, ctx int, kinds []shard.Kind, lr, minLR float64, sched string, warm float64, src string) StageSpec {

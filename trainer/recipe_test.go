@@ -181,7 +181,7 @@ func TestStageTransitions(t *testing.T) {
 			if a.cfg.LLM.Theta != 1e6 || b.cfg.LLM.Theta != 1e7 || a.stage.MaxSeqLen >= b.stage.MaxSeqLen {
 				t.Errorf("θ %g → %g, context %d → %d: want 1e6 → 1e7 and a longer context", a.cfg.LLM.Theta, b.cfg.LLM.Theta, a.stage.MaxSeqLen, b.stage.MaxSeqLen)
 			}
-		}, []string{"llm."}, nil},
+		}, []string{"llm.model.layers.", "llm.model.embed_tokens", "llm.lm_head"}, []string{"llm.model.vision_embed_tokens", "llm.vision_head"}},
 	} {
 		t.Run(tc.recipe, func(t *testing.T) {
 			m := testManifest(t, tc.recipe, 1, 2)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/loomtrain/loom/shard"
@@ -23,10 +24,23 @@ func TestRecipesEndToEnd(t *testing.T) {
 			}
 			ckpt := shard.NewMemStore()
 			var restore *CheckpointRef
+			var prev map[string][]float32 // the previous stage's final weights
 			for i := range m.Stages {
 				run, err := NewRun(ctx, d.job(m, i, ckpt), restore)
 				if err != nil {
 					t.Fatalf("stage %d (%s): NewRun: %v", i, m.Stages[i].Name, err)
+				}
+				before := snapshotParams(run)
+				// At the transition, what the stage loaded from the last
+				// one is that stage's final weights.
+				carried := 0
+				for name, v := range before {
+					if pv, ok := prev[name]; ok && len(pv) == len(v) && slices.Equal(pv, v) {
+						carried++
+					}
+				}
+				if prev != nil && carried == 0 {
+					t.Errorf("stage %s: no parameter carries the previous stage's final weights", m.Stages[i].Name)
 				}
 				for !run.Done() {
 					p, err := run.Step(ctx)
@@ -41,6 +55,23 @@ func TestRecipesEndToEnd(t *testing.T) {
 				if _, err := run.Step(ctx); !errors.Is(err, ErrDone) {
 					t.Fatalf("Step after the stage: %v, want ErrDone", err)
 				}
+				// Frozen parameters did not move; every trainable one did.
+				after := snapshotParams(run)
+				ps := run.model.Params()
+				var still []string
+				for _, name := range ps.Names() {
+					moved := !slices.Equal(before[name], after[name])
+					switch {
+					case ps.Frozen(name) && moved:
+						t.Errorf("stage %s: frozen %s changed", m.Stages[i].Name, name)
+					case !ps.Frozen(name) && !moved:
+						still = append(still, name)
+					}
+				}
+				if len(still) > 0 {
+					t.Errorf("stage %s: %d trainable parameters did not change in %d steps: %v", m.Stages[i].Name, len(still), m.Stages[i].Steps, still)
+				}
+				prev = after
 				ev, err := run.Evaluate(ctx, heldOut(3))
 				if err != nil {
 					t.Fatalf("stage %s: Evaluate: %v", m.Stages[i].Name, err)
@@ -62,3 +93,14 @@ func TestRecipesEndToEnd(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// snapshotParams copies every parameter's values (host copies of device
+// ones).
+func snapshotParams(r *Run) map[string][]float32 {
+	ps := r.model.Params()
+	out := map[string][]float32{}
+	for _, name := range ps.Names() {
+		out[name] = slices.Clone(ps.Get(name).HostData())
+	}
+	return out
+}
