@@ -146,6 +146,7 @@ func l2normalize(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
 type group struct {
 	off, size int
 	tokens    [][]int32
+	keys      []uint64 // image keys, group order (nil: unknown)
 	seed      uint64
 	gather    func(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor // nil: the batch is the group, or contrast is set
 	contrast  *Contrast                                                 // GradCache: the group's ITC, precomputed
@@ -154,7 +155,7 @@ type group struct {
 func (b *Batch) group() (group, error) {
 	g := b.Group
 	if g == nil {
-		return group{size: len(b.Tokens), tokens: b.Tokens, seed: b.Seed}, nil
+		return group{size: len(b.Tokens), tokens: b.Tokens, keys: b.ImageKeys, seed: b.Seed}, nil
 	}
 	if g.Gather == nil && g.Contrast == nil {
 		return group{}, fmt.Errorf("batch: group: Gather is nil")
@@ -167,13 +168,16 @@ func (b *Batch) group() (group, error) {
 			return group{}, fmt.Errorf("batch: group: tokens[%d] differs from the group's row %d", i, g.Offset+i)
 		}
 	}
+	if g.ImageKeys != nil && len(g.ImageKeys) != len(g.Tokens) {
+		return group{}, fmt.Errorf("batch: group: %d image keys for %d rows", len(g.ImageKeys), len(g.Tokens))
+	}
 	if g.Contrast != nil {
 		if n := len(g.Tokens); len(g.Contrast.Sim) != n*n {
 			return group{}, fmt.Errorf("batch: group: contrast: similarity matrix of %d values for a group of %d rows", len(g.Contrast.Sim), n)
 		}
-		return group{off: g.Offset, size: len(g.Tokens), tokens: g.Tokens, seed: g.Seed, contrast: g.Contrast}, nil
+		return group{off: g.Offset, size: len(g.Tokens), tokens: g.Tokens, keys: g.ImageKeys, seed: g.Seed, contrast: g.Contrast}, nil
 	}
-	return group{off: g.Offset, size: len(g.Tokens), tokens: g.Tokens, seed: g.Seed, gather: g.Gather}, nil
+	return group{off: g.Offset, size: len(g.Tokens), tokens: g.Tokens, keys: g.ImageKeys, seed: g.Seed, gather: g.Gather}, nil
 }
 
 // maxOverQueries returns [rows, cols] with the maximum over the nq
@@ -266,7 +270,7 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, raw, feats *kernels.Tensor) (
 			simI2T = tp.Slice(full, 0, g.off, g.off+nb)
 			simT2I = tp.Slice(tp.Transpose(full, 0, 1), 0, g.off, g.off+nb)
 		}
-		itc = itcLoss(tp, simI2T, simT2I, diag, ceOpt, itcTargets(g.tokens, g.off, nb, ls))
+		itc = itcLoss(tp, simI2T, simT2I, diag, ceOpt, itcTargets(g.tokens, g.keys, g.off, nb, ls))
 		i2tData, t2iData := simI2T.HostData(), simT2I.HostData()
 		i2t = func(i int) []float32 { return i2tData[i*g.size : (i+1)*g.size] }
 		t2i = func(j int) []float32 { return t2iData[j*g.size : (j+1)*g.size] }
@@ -281,7 +285,7 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, raw, feats *kernels.Tensor) (
 	if g.size >= 2 && m.cfg.LossWeight("itm") > 0 {
 		negImg := make([]int32, nb) // group index, for text j
 		negTxt := make([]int32, nb) // group index, for image i
-		same := sameCaption(g.tokens)
+		same := samePair(g.tokens, g.keys)
 		for j := 0; j < nb; j++ {
 			negImg[j] = sampleNeg(negRng(g.seed, 2*(g.off+j)), t2i(j), same(g.off+j))
 		}
@@ -469,7 +473,7 @@ func (m *blip2) features(b *Batch, train bool) (ContrastFeatures, error) {
 	ids, t, lens := padRows(b.Tokens, m.cfg.Special.Pad)
 	ds, doff := dropSeed(b)
 	img, txt := m.itcFeatures(nil, b, feats, ids, t, lens, train, ds, doff)
-	return ContrastFeatures{Image: img.HostData(), Text: txt.HostData(), ViT: raw.HostData(), Tokens: b.Tokens}, nil
+	return ContrastFeatures{Image: img.HostData(), Text: txt.HostData(), ViT: raw.HostData(), Tokens: b.Tokens, ImageKeys: b.ImageKeys}, nil
 }
 
 // Contrast computes ITC over a group from the features of all of its rows
@@ -491,10 +495,12 @@ func (m *blip2) Contrast(f ContrastFeatures) (*Contrast, error) {
 		return nil, fmt.Errorf("contrast: ViT outputs: %d values, want %d rows × patches × %d", len(f.ViT), g, w)
 	case f.Tokens != nil && len(f.Tokens) != g:
 		return nil, fmt.Errorf("contrast: tokens: %d rows, the features %d", len(f.Tokens), g)
+	case f.ImageKeys != nil && len(f.ImageKeys) != g:
+		return nil, fmt.Errorf("contrast: image keys: %d rows, the features %d", len(f.ImageKeys), g)
 	}
 	var targets *kernels.Tensor
 	if f.Tokens != nil {
-		targets = itcTargets(f.Tokens, 0, g, m.cfg.LabelSmoothing)
+		targets = itcTargets(f.Tokens, f.ImageKeys, 0, g, m.cfg.LabelSmoothing)
 	}
 	m.clampTemp()
 	tp := kernels.NewTape()
@@ -603,14 +609,17 @@ func sampleNeg(rng *rand.Rand, logits []float32, skip []int) int32 {
 	return int32(skip[0])
 }
 
-// sameCaption returns, for a row of the group, that row and every other
-// row with the same caption tokens, itself first: the rows that are not
-// its negatives.
-func sameCaption(tokens [][]int32) func(i int) []int {
+// samePair returns, for a row of the group, that row and every other row
+// with the same caption tokens or the same image (equal non-zero keys;
+// keys may be nil), itself first: the rows that are not its negatives.
+func samePair(tokens [][]int32, keys []uint64) func(i int) []int {
 	return func(i int) []int {
 		out := []int{i}
 		for k, row := range tokens {
-			if k != i && slices.Equal(row, tokens[i]) {
+			if k == i {
+				continue
+			}
+			if slices.Equal(row, tokens[i]) || (keys != nil && keys[i] != 0 && keys[k] == keys[i]) {
 				out = append(out, k)
 			}
 		}
@@ -625,9 +634,9 @@ func sameCaption(tokens [][]int32) func(i int) []int {
 // Captions shared within a batch are not each other's negatives. nil when
 // every caption of the group is distinct: the targets are then the
 // diagonal, which the hard-label cross-entropy computes.
-func itcTargets(tokens [][]int32, off, n int, ls float32) *kernels.Tensor {
+func itcTargets(tokens [][]int32, keys []uint64, off, n int, ls float32) *kernels.Tensor {
 	g := len(tokens)
-	same := sameCaption(tokens)
+	same := samePair(tokens, keys)
 	dup := false
 	for i := 0; i < g && !dup; i++ {
 		dup = len(same(i)) > 1

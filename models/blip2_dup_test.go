@@ -82,12 +82,12 @@ func TestBLIP2SharedCaptionsAreNotNegatives(t *testing.T) {
 	distinct[3], distinct[5] = toks[1], toks[2]
 	distinct[3] = append(slices.Clone(distinct[3]), 7)
 	distinct[5] = append(slices.Clone(distinct[5]), 9)
-	if tg := itcTargets(distinct, 0, B, c.LabelSmoothing); tg != nil {
+	if tg := itcTargets(distinct, nil, 0, B, c.LabelSmoothing); tg != nil {
 		t.Errorf("targets %v for distinct captions, want nil (the diagonal)", tg.Data)
 	}
 
 	// ITM's negatives: never a row with the same caption.
-	same := sameCaption(toks)
+	same := samePair(toks, nil)
 	logits := make([]float32, B)
 	for k := range logits {
 		logits[k] = 10 // all equally likely
@@ -101,5 +101,61 @@ func TestBLIP2SharedCaptionsAreNotNegatives(t *testing.T) {
 	// A group of one caption: only the row itself is excluded.
 	if k := sampleNeg(rand.New(rand.NewPCG(1, 1)), logits[:3], []int{0, 1, 2}); k == 0 {
 		t.Errorf("all rows share the caption: drew the row itself")
+	}
+}
+
+// Rows that show the same image (equal Batch.ImageKeys: one image with
+// several captions) are not each other's negatives either, with distinct
+// captions: ITC's targets spread over them as over shared captions, in
+// Forward and in Contrast alike, and ITM never draws them.
+func TestBLIP2SameImageIsNotANegative(t *testing.T) {
+	c, _ := Preset(BLIP2, "tiny")
+	c.QFormer.Dropout = 0.1
+	const B = 6
+	imgs, toks := randomImageText(c, rand.New(rand.NewPCG(5, 6)), B, 4, 3)
+	keys := []uint64{11, 12, 13, 11, 14, 0} // rows 0 and 3 show one image; 0 is unknown
+	mm, _ := New(c, 5)
+	m := mm.(*blip2)
+	with := &Batch{Images: imgs, Tokens: toks, ImageKeys: keys, Seed: 1}
+	without := &Batch{Images: imgs, Tokens: toks, Seed: 1}
+	tg := itcTargets(toks, keys, 0, B, c.LabelSmoothing)
+	if tg == nil {
+		t.Fatal("no soft targets for rows 0 and 3, which show the same image")
+	}
+	ls := c.LabelSmoothing
+	if want := (1-ls)/2 + ls/B; math.Abs(float64(tg.Data[0*B+3]-want)) > 1e-7 || math.Abs(float64(tg.Data[3*B+0]-want)) > 1e-7 {
+		t.Errorf("target of row 0 for row 3 %v, of 3 for 0 %v; want %v", tg.Data[3], tg.Data[3*B], want)
+	}
+	if v := tg.Data[5*B+5]; math.Abs(float64(v-(1-ls)-ls/B)) > 1e-7 {
+		t.Errorf("row 5 (key 0: unknown) target on itself %v, want the diagonal's %v", v, 1-ls+ls/B)
+	}
+	f, err := m.ContrastFeatures(with)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, err := m.Contrast(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := m.Forward(kernels.NewTape(), with)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := out.Terms["itc"]; math.Abs(float64(got-ct.Loss)) > 1e-5*float64(ct.Loss) {
+		t.Errorf("Forward ITC %v, Contrast %v: the image keys must reach both", got, ct.Loss)
+	}
+	plain, err := m.Forward(kernels.NewTape(), without)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.Terms["itc"] == out.Terms["itc"] {
+		t.Errorf("ITC %v with and without image keys: the keys change nothing", plain.Terms["itc"])
+	}
+	same := samePair(toks, keys)
+	if got := same(0); !slices.Equal(got, []int{0, 3}) {
+		t.Errorf("rows not negative to row 0: %v, want [0 3]", got)
+	}
+	if got := same(5); !slices.Equal(got, []int{5}) {
+		t.Errorf("rows not negative to row 5 (unknown image): %v, want [5]", got)
 	}
 }

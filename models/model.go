@@ -53,6 +53,12 @@ type Batch struct {
 	Segments [][]int32
 	// Instruction holds InstructBLIP's instruction tokens for the Q-Former.
 	Instruction [][]int32
+	// ImageKeys says, per row, which image it shows: rows with the same
+	// non-zero key show the same image (a dataset with several captions per
+	// image), and, like rows with the same caption, are not each other's
+	// negatives in BLIP-2's ITC and ITM (LAVIS's image_id). nil or 0:
+	// unknown.
+	ImageKeys []uint64
 	// Seed drives the random choices of a step (BLIP-2's ITM hard-negative
 	// sampling, the Q-Former's dropout), so a step is a pure function of
 	// the batch.
@@ -97,6 +103,9 @@ type Group struct {
 	// Tokens holds every row of the group, in group order; this batch's
 	// Tokens must equal Tokens[Offset : Offset+len(batch.Tokens)].
 	Tokens [][]int32
+	// ImageKeys are every row's Batch.ImageKeys, in group order (nil:
+	// unknown).
+	ImageKeys []uint64
 	// Seed drives ITM's negative sampling (it replaces Batch.Seed there):
 	// the same on every member, so that each row's negatives are a
 	// function of the seed and the row's index in the group.
@@ -127,6 +136,9 @@ type ContrastFeatures struct {
 	// Tokens are the rows' captions, which say which rows share one (those
 	// are not each other's ITC negatives); nil in Contrast: all distinct.
 	Tokens [][]int32
+	// ImageKeys say which rows show the same image (Batch.ImageKeys), who
+	// are not each other's negatives either; nil: unknown.
+	ImageKeys []uint64
 }
 
 // Contrast is ITC over a whole group of G rows and what the members need

@@ -3,6 +3,7 @@ package trainer
 import (
 	"bytes"
 	"fmt"
+	"hash/fnv"
 	"image"
 	_ "image/jpeg" // shard images are JPEG or PNG
 	_ "image/png"
@@ -69,6 +70,22 @@ type row struct {
 	N int
 	// segments are the packed segment ids (nil: one document).
 	segments []int32
+	// ImageKey identifies the row's image by its bytes (imageKey), so
+	// that rows showing one image are not each other's negatives in
+	// BLIP-2's ITC and ITM; 0: not tracked.
+	ImageKey uint64
+}
+
+// imageKey is a 48-bit FNV-1a hash of an image's encoded bytes, never 0
+// (48 bits: the key crosses ranks as two float32-exact halves).
+func imageKey(b []byte) uint64 {
+	h := fnv.New64a()
+	h.Write(b)
+	k := h.Sum64() & (1<<48 - 1)
+	if k == 0 {
+		k = 1
+	}
+	return k
 }
 
 // rowBuilder turns samples into rows for one stage.
@@ -123,6 +140,7 @@ func (b *rowBuilder) build(kind shard.Kind, s shard.Sample, pos int64) (row, err
 		}
 		r.Images = []*kernels.Tensor{img}
 		r.Tokens = append([]int32{sp.BOS}, clip(b.enc(s.Caption), min(b.maxLen, 32)-1)...)
+		r.ImageKey = imageKey(s.Image.Data)
 		return r, nil
 	case FormatSoftPromptCaption:
 		if kind != shard.KindImageText {
@@ -512,14 +530,18 @@ func trainedTokens(r row) int {
 func assemble(rows []row, seed uint64) (*models.Batch, error) {
 	b := &models.Batch{Seed: seed}
 	var imgs []*kernels.Tensor
-	anyLoss, anyVision, anySeg := false, false, false
+	anyLoss, anyVision, anySeg, anyKey := false, false, false, false
 	for _, r := range rows {
+		anyKey = anyKey || r.ImageKey != 0
 		anyLoss = anyLoss || r.Loss != nil
 		anyVision = anyVision || r.Vision != nil
 		anySeg = anySeg || r.segments != nil
 	}
 	for _, r := range rows {
 		b.Tokens = append(b.Tokens, r.Tokens)
+		if anyKey {
+			b.ImageKeys = append(b.ImageKeys, r.ImageKey)
+		}
 		if anyLoss {
 			l := r.Loss
 			if l == nil {

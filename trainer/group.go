@@ -79,12 +79,13 @@ func (g *gatherGroup) allReduce(buf []float32, what string) {
 	}
 }
 
-// group builds the models.Group of a micro-batch of n rows holding tokens:
-// the rows of every rank's micro-batch, rank by rank.
-func (g *gatherGroup) group(tokens [][]int32, seed uint64) *models.Group {
+// group builds the models.Group of a micro-batch of n rows holding tokens
+// and image keys (nil: none): the rows of every rank's micro-batch, rank
+// by rank.
+func (g *gatherGroup) group(tokens [][]int32, keys []uint64, seed uint64) *models.Group {
 	all, off := g.tokens(tokens)
 	size := len(all)
-	return &models.Group{Offset: off, Tokens: all, Seed: seed, Gather: func(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
+	return &models.Group{Offset: off, Tokens: all, ImageKeys: g.keys(keys, len(tokens)), Seed: seed, Gather: func(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
 		return g.gather(tp, x, off, size)
 	}}
 }
@@ -128,6 +129,30 @@ func (g *gatherGroup) tokens(tokens [][]int32) ([][]int32, int) {
 	return all, off
 }
 
+// keys all-gathers the ranks' image keys (n rows on every rank; nil on a
+// rank: zeros, unknown), rank by rank, as two 24-bit halves each, which
+// float32 sums carry exactly. nil when no rank has any.
+func (g *gatherGroup) keys(keys []uint64, n int) []uint64 {
+	if g.world == 1 {
+		return keys
+	}
+	local := make([]float32, 2*n)
+	for i, k := range keys {
+		local[2*i], local[2*i+1] = float32(k>>24), float32(k&(1<<24-1))
+	}
+	buf := g.rows(local, "all-gather of image keys")
+	out := make([]uint64, len(buf)/2)
+	any := false
+	for i := range out {
+		out[i] = uint64(buf[2*i])<<24 | uint64(buf[2*i+1])
+		any = any || out[i] != 0
+	}
+	if !any {
+		return nil
+	}
+	return out
+}
+
 // rows all-gathers x, this rank's rows of per values each (the same
 // number on every rank), rank by rank: exact, as in tokens.
 func (g *gatherGroup) rows(x []float32, what string) []float32 {
@@ -156,6 +181,11 @@ type contrastive interface {
 func (g *gatherGroup) contrast(m contrastive, batches []*models.Batch, seed uint64) ([]*models.Group, error) {
 	var local models.ContrastFeatures
 	var tokens [][]int32
+	var keys []uint64
+	anyKey := false
+	for _, b := range batches {
+		anyKey = anyKey || b.ImageKeys != nil
+	}
 	for k, b := range batches {
 		f, err := m.ContrastFeatures(b)
 		if err != nil {
@@ -165,13 +195,22 @@ func (g *gatherGroup) contrast(m contrastive, batches []*models.Batch, seed uint
 		local.Text = append(local.Text, f.Text...)
 		local.ViT = append(local.ViT, f.ViT...)
 		tokens = append(tokens, b.Tokens...)
+		if anyKey {
+			bk := b.ImageKeys
+			if bk == nil {
+				bk = make([]uint64, len(b.Tokens))
+			}
+			keys = append(keys, bk...)
+		}
 	}
 	all, off := g.tokens(tokens)
+	allKeys := g.keys(keys, len(tokens))
 	global := models.ContrastFeatures{
-		Image:  g.rows(local.Image, "all-gather of image features"),
-		Text:   g.rows(local.Text, "all-gather of text features"),
-		ViT:    g.rows(local.ViT, "all-gather of ViT outputs"),
-		Tokens: all,
+		Image:     g.rows(local.Image, "all-gather of image features"),
+		Text:      g.rows(local.Text, "all-gather of text features"),
+		ViT:       g.rows(local.ViT, "all-gather of ViT outputs"),
+		Tokens:    all,
+		ImageKeys: allKeys,
 	}
 	c, err := m.Contrast(global)
 	if err != nil {
@@ -179,7 +218,7 @@ func (g *gatherGroup) contrast(m contrastive, batches []*models.Batch, seed uint
 	}
 	groups := make([]*models.Group, len(batches))
 	for k, b := range batches {
-		groups[k] = &models.Group{Offset: off, Tokens: all, Seed: seed, Contrast: c}
+		groups[k] = &models.Group{Offset: off, Tokens: all, ImageKeys: allKeys, Seed: seed, Contrast: c}
 		off += len(b.Tokens)
 	}
 	return groups, nil

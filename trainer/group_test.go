@@ -36,6 +36,7 @@ func TestGroupGather(t *testing.T) {
 	grads := make([][]float32, world)
 	gathered := make([][]float32, world)
 	groups := make([][][]int32, world)
+	groupKeys := make([][]uint64, world)
 	var wg sync.WaitGroup
 	for r := 0; r < world; r++ {
 		wg.Add(1)
@@ -44,8 +45,15 @@ func TestGroupGather(t *testing.T) {
 			var wait time.Duration
 			gg := &gatherGroup{ctx: context.Background(), comm: cs[r], now: time.Now, wait: &wait, rank: r, world: world}
 			toks := [][]int32{{int32(10 * r), 1, 2}, {int32(10*r + 1)}}
-			grp := gg.group(toks, 7)
+			// Rank 1 knows no image keys; the others' cross intact,
+			// high bits included.
+			var keys []uint64
+			if r != 1 {
+				keys = []uint64{uint64(r+1)<<40 | 0xabcdef, 1<<48 - 1}
+			}
+			grp := gg.group(toks, keys, 7)
 			groups[r] = grp.Tokens
+			groupKeys[r] = grp.ImageKeys
 			x := kernels.New(slices.Clone(xs[r]), n, d).SetRequiresGrad(true)
 			tp := kernels.NewTape()
 			all := grp.Gather(tp, x)
@@ -75,6 +83,10 @@ func TestGroupGather(t *testing.T) {
 		want := fmt.Sprint([][]int32{{0, 1, 2}, {1}, {10, 1, 2}, {11}, {20, 1, 2}, {21}})
 		if got := fmt.Sprint(groups[r]); got != want {
 			t.Errorf("rank %d: group tokens %s, want %s", r, got, want)
+		}
+		wantKeys := []uint64{1<<40 | 0xabcdef, 1<<48 - 1, 0, 0, 3<<40 | 0xabcdef, 1<<48 - 1}
+		if !slices.Equal(groupKeys[r], wantKeys) {
+			t.Errorf("rank %d: group image keys %x, want %x", r, groupKeys[r], wantKeys)
 		}
 	}
 }

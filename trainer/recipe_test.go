@@ -296,3 +296,37 @@ func TestBLIP2Stage2RowStartsWithBOS(t *testing.T) {
 		t.Fatalf("stage 2 row %v (prefixed %v), want %v after the soft prompts", rw.Tokens, rw.Prefixed, want)
 	}
 }
+
+// TestBLIP2RowsKeyTheirImage: BLIP-2 stage 1 rows carry a key of their
+// image's bytes, equal for two captions of one image and different for
+// another image, and the assembled batch has them (models then keeps such
+// rows out of each other's negatives, LAVIS's image_id).
+func TestBLIP2RowsKeyTheirImage(t *testing.T) {
+	ctx := context.Background()
+	d := sharedData(t)
+	m := testManifest(t, "blip2", 2, 4)
+	r, err := NewRun(ctx, d.job(m, 0, shard.NewMemStore()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	a, other := synth.Sample(shard.KindImageText, 1, 0), synth.Sample(shard.KindImageText, 1, 1)
+	b := a
+	b.Caption = "another caption of the same image"
+	var rows []row
+	for i, s := range []shard.Sample{a, b, other} {
+		rw, err := r.builder.build(shard.KindImageText, s, int64(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, rw)
+	}
+	batch, err := assemble(rows, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := batch.ImageKeys
+	if len(k) != 3 || k[0] == 0 || k[0] != k[1] || k[2] == k[0] {
+		t.Fatalf("image keys %x: want the two captions of one image equal and non-zero, the other image's different", k)
+	}
+}

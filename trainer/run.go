@@ -589,7 +589,7 @@ func (r *Run) Step(ctx context.Context) (Progress, error) {
 					// every rank issues its collectives in one order.
 					gg.hold, gg.release = r.reduce.holdBuckets, r.reduce.releaseBuckets
 				}
-				b.Group = gg.group(b.Tokens, stepSeed(seed(r.job.Manifest), r.step))
+				b.Group = gg.group(b.Tokens, b.ImageKeys, stepSeed(seed(r.job.Manifest), r.step))
 			}
 			var err error
 			if out, err = r.model.Forward(tp, b); err != nil {
