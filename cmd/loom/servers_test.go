@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,8 +25,28 @@ import (
 type server struct {
 	cmd     *exec.Cmd
 	exports map[string]string // the export lines it printed
-	out     *bytes.Buffer     // everything it printed
-	done    chan struct{}
+	out     *lockedBuffer     // everything it printed
+	done    chan struct{}     // closed when the process has exited
+	drained chan struct{}     // closed when all of its output is in out
+}
+
+// lockedBuffer is a bytes.Buffer that the draining goroutine writes while
+// the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) WriteString(s string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.WriteString(s)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // startServer runs `loom ARGS...` with env added and waits for its
@@ -40,7 +61,7 @@ func startServer(t *testing.T, env []string, args ...string) *server {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s := &server{cmd: cmd, exports: map[string]string{}, out: &bytes.Buffer{}, done: make(chan struct{})}
+	s := &server{cmd: cmd, exports: map[string]string{}, out: &lockedBuffer{}, done: make(chan struct{}), drained: make(chan struct{})}
 	lines := make(chan string)
 	go func() {
 		sc := bufio.NewScanner(pr)
@@ -73,6 +94,7 @@ func startServer(t *testing.T, env []string, args ...string) *server {
 	}
 	// Keep draining (the rest of the output is checked after stop).
 	go func() {
+		defer close(s.drained)
 		for l := range lines {
 			s.out.WriteString(l + "\n")
 		}
@@ -89,6 +111,7 @@ func (s *server) stop(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no exit 10s after SIGTERM")
 	}
+	<-s.drained
 	if code := s.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0:\n%s", code, s.out)
 	}
