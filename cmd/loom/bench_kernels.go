@@ -100,11 +100,18 @@ func newBenchStepCmd() *cobra.Command {
 		Long: `Builds a GPT-style pre-norm transformer from the kernels ops (learned
 positions, LayerNorm, causal blockwise attention, GELU MLP, untied LM head,
 cross-entropy) and times one training step: zero grads, forward, backward,
-AdamW. The same model runs in PyTorch in a child process (--python, with
-OPENBLAS_CORETYPE=SkylakeX and the same thread count) that steps on request,
-so the two alternate step by step and see the same machine load; the best
-step of each counts. The ratio is Loom's time over PyTorch's (target
-≤ 1). Without a Python interpreter with torch, use --no-torch.
+AdamW. The same model runs in PyTorch in a child process (--python) that
+steps on request, so the two alternate step by step and see the same
+machine load; the best step of each counts. The ratio is Loom's time over
+PyTorch's (target ≤ 1). Without a Python interpreter with torch, use
+--no-torch.
+
+The child runs as a PyTorch user would tune it: every thread pool (torch,
+OpenMP, OpenBLAS, MKL) at the same --threads, OMP_WAIT_POLICY=PASSIVE so
+that idle OpenMP threads sleep instead of spinning against OpenBLAS's, and
+OPENBLAS_CORETYPE=SkylakeX where the CPU has AVX-512. It reports the BLAS
+it loaded, which is printed; the reference BLAS (Debian's libblas3, slower
+by an order of magnitude) is refused: install libopenblas0-pthread.
 
 Example:
   loom bench step --threads 1
@@ -127,6 +134,10 @@ Example:
 			c := r.Config
 			fmt.Fprintf(tw, "training step: %d layers, dim %d, %d heads, seq %d, batch %d, vocab %d (%d params), %d thread(s), gemm kernel %s\n",
 				c.Layers, c.Dim, c.Heads, c.Seq, c.Batch, c.Vocab, r.Params, c.Threads, r.Kernel)
+			fmt.Fprintf(tw, "cpu: %s\n", r.CPU)
+			if r.TorchBLAS != nil {
+				fmt.Fprintf(tw, "pytorch runs on: %s, %d thread(s)\n", r.TorchBLAS, r.TorchThreads)
+			}
 			fmt.Fprintf(tw, "case\tseconds per step\n")
 			fmt.Fprintf(tw, "loom\t%.3f\n", r.LoomSeconds)
 			if r.TorchSeconds > 0 {

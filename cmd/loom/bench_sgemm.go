@@ -11,12 +11,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/loomtrain/loom/kernels"
+	"github.com/loomtrain/loom/kernels/kbench"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 )
@@ -72,6 +72,7 @@ type sgemmResult struct {
 	Ratio          *float64 `json:"ratio"`           // gflops / baseline_gflops
 	Baseline       string   `json:"baseline"`        // what the baseline was, or why it is unavailable
 	Clock          string   `json:"clock"`           // "wall" or "cpu" (process CPU time)
+	CPU            string   `json:"cpu"`             // the machine's CPU (kbench.CPUModel)
 }
 
 type sgemmBenchOpts struct {
@@ -215,7 +216,7 @@ Example:
 	f.DurationVar(&budget, "budget", 300*time.Millisecond, "time each side spends per shape per round")
 	f.BoolVar(&baseline, "baseline", true, "run OpenBLAS (numpy) side by side")
 	f.StringVar(&python, "python", "/usr/bin/python3", "the Python with numpy that runs the baseline")
-	f.StringVar(&coreType, "openblas-coretype", "SkylakeX", "OPENBLAS_CORETYPE for the baseline (empty: let OpenBLAS detect)")
+	f.StringVar(&coreType, "openblas-coretype", kbench.DefaultCoreType(), "OPENBLAS_CORETYPE for the baseline (default SkylakeX where the CPU has AVX-512F; empty: let OpenBLAS detect)")
 	f.StringVar(&clock, "clock", "wall", "wall, or cpu (process CPU time; --threads 1 only)")
 	f.BoolVar(&asJSON, "json", false, "print JSON: one object for one shape, {\"results\": [...]} for several")
 	return c
@@ -284,7 +285,7 @@ func runSgemmBench(ctx context.Context, o sgemmBenchOpts) ([]sgemmResult, error)
 		}
 		res := sgemmResult{Shape: s.String(), M: s.M, N: s.N, K: s.K, TransA: s.TransA, TransB: s.TransB, Threads: threads,
 			Kernel: kernels.GemmKernel(), Seconds: best.Seconds(), GFLOPS: s.flops() / best.Seconds() / 1e9,
-			Baseline: baseNote, Clock: "wall"}
+			Baseline: baseNote, Clock: "wall", CPU: kbench.CPUModel()}
 		if o.cpuClock {
 			res.Clock = "cpu"
 		}
@@ -369,19 +370,10 @@ try:
 except Exception as e:
     print(json.dumps({"error": "numpy: %s" % e}), flush=True); sys.exit(0)
 x = np.ones((64, 64), dtype=np.float32); x @ x
-lib = None
-with open("/proc/self/maps") as f:
-    for line in f:
-        p = line.split()[-1]
-        if "openblas" in p and ".so" in p:
-            lib = p; break
-if lib is None:
-    print(json.dumps({"error": "numpy %s is not linked to OpenBLAS (Debian: apt-get install libopenblas0-pthread)" % np.__version__}), flush=True); sys.exit(0)
-ob = ctypes.CDLL(lib)
-ob.openblas_get_corename.restype = ctypes.c_char_p
-ob.openblas_get_config.restype = ctypes.c_char_p
-print(json.dumps({"ready": True, "numpy": np.__version__, "core": ob.openblas_get_corename().decode(),
-                  "config": ob.openblas_get_config().decode(), "threads": ob.openblas_get_num_threads()}), flush=True)
+blas = loom_blas()  # noqa: F821 (kbench.BLASProbe, prepended)
+if "openblas" not in blas:
+    print(json.dumps({"error": "numpy %s is not linked to OpenBLAS but to %s (Debian: apt-get install libopenblas0-pthread)" % (np.__version__, blas["libs"]), "blas": blas}), flush=True); sys.exit(0)
+print(json.dumps({"ready": True, "numpy": np.__version__, "blas": blas}), flush=True)
 clock = time.process_time if sys.argv[1:] == ["cpu"] else time.perf_counter
 cache = {}
 for line in sys.stdin:
@@ -413,13 +405,8 @@ func startOpenBLAS(ctx context.Context, python string, threads int, coreType str
 	if cpu {
 		clock = "cpu"
 	}
-	cmd := exec.CommandContext(ctx, python, "-c", openblasScript, clock)
-	env := os.Environ()
-	env = append(env, "OPENBLAS_NUM_THREADS="+strconv.Itoa(threads), "OMP_NUM_THREADS="+strconv.Itoa(threads))
-	if coreType != "" {
-		env = append(env, "OPENBLAS_CORETYPE="+coreType)
-	}
-	cmd.Env = env
+	cmd := exec.CommandContext(ctx, python, "-c", kbench.BLASProbe+openblasScript, clock)
+	cmd.Env = kbench.BaselineEnv(threads, coreType)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -434,12 +421,10 @@ func startOpenBLAS(ctx context.Context, python string, threads int, coreType str
 	}
 	h := &openblasHarness{cmd: cmd, in: in, out: bufio.NewScanner(stdout)}
 	var hello struct {
-		Ready   bool   `json:"ready"`
-		Error   string `json:"error"`
-		Numpy   string `json:"numpy"`
-		Core    string `json:"core"`
-		Config  string `json:"config"`
-		Threads int    `json:"threads"`
+		Ready bool            `json:"ready"`
+		Error string          `json:"error"`
+		Numpy string          `json:"numpy"`
+		BLAS  kbench.BLASInfo `json:"blas"`
 	}
 	if err := h.read(&hello); err != nil {
 		h.close()
@@ -449,7 +434,16 @@ func startOpenBLAS(ctx context.Context, python string, threads int, coreType str
 		h.close()
 		return nil, errors.New(hello.Error)
 	}
-	h.name = fmt.Sprintf("%s core=%s threads=%d via numpy %s", hello.Config, hello.Core, hello.Threads, hello.Numpy)
+	b, err := kbench.BaselineBLAS("numpy "+hello.Numpy+" ("+python+")", hello.BLAS)
+	if err != nil {
+		h.close()
+		return nil, err
+	}
+	if b.Threads != threads {
+		h.close()
+		return nil, fmt.Errorf("OpenBLAS under numpy runs %d threads, not the %d asked for", b.Threads, threads)
+	}
+	h.name = fmt.Sprintf("%s via numpy %s", b, hello.Numpy)
 	return h, nil
 }
 
@@ -500,7 +494,7 @@ func writeSgemmTable(w io.Writer, res []sgemmResult) error {
 		return err
 	}
 	if len(res) > 0 {
-		_, err := fmt.Fprintf(w, "baseline: %s; clock: %s\n", res[0].Baseline, res[0].Clock)
+		_, err := fmt.Fprintf(w, "baseline: %s; clock: %s; cpu: %s\n", res[0].Baseline, res[0].Clock, res[0].CPU)
 		return err
 	}
 	return nil

@@ -1,8 +1,11 @@
 package kbench
 
 import (
+	"errors"
 	"math"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/loomtrain/loom/kernels"
@@ -77,8 +80,24 @@ func TestBenchStepTorch(t *testing.T) {
 	}
 	cfg := StepConfig{Layers: 1, Dim: 16, Heads: 2, Seq: 8, Batch: 2, Vocab: 20, Steps: 2, Threads: 1, Python: "/usr/bin/python3"}
 	r, err := BenchStep(cfg)
+	// Debian's torch uses libblas.so.3, whichever BLAS the alternatives
+	// system points it at: the reference one must be refused, by name.
+	ref := false
+	if lib, lerr := filepath.EvalSymlinks("/usr/lib/x86_64-linux-gnu/libblas.so.3"); lerr == nil {
+		ref = strings.Contains(lib, "/blas/")
+	}
+	var refErr *ReferenceBLASError
+	if ref {
+		if !errors.As(err, &refErr) || !strings.Contains(err.Error(), "/blas/libblas.so") {
+			t.Fatalf("with the reference BLAS as libblas.so.3, BenchStep = %v, want a ReferenceBLASError naming it", err)
+		}
+		t.Skipf("refused as it should be: %v", err)
+	}
 	if err != nil {
 		t.Fatal(err)
+	}
+	if r.TorchBLAS == nil || r.TorchBLAS.Kind == "" || r.TorchThreads != 1 || r.CPU == "" {
+		t.Errorf("BenchStep does not say what PyTorch ran on: blas %+v, threads %d, cpu %q", r.TorchBLAS, r.TorchThreads, r.CPU)
 	}
 	if r.TorchParams != r.Params {
 		t.Errorf("PyTorch model has %d parameters, Loom's %d: not the same model", r.TorchParams, r.Params)
@@ -86,6 +105,39 @@ func TestBenchStepTorch(t *testing.T) {
 	if !(r.TorchSeconds > 0) || !(r.Ratio > 0) {
 		t.Errorf("BenchStep with PyTorch: %+v", r)
 	}
+}
+
+func TestBaselineBLAS(t *testing.T) {
+	const ref = "/usr/lib/x86_64-linux-gnu/blas/libblas.so.3.11.0"
+	const ob = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
+	for _, c := range []struct {
+		name    string
+		info    BLASInfo
+		kind    string
+		refused bool
+	}{
+		{"reference", BLASInfo{Libs: []string{ref, "/usr/lib/x86_64-linux-gnu/lapack/liblapack.so.3.11.0", "/usr/lib/x86_64-linux-gnu/libgomp.so.1.0.0"}}, "other", true},
+		{"openblas as libblas", BLASInfo{Libs: []string{ob, "/usr/lib/x86_64-linux-gnu/libgomp.so.1"}, OpenBLAS: ob, Config: "OpenBLAS 0.3.21", Core: "SkylakeX", Threads: 1}, "openblas", false},
+		{"openblas found but silent", BLASInfo{Libs: []string{"/opt/lib/libopenblasp-r0.3.21.so"}}, "openblas", false},
+		{"mkl beside a libblas", BLASInfo{Libs: []string{"/opt/intel/lib/libmkl_rt.so.2", ref}}, "mkl", false},
+		{"blis", BLASInfo{Libs: []string{"/usr/lib/x86_64-linux-gnu/blis-openmp/libblas.so.3", "/usr/lib/x86_64-linux-gnu/libblis.so.4"}}, "blis", false},
+		{"static (pip wheel)", BLASInfo{Libs: []string{"/usr/lib/libgomp.so.1"}}, "other", false},
+	} {
+		b, err := BaselineBLAS("test", c.info)
+		var refErr *ReferenceBLASError
+		if refused := errors.As(err, &refErr); refused != c.refused || b.Kind != c.kind {
+			t.Errorf("%s: kind %q, err %v; want kind %q, refused %v", c.name, b.Kind, err, c.kind, c.refused)
+		}
+		if c.refused && refErr.Lib != ref {
+			t.Errorf("%s: refusal names %q, want %q", c.name, refErr.Lib, ref)
+		}
+	}
+	for _, e := range BaselineEnv(2, "") {
+		if e == "OMP_WAIT_POLICY=PASSIVE" {
+			return
+		}
+	}
+	t.Error("BaselineEnv does not make OpenMP's idle threads sleep")
 }
 
 // BenchmarkStep times one training step of the default `loom bench step`

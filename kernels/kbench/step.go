@@ -9,9 +9,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"os"
 	"os/exec"
-	"strconv"
 	"time"
 
 	"github.com/loomtrain/loom/kernels"
@@ -45,6 +43,11 @@ type StepResult struct {
 	TorchSeconds float64    `json:"torch_seconds,omitempty"`
 	TorchParams  int        `json:"torch_params,omitempty"`
 	TorchVersion string     `json:"torch_version,omitempty"`
+	TorchThreads int        `json:"torch_threads,omitempty"`
+	// TorchBLAS is the BLAS and OpenMP PyTorch runs on; a reference BLAS
+	// is refused (ReferenceBLASError).
+	TorchBLAS *Baseline `json:"torch_blas,omitempty"`
+	CPU       string    `json:"cpu"` // CPUModel
 	// Ratio is loom time / torch time (lower is better; ≤ 1 meets the target).
 	Ratio float64 `json:"ratio_time_loom_over_torch,omitempty"`
 }
@@ -147,7 +150,7 @@ func BenchStep(cfg StepConfig) (StepResult, error) {
 	for i := range ids {
 		ids[i], tgt[i] = int32(rng.IntN(cfg.Vocab)), int32(rng.IntN(cfg.Vocab))
 	}
-	res := StepResult{Config: cfg, Kernel: kernels.GemmKernel(), LoomSeconds: math.Inf(1), TorchSeconds: math.Inf(1)}
+	res := StepResult{Config: cfg, Kernel: kernels.GemmKernel(), CPU: CPUModel(), LoomSeconds: math.Inf(1), TorchSeconds: math.Inf(1)}
 	for _, p := range m.Params {
 		res.Params += p.Size()
 	}
@@ -171,7 +174,7 @@ func BenchStep(cfg StepConfig) (StepResult, error) {
 			return res, err
 		}
 		defer torch.close()
-		res.TorchParams, res.TorchVersion = torch.params, torch.version
+		res.TorchParams, res.TorchVersion, res.TorchThreads, res.TorchBLAS = torch.params, torch.version, torch.threads, &torch.blas
 		if _, err := torch.step(); err != nil { // warm up
 			return res, err
 		}
@@ -204,14 +207,15 @@ type torchProc struct {
 	errb    *bytes.Buffer
 	params  int
 	version string
+	threads int
+	blas    Baseline
 }
 
 func startTorch(cfg StepConfig) (*torchProc, error) {
 	arg, _ := json.Marshal(map[string]int{"layers": cfg.Layers, "dim": cfg.Dim, "heads": cfg.Heads, "seq": cfg.Seq,
 		"batch": cfg.Batch, "vocab": cfg.Vocab, "threads": cfg.Threads})
-	cmd := exec.Command(cfg.Python, "-c", torchStepScript, string(arg))
-	cmd.Env = append(os.Environ(), "OPENBLAS_CORETYPE=SkylakeX", "OPENBLAS_NUM_THREADS="+strconv.Itoa(cfg.Threads),
-		"OMP_NUM_THREADS="+strconv.Itoa(cfg.Threads))
+	cmd := exec.Command(cfg.Python, "-c", BLASProbe+torchStepScript, string(arg))
+	cmd.Env = BaselineEnv(cfg.Threads, DefaultCoreType())
 	p := &torchProc{cmd: cmd, errb: &bytes.Buffer{}}
 	cmd.Stderr = p.errb
 	var err error
@@ -227,14 +231,24 @@ func startTorch(cfg StepConfig) (*torchProc, error) {
 		return nil, fmt.Errorf("kbench: PyTorch baseline (%s): %v", cfg.Python, err)
 	}
 	var hello struct {
-		Params int    `json:"params"`
-		Torch  string `json:"torch"`
+		Params  int      `json:"params"`
+		Torch   string   `json:"torch"`
+		Threads int      `json:"threads"`
+		BLAS    BLASInfo `json:"blas"`
 	}
 	if err := p.read(&hello); err != nil {
 		p.close()
 		return nil, err
 	}
-	p.params, p.version = hello.Params, hello.Torch
+	p.params, p.version, p.threads = hello.Params, hello.Torch, hello.Threads
+	if p.blas, err = BaselineBLAS(fmt.Sprintf("PyTorch %s (%s)", hello.Torch, cfg.Python), hello.BLAS); err != nil {
+		p.close()
+		return nil, fmt.Errorf("kbench: %w", err)
+	}
+	if hello.Threads != cfg.Threads {
+		p.close()
+		return nil, fmt.Errorf("kbench: PyTorch runs %d threads, not the %d asked for", hello.Threads, cfg.Threads)
+	}
 	return p, nil
 }
 

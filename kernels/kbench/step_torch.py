@@ -1,6 +1,7 @@
 """The PyTorch side of `loom bench step`: the same pre-norm transformer as
 kbench/step.go. After building the model it prints one JSON line (params,
-torch version, threads), then for every line "step" read from stdin it runs
+torch version, threads, and the BLAS and OpenMP libraries it loaded, from
+loom_blas(), which the Go side prepends: kbench.BLASProbe), then for every line "step" read from stdin it runs
 one AdamW training step and prints its time in seconds, so that the Go side
 can alternate Loom and PyTorch step by step. It exits at end of input.
 
@@ -59,7 +60,9 @@ opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
 ids = torch.randint(0, V, (B, S))
 tgt = torch.randint(0, V, (B, S))
 params = sum(p.numel() for p in model.parameters())
-print(json.dumps({"params": params, "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+torch.ones(64, 64) @ torch.ones(64, 64)  # loads the BLAS, for loom_blas
+print(json.dumps({"params": params, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "blas": loom_blas()}), flush=True)  # noqa: F821 (prepended)
 for line in sys.stdin:
     if line.strip() != "step":
         break
