@@ -153,7 +153,11 @@ func maxAbsDiff(a, b map[string][]float32) (float64, string) {
 // TestDataParallelEquivalence: 2 and 4 ranks with the same global batch
 // consume the same samples in the same order, have the same loss and
 // gradient norm at every step (1e-5 relative), and end with the weights of
-// 1 rank: within 1e-5 relative per tensor.
+// 1 rank: within 2e-5 relative per tensor. (The weights' float32 noise
+// after 3 steps depends on the GEMM kernel's summation order: at most
+// 9.9e-6 with the AVX-512 and the pure-Go kernels, 1.11e-5 with the AVX2
+// kernel on an AMD EPYC, in BLIP-2 with dropout's Q-Former LayerNorm bias
+// at world 4; a wrong gradient or sample is orders of magnitude above.)
 func TestDataParallelEquivalence(t *testing.T) {
 	const steps, lr = 3, 3e-3 // lr large enough to move every weight visibly
 	for _, tc := range []struct {
@@ -201,8 +205,8 @@ func TestDataParallelEquivalence(t *testing.T) {
 				abs, absAt := maxAbsDiff(one.weights[0], got.weights[0])
 				t.Logf("world %d vs 1: weights differ by up to %.3g relative (%s), %.3g·lr·steps absolute (%s); losses %v vs %v",
 					world, d, at, abs/(lr*steps), absAt, got.losses, one.losses)
-				if d > 1e-5 {
-					t.Errorf("world %d vs 1 after %d steps: %s differs by %.3g relative, want ≤ 1e-5", world, steps, at, d)
+				if d > 2e-5 {
+					t.Errorf("world %d vs 1 after %d steps: %s differs by %.3g relative, want ≤ 2e-5", world, steps, at, d)
 				}
 				if !slices.EqualFunc(got.ids, one.ids, slices.Equal) {
 					t.Errorf("world %d read samples %v, world 1 read %v", world, got.ids, one.ids)
