@@ -124,19 +124,27 @@ backward, package collective) at a fixed total length:
   zigzag      rank r holds chunks r and 2n−1−r (every rank equal work)
 
 For each layout it times every (rank, ring step) kernel workload alone on
-one thread, and reports the ring's critical path through the ring's data
-dependencies (the time when every rank has its own core), the zigzag
-speedup over contiguous, and the per-rank compute imbalance (max / mean).
-It also reports the wall time of a real run with all ranks sharing this
-machine's cores, which on a machine with fewer cores than ranks cannot show
-the balance gain.
+one thread, and reports a model: the ring's critical path through the
+ring's data dependencies (what the ring would take with a core per rank and
+free communication), the zigzag speedup over contiguous it implies, and the
+per-rank compute imbalance (max / mean). It also reports the wall time of a
+real run with all --ranks sharing this machine's cores, which on a machine
+with fewer cores than ranks cannot show the balance gain.
+
+Then it measures: a ring of --pinned-ranks ranks (default: one per CPU this
+process may use), each rank's goroutine locked to an OS thread pinned to a
+CPU of its own with one kernel thread, runs both layouts alternately
+--iters times after a warm-up; it prints the median wall time, its range
+and the measured speedup, with the same ring's modelled critical path
+beside it.
 
 Finally it measures the heap a rank needs for one forward+backward at fixed
 tokens per rank as the number of ranks doubles (it should stay flat).
 
 Example:
   loom bench ringattention
-  loom bench ringattention --ranks 8 --tokens-per-rank 1024 --json`,
+  loom bench ringattention --ranks 8 --tokens-per-rank 1024 --json
+  loom bench ringattention --pinned-ranks 2 --iters 9`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, f := range strings.Split(memRanks, ",") {
@@ -170,6 +178,7 @@ Example:
 	f.IntVar(&o.Iters, "iters", 3, "repetitions (the median is reported)")
 	f.StringVar(&memRanks, "mem-ranks", "1,2,4,8", "ring sizes for the memory measurement")
 	f.IntVar(&o.MemTokens, "mem-tokens", 512, "tokens per rank for the memory measurement")
+	f.IntVar(&o.PinnedWorld, "pinned-ranks", 0, "ranks of the measured one-rank-per-core comparison (0: one per usable CPU; at most that; 1 skips it)")
 	f.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	return cmd
 }

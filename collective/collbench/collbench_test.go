@@ -1,6 +1,7 @@
 package collbench_test
 
 import (
+	"runtime"
 	"bytes"
 	"context"
 	"strings"
@@ -84,6 +85,17 @@ func TestBenchmarksRun(t *testing.T) {
 	collbench.WriteRingAttnTable(&buf, ra)
 	if len(ra.Layouts) != 2 || len(ra.Memory) != 2 || !strings.Contains(buf.String(), "zigzag") {
 		t.Errorf("RingAttention: %d layouts, %d memory rows, table:\n%s", len(ra.Layouts), len(ra.Memory), buf.String())
+	}
+	// The measured comparison, one rank per core, where there are cores.
+	if runtime.GOOS == "linux" && runtime.NumCPU() >= 2 {
+		if len(ra.Pinned) != 2 || ra.Pinned[0].Speedup != 1 || ra.Pinned[1].WallMS <= 0 || ra.Pinned[1].ModelMS <= 0 ||
+			!strings.Contains(buf.String(), "measured, one rank per core") {
+			t.Errorf("RingAttention pinned rows %+v (skipped: %q), table:\n%s", ra.Pinned, ra.PinnedSkipped, buf.String())
+		}
+	}
+	if _, err := collbench.RingAttention(ctx, collbench.RingAttnOptions{World: 2, TokensPerRank: 16, Heads: 1, HeadDim: 8, Iters: 1,
+		MemWorlds: []int{1}, MemTokens: 8, PinnedWorld: 4096}, nil); err == nil || !strings.Contains(err.Error(), "each rank needs its own") {
+		t.Errorf("RingAttention with more pinned ranks than CPUs: %v", err)
 	}
 }
 

@@ -27,6 +27,10 @@ type RingAttnOptions struct {
 	Iters         int   // repetitions (minimum for the step timings, median for the wall), default 3
 	MemWorlds     []int // ring sizes for the memory measurement, default 1, 2, 4, 8
 	MemTokens     int   // tokens per rank for the memory measurement, default 512
+	// PinnedWorld is the ring size of the measured comparison, in which
+	// every rank runs on its own core: default (and at most) the number
+	// of CPUs this process may use; 1 or less skips it.
+	PinnedWorld int
 }
 
 func (o *RingAttnOptions) defaults() {
@@ -71,8 +75,32 @@ type LayoutRow struct {
 	// in-process transport with all ranks running at once on this
 	// machine's cores (fewer cores than ranks: the layouts then differ
 	// little, because an idle rank's core serves a busy one).
-	WallMS  float64 `json:"shared_core_wall_ms"`
+	WallMS float64 `json:"shared_core_wall_ms"`
+	// Speedup is a model: contiguous's critical path over this layout's.
 	Speedup float64 `json:"critical_path_speedup_vs_contiguous,omitempty"`
+}
+
+// PinnedRow is one layout measured with every rank on its own core: each
+// rank's goroutine locked to an OS thread pinned (sched_setaffinity) to
+// a CPU of its own, one kernel thread per rank, over the in-process
+// transport. Beside the measurement, the same ring's modelled critical
+// path (CriticalPath of per-step times measured alone).
+type PinnedRow struct {
+	Layout string `json:"layout"`
+	World  int    `json:"world"`
+	Total  int    `json:"total_tokens"`
+	CPUs   []int  `json:"cpus"` // rank r runs on CPUs[r]
+	// WallMS is the median over Iters runs, interleaved with the other
+	// layout's; WallMinMS and WallMaxMS their range.
+	WallMS    float64 `json:"measured_wall_ms"`
+	WallMinMS float64 `json:"measured_wall_min_ms"`
+	WallMaxMS float64 `json:"measured_wall_max_ms"`
+	// Speedup is contiguous's median wall over this layout's: measured.
+	Speedup float64 `json:"measured_speedup_vs_contiguous"`
+	// ModelMS and ModelSpeedup are the critical-path model's figures for
+	// the same ring: a model (free communication, no interference).
+	ModelMS      float64 `json:"modelled_critical_path_ms"`
+	ModelSpeedup float64 `json:"modelled_speedup_vs_contiguous"`
 }
 
 // MemRow is the heap a rank needs for one forward+backward at a ring size.
@@ -87,8 +115,12 @@ type RingAttnResult struct {
 	Options RingAttnOptions `json:"options"`
 	Layouts []LayoutRow     `json:"layouts"`
 	Memory  []MemRow        `json:"memory"`
-	Cores   int             `json:"cores"`
-	Clock   string          `json:"step_clock"` // what the step timings measure
+	// Pinned is the measured comparison, one rank per core; PinnedSkipped
+	// says why it is missing, if it is.
+	Pinned        []PinnedRow `json:"pinned"`
+	PinnedSkipped string      `json:"pinned_skipped,omitempty"`
+	Cores         int         `json:"cores"`
+	Clock         string      `json:"step_clock"` // what the step timings measure
 }
 
 type rankData struct{ q, k, v, do, o, lse, dq, dk, dv []float32 }
@@ -149,6 +181,20 @@ func RingAttention(ctx context.Context, o RingAttnOptions, progress io.Writer) (
 	if len(res.Layouts) == 2 && res.Layouts[1].CriticalMS > 0 {
 		res.Layouts[0].Speedup = 1 // the contiguous baseline, against itself
 		res.Layouts[1].Speedup = res.Layouts[0].CriticalMS / res.Layouts[1].CriticalMS
+	}
+	pinned, skipped, err := pinnedLayouts(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	res.Pinned, res.PinnedSkipped = pinned, skipped
+	if progress != nil {
+		for _, p := range pinned {
+			fmt.Fprintf(progress, "ringattention pinned %-10s %d ranks on CPUs %v: wall %.1f ms (median; %.1f–%.1f), modelled %.1f ms\n",
+				p.Layout, p.World, p.CPUs, p.WallMS, p.WallMinMS, p.WallMaxMS, p.ModelMS)
+		}
+		if skipped != "" {
+			fmt.Fprintf(progress, "ringattention pinned comparison skipped: %s\n", skipped)
+		}
 	}
 	for _, w := range o.MemWorlds {
 		m, err := memoryPerRank(ctx, w, o.MemTokens, o.Heads, o.HeadDim)
@@ -302,7 +348,7 @@ func distributedWall(ctx context.Context, cfg collective.RingAttnConfig, world, 
 	var times []float64
 	for range iters {
 		t0 := time.Now()
-		if err := fwdBwd(ctx, comms, cfg, data); err != nil {
+		if err := fwdBwd(ctx, comms, cfg, data, nil); err != nil {
 			return 0, err
 		}
 		times = append(times, ms(time.Since(t0)))
@@ -310,11 +356,21 @@ func distributedWall(ctx context.Context, cfg collective.RingAttnConfig, world, 
 	return median(times), nil
 }
 
-func fwdBwd(ctx context.Context, comms []*collective.Comm, cfg collective.RingAttnConfig, data []*rankData) error {
+// fwdBwd runs one forward+backward on every rank at once. With cpus, rank
+// r's goroutine runs on an OS thread pinned to cpus[r].
+func fwdBwd(ctx context.Context, comms []*collective.Comm, cfg collective.RingAttnConfig, data []*rankData, cpus []int) error {
 	errs := make([]error, len(comms))
 	var wg sync.WaitGroup
 	for r, c := range comms {
 		wg.Go(func() {
+			if cpus != nil {
+				undo, err := pinThread(cpus[r])
+				if err != nil {
+					errs[r] = err
+					return
+				}
+				defer undo()
+			}
 			x := data[r]
 			if errs[r] = c.RingAttentionForward(ctx, cfg, x.q, x.k, x.v, x.o, x.lse); errs[r] != nil {
 				return
@@ -329,6 +385,72 @@ func fwdBwd(ctx context.Context, comms []*collective.Comm, cfg collective.RingAt
 		}
 	}
 	return nil
+}
+
+// pinnedLayouts measures both layouts with one rank per core (PinnedRow).
+// The runs alternate between the layouts, so that load from other
+// processes hits both alike.
+func pinnedLayouts(ctx context.Context, o RingAttnOptions) ([]PinnedRow, string, error) {
+	cpus, err := allowedCPUs()
+	if err != nil {
+		return nil, err.Error(), nil
+	}
+	w := o.PinnedWorld
+	if w == 0 {
+		w = len(cpus)
+	}
+	switch {
+	case w > len(cpus):
+		return nil, "", fmt.Errorf("collbench: --pinned-ranks %d: this process may use %d CPUs, and each rank needs its own", w, len(cpus))
+	case w < 2:
+		return nil, fmt.Sprintf("a ring of %d rank(s) (%d CPUs usable): nothing to balance", w, len(cpus)), nil
+	}
+	cpus = cpus[:w]
+	total := w * o.TokensPerRank
+	layouts := []collective.Layout{collective.Contiguous, collective.Zigzag}
+	cfgs := make([]collective.RingAttnConfig, len(layouts))
+	for i, l := range layouts {
+		cfgs[i] = collective.RingAttnConfig{Total: total, Heads: o.Heads, HeadDim: o.HeadDim, Causal: true, Layout: l}
+	}
+	prev := kernels.MaxThreads()
+	kernels.SetMaxThreads(1) // one kernel thread per rank: the rank's own
+	defer kernels.SetMaxThreads(prev)
+	fwds, bwds := stepTimes(cfgs, w, o.Iters)
+	comms := make([]*collective.Comm, w)
+	net := inproc.NewNetwork(w, 1)
+	data := make([]*rankData, w)
+	for r := range comms {
+		comms[r], _ = collective.New(net.Transport(r), collective.Config{Job: "bench", Timeout: time.Minute})
+		data[r] = newRankData(rand.New(rand.NewPCG(uint64(r), 7)), o.TokensPerRank, o.Heads, o.HeadDim)
+	}
+	defer func() {
+		for _, c := range comms {
+			c.Close()
+		}
+	}()
+	times := make([][]float64, len(cfgs))
+	for it := -1; it < o.Iters; it++ { // the first round warms up
+		for i, cfg := range cfgs {
+			t0 := time.Now()
+			if err := fwdBwd(ctx, comms, cfg, data, cpus); err != nil {
+				return nil, "", err
+			}
+			if it >= 0 {
+				times[i] = append(times[i], ms(time.Since(t0)))
+			}
+		}
+	}
+	rows := make([]PinnedRow, len(cfgs))
+	for i, l := range layouts {
+		rows[i] = PinnedRow{Layout: l.String(), World: w, Total: total, CPUs: cpus,
+			WallMS: median(times[i]), WallMinMS: slices.Min(times[i]), WallMaxMS: slices.Max(times[i]),
+			ModelMS: CriticalPath(fwds[i], false) + CriticalPath(bwds[i], true)}
+	}
+	for i := range rows {
+		rows[i].Speedup = rows[0].WallMS / rows[i].WallMS
+		rows[i].ModelSpeedup = rows[0].ModelMS / rows[i].ModelMS
+	}
+	return rows, "", nil
 }
 
 // memoryPerRank runs one causal zigzag forward+backward over world ranks
@@ -349,7 +471,7 @@ func memoryPerRank(ctx context.Context, world, tokens, h, d int) (MemRow, error)
 			c.Close()
 		}
 	}()
-	if err := fwdBwd(ctx, comms, cfg, data); err != nil { // warm the kernels' pools
+	if err := fwdBwd(ctx, comms, cfg, data, nil); err != nil { // warm the kernels' pools
 		return MemRow{}, err
 	}
 	runtime.GC()
@@ -377,7 +499,7 @@ func memoryPerRank(ctx context.Context, world, tokens, h, d int) (MemRow, error)
 	// the ring's working buffers plus the messages in flight, not the
 	// garbage of messages already consumed.
 	debugGC := setGCPercent(5)
-	err := fwdBwd(ctx, comms, cfg, data)
+	err := fwdBwd(ctx, comms, cfg, data, nil)
 	close(stop)
 	wg.Wait()
 	setGCPercent(debugGC)
@@ -392,11 +514,24 @@ func WriteRingAttnTable(w io.Writer, res *RingAttnResult) {
 	o := res.Options
 	fmt.Fprintf(w, "# causal ring attention fwd+bwd, %d ranks × %d tokens, %d heads × %d, %d cores; critical path from per-step %s\n", o.World, o.TokensPerRank, o.Heads, o.HeadDim, res.Cores, res.Clock)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "layout\ttokens\tcritical path(ms)\tspeedup\timbalance\tshared-core wall(ms)\tper-rank compute(ms)\t")
+	fmt.Fprintln(tw, "layout\ttokens\tmodelled critical path(ms)\tmodelled speedup\timbalance\tshared-core wall(ms)\tper-rank compute(ms)\t")
 	for _, r := range res.Layouts {
 		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.2f\t%.3f\t%.1f\t%.0f\t\n", r.Layout, r.Total, r.CriticalMS, r.Speedup, r.Imbalance, r.WallMS, r.RankMS)
 	}
 	tw.Flush()
+	fmt.Fprintln(w)
+	if len(res.Pinned) == 0 {
+		fmt.Fprintf(w, "# measured, one rank per core: skipped (%s)\n", res.PinnedSkipped)
+	} else {
+		p0 := res.Pinned[0]
+		fmt.Fprintf(w, "# measured, one rank per core: %d ranks × %d tokens, rank r pinned to CPU %v[r], median of %d runs interleaved; the model beside it\n", p0.World, p0.Total/p0.World, p0.CPUs, o.Iters)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "layout\ttokens\tmeasured wall(ms)\trange(ms)\tmeasured speedup\tmodelled critical path(ms)\tmodelled speedup\t")
+		for _, r := range res.Pinned {
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f–%.1f\t%.2f\t%.1f\t%.2f\t\n", r.Layout, r.Total, r.WallMS, r.WallMinMS, r.WallMaxMS, r.Speedup, r.ModelMS, r.ModelSpeedup)
+		}
+		tw.Flush()
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "# heap per rank, zigzag causal fwd+bwd, fixed tokens per rank")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
