@@ -1,9 +1,9 @@
 package collbench_test
 
 import (
-	"runtime"
 	"bytes"
 	"context"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
