@@ -32,7 +32,11 @@ so both rates are sustained over windows of the same length).
 It reports the attention FLOP rate (matrix products executed: forward
 4·S²·D·H, backward 10·S²·D·H, halved with --causal), the sgemm rate and their
 ratio (target ≥ 0.5), then the bytes one forward+backward allocates at each
---mem-seqs length: linear growth (exponent ≈ 1) means no S×S buffer.
+--mem-seqs length: the peak live heap, inputs, outputs and gradients
+included (sampled every 100 µs with the collector running often), the part
+of it above those buffers (scratch), and the bytes allocated, the median of --mem-repeats sweeps, with the growth
+exponent fitted over all lengths: linear growth (exponent ≈ 1) means no
+S×S buffer.
 
 Example:
   loom bench attention --seq 4096 --heads 4 --threads 1
@@ -56,7 +60,8 @@ Example:
 	f.BoolVar(&cfg.Causal, "causal", false, "causal mask (skips the tiles above the diagonal)")
 	f.IntVar(&cfg.Threads, "threads", 1, "goroutines per op (0 = GOMAXPROCS)")
 	f.IntVar(&cfg.Repeats, "repeats", 3, "runs of attention, each followed by sgemm; the best of each counts")
-	f.IntSliceVar(&cfg.MemSeqs, "mem-seqs", []int{1024, 2048, 4096}, "sequence lengths of the memory-growth measurement")
+	f.IntSliceVar(&cfg.MemSeqs, "mem-seqs", []int{1024, 2048, 4096, 8192}, "sequence lengths of the memory-growth measurement (4 or more for a fitted exponent worth the name)")
+	f.IntVar(&cfg.MemRepeats, "mem-repeats", 3, "sweeps of the memory measurement (medians per length, exponent fitted per sweep)")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return c
 }
@@ -71,11 +76,13 @@ func printAttn(w io.Writer, r kbench.AttnResult) error {
 	fmt.Fprintf(tw, "sgemm 1024³ (same run, same window)\t\t%.1f\n", r.SgemmGFLOPS)
 	fmt.Fprintf(tw, "ratio attention/sgemm\t\t%.2f\t(target ≥ 0.5)\n", r.Ratio)
 	if len(r.Memory) > 0 {
-		fmt.Fprintf(tw, "\nseq\tallocated\tper token\tq+k+v\tdense S×S×H scores\n")
+		fmt.Fprintf(tw, "\nmemory (median of %d sweeps)\n", r.MemRepeats)
+		fmt.Fprintf(tw, "seq\tpeak live heap\tper token\tof it scratch\tallocated\tq+k+v\tdense S×S×H scores\n")
 		for _, m := range r.Memory {
-			fmt.Fprintf(tw, "%d\t%s\t%.0f B\t%s\t%s\n", m.Seq, kbenchMiB(m.AllocBytes), m.PerToken, kbenchMiB(m.QKVBytes), kbenchMiB(m.DenseBytes))
+			fmt.Fprintf(tw, "%d\t%s\t%.0f B\t%s\t%s\t%s\t%s\n", m.Seq, kbenchMiB(m.PeakBytes), m.PerToken, kbenchMiB(m.ScratchBytes), kbenchMiB(m.AllocBytes), kbenchMiB(m.QKVBytes), kbenchMiB(m.DenseBytes))
 		}
-		fmt.Fprintf(tw, "growth exponent\t%.2f\t(1 = linear, 2 = quadratic)\n", r.MemExponent)
+		fmt.Fprintf(tw, "growth exponent of the peak\t%.2f\t(least squares over %d lengths, median of %d sweeps, range %.2f–%.2f; 1 = linear, 2 = quadratic)\n",
+			r.MemExponent, len(r.Memory), r.MemRepeats, r.MemExponentRange[0], r.MemExponentRange[1])
 	}
 	return tw.Flush()
 }

@@ -5,6 +5,12 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/loomtrain/loom/kernels"
@@ -16,8 +22,12 @@ type AttnConfig struct {
 	Causal              bool
 	Threads             int // goroutines per op; 0 = GOMAXPROCS
 	Repeats             int // interleaved runs; the best counts
-	// MemSeqs are the sequence lengths of the memory-growth measurement.
+	// MemSeqs are the sequence lengths of the memory-growth measurement
+	// (at least 2; 4 or more for an exponent worth the name).
 	MemSeqs []int
+	// MemRepeats is how many times the whole memory sweep runs (default
+	// 3); each point is the median, and the exponent is fitted per sweep.
+	MemRepeats int
 }
 
 // AttnResult is the outcome of BenchAttention. FLOPs count the matrix
@@ -40,21 +50,31 @@ type AttnResult struct {
 	// takes, so both rates are sustained over windows of the same length.
 	SgemmGFLOPS float64 `json:"sgemm_gflops"`
 	Ratio       float64 `json:"ratio_to_sgemm"`
-	// Memory: bytes allocated by one forward+backward at each length,
-	// beyond the inputs, outputs and gradients.
+	// Memory: the peak live heap of one forward+backward at each length,
+	// with and beyond its inputs, outputs and gradients (and the bytes it
+	// allocated), the median of MemRepeats sweeps.
 	Memory []AttnMem `json:"memory"`
-	// MemExponent is log2(alloc(2S)/alloc(S)) over the last doubling: 1 is
-	// linear growth, 2 quadratic.
-	MemExponent float64 `json:"memory_growth_exponent"`
+	// MemExponent is the slope of log(peak) against log(seq), fitted by
+	// least squares over every length of a sweep: the median over the
+	// sweeps, with their range. 1 is linear growth, 2 quadratic.
+	MemExponent      float64    `json:"memory_growth_exponent"`
+	MemExponentRange [2]float64 `json:"memory_growth_exponent_range"`
+	MemRepeats       int        `json:"memory_repeats"`
 }
 
 // AttnMem is one point of the memory-growth measurement.
 type AttnMem struct {
-	Seq        int     `json:"seq"`
-	AllocBytes uint64  `json:"alloc_bytes"`
-	QKVBytes   uint64  `json:"qkv_bytes"`   // q, k and v together, for scale
-	DenseBytes uint64  `json:"dense_bytes"` // the S×S×H score matrix a dense implementation holds
-	PerToken   float64 `json:"alloc_bytes_per_token"`
+	Seq int `json:"seq"`
+	// PeakBytes is the highest live heap (heap objects, sampled every
+	// 100 µs with the collector running at GOGC=5) of one call, its
+	// inputs, outputs and gradients included; ScratchBytes the part of it
+	// above those buffers.
+	PeakBytes    uint64  `json:"peak_heap_bytes"`
+	ScratchBytes uint64  `json:"scratch_heap_bytes"`
+	AllocBytes   uint64  `json:"alloc_bytes"` // allocated in total by the call
+	QKVBytes     uint64  `json:"qkv_bytes"`   // q, k and v together, for scale
+	DenseBytes   uint64  `json:"dense_bytes"` // the S×S×H score matrix a dense implementation holds
+	PerToken     float64 `json:"peak_bytes_per_token"`
 }
 
 type attnBufs struct {
@@ -124,6 +144,79 @@ func SustainedSgemmGFLOPS(n int, window time.Duration) float64 {
 	return 2 * float64(n) * float64(n) * float64(n) * float64(calls) / time.Since(t0).Seconds() / 1e9
 }
 
+// attnMemory runs one forward+backward at length s on fresh buffers and
+// returns its peak live heap (buffers included: above the heap before they
+// were allocated), the part of it above the buffers (the call's scratch),
+// and the bytes the call allocated. A first call warms the code; two
+// collections then empty the kernels' scratch pools, so the measured call
+// allocates its scratch anew.
+func attnMemory(s, h, d int, causal bool) (peak, scratch, alloc uint64) {
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	runtime.GC() // twice: sync.Pool's victim caches outlive one collection
+	runtime.GC()
+	metrics.Read(sample)
+	base0 := sample[0].Value.Uint64()
+	var m *kernels.AttnMask
+	if causal {
+		m = causalMask(s)
+	}
+	b := newAttnBufs(s, h, d)
+	b.run(s, h, d, m)
+	runtime.GC()
+	runtime.GC()
+	metrics.Read(sample)
+	base := sample[0].Value.Uint64()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	metrics.Read(sample)
+	base = min(base, sample[0].Value.Uint64())
+	var hi atomic.Uint64
+	hi.Store(base)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+		tk := time.NewTicker(100 * time.Microsecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+				metrics.Read(s)
+				if v := s[0].Value.Uint64(); v > hi.Load() {
+					hi.Store(v)
+				}
+			}
+		}
+	})
+	gc := debug.SetGCPercent(5)
+	b.run(s, h, d, m)
+	close(stop)
+	wg.Wait()
+	debug.SetGCPercent(gc)
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(b)
+	top := hi.Load()
+	return top - min(base0, top), top - base, after.TotalAlloc - before.TotalAlloc
+}
+
+// slope is the least-squares slope of ys against xs.
+func slope(xs, ys []float64) float64 {
+	n := float64(len(xs))
+	var sx, sy, sxx, sxy float64
+	for i := range xs {
+		sx, sy, sxx, sxy = sx+xs[i], sy+ys[i], sxx+xs[i]*xs[i], sxy+xs[i]*ys[i]
+	}
+	return (n*sxy - sx*sy) / (n*sxx - sx*sx)
+}
+
+func medianU(x []uint64) uint64 {
+	y := slices.Clone(x)
+	slices.Sort(y)
+	return y[len(y)/2]
+}
+
 // BenchAttention measures blockwise attention forward+backward against
 // sgemm, interleaved, and the memory growth with sequence length.
 func BenchAttention(cfg AttnConfig) (AttnResult, error) {
@@ -159,24 +252,36 @@ func BenchAttention(cfg AttnConfig) (AttnResult, error) {
 	res.GFLOPS = 14 * work / (res.FwdSeconds + res.BwdSeconds) / 1e9
 	res.Ratio = res.GFLOPS / res.SgemmGFLOPS
 
-	for _, ms := range cfg.MemSeqs {
-		var mm *kernels.AttnMask
-		if cfg.Causal {
-			mm = causalMask(ms)
-		}
-		b := newAttnBufs(ms, h, d)
-		runtime.GC()
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		b.run(ms, h, d, mm)
-		runtime.ReadMemStats(&after)
-		alloc := after.TotalAlloc - before.TotalAlloc
-		res.Memory = append(res.Memory, AttnMem{Seq: ms, AllocBytes: alloc, QKVBytes: uint64(3 * ms * h * d * 4),
-			DenseBytes: uint64(ms) * uint64(ms) * uint64(h) * 4, PerToken: float64(alloc) / float64(ms)})
+	if cfg.MemRepeats <= 0 {
+		cfg.MemRepeats = 3
 	}
-	if n := len(res.Memory); n >= 2 {
-		a, b := res.Memory[n-2], res.Memory[n-1]
-		res.MemExponent = math.Log(float64(b.AllocBytes)/float64(a.AllocBytes)) / math.Log(float64(b.Seq)/float64(a.Seq))
+	if len(cfg.MemSeqs) > 0 {
+		res.MemRepeats = cfg.MemRepeats
+		peaks := make([][]uint64, len(cfg.MemSeqs)) // [length][sweep]
+		allocs := make([][]uint64, len(cfg.MemSeqs))
+		scratches := make([][]uint64, len(cfg.MemSeqs))
+		var exps []float64
+		for range cfg.MemRepeats {
+			var xs, ys []float64
+			for i, ms := range cfg.MemSeqs {
+				peak, scratch, alloc := attnMemory(ms, h, d, cfg.Causal)
+				peaks[i], scratches[i], allocs[i] = append(peaks[i], peak), append(scratches[i], scratch), append(allocs[i], alloc)
+				xs, ys = append(xs, math.Log(float64(ms))), append(ys, math.Log(float64(max(peak, 1))))
+			}
+			if len(xs) >= 2 {
+				exps = append(exps, slope(xs, ys))
+			}
+		}
+		for i, ms := range cfg.MemSeqs {
+			p := medianU(peaks[i])
+			res.Memory = append(res.Memory, AttnMem{Seq: ms, PeakBytes: p, ScratchBytes: medianU(scratches[i]), AllocBytes: medianU(allocs[i]), QKVBytes: uint64(3 * ms * h * d * 4),
+				DenseBytes: uint64(ms) * uint64(ms) * uint64(h) * 4, PerToken: float64(p) / float64(ms)})
+		}
+		if len(exps) > 0 {
+			sort.Float64s(exps)
+			res.MemExponent = exps[len(exps)/2]
+			res.MemExponentRange = [2]float64{exps[0], exps[len(exps)-1]}
+		}
 	}
 	return res, nil
 }

@@ -12,12 +12,29 @@ import (
 )
 
 func TestBenchAttentionSmall(t *testing.T) {
-	r, err := BenchAttention(AttnConfig{Seq: 256, Heads: 2, HeadDim: 32, Causal: true, Repeats: 1, MemSeqs: []int{128, 256}})
+	r, err := BenchAttention(AttnConfig{Seq: 256, Heads: 2, HeadDim: 32, Causal: true, Repeats: 1, MemSeqs: []int{512, 1024, 2048, 4096}, MemRepeats: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !(r.GFLOPS > 0) || !(r.SgemmGFLOPS > 0) || len(r.Memory) != 2 {
+	if !(r.GFLOPS > 0) || !(r.SgemmGFLOPS > 0) || len(r.Memory) != 4 || r.MemRepeats != 2 {
 		t.Fatalf("BenchAttention: implausible result %+v", r)
+	}
+	// The peak holds at least q, k and v (and o, dO and the gradients), so
+	// it is above them and grows with the length; blockwise attention
+	// holds no S×S buffer, so it is far below the dense scores at 4096.
+	for _, m := range r.Memory {
+		if m.PeakBytes < m.QKVBytes || m.ScratchBytes >= m.PeakBytes {
+			t.Errorf("seq %d: peak %d B, scratch %d B, q+k+v %d B", m.Seq, m.PeakBytes, m.ScratchBytes, m.QKVBytes)
+		}
+	}
+	if last := r.Memory[3]; last.PeakBytes > last.DenseBytes/4 {
+		t.Errorf("seq 4096: peak %d B, dense scores %d B: an S×S buffer?", last.PeakBytes, last.DenseBytes)
+	}
+	if r.MemExponent < 0.8 || r.MemExponent > 1.3 || r.MemExponentRange[0] > r.MemExponent || r.MemExponentRange[1] < r.MemExponent {
+		t.Errorf("memory growth exponent %.2f (range %v), want about 1", r.MemExponent, r.MemExponentRange)
+	}
+	if got := slope([]float64{0, 1, 2, 3}, []float64{1, 3, 5, 7}); math.Abs(got-2) > 1e-12 {
+		t.Errorf("slope of y = 2x + 1: %v", got)
 	}
 	if _, err := BenchAttention(AttnConfig{Seq: 0, Heads: 1, HeadDim: 8}); err == nil {
 		t.Error("BenchAttention(seq 0): no error")
