@@ -12,7 +12,7 @@ import (
 )
 
 func TestBenchAttentionSmall(t *testing.T) {
-	r, err := BenchAttention(AttnConfig{Seq: 256, Heads: 2, HeadDim: 32, Causal: true, Repeats: 1, MemSeqs: []int{512, 1024, 2048, 4096}, MemRepeats: 2})
+	r, err := BenchAttention(AttnConfig{Seq: 256, Heads: 1, HeadDim: 16, Causal: true, Repeats: 1, MemSeqs: []int{512, 1024, 2048, 4096}, MemRepeats: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
