@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -97,5 +98,36 @@ func TestBenchSgemmBaseline(t *testing.T) {
 	}
 	if !(*r.BaselineGFLOPS > 0) || r.Ratio == nil || !strings.Contains(r.Baseline, "OpenBLAS") || r.Clock != "cpu" {
 		t.Errorf("--clock cpu got baseline_gflops=%v ratio=%v baseline=%q clock=%q, want a positive OpenBLAS rate, a ratio and clock cpu", *r.BaselineGFLOPS, r.Ratio, r.Baseline, r.Clock)
+	}
+}
+
+// TestBenchSaysWhichMachine: every bench names the CPU, the load and the
+// build above its table, or on stderr with --json, whose stdout stays one
+// JSON document.
+func TestBenchSaysWhichMachine(t *testing.T) {
+	args := []string{"bench", "sgemm", "--n", "16", "--rounds", "1", "--budget", "1ms", "--baseline=false"}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(loomBinary, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("loom %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	first, _, _ := strings.Cut(stdout.String(), "\n")
+	if !strings.HasPrefix(first, "# machine: ") || !strings.Contains(first, "CPUs") || !strings.Contains(first, "load average") {
+		t.Errorf("loom bench sgemm's first line is %q, want the machine", first)
+	}
+	stdout.Reset()
+	stderr.Reset()
+	cmd = exec.Command(loomBinary, append(args, "--json")...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("loom bench sgemm --json: %v\n%s", err, stderr.String())
+	}
+	var r sgemmResult
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil || r.CPU == "" {
+		t.Errorf("loom bench sgemm --json: stdout %q (cpu %q): %v", stdout.String(), r.CPU, err)
+	}
+	if !strings.Contains(stderr.String(), "# machine: ") {
+		t.Errorf("loom bench sgemm --json: no machine line on stderr:\n%s", stderr.String())
 	}
 }
