@@ -115,7 +115,8 @@ PyTorch's (target ≤ 1). Without a Python interpreter with torch, use
 
 The child runs as a PyTorch user would tune it: every thread pool (torch,
 OpenMP, OpenBLAS, MKL) at the same --threads, OMP_WAIT_POLICY=PASSIVE so
-that idle OpenMP threads sleep instead of spinning against OpenBLAS's, and
+that idle OpenMP threads sleep instead of spinning against OpenBLAS's (an
+OMP_WAIT_POLICY in the environment wins), and
 OPENBLAS_CORETYPE=SkylakeX where the CPU has AVX-512. It reports the BLAS
 it loaded, which is printed; the reference BLAS (Debian's libblas3, slower
 by an order of magnitude) is refused: install libopenblas0-pthread.
@@ -143,7 +144,7 @@ Example:
 				c.Layers, c.Dim, c.Heads, c.Seq, c.Batch, c.Vocab, r.Params, c.Threads, r.Kernel)
 			fmt.Fprintf(tw, "cpu: %s\n", r.CPU)
 			if r.TorchBLAS != nil {
-				fmt.Fprintf(tw, "pytorch runs on: %s, %d thread(s)\n", r.TorchBLAS, r.TorchThreads)
+				fmt.Fprintf(tw, "pytorch runs on: %s, %d thread(s), OMP_WAIT_POLICY=%s\n", r.TorchBLAS, r.TorchThreads, r.WaitPolicy)
 			}
 			fmt.Fprintf(tw, "case\tseconds per step\n")
 			fmt.Fprintf(tw, "loom\t%.3f\n", r.LoomSeconds)

@@ -137,15 +137,25 @@ func BaselineBLAS(who string, info BLASInfo) (Baseline, error) {
 // way a PyTorch user tunes a CPU run: every thread pool the same size
 // as Loom's, and OpenMP's idle threads sleeping (OMP_WAIT_POLICY=PASSIVE)
 // rather than spinning against OpenBLAS's own threads, which made
-// PyTorch slower at 2 threads than at 1. coreType, if set, pins
-// OpenBLAS's kernel (OPENBLAS_CORETYPE).
+// PyTorch slower at 2 threads than at 1 (an OMP_WAIT_POLICY in the
+// environment wins: WaitPolicy). coreType, if set, pins OpenBLAS's kernel
+// (OPENBLAS_CORETYPE).
 func BaselineEnv(threads int, coreType string) []string {
 	n := strconv.Itoa(threads)
-	env := append(os.Environ(), "OPENBLAS_NUM_THREADS="+n, "OMP_NUM_THREADS="+n, "MKL_NUM_THREADS="+n, "OMP_WAIT_POLICY=PASSIVE")
+	env := append(os.Environ(), "OPENBLAS_NUM_THREADS="+n, "OMP_NUM_THREADS="+n, "MKL_NUM_THREADS="+n, "OMP_WAIT_POLICY="+WaitPolicy())
 	if coreType != "" {
 		env = append(env, "OPENBLAS_CORETYPE="+coreType)
 	}
 	return env
+}
+
+// WaitPolicy is the OMP_WAIT_POLICY baselines run with: the
+// environment's, or PASSIVE.
+func WaitPolicy() string {
+	if p := os.Getenv("OMP_WAIT_POLICY"); p != "" {
+		return p
+	}
+	return "PASSIVE"
 }
 
 // DefaultCoreType is the OPENBLAS_CORETYPE the baselines pin by default:

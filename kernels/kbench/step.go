@@ -44,6 +44,7 @@ type StepResult struct {
 	TorchParams  int        `json:"torch_params,omitempty"`
 	TorchVersion string     `json:"torch_version,omitempty"`
 	TorchThreads int        `json:"torch_threads,omitempty"`
+	WaitPolicy   string     `json:"omp_wait_policy,omitempty"` // the baseline's OMP_WAIT_POLICY
 	// TorchBLAS is the BLAS and OpenMP PyTorch runs on; a reference BLAS
 	// is refused (ReferenceBLASError).
 	TorchBLAS *Baseline `json:"torch_blas,omitempty"`
@@ -175,6 +176,7 @@ func BenchStep(cfg StepConfig) (StepResult, error) {
 		}
 		defer torch.close()
 		res.TorchParams, res.TorchVersion, res.TorchThreads, res.TorchBLAS = torch.params, torch.version, torch.threads, &torch.blas
+		res.WaitPolicy = WaitPolicy()
 		if _, err := torch.step(); err != nil { // warm up
 			return res, err
 		}
