@@ -174,10 +174,10 @@ func BenchStep(cfg StepConfig) (StepResult, error) {
 		if torch, err = startTorch(cfg); err != nil {
 			return res, err
 		}
-		defer torch.close()
+		defer torch.Close()
 		res.TorchParams, res.TorchVersion, res.TorchThreads, res.TorchBLAS = torch.params, torch.version, torch.threads, &torch.blas
 		res.WaitPolicy = WaitPolicy()
-		if _, err := torch.step(); err != nil { // warm up
+		if _, _, err := torch.Step(); err != nil { // warm up
 			return res, err
 		}
 	}
@@ -185,7 +185,7 @@ func BenchStep(cfg StepConfig) (StepResult, error) {
 	for i := 0; i < cfg.Steps; i++ {
 		res.LoomSeconds = math.Min(res.LoomSeconds, step())
 		if torch != nil {
-			t, err := torch.step()
+			t, _, err := torch.Step()
 			if err != nil {
 				return res, err
 			}
@@ -200,13 +200,9 @@ func BenchStep(cfg StepConfig) (StepResult, error) {
 	return res, nil
 }
 
-// torchProc is the PyTorch baseline running as a child process that
-// performs one training step per "step" line on its stdin.
+// torchProc is the PyTorch baseline of BenchStep.
 type torchProc struct {
-	cmd     *exec.Cmd
-	in      io.WriteCloser
-	out     *bufio.Scanner
-	errb    *bytes.Buffer
+	*Proc
 	params  int
 	version string
 	threads int
@@ -216,9 +212,48 @@ type torchProc struct {
 func startTorch(cfg StepConfig) (*torchProc, error) {
 	arg, _ := json.Marshal(map[string]int{"layers": cfg.Layers, "dim": cfg.Dim, "heads": cfg.Heads, "seq": cfg.Seq,
 		"batch": cfg.Batch, "vocab": cfg.Vocab, "threads": cfg.Threads})
-	cmd := exec.Command(cfg.Python, "-c", BLASProbe+torchStepScript, string(arg))
-	cmd.Env = BaselineEnv(cfg.Threads, DefaultCoreType())
-	p := &torchProc{cmd: cmd, errb: &bytes.Buffer{}}
+	proc, err := StartProc(cfg.Python, torchStepScript, BaselineEnv(cfg.Threads, DefaultCoreType()), string(arg))
+	if err != nil {
+		return nil, err
+	}
+	p := &torchProc{Proc: proc}
+	var hello struct {
+		Params  int      `json:"params"`
+		Torch   string   `json:"torch"`
+		Threads int      `json:"threads"`
+		BLAS    BLASInfo `json:"blas"`
+	}
+	if err := p.Read(&hello); err != nil {
+		p.Close()
+		return nil, err
+	}
+	p.params, p.version, p.threads = hello.Params, hello.Torch, hello.Threads
+	if p.blas, err = BaselineBLAS(fmt.Sprintf("PyTorch %s (%s)", hello.Torch, cfg.Python), hello.BLAS); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("kbench: %w", err)
+	}
+	if hello.Threads != cfg.Threads {
+		p.Close()
+		return nil, fmt.Errorf("kbench: PyTorch runs %d threads, not the %d asked for", hello.Threads, cfg.Threads)
+	}
+	return p, nil
+}
+
+// Proc is a baseline running as a child process: python -c BLASProbe+script
+// args..., which answers one JSON line per request line on its stdin.
+type Proc struct {
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	out  *bufio.Scanner
+	errb *bytes.Buffer
+	name string
+}
+
+// StartProc starts python on BLASProbe+script with env (BaselineEnv).
+func StartProc(python, script string, env []string, args ...string) (*Proc, error) {
+	cmd := exec.Command(python, append([]string{"-c", BLASProbe + script}, args...)...)
+	cmd.Env = env
+	p := &Proc{cmd: cmd, errb: &bytes.Buffer{}, name: python}
 	cmd.Stderr = p.errb
 	var err error
 	if p.in, err = cmd.StdinPipe(); err != nil {
@@ -229,55 +264,40 @@ func startTorch(cfg StepConfig) (*torchProc, error) {
 		return nil, err
 	}
 	p.out = bufio.NewScanner(stdout)
+	p.out.Buffer(make([]byte, 64<<10), 16<<20)
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("kbench: PyTorch baseline (%s): %v", cfg.Python, err)
-	}
-	var hello struct {
-		Params  int      `json:"params"`
-		Torch   string   `json:"torch"`
-		Threads int      `json:"threads"`
-		BLAS    BLASInfo `json:"blas"`
-	}
-	if err := p.read(&hello); err != nil {
-		p.close()
-		return nil, err
-	}
-	p.params, p.version, p.threads = hello.Params, hello.Torch, hello.Threads
-	if p.blas, err = BaselineBLAS(fmt.Sprintf("PyTorch %s (%s)", hello.Torch, cfg.Python), hello.BLAS); err != nil {
-		p.close()
-		return nil, fmt.Errorf("kbench: %w", err)
-	}
-	if hello.Threads != cfg.Threads {
-		p.close()
-		return nil, fmt.Errorf("kbench: PyTorch runs %d threads, not the %d asked for", hello.Threads, cfg.Threads)
+		return nil, fmt.Errorf("kbench: baseline (%s): %v", python, err)
 	}
 	return p, nil
 }
 
-func (p *torchProc) read(v any) error {
+// Read decodes the child's next line into v.
+func (p *Proc) Read(v any) error {
 	if !p.out.Scan() {
 		_ = p.cmd.Wait()
-		return fmt.Errorf("kbench: PyTorch baseline exited: %s", bytes.TrimSpace(p.errb.Bytes()))
+		return fmt.Errorf("kbench: baseline %s exited: %s", p.name, bytes.TrimSpace(p.errb.Bytes()))
 	}
 	if err := json.Unmarshal(p.out.Bytes(), v); err != nil {
-		return fmt.Errorf("kbench: PyTorch baseline printed %q: %v", p.out.Text(), err)
+		return fmt.Errorf("kbench: baseline %s printed %q: %v", p.name, p.out.Text(), err)
 	}
 	return nil
 }
 
-func (p *torchProc) step() (float64, error) {
+// Step asks for one step and returns its time in seconds and its loss.
+func (p *Proc) Step() (seconds, loss float64, err error) {
 	if _, err := io.WriteString(p.in, "step\n"); err != nil {
-		return 0, fmt.Errorf("kbench: PyTorch baseline: %v: %s", err, bytes.TrimSpace(p.errb.Bytes()))
+		return 0, 0, fmt.Errorf("kbench: baseline %s: %v: %s", p.name, err, bytes.TrimSpace(p.errb.Bytes()))
 	}
 	var r struct {
 		Seconds float64 `json:"seconds"`
+		Loss    float64 `json:"loss"`
 	}
-	err := p.read(&r)
-	return r.Seconds, err
+	err = p.Read(&r)
+	return r.Seconds, r.Loss, err
 }
 
-// close ends the child: closing stdin makes it exit; Wait reaps it.
-func (p *torchProc) close() {
+// Close ends the child: closing stdin makes it exit; Wait reaps it.
+func (p *Proc) Close() {
 	_ = p.in.Close()
 	_ = p.cmd.Wait()
 }

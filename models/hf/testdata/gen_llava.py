@@ -55,15 +55,16 @@ def rotate_half(x):
 
 
 def llama(W, x, c, prefix):
-    """LlamaModel on inputs_embeds x [B, T, H], then lm_head."""
+    """LlamaModel on inputs_embeds x [B, T, H], in x's dtype (float64 here;
+    float32 in trainer/hfbench's timed step)."""
     b, t, _ = x.shape
     nh, nkv = c["num_attention_heads"], c["num_key_value_heads"]
     hd = c["hidden_size"] // nh
     inv_freq = 1.0 / (c["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
-    freqs = torch.arange(t, dtype=torch.float64)[:, None] * inv_freq[None, :]
+    freqs = (torch.arange(t, dtype=torch.float64)[:, None] * inv_freq[None, :]).to(x.dtype)
     emb = torch.cat((freqs, freqs), dim=-1)
     cos, sin = emb.cos()[None, None], emb.sin()[None, None]
-    mask = torch.full((t, t), float("-inf"), dtype=torch.float64).triu(1)
+    mask = torch.full((t, t), float("-inf"), dtype=x.dtype).triu(1)
     eps = c["rms_norm_eps"]
     for i in range(c["num_hidden_layers"]):
         p = prefix + "layers.%d." % i
