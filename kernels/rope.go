@@ -21,13 +21,20 @@ func ropeApply[T float](rows, h, d int, x, y []T, pos []int32, theta float64, of
 	for c := range inv {
 		inv[c] = math.Pow(theta, -2*float64(c)/float64(w))
 	}
-	cs, sn := make([]T, half), make([]T, half)
-	for r := 0; r < rows; r++ {
-		p := float64(pos[r%len(pos)])
+	// The angles depend on the position only: one table row per distinct
+	// position (ropeRows), not one per row.
+	np, row := ropeRows(rows, pos)
+	cst, snt := make([]T, np*half), make([]T, np*half)
+	for i := 0; i < np; i++ {
+		p := float64(ropePos(i, pos, np, rows))
 		for c := range inv {
 			a := p * inv[c]
-			cs[c], sn[c] = T(math.Cos(a)), T(sign*math.Sin(a))
+			cst[i*half+c], snt[i*half+c] = T(math.Cos(a)), T(sign*math.Sin(a))
 		}
+	}
+	for r := 0; r < rows; r++ {
+		t := row(r) * half
+		cs, sn := cst[t:t+half], snt[t:t+half]
 		for hh := 0; hh < h; hh++ {
 			base := r*h*d + hh*d + off
 			xr, yr := x[base:base+w], y[base:base+w]
@@ -38,6 +45,34 @@ func ropeApply[T float](rows, h, d int, x, y []T, pos []int32, theta float64, of
 			}
 		}
 	}
+}
+
+// ropeRows sizes the angle table of rows rotated at pos[r%len(pos)] and
+// maps each row to its table row. Positions that are small non-negative
+// integers (a batch of sequences, each from 0) get a row per value from
+// 0 to the largest; otherwise a row per entry of pos that is used.
+func ropeRows(rows int, pos []int32) (int, func(r int) int) {
+	used := min(rows, len(pos))
+	hi := int32(-1)
+	for _, p := range pos[:used] {
+		if p < 0 {
+			hi = -1
+			break
+		}
+		hi = max(hi, p)
+	}
+	if hi >= 0 && int(hi)+1 < used {
+		return int(hi) + 1, func(r int) int { return int(pos[r%len(pos)]) }
+	}
+	return used, func(r int) int { return r % len(pos) }
+}
+
+// ropePos is the position of table row i of ropeRows(rows, pos), n rows.
+func ropePos(i int, pos []int32, n, rows int) int32 {
+	if n < min(rows, len(pos)) {
+		return int32(i) // a row per value
+	}
+	return pos[i]
 }
 
 // copyOutside copies (accumulates) the channels of each head outside [off, off+w).
@@ -90,13 +125,18 @@ type RoPEConfig struct {
 // (see RoPEConfig.InvFreq).
 func ropeApplyInv(rows, h, d int, x, y []float32, pos []int32, inv []float32, scale float32, off, w int, sign float32) {
 	half := w / 2
-	cs, sn := make([]float32, half), make([]float32, half)
-	for r := 0; r < rows; r++ {
-		p := float32(pos[r%len(pos)])
+	np, row := ropeRows(rows, pos) // one table row per distinct position, as in ropeApply
+	cst, snt := make([]float32, np*half), make([]float32, np*half)
+	for i := 0; i < np; i++ {
+		p := float32(ropePos(i, pos, np, rows))
 		for c := 0; c < half; c++ {
 			a := float64(p * inv[c]) // the float32 product, as torch's matmul of [half,1]·[1,T]
-			cs[c], sn[c] = float32(math.Cos(a))*scale, sign*(float32(math.Sin(a))*scale)
+			cst[i*half+c], snt[i*half+c] = float32(math.Cos(a))*scale, sign*(float32(math.Sin(a))*scale)
 		}
+	}
+	for r := 0; r < rows; r++ {
+		t := row(r) * half
+		cs, sn := cst[t:t+half], snt[t:t+half]
 		for hh := 0; hh < h; hh++ {
 			base := r*h*d + hh*d + off
 			xr, yr := x[base:base+w], y[base:base+w]

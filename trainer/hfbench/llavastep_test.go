@@ -6,7 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/loomtrain/loom/kernels"
 	"github.com/loomtrain/loom/kernels/kbench"
+	"github.com/loomtrain/loom/models"
 )
 
 // TestLlavaStep runs the LLaVA step against PyTorch on the tiny preset
@@ -45,5 +47,35 @@ func TestLlavaStep(t *testing.T) {
 	}
 	if _, err := LlavaStep(context.Background(), LlavaStepOptions{RefDir: t.TempDir(), Python: "/usr/bin/python3"}); err == nil || !strings.Contains(err.Error(), "gen_llava.py") {
 		t.Errorf("without the reference: %v", err)
+	}
+}
+
+// BenchmarkLlavaStepLoom is Loom's side of `loom bench llava-step` alone,
+// at one thread (profile with -cpuprofile).
+func BenchmarkLlavaStepLoom(b *testing.B) {
+	kernels.SetMaxThreads(1)
+	defer kernels.SetMaxThreads(0)
+	o := LlavaStepOptions{}
+	o.defaults()
+	cfg, err := models.Preset(models.LLaVA, o.Size)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.LabelSmoothing, cfg.Stage = 0, 2
+	m, err := models.New(cfg, o.Seed)
+	if err != nil {
+		b.Fatal(err)
+	}
+	batch, _ := llavaBatch(cfg, o)
+	opt := kernels.NewAdamW(m.Params().Trainable(), kernels.AdamWConfig{LR: o.LR})
+	for b.Loop() {
+		m.Params().ZeroGrad()
+		tp := kernels.NewTape()
+		out, err := m.Forward(tp, batch)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tp.Backward(out.Loss)
+		opt.Step()
 	}
 }
