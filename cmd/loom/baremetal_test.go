@@ -289,3 +289,14 @@ func logTails(dir string) string {
 	}
 	return s.String()
 }
+
+// TestShellBlocks: only ```sh blocks are run, in order, with their line,
+// and a block opened by guideSkip is left out.
+func TestShellBlocks(t *testing.T) {
+	md := filepath.Join(t.TempDir(), "g.md")
+	os.WriteFile(md, []byte("# g\n\n```sh\necho one\n```\n\n```yaml\nx: 1\n```\n\n```sh\n"+guideSkip+": two machines\necho skipped\n```\n\n```sh\necho two\necho three\n```\n"), 0o644)
+	got := shellBlocks(t, md)
+	if len(got) != 2 || got[0] != (guideBlock{3, "echo one\n"}) || got[1] != (guideBlock{16, "echo two\necho three\n"}) {
+		t.Errorf("shellBlocks = %+v", got)
+	}
+}
