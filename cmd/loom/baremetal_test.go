@@ -100,7 +100,7 @@ func TestBareMetalGuide(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process-level test")
 	}
-	for _, tool := range []string{"bash", "curl"} {
+	for _, tool := range []string{"bash", "curl", "openssl", "pgrep"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("the guide needs %s: %v", tool, err)
 		}
@@ -251,6 +251,14 @@ func TestBareMetalGuide(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "shapes-llm", "config.json")); err != nil {
 		t.Errorf("the exported LLM: %v", err)
+	}
+
+	// Mutual TLS: the same cluster again, clients proving their role by
+	// certificate alone; a user's certificate may not list the members.
+	tlsOut := blockOut(`unset LOOM_TOKEN LOOM_ADMIN_TOKEN`)
+	check("loom status with a user certificate", tlsOut, "shapes", "succeeded", "may not call Membership.Members", "refused, exit status 2")
+	if n, leader := voters(tlsOut); n != 3 || leader == "" {
+		t.Errorf("loom cluster members with an admin certificate: %d voters, leader %q; want 3 and a leader:\n%s", n, leader, tlsOut)
 	}
 
 	// Shut down: no process of the guide is left.
