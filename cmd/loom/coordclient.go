@@ -122,11 +122,24 @@ func rpcError(addr string, err error) error {
 	}
 	switch st.Code() {
 	case codes.Unavailable, codes.DeadlineExceeded:
-		return &exitError{code: 3, err: fmt.Errorf("coordinator %s unavailable: %s", addr, st.Message())}
+		return &exitError{code: 3, err: fmt.Errorf("coordinator %s unavailable: %s%s", addr, st.Message(), tlsHint(st.Message()))}
 	case codes.Unauthenticated, codes.PermissionDenied, codes.ResourceExhausted:
 		return &exitError{code: 2, err: errors.New(st.Message())}
 	}
 	return &exitError{code: 2, err: errors.New(st.Message())}
+}
+
+// tlsHint says what a connection error that comes from TLS on one side
+// only most likely means: gRPC's own words ("error reading server
+// preface: EOF") do not say it.
+func tlsHint(msg string) string {
+	switch {
+	case strings.Contains(msg, "error reading server preface"):
+		return " (the coordinator closed the connection at once: it may be serving TLS, which this client does not speak without --tls-ca, --tls-cert and --tls-key)"
+	case strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return " (the coordinator does not serve TLS: leave out the --tls-* flags, or start it with --tls-cert, --tls-key and --tls-ca)"
+	}
+	return ""
 }
 
 func jobsClient(cc *grpc.ClientConn) loompb.JobsClient { return loompb.NewJobsClient(cc) }

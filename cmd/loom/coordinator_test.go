@@ -158,7 +158,7 @@ stages: [{name: representation, steps: 100}]
 		{[]string{"status", co, "--watch=false", "--json=true", "cli-job"}, `"totalSteps"`, 0},
 		{[]string{"status", co, "--watch=false", "--json=false", "nope"}, `no job named "nope"`, 2},
 		{[]string{"cancel", co, "cli-job"}, "job cli-job cancelled at step 0/100", 0},
-		{[]string{"status", co, "--watch=true", "--json=false", "cli-job"}, "job cli-job (blip2): cancelled — cancelled by user", 0},
+		{[]string{"status", co, "--watch=true", "--json=false", "cli-job"}, "job cli-job cancelled: cancelled by user", 1},
 		{[]string{"resume", co, "--from-step=5", "cli-job"}, "no committed checkpoint at step 5", 2},
 		{[]string{"resume", co, "--from-step=0", "cli-job"}, "job cli-job pending, resuming from step 0/100", 0},
 	} {

@@ -39,7 +39,9 @@ the coordinator's metric history); with --watch also each event as it
 happens (scheduled, checkpoint, restart, stage, ...).
 
 --watch keeps the display up to date until interrupted (for one job, until it
-finishes). --json prints the coordinator's answer as JSON instead.
+finishes: then it exits 0 when the job succeeded and 1 when it failed or was
+cancelled, so that a script can wait for a job with it). --json prints the
+coordinator's answer as JSON instead.
 
 Example:
   loom status
@@ -74,10 +76,11 @@ Example:
 				}
 				var loss *loompb.MetricSeries
 				var lossAt time.Time
+				var last *loompb.Job
 				for {
 					ev, err := st.Recv()
 					if err == io.EOF {
-						return nil
+						return watchEnd(last)
 					}
 					if err != nil {
 						if cmd.Context().Err() != nil {
@@ -86,6 +89,7 @@ Example:
 						return rpcError(cf.addr, err)
 					}
 					if ev.State != nil {
+						last = ev.State
 						if time.Since(lossAt) >= time.Second {
 							ctx, cancel := cf.ctx(cmd.Context())
 							loss, lossAt = fetchLoss(ctx, jobs, args[0]), time.Now()
@@ -272,4 +276,21 @@ func renderJob(w io.Writer, j *loompb.Job, now time.Time) {
 	if j.UpdatedUnixMs > 0 {
 		fmt.Fprintf(w, "  updated   %s ago\n", now.Sub(time.UnixMilli(j.UpdatedUnixMs)).Round(time.Second))
 	}
+}
+
+// watchEnd is the result of `loom status JOB --watch` once the job's
+// stream has ended: nil when it succeeded, exit status 1 naming the state
+// when it failed or was cancelled.
+func watchEnd(j *loompb.Job) error {
+	if j == nil || j.State == "succeeded" {
+		return nil
+	}
+	if j.State != "failed" && j.State != "cancelled" {
+		return nil
+	}
+	msg := j.Message
+	if msg == "" {
+		msg = "no reason given"
+	}
+	return &exitError{code: 1, err: fmt.Errorf("job %s %s: %s", j.Name, j.State, msg)}
 }
