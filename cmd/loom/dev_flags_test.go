@@ -2,11 +2,13 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/shard"
+	"github.com/loomtrain/loom/trainer"
 )
 
 // TestResolveDevFlags: every recipe gets its own size and steps when the
@@ -95,5 +97,24 @@ func TestResolveDevFlagsRefused(t *testing.T) {
 				t.Errorf("recipe %s: the BLIP-2 job runs %v, want only its representation stage (the Q-Former with its text side)", r, bm.Stages)
 			}
 		}
+	}
+}
+
+// TestRecipeListsAgree: the recipe names live in three places (api.Recipes,
+// which a manifest is validated against; the trainer's registry; loom
+// dev's devDefaults): each holds the same names.
+func TestRecipeListsAgree(t *testing.T) {
+	var reg, dev []string
+	for _, r := range trainer.Recipes() {
+		reg = append(reg, r.Name)
+	}
+	for name := range devDefaults {
+		dev = append(dev, name)
+	}
+	manifest := slices.Clone(api.Recipes)
+	slices.Sort(manifest)
+	slices.Sort(dev)
+	if !slices.Equal(manifest, reg) || !slices.Equal(dev, reg) {
+		t.Errorf("recipes: api.Recipes %v, trainer registry %v, devDefaults %v: want the same names", manifest, reg, dev)
 	}
 }
