@@ -170,7 +170,7 @@ var devDefaults = map[string]devDefault{
 // api.Recipes order.
 func devDefaultsTable() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "  %-12s %-6s %-36s %-13s %-18s %s\n", "recipe", "size", "first jobs", "first stage", "each later stage", "stages")
+	fmt.Fprintf(&b, "  %-12s %-6s %-47s %-13s %-18s %s\n", "recipe", "size", "first jobs", "first stage", "each later stage", "stages")
 	for _, name := range api.Recipes {
 		d := devDefaults[name]
 		first := d.firstSteps
@@ -189,13 +189,13 @@ func devDefaultsTable() string {
 			pres = append(pres, fmt.Sprintf("VQGAN, %d steps", d.vqgan))
 		}
 		if d.blip2 > 0 {
-			pres = append(pres, fmt.Sprintf("BLIP-2 st.1, %d", d.blip2))
+			pres = append(pres, fmt.Sprintf("BLIP-2 stage 1, %d steps", d.blip2))
 		}
 		pre := "-"
 		if len(pres) > 0 {
 			pre = strings.Join(pres, "; ")
 		}
-		fmt.Fprintf(&b, "  %-12s %-6s %-36s %3d steps     %3d steps          %s\n", name, d.size, pre, first, d.steps, stages)
+		fmt.Fprintf(&b, "  %-12s %-6s %-47s %3d steps     %3d steps          %s\n", name, d.size, pre, first, d.steps, stages)
 	}
 	return b.String()
 }
