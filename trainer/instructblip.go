@@ -13,9 +13,9 @@ import (
 func init() {
 	register(&Recipe{
 		Name: "instructblip", Family: models.InstructBLIP,
-		Source:  "InstructBLIP arXiv 2305.06500 §2.2–2.4, appendix templates [P]; salesforce/LAVIS blip2_vicuna_instruct.py (forward, concat_text_input_output) [C]",
+		Source:  "InstructBLIP arXiv 2305.06500 §2.3 (instruction-aware Q-Former), §2.4 (√size sampling), §2.6 (implementation details), appendix templates [P]; salesforce/LAVIS blip2_vicuna_instruct.py (forward, concat_text_input_output) [C]",
 		Aliases: map[string][]string{"proj": {"llm_proj"}},
-		// §2.4: "we initialize from pre-trained BLIP-2": the Q-Former,
+		// §2.6: the model is initialised from pre-trained BLIP-2: the Q-Former,
 		// with its text side (the instruction enters through its word
 		// embeddings and text FFNs), is BLIP-2 stage 1's, and the frozen
 		// ViT the one it was trained against. BLIP-2's stage 2 drops the

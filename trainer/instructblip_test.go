@@ -11,7 +11,7 @@ import (
 	"github.com/loomtrain/loom/shard/synth"
 )
 
-// InstructBLIP starts from BLIP-2 (arXiv 2305.06500 §2.4): a BLIP-2 job's
+// InstructBLIP starts from BLIP-2 (arXiv 2305.06500 §2.6): a BLIP-2 job's
 // representation stage trains, and an InstructBLIP job starts its
 // Q-Former (text side included) and ViT from that checkpoint, as its
 // example manifest's init block says; ln_vision and llm_proj start from
