@@ -110,7 +110,7 @@ func CheckManifest(m *api.Manifest) ([]StagePlan, error) {
 		case p.LabelSmoothing != 0 && m.Explicit("defaults.label_smoothing") && *m.Defaults.LabelSmoothing == *builtinHyper().LabelSmoothing &&
 			p.LabelSmoothing != *m.Defaults.LabelSmoothing:
 			p.LabelSmoothingNote = fmt.Sprintf("defaults.label_smoothing %v equals the built-in default, so the recipe's %v stays; set it in %s.overrides to change it",
-				*m.Defaults.LabelSmoothing, p.LabelSmoothing, at)
+				*m.Defaults.LabelSmoothing, cfg.AppliedLabelSmoothing(), at)
 		}
 		if n := models.ParamCount(cfg); n > checkBuildLimit {
 			p.NotBuilt = fmt.Sprintf("%d parameters: too large to build here; the worker checks the trainable patterns", n)

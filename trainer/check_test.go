@@ -133,6 +133,8 @@ func TestCheckManifestLabelSmoothing(t *testing.T) {
 			[]float64{0.2, 0}, []string{"", "label_smoothing 0.3 does not apply: this stage's losses (lm×1) use no label smoothing"}},
 		{"defaults", "defaults: {label_smoothing: 0.05}\nstages: [{name: representation, steps: 4}, {name: generative, steps: 4}]\n",
 			[]float64{0.05, 0}, []string{"", "label_smoothing 0.05 does not apply"}},
+		{"defaults at the built-in", "defaults: {label_smoothing: 0}\nstages: [{name: representation, steps: 4}, {name: generative, steps: 4}]\n",
+			[]float64{0.1, 0}, []string{"defaults.label_smoothing 0 equals the built-in default, so the recipe's 0.1 stays; set it in stages[0].overrides", ""}},
 	} {
 		m, err := api.ParseManifest("m.yaml", []byte(head+tc.rest))
 		if err != nil {
