@@ -8,7 +8,7 @@ import (
 )
 
 // Recipes are the training recipes a manifest may name.
-var Recipes = []string{"blip2", "qwen-vl", "vila", "lwm", "vqgan"}
+var Recipes = []string{"blip2", "instructblip", "qwen-vl", "llava", "vila", "lwm", "vqgan"}
 
 // ModelSizes are the model sizes a manifest may name; models/ maps each
 // recipe and size to concrete dimensions (large is the paper's size).

@@ -116,7 +116,7 @@ func TestParseManifestErrors(t *testing.T) {
 		{"float for int", strings.Replace(minimal, "global_batch: 8", "global_batch: 8.5", 1), []string{"global_batch: want an integer, got the number 8.5"}},
 		{"string for number", minimal + "defaults:\n  lr: fast\n", []string{`t.yaml:8: defaults.lr: want a number, got the string "fast"`}},
 		{"null", minimal + "seed:\n", []string{"t.yaml:7: seed: want an integer, got nothing (null)"}},
-		{"bad recipe", strings.Replace(minimal, "vila", "llava", 1), []string{`t.yaml:2: recipe: "llava" is not a recipe: want one of blip2, qwen-vl, vila, lwm`}},
+		{"bad recipe", strings.Replace(minimal, "vila", "llava-2", 1), []string{`t.yaml:2: recipe: "llava-2" is not a recipe: want one of blip2, instructblip, qwen-vl, llava, vila, lwm, vqgan`}},
 		{"bad size", strings.Replace(minimal, "tiny", "huge", 1), []string{`t.yaml:3: model.size: "huge" is not a model size`}},
 		{"bad uri", strings.Replace(minimal, "s3://bkt/d", "http://x", 1), []string{`t.yaml:4: datasets[0].uri: "http://x"`}},
 		{"no stages", strings.Replace(minimal, "stages: [{name: s, steps: 10}]", "stages: []", 1), []string{"stages: at least one stage is required"}},

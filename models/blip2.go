@@ -68,6 +68,20 @@ func newBLIP2(cfg Config, seed uint64) (*blip2, error) {
 	return m, nil
 }
 
+// Unreached lists the parameters of c's model whose outputs never reach
+// the loss, so that they get no gradient: InstructBLIP's text FFN of the
+// Q-Former's last layer only transforms the instruction's outputs, which
+// are discarded (only the query outputs go to the LLM; in LAVIS
+// blip2_vicuna_instruct their grad stays None and AdamW skips them). A
+// trainer freezes them, so that weight decay does not move them either.
+func (c Config) Unreached() []string {
+	if c.Family != InstructBLIP || c.QFormer.Layers == 0 {
+		return nil
+	}
+	n := fmt.Sprintf("qformer.layer.%d", c.QFormer.Layers-1)
+	return []string{n + ".intermediate.*", n + ".output.*"}
+}
+
 // QFormerConfig is the Q-Former New builds for c's family and stage: c's
 // QFormer with the text side and the stage-1 heads set as the family uses
 // them (what a Hugging Face mapping of the Q-Former is built for).

@@ -144,6 +144,18 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// AppliedLabelSmoothing is the label smoothing c's loss terms really
+// use: LabelSmoothing in BLIP-2 stage 1's ITC and ITG (LAVIS
+// blip2_qformer), none in every language-model loss (BLIP-2 stage 2,
+// InstructBLIP, Qwen-VL, LLaVA, VILA, LWM: their LLM's cross-entropy has
+// no smoothing), and none in VQGAN's reconstruction.
+func (c Config) AppliedLabelSmoothing() float32 {
+	if c.Family == BLIP2 && c.Stage == 1 {
+		return c.LabelSmoothing
+	}
+	return 0
+}
+
 // qformerConfig returns the Q-Former config of the family and stage.
 func (c Config) qformerConfig() qformer.Config {
 	q := c.QFormer

@@ -99,11 +99,18 @@ func CheckManifest(m *api.Manifest) ([]StagePlan, error) {
 			add(at, "the stage's model: %v", err)
 			continue
 		}
-		p.ImageSize, p.LabelSmoothing = cfg.ImageSize, float64(cfg.LabelSmoothing)
-		if m.Explicit("defaults.label_smoothing") && *m.Defaults.LabelSmoothing == *builtinHyper().LabelSmoothing &&
-			float64(cfg.LabelSmoothing) != *m.Defaults.LabelSmoothing {
+		// What the stage's losses really apply (the LM losses none, whatever
+		// the manifest or the preset says).
+		p.ImageSize, p.LabelSmoothing = cfg.ImageSize, float64(cfg.AppliedLabelSmoothing())
+		asked := ms.Overrides.LabelSmoothing != nil || *m.Defaults.LabelSmoothing != *builtinHyper().LabelSmoothing
+		switch {
+		case p.LabelSmoothing == 0 && asked && *h.LabelSmoothing != 0:
+			p.LabelSmoothingNote = fmt.Sprintf("label_smoothing %v does not apply: this stage's losses (%s) use no label smoothing (only BLIP-2's representation stage, ITC and ITG, does)",
+				*h.LabelSmoothing, lossList(st.Losses))
+		case p.LabelSmoothing != 0 && m.Explicit("defaults.label_smoothing") && *m.Defaults.LabelSmoothing == *builtinHyper().LabelSmoothing &&
+			p.LabelSmoothing != *m.Defaults.LabelSmoothing:
 			p.LabelSmoothingNote = fmt.Sprintf("defaults.label_smoothing %v equals the built-in default, so the recipe's %v stays; set it in %s.overrides to change it",
-				*m.Defaults.LabelSmoothing, cfg.LabelSmoothing, at)
+				*m.Defaults.LabelSmoothing, cfg.AppliedLabelSmoothing(), at)
 		}
 		if n := models.ParamCount(cfg); n > checkBuildLimit {
 			p.NotBuilt = fmt.Sprintf("%d parameters: too large to build here; the worker checks the trainable patterns", n)

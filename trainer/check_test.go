@@ -3,6 +3,7 @@ package trainer
 import (
 	"errors"
 	"flag"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -112,6 +113,57 @@ func TestExampleManifests(t *testing.T) {
 		}
 		if _, err := CheckManifest(pm); err != nil {
 			t.Errorf("%s: %v", path, err)
+		}
+	}
+}
+
+// TestCheckManifestLabelSmoothing: the plan (loom submit --dry-run) shows
+// the label smoothing the stage's losses really use: BLIP-2's
+// representation stage its 0.1 (or the override), every LM stage 0, with a
+// note when the manifest asks an LM stage for smoothing it will not apply.
+func TestCheckManifestLabelSmoothing(t *testing.T) {
+	const head = "name: j\nrecipe: blip2\nmodel: {size: tiny}\ndatasets: [{name: image-text, uri: \"s3://data/it\"}]\nglobal_batch: 8\n"
+	for _, tc := range []struct {
+		name, rest string
+		want       []float64
+		note       []string // per stage: a part of the note ("" none)
+	}{
+		{"recipe", "stages: [{name: representation, steps: 4}, {name: generative, steps: 4}]\n", []float64{0.1, 0}, []string{"", ""}},
+		{"overrides", "stages:\n  - {name: representation, steps: 4, overrides: {label_smoothing: 0.2}}\n  - {name: generative, steps: 4, overrides: {label_smoothing: 0.3}}\n",
+			[]float64{0.2, 0}, []string{"", "label_smoothing 0.3 does not apply: this stage's losses (lm×1) use no label smoothing"}},
+		{"defaults", "defaults: {label_smoothing: 0.05}\nstages: [{name: representation, steps: 4}, {name: generative, steps: 4}]\n",
+			[]float64{0.05, 0}, []string{"", "label_smoothing 0.05 does not apply"}},
+		{"defaults at the built-in", "defaults: {label_smoothing: 0}\nstages: [{name: representation, steps: 4}, {name: generative, steps: 4}]\n",
+			[]float64{0.1, 0}, []string{"defaults.label_smoothing 0 equals the built-in default, so the recipe's 0.1 stays; set it in stages[0].overrides", ""}},
+	} {
+		m, err := api.ParseManifest("m.yaml", []byte(head+tc.rest))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		plans, err := CheckManifest(m)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		for i, p := range plans {
+			if math.Abs(p.LabelSmoothing-tc.want[i]) > 1e-7 {
+				t.Errorf("%s: stage %s: label smoothing %v, want %v", tc.name, p.Name, p.LabelSmoothing, tc.want[i])
+			}
+			if (tc.note[i] == "") != (p.LabelSmoothingNote == "") || !strings.Contains(p.LabelSmoothingNote, tc.note[i]) {
+				t.Errorf("%s: stage %s: note %q, want %q", tc.name, p.Name, p.LabelSmoothingNote, tc.note[i])
+			}
+		}
+	}
+	// Every LM recipe's stages show 0.
+	for _, name := range []string{"instructblip", "llava", "vila", "qwen-vl", "lwm"} {
+		m := testManifest(t, name, 2, 4)
+		plans, err := CheckManifest(m)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for _, p := range plans {
+			if p.LabelSmoothing != 0 || p.LabelSmoothingNote != "" {
+				t.Errorf("%s stage %s: label smoothing %v (%q), want 0: its LM loss has none", name, p.Name, p.LabelSmoothing, p.LabelSmoothingNote)
+			}
 		}
 	}
 }

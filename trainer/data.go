@@ -45,6 +45,15 @@ const (
 	// FormatImage: a VQGAN. The image alone, resized to the VQGAN's
 	// resolution, pixels in [-1, 1] (LWM vqgan.py's input range).
 	FormatImage
+	// FormatInstruction: InstructBLIP. One image per row, an instruction
+	// and its answer (LAVIS blip2_vicuna_instruct text_input and
+	// text_output). The instruction goes to the Q-Former ([CLS] +
+	// instruction, its last tokens kept: truncation_side "left", at most
+	// 128) and, after the soft prompts, to the LLM as BOS + prompt with no
+	// loss; the answer + EOS carry the loss. Image-text pairs take one of
+	// the paper's captioning templates as the instruction; a conversation's
+	// user turns are the instruction and its assistant turns the answers.
+	FormatInstruction
 )
 
 // clipMean and clipStd normalise pixels as the CLIP/EVA ViTs expect
@@ -70,6 +79,9 @@ type row struct {
 	N int
 	// segments are the packed segment ids (nil: one document).
 	segments []int32
+	// Instruction is InstructBLIP's instruction in Q-Former tokens (nil
+	// for the other formats).
+	Instruction []int32
 	// ImageKey identifies the row's image by its bytes (imageKey), so
 	// that rows showing one image are not each other's negatives in
 	// BLIP-2's ITC and ITM; 0: not tracked.
@@ -157,6 +169,8 @@ func (b *rowBuilder) build(kind shard.Kind, s shard.Sample, pos int64) (row, err
 		return r, nil
 	case FormatQwen, FormatLLaVA:
 		return b.buildLM(kind, s, r, rng)
+	case FormatInstruction:
+		return b.buildInstruction(kind, s, r, rng)
 	case FormatLWM:
 		return b.buildLWM(kind, s, r, rng)
 	case FormatImage:
@@ -530,8 +544,9 @@ func trainedTokens(r row) int {
 func assemble(rows []row, seed uint64) (*models.Batch, error) {
 	b := &models.Batch{Seed: seed}
 	var imgs []*kernels.Tensor
-	anyLoss, anyVision, anySeg, anyKey := false, false, false, false
+	anyLoss, anyVision, anySeg, anyKey, anyInstr := false, false, false, false, false
 	for _, r := range rows {
+		anyInstr = anyInstr || r.Instruction != nil
 		anyKey = anyKey || r.ImageKey != 0
 		anyLoss = anyLoss || r.Loss != nil
 		anyVision = anyVision || r.Vision != nil
@@ -539,6 +554,12 @@ func assemble(rows []row, seed uint64) (*models.Batch, error) {
 	}
 	for _, r := range rows {
 		b.Tokens = append(b.Tokens, r.Tokens)
+		if anyInstr {
+			if r.Instruction == nil {
+				return nil, fmt.Errorf("batch: row %s has no instruction, and others of its batch have one", r.ID)
+			}
+			b.Instruction = append(b.Instruction, r.Instruction)
+		}
 		if anyKey {
 			b.ImageKeys = append(b.ImageKeys, r.ImageKey)
 		}

@@ -53,6 +53,30 @@ func ExampleManifest(recipe, size string, uri func(shard.Kind) string, steps int
 		}
 		m.Stages = append(m.Stages, st)
 	}
+	// The parts the recipe starts from another recipe's job: that
+	// recipe's example job at this size and steps, at the end of the
+	// stage (every stage's final checkpoint is kept).
+	for _, sf := range r.StartsFrom {
+		src, err := ExampleManifest(sf.Recipe, size, uri, steps, batch)
+		if err != nil {
+			return nil, err
+		}
+		var end int64
+		for i, s := range src.Stages {
+			if s.Name == sf.Stage {
+				end = src.StageEnd(i)
+			}
+		}
+		if end == 0 {
+			return nil, fmt.Errorf("trainer: recipe %s starts from stage %q of %s, which has no such stage", recipe, sf.Stage, sf.Recipe)
+		}
+		if m.Init == nil {
+			m.Init = map[string]api.InitSource{}
+		}
+		for _, p := range sf.Parts {
+			m.Init[p] = api.InitSource{Job: src.Name, Step: end}
+		}
+	}
 	m.Default()
 	if err := m.Validate(); err != nil {
 		return nil, fmt.Errorf("trainer: example manifest for %s: %w", recipe, err)

@@ -27,6 +27,17 @@ type Recipe struct {
 	// Aliases maps module names a manifest's trainable list may use to
 	// parameter patterns (e.g. BLIP-2 "proj" → "llm_proj").
 	Aliases map[string][]string
+	// StartsFrom are the parts the paper takes from another recipe's
+	// trained model (InstructBLIP's Q-Former from BLIP-2's first stage):
+	// ExampleManifest's init block names that recipe's example job.
+	StartsFrom []StartFrom
+}
+
+// StartFrom says that Parts (api.InitParts) start from the final
+// checkpoint of stage Stage of a Recipe job.
+type StartFrom struct {
+	Recipe, Stage string
+	Parts         []string
 }
 
 // Normaliser says what a stage's loss is averaged over, so that

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/loomtrain/loom/shard"
@@ -19,6 +20,10 @@ func TestRecipesEndToEnd(t *testing.T) {
 		t.Run(rc.Name, func(t *testing.T) {
 			ctx := context.Background()
 			m := testManifest(t, rc.Name, 1, 4)
+			// The parts it starts from another recipe's job
+			// (InstructBLIP's Q-Former) start from the seed here;
+			// TestInstructBLIPStartsFromBLIP2 runs that path.
+			m.Init = nil
 			for i := range m.Stages {
 				m.Stages[i].Overrides.MicroBatch = ptr(2)
 			}
@@ -71,6 +76,20 @@ func TestRecipesEndToEnd(t *testing.T) {
 				if len(still) > 0 {
 					t.Errorf("stage %s: %d trainable parameters did not change in %d steps: %v", m.Stages[i].Name, len(still), m.Stages[i].Steps, still)
 				}
+				// The modules that train are the paper's.
+				if want, ok := trainsModules[rc.Name+"/"+m.Stages[i].Name]; ok {
+					var got []string
+					for _, name := range ps.Names() {
+						mod, _, _ := strings.Cut(name, ".")
+						if !ps.Frozen(name) && !slices.Contains(got, mod) {
+							got = append(got, mod)
+						}
+					}
+					slices.Sort(got)
+					if !slices.Equal(got, want) {
+						t.Errorf("stage %s: trains %v, want %v", m.Stages[i].Name, got, want)
+					}
+				}
 				prev = after
 				ev, err := run.Evaluate(ctx, heldOut(3))
 				if err != nil {
@@ -90,6 +109,20 @@ func TestRecipesEndToEnd(t *testing.T) {
 			}
 		})
 	}
+}
+
+// trainsModules are the top-level modules with trainable parameters in
+// each stage (recipe/stage), sorted: what the papers train, everything else
+// frozen.
+var trainsModules = map[string][]string{
+	"blip2/representation":     {"ln_vision", "qformer"},
+	"blip2/generative":         {"llm_proj", "ln_vision", "qformer"},
+	"instructblip/instruction": {"llm_proj", "ln_vision", "qformer"},
+	"llava/pretrain":           {"mm_projector"},
+	"llava/finetune":           {"llm", "mm_projector"},
+	"vila/align":               {"mm_projector"},
+	"vila/pretrain":            {"llm", "mm_projector"},
+	"vila/sft":                 {"llm", "mm_projector"},
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -387,6 +387,12 @@ func (r *Run) applyTrainable() error {
 			return fmt.Errorf("trainer: stage %q: frozen: %w", r.stage.Name, err)
 		}
 	}
+	// What no gradient reaches does not train (not even by weight decay).
+	if pats := r.model.Config().Unreached(); len(pats) > 0 {
+		if _, err := p.Freeze(pats...); err != nil {
+			return fmt.Errorf("trainer: stage %q: freeze %v: %w", r.stage.Name, pats, err)
+		}
+	}
 	if len(p.Trainable()) == 0 {
 		return fmt.Errorf("trainer: stage %q: no parameter is trainable", r.stage.Name)
 	}

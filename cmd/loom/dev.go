@@ -35,6 +35,7 @@ type devFlags struct {
 	keep           bool
 	pretrain       int64  // steps of the text-pretraining job (0: none)
 	vqgan          int64  // steps of the VQGAN job LWM's image tokenizer starts from (0: none)
+	blip2          int64  // steps of the BLIP-2 stage-1 job InstructBLIP's Q-Former starts from (0: none)
 	manifest       string // the user's manifest, trained instead of the recipe's
 	data           string // a local dataset to ingest and train on
 	keepRunning    bool
@@ -92,6 +93,8 @@ Example:
   loom dev                                  # BLIP-2 at the small size, 2 workers, ~4 minutes
   loom dev --seed 2                         # the same with another initialisation and data order
   loom dev --recipe vila                    # VILA's 3 stages at the tiny size, ~1 minute
+  loom dev --recipe llava                   # LLaVA-1.5: projector on pairs, then projector + LLM on conversations + text
+  loom dev --recipe instructblip            # a BLIP-2 representation job first, then InstructBLIP from its Q-Former
   loom dev --recipe lwm --steps 20          # LWM's 8 stages, 20 steps each
   loom dev --size tiny --first-steps 30 --steps 10 --data-dir /tmp/loom-dev --keep
   loom dev --data ~/coco-subset --keep-running     # your image folder + captions.jsonl
@@ -125,6 +128,7 @@ Example:
 	fl.StringVar(&f.manifest, "manifest", "", "train this manifest instead of the recipe's job (see above)")
 	fl.StringVar(&f.data, "data", "", "ingest this local dataset into the embedded S3 and train on it (see above)")
 	fl.BoolVar(&f.keepRunning, "keep-running", false, "keep the cluster up after the jobs, until Ctrl-C")
+	fl.Int64Var(&f.blip2, "blip2-steps", 0, "InstructBLIP: steps of the BLIP-2 representation-stage job whose Q-Former and ViT it starts from; 0 starts them from the seed (default: the recipe's, see above)")
 	fl.Int64Var(&f.pretrain, "pretrain-steps", 0, "steps of the text-pretraining job whose LLM the recipe starts from; 0 starts the LLM from random weights (default: the recipe's, see above)")
 	return c
 }
@@ -142,26 +146,31 @@ type devDefault struct {
 	// vqgan is the steps of the VQGAN job LWM's image tokenizer starts
 	// from (init: vqgan: {job: ...}).
 	vqgan int64
+	// blip2 is the steps of the BLIP-2 representation-stage job whose
+	// Q-Former and ViT InstructBLIP starts from (init: qformer, vision).
+	blip2 int64
 }
 
 // devDefaults per recipe. BLIP-2 stage 1 (ITC + ITM + ITG) is what shows
 // learning, and needs the small size and most of the steps (docs/worker.md
-// "Defaults of loom dev"); the other recipes have 3 (Qwen-VL, VILA) or 8
-// (LWM) stages, each trained at the tiny size with the same number of
-// steps.
+// "Defaults of loom dev"); the other recipes have 1 (InstructBLIP), 2
+// (LLaVA), 3 (Qwen-VL, VILA) or 8 (LWM) stages, each trained at the tiny
+// size with the same number of steps.
 var devDefaults = map[string]devDefault{
-	"blip2":   {size: "small", firstSteps: 450, steps: 150, pretrain: 300},
-	"qwen-vl": {size: "tiny", steps: 150, pretrain: 300},
-	"vila":    {size: "tiny", steps: 150, pretrain: 300},
-	"lwm":     {size: "tiny", steps: 80, vqgan: 150},
-	"vqgan":   {size: "tiny", steps: 300},
+	"blip2":        {size: "small", firstSteps: 450, steps: 150, pretrain: 300},
+	"instructblip": {size: "tiny", steps: 150, pretrain: 300, blip2: 150},
+	"qwen-vl":      {size: "tiny", steps: 150, pretrain: 300},
+	"llava":        {size: "tiny", steps: 150, pretrain: 300},
+	"vila":         {size: "tiny", steps: 150, pretrain: 300},
+	"lwm":          {size: "tiny", steps: 80, vqgan: 150},
+	"vqgan":        {size: "tiny", steps: 300},
 }
 
 // devDefaultsTable is devDefaults as the help text shows it, in
 // api.Recipes order.
 func devDefaultsTable() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "  %-8s %-6s %-20s %-13s %-18s %s\n", "recipe", "size", "first job", "first stage", "each later stage", "stages")
+	fmt.Fprintf(&b, "  %-12s %-6s %-47s %-13s %-18s %s\n", "recipe", "size", "first jobs", "first stage", "each later stage", "stages")
 	for _, name := range api.Recipes {
 		d := devDefaults[name]
 		first := d.firstSteps
@@ -172,14 +181,21 @@ func devDefaultsTable() string {
 		if r, err := trainer.Lookup(name); err == nil {
 			stages = fmt.Sprint(len(r.Stages))
 		}
-		pre := "-"
-		switch {
-		case d.pretrain > 0:
-			pre = fmt.Sprintf("LLM text, %d steps", d.pretrain)
-		case d.vqgan > 0:
-			pre = fmt.Sprintf("VQGAN, %d steps", d.vqgan)
+		var pres []string
+		if d.pretrain > 0 {
+			pres = append(pres, fmt.Sprintf("LLM text, %d steps", d.pretrain))
 		}
-		fmt.Fprintf(&b, "  %-8s %-6s %-20s %3d steps     %3d steps          %s\n", name, d.size, pre, first, d.steps, stages)
+		if d.vqgan > 0 {
+			pres = append(pres, fmt.Sprintf("VQGAN, %d steps", d.vqgan))
+		}
+		if d.blip2 > 0 {
+			pres = append(pres, fmt.Sprintf("BLIP-2 stage 1, %d steps", d.blip2))
+		}
+		pre := "-"
+		if len(pres) > 0 {
+			pre = strings.Join(pres, "; ")
+		}
+		fmt.Fprintf(&b, "  %-12s %-6s %-47s %3d steps     %3d steps          %s\n", name, d.size, pre, first, d.steps, stages)
 	}
 	return b.String()
 }
@@ -207,6 +223,15 @@ func resolveDevFlags(f devFlags, set func(flag string) bool) (devFlags, error) {
 	if !set("vqgan-steps") {
 		f.vqgan = d.vqgan
 	}
+	if !set("blip2-steps") {
+		f.blip2 = d.blip2
+	}
+	if f.blip2 < 0 {
+		return f, fmt.Errorf("--blip2-steps %d: want 0 (Q-Former and ViT from the seed) or more", f.blip2)
+	}
+	if f.blip2 > 0 && f.recipe != "instructblip" {
+		return f, fmt.Errorf("--blip2-steps: only InstructBLIP starts from a BLIP-2 job")
+	}
 	if f.vqgan < 0 {
 		return f, fmt.Errorf("--vqgan-steps %d: want 0 (a VQGAN drawn from the seed) or more", f.vqgan)
 	}
@@ -231,6 +256,9 @@ func devManifest(f devFlags, uri func(shard.Kind) string) (*api.Manifest, error)
 	if err != nil {
 		return nil, err
 	}
+	// The jobs the example's init block names are the dev plan's
+	// (PreJob), run first; without them the parts start from the seed.
+	m.Init = nil
 	if f.firstSteps > 0 {
 		m.Stages[0].Steps = f.firstSteps
 	}
@@ -306,6 +334,32 @@ func devVQGANManifest(f devFlags, uri func(shard.Kind) string) (*api.Manifest, e
 	return m, nil
 }
 
+// devBLIP2Manifest is the BLIP-2 job loom dev runs before InstructBLIP:
+// BLIP-2's representation stage (the Q-Former with its text side, which
+// InstructBLIP's instruction goes through; the generative stage drops
+// it), whose Q-Former and ViT InstructBLIP then starts from.
+func devBLIP2Manifest(f devFlags, uri func(shard.Kind) string) (*api.Manifest, error) {
+	m, err := trainer.ExampleManifest("blip2", f.size, uri, f.blip2, f.batch)
+	if err != nil {
+		return nil, err
+	}
+	m.Name = f.recipe + "-" + f.size + "-blip2"
+	m.Stages = m.Stages[:1]
+	m.Elastic = api.Elastic{Min: f.workers, Max: f.workers}
+	if f.seed != 0 {
+		m.Seed = f.seed
+	}
+	m.Checkpoint.Interval = max(1, f.blip2/3)
+	m.Checkpoint.Keep = 2
+	m.Failure.StallGrace = api.Duration(2 * time.Minute)
+	lr := f.lr
+	m.Stages[0].Overrides.LR = &lr
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // runDev trains f's recipe on a dev cluster (devcluster.Run): first the
 // jobs its parts start from (text pretraining, LWM's VQGAN), then the
 // recipe's job; or the job of --manifest.
@@ -375,7 +429,7 @@ func runDev(ctx context.Context, f devFlags, out io.Writer) error {
 			if err != nil {
 				return p, err
 			}
-			p.Before = append(p.Before, devcluster.PreJob{Manifest: tm, Part: "llm", Loss: "text loss",
+			p.Before = append(p.Before, devcluster.PreJob{Manifest: tm, Parts: []string{"llm"}, Loss: "text loss",
 				Intro: fmt.Sprintf("text pretraining: %s trains the %s LLM on synthetic text for %d steps; %s starts its LLM from it", tm.Name, f.size, f.pretrain, m.Name)})
 		}
 		if f.vqgan > 0 {
@@ -383,8 +437,16 @@ func runDev(ctx context.Context, f devFlags, out io.Writer) error {
 			if err != nil {
 				return p, err
 			}
-			p.Before = append(p.Before, devcluster.PreJob{Manifest: vm, Part: "vqgan", Loss: "loss (reconstruction + codebook)",
+			p.Before = append(p.Before, devcluster.PreJob{Manifest: vm, Parts: []string{"vqgan"}, Loss: "loss (reconstruction + codebook)",
 				Intro: fmt.Sprintf("VQGAN: %s trains a %s VQGAN on the synthetic images for %d steps; %s tokenises its images with it", vm.Name, f.size, f.vqgan, m.Name)})
+		}
+		if f.blip2 > 0 {
+			bm, err := devBLIP2Manifest(f, uri)
+			if err != nil {
+				return p, err
+			}
+			p.Before = append(p.Before, devcluster.PreJob{Manifest: bm, Parts: []string{"qformer", "vision"}, Loss: "loss (ITC + ITM + ITG)",
+				Intro: fmt.Sprintf("BLIP-2: %s trains BLIP-2's representation stage at the %s size for %d steps; %s starts its Q-Former and ViT from it", bm.Name, f.size, f.blip2, m.Name)})
 		}
 		return p, nil
 	}

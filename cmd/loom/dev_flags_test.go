@@ -2,11 +2,13 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/shard"
+	"github.com/loomtrain/loom/trainer"
 )
 
 // TestResolveDevFlags: every recipe gets its own size and steps when the
@@ -24,6 +26,8 @@ func TestResolveDevFlags(t *testing.T) {
 		{recipe: "qwen-vl", size: "tiny", first: 0, steps: 150},
 		{recipe: "vila", size: "tiny", first: 0, steps: 150},
 		{recipe: "lwm", size: "tiny", first: 0, steps: 80},
+		{recipe: "instructblip", size: "tiny", first: 0, steps: 150},
+		{recipe: "llava", size: "tiny", first: 0, steps: 150},
 		{recipe: "blip2", set: map[string]any{"size": "tiny"}, size: "tiny", first: 450, steps: 150},
 		{recipe: "blip2", set: map[string]any{"first-steps": int64(0)}, size: "small", first: 0, steps: 150},
 		{recipe: "blip2", set: map[string]any{"size": "tiny", "first-steps": int64(30), "steps": int64(4)}, size: "tiny", first: 30, steps: 4},
@@ -65,7 +69,9 @@ func TestResolveDevFlagsRefused(t *testing.T) {
 		set  func(string) bool
 		want string
 	}{
-		{devFlags{recipe: "llava"}, none, `--recipe "llava"`},
+		{devFlags{recipe: "flamingo"}, none, `--recipe "flamingo"`},
+		{devFlags{recipe: "llava", blip2: 5}, func(n string) bool { return n == "blip2-steps" }, "--blip2-steps: only InstructBLIP"},
+		{devFlags{recipe: "instructblip", blip2: -1}, func(n string) bool { return n == "blip2-steps" }, "--blip2-steps -1"},
 		{devFlags{recipe: "vila", steps: 0}, func(n string) bool { return n == "steps" }, "--steps 0"},
 		{devFlags{recipe: "blip2", firstSteps: -1}, func(n string) bool { return n == "first-steps" }, "--first-steps -1"},
 	} {
@@ -79,8 +85,36 @@ func TestResolveDevFlagsRefused(t *testing.T) {
 			t.Errorf("recipe %s: %v", r, err)
 			continue
 		}
-		if _, err := devManifest(f, func(k shard.Kind) string { return "s3://loom/datasets/" + string(k) }); err != nil {
+		uri := func(k shard.Kind) string { return "s3://loom/datasets/" + string(k) }
+		if _, err := devManifest(f, uri); err != nil {
 			t.Errorf("recipe %s with its defaults: manifest: %v", r, err)
 		}
+		if f.blip2 > 0 {
+			bm, err := devBLIP2Manifest(f, uri)
+			if err != nil {
+				t.Errorf("recipe %s: the BLIP-2 job: %v", r, err)
+			} else if len(bm.Stages) != 1 || bm.Stages[0].Name != "representation" {
+				t.Errorf("recipe %s: the BLIP-2 job runs %v, want only its representation stage (the Q-Former with its text side)", r, bm.Stages)
+			}
+		}
+	}
+}
+
+// TestRecipeListsAgree: the recipe names live in three places (api.Recipes,
+// which a manifest is validated against; the trainer's registry; loom
+// dev's devDefaults): each holds the same names.
+func TestRecipeListsAgree(t *testing.T) {
+	var reg, dev []string
+	for _, r := range trainer.Recipes() {
+		reg = append(reg, r.Name)
+	}
+	for name := range devDefaults {
+		dev = append(dev, name)
+	}
+	manifest := slices.Clone(api.Recipes)
+	slices.Sort(manifest)
+	slices.Sort(dev)
+	if !slices.Equal(manifest, reg) || !slices.Equal(dev, reg) {
+		t.Errorf("recipes: api.Recipes %v, trainer registry %v, devDefaults %v: want the same names", manifest, reg, dev)
 	}
 }

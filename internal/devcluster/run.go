@@ -61,12 +61,12 @@ type Plan struct {
 }
 
 // PreJob is a job run before the main one, whose checkpoint initialises
-// one part of it (init: PART: {job: NAME}).
+// parts of it (init: PART: {job: NAME}).
 type PreJob struct {
 	Manifest *api.Manifest
-	Part     string // the main job's part it initialises
-	Intro    string // printed before it starts
-	Loss     string // how the summary names its loss ("text loss")
+	Parts    []string // the main job's parts it initialises
+	Intro    string   // printed before it starts
+	Loss     string   // how the summary names its loss ("text loss")
 }
 
 // Run starts a cluster under o.Dir, writes the synthetic data, starts the
@@ -169,7 +169,9 @@ func Run(ctx context.Context, o RunOptions, out io.Writer) error {
 		if m.Init == nil {
 			m.Init = map[string]api.InitSource{}
 		}
-		m.Init[pre.Part] = api.InitSource{Job: pre.Manifest.Name}
+		for _, part := range pre.Parts {
+			m.Init[part] = api.InitSource{Job: pre.Manifest.Name}
+		}
 	}
 	job, view, err := c.RunJob(ctx, m, false, out)
 	if err != nil {
