@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/trainer"
 )
 
@@ -62,7 +63,7 @@ Example:
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Recipe, "recipe", "lwm", "recipe whose first stage is trained (blip2, qwen-vl, vila, lwm)")
+	f.StringVar(&o.Recipe, "recipe", "lwm", "recipe whose first stage is trained: "+strings.Join(api.Recipes, ", "))
 	f.StringVar(&o.Size, "size", "small", "model size (tiny, small)")
 	f.StringVar(&worlds, "workers", "1,2,4", "comma-separated world sizes")
 	f.IntVar(&o.PerRank, "per-rank", 4, "samples per worker per step")
