@@ -22,10 +22,15 @@ type DeviceInfo struct {
 	MaxWorkGroupSize        [3]uint32
 	MaxWorkGroupCount       [3]uint32
 	MaxStorageBufferRange   uint32 // bytes one binding may cover
-	MaxPushConstants        uint32 // bytes
-	MaxAllocations          uint32
-	StorageAlignment        uint64 // minStorageBufferOffsetAlignment
-	ComputeFamily           int    // the queue family used: compute, preferably without graphics
+	// MaxStorageBuffers is how many storage buffers one compute pipeline
+	// may bind: the smaller of maxPerStageDescriptorStorageBuffers and
+	// maxDescriptorSetStorageBuffers (Vulkan guarantees only 4 and 24;
+	// attention backward binds 9).
+	MaxStorageBuffers uint32
+	MaxPushConstants  uint32 // bytes
+	MaxAllocations    uint32
+	StorageAlignment  uint64 // minStorageBufferOffsetAlignment
+	ComputeFamily     int    // the queue family used: compute, preferably without graphics
 }
 
 // TypeName is the device type as vulkaninfo prints it.
@@ -50,7 +55,7 @@ func (d DeviceInfo) Version() string {
 }
 
 func (d DeviceInfo) String() string {
-	return fmt.Sprintf("%d: %s (%s, Vulkan %s, %d KiB shared memory)", d.Index, d.Name, d.TypeName(), d.Version(), d.MaxSharedMemory>>10)
+	return fmt.Sprintf("%d: %s (%s, Vulkan %s, %d KiB shared memory, %d storage buffers per pipeline)", d.Index, d.Name, d.TypeName(), d.Version(), d.MaxSharedMemory>>10, d.MaxStorageBuffers)
 }
 
 type instanceFns struct {
@@ -143,6 +148,7 @@ func (in *instance) describe(h handle) DeviceInfo {
 		APIVersion: u32(0), VendorID: u32(8), DeviceID: u32(12), Type: int(u32(16)),
 		Name:                    strings.TrimRight(string(p[20:20+256]), "\x00"),
 		MaxStorageBufferRange:   u32(l + 28),
+		MaxStorageBuffers:       min(u32(l+76), u32(l+108)),
 		MaxPushConstants:        u32(l + 32),
 		MaxAllocations:          u32(l + 36),
 		MaxSharedMemory:         u32(l + 216),

@@ -116,6 +116,9 @@ func (c *Context) NewPipeline(name string, code []byte, bindings, push int, spec
 	if len(code)%4 != 0 || len(code) < 20 || *(*uint32)(unsafe.Pointer(&code[0])) != 0x07230203 {
 		return nil, fmt.Errorf("vulkan: %s: not SPIR-V (%d bytes)", name, len(code))
 	}
+	if bindings > int(c.Info.MaxStorageBuffers) {
+		return nil, fmt.Errorf("vulkan: %s binds %d storage buffers, device %q allows %d per pipeline (maxPerStageDescriptorStorageBuffers)", name, bindings, c.Info.Name, c.Info.MaxStorageBuffers)
+	}
 	if push > int(c.Info.MaxPushConstants) {
 		return nil, fmt.Errorf("vulkan: %s: %d bytes of push constants, device allows %d", name, push, c.Info.MaxPushConstants)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -32,7 +33,7 @@ func TestDevices(t *testing.T) {
 	for _, d := range ds {
 		t.Logf("%v", d)
 	}
-	if c.Info.MaxSharedMemory < 16<<10 || c.Info.MaxPushConstants < 128 || c.Info.MaxWorkGroupInvocations < 128 {
+	if c.Info.MaxSharedMemory < 16<<10 || c.Info.MaxPushConstants < 128 || c.Info.MaxWorkGroupInvocations < 128 || c.Info.MaxStorageBuffers < 4 {
 		t.Errorf("limits below the Vulkan minimums: %+v", c.Info)
 	}
 	if _, err := Open(len(ds) + 5); !errors.Is(err, ErrNoDevice) {
@@ -125,7 +126,17 @@ func TestErrorNamesCall(t *testing.T) {
 	if _, err := c.NewPipeline("bad", []byte{1, 2, 3, 4}, 1, 0, nil); err == nil {
 		t.Fatal("NewPipeline accepted non-SPIR-V")
 	}
-	_, err := c.NewBuffer(1<<62, false)
+	// More storage buffers than the device binds per pipeline: refused by
+	// name before anything is created.
+	code, err := os.ReadFile("testdata/axpy.spv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int(c.Info.MaxStorageBuffers) + 1
+	if _, err := c.NewPipeline("wide", code, n, 8, []uint32{64}); err == nil || !strings.Contains(err.Error(), "wide binds") {
+		t.Errorf("NewPipeline with %d bindings (device allows %d) = %v, want a refusal naming the kernel", n, c.Info.MaxStorageBuffers, err)
+	}
+	_, err = c.NewBuffer(1<<62, false)
 	var ve *Error
 	if !errors.As(err, &ve) || ve.Call == "" {
 		t.Fatalf("NewBuffer(2^62) = %v, want an *Error naming the call", err)
