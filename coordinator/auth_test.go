@@ -42,6 +42,7 @@ var requests = map[string]struct {
 	membersMethod:                                  {req: wrapperspb.Bytes([]byte("{}"))},
 	addVoterMethod:                                 {req: wrapperspb.Bytes([]byte(`{"id":"n9","raft_addr":"127.0.0.1:1"}`))},
 	removeServerMethod:                             {req: wrapperspb.Bytes([]byte(`{"id":"n9"}`))},
+	commitIndexMethod:                              {req: wrapperspb.Bytes([]byte(`{}`))},
 }
 
 // call invokes method on cc with req and returns the status code.

@@ -24,6 +24,9 @@ const (
 	membersMethod      = "/" + membershipService + "/Members"
 	addVoterMethod     = "/" + membershipService + "/AddVoter"
 	removeServerMethod = "/" + membershipService + "/RemoveServer"
+	// commitIndexMethod is the read index: a node that must check its
+	// state is current asks the leader for its commit index.
+	commitIndexMethod = "/" + membershipService + "/CommitIndex"
 )
 
 // Member is one server of the Raft configuration.
@@ -132,6 +135,7 @@ func (s membershipServer) desc() *grpc.ServiceDesc {
 			h("Members", s.members),
 			h("AddVoter", s.addVoter),
 			h("RemoveServer", s.removeServer),
+			h("CommitIndex", s.commitIndex),
 		},
 		Metadata: "coordinator/membership.go",
 	}
@@ -168,6 +172,22 @@ func (s membershipServer) members(ctx context.Context, _ []byte) (any, error) {
 			Suffrage: suffrage(sv.Suffrage), Leader: string(sv.ID) == leader})
 	}
 	return out, nil
+}
+
+// CommitIndexResponse is the leader's answer to CommitIndex.
+type CommitIndexResponse struct {
+	Index uint64 `json:"index"`
+}
+
+func (s membershipServer) commitIndex(ctx context.Context, _ []byte) (any, error) {
+	r, ok := s.cfg.Raft.(readIndexRaft)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "this node's consensus has no read index")
+	}
+	if !s.cfg.Raft.IsLeader() {
+		return nil, status.Errorf(codes.Unavailable, "coordinator %s is not the leader", s.cfg.NodeID)
+	}
+	return CommitIndexResponse{Index: r.CommitIndex()}, nil
 }
 
 func suffrage(s raft.ServerSuffrage) string {

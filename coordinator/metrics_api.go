@@ -70,6 +70,9 @@ func MetricsProto(job string, h *MetricHistory, q MetricQuery) *loompb.GetMetric
 }
 
 func (s jobsServer) GetMetrics(ctx context.Context, req *loompb.GetMetricsRequest) (*loompb.GetMetricsResponse, error) {
+	if err := s.current(ctx); err != nil {
+		return nil, err
+	}
 	q, err := MetricQueryOf(req)
 	if err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc/status"
 )
 
 // Registry is what the leader needs from the worker registry
@@ -344,7 +345,8 @@ func reconcile(s *State, list []WorkerInfo) []*Command {
 }
 
 // HTTPHandler serves /healthz (the process is up), /readyz (this node sees
-// a leader) and /metrics (Prometheus).
+// a leader and its state has caught up with the log, so it answers reads)
+// and /metrics (Prometheus).
 func (n *Node) HTTPHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &collector{n: n})
@@ -355,6 +357,12 @@ func (n *Node) HTTPHandler() http.Handler {
 		if id == "" {
 			http.Error(w, "no leader known", http.StatusServiceUnavailable)
 			return
+		}
+		if n.cfg.Server != nil {
+			if err := n.cfg.Server.current(r.Context()); err != nil {
+				http.Error(w, status.Convert(err).Message(), http.StatusServiceUnavailable)
+				return
+			}
 		}
 		fmt.Fprintf(w, "ok: leader %s at %s\n", id, addr)
 	})

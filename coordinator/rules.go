@@ -43,6 +43,7 @@ var rules = map[string]rule{
 	membersMethod:      {adminRoles, false},
 	addVoterMethod:     {adminRoles, true},
 	removeServerMethod: {adminRoles, true},
+	commitIndexMethod:  {nodeRoles, false},
 }
 
 // Methods lists every RPC in the authorisation table (for tests and docs).

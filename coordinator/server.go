@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/api/loompb"
@@ -393,10 +394,72 @@ func (s jobsServer) SubmitJob(ctx context.Context, req *loompb.SubmitJobRequest)
 }
 
 func (s jobsServer) GetJob(ctx context.Context, req *loompb.GetJobRequest) (*loompb.Job, error) {
+	if err := s.current(ctx); err != nil {
+		return nil, err
+	}
 	return s.job(req.Job)
 }
 
+// readIndexRaft is what a Raft implementation may add so that reads are
+// never served from a state that has not caught up (consensus.Node).
+type readIndexRaft interface {
+	Current() bool
+	CaughtUpTo(index uint64) bool
+	CommitIndex() uint64
+}
+
+// readIndexWait bounds how long a read waits for this node to catch up
+// with the leader's commit index before it is refused.
+const readIndexWait = 2 * time.Second
+
+// current refuses a read, as Unavailable (clients try the next
+// coordinator), until this node's state machine is known to have caught
+// up: a restarted node's state is empty or old until it has replayed its
+// log. The first read asks the leader for its commit index (the leader
+// its own) and waits up to readIndexWait for this node to apply it; once
+// it has, reads are served locally.
+func (s *Server) current(ctx context.Context) error {
+	r, ok := s.cfg.Raft.(readIndexRaft)
+	if !ok || r.Current() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, readIndexWait)
+	defer cancel()
+	var index uint64
+	if s.cfg.Raft.IsLeader() {
+		index = r.CommitIndex()
+	} else if addr := s.leaderAPI(); addr != "" {
+		cc, err := s.conn(addr)
+		if err == nil {
+			out := &wrapperspb.BytesValue{}
+			if err = cc.Invoke(ctx, commitIndexMethod, wrapperspb.Bytes([]byte("{}")), out); err == nil {
+				var resp CommitIndexResponse
+				if err = json.Unmarshal(out.Value, &resp); err == nil {
+					index = resp.Index
+				}
+			}
+		}
+		if err != nil {
+			return status.Errorf(codes.Unavailable, "coordinator %s cannot tell whether it has caught up with the cluster's log (asking the leader at %s: %v); ask another", s.cfg.NodeID, addr, err)
+		}
+	}
+	for index > 0 {
+		if r.CaughtUpTo(index) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			index = 0
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return status.Errorf(codes.Unavailable, "coordinator %s is catching up with the cluster's log; ask another", s.cfg.NodeID)
+}
+
 func (s jobsServer) ListJobs(ctx context.Context, req *loompb.ListJobsRequest) (*loompb.ListJobsResponse, error) {
+	if err := s.current(ctx); err != nil {
+		return nil, err
+	}
 	out := &loompb.ListJobsResponse{}
 	s.cfg.FSM.Read(func(st *State) {
 		for _, j := range st.SortedJobs() {
@@ -425,6 +488,9 @@ func (s jobsServer) ResumeJob(ctx context.Context, req *loompb.ResumeJobRequest)
 
 func (s jobsServer) WatchJob(req *loompb.WatchJobRequest, stream loompb.Jobs_WatchJobServer) error {
 	ctx := stream.Context()
+	if err := s.current(ctx); err != nil {
+		return err
+	}
 	since := req.SinceSeq
 	var lastUpdated int64 = -1
 	for {

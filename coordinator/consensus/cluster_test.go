@@ -423,3 +423,52 @@ func TestApplyContext(t *testing.T) {
 		t.Fatal("ApplyContext without a quorum succeeded")
 	}
 }
+
+// TestCurrentAfterRestart: a follower restarted after missing writes is
+// caught up to the leader's commit index (the read index) only once its
+// state holds every write committed before, so reads off it never show a
+// job missing; then it stays Current.
+func TestCurrentAfterRestart(t *testing.T) {
+	c := consensustest.StartCluster(t, 3, nil)
+	want := applyN(t, c, "before", 30)
+	l, err := c.Leader(wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := (l + 1) % 3
+	converge(t, c)
+	catchUp := func(index uint64) {
+		t.Helper()
+		deadline := time.Now().Add(wait)
+		for !c.Nodes[f].CaughtUpTo(index) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not caught up to index %d within %v", c.IDs[f], index, wait)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	catchUp(c.Nodes[l].CommitIndex())
+	if !c.Nodes[f].Current() {
+		t.Fatalf("%s: a caught-up follower is not Current", c.IDs[f])
+	}
+	if err := c.Stop(f); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range applyN(t, c, "while-down", 30) {
+		want[k] = v
+	}
+	if err := c.Restart(f); err != nil {
+		t.Fatal(err)
+	}
+	if c.Nodes[f].Current() {
+		t.Fatalf("%s is Current right after its restart, before any read index", c.IDs[f])
+	}
+	index := c.Nodes[l].CommitIndex()
+	catchUp(index)
+	if got := kv(c, f).Map(); !maps.Equal(got, want) {
+		t.Errorf("%s caught up to %d holding %d keys, want %d (first difference: %s)", c.IDs[f], index, len(got), len(want), firstDiff(got, want))
+	}
+	if !c.Nodes[f].Current() || !c.Nodes[f].CaughtUpTo(1) {
+		t.Errorf("%s: Current does not stay latched", c.IDs[f])
+	}
+}

@@ -5,11 +5,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -90,6 +92,34 @@ type Node struct {
 	log          *slog.Logger
 	closeOnce    sync.Once
 	closeErr     error
+	current      atomic.Bool // Current's latch (CaughtUpTo)
+	fsm          *indexFSM
+}
+
+// indexFSM is the user's FSM, recording the index of the last entry it
+// has applied: raft's AppliedIndex counts entries handed to the FSM
+// goroutine, not applied by it. A Restore sets it to the snapshot's index
+// (the newest in the store: the one being restored).
+type indexFSM struct {
+	raft.FSM
+	snaps raft.SnapshotStore
+	index atomic.Uint64
+}
+
+func (f *indexFSM) Apply(l *raft.Log) any {
+	r := f.FSM.Apply(l)
+	f.index.Store(l.Index)
+	return r
+}
+
+func (f *indexFSM) Restore(rc io.ReadCloser) error {
+	err := f.FSM.Restore(rc)
+	if err == nil {
+		if metas, lerr := f.snaps.List(); lerr == nil && len(metas) > 0 {
+			f.index.Store(metas[0].Index)
+		}
+	}
+	return err
 }
 
 // Open starts a node. On first start (no Raft state in DataDir) and with a
@@ -189,7 +219,8 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 		lg.Info("bootstrapped raft cluster", "voters", len(conf.Servers))
 	}
 
-	r, err := raft.NewRaft(rc, fsm, logs, store, snaps, n.trans)
+	n.fsm = &indexFSM{FSM: fsm, snaps: snaps}
+	r, err := raft.NewRaft(rc, n.fsm, logs, store, snaps, n.trans)
 	if err != nil {
 		return nil, fmt.Errorf("consensus: node %s: %w", cfg.ID, err)
 	}
@@ -197,6 +228,48 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 	ok = true
 	return n, nil
 }
+
+// Current reports whether this node's state has been found current
+// enough to serve reads (CaughtUpTo); once true it stays true (afterwards
+// a follower lags the leader by a replication round trip, as any Raft
+// read off the leader does). A restarted node replays its log only once a
+// leader tells it the commit index, and a new voter starts empty; until
+// then its state would show jobs missing or old.
+func (n *Node) Current() bool { return n.current.Load() }
+
+// CaughtUpTo reports whether the FSM has applied every entry up to index
+// (the leader's commit index, asked for by a read: the read-index
+// protocol of the Raft thesis §6.4), and latches Current when it has.
+func (n *Node) CaughtUpTo(index uint64) bool {
+	if n.current.Load() {
+		return true
+	}
+	if index == 0 || n.raft.AppliedIndex() < index {
+		return false // not all handed to the FSM yet
+	}
+	// Handed, but the FSM goroutine may still be applying: every command
+	// after the last one it applied must be beyond index. (No-ops and
+	// barriers never reach the FSM, so the FSM's own index can stay below
+	// index for good.)
+	for i := n.fsm.index.Load() + 1; i <= index; i++ {
+		var l raft.Log
+		if err := n.store.GetLog(i, &l); err != nil {
+			if errors.Is(err, raft.ErrLogNotFound) {
+				continue // compacted into the snapshot the FSM restored
+			}
+			return false
+		}
+		if l.Type == raft.LogCommand {
+			return false
+		}
+	}
+	n.current.Store(true)
+	return true
+}
+
+// CommitIndex is the highest log index known to be committed (on the
+// leader: the cluster's).
+func (n *Node) CommitIndex() uint64 { return n.raft.CommitIndex() }
 
 // bootstrapConfiguration checks the Bootstrap list and turns it into a Raft
 // configuration. It is pure.
