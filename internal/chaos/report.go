@@ -12,9 +12,13 @@ type Outcome struct {
 	Fault    Fault
 	Seed     uint64
 	Survived bool          // the cluster recovered and the job went on
-	Recover  time.Duration // from injection to the job's first step past the fault's step
-	Note     string        // why it was not survived, or what was not available
+	Recover  time.Duration // from injection to recovery (see TestChaos)
+	Restarts int           // generations the job went through meanwhile
+	Note     string        // why it was not survived, or why it was not injected
 	Skipped  bool          // not injected (Note says why)
+	// Unavailable: skipped because this machine cannot inject the kind
+	// (Note says why), as opposed to a job that ended first.
+	Unavailable bool
 }
 
 // Report gathers outcomes, per kind.
@@ -29,6 +33,7 @@ func (r *Report) Add(o Outcome) { r.Outcomes = append(r.Outcomes, o) }
 type KindStats struct {
 	Kind                 Kind
 	Injected, Survived   int
+	Restarts             int // generations the job went through, summed
 	Skipped              int
 	Min, Median, Max     time.Duration // time to recover of the survived faults
 	NotAvailable         string        // a note of a skipped fault
@@ -49,11 +54,14 @@ func (r *Report) Stats() []KindStats {
 		switch {
 		case o.Skipped:
 			s.Skipped++
-			s.NotAvailable = o.Note
+			if o.Unavailable {
+				s.NotAvailable = o.Note
+			}
 		case o.Survived:
 			s.Injected++
 			s.Survived++
 			s.RecoverTimes = append(s.RecoverTimes, o.Recover)
+			s.Restarts += o.Restarts
 		default:
 			s.Injected++
 			s.FailedNotes = append(s.FailedNotes, o.Note)
@@ -78,17 +86,17 @@ func (r *Report) Stats() []KindStats {
 // Print writes the per-kind table: faults injected and survived, and the
 // time to recover (min / median / max).
 func (r *Report) Print(w io.Writer) {
-	fmt.Fprintf(w, "| fault | injected | survived | recover min | median | max |\n|---|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(w, "| fault | injected | survived | not injected | new generations | recover min | median | max |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	round := func(d time.Duration) string { return d.Round(100 * time.Millisecond).String() }
 	for _, s := range r.Stats() {
-		if s.Injected == 0 && s.Skipped > 0 {
-			fmt.Fprintf(w, "| %s | 0 | 0 | not available here: %s | | |\n", s.Kind, s.NotAvailable)
+		if s.Injected == 0 && s.NotAvailable != "" {
+			fmt.Fprintf(w, "| %s | 0 | 0 | %d | | not available here: %s | | |\n", s.Kind, s.Skipped, s.NotAvailable)
 			continue
 		}
 		if s.Survived == 0 {
-			fmt.Fprintf(w, "| %s | %d | 0 | – | – | – |\n", s.Kind, s.Injected)
+			fmt.Fprintf(w, "| %s | %d | 0 | %d | %d | – | – | – |\n", s.Kind, s.Injected, s.Skipped, s.Restarts)
 			continue
 		}
-		fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %s |\n", s.Kind, s.Injected, s.Survived, round(s.Min), round(s.Median), round(s.Max))
+		fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %s | %s | %s |\n", s.Kind, s.Injected, s.Survived, s.Skipped, s.Restarts, round(s.Min), round(s.Median), round(s.Max))
 	}
 }

@@ -74,6 +74,13 @@ func (p *S3Proxy) SetFaults(f S3Faults) {
 	p.mu.Unlock()
 }
 
+// Reseed restarts the sequence of outcomes from seed.
+func (p *S3Proxy) Reseed(seed uint64) {
+	p.mu.Lock()
+	p.rng = rand.New(rand.NewPCG(seed, 0x53335333))
+	p.mu.Unlock()
+}
+
 // Close stops the proxy.
 func (p *S3Proxy) Close() error { return p.srv.Close() }
 
