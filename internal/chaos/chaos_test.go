@@ -29,6 +29,7 @@ var (
 	seedList = flag.String("chaos.seeds", "", "comma-separated seeds (default: 1 for the short form, 1,2,3 for the long form)")
 	kindList = flag.String("chaos.kinds", "", "comma-separated fault kinds, or all (default: a few for the short form, all for the long form)")
 	faultsN  = flag.Int("chaos.faults", 0, "faults per seed (default: 4 short, 12 long)")
+	stepsN   = flag.Int64("chaos.steps", 0, "steps per stage of the job (two stages; default: 150 short, 600 long)")
 	keepLogs = flag.String("chaos.logs", "", "copy the process logs here when the run fails")
 )
 
@@ -75,6 +76,9 @@ func chosenForm(t *testing.T) form {
 	}
 	if *faultsN > 0 {
 		f.faults = *faultsN
+	}
+	if *stepsN > 0 {
+		f.stageSteps = *stepsN
 	}
 	return f
 }
@@ -171,7 +175,7 @@ func TestChaos(t *testing.T) {
 	var all Report
 	for _, seed := range f.seeds {
 		name := fmt.Sprintf("chaos-%d", seed)
-		plan, err := Plan(seed, Options{Kinds: f.kinds, Faults: f.faults, FirstStep: 3, LastStep: ref.TotalSteps - 3,
+		plan, err := Plan(seed, Options{Kinds: f.kinds, Faults: f.faults, FirstStep: 3, LastStep: ref.TotalSteps / 2, // the second half is slack for recoveries
 			Coordinators: len(c.coords), Workers: 2, // worker faults hit one of the job's two ranks
 			Hold: map[Kind]time.Duration{HangWorker: f.stallGrace + f.leaseTTL, DiskFull: 3 * time.Second, PartitionCoordinator: 3 * time.Second,
 				S3Errors: 3 * time.Second, DelayRing: 2 * time.Second, DropRing: 2 * time.Second}})
@@ -205,8 +209,11 @@ func TestChaos(t *testing.T) {
 	all.Print(&b)
 	t.Logf("chaos: seeds %v, %d faults each, in %s\n%s", f.seeds, f.faults, time.Since(start).Round(time.Second), b.String())
 	for _, o := range all.Outcomes {
-		if !o.Skipped && !o.Survived {
+		switch {
+		case !o.Skipped && !o.Survived:
 			t.Errorf("seed %d: %s not survived: %s", o.Seed, o.Fault, o.Note)
+		case o.Skipped && !o.Unavailable && *long:
+			t.Errorf("seed %d: %s not injected: %s (raise -chaos.steps)", o.Seed, o.Fault, o.Note)
 		}
 	}
 }
@@ -242,6 +249,13 @@ func inject(ctx context.Context, t *testing.T, c *cluster, job string, seed uint
 		if w == nil {
 			o.Note = fmt.Sprintf("rank %d's worker %s is not one of the cluster's", f.Target, id)
 			return o
+		}
+	}
+	s3Before := [4]int64{c.s3.Requests.Load(), c.s3.Errors.Load(), c.s3.Resets.Load(), c.s3.Slowed.Load()}
+	var logBefore int64
+	if f.Kind.OnCoordinator() {
+		if st, err := os.Stat(c.coords[f.Target].logPath); err == nil {
+			logBefore = st.Size()
 		}
 	}
 	t0 := time.Now()
@@ -290,19 +304,19 @@ func inject(ctx context.Context, t *testing.T, c *cluster, job string, seed uint
 		heal = func() error { return os.Remove(path) }
 	}
 	// Recovered: the job has stepped past where the fault found it, in a
-	// later generation when the fault breaks the ring (a rank killed,
+	// restarted generation when the fault breaks the ring (a rank killed,
 	// hung or cut off), and with the target coordinator back in the
 	// cluster (its replica caught up) when it hit a coordinator. A hung
 	// rank is routed around while it is still stopped, so that is
 	// checked during the hold too.
-	g0 := j.Generation
+	r0 := j.Restarts
 	breaks := f.Kind == KillWorker || f.Kind == HangWorker
 	var recovered time.Duration
 	progressed := func(j *loompb.Job) bool {
 		if recovered > 0 {
 			return true
 		}
-		ok := j.State == "succeeded" || j.Step > at && (!breaks || j.Generation > g0)
+		ok := j.State == "succeeded" || j.Step > at && (!breaks || j.Restarts > r0)
 		if ok && f.Kind.OnCoordinator() {
 			mine, err := c.jobAt(ctx, c.coords[f.Target], job)
 			ok = err == nil && mine.Generation == j.Generation && mine.Step >= at
@@ -321,6 +335,13 @@ func inject(ctx context.Context, t *testing.T, c *cluster, job string, seed uint
 		o.Note = "healing: " + err.Error()
 		return o
 	}
+	switch f.Kind {
+	case S3Errors:
+		o.Note = fmt.Sprintf("(%d requests: %d 5xx, %d resets, %d slowed)", c.s3.Requests.Load()-s3Before[0],
+			c.s3.Errors.Load()-s3Before[1], c.s3.Resets.Load()-s3Before[2], c.s3.Slowed.Load()-s3Before[3])
+	case DiskFull:
+		o.Note = fmt.Sprintf("(%d log lines of c%d name ENOSPC)", countSince(c.coords[f.Target].logPath, logBefore, "no space left on device"), f.Target)
+	}
 	if err := c.restartDead(); err != nil {
 		o.Note = "restarting: " + err.Error()
 		return o
@@ -334,7 +355,7 @@ func inject(ctx context.Context, t *testing.T, c *cluster, job string, seed uint
 		return o
 	}
 	if last, err := c.job(ctx, job); err == nil {
-		o.Restarts = int(last.Generation - g0)
+		o.Restarts = int(last.Restarts - r0)
 	}
 	o.Survived, o.Recover = true, recovered
 	return o
@@ -361,6 +382,15 @@ func (c *cluster) restartDead() error {
 		}
 	}
 	return nil
+}
+
+// countSince counts the lines of the file after offset that contain s.
+func countSince(path string, offset int64, s string) int {
+	b, err := os.ReadFile(path)
+	if err != nil || int64(len(b)) < offset {
+		return 0
+	}
+	return bytes.Count(b[offset:], []byte(s))
 }
 
 func waitJob(ctx context.Context, c *cluster, name string, within time.Duration, cond func(*loompb.Job) bool) (*loompb.Job, error) {

@@ -13,7 +13,7 @@ type Outcome struct {
 	Seed     uint64
 	Survived bool          // the cluster recovered and the job went on
 	Recover  time.Duration // from injection to recovery (see TestChaos)
-	Restarts int           // generations the job went through meanwhile
+	Restarts int           // restarts of the job (new generations from a checkpoint) meanwhile
 	Note     string        // why it was not survived, or why it was not injected
 	Skipped  bool          // not injected (Note says why)
 	// Unavailable: skipped because this machine cannot inject the kind
@@ -33,7 +33,7 @@ func (r *Report) Add(o Outcome) { r.Outcomes = append(r.Outcomes, o) }
 type KindStats struct {
 	Kind                 Kind
 	Injected, Survived   int
-	Restarts             int // generations the job went through, summed
+	Restarts             int // restarts of the job, summed
 	Skipped              int
 	Min, Median, Max     time.Duration // time to recover of the survived faults
 	NotAvailable         string        // a note of a skipped fault
@@ -86,7 +86,7 @@ func (r *Report) Stats() []KindStats {
 // Print writes the per-kind table: faults injected and survived, and the
 // time to recover (min / median / max).
 func (r *Report) Print(w io.Writer) {
-	fmt.Fprintf(w, "| fault | injected | survived | not injected | new generations | recover min | median | max |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(w, "| fault | injected | survived | not injected | job restarts | recover min | median | max |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	round := func(d time.Duration) string { return d.Round(100 * time.Millisecond).String() }
 	for _, s := range r.Stats() {
 		if s.Injected == 0 && s.NotAvailable != "" {

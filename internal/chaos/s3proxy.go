@@ -2,6 +2,8 @@ package chaos
 
 import (
 	"fmt"
+	"io"
+	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -54,7 +56,7 @@ func NewS3Proxy(endpoint string, seed uint64) (*S3Proxy, error) {
 			r.SetURL(u)
 			r.Out.Host = r.In.Host // the signed host
 		},
-		ErrorLog: nil,
+		ErrorLog: log.New(io.Discard, "", 0), // a client gone mid-answer is routine here
 	}
 	p.srv = &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second}
 	go p.srv.Serve(ln)
