@@ -30,7 +30,7 @@ var (
 	kindList = flag.String("chaos.kinds", "", "comma-separated fault kinds, or all (default: a few for the short form, all for the long form)")
 	faultsN  = flag.Int("chaos.faults", 0, "faults per seed (default: 4 short, 12 long)")
 	stepsN   = flag.Int64("chaos.steps", 0, "steps per stage of the job (two stages; default: 150 short, 600 long)")
-	keepLogs = flag.String("chaos.logs", "", "copy the process logs here when the run fails")
+	keepLogs = flag.String("chaos.logs", "", "copy the process logs here at the end")
 )
 
 // shortKinds are the short form's faults: one of each process kind's
@@ -120,7 +120,7 @@ func TestChaos(t *testing.T) {
 	}
 	defer func() {
 		c.close()
-		if t.Failed() && *keepLogs != "" {
+		if *keepLogs != "" {
 			os.RemoveAll(*keepLogs)
 			exec.Command("cp", "-r", filepath.Join(dir, "logs"), *keepLogs).Run()
 			t.Logf("process logs copied to %s", *keepLogs)
