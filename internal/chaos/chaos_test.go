@@ -190,11 +190,24 @@ func TestChaos(t *testing.T) {
 			t.Fatal(err)
 		}
 		var rep Report
+		broken := false
 		for _, fl := range plan {
+			if broken {
+				o := Outcome{Fault: fl, Seed: seed, Skipped: true, Note: "an earlier fault was not survived"}
+				rep.Add(o)
+				all.Add(o)
+				continue
+			}
 			o := inject(ctx, t, c, name, seed, fl, f.recoverTime, deadline)
 			t.Logf("seed %d: %s: survived %v, recovered in %s %s", seed, fl, o.Survived, o.Recover.Round(100*time.Millisecond), o.Note)
 			rep.Add(o)
 			all.Add(o)
+			broken = !o.Survived && !o.Skipped
+		}
+		if broken {
+			var b strings.Builder
+			rep.Print(&b)
+			t.Fatalf("seed %d: a fault was not survived; the rest were not injected\n%s", seed, b.String())
 		}
 		j, err := waitJob(ctx, c, name, time.Until(deadline), func(j *loompb.Job) bool { return j.State == "succeeded" })
 		if err != nil {
