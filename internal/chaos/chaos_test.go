@@ -55,7 +55,7 @@ func chosenForm(t *testing.T) form {
 	f := form{seeds: []uint64{1}, kinds: shortKinds, faults: 4, stageSteps: 150, within: 150 * time.Second,
 		stallGrace: 4 * time.Second, leaseTTL: 5 * time.Second, recoverTime: 90 * time.Second}
 	if *long {
-		f.seeds, f.kinds, f.faults, f.stageSteps, f.within = []uint64{1, 2, 3}, Kinds, 12, 600, 40*time.Minute
+		f.seeds, f.kinds, f.faults, f.stageSteps, f.within = []uint64{1, 2, 3}, Kinds, 12, 1200, 40*time.Minute
 	}
 	if *seedList != "" {
 		f.seeds = nil
@@ -199,7 +199,7 @@ func TestChaos(t *testing.T) {
 				continue
 			}
 			o := inject(ctx, t, c, name, seed, fl, f.recoverTime, deadline)
-			t.Logf("seed %d: %s: survived %v, recovered in %s %s", seed, fl, o.Survived, o.Recover.Round(100*time.Millisecond), o.Note)
+			t.Logf("%s seed %d: %s: survived %v, recovered in %s %s", time.Since(start).Round(100*time.Millisecond), seed, fl, o.Survived, o.Recover.Round(100*time.Millisecond), o.Note)
 			rep.Add(o)
 			all.Add(o)
 			broken = !o.Survived && !o.Skipped
@@ -246,7 +246,7 @@ func inject(ctx context.Context, t *testing.T, c *cluster, job string, seed uint
 		return o
 	}
 	if terminal(j.State) {
-		o.Skipped, o.Note = true, fmt.Sprintf("the job ended (%s) before step %d", j.State, f.Step)
+		o.Skipped, o.Note = true, fmt.Sprintf("the job ended (%s at step %d of %d) before step %d", j.State, j.Step, j.TotalSteps, f.Step)
 		return o
 	}
 	at := j.Step
