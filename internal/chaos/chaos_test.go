@@ -29,8 +29,8 @@ var (
 	seedList = flag.String("chaos.seeds", "", "comma-separated seeds (default: 1 for the short form, 1,2,3 for the long form)")
 	kindList = flag.String("chaos.kinds", "", "comma-separated fault kinds, or all (default: a few for the short form, all for the long form)")
 	faultsN  = flag.Int("chaos.faults", 0, "faults per seed (default: 4 short, 12 long)")
-	stepsN   = flag.Int64("chaos.steps", 0, "steps per stage of the job (two stages; default: 150 short, 600 long)")
-	keepLogs = flag.String("chaos.logs", "", "copy the process logs here at the end")
+	stepsN   = flag.Int64("chaos.steps", 0, "steps per stage of the job (two stages; default: 150 short, 1200 long)")
+	keepLogs = flag.String("chaos.logs", "", "copy the process logs here at the end (default: $TMPDIR/loom-chaos-logs when the run fails)")
 )
 
 // shortKinds are the short form's faults: one of each process kind's
@@ -120,10 +120,14 @@ func TestChaos(t *testing.T) {
 	}
 	defer func() {
 		c.close()
-		if *keepLogs != "" {
-			os.RemoveAll(*keepLogs)
-			exec.Command("cp", "-r", filepath.Join(dir, "logs"), *keepLogs).Run()
-			t.Logf("process logs copied to %s", *keepLogs)
+		keep := *keepLogs
+		if keep == "" && t.Failed() {
+			keep = filepath.Join(os.TempDir(), "loom-chaos-logs")
+		}
+		if keep != "" {
+			os.RemoveAll(keep)
+			exec.Command("cp", "-r", filepath.Join(dir, "logs"), keep).Run()
+			t.Logf("process logs copied to %s", keep)
 		}
 		os.RemoveAll(dir)
 	}()
