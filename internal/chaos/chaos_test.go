@@ -359,15 +359,36 @@ func inject(ctx context.Context, t *testing.T, c *cluster, job string, seed uint
 	case DiskFull:
 		o.Note = fmt.Sprintf("(%d log lines of c%d name ENOSPC)", countSince(c.coords[f.Target].logPath, logBefore, "no space left on device"), f.Target)
 	}
-	if err := c.restartDead(); err != nil {
-		o.Note = "restarting: " + err.Error()
-		return o
+	// Wait for the recovery, starting again whatever exits meanwhile (a
+	// supervisor's job: a process may die of the fault after it is healed).
+	var died []string
+	if f.Kind == KillCoordinator || f.Kind == KillWorker {
+		if _, err := c.restartDead(); err != nil { // the victim
+			o.Note = "restarting: " + err.Error()
+			return o
+		}
 	}
-	_, err = waitJob(ctx, c, job, min(within, time.Until(deadline)), progressed)
-	if err == nil {
-		_, err = c.leader(30 * time.Second)
+	end := time.Now().Add(min(within, time.Until(deadline)))
+	for {
+		restarted, err := c.restartDead()
+		if err != nil {
+			o.Note = "restarting: " + err.Error()
+			return o
+		}
+		died = append(died, restarted...)
+		if j, err := c.job(ctx, job); err == nil && progressed(j) {
+			break
+		}
+		if time.Now().After(end) {
+			o.Note = fmt.Sprintf("no recovery within %s: %s", within, c.describe(ctx, job, f))
+			return o
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	if err != nil {
+	if len(died) > 0 {
+		o.Note += fmt.Sprintf(" (%s exited after the fault and was started again)", strings.Join(died, ", "))
+	}
+	if _, err := c.leader(30 * time.Second); err != nil {
 		o.Note = err.Error()
 		return o
 	}
@@ -379,26 +400,50 @@ func inject(ctx context.Context, t *testing.T, c *cluster, job string, seed uint
 }
 
 // restartDead starts again every coordinator and worker that is not
-// running (killed, or exited on its own under a fault).
-func (c *cluster) restartDead() error {
+// running (killed, or exited on its own under a fault) and returns their
+// names.
+func (c *cluster) restartDead() ([]string, error) {
+	var out []string
 	for _, co := range c.coords {
 		if !co.alive() {
 			if err := c.startCoordinator(co); err != nil {
-				return err
+				return out, err
 			}
 			if err := waitUp(co.proc, co.http, 60*time.Second); err != nil {
-				return err
+				return out, err
 			}
+			out = append(out, co.id)
 		}
 	}
 	for _, w := range c.workers {
 		if !w.alive() {
 			if err := c.startWorker(w); err != nil {
-				return err
+				return out, err
 			}
+			out = append(out, w.id)
 		}
 	}
-	return nil
+	return out, nil
+}
+
+// describe says where the job and the fault's target stand, for a fault
+// that was not recovered from.
+func (c *cluster) describe(ctx context.Context, job string, f Fault) string {
+	var parts []string
+	if j, err := c.job(ctx, job); err == nil {
+		parts = append(parts, fmt.Sprintf("job %s at step %d, generation %d, %s %q", job, j.Step, j.Generation, j.State, j.Message))
+	} else {
+		parts = append(parts, err.Error())
+	}
+	if f.Kind.OnCoordinator() {
+		co := c.coords[f.Target]
+		if j, err := c.jobAt(ctx, co, job); err == nil {
+			parts = append(parts, fmt.Sprintf("c%d's replica at step %d, generation %d, %s", co.i, j.Step, j.Generation, j.State))
+		} else {
+			parts = append(parts, fmt.Sprintf("c%d: %v", co.i, err))
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 // countSince counts the lines of the file after offset that contain s.
