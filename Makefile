@@ -6,7 +6,7 @@ NORACE  := $(shell $(GO) list ./kernels/... ./models/... 2>/dev/null)
 RACE    := $(filter-out $(NORACE),$(shell $(GO) list ./... 2>/dev/null))
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: test test-short fmt-check vet bench lint proto build shaders
+.PHONY: test test-short chaos fmt-check vet bench lint proto build shaders
 
 build:
 	$(GO) build ./...
@@ -21,6 +21,12 @@ test: fmt-check vet
 test-short: fmt-check vet
 	$(GO) test -race -short $(RACE)
 	$(if $(NORACE),$(GO) test -short $(NORACE))
+
+# The fault-injection suite's long form: three seeds, every fault kind, on a
+# cluster of real processes (docs/chaos.md). `make test` runs its short form.
+# Needs versitygw (see .ci/run); root for the full-disk fault (a tmpfs).
+chaos:
+	$(GO) test -count=1 -timeout 60m -run TestChaos -v ./internal/chaos -chaos.long
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \

@@ -86,8 +86,9 @@ type Resume struct {
 // current generation + 1) on Workers, in rank order, at Stage, restoring
 // from the job's last committed checkpoint. No workers: the job waits
 // (pending) for enough workers. Restart counts the new generation against
-// the failure policy's max_restarts; Unhealthy workers are marked so the
-// scheduler does not pick them again until they re-register.
+// the failure policy's max_restarts; Unhealthy workers are set aside: the
+// scheduler does not pick them again for the job's stall timeout (or until
+// they re-register), and after that only behind every healthy free worker.
 type Schedule struct {
 	Job        string   `json:"job"`
 	Generation int64    `json:"generation"`

@@ -45,11 +45,17 @@ func Plan(s *State, now time.Time) Decision {
 	free := func() []*Worker {
 		if idle == nil {
 			idle = []*Worker{}
+			var setAside []*Worker // stalled once, their time set aside over: last
 			for _, w := range s.SortedWorkers() {
-				if w.Up && !w.Unhealthy && w.Job == "" {
+				switch {
+				case w.Job != "" || !w.Available(now):
+				case w.Unhealthy:
+					setAside = append(setAside, w)
+				default:
 					idle = append(idle, w)
 				}
 			}
+			idle = append(idle, setAside...)
 		}
 		out := make([]*Worker, 0, len(idle))
 		for _, w := range idle {

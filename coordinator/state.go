@@ -128,12 +128,25 @@ func (j *Job) LastCheckpoint() *Checkpoint {
 	return &j.Checkpoints[len(j.Checkpoints)-1]
 }
 
+// Available reports whether w may be scheduled at now: it is up, and not
+// set aside for a stall (or its time set aside is over).
+func (w *Worker) Available(now time.Time) bool {
+	return w.Up && (!w.Unhealthy || !now.Before(w.UnhealthyUntil))
+}
+
 // Worker is a worker's replicated state.
 type Worker struct {
 	WorkerInfo
 	Up bool `json:"up"`
-	// Unhealthy is set when the worker stalled; cleared when it re-registers.
-	Unhealthy bool `json:"unhealthy,omitempty"`
+	// Unhealthy is set when the worker stalled while the rest of its job's
+	// ranks did not; cleared when it re-registers or is scheduled again.
+	// It is set aside until UnhealthyUntil (the stall timeout of the job
+	// that set it aside, from then), and after that is picked again, after
+	// every healthy free worker: a worker that stalled once and recovered
+	// while keeping its lease would otherwise never be used again, and a
+	// job without a spare would wait for workers forever.
+	Unhealthy      bool      `json:"unhealthy,omitempty"`
+	UnhealthyUntil time.Time `json:"unhealthy_until,omitzero"`
 	// Restarted is set when the worker re-registered at a new address while
 	// in a job: the generation it was in is broken.
 	Restarted bool      `json:"restarted,omitempty"`
@@ -353,7 +366,7 @@ func (s *State) workerUp(info WorkerInfo, now time.Time) Result {
 	}
 	w.WorkerInfo = info
 	w.Up = true
-	w.Unhealthy = false
+	w.Unhealthy, w.UnhealthyUntil = false, time.Time{}
 	w.Since = now
 	return Result{}
 }
@@ -522,7 +535,7 @@ func (s *State) schedule(x *Schedule, now time.Time) Result {
 		switch {
 		case w == nil:
 			return fail(NotFound, "worker %q is not registered", id)
-		case !w.Up || w.Unhealthy:
+		case !w.Available(now):
 			return fail(FailedPrecondition, "worker %q is not available", id)
 		case w.Job != "" && w.Job != j.Name:
 			return fail(FailedPrecondition, "worker %q is assigned to job %q", id, w.Job)
@@ -534,9 +547,12 @@ func (s *State) schedule(x *Schedule, now time.Time) Result {
 	if x.Restart && !x.Fallback {
 		j.Restarts++
 	}
+	for _, id := range x.Workers {
+		s.Workers[id].Unhealthy, s.Workers[id].UnhealthyUntil = false, time.Time{}
+	}
 	for _, id := range x.Unhealthy {
 		if w := s.Workers[id]; w != nil {
-			w.Unhealthy = true
+			w.Unhealthy, w.UnhealthyUntil = true, now.Add(stallTimeout(j))
 		}
 	}
 	s.release(j)
