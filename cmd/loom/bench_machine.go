@@ -14,19 +14,16 @@ import (
 )
 
 // Every `loom bench` run starts by saying which machine it ran on and how
-// loaded it was, so that no figure is read as another machine's: on
-// stdout above the table, or on stderr with --json (whose stdout stays
-// one JSON document).
+// loaded it was, so that no figure is read as another machine's, on
+// stderr.
 func init() {
 	benchCmd.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
 		if err := rootCmd.PersistentPreRunE(cmd, args); err != nil {
 			return err
 		}
-		w := cmd.OutOrStdout()
-		if f := cmd.Flags().Lookup("json"); f != nil && f.Value.String() == "true" {
-			w = cmd.ErrOrStderr()
-		}
-		writeMachineLine(w, time.Now())
+		// On stderr: stdout stays the result alone (a table, JSON, or
+		// the protocol of a bench's child pass, as in loom bench load).
+		writeMachineLine(cmd.ErrOrStderr(), time.Now())
 		return nil
 	}
 }

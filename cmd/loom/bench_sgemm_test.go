@@ -102,8 +102,7 @@ func TestBenchSgemmBaseline(t *testing.T) {
 }
 
 // TestBenchSaysWhichMachine: every bench names the CPU, the load and the
-// build above its table, or on stderr with --json, whose stdout stays one
-// JSON document.
+// build on stderr; with --json stdout stays one JSON document.
 func TestBenchSaysWhichMachine(t *testing.T) {
 	args := []string{"bench", "sgemm", "--n", "16", "--rounds", "1", "--budget", "1ms", "--baseline=false"}
 	var stdout, stderr bytes.Buffer
@@ -112,9 +111,9 @@ func TestBenchSaysWhichMachine(t *testing.T) {
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("loom %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
 	}
-	first, _, _ := strings.Cut(stdout.String(), "\n")
+	first, _, _ := strings.Cut(stderr.String(), "\n")
 	if !strings.HasPrefix(first, "# machine: ") || !strings.Contains(first, "CPUs") || !strings.Contains(first, "load average") {
-		t.Errorf("loom bench sgemm's first line is %q, want the machine", first)
+		t.Errorf("loom bench sgemm's first stderr line is %q, want the machine", first)
 	}
 	stdout.Reset()
 	stderr.Reset()
