@@ -16,6 +16,7 @@ import (
 	"github.com/loomtrain/loom/collective"
 	"github.com/loomtrain/loom/collective/inproc"
 	"github.com/loomtrain/loom/kernels"
+	"github.com/loomtrain/loom/kernels/kbench"
 )
 
 // RingAttnOptions configures RingAttention.
@@ -329,22 +330,30 @@ func CriticalPath(t [][]float64, backward bool) float64 {
 	return end
 }
 
+// newRing is world ranks over the in-process transport, each with random
+// q, k, v and dO of rows × h × d drawn from (rank, seed), and the func that
+// closes them.
+func newRing(world int, seed uint64, rows, h, d int) ([]*collective.Comm, []*rankData, func()) {
+	net := inproc.NewNetwork(world, 1)
+	comms := make([]*collective.Comm, world)
+	data := make([]*rankData, world)
+	for r := range comms {
+		comms[r], _ = collective.New(net.Transport(r), collective.Config{Job: "bench", Timeout: time.Minute})
+		data[r] = newRankData(rand.New(rand.NewPCG(uint64(r), seed)), rows, h, d)
+	}
+	return comms, data, func() {
+		for _, c := range comms {
+			c.Close()
+		}
+	}
+}
+
 // distributedWall runs forward+backward over the in-process transport with
 // all ranks at once, iters times, and returns the median in milliseconds.
 func distributedWall(ctx context.Context, cfg collective.RingAttnConfig, world, iters int) (float64, error) {
 	rows := cfg.Total / world
-	comms := make([]*collective.Comm, world)
-	net := inproc.NewNetwork(world, 1)
-	data := make([]*rankData, world)
-	for r := range comms {
-		comms[r], _ = collective.New(net.Transport(r), collective.Config{Job: "bench", Timeout: time.Minute})
-		data[r] = newRankData(rand.New(rand.NewPCG(uint64(r), 5)), rows, cfg.Heads, cfg.HeadDim)
-	}
-	defer func() {
-		for _, c := range comms {
-			c.Close()
-		}
-	}()
+	comms, data, closeRing := newRing(world, 5, rows, cfg.Heads, cfg.HeadDim)
+	defer closeRing()
 	var times []float64
 	for range iters {
 		t0 := time.Now()
@@ -416,18 +425,8 @@ func pinnedLayouts(ctx context.Context, o RingAttnOptions) ([]PinnedRow, string,
 	kernels.SetMaxThreads(1) // one kernel thread per rank: the rank's own
 	defer kernels.SetMaxThreads(prev)
 	fwds, bwds := stepTimes(cfgs, w, o.Iters)
-	comms := make([]*collective.Comm, w)
-	net := inproc.NewNetwork(w, 1)
-	data := make([]*rankData, w)
-	for r := range comms {
-		comms[r], _ = collective.New(net.Transport(r), collective.Config{Job: "bench", Timeout: time.Minute})
-		data[r] = newRankData(rand.New(rand.NewPCG(uint64(r), 7)), o.TokensPerRank, o.Heads, o.HeadDim)
-	}
-	defer func() {
-		for _, c := range comms {
-			c.Close()
-		}
-	}()
+	comms, data, closeRing := newRing(w, 7, o.TokensPerRank, o.Heads, o.HeadDim)
+	defer closeRing()
 	times := make([][]float64, len(cfgs))
 	for it := -1; it < o.Iters; it++ { // the first round warms up
 		for i, cfg := range cfgs {
@@ -459,18 +458,8 @@ func pinnedLayouts(ctx context.Context, o RingAttnOptions) ([]PinnedRow, string,
 // collector running often) divided by world.
 func memoryPerRank(ctx context.Context, world, tokens, h, d int) (MemRow, error) {
 	cfg := collective.RingAttnConfig{Total: world * tokens, Heads: h, HeadDim: d, Causal: true, Layout: collective.Zigzag}
-	comms := make([]*collective.Comm, world)
-	net := inproc.NewNetwork(world, 1)
-	data := make([]*rankData, world)
-	for r := range comms {
-		comms[r], _ = collective.New(net.Transport(r), collective.Config{Job: "bench", Timeout: time.Minute})
-		data[r] = newRankData(rand.New(rand.NewPCG(uint64(r), 6)), tokens, h, d)
-	}
-	defer func() {
-		for _, c := range comms {
-			c.Close()
-		}
-	}()
+	comms, data, closeRing := newRing(world, 6, tokens, h, d)
+	defer closeRing()
 	if err := fwdBwd(ctx, comms, cfg, data, nil); err != nil { // warm the kernels' pools
 		return MemRow{}, err
 	}
@@ -478,31 +467,11 @@ func memoryPerRank(ctx context.Context, world, tokens, h, d int) (MemRow, error)
 	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
 	metrics.Read(sample)
 	base := sample[0].Value.Uint64()
-	peak := base
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-		tk := time.NewTicker(200 * time.Microsecond)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tk.C:
-				metrics.Read(s)
-				peak = max(peak, s[0].Value.Uint64())
-			}
-		}
-	})
-	// Collect often, so that the sampled peak is (close to) the live heap:
-	// the ring's working buffers plus the messages in flight, not the
-	// garbage of messages already consumed.
-	debugGC := setGCPercent(5)
-	err := fwdBwd(ctx, comms, cfg, data, nil)
-	close(stop)
-	wg.Wait()
-	setGCPercent(debugGC)
+	// The collector runs often (HeapPeak), so that the sampled peak is
+	// (close to) the live heap: the ring's working buffers plus the
+	// messages in flight, not the garbage of messages already consumed.
+	var err error
+	peak := kbench.HeapPeak(200*time.Microsecond, func() { err = fwdBwd(ctx, comms, cfg, data, nil) })
 	if err != nil {
 		return MemRow{}, err
 	}

@@ -170,13 +170,26 @@ func attnMemory(s, h, d int, causal bool) (peak, scratch, alloc uint64) {
 	runtime.ReadMemStats(&before)
 	metrics.Read(sample)
 	base = min(base, sample[0].Value.Uint64())
+	top := HeapPeak(100*time.Microsecond, func() { b.run(s, h, d, m) })
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(b)
+	return top - min(base0, top), top - min(base, top), after.TotalAlloc - before.TotalAlloc
+}
+
+// HeapPeak runs run with the collector at GOGC=5 (so that the live heap
+// is not hidden by garbage) and returns the highest heap-objects size
+// (runtime/metrics) sampled every interval while it ran, at least the
+// size at its start.
+func HeapPeak(interval time.Duration, run func()) uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
 	var hi atomic.Uint64
-	hi.Store(base)
+	hi.Store(s[0].Value.Uint64())
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-		tk := time.NewTicker(100 * time.Microsecond)
+		tk := time.NewTicker(interval)
 		defer tk.Stop()
 		for {
 			select {
@@ -191,14 +204,11 @@ func attnMemory(s, h, d int, causal bool) (peak, scratch, alloc uint64) {
 		}
 	})
 	gc := debug.SetGCPercent(5)
-	b.run(s, h, d, m)
+	run()
 	close(stop)
 	wg.Wait()
 	debug.SetGCPercent(gc)
-	runtime.ReadMemStats(&after)
-	runtime.KeepAlive(b)
-	top := hi.Load()
-	return top - min(base0, top), top - base, after.TotalAlloc - before.TotalAlloc
+	return hi.Load()
 }
 
 // slope is the least-squares slope of ys against xs.

@@ -1,5 +1,0 @@
-package collbench
-
-import "runtime/debug"
-
-func setGCPercent(p int) int { return debug.SetGCPercent(p) }
