@@ -29,5 +29,5 @@ stages:
 	fmt.Println(err)
 	// Output:
 	// vila-tiny 150 [1 2 4] 0.001 0.0001
-	// job.yaml:3: modle: unknown field; known fields here: checkpoint, datasets, defaults, elastic, eval, failure, global_batch, init, model, name, recipe, seed, stages
+	// job.yaml:3: modle: unknown field; known fields here: checkpoint, datasets, defaults, elastic, eval, failure, global_batch, init, model, name, parallelism, recipe, seed, stages
 }

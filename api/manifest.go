@@ -2,6 +2,7 @@ package api
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -45,6 +46,9 @@ type Manifest struct {
 	GlobalBatch int `json:"global_batch" yaml:"global_batch"`
 	// Elastic is the range of world sizes the job may run at.
 	Elastic Elastic `json:"elastic" yaml:"elastic"`
+	// Parallelism says how the data-parallel ranks split the training
+	// state (docs/parallelism.md). Empty: every rank holds all of it.
+	Parallelism Parallelism `json:"parallelism,omitzero" yaml:"parallelism,omitempty"`
 	// Checkpoint says how often to checkpoint and how many to keep.
 	Checkpoint CheckpointPolicy `json:"checkpoint" yaml:"checkpoint"`
 	// Failure says how the coordinator reacts to lost or stalled workers.
@@ -174,6 +178,32 @@ type Dataset struct {
 	// Weight is the mixture weight (> 0), relative to the other datasets.
 	// Default 1.
 	Weight float64 `json:"weight" yaml:"weight"`
+}
+
+// Parallelism is how the ranks split the training state between them.
+type Parallelism struct {
+	// Shard is what each data-parallel rank keeps only its own slice of,
+	// sharded across the whole world as ZeRO does (docs/parallelism.md):
+	//   - "" or "none": nothing; every rank holds all parameters,
+	//     gradients and optimizer state (plain data parallelism);
+	//   - "optimizer": AdamW's moments (ZeRO stage 1); gradients are
+	//     all-reduced, each rank updates its slice of the parameters and
+	//     the ranks all-gather the result;
+	//   - "gradients": the moments and the reduced gradients (ZeRO stage
+	//     2); gradients are reduce-scattered instead of all-reduced.
+	Shard string `json:"shard,omitempty" yaml:"shard,omitempty"`
+}
+
+// ShardLevels lists Parallelism.Shard's values, from least to most
+// sharded.
+var ShardLevels = []string{"none", "optimizer", "gradients"}
+
+// ShardLevel is the index of p.Shard in ShardLevels (0 for ""), or -1.
+func (p Parallelism) ShardLevel() int {
+	if p.Shard == "" {
+		return 0
+	}
+	return slices.Index(ShardLevels, p.Shard)
 }
 
 // Elastic is the range of world sizes a job may run at. The coordinator

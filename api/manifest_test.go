@@ -122,6 +122,7 @@ func TestParseManifestErrors(t *testing.T) {
 		{"no stages", strings.Replace(minimal, "stages: [{name: s, steps: 10}]", "stages: []", 1), []string{"stages: at least one stage is required"}},
 		{"zero steps", strings.Replace(minimal, "steps: 10", "steps: 0", 1), []string{"t.yaml:6: stages[0].steps: 0: want between 1 and 2^40 steps"}},
 		{"elastic inverted", minimal + "elastic: {min: 4, max: 2}\n", []string{"t.yaml:7: elastic.max: 2 is less than elastic.min (4)"}},
+		{"bad shard", minimal + "parallelism: {shard: params}\n", []string{`t.yaml:7: parallelism.shard: "params": want one of none, optimizer, gradients`}},
 		{"indivisible", minimal + "elastic: {min: 3, max: 3}\n", []string{"t.yaml:7: elastic: no world size in 3..3 divides the global batch of every stage"}},
 		{"bad stage override", strings.Replace(minimal, "steps: 10}", "steps: 10, overrides: {beta2: 1.5}}", 1), []string{"t.yaml:6: stages[0].overrides.beta2: 1.5: want a number in [0, 1)"}},
 		{"unknown stage dataset", strings.Replace(minimal, "steps: 10}", "steps: 10, datasets: {web: 1}}", 1), []string{`stages[0].datasets.web: no dataset named "web"`}},

@@ -321,6 +321,11 @@ func (d *decoder) manifest(n *yaml.Node, m *Manifest) {
 				"max": func(v *yaml.Node, p string) { d.int(v, p, &m.Elastic.Max) },
 			})
 		},
+		"parallelism": func(v *yaml.Node, p string) {
+			d.fields(v, p, map[string]func(*yaml.Node, string){
+				"shard": func(v *yaml.Node, p string) { d.str(v, p, &m.Parallelism.Shard) },
+			})
+		},
 		"checkpoint": func(v *yaml.Node, p string) {
 			d.fields(v, p, map[string]func(*yaml.Node, string){
 				"interval": func(v *yaml.Node, p string) { d.int64(v, p, &m.Checkpoint.Interval) },

@@ -110,6 +110,9 @@ func (m *Manifest) validate(file string, lines map[string]int) error {
 	if m.Elastic.Max > 100000 {
 		c.add("elastic.max", "%d: want at most 100000", m.Elastic.Max)
 	}
+	if m.Parallelism.ShardLevel() < 0 {
+		c.add("parallelism.shard", "%q: want one of %s", m.Parallelism.Shard, strings.Join(ShardLevels, ", "))
+	}
 	if m.Checkpoint.Interval < 1 {
 		c.add("checkpoint.interval", "%d: want at least 1 step", m.Checkpoint.Interval)
 	}

@@ -31,6 +31,7 @@ type Bucketer struct {
 	c       *Comm
 	op      ReduceOp
 	buckets [][]float32
+	scatter []bool // per bucket: reduce-scatter instead of all-reduce
 
 	// Per step; reset by Wait.
 	ready   []chan struct{}
@@ -56,6 +57,17 @@ func NewBucketerBuffers(c *Comm, op ReduceOp, buckets ...[]float32) *Bucketer {
 	b := &Bucketer{c: c, op: op, buckets: buckets}
 	b.reset()
 	return b
+}
+
+// ReduceScatter makes bucket i reduce-scatter instead of all-reduce (as
+// ZeRO stage 2 reduces gradients): after Wait only the range
+// ChunkRange(len(Bucket(i)), World(), Rank()) of it holds the reduction,
+// the rest partial sums. Set it before the step's first Ready.
+func (b *Bucketer) ReduceScatter(i int) {
+	if b.scatter == nil {
+		b.scatter = make([]bool, len(b.buckets))
+	}
+	b.scatter[i] = true
 }
 
 func (b *Bucketer) reset() {
@@ -100,8 +112,12 @@ func (b *Bucketer) run(ctx context.Context, ready []chan struct{}, done chan str
 			b.err = fmt.Errorf("collective: bucketed all-reduce: waiting for bucket %d of %d: %w", i, len(ready), ctx.Err())
 			return
 		}
-		if err := b.c.AllReduce(ctx, b.buckets[i], b.op); err != nil {
-			b.err = fmt.Errorf("collective: bucketed all-reduce: bucket %d of %d (%d elements): %w", i, len(ready), len(b.buckets[i]), err)
+		reduce, what := b.c.AllReduce, "all-reduce"
+		if b.scatter != nil && b.scatter[i] {
+			reduce, what = b.c.ReduceScatter, "reduce-scatter"
+		}
+		if err := reduce(ctx, b.buckets[i], b.op); err != nil {
+			b.err = fmt.Errorf("collective: bucketed %s: bucket %d of %d (%d elements): %w", what, i, len(ready), len(b.buckets[i]), err)
 			return
 		}
 	}

@@ -349,6 +349,7 @@ func TestBucketer(t *testing.T) {
 	bs := make([]*collective.Bucketer, world)
 	for r := range bs {
 		bs[r] = collective.NewBucketer(comms[r], collective.Sum, sizes...)
+		bs[r].ReduceScatter(2) // bucket 2 as ZeRO-2 reduces gradients
 	}
 	for step := range 2 {
 		inputs := make([][][]float32, len(sizes)) // [bucket][rank]
@@ -373,7 +374,21 @@ func TestBucketer(t *testing.T) {
 		for i := range sizes {
 			sum, abs := refSum(inputs[i])
 			for r := range world {
-				checkClose(t, fmt.Sprintf("step %d bucket %d rank %d", step, i, r), bs[r].Bucket(i), sum, abs, world)
+				got, want, wabs := bs[r].Bucket(i), sum, abs
+				if i == 2 { // only the rank's own chunk is reduced
+					c := collective.ChunkRange(len(got), world, r)
+					partial := 0 // elements outside the chunk that are not the sum
+					for j := range got {
+						if (j < c.Off || j >= c.Off+c.Len) && math.Abs(float64(got[j])-sum[j]) > 1e-3*abs[j] {
+							partial++
+						}
+					}
+					if partial == 0 {
+						t.Errorf("step %d rank %d: the reduce-scatter bucket holds the whole sum, not only the rank's chunk", step, r)
+					}
+					got, want, wabs = got[c.Off:c.Off+c.Len], sum[c.Off:c.Off+c.Len], abs[c.Off:c.Off+c.Len]
+				}
+				checkClose(t, fmt.Sprintf("step %d bucket %d rank %d", step, i, r), got, want, wabs, world)
 			}
 		}
 	}

@@ -96,12 +96,22 @@ type pendingFile struct {
 // rank holds the same state, and rank 0 writes it.
 func (r *Run) Checkpoint(ctx context.Context) (<-chan CheckpointResult, error) {
 	out := make(chan CheckpointResult, 1)
+	t0 := r.now()
+	moments := r.opt.Moments
+	if r.zero != nil {
+		// The moments are sharded: every rank takes part in gathering
+		// them whole for rank 0 (zero.go).
+		m, v, err := r.zero.gatherMoments(ctx, r.opt, r.job.Rank == 0)
+		if err != nil {
+			return nil, fmt.Errorf("trainer: checkpoint at step %d: %w", r.step, err)
+		}
+		moments = func(i int) ([]float32, []float32) { return m[i], v[i] }
+	}
 	if r.job.Rank != 0 {
 		out <- CheckpointResult{Skipped: true}
 		return out, nil
 	}
-	t0 := r.now()
-	files, man := r.snapshot()
+	files, man := r.snapshot(moments)
 	blocked := r.now().Sub(t0)
 	r.uploads.Add(1)
 	go func() {
@@ -143,8 +153,9 @@ func (r *Run) SaveSync(ctx context.Context) (CheckpointResult, error) {
 }
 
 // snapshot copies the state into safetensors tensors (the only part of a
-// checkpoint that blocks training) and fills the manifest.
-func (r *Run) snapshot() ([]pendingFile, *CheckpointManifest) {
+// checkpoint that blocks training) and fills the manifest; moments(i) are
+// trainable parameter i's whole AdamW moments.
+func (r *Run) snapshot(moments func(i int) (m, v []float32)) ([]pendingFile, *CheckpointManifest) {
 	st := r.stage
 	man := &CheckpointManifest{Format: CheckpointFormat, Job: r.job.Manifest.Name, Recipe: st.Recipe.Name,
 		Stage: st.Index, StageName: st.Name, Step: r.step, StageStep: r.step - st.Start, Generation: r.job.Generation,
@@ -180,7 +191,7 @@ func (r *Run) snapshot() ([]pendingFile, *CheckpointManifest) {
 		add("model", safetensors.F32Tensor(name, p.Shape, p.Data))
 	}
 	for i, p := range r.params {
-		m, v := r.opt.Moments(i)
+		m, v := moments(i)
 		man.Optimizer.Trainable = append(man.Optimizer.Trainable, p.Name)
 		add("optimizer", safetensors.F32Tensor("m."+p.Name, p.Shape, m))
 		add("optimizer", safetensors.F32Tensor("v."+p.Name, p.Shape, v))
@@ -441,7 +452,13 @@ func (r *Run) loadOptimizer(f *safetensors.File, man *CheckpointManifest) error 
 		if man.Optimizer.Trainable[i] != p.Name {
 			return fmt.Errorf("trainer: checkpoint step %d: optimizer parameter %d is %s, the stage trains %s", man.Step, i, man.Optimizer.Trainable[i], p.Name)
 		}
-		m, v := r.opt.Moments(i)
+		var m, v []float32
+		if r.zero != nil {
+			// Whole here; loadMoments keeps this rank's pieces.
+			m, v = make([]float32, len(p.Data)), make([]float32, len(p.Data))
+		} else {
+			m, v = r.opt.Moments(i)
+		}
 		for _, mv := range []struct {
 			name string
 			dst  []float32
@@ -454,6 +471,9 @@ func (r *Run) loadOptimizer(f *safetensors.File, man *CheckpointManifest) error 
 				return fmt.Errorf("trainer: checkpoint step %d: optimizer tensor %s has %d values, the parameter %d", man.Step, mv.name, len(vals), len(mv.dst))
 			}
 			copy(mv.dst, vals)
+		}
+		if r.zero != nil {
+			r.zero.loadMoments(r.opt, i, m, v)
 		}
 	}
 	r.opt.SetSteps(man.Optimizer.Steps)

@@ -32,6 +32,13 @@ type gradReduce struct {
 	bounds   []int // bucket k is flat[bounds[k]:bounds[k+1]]
 	bucketer *collective.Bucketer
 
+	// scattered: ZeRO stage 2 (zero.go). The gradient buckets are
+	// reduce-scattered, a parameter's gradient is dropped once copied into
+	// flat, and finish leaves the sums there instead of copying them back.
+	scattered bool
+	// present[i]: params[i] has a gradient; after finish, on some rank.
+	present []bool
+
 	// hold > 0 defers handing complete buckets to the Bucketer (queued,
 	// in order): a model op whose backward runs its own collective on the
 	// same communicator (BLIP-2's all-gather) holds the buckets from its
@@ -67,6 +74,7 @@ func newGradReduce(c *collective.Comm, params []*kernels.Tensor, bucket int) *gr
 	g.bucketer = collective.NewBucketerBuffers(c, collective.Sum, bs...)
 	g.pending = make([]int, len(bs))
 	g.written = make([]bool, len(params))
+	g.present = make([]bool, len(params))
 	return g
 }
 
@@ -151,13 +159,18 @@ func (g *gradReduce) write(i int) {
 	} else {
 		copy(g.flat[off:off+len(p.Data)], p.Grad)
 	}
+	g.present[i] = p.Grad != nil
+	if g.scattered {
+		p.Grad = nil // no backward rule touches it again (BackwardWithHook)
+	}
 	g.written[i] = true
 	g.release(off, len(p.Data))
 }
 
 // finish writes the gradients not reported yet, the presence flags and the
 // loss, waits for every bucket and copies the sums back: a parameter no
-// rank produced a gradient for keeps Grad nil.
+// rank produced a gradient for keeps Grad nil. When scattered, every Grad
+// ends nil and the sums stay in flat (each rank's chunks of it).
 func (g *gradReduce) finish(ctx context.Context, loss *float64) error {
 	g.begin(ctx)
 	for i := range g.params {
@@ -165,9 +178,9 @@ func (g *gradReduce) finish(ctx context.Context, loss *float64) error {
 			g.write(i)
 		}
 	}
-	for i, p := range g.params {
+	for i := range g.params {
 		g.flat[g.tail+i] = 0
-		if p.Grad != nil {
+		if g.present[i] {
 			g.flat[g.tail+i] = 1
 		}
 	}
@@ -182,7 +195,8 @@ func (g *gradReduce) finish(ctx context.Context, loss *float64) error {
 		return err
 	}
 	for i, p := range g.params {
-		if g.flat[g.tail+i] == 0 {
+		g.present[i] = g.flat[g.tail+i] != 0
+		if !g.present[i] || g.scattered {
 			p.Grad = nil
 			continue
 		}

@@ -59,6 +59,7 @@ type Run struct {
 	evalPairs []shard.Sample
 
 	reduce    *gradReduce // the data-parallel gradient all-reduce (world > 1)
+	zero      *zero       // the sharded optimizer state (parallelism.shard, world > 1), or nil
 	noOverlap bool        // start the all-reduce after backward (the benchmark's baseline)
 	groupNeg  bool        // BLIP-2 stage 1 at world > 1: ITC/ITM over the global batch, one micro-batch per rank (group.go)
 	// contrastAcc: BLIP-2 stage 1: with more than one micro-batch per rank,
@@ -192,6 +193,13 @@ func NewRun(ctx context.Context, j Job, restore *CheckpointRef) (*Run, error) {
 	r.opt = kernels.NewAdamW(r.params, kernels.AdamWConfig{
 		LR: float32(r.sched.LR(0)), Beta1: float32(*h.Beta1), Beta2: float32(*h.Beta2), Eps: float32(*h.Eps),
 		WeightDecay: float32(*h.WeightDecay), Decay: decayMask(r.params)})
+	if j.World > 1 {
+		r.reduce = newGradReduce(j.Comm, r.params, bucketFloats)
+		if level := j.Manifest.Parallelism.ShardLevel(); level > 0 {
+			r.zero = newZero(level, j.Comm, r.reduce, r.params)
+			r.opt = r.zero.optimizer(r.opt.Config, decayMask(r.params))
+		}
+	}
 
 	if restore != nil {
 		if err := r.restore(ctx, restore); err != nil {
@@ -220,9 +228,6 @@ func NewRun(ctx context.Context, j Job, restore *CheckpointRef) (*Run, error) {
 			return nil, fmt.Errorf("trainer: stage %q: ring attention needs an LWM stage with a per-token loss", st.Name)
 		}
 		r.sp = &seqParallel{comm: j.Comm, p: r.model.Params(), cfg: r.cfg, layout: collective.Zigzag}
-	}
-	if j.World > 1 {
-		r.reduce = newGradReduce(j.Comm, r.params, bucketFloats)
 	}
 	if r.cfg.Family == models.BLIP2 && r.cfg.Stage == 1 {
 		if _, ok := r.model.(contrastive); !ok {
@@ -647,18 +652,38 @@ func (r *Run) apply(ctx context.Context, prog Progress, lossSum float64, comm ti
 		}
 		comm += r.now().Sub(t0)
 	}
-	if r.clip > 0 {
+	if r.zero != nil {
+		r.zero.bind()
+	}
+	switch {
+	case r.zero != nil && r.zero.level >= 2:
+		// Each rank holds only its chunks of the reduced gradients.
+		t0 := r.now()
+		norm, err := r.zero.clip(ctx, r.clip)
+		comm += r.now().Sub(t0)
+		if err != nil {
+			return Progress{}, fmt.Errorf("trainer: step %d: %w", r.step+1, err)
+		}
+		prog.GradNorm = norm
+	case r.clip > 0:
 		norm, err := kernels.ClipGradNorm(r.params, float32(r.clip))
 		if err != nil {
 			return Progress{}, fmt.Errorf("trainer: step %d: %w", r.step+1, err)
 		}
 		prog.GradNorm = float64(norm)
-	} else {
+	default:
 		prog.GradNorm = gradNorm(r.params)
 	}
 	lr := r.sched.LR(stageStep)
 	r.opt.Config.LR = float32(lr)
 	r.opt.Step()
+	if r.zero != nil {
+		t0 := r.now()
+		if err := r.zero.gatherParams(ctx); err != nil {
+			return Progress{}, fmt.Errorf("trainer: step %d: %w", r.step+1, err)
+		}
+		comm += r.now().Sub(t0)
+	}
 	r.step++
 	r.samples += int64(st.GlobalBatch)
 

@@ -454,6 +454,7 @@ func TestResume(t *testing.T) {
 		procs[p.ID] = p
 	}
 	const steps, batch = 24, 8
+	shardLevel := "" // parallelism.shard of the jobs submitted
 	manifest := func(name string) *api.Manifest {
 		m, err := devManifest(devFlags{recipe: "blip2", size: "tiny", workers: 2, steps: steps, batch: batch, lr: 2e-3}, uri)
 		if err != nil {
@@ -461,6 +462,7 @@ func TestResume(t *testing.T) {
 		}
 		m.Name = name
 		m.Checkpoint.Interval = 4
+		m.Parallelism.Shard = shardLevel
 		return m
 	}
 	run := func(name string, disrupt func(j *loompb.Job)) *loompb.Job {
@@ -583,6 +585,14 @@ func TestResume(t *testing.T) {
 		b, _ := os.ReadFile(victim.LogPath)
 		m := regexp.MustCompile(`"msg":"stopping for a drain"[^\n]*"step":(\d+),"checkpoint_committed":true`).FindSubmatch(b)
 		if m == nil {
+			// A SIGTERM in a stage's last steps lets the generation finish
+			// the stage, whose final checkpoint is the drain's.
+			m = regexp.MustCompile(`"msg":"drained"[^\n]*"job":"drain-worker","step":(\d+),"checkpoint":(\d+)`).FindSubmatch(b)
+			if m != nil && string(m[1]) != string(m[2]) {
+				t.Fatalf("worker %s drained at step %s with its last commit at step %s", victim.ID, m[1], m[2])
+			}
+		}
+		if m == nil {
 			t.Fatalf("worker %s log has no committed drain checkpoint", victim.ID)
 		}
 		step, _ := strconv.ParseInt(string(m[1]), 10, 64)
@@ -593,6 +603,28 @@ func TestResume(t *testing.T) {
 		t.Logf("drained at step %d; committed checkpoints %v", step, steps)
 		if !containsStep(j, step) && !drainCommitEvent(c, j.Name, step) {
 			t.Errorf("drain checkpoint at step %d is not among the job's committed checkpoints", step)
+		}
+		check(j)
+	})
+	// ZeRO stage 2 (docs/parallelism.md): the moments and reduced
+	// gradients sharded across the ranks, gathered whole at each
+	// checkpoint. A worker killed mid-run ends with exactly the weights and
+	// moments of an uninterrupted ZeRO-2 run.
+	t.Run("worker-sigkill-zero2", func(t *testing.T) {
+		shardLevel = "gradients"
+		zref := run("zero-ref", nil)
+		refTensors, refSamples = finalTensors(t, c, zref), sampleLog(t, c, "zero-ref", 2)
+		j := run("zero-kill-worker", func(j *loompb.Job) {
+			victim := procs[j.Workers[1]]
+			t.Logf("SIGKILL worker %s (rank 1) of a ZeRO-2 job at committed step %d", victim.ID, lastCheckpoint(j))
+			victim.Cmd.Process.Kill()
+			<-victim.Done
+			delete(procs, victim.ID)
+			p := spawn() // the drained worker above is gone too
+			procs[p.ID] = p
+		})
+		if j.Restarts < 1 || j.Generation < 2 {
+			t.Errorf("job %s: %d restarts, generation %d; want a new generation after the kill", j.Name, j.Restarts, j.Generation)
 		}
 		check(j)
 	})
