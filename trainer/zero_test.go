@@ -19,13 +19,26 @@ import (
 // sharded norm is exercised, and the micro-batches accumulate.
 func TestZeroEquivalence(t *testing.T) {
 	const steps, lr = 3, 3e-3
-	for _, recipe := range []string{"qwen-vl", "blip2", "lwm"} {
-		t.Run(recipe, func(t *testing.T) {
-			m := testManifest(t, recipe, steps, 8)
+	for _, tc := range []struct {
+		name, recipe string
+		micro        int  // 0: none
+		ring         bool // LWM's sequence-parallel stage text-512k
+	}{
+		{name: "qwen-vl", recipe: "qwen-vl", micro: 2},
+		{name: "blip2", recipe: "blip2"},
+		{name: "blip2 gradcache", recipe: "blip2", micro: 2}, // GradCache's first pass over the micro-batches
+		{name: "lwm", recipe: "lwm", micro: 2},
+		{name: "lwm ring attention", recipe: "lwm", micro: 2, ring: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := testManifest(t, tc.recipe, steps, 8)
+			if tc.ring {
+				m.Stages = m.Stages[3:4]
+			}
 			m.Stages[0].Overrides.LR = ptr(lr)
 			m.Stages[0].Overrides.GradClip = ptr(0.05)
-			if recipe != "blip2" {
-				m.Stages[0].Overrides.MicroBatch = ptr(2)
+			if tc.micro > 0 {
+				m.Stages[0].Overrides.MicroBatch = ptr(tc.micro)
 			}
 			init := runRanks(t, m, 0, 1, shard.NewMemStore(), nil, 0, false)
 			for _, world := range []int{2, 4} {
@@ -53,7 +66,10 @@ func TestZeroEquivalence(t *testing.T) {
 					t.Logf("%s, world %d vs plain data parallelism: weights differ by up to %.3g relative (%s); norms %v vs %v",
 						level, world, d, at, got.norms, plain.norms)
 					bound := 2e-5 // as TestDataParallelEquivalence's
-					if level == "optimizer" {
+					if level == "optimizer" && !tc.ring {
+						// (Ring attention's stage is not bit-reproducible
+						// run to run even without sharding: two plain runs
+						// at 2 ranks differ by 3e-8..5e-8 relative.)
 						bound = 0
 					}
 					if d > bound {
