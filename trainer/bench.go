@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +25,10 @@ type BenchOptions struct {
 	PerRank int    // samples per rank per step (weak scaling; default 4)
 	Steps   int    // timed steps per world size, after one warm-up (default 5)
 	Dir     string // checkpoint directory (default a temporary one, removed after)
+	// Shard, when set (api.ShardLevels: "optimizer" or "gradients"), also
+	// measures every world size above 1 with that parallelism.shard, side
+	// by side with plain data parallelism.
+	Shard string
 }
 
 // BenchWorld is the measurement at one world size.
@@ -44,6 +49,14 @@ type BenchWorld struct {
 	// overlap. Zero at world 1.
 	StepSecondsNoOverlap float64 `json:"step_seconds_no_overlap,omitempty"`
 	CommShareNoOverlap   float64 `json:"comm_share_no_overlap,omitempty"`
+	// OptimizerBytes is the AdamW state rank 0 holds (its moment buffers).
+	OptimizerBytes int64 `json:"optimizer_bytes"`
+	// With BenchOptions.Shard, the same world sharded: its median step,
+	// tokens/s per worker over the plain run's (≥ 1: as fast), and rank
+	// 0's optimizer state over the plain run's.
+	StepSecondsSharded    float64 `json:"step_seconds_sharded,omitempty"`
+	ShardedThroughput     float64 `json:"sharded_throughput_ratio,omitempty"`
+	ShardedOptimizerRatio float64 `json:"sharded_optimizer_ratio,omitempty"`
 }
 
 // BenchResult is what Bench measured.
@@ -51,6 +64,7 @@ type BenchResult struct {
 	Recipe, Stage, Size string
 	Params              int          `json:"params"`
 	Worlds              []BenchWorld `json:"worlds"`
+	Shard               string       `json:"shard,omitempty"`
 	// Checkpoint: the time a checkpoint blocks training when saved
 	// synchronously (snapshot + upload + commit) and asynchronously (the
 	// snapshot only), median of 3 each, and async/sync.
@@ -82,6 +96,9 @@ func Bench(ctx context.Context, o BenchOptions, log io.Writer) (*BenchResult, er
 	if o.Steps <= 0 {
 		o.Steps = 5
 	}
+	if level := (api.Parallelism{Shard: o.Shard}).ShardLevel(); level < 0 {
+		return nil, fmt.Errorf("trainer: bench: shard %q: want one of %s", o.Shard, strings.Join(api.ShardLevels, ", "))
+	}
 	dir := o.Dir
 	if dir == "" {
 		d, err := os.MkdirTemp("", "loom-bench-train-")
@@ -110,7 +127,7 @@ func Bench(ctx context.Context, o BenchOptions, log io.Writer) (*BenchResult, er
 	open := func(_ context.Context, d api.Dataset) (shard.ObjectStore, string, error) {
 		return data, "data/" + d.Name, nil
 	}
-	res := &BenchResult{Recipe: o.Recipe, Size: o.Size, Stage: r.Stages[0].Name}
+	res := &BenchResult{Recipe: o.Recipe, Size: o.Size, Stage: r.Stages[0].Name, Shard: o.Shard}
 	var tps1 float64
 	for _, world := range o.Worlds {
 		m, err := ExampleManifest(o.Recipe, o.Size, func(k shard.Kind) string { return "s3://bench/" + string(k) }, int64(o.Steps+1), o.PerRank*world)
@@ -130,6 +147,19 @@ func Bench(ctx context.Context, o BenchOptions, log io.Writer) (*BenchResult, er
 			return nil, fmt.Errorf("world %d: %w", world, err)
 		}
 		bw.StepSecondsNoOverlap, bw.CommShareNoOverlap = base.StepSeconds, base.CommShare
+		if world > 1 && o.Shard != "" && o.Shard != "none" {
+			sm := *m
+			sm.Parallelism.Shard = o.Shard
+			sw, _, err := benchWorld(ctx, &sm, world, open, true)
+			if err != nil {
+				return nil, fmt.Errorf("world %d with shard %s: %w", world, o.Shard, err)
+			}
+			bw.StepSecondsSharded = sw.StepSeconds
+			bw.ShardedThroughput = sw.TokensPerSecPerWorker / bw.TokensPerSecPerWorker
+			bw.ShardedOptimizerRatio = float64(sw.OptimizerBytes) / float64(bw.OptimizerBytes)
+			fmt.Fprintf(log, "world %d, shard %s: step %.3fs, throughput %.2fx plain, optimizer state %.3fx plain\n",
+				world, o.Shard, sw.StepSeconds, bw.ShardedThroughput, bw.ShardedOptimizerRatio)
+		}
 		res.Params = params
 		if tps1 == 0 {
 			tps1 = bw.TokensPerSecPerWorker
@@ -176,6 +206,14 @@ func benchWorld(ctx context.Context, m *api.Manifest, world int, open func(conte
 			run.noOverlap = !overlap
 			if rank == 0 {
 				params = run.model.Params().Count()
+				n := len(run.params)
+				if run.zero != nil {
+					n = len(run.zero.views)
+				}
+				for i := range n {
+					m, v := run.opt.Moments(i)
+					bw.OptimizerBytes += 4 * int64(len(m)+len(v))
+				}
 			}
 			for s := 0; !run.Done(); s++ {
 				p, err := run.Step(ctx)
@@ -277,6 +315,17 @@ func WriteBenchTable(w io.Writer, res *BenchResult) {
 			no = fmt.Sprintf("| %.3f | %.1f%% |", b.StepSecondsNoOverlap, 100*b.CommShareNoOverlap)
 		}
 		fmt.Fprintf(w, "| %d | %.0f | %.2f | %.3f | %.1f%% %s\n", b.World, b.TokensPerSecPerWorker, b.Ratio, b.StepSeconds, 100*b.CommShare, no)
+	}
+	if res.Shard != "" && res.Shard != "none" {
+		fmt.Fprintf(w, "\nparallelism.shard %s against plain data parallelism at the same world size\n\n", res.Shard)
+		fmt.Fprintln(w, "| workers | median step (s), sharded | plain | throughput ratio (sharded / plain) | optimizer state per worker, sharded | plain | ratio |")
+		fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- |")
+		for _, b := range res.Worlds {
+			if b.World > 1 {
+				fmt.Fprintf(w, "| %d | %.3f | %.3f | %.2f | %s | %s | %.3f |\n", b.World, b.StepSecondsSharded, b.StepSeconds, b.ShardedThroughput,
+					shard.HumanBytes(int64(b.ShardedOptimizerRatio*float64(b.OptimizerBytes))), shard.HumanBytes(b.OptimizerBytes), b.ShardedOptimizerRatio)
+			}
+		}
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| checkpoint (blocks training) | seconds | ratio vs sync |")

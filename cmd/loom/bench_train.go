@@ -31,7 +31,10 @@ median step time and the share of step time spent waiting on collectives
 (gradient all-reduce and the token count). It then times how long a
 checkpoint blocks training when written synchronously (snapshot, write to a
 local directory, commit) and asynchronously (snapshot only; the upload runs
-in the background), as a ratio of the synchronous time.
+in the background), as a ratio of the synchronous time. With --shard, every
+world size above 1 runs again with that parallelism.shard (ZeRO stage 1 or
+2, docs/parallelism.md), and its step time and rank 0's optimizer state are
+reported as ratios of plain data parallelism's.
 
 The workers share this machine's cores, so per-worker throughput falls as
 workers are added even with free communication: read the ratios, not the
@@ -39,7 +42,8 @@ absolute numbers.
 
 Example:
   loom bench train
-  loom bench train --recipe vila --size tiny --workers 1,2 --steps 3 --json`,
+  loom bench train --recipe vila --size tiny --workers 1,2 --steps 3 --json
+  loom bench train --workers 1,2,4 --shard gradients`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, f := range strings.Split(worlds, ",") {
@@ -68,6 +72,7 @@ Example:
 	f.StringVar(&worlds, "workers", "1,2,4", "comma-separated world sizes")
 	f.IntVar(&o.PerRank, "per-rank", 4, "samples per worker per step")
 	f.IntVar(&o.Steps, "steps", 5, "timed steps per world size (after one warm-up step)")
+	f.StringVar(&o.Shard, "shard", "", "also measure each world size above 1 with this parallelism.shard ("+strings.Join(api.ShardLevels[1:], " or ")+") beside plain data parallelism")
 	f.StringVar(&o.Dir, "dir", "", "directory for the checkpoint timing (default: a temporary one)")
 	f.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	return cmd
