@@ -520,7 +520,10 @@ func AttnDelta(o, do []float32, nq, h, d int, delta []float32) {
 //
 // Work is split over (head, key tile), so each worker owns its dk and dv
 // rows; dq is accumulated in one private buffer per worker and summed at
-// the end (deterministic, no atomics).
+// the end, in worker order. The items are assigned to the workers by a
+// fixed schedule (parallelForStatic), so the result is bit-reproducible
+// run to run (with items handed out dynamically, which worker's buffer a
+// tile's dq landed in, and so the summation order, varied with timing).
 func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scale float32, m *AttnMask, dq, dk, dv []float32) {
 	const op = "AttnBlockBackward"
 	checkAttnDims(op, nq, nk, h, d)
@@ -548,7 +551,7 @@ func AttnBlockBackward(q, k, v, do, lse, delta []float32, nq, nk, h, d int, scal
 	}
 	type scratch struct{ p, dp, dq, pad, tile []float32 }
 	ws := make([]scratch, nw)
-	parallelFor(items, func(w, item int) {
+	parallelForStatic(items, func(w, item int) {
 		sc := &ws[w]
 		if sc.p == nil {
 			// p and dp get spare floats: the last 6-column group of a tile

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -330,6 +331,49 @@ func TestMaskTileCausal(t *testing.T) {
 							t.Fatalf("trial %d: maskTile(q %d, k %d): masked=%v, allowed=%v (prefix %d)", trial, i0+r, j0+c, masked, m.allowed(i0+r, j0+c), m.Prefix)
 						}
 					}
+				}
+			}
+		}
+	}
+}
+
+// TestAttnBlockBackwardReproducible: with several workers, repeated
+// backward passes over the same inputs give bit-identical dq, dk and dv
+// (each worker's share of the key tiles is fixed, so its private dq
+// partial sums, and their sum, do not depend on timing). With items handed
+// out dynamically dq differed in the last bits from run to run, which made
+// LWM's long stages not bit-reproducible.
+func TestAttnBlockBackwardReproducible(t *testing.T) {
+	defer SetMaxThreads(0)
+	const nq, nk, h, d = 384, 384, 4, 16
+	rng := rand.New(rand.NewPCG(3, 4))
+	q, _ := randSlice(rng, nq*h*d)
+	k, _ := randSlice(rng, nk*h*d)
+	v, _ := randSlice(rng, nk*h*d)
+	do, _ := randSlice(rng, nq*h*d)
+	scale := float32(1 / math.Sqrt(d))
+	pos := make([]int32, nq)
+	for i := range pos {
+		pos[i] = int32(i)
+	}
+	m := &AttnMask{Causal: true, QPos: pos, KPos: pos}
+	o, lse := make([]float32, nq*h*d), make([]float32, nq*h)
+	AttnBlockForward(q, k, v, nq, nk, h, d, scale, m, o, lse)
+	delta := make([]float32, nq*h)
+	AttnDelta(o, do, nq, h, d, delta)
+	for _, threads := range []int{2, 4} {
+		SetMaxThreads(threads)
+		var first [3][]float32
+		for run := 0; run < 20; run++ {
+			dq, dk, dv := make([]float32, nq*h*d), make([]float32, nk*h*d), make([]float32, nk*h*d)
+			AttnBlockBackward(q, k, v, do, lse, delta, nq, nk, h, d, scale, m, dq, dk, dv)
+			if run == 0 {
+				first = [3][]float32{dq, dk, dv}
+				continue
+			}
+			for i, g := range [][]float32{dq, dk, dv} {
+				if !slices.Equal(g, first[i]) {
+					t.Fatalf("%d threads, run %d: %s differs from the first run's", threads, run, []string{"dq", "dk", "dv"}[i])
 				}
 			}
 		}

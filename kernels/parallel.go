@@ -61,6 +61,32 @@ func parallelFor(n int, body func(worker, item int)) {
 	wg.Wait()
 }
 
+// parallelForStatic is parallelFor with a fixed schedule: worker wk runs
+// items wk, wk+w, wk+2w, … (w = workersFor(n)), so what a worker
+// accumulates in its own scratch, and hence the order in which those
+// partial sums are added afterwards, does not depend on timing: results are
+// bit-reproducible run to run for a given thread count.
+func parallelForStatic(n int, body func(worker, item int)) {
+	w := workersFor(n)
+	if w <= 1 {
+		for i := 0; i < n; i++ {
+			body(0, i)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for wk := 0; wk < w; wk++ {
+		wg.Add(1)
+		go func(wk int) {
+			defer wg.Done()
+			for i := wk; i < n; i += w {
+				body(wk, i)
+			}
+		}(wk)
+	}
+	wg.Wait()
+}
+
 // workersFor is the number of workers parallelFor uses for n items.
 func workersFor(n int) int { return max(1, min(n, MaxThreads())) }
 
