@@ -56,6 +56,13 @@ type Config struct {
 	// PostLN (OPT do_layer_norm_before false, opt-350m) normalises after
 	// each residual instead of before, and has no final LayerNorm.
 	PostLN bool
+
+	// Recompute runs each decoder block under activation checkpointing
+	// (kernels.Tape.Recompute): its activations are recomputed in the
+	// backward pass instead of kept, one more forward pass of the blocks
+	// for a peak of one block's activations. Same gradients bit for bit.
+	// How to run, not what the model is: not written to config files.
+	Recompute bool `json:"-"`
 }
 
 func (c Config) kind() string {
@@ -263,9 +270,16 @@ func (m *Model) Forward(tp *kernels.Tape, x *kernels.Tensor, lay Layout) *kernel
 		rope.InvFreq, rope.AttnScale = m.Cfg.RoPE.InvFreq(m.Cfg.Theta, m.Cfg.headDim(), m.Cfg.MaxPos, int(maxPos)+1)
 	}
 	for _, blk := range m.blocks {
-		x = tp.Add(x, blk.attn.Forward(tp, blk.inNorm.Forward(tp, x), nil, opt, rope))
-		h := blk.postNorm.Forward(tp, x)
-		x = tp.Add(x, blk.down.Forward(tp, tp.SwiGLU(blk.gate.Forward(tp, h), blk.up.Forward(tp, h))))
+		f := func(tp *kernels.Tape, x *kernels.Tensor) *kernels.Tensor {
+			x = tp.Add(x, blk.attn.Forward(tp, blk.inNorm.Forward(tp, x), nil, opt, rope))
+			h := blk.postNorm.Forward(tp, x)
+			return tp.Add(x, blk.down.Forward(tp, tp.SwiGLU(blk.gate.Forward(tp, h), blk.up.Forward(tp, h))))
+		}
+		if m.Cfg.Recompute {
+			x = tp.Recompute(x, f)
+		} else {
+			x = f(tp, x)
+		}
 	}
 	return m.norm.Forward(tp, x)
 }

@@ -86,3 +86,45 @@ func TestParamCountAndTied(t *testing.T) {
 		t.Error("Validate accepted hidden 6 with 4 heads")
 	}
 }
+
+// TestRecompute: the decoder with Recompute (activation checkpointing per
+// block) gives the same loss and every parameter's gradient bit for bit.
+func TestRecompute(t *testing.T) {
+	p := nn.NewParams()
+	m, err := New(p, nn.Rng(1), "", Config{Vocab: 50, Hidden: 16, Layers: 3, Heads: 2, FFN: 32, Theta: 10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []int32{3, 7, 9, 4, 4, 8, 1, 2}
+	step := func() (float32, map[string][]float32) {
+		p.ZeroGrad()
+		tp := kernels.NewTape()
+		x := m.EmbedTokens(tp, ids[:7], 1, 7)
+		lg := tp.Reshape(m.Logits(tp, m.Forward(tp, x, Layout{})), 7, m.Cfg.Vocab)
+		loss := tp.CrossEntropy(lg, ids[1:], kernels.CEOptions{})
+		l := loss.Item()
+		tp.Backward(loss)
+		g := map[string][]float32{}
+		for _, name := range p.Names() {
+			g[name] = append([]float32(nil), p.Get(name).Grad...)
+		}
+		return l, g
+	}
+	wantLoss, want := step()
+	m.Cfg.Recompute = true
+	loss, got := step()
+	if loss != wantLoss {
+		t.Errorf("loss %v with Recompute, %v without", loss, wantLoss)
+	}
+	for name, w := range want {
+		if len(w) == 0 {
+			t.Errorf("%s: no gradient", name)
+		}
+		for i := range w {
+			if got[name][i] != w[i] {
+				t.Errorf("%s[%d]: gradient %v with Recompute, %v without", name, i, got[name][i], w[i])
+				break
+			}
+		}
+	}
+}
