@@ -297,22 +297,26 @@ type Stage struct {
 // Hyperparameters of a stage. A nil field is unset: in Manifest.Defaults it
 // takes the built-in default, in Stage.Overrides it keeps the default.
 type Hyperparameters struct {
-	LR             *float64           `json:"lr,omitempty" yaml:"lr,omitempty"`
-	MinLR          *float64           `json:"min_lr,omitempty" yaml:"min_lr,omitempty"`
-	WarmupSteps    *int64             `json:"warmup_steps,omitempty" yaml:"warmup_steps,omitempty"`
-	Schedule       *string            `json:"schedule,omitempty" yaml:"schedule,omitempty"`
-	WeightDecay    *float64           `json:"weight_decay,omitempty" yaml:"weight_decay,omitempty"`
-	Beta1          *float64           `json:"beta1,omitempty" yaml:"beta1,omitempty"`
-	Beta2          *float64           `json:"beta2,omitempty" yaml:"beta2,omitempty"`
-	Eps            *float64           `json:"eps,omitempty" yaml:"eps,omitempty"`
-	GradClip       *float64           `json:"grad_clip,omitempty" yaml:"grad_clip,omitempty"`
-	MicroBatch     *int               `json:"micro_batch,omitempty" yaml:"micro_batch,omitempty"`
-	MaxSeqLen      *int               `json:"max_seq_len,omitempty" yaml:"max_seq_len,omitempty"`
-	ImageSize      *int               `json:"image_size,omitempty" yaml:"image_size,omitempty"`
-	RopeTheta      *float64           `json:"rope_theta,omitempty" yaml:"rope_theta,omitempty"`
-	LabelSmoothing *float64           `json:"label_smoothing,omitempty" yaml:"label_smoothing,omitempty"`
-	Trainable      []string           `json:"trainable,omitempty" yaml:"trainable,omitempty"`
-	Losses         map[string]float64 `json:"losses,omitempty" yaml:"losses,omitempty"`
+	LR             *float64 `json:"lr,omitempty" yaml:"lr,omitempty"`
+	MinLR          *float64 `json:"min_lr,omitempty" yaml:"min_lr,omitempty"`
+	WarmupSteps    *int64   `json:"warmup_steps,omitempty" yaml:"warmup_steps,omitempty"`
+	Schedule       *string  `json:"schedule,omitempty" yaml:"schedule,omitempty"`
+	WeightDecay    *float64 `json:"weight_decay,omitempty" yaml:"weight_decay,omitempty"`
+	Beta1          *float64 `json:"beta1,omitempty" yaml:"beta1,omitempty"`
+	Beta2          *float64 `json:"beta2,omitempty" yaml:"beta2,omitempty"`
+	Eps            *float64 `json:"eps,omitempty" yaml:"eps,omitempty"`
+	GradClip       *float64 `json:"grad_clip,omitempty" yaml:"grad_clip,omitempty"`
+	MicroBatch     *int     `json:"micro_batch,omitempty" yaml:"micro_batch,omitempty"`
+	MaxSeqLen      *int     `json:"max_seq_len,omitempty" yaml:"max_seq_len,omitempty"`
+	ImageSize      *int     `json:"image_size,omitempty" yaml:"image_size,omitempty"`
+	RopeTheta      *float64 `json:"rope_theta,omitempty" yaml:"rope_theta,omitempty"`
+	LabelSmoothing *float64 `json:"label_smoothing,omitempty" yaml:"label_smoothing,omitempty"`
+	// Recompute is activation checkpointing per decoder block: activations
+	// are recomputed in the backward pass instead of kept
+	// (docs/parallelism.md). Unset: false.
+	Recompute *bool              `json:"recompute,omitempty" yaml:"recompute,omitempty"`
+	Trainable []string           `json:"trainable,omitempty" yaml:"trainable,omitempty"`
+	Losses    map[string]float64 `json:"losses,omitempty" yaml:"losses,omitempty"`
 }
 
 // builtinDefaults are the hyperparameters a manifest gets when it sets none.
@@ -373,6 +377,9 @@ func (h Hyperparameters) Merge(o Hyperparameters) Hyperparameters {
 	}
 	if o.LabelSmoothing != nil {
 		r.LabelSmoothing = o.LabelSmoothing
+	}
+	if o.Recompute != nil {
+		r.Recompute = o.Recompute
 	}
 	if o.Trainable != nil {
 		r.Trainable = o.Trainable

@@ -128,6 +128,7 @@ func TestParseManifestErrors(t *testing.T) {
 		{"unknown stage dataset", strings.Replace(minimal, "steps: 10}", "steps: 10, datasets: {web: 1}}", 1), []string{`stages[0].datasets.web: no dataset named "web"`}},
 		{"init from later", strings.Replace(minimal, "stages: [{name: s, steps: 10}]", "stages: [{name: a, steps: 1, init_from: b}, {name: b, steps: 1}]", 1), []string{`stages[0].init_from: "b" is not an earlier stage`}},
 		{"bad duration", minimal + "failure: {stall_grace: 5}\n", []string{`failure.stall_grace: want a duration such as "90s" or "5m", got the integer 5`}},
+		{"bad recompute", minimal + "defaults: {recompute: 1}\n", []string{`t.yaml:7: defaults.recompute: want true or false, got the integer 1`}},
 		{"bad schedule", minimal + "defaults: {schedule: step}\n", []string{`defaults.schedule: "step" is not a schedule`}},
 		{"min lr above lr", minimal + "defaults: {lr: 0.001, min_lr: 0.01}\n", []string{"stages[0]: min_lr 0.01 is greater than lr 0.001"}},
 		{"many errors", "name: Bad_Name\nrecipe: x\nmodel: {size: tiny}\ndatasets: []\nglobal_batch: 0\nstages: [{name: s, steps: 1}]\n", []string{"t.yaml:1: name:", "t.yaml:2: recipe:", "t.yaml:4: datasets: at least one", "t.yaml:5: global_batch:", "(and 3 more)"}},

@@ -187,6 +187,12 @@ func (d *decoder) str(n *yaml.Node, path string, dst *string) {
 	}
 }
 
+func (d *decoder) bool(n *yaml.Node, path string, dst *bool) {
+	if n, ok := d.scalar(n, path, "true or false", "!!bool"); ok {
+		*dst = n.Value == "true" || n.Value == "True" || n.Value == "TRUE"
+	}
+}
+
 func (d *decoder) int64(n *yaml.Node, path string, dst *int64) {
 	n, ok := d.scalar(n, path, "an integer", "!!int")
 	if !ok {
@@ -452,6 +458,14 @@ func (d *decoder) hyper(n *yaml.Node, path string, h *Hyperparameters) {
 		"micro_batch":     i(&h.MicroBatch),
 		"max_seq_len":     i(&h.MaxSeqLen),
 		"image_size":      i(&h.ImageSize),
+		"recompute": func(v *yaml.Node, p string) {
+			var b bool
+			before := len(d.c.errs)
+			d.bool(v, p, &b)
+			if len(d.c.errs) == before {
+				h.Recompute = &b
+			}
+		},
 		"warmup_steps": func(v *yaml.Node, p string) {
 			var x int64
 			before := len(d.c.errs)

@@ -328,6 +328,9 @@ func stageConfig(m *api.Manifest, st *Stage, tok tokenizer.Tokenizer, srcs []*in
 	if m.Stages[st.Index].Overrides.LabelSmoothing != nil || *m.Defaults.LabelSmoothing != *b.LabelSmoothing {
 		cfg.LabelSmoothing = float32(*st.Hyper.LabelSmoothing)
 	}
+	if h := st.Hyper.Recompute; h != nil {
+		cfg.LLM.Recompute = *h
+	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("model: %w", err)
 	}

@@ -178,3 +178,35 @@ func fakeComm(t *testing.T, rank, world int) *collective.Comm {
 	cs := comms(t, world, 1)
 	return cs[rank]
 }
+
+// TestRecomputeStage: a stage with recompute: true (activation
+// checkpointing per decoder block) trains to the same weights bit for bit,
+// on one rank and across two.
+func TestRecomputeStage(t *testing.T) {
+	m := testManifest(t, "lwm", 2, 4)
+	m.Stages = m.Stages[:1]
+	m.Stages[0].Overrides.LR = ptr(3e-3)
+	for _, world := range []int{1, 2} {
+		plain := runRanks(t, m, 0, world, shard.NewMemStore(), nil, 2, false)
+		rc := *m
+		rc.Stages = []api.Stage{m.Stages[0]}
+		rc.Stages[0].Overrides.Recompute = ptr(true)
+		got := runRanks(t, &rc, 0, world, shard.NewMemStore(), nil, 2, false)
+		if d, at := maxRelDiff(plain.weights[0], got.weights[0]); d != 0 {
+			t.Errorf("world %d: with recompute %s differs by %.3g relative", world, at, d)
+		}
+	}
+	run, err := NewRun(t.Context(), sharedData(t).job(func() *api.Manifest {
+		rc := *m
+		rc.Stages = []api.Stage{m.Stages[0]}
+		rc.Stages[0].Overrides.Recompute = ptr(true)
+		return &rc
+	}(), 0, shard.NewMemStore()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer run.Close()
+	if !run.cfg.LLM.Recompute {
+		t.Error("recompute: true did not reach the model config")
+	}
+}
