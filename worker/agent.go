@@ -11,6 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/loomtrain/loom/api"
 	"github.com/loomtrain/loom/api/loompb"
 	"github.com/loomtrain/loom/collective"
@@ -85,6 +88,7 @@ type Agent struct {
 	mu     sync.Mutex // guards latest
 	latest *loompb.Assignment
 	notify chan struct{} // a new assignment is in latest (buffer 1)
+	fatal  chan error    // the coordinator refuses this worker for good (buffer 1): Run returns it
 }
 
 // New checks cfg and returns an agent; Run starts it.
@@ -140,7 +144,7 @@ func New(cfg Config) (*Agent, error) {
 			return s, loc.Prefix, err
 		}
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger.With("worker", cfg.Info.ID), metrics: newMetrics(), notify: make(chan struct{}, 1)}, nil
+	return &Agent{cfg: cfg, log: cfg.Logger.With("worker", cfg.Info.ID), metrics: newMetrics(), notify: make(chan struct{}, 1), fatal: make(chan error, 1)}, nil
 }
 
 // Handler serves /healthz, /readyz and /metrics.
@@ -238,6 +242,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			err := a.drain(gen)
 			gen = nil
+			stopBG()
+			<-leaseGone
+			return err
+		case err := <-a.fatal:
+			a.log.Error("stopping", "err", err)
+			stopGen("the coordinator refuses this worker")
 			stopBG()
 			<-leaseGone
 			return err
@@ -341,7 +351,20 @@ func (a *Agent) watch(ctx context.Context) {
 	backoff := newBackoff()
 	for ctx.Err() == nil {
 		s, err := a.cfg.Coordinator.WatchAssignment(ctx, a.cfg.Info.ID)
+		if err == nil {
+			// A refusal can also come as the stream's first message.
+			var as *loompb.Assignment
+			if as, err = s.Recv(); err == nil {
+				a.health.connected.Store(true)
+				backoff.reset()
+				a.put(as)
+			}
+		}
 		if err != nil {
+			if refused(err) {
+				a.refuse(err)
+				return
+			}
 			if ctx.Err() == nil {
 				a.log.Warn("opening the assignment stream", "err", err)
 			}
@@ -350,6 +373,11 @@ func (a *Agent) watch(ctx context.Context) {
 		}
 		for {
 			as, err := s.Recv()
+			if err != nil && refused(err) {
+				a.health.connected.Store(false)
+				a.refuse(err)
+				return
+			}
 			if err != nil {
 				a.health.connected.Store(false)
 				if ctx.Err() == nil {
@@ -363,6 +391,22 @@ func (a *Agent) watch(ctx context.Context) {
 		}
 		backoff.wait(ctx)
 	}
+}
+
+// refuse hands Run the coordinator's refusal of this worker, which ends it.
+func (a *Agent) refuse(err error) {
+	a.fatal <- fmt.Errorf("worker %s: the coordinator refuses this worker's credentials: %w (the worker's bearer token, --worker-token-file or $LOOM_WORKER_TOKEN, or its certificate must be one the coordinators accept for the worker role)", a.cfg.Info.ID, err)
+}
+
+// refused reports whether err is the coordinator refusing the worker's
+// identity or role: no retry can succeed without a new credential, so
+// the worker stops instead of retrying forever.
+func refused(err error) bool {
+	switch status.Code(err) {
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return true
+	}
+	return false
 }
 
 // put makes as the latest assignment and wakes Run.

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/loomtrain/loom/api/loompb"
 	"github.com/loomtrain/loom/shard"
 	"github.com/loomtrain/loom/trainer"
@@ -497,5 +500,35 @@ func TestDrainOfReplacedGeneration(t *testing.T) {
 	}
 	if c := coord.lastCommit("j1"); c != nil {
 		t.Errorf("a checkpoint of the replaced generation was committed: step %d", c.Step)
+	}
+}
+
+// TestRefusedCredentialsStop: a coordinator that refuses the worker's
+// credentials (Unauthenticated, PermissionDenied) stops the agent with an
+// error that says so, instead of retrying forever; an Unavailable
+// coordinator is retried.
+func TestRefusedCredentialsStop(t *testing.T) {
+	for _, code := range []codes.Code{codes.Unauthenticated, codes.PermissionDenied} {
+		coord := newFakeCoordinator()
+		coord.watchErr = status.Error(code, "coordinator: no such bearer token")
+		w := startWorker(t, "w-"+strings.ToLower(code.String()), coord, shard.NewMemStore(), 0)
+		select {
+		case err := <-w.done:
+			if err == nil || !strings.Contains(err.Error(), "refuses this worker's credentials") || !strings.Contains(err.Error(), "no such bearer token") {
+				t.Errorf("%v: Run returned %v, want the refusal named", code, err)
+			}
+			w.done <- err // for the cleanup
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%v: the agent still runs 10s after the coordinator refused it", code)
+		}
+	}
+	coord := newFakeCoordinator()
+	coord.watchErr = status.Error(codes.Unavailable, "coordinator: not the leader yet")
+	w := startWorker(t, "w-unavailable", coord, shard.NewMemStore(), 0)
+	select {
+	case err := <-w.done:
+		t.Errorf("Unavailable stopped the agent: %v", err)
+		w.done <- err
+	case <-time.After(500 * time.Millisecond):
 	}
 }

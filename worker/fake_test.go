@@ -37,6 +37,8 @@ type fakeCoordinator struct {
 	watches     int
 	changed     chan struct{}
 	breakNow    map[string]bool
+	// watchErr, when set, is what every assignment stream yields.
+	watchErr error
 }
 
 func newFakeCoordinator() *fakeCoordinator {
@@ -77,9 +79,13 @@ func (f *fakeCoordinator) breakStreams(id string) {
 type fakeStream struct {
 	ctx context.Context
 	ch  chan *loompb.Assignment
+	err error // returned by every Recv when set
 }
 
 func (s *fakeStream) Recv() (*loompb.Assignment, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
 	select {
 	case a, ok := <-s.ch:
 		if !ok {
@@ -95,6 +101,9 @@ func (f *fakeCoordinator) WatchAssignment(ctx context.Context, id string) (Assig
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.watches++
+	if f.watchErr != nil {
+		return &fakeStream{ctx: ctx, err: f.watchErr}, nil
+	}
 	ch := make(chan *loompb.Assignment, 16)
 	if a := f.last[id]; a != nil {
 		ch <- a
