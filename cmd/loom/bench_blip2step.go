@@ -24,8 +24,9 @@ ITM and ITG, equally weighted) at --size, saves its parameters, and runs the
 same training step in PyTorch on them in a child process (--python): LAVIS
 blip2_qformer.py's equations written out in torch, float32, with torch's
 AdamW (β 0.9, 0.98; weight decay 0.05 on weights, as the recipe). The batch's
-last caption repeats its first, so ITC's soft targets and ITM's exclusion of
-positives take part. The first forward uses the ITM hard negatives Loom drew,
+last caption repeats its first, and one row has its second's image key (other
+pixels, as two crops of one image), so ITC's soft targets and ITM's exclusion
+of positives take part. The first forward uses the ITM hard negatives Loom drew,
 and each of ITC, ITM, ITG must agree within 1e-4 (relative), or the bench
 stops. Timed steps draw their own negatives on each side. The sides
 alternate step by step (zero grads, forward, backward, AdamW); the best step
@@ -68,7 +69,7 @@ Example:
 	}
 	f := c.Flags()
 	f.StringVar(&o.Size, "size", "small", "model preset: tiny or small")
-	f.IntVar(&o.Batch, "batch", 8, "rows, one image and caption each (at least 3)")
+	f.IntVar(&o.Batch, "batch", 8, "rows, one image and caption each (at least 4)")
 	f.IntVar(&o.Text, "text", 24, "longest caption in tokens, [CLS] included; rows vary from half of it")
 	f.IntVar(&o.Threads, "threads", 1, "Loom's goroutines per op and torch's threads (0 = GOMAXPROCS)")
 	f.IntVar(&o.Steps, "steps", 6, "timed steps per side, alternating; the best counts")

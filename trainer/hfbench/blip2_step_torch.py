@@ -15,7 +15,8 @@ smoothing, or LAVIS's soft targets when captions repeat; ITM: [pos; (text,
 neg image); (neg text, image)], mean over queries of itm_head; ITG: [DEC]
 for [CLS], next-token loss with label smoothing.
 
-The first forward uses the hard negatives Loom drew (batch.json neg_img,
+Rows with the same caption or image key (batch.json image_keys) are each
+other's positives (LAVIS's image ids). The first forward uses the hard negatives Loom drew (batch.json neg_img,
 neg_txt); timed steps draw their own as LAVIS does (multinomial over
 softmax(sim) with the positives masked).
 
@@ -50,6 +51,7 @@ W = {k: torch.frombuffer(data[e["data_offsets"][0]:e["data_offsets"][1]], dtype=
 batch = json.load(open(out_dir + "/batch.json"))
 px = torch.tensor(batch["pixel_values"], dtype=torch.float32).reshape(batch["shape"])
 rows = batch["tokens"]
+keys = batch["image_keys"]
 NB = len(rows)
 NH, VH, CF, NQ = arg["heads"], arg["vit_heads"], arg["cross_freq"], arg["queries"]
 LS, PAD, DEC = arg["label_smoothing"], arg["pad"], arg["dec"]
@@ -147,8 +149,8 @@ def qformer(img, ids, mask, queries, unilm=False):
 
 
 def same(i):
-    """Rows that are not row i's negatives: itself and those with its caption."""
-    return [k for k in range(NB) if k == i or rows[k] == rows[i]]
+    """Rows that are not row i's negatives: itself, those with its caption or its image key."""
+    return [k for k in range(NB) if k == i or rows[k] == rows[i] or (keys and keys[i] and keys[k] == keys[i])]
 
 
 ids, mask = pad(rows)

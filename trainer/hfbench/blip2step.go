@@ -24,7 +24,7 @@ var blip2StepScript string
 // and in PyTorch, on the same weights and batch.
 type Blip2StepOptions struct {
 	Size    string  `json:"size"`    // a models preset: tiny or small (default small)
-	Batch   int     `json:"batch"`   // rows, one image and one caption each (default 8, at least 3)
+	Batch   int     `json:"batch"`   // rows, one image and one caption each (default 8, at least 4)
 	Text    int     `json:"text"`    // longest caption in tokens, [CLS] included (default 24); rows vary from half of it
 	Threads int     `json:"threads"` // Loom's goroutines per op and torch's threads; 0 = GOMAXPROCS
 	Steps   int     `json:"steps"`   // timed steps per side, alternating, after one warm-up each; the best counts (default 6)
@@ -94,8 +94,8 @@ type blip2Step struct {
 }
 
 func newBlip2Step(o Blip2StepOptions) (*blip2Step, error) {
-	if o.Batch < 3 {
-		return nil, fmt.Errorf("hfbench: blip2 step: batch %d: want at least 3 rows (ITM's negatives, a repeated caption)", o.Batch)
+	if o.Batch < 4 {
+		return nil, fmt.Errorf("hfbench: blip2 step: batch %d: want at least 4 rows (ITM's negatives, a repeated caption, a repeated image)", o.Batch)
 	}
 	cfg, err := models.Preset(models.BLIP2, o.Size)
 	if err != nil {
@@ -168,7 +168,7 @@ func Blip2Step(ctx context.Context, o Blip2StepOptions) (*Blip2StepResult, error
 		res.LoomLosses[k] = float64(first.Terms[k])
 	}
 	b := s.batch
-	bj, err := json.Marshal(map[string]any{"pixel_values": b.Images.Data, "shape": b.Images.Shape, "tokens": b.Tokens,
+	bj, err := json.Marshal(map[string]any{"pixel_values": b.Images.Data, "shape": b.Images.Shape, "tokens": b.Tokens, "image_keys": b.ImageKeys,
 		"neg_img": first.NegImages, "neg_txt": first.NegTexts})
 	if err != nil {
 		return nil, err
@@ -243,9 +243,12 @@ func Blip2Step(ctx context.Context, o Blip2StepOptions) (*Blip2StepResult, error
 }
 
 // blip2Batch is o.Batch rows of random images and captions [BOS, ordinary
-// ids…] of o.Text/2 to o.Text tokens; the last row repeats the first
-// row's caption (another image), so that ITC's soft targets and ITM's
-// exclusion of positives take part.
+// ids…] of o.Text/2 to o.Text tokens, with image keys; the last row
+// repeats the first row's caption (another image) and the one before it
+// the second row's image key (other pixels, as two crops of one image;
+// another caption), so that ITC's soft targets and ITM's exclusion of
+// positives take part. (Where the positives' features are equal, as rows
+// of one caption's, the soft targets' loss equals the hard targets'.)
 func blip2Batch(cfg models.Config, o Blip2StepOptions) *models.Batch {
 	rng := rand.New(rand.NewPCG(o.Seed, 13))
 	s := cfg.ImageSize
@@ -256,7 +259,9 @@ func blip2Batch(cfg models.Config, o Blip2StepOptions) *models.Batch {
 	sp := cfg.Special
 	ordinary := min(sp.Pad, sp.BOS, sp.EOS, sp.Dec)
 	rows := make([][]int32, o.Batch)
+	keys := make([]uint64, o.Batch)
 	for r := range rows {
+		keys[r] = uint64(r + 1)
 		if r == o.Batch-1 {
 			rows[r] = rows[0]
 			break
@@ -268,5 +273,6 @@ func blip2Batch(cfg models.Config, o Blip2StepOptions) *models.Batch {
 		}
 		rows[r] = row
 	}
-	return &models.Batch{Images: kernels.New(px, o.Batch, 3, s, s), Tokens: rows, Seed: o.Seed}
+	keys[o.Batch-2] = keys[1]
+	return &models.Batch{Images: kernels.New(px, o.Batch, 3, s, s), Tokens: rows, ImageKeys: keys, Seed: o.Seed}
 }

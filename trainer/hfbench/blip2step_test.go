@@ -42,8 +42,8 @@ func TestBlip2Step(t *testing.T) {
 		t.Errorf("first loss %v / %v, after %d steps %v: not training", r.LoomLosses["loss"], r.TorchLosses["loss"], o.Steps+1, r.LastLosses)
 	}
 	t.Logf("%d of %d params trained; first losses Loom %v PyTorch %v (rel %v); after: %v", r.Trainable, r.Params, r.LoomLosses, r.TorchLosses, r.RelDiff, r.LastLosses)
-	if _, err := Blip2Step(context.Background(), Blip2StepOptions{Batch: 2, Python: "/usr/bin/python3"}); err == nil || !strings.Contains(err.Error(), "at least 3") {
-		t.Errorf("batch 2: %v", err)
+	if _, err := Blip2Step(context.Background(), Blip2StepOptions{Batch: 3, Python: "/usr/bin/python3"}); err == nil || !strings.Contains(err.Error(), "at least 4") {
+		t.Errorf("batch 3: %v", err)
 	}
 }
 
