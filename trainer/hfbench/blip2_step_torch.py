@@ -11,14 +11,15 @@ masks (padding; UniLM for ITG), exact GELU, BERT LM head tied to the word
 embeddings. The ViT (class token, pre-norm, exact GELU, last layer, all
 tokens) runs without autograd. ITC: max over queries of the normalised
 dot products over the clamped temperature, cross-entropy with label
-smoothing, or LAVIS's soft targets when captions repeat; ITM: [pos; (text,
+smoothing, or LAVIS's soft targets when rows share a caption or image key; ITM: [pos; (text,
 neg image); (neg text, image)], mean over queries of itm_head; ITG: [DEC]
 for [CLS], next-token loss with label smoothing.
 
 Rows with the same caption or image key (batch.json image_keys) are each
-other's positives (LAVIS's image ids). The first forward uses the hard negatives Loom drew (batch.json neg_img,
-neg_txt); timed steps draw their own as LAVIS does (multinomial over
-softmax(sim) with the positives masked).
+other's positives (LAVIS's image ids). The first forward uses the hard
+negatives Loom drew (batch.json neg_img, neg_txt); timed steps draw their
+own as LAVIS does (multinomial over softmax(sim) with the positives
+masked).
 
 argv[1]: the directory (params.safetensors, batch.json). argv[2]: JSON
 {threads, lr, beta1, beta2, weight_decay, heads, vit_heads, cross_freq,
