@@ -270,7 +270,7 @@ func geluErf32(x, y, dy, dx []float32) {
 		invSqrt2   = 0.7071067811865476
 		invSqrt2Pi = 0.3989422804014327
 	)
-	var e [sigChunk]float32
+	var e, phi [sigChunk]float32
 	for lo := 0; lo < len(x); lo += sigChunk {
 		xs := x[lo:min(len(x), lo+sigChunk)]
 		es := e[:len(xs)]
@@ -278,7 +278,29 @@ func geluErf32(x, y, dy, dx []float32) {
 			es[i] = -0.5 * v * v
 		}
 		expSubRow(es, 0)
-		for i, v := range xs {
+		n8 := 0
+		if haveAVX2 {
+			n8 = len(xs) &^ 7
+		}
+		if n8 > 0 {
+			c := phi[:n8]
+			erfCdfAVX2(&xs[0], &es[0], &c[0], n8)
+			xv, ev := xs[:n8], es[:n8]
+			if y != nil {
+				yv := y[lo : lo+n8]
+				for i, v := range xv {
+					yv[i] = v * c[i]
+				}
+			}
+			if dx != nil {
+				dyv, dxv := dy[lo:lo+n8], dx[lo:lo+n8]
+				for i, v := range xv {
+					dxv[i] += dyv[i] * (c[i] + v*ev[i]*invSqrt2Pi)
+				}
+			}
+		}
+		for i := n8; i < len(xs); i++ {
+			v := xs[i]
 			z := v * invSqrt2
 			az := z
 			if az < 0 {

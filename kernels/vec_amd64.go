@@ -21,6 +21,9 @@ func dsAVX2(p, dp *float32, n int, delta float32)
 func geluAVX2(x, y *float32, n int)
 
 //go:noescape
+func erfCdfAVX2(x, e, c *float32, n int)
+
+//go:noescape
 func geluBwdAVX2(x, dy, dx *float32, n, acc int)
 
 var haveAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA

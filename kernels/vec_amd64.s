@@ -540,3 +540,56 @@ yloop:
 ydone:
 	VZEROUPPER
 	RET
+
+#define BCAST(imm, R) MOVL imm, AX; MOVD AX, X0; VBROADCASTSS X0, R
+
+// func erfCdfAVX2(x, e, c *float32, n int)
+//
+// c[i] = Φ(x[i]) for i < n (n a multiple of 8) given e[i] = exp(−x[i]²/2),
+// as geluErf32 computes it: t = 1/(1 + p|x/√2|), h = ½·t·poly(t)·e
+// (Abramowitz & Stegun 7.1.26), Φ = h where x < 0, else 1 − h.
+TEXT ·erfCdfAVX2(SB), NOSPLIT, $0-32
+	MOVQ x+0(FP), SI
+	MOVQ e+8(FP), DX
+	MOVQ c+16(FP), DI
+	MOVQ n+24(FP), CX
+	BCAST($0x7fffffff, Y15) // |·| mask
+	BCAST($0x3f800000, Y14) // 1
+	BCAST($0x3ea7ba05, Y13) // p = 0.3275911
+	BCAST($0x3f3504f3, Y12) // 1/√2
+	BCAST($0x3f87dc22, Y11) // a5
+	BCAST($0xbfba00e3, Y10) // a4
+	BCAST($0x3fb5f0e3, Y9)  // a3
+	BCAST($0xbe91a98e, Y8)  // a2
+	BCAST($0x3e827906, Y7)  // a1
+	BCAST($0x3f000000, Y6)  // ½
+
+cloop:
+	CMPQ CX, $8
+	JL   cdone
+	VMOVUPS (SI), Y0
+	VMULPS  Y12, Y0, Y1       // z = x/√2
+	VANDPS  Y15, Y1, Y1       // |z|
+	VMULPS  Y13, Y1, Y1       // p|z|
+	VADDPS  Y14, Y1, Y1       // 1 + p|z|
+	VDIVPS  Y1, Y14, Y2       // t
+	VMOVAPS Y11, Y3
+	VFMADD213PS Y10, Y2, Y3   // a5·t + a4
+	VFMADD213PS Y9, Y2, Y3
+	VFMADD213PS Y8, Y2, Y3
+	VFMADD213PS Y7, Y2, Y3    // poly
+	VMULPS  Y6, Y2, Y2        // ½t
+	VMULPS  Y3, Y2, Y2        // ½t·poly
+	VMULPS  (DX), Y2, Y2      // h = ½erfc(|z|)
+	VSUBPS  Y2, Y14, Y4       // 1 − h
+	VBLENDVPS Y0, Y2, Y4, Y4  // h where x's sign bit is set
+	VMOVUPS Y4, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  cloop
+
+cdone:
+	VZEROUPPER
+	RET

@@ -16,6 +16,8 @@ func dsAVX2(p, dp *float32, n int, delta float32) { panic("kernels: no AVX2 kern
 
 func geluAVX2(x, y *float32, n int) { panic("kernels: no AVX2 kernels in this build") }
 
+func erfCdfAVX2(x, e, c *float32, n int) { panic("kernels: no AVX2 kernels in this build") }
+
 func geluBwdAVX2(x, dy, dx *float32, n, acc int) { panic("kernels: no AVX2 kernels in this build") }
 
 func addVecAVX2(out, a, b *float32, n int) { panic("kernels: no AVX2 kernels in this build") }

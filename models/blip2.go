@@ -291,14 +291,20 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, raw, feats *kernels.Tensor) (
 	}
 	loss := newLossSum(tp, m.cfg)
 	loss.add("itc", itc)
+	var negImg, negTxt []int32
+	output := func() (Output, error) {
+		o, err := loss.output()
+		o.NegImages, o.NegTexts = negImg, negTxt
+		return o, err
+	}
 
 	// ITM (§3.2): bidirectional [queries; text] with cross-attention, one
 	// hard negative image per text and one hard negative text per image,
 	// drawn from the group ∝ softmax(sim) with the positive excluded;
 	// score = mean over queries of the ITM logits.
 	if g.size >= 2 && m.cfg.LossWeight("itm") > 0 {
-		negImg := make([]int32, nb) // group index, for text j
-		negTxt := make([]int32, nb) // group index, for image i
+		negImg = make([]int32, nb) // group index, for text j
+		negTxt = make([]int32, nb) // group index, for image i
 		same := samePair(g.tokens, g.keys)
 		for j := 0; j < nb; j++ {
 			negImg[j] = sampleNeg(negRng(g.seed, 2*(g.off+j)), t2i(j), same(g.off+j))
@@ -336,7 +342,7 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, raw, feats *kernels.Tensor) (
 		loss.add("itm", tp.CrossEntropy(logits, labels, kernels.CEOptions{}))
 	}
 	if m.cfg.LossWeight("itg") == 0 {
-		return loss.output()
+		return output()
 	}
 
 	// ITG (§3.2): [DEC] replaces [CLS]; UniLM mask over [queries; text];
@@ -371,7 +377,7 @@ func (m *blip2) stage1(tp *kernels.Tape, b *Batch, raw, feats *kernels.Tensor) (
 		}
 		loss.add("itg", itg)
 	}
-	return loss.output()
+	return output()
 }
 
 // The Q-Former passes whose dropout masks rowSeeds derives.

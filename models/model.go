@@ -167,6 +167,11 @@ type Output struct {
 	// Parts are the unweighted terms as tensors on the tape (scalars),
 	// including terms of weight 0, which are reported but not in Loss.
 	Parts map[string]*kernels.Tensor
+	// NegImages and NegTexts are the hard negatives BLIP-2 stage 1's ITM
+	// drew, as group rows: NegImages[j] for text j, NegTexts[i] for image
+	// i (nil elsewhere), so that another implementation of the step (the
+	// PyTorch one of trainer/hfbench) can be fed the same pairs.
+	NegImages, NegTexts []int32
 }
 
 // Special holds the ids of the special tokens the families use.
