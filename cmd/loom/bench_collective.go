@@ -46,7 +46,8 @@ default one, readv):
 and prints an nccl-tests-style table: size, count, median time, algbw
 (size / time) and busbw (algbw · 2(n−1)/n), with each transport's busbw as a
 ratio of the TCP ring's at the same size, and the process CPU seconds spent
-per GB all-reduced (also as a ratio of TCP's). It then measures each
+per GB all-reduced (also as a ratio of TCP's) and its inverse, GB per CPU
+second (the rate per fully busy core). It then measures each
 transport's point-to-point rate from rank 0 to rank 1 over all channels.
 
 All ranks share this machine's cores; on a small machine the numbers are

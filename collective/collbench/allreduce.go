@@ -92,6 +92,9 @@ type AllReduceRow struct {
 	CPUPerGB float64 `json:"cpu_s_per_gb"`
 	// CPUVsTCP is CPUPerGB / the TCP ring's (lower is better).
 	CPUVsTCP float64 `json:"cpu_vs_tcp,omitempty"`
+	// GBPerCoreSecond is the bytes all-reduced per CPU second (1/CPUPerGB,
+	// GB/s per fully busy core): the transport's rate per core.
+	GBPerCoreSecond float64 `json:"gb_per_core_second"`
 }
 
 // P2PRow is the point-to-point rate of one transport from rank 0 to rank 1
@@ -219,6 +222,9 @@ func AllReduce(ctx context.Context, o AllReduceOptions, progress io.Writer) (*Al
 			row.AlgBW = float64(size) / med.Seconds() / 1e9
 			row.BusBW = row.AlgBW * 2 * float64(o.World-1) / float64(o.World)
 			row.CPUPerGB = cpu.Seconds() / (float64(o.Iters) * float64(size) / 1e9)
+			if row.CPUPerGB > 0 {
+				row.GBPerCoreSecond = 1 / row.CPUPerGB
+			}
 			if kind == TCP {
 				tcpBus, tcpCPU = row.BusBW, row.CPUPerGB
 			}
@@ -336,9 +342,9 @@ func WriteAllReduceTable(w io.Writer, res *AllReduceResult) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "transport\tsize(B)\tcount\ttime(us)\tmin(us)\talgbw(GB/s)\tbusbw(GB/s)\tbusbw/tcp\tCPU s/GB\tCPU/tcp\t")
+	fmt.Fprintln(tw, "transport\tsize(B)\tcount\ttime(us)\tmin(us)\talgbw(GB/s)\tbusbw(GB/s)\tbusbw/tcp\tCPU s/GB\tCPU/tcp\tGB/s/core\t")
 	for _, r := range res.Rows {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.3f\t%.3f\t%.2f\t%.2f\t%.2f\t\n", r.Transport, r.Bytes, r.Count, r.TimeUS, r.MinUS, r.AlgBW, r.BusBW, r.VsTCP, r.CPUPerGB, r.CPUVsTCP)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.3f\t%.3f\t%.2f\t%.2f\t%.2f\t%.3f\t\n", r.Transport, r.Bytes, r.Count, r.TimeUS, r.MinUS, r.AlgBW, r.BusBW, r.VsTCP, r.CPUPerGB, r.CPUVsTCP, r.GBPerCoreSecond)
 	}
 	tw.Flush()
 	if len(res.P2P) > 0 {
