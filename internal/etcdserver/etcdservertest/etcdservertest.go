@@ -1,4 +1,3 @@
-// Package etcdservertest starts a throwaway embedded etcd for a test.
 package etcdservertest
 
 import (
