@@ -169,3 +169,13 @@ func ParseHeader(b []byte) (Header, int, error) {
 type ReduceReceiver interface {
 	RecvAdd(ctx context.Context, from, ch int, dst []float32) (Header, error)
 }
+
+// CheckPeer is the range check every Transport's Send and Recv make: peer is
+// another rank of the world and ch one of its channels. name is the
+// transport's package, for the message.
+func CheckPeer(name string, rank, world, channels, peer, ch int) error {
+	if peer < 0 || peer >= world || peer == rank || ch < 0 || ch >= channels {
+		return fmt.Errorf("%s: rank %d: peer %d channel %d out of range (world %d, %d channels)", name, rank, peer, ch, world, channels)
+	}
+	return nil
+}

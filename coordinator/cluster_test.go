@@ -15,10 +15,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/loomtrain/loom/api/loompb"
-	"github.com/loomtrain/loom/coordinator/consensus/consensustest"
+	"github.com/loomtrain/loom/coordinator/consensus/localraft"
 )
 
-// stack is the coordinator around one Raft node of a consensustest.Cluster.
+// stack is the coordinator around one Raft node of a localraft.Cluster.
 type stack struct {
 	fsm    *FSM
 	srv    *Server
@@ -31,13 +31,13 @@ type stack struct {
 
 type raftCluster struct {
 	t      *testing.T
-	c      *consensustest.Cluster
+	c      *localraft.Cluster
 	stacks []*stack
 }
 
 func newRaftCluster(t *testing.T, n int) *raftCluster {
 	t.Helper()
-	c, err := consensustest.NewCluster(t.TempDir(), n, func() raft.FSM { return NewFSM() }, nil)
+	c, err := localraft.NewCluster(t.TempDir(), n, func() raft.FSM { return NewFSM() }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -208,11 +208,22 @@ func RestoreRef(a *loompb.Assignment, bucket string) (*trainer.CheckpointRef, er
 	if c == nil {
 		return nil, nil
 	}
+	ref, err := CheckpointRef(c, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("assignment restore %w", err)
+	}
+	return ref, nil
+}
+
+// CheckpointRef converts a committed checkpoint, whose objects are
+// s3://BUCKET/KEY paths, to the trainer's form: the KEYs in bucket's store.
+// It is an error, naming the object, if one lies outside bucket.
+func CheckpointRef(c *loompb.Checkpoint, bucket string) (*trainer.CheckpointRef, error) {
 	ref := &trainer.CheckpointRef{Stage: int(c.Stage), Step: c.Step, Generation: uint64(c.Generation), Samples: c.SamplesConsumed}
 	for i, o := range c.Objects {
 		key, err := objectKey(bucket, o.Path)
 		if err != nil {
-			return nil, fmt.Errorf("assignment restore checkpoint at step %d: objects[%d]: %w", c.Step, i, err)
+			return nil, fmt.Errorf("checkpoint at step %d: objects[%d]: %w", c.Step, i, err)
 		}
 		ref.Objects = append(ref.Objects, trainer.CheckpointObject{Path: key, SHA256: o.Sha256, Size: o.Size})
 	}

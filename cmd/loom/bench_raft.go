@@ -7,14 +7,14 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/loomtrain/loom/coordinator/consensus/consensustest"
+	"github.com/loomtrain/loom/coordinator/consensus/consensusbench"
 )
 
 func init() { benchCmd.AddCommand(newBenchRaftCmd()) }
 
 func newBenchRaftCmd() *cobra.Command {
 	var (
-		cfg    consensustest.ApplyBench
+		cfg    consensusbench.ApplyBench
 		asJSON bool
 		dir    string
 	)
@@ -45,11 +45,11 @@ Example:
 			case nfs:
 				syncModes = []bool{false}
 			}
-			var results []consensustest.ApplyBenchResult
+			var results []consensusbench.ApplyBenchResult
 			for _, s := range syncModes {
 				run := cfg
 				run.Sync = s
-				r, err := consensustest.RunApplyBench(dir, run)
+				r, err := consensusbench.RunApplyBench(dir, run)
 				if err != nil {
 					return err
 				}

@@ -13,7 +13,7 @@ import (
 	"github.com/loomtrain/loom/api/loompb"
 	"github.com/loomtrain/loom/coordinator"
 	"github.com/loomtrain/loom/coordinator/registry"
-	"github.com/loomtrain/loom/internal/etcdserver"
+	"github.com/loomtrain/loom/internal/etcdserver/etcdservertest"
 )
 
 // TestCoordinatorWithEtcd runs a coordinator against an embedded etcd: a
@@ -23,7 +23,7 @@ func TestCoordinatorWithEtcd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts etcd and a coordinator")
 	}
-	etcd := etcdserver.StartForTest(t)
+	etcd := etcdservertest.Start(t)
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)

@@ -21,6 +21,7 @@ import (
 	"github.com/loomtrain/loom/models/tokenizer"
 	"github.com/loomtrain/loom/shard"
 	"github.com/loomtrain/loom/trainer"
+	"github.com/loomtrain/loom/worker"
 )
 
 func init() { rootCmd.AddCommand(newExportCmd()) }
@@ -217,17 +218,16 @@ func (jc *jobCheckpoint) run(ctx context.Context, s3 *s3Flags) (*trainer.Run, er
 // checkpointStore opens the bucket a committed checkpoint's s3://BUCKET/KEY
 // objects are in and returns the reference in its keys.
 func checkpointStore(ctx context.Context, s3 *s3Flags, cp *loompb.Checkpoint) (shard.ObjectStore, trainer.CheckpointRef, error) {
-	ref := trainer.CheckpointRef{Stage: int(cp.Stage), Step: cp.Step, Generation: uint64(cp.Generation), Samples: cp.SamplesConsumed}
 	bucket := ""
-	for _, o := range cp.Objects {
-		rest, ok := strings.CutPrefix(o.Path, "s3://")
-		b, key, _ := strings.Cut(rest, "/")
-		if !ok || key == "" || (bucket != "" && b != bucket) {
-			return nil, ref, fmt.Errorf("checkpoint at step %d: object %q: want s3://BUCKET/KEY in one bucket", cp.Step, o.Path)
-		}
-		bucket = b
-		ref.Objects = append(ref.Objects, trainer.CheckpointObject{Path: key, SHA256: o.Sha256, Size: o.Size})
+	if len(cp.Objects) > 0 {
+		rest, _ := strings.CutPrefix(cp.Objects[0].Path, "s3://")
+		bucket, _, _ = strings.Cut(rest, "/")
 	}
+	r, err := worker.CheckpointRef(cp, bucket)
+	if err != nil {
+		return nil, trainer.CheckpointRef{}, err
+	}
+	ref := *r
 	store, _, err := s3.open(ctx, "s3://"+bucket, false)
 	if err != nil {
 		return nil, ref, fmt.Errorf("checkpoint bucket %s: %w", bucket, err)

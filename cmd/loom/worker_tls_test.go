@@ -12,7 +12,7 @@ import (
 
 	"github.com/loomtrain/loom/coordinator"
 	"github.com/loomtrain/loom/internal/devcluster"
-	"github.com/loomtrain/loom/internal/etcdserver"
+	"github.com/loomtrain/loom/internal/etcdserver/etcdservertest"
 	"github.com/loomtrain/loom/internal/grpcauth"
 	"github.com/loomtrain/loom/internal/grpcauth/authtest"
 	"github.com/loomtrain/loom/internal/s3server"
@@ -39,7 +39,7 @@ func TestWorkerMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	etcd := etcdserver.StartForTest(t)
+	etcd := etcdservertest.Start(t)
 	s3, err := s3server.Start("")
 	if err != nil {
 		t.Fatal(err)

@@ -234,10 +234,7 @@ func (t *Transport) World() int { return t.world }
 func (t *Transport) Channels() int { return t.o.Channels }
 
 func (t *Transport) check(peer, ch int) error {
-	if peer < 0 || peer >= t.world || peer == t.o.Rank || ch < 0 || ch >= t.o.Channels {
-		return fmt.Errorf("grpctransport: rank %d: peer %d channel %d out of range (world %d, %d channels)", t.o.Rank, peer, ch, t.world, t.o.Channels)
-	}
-	return nil
+	return collective.CheckPeer("grpctransport", t.o.Rank, t.world, t.o.Channels, peer, ch)
 }
 
 func (t *Transport) isClosing() bool {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/loomtrain/loom/coordinator/consensus/consensustest"
+	"github.com/loomtrain/loom/coordinator/consensus/localraft"
 )
 
 // plainStream is a raft.StreamLayer that dials without any handshake: a
@@ -24,7 +24,7 @@ func (plainStream) Dial(a raft.ServerAddress, d time.Duration) (net.Conn, error)
 // cluster's token, never forces an election. (Issue 16: four such packets
 // forced four leader changes.)
 func TestNodeTokenRefusesStrangers(t *testing.T) {
-	c, err := consensustest.NewClusterWithOptions(t.TempDir(), 3, consensustest.ClusterOptions{NodeToken: "node-secret", Logger: slog.New(slog.DiscardHandler)})
+	c, err := localraft.NewClusterWithOptions(t.TempDir(), 3, localraft.ClusterOptions{NodeToken: "node-secret", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestNodeTokenRefusesStrangers(t *testing.T) {
 		t.Fatalf("AddVoter: %v", err)
 	}
 	time.Sleep(time.Second)
-	if n := c.FSMs[i].(*consensustest.KV).Len(); n != 0 {
+	if n := c.FSMs[i].(*localraft.KV).Len(); n != 0 {
 		t.Fatalf("node with another token holds %d keys, want 0", n)
 	}
 	if err := c.Nodes[l].RemoveServer(c.IDs[i], wait); err != nil {
@@ -76,7 +76,7 @@ func TestNodeTokenRefusesStrangers(t *testing.T) {
 // The control for TestNodeTokenRefusesStrangers: without a node token (or
 // TLS) the same packet from the same client does force an election.
 func TestNoNodeTokenTakesTimeoutNowFromAnyone(t *testing.T) {
-	c, err := consensustest.NewClusterWithOptions(t.TempDir(), 3, consensustest.ClusterOptions{Logger: slog.New(slog.DiscardHandler)})
+	c, err := localraft.NewClusterWithOptions(t.TempDir(), 3, localraft.ClusterOptions{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,20 +16,21 @@ import (
 
 	"github.com/loomtrain/loom/coordinator/consensus"
 	"github.com/loomtrain/loom/coordinator/consensus/consensustest"
+	"github.com/loomtrain/loom/coordinator/consensus/localraft"
 )
 
 const wait = 10 * time.Second
 
-func kv(c *consensustest.Cluster, i int) *consensustest.KV { return c.FSMs[i].(*consensustest.KV) }
+func kv(c *localraft.Cluster, i int) *localraft.KV { return c.FSMs[i].(*localraft.KV) }
 
 // applyN writes keys prefix0..prefix(n-1) through the leader and returns
 // the index of the last one.
-func applyN(t *testing.T, c *consensustest.Cluster, prefix string, n int) map[string]string {
+func applyN(t *testing.T, c *localraft.Cluster, prefix string, n int) map[string]string {
 	t.Helper()
 	want := map[string]string{}
 	for i := range n {
 		k, v := fmt.Sprintf("%s%03d", prefix, i), fmt.Sprint(i)
-		if _, err := c.Apply(consensustest.Set(k, v), wait); err != nil {
+		if _, err := c.Apply(localraft.Set(k, v), wait); err != nil {
 			t.Fatalf("Apply(set %s): %v", k, err)
 		}
 		want[k] = v
@@ -39,7 +40,7 @@ func applyN(t *testing.T, c *consensustest.Cluster, prefix string, n int) map[st
 
 // converge waits for a leader, runs a barrier on it and waits for every
 // running node to reach the leader's applied index.
-func converge(t *testing.T, c *consensustest.Cluster) int {
+func converge(t *testing.T, c *localraft.Cluster) int {
 	t.Helper()
 	l, err := c.Converge(wait)
 	if err != nil {
@@ -48,7 +49,7 @@ func converge(t *testing.T, c *consensustest.Cluster) int {
 	return l
 }
 
-func checkState(t *testing.T, c *consensustest.Cluster, want map[string]string) {
+func checkState(t *testing.T, c *localraft.Cluster, want map[string]string) {
 	t.Helper()
 	for i, n := range c.Nodes {
 		if n == nil {
@@ -115,15 +116,15 @@ func TestApplyOnFollowerIsNotLeader(t *testing.T) {
 	c := consensustest.StartCluster(t, 3, nil)
 	l := converge(t, c)
 	f := (l + 1) % 3
-	_, err := c.Nodes[f].Apply(consensustest.Set("k", "v"), time.Second)
+	_, err := c.Nodes[f].Apply(localraft.Set("k", "v"), time.Second)
 	if !errors.Is(err, raft.ErrNotLeader) {
 		t.Fatalf("Apply on follower %s = %v, want raft.ErrNotLeader", c.IDs[f], err)
 	}
-	resp, err := c.Nodes[l].Apply(consensustest.Set("k", "v1"), time.Second)
+	resp, err := c.Nodes[l].Apply(localraft.Set("k", "v1"), time.Second)
 	if err != nil || resp != "" {
 		t.Fatalf("Apply(set k v1) on leader = %v, %v; want previous value \"\"", resp, err)
 	}
-	resp, err = c.Nodes[l].Apply(consensustest.Set("k", "v2"), time.Second)
+	resp, err = c.Nodes[l].Apply(localraft.Set("k", "v2"), time.Second)
 	if err != nil || resp != "v1" {
 		t.Fatalf("Apply(set k v2) on leader = %v, %v; want previous value v1", resp, err)
 	}
@@ -169,7 +170,7 @@ func TestLeaderFailover(t *testing.T) {
 func TestRestartAllFromDisk(t *testing.T) {
 	c := consensustest.StartCluster(t, 3, nil)
 	want := applyN(t, c, "k", 40)
-	if _, err := c.Apply(consensustest.Delete("k007"), wait); err != nil {
+	if _, err := c.Apply(localraft.Delete("k007"), wait); err != nil {
 		t.Fatal(err)
 	}
 	delete(want, "k007")
@@ -202,8 +203,8 @@ func TestBootstrapOnlyOnFirstStart(t *testing.T) {
 	open := func(bootstrap []consensus.Peer) *consensus.Node {
 		n, err := consensus.Open(consensus.Config{
 			ID: "a", DataDir: dir, BindAddr: "127.0.0.1:0", Bootstrap: bootstrap,
-			Tuning: consensustest.FastTuning(), NoSync: true, Logger: slog.New(slog.DiscardHandler),
-		}, consensustest.NewKV())
+			Tuning: localraft.FastTuning(), NoSync: true, Logger: slog.New(slog.DiscardHandler),
+		}, localraft.NewKV())
 		if err != nil {
 			t.Fatalf("Open(a, bootstrap %v): %v", bootstrap, err)
 		}
@@ -221,7 +222,7 @@ func TestBootstrapOnlyOnFirstStart(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatal("single voter did not become leader")
 	}
-	if _, err := n.Apply(consensustest.Set("x", "1"), wait); err != nil {
+	if _, err := n.Apply(localraft.Set("x", "1"), wait); err != nil {
 		t.Fatal(err)
 	}
 	first := n.Addr()
@@ -281,7 +282,7 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	snap.Release()
-	fresh := consensustest.NewKV()
+	fresh := localraft.NewKV()
 	if err := fresh.Restore(sink.reader()); err != nil {
 		t.Fatal(err)
 	}
@@ -399,19 +400,19 @@ func TestApplyContext(t *testing.T) {
 	l := converge(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	if _, err := c.Nodes[l].ApplyContext(ctx, consensustest.Set("a", "1")); err != nil {
+	if _, err := c.Nodes[l].ApplyContext(ctx, localraft.Set("a", "1")); err != nil {
 		t.Fatalf("ApplyContext on the leader: %v", err)
 	}
-	resp, err := c.Nodes[l].ApplyContext(ctx, consensustest.Set("a", "2"))
+	resp, err := c.Nodes[l].ApplyContext(ctx, localraft.Set("a", "2"))
 	if err != nil || resp != "1" {
 		t.Fatalf("ApplyContext(set a 2) = %v, %v; want previous value 1", resp, err)
 	}
-	if _, err := c.Nodes[(l+1)%3].ApplyContext(ctx, consensustest.Set("a", "3")); !errors.Is(err, raft.ErrNotLeader) {
+	if _, err := c.Nodes[(l+1)%3].ApplyContext(ctx, localraft.Set("a", "3")); !errors.Is(err, raft.ErrNotLeader) {
 		t.Fatalf("ApplyContext on a follower = %v, want ErrNotLeader", err)
 	}
 	done, cancelDone := context.WithCancel(context.Background())
 	cancelDone()
-	if _, err := c.Nodes[l].ApplyContext(done, consensustest.Set("a", "4")); !errors.Is(err, context.Canceled) {
+	if _, err := c.Nodes[l].ApplyContext(done, localraft.Set("a", "4")); !errors.Is(err, context.Canceled) {
 		t.Fatalf("ApplyContext(cancelled ctx) = %v, want context.Canceled", err)
 	}
 	// With a majority gone nothing commits, and the context bounds the wait.
@@ -419,7 +420,7 @@ func TestApplyContext(t *testing.T) {
 	c.Stop((l + 2) % 3)
 	short, cancelShort := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancelShort()
-	if _, err := c.Nodes[l].ApplyContext(short, consensustest.Set("a", "5")); err == nil {
+	if _, err := c.Nodes[l].ApplyContext(short, localraft.Set("a", "5")); err == nil {
 		t.Fatal("ApplyContext without a quorum succeeded")
 	}
 }

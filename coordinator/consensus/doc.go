@@ -36,6 +36,7 @@
 // raft.ErrLeadershipLost from Apply is indeterminate: the entry may still
 // commit, so commands must carry IDs the FSM deduplicates.
 //
-// Package consensustest has a key-value FSM, an in-process N-node cluster on
-// loopback and the apply-throughput measurement used by `loom bench raft`.
+// Package localraft has a key-value FSM and an in-process N-node cluster on
+// loopback (consensustest.StartCluster starts one for a test);
+// consensusbench has the apply-throughput measurement behind `loom bench raft`.
 package consensus

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/loomtrain/loom/coordinator/consensus"
-	"github.com/loomtrain/loom/coordinator/consensus/consensustest"
+	"github.com/loomtrain/loom/coordinator/consensus/localraft"
 )
 
 // A single voter: bootstrap on first start, wait for leadership, apply.
@@ -19,14 +19,14 @@ func Example() {
 	}
 	defer os.RemoveAll(dir)
 
-	fsm := consensustest.NewKV()
+	fsm := localraft.NewKV()
 	node, err := consensus.Open(consensus.Config{
 		ID:        "coord-0",
 		DataDir:   dir,
 		BindAddr:  "127.0.0.1:0",
 		Bootstrap: []consensus.Peer{{ID: "coord-0"}}, // Addr filled in with the node's own
 		Logger:    slog.New(slog.DiscardHandler),
-		Tuning:    consensustest.FastTuning(),
+		Tuning:    localraft.FastTuning(),
 	}, fsm)
 	if err != nil {
 		log.Fatal(err)
@@ -39,10 +39,10 @@ func Example() {
 	if err := node.Barrier(5 * time.Second); err != nil {
 		log.Fatal(err)
 	}
-	if _, err := node.Apply(consensustest.Set("job/1", "running"), 5*time.Second); err != nil {
+	if _, err := node.Apply(localraft.Set("job/1", "running"), 5*time.Second); err != nil {
 		log.Fatal(err)
 	}
-	prev, err := node.Apply(consensustest.Set("job/1", "done"), 5*time.Second)
+	prev, err := node.Apply(localraft.Set("job/1", "done"), 5*time.Second)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -7,17 +7,17 @@ import (
 	"time"
 
 	"github.com/loomtrain/loom/coordinator/consensus"
-	"github.com/loomtrain/loom/coordinator/consensus/consensustest"
+	"github.com/loomtrain/loom/coordinator/consensus/localraft"
 )
 
 // Close stops every goroutine of the node, its transport and its stores.
 func TestCloseLeavesNoGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
-	c, err := consensustest.NewCluster(t.TempDir(), 3, nil, slog.New(slog.DiscardHandler))
+	c, err := localraft.NewCluster(t.TempDir(), 3, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Apply(consensustest.Set("a", "b"), wait); err != nil {
+	if _, err := c.Apply(localraft.Set("a", "b"), wait); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Converge(wait); err != nil {
@@ -27,7 +27,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		t.Fatal(err)
 	}
 	n, err := consensus.Open(consensus.Config{ID: "solo", DataDir: t.TempDir(), BindAddr: "127.0.0.1:0",
-		Bootstrap: []consensus.Peer{{ID: "solo"}}, Tuning: consensustest.FastTuning(), Logger: slog.New(slog.DiscardHandler)}, consensustest.NewKV())
+		Bootstrap: []consensus.Peer{{ID: "solo"}}, Tuning: localraft.FastTuning(), Logger: slog.New(slog.DiscardHandler)}, localraft.NewKV())
 	if err != nil {
 		t.Fatal(err)
 	}

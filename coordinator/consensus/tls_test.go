@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/loomtrain/loom/coordinator/consensus/consensustest"
+	"github.com/loomtrain/loom/coordinator/consensus/localraft"
 )
 
 // mtlsConfig makes a CA and one certificate for "localhost" signed by it,
@@ -67,7 +67,7 @@ func mtlsConfig(t *testing.T) *tls.Config {
 func TestMutualTLS(t *testing.T) {
 	conf := mtlsConfig(t)
 	var logs lockedBuf
-	c, err := consensustest.NewClusterWithOptions(t.TempDir(), 3, consensustest.ClusterOptions{TLS: conf, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	c, err := localraft.NewClusterWithOptions(t.TempDir(), 3, localraft.ClusterOptions{TLS: conf, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatalf("AddVoter: %v", err)
 	}
 	time.Sleep(time.Second)
-	if n := c.FSMs[i].(*consensustest.KV).Len(); n != 0 {
+	if n := c.FSMs[i].(*localraft.KV).Len(); n != 0 {
 		t.Fatalf("node with a foreign certificate holds %d keys, want 0", n)
 	}
 	// The refusal says whose certificate was rejected, and by whom.

@@ -1,4 +1,4 @@
-package registry
+package registry_test
 
 import (
 	"context"
@@ -7,14 +7,17 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/loomtrain/loom/coordinator/registry"
+	"github.com/loomtrain/loom/coordinator/registry/registrytest"
 	"github.com/loomtrain/loom/internal/etcdserver"
+	"github.com/loomtrain/loom/internal/etcdserver/etcdservertest"
 )
 
 func TestFakeConformance(t *testing.T) {
-	RunConformance(t, func(t *testing.T) Harness {
-		clock := NewManualClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-		f := NewFake(clock)
-		return Harness{
+	registrytest.RunConformance(t, func(t *testing.T) registrytest.Harness {
+		clock := registry.NewManualClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+		f := registry.NewFake(clock)
+		return registrytest.Harness{
 			Registry: f,
 			Elapse:   func(d time.Duration) { clock.Advance(d); f.Expire() },
 			Revoke:   f.Revoke,
@@ -36,14 +39,14 @@ func TestEtcdConformance(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real etcd; -short")
 	}
-	RunConformance(t, func(t *testing.T) Harness {
-		srv := etcdserver.StartForTest(t)
+	registrytest.RunConformance(t, func(t *testing.T) registrytest.Harness {
+		srv := etcdservertest.Start(t)
 		cli := newEtcdClient(t, srv)
 		admin := newEtcdClient(t, srv)
-		return Harness{
-			Registry: Etcd{Client: cli, Prefix: "/loom/workers"},
+		return registrytest.Harness{
+			Registry: registry.Etcd{Client: cli, Prefix: "/loom/workers"},
 			Elapse:   time.Sleep,
-			Revoke: func(r *Registration) {
+			Revoke: func(r *registry.Registration) {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
 				if _, err := admin.Revoke(ctx, clientv3.LeaseID(r.LeaseID())); err != nil {

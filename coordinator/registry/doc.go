@@ -27,7 +27,7 @@
 // # Tests
 //
 // Fake is an in-memory Registry with the same semantics, its lease expiry
-// driven by an injected Clock (ManualClock plus Fake.Expire). RunConformance
+// driven by an injected Clock (ManualClock plus Fake.Expire). registrytest.RunConformance
 // is the suite that both Fake and Etcd (against internal/etcdserver) pass;
 // a new implementation should pass it too.
 package registry

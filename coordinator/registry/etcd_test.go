@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/loomtrain/loom/internal/etcdserver"
+	"github.com/loomtrain/loom/internal/etcdserver/etcdservertest"
 )
 
 const prefix = "/loom/workers"
@@ -19,7 +20,7 @@ const prefix = "/loom/workers"
 // difference: Down for the worker that left, Up for the one that came, and
 // nothing for the one that stayed.
 func TestWatchResumesAfterCompaction(t *testing.T) {
-	srv := etcdserver.StartForTest(t)
+	srv := etcdservertest.Start(t)
 	cli := newEtcdClient(t, srv)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -81,7 +82,7 @@ func TestWatchResumesAfterCompaction(t *testing.T) {
 // Values under the prefix that are not Workers are skipped, in the listing
 // and in the stream.
 func TestWatchSkipsMalformed(t *testing.T) {
-	srv := etcdserver.StartForTest(t)
+	srv := etcdservertest.Start(t)
 	cli := newEtcdClient(t, srv)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

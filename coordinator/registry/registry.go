@@ -189,7 +189,7 @@ func decode(key string, b []byte) (Worker, error) {
 
 // Registry is the pair of operations the coordinator and the worker use,
 // with the etcd implementation (Etcd) and an in-memory one (Fake) behind it.
-// RunConformance checks that an implementation behaves as documented on the
+// registrytest.RunConformance checks that an implementation behaves as documented on the
 // package-level Register and Watch.
 type Registry interface {
 	Register(ctx context.Context, w Worker, ttl time.Duration) (*Registration, error)

@@ -6,6 +6,7 @@ import (
 	"go/token"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -38,6 +39,15 @@ var Rules = []Rule{
 	{Pkg: "worker", May: []string{"trainer", "shard", "collective", "api", "models", "kernels"}, Why: "worker may import trainer, shard, collective and api"},
 }
 
+// testKitRule keeps test kits out of the binary: only _test.go files and
+// other test kits import "testing" or a test kit.
+const testKitRule = "only tests and …test packages import testing or a …test package"
+
+// IsTestKit reports whether the package at path (an import path or a
+// directory relative to the module root) is a test kit: its last element
+// ends in "test" (registrytest, etcdservertest, logtest).
+func IsTestKit(p string) bool { return strings.HasSuffix(path.Base(p), "test") }
+
 // Violation is one import that breaks a rule.
 type Violation struct {
 	File   string // path of the importing file, relative to the module root
@@ -50,8 +60,9 @@ func (v Violation) String() string {
 }
 
 // Check walks the non-test Go files under root (the module root) and returns
-// every import that breaks Rules or the rule that only cmd/ imports worker
-// and coordinator.
+// every import that breaks Rules, the rule that only cmd/ imports worker
+// and coordinator, or the rule that only test kits import "testing" or a
+// test kit.
 func Check(root string) ([]Violation, error) {
 	rules := map[string]Rule{}
 	for _, r := range Rules {
@@ -80,8 +91,13 @@ func Check(root string) ([]Violation, error) {
 			return fmt.Errorf("depcheck: %s: %w", rel, err)
 		}
 		top := strings.SplitN(rel, "/", 2)[0]
+		kit := IsTestKit(path.Dir(rel))
 		for _, is := range f.Imports {
 			ip, _ := strconv.Unquote(is.Path.Value)
+			if !kit && (ip == "testing" || IsTestKit(ip) && strings.HasPrefix(ip, Module+"/")) {
+				out = append(out, Violation{rel, ip, testKitRule})
+				continue
+			}
 			if ip != Module && !strings.HasPrefix(ip, Module+"/") {
 				continue
 			}

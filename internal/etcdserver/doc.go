@@ -11,7 +11,7 @@
 //	defer srv.Close()
 //	cli, err := clientv3.New(clientv3.Config{Endpoints: srv.Endpoints})
 //
-// Tests use StartForTest, which keeps the data in t.TempDir(), turns fsync
+// Tests use etcdservertest.Start, which keeps the data in t.TempDir(), turns fsync
 // off and closes the server when the test ends.
 //
 // # Ports

@@ -1,10 +1,10 @@
-package etcdserver
+package etcdserver_test
 
 import (
 	"context"
-	"net"
+	"github.com/loomtrain/loom/internal/etcdserver"
+	"github.com/loomtrain/loom/internal/etcdserver/etcdservertest"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-func newClient(t *testing.T, s *Server) *clientv3.Client {
+func newClient(t *testing.T, s *etcdserver.Server) *clientv3.Client {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: s.Endpoints, DialTimeout: 5 * time.Second})
 	if err != nil {
@@ -22,7 +22,7 @@ func newClient(t *testing.T, s *Server) *clientv3.Client {
 }
 
 func TestStartPutGet(t *testing.T) {
-	s := StartForTest(t)
+	s := etcdservertest.Start(t)
 	if len(s.Endpoints) != 1 || !strings.HasPrefix(s.Endpoints[0], "http://127.0.0.1:") {
 		t.Fatalf("Endpoints = %v, want one http://127.0.0.1:PORT", s.Endpoints)
 	}
@@ -45,7 +45,7 @@ func TestStartPutGet(t *testing.T) {
 // A server restarted on the same data dir and ports keeps its keys.
 func TestRestartKeepsData(t *testing.T) {
 	dir := t.TempDir()
-	s1, err := Start(dir)
+	s1, err := etcdserver.Start(dir)
 	if err != nil {
 		t.Fatalf("Start(%s): %v", dir, err)
 	}
@@ -63,7 +63,7 @@ func TestRestartKeepsData(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 
-	s2, err := StartWithOptions(dir, Options{ClientAddr: s1.ClientAddr, PeerAddr: s1.PeerAddr})
+	s2, err := etcdserver.StartWithOptions(dir, etcdserver.Options{ClientAddr: s1.ClientAddr, PeerAddr: s1.PeerAddr})
 	if err != nil {
 		t.Fatalf("Start(%s) again on %s: %v", dir, s1.ClientAddr, err)
 	}
@@ -82,61 +82,10 @@ func TestRestartKeepsData(t *testing.T) {
 	}
 }
 
-// When another process takes a probed port before etcd binds it, Start
-// retries with fresh ports.
-func TestStartRetriesOnBindFailure(t *testing.T) {
-	taken, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer taken.Close()
-	busy := taken.Addr().(*net.TCPAddr).Port
-	calls := 0
-	pickPorts = func(n int) ([]int, error) {
-		calls++
-		if calls == 1 {
-			ps, err := freePorts(n)
-			if err != nil {
-				return nil, err
-			}
-			ps[0] = busy // the client port was "stolen"
-			return ps, nil
-		}
-		return freePorts(n)
-	}
-	defer func() { pickPorts = freePorts }()
-
-	s := StartForTest(t)
-	if calls < 2 {
-		t.Fatalf("pickPorts called %d times, want a retry after the bind failure", calls)
-	}
-	if strings.HasSuffix(s.Endpoints[0], ":"+strconv.Itoa(busy)) {
-		t.Fatalf("Endpoints = %v, still on the taken port %d", s.Endpoints, busy)
-	}
-}
-
-func TestIsAddrInUse(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	_, err = net.Listen("tcp", l.Addr().String())
-	if err == nil {
-		t.Fatal("second Listen on the same port succeeded")
-	}
-	if !isAddrInUse(err) {
-		t.Errorf("isAddrInUse(%v) = false, want true", err)
-	}
-	if isAddrInUse(context.DeadlineExceeded) {
-		t.Errorf("isAddrInUse(%v) = true, want false", context.DeadlineExceeded)
-	}
-}
-
 // Close leaves no goroutine of etcd's behind.
 func TestCloseLeavesNoGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
-	s, err := StartWithOptions(t.TempDir(), Options{NoFsync: true})
+	s, err := etcdserver.StartWithOptions(t.TempDir(), etcdserver.Options{NoFsync: true})
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
@@ -162,7 +111,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 }
 
 func TestStartRejectsHalfFixedAddrs(t *testing.T) {
-	_, err := StartWithOptions(t.TempDir(), Options{ClientAddr: "127.0.0.1:1"})
+	_, err := etcdserver.StartWithOptions(t.TempDir(), etcdserver.Options{ClientAddr: "127.0.0.1:1"})
 	if err == nil || !strings.Contains(err.Error(), "both ClientAddr and PeerAddr") {
 		t.Fatalf("StartWithOptions(ClientAddr only) = %v, want an error naming both fields", err)
 	}

@@ -1,7 +1,4 @@
-// Package consensustest holds what tests and benchmarks of Raft-replicated
-// code need: KV, a small key-value raft.FSM with snapshot and restore;
-// Cluster, N consensus.Nodes on loopback TCP in one process with short
-// timeouts, which can stop, restart from disk and add nodes; and
-// MeasureApply / MeasureFSMApply, which time replicated applies against the
-// FSM alone as a baseline (see `loom bench raft`).
+// Package consensustest starts a localraft.Cluster for a test: in
+// t.TempDir(), closed when the test ends, with Raft's warnings sent to
+// t.Log.
 package consensustest

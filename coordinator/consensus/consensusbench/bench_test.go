@@ -1,6 +1,7 @@
-package consensustest
+package consensusbench
 
 import (
+	"github.com/loomtrain/loom/coordinator/consensus/localraft"
 	"testing"
 	"time"
 )
@@ -41,7 +42,7 @@ func TestRunApplyBenchSmall(t *testing.T) {
 }
 
 func TestMeasureApplyMatchesFSM(t *testing.T) {
-	c, err := NewClusterWithOptions(t.TempDir(), 3, ClusterOptions{Tuning: BenchTuning()})
+	c, err := localraft.NewClusterWithOptions(t.TempDir(), 3, localraft.ClusterOptions{Tuning: localraft.BenchTuning()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +55,7 @@ func TestMeasureApplyMatchesFSM(t *testing.T) {
 	if _, err := MeasureApply(c.Nodes[l], 300, 4, cmd); err != nil {
 		t.Fatal(err)
 	}
-	ref := NewKV()
+	ref := localraft.NewKV()
 	if _, err := MeasureFSMApply(ref, 300, cmd); err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +63,7 @@ func TestMeasureApplyMatchesFSM(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range c.Nodes {
-		got, want := c.FSMs[i].(*KV).Map(), ref.Map()
+		got, want := c.FSMs[i].(*localraft.KV).Map(), ref.Map()
 		if len(got) != len(want) {
 			t.Fatalf("%s has %d keys, the baseline %d", c.IDs[i], len(got), len(want))
 		}
@@ -75,7 +76,7 @@ func TestMeasureApplyMatchesFSM(t *testing.T) {
 }
 
 func BenchmarkRaftApply3(b *testing.B) {
-	c, err := NewClusterWithOptions(b.TempDir(), 3, ClusterOptions{Tuning: BenchTuning()})
+	c, err := localraft.NewClusterWithOptions(b.TempDir(), 3, localraft.ClusterOptions{Tuning: localraft.BenchTuning()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -91,7 +92,7 @@ func BenchmarkRaftApply3(b *testing.B) {
 }
 
 func BenchmarkFSMApply(b *testing.B) {
-	f := NewKV()
+	f := localraft.NewKV()
 	b.ResetTimer()
 	if _, err := MeasureFSMApply(f, b.N, func(i int) []byte { return KVSetCommand(i, 128) }); err != nil {
 		b.Fatal(err)

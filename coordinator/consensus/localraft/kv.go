@@ -1,4 +1,4 @@
-package consensustest
+package localraft
 
 import (
 	"encoding/json"

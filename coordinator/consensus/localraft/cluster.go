@@ -1,4 +1,4 @@
-package consensustest
+package localraft
 
 import (
 	"crypto/tls"
@@ -131,7 +131,7 @@ func (c *Cluster) open(i int, ln net.Listener, bootstrap []consensus.Peer) error
 			time.Sleep(20 * time.Millisecond)
 		}
 		if err != nil {
-			return fmt.Errorf("consensustest: rebinding %s for %s: %w", c.Addrs[i], c.IDs[i], err)
+			return fmt.Errorf("localraft: rebinding %s for %s: %w", c.Addrs[i], c.IDs[i], err)
 		}
 	}
 	fsm := c.NewFSM()
@@ -169,7 +169,7 @@ func (c *Cluster) Stop(i int) error {
 // would; Open must ignore it because state exists.
 func (c *Cluster) Restart(i int) error {
 	if c.Nodes[i] != nil {
-		return fmt.Errorf("consensustest: %s is running", c.IDs[i])
+		return fmt.Errorf("localraft: %s is running", c.IDs[i])
 	}
 	var peers []consensus.Peer
 	for j := range c.IDs {
@@ -214,7 +214,7 @@ func (c *Cluster) Leader(timeout time.Duration) (int, error) {
 			return leader, nil
 		}
 		if time.Now().After(deadline) {
-			return -1, fmt.Errorf("consensustest: %d leaders after %v", count, timeout)
+			return -1, fmt.Errorf("localraft: %d leaders after %v", count, timeout)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -271,7 +271,7 @@ func (c *Cluster) WaitApplied(index uint64, timeout time.Duration) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("consensustest: waiting for index %d: %s after %v", index, behind, timeout)
+			return fmt.Errorf("localraft: waiting for index %d: %s after %v", index, behind, timeout)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -287,7 +287,7 @@ func (c *Cluster) Converge(timeout time.Duration) (int, error) {
 		return -1, err
 	}
 	if err := c.Nodes[l].Barrier(time.Until(deadline)); err != nil {
-		return -1, fmt.Errorf("consensustest: barrier on %s: %w", c.IDs[l], err)
+		return -1, fmt.Errorf("localraft: barrier on %s: %w", c.IDs[l], err)
 	}
 	return l, c.WaitApplied(c.applied(l), time.Until(deadline))
 }

@@ -1,4 +1,4 @@
-package registry
+package registrytest
 
 import (
 	"context"
@@ -6,18 +6,20 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/loomtrain/loom/coordinator/registry"
 )
 
 // Harness is one Registry under test plus the two things the suite cannot
 // do through the interface.
 type Harness struct {
-	Registry Registry
+	Registry registry.Registry
 	// Elapse lets d of registry time pass: for Fake, advance its
 	// ManualClock and call Expire; for etcd, sleep.
 	Elapse func(d time.Duration)
 	// Revoke takes r's lease away behind its back (Fake.Revoke; for etcd a
 	// Revoke from another client).
-	Revoke func(r *Registration)
+	Revoke func(r *registry.Registration)
 }
 
 // ConformanceTTL is the lease TTL the suite registers with.
@@ -49,12 +51,12 @@ func RunConformance(t *testing.T, newHarness func(t *testing.T) Harness) {
 	}
 }
 
-func worker(id string) Worker {
-	return Worker{ID: id, Addr: id + ".workers:7100", Host: "node-" + id, GPUs: 8,
+func worker(id string) registry.Worker {
+	return registry.Worker{ID: id, Addr: id + ".workers:7100", Host: "node-" + id, GPUs: 8,
 		Labels: map[string]string{"zone": "a", "id": id}, Version: "v1.2.3"}
 }
 
-func mustRegister(t *testing.T, h Harness, ctx context.Context, w Worker) *Registration {
+func mustRegister(t *testing.T, h Harness, ctx context.Context, w registry.Worker) *registry.Registration {
 	t.Helper()
 	r, err := h.Registry.Register(ctx, w, ConformanceTTL)
 	if err != nil {
@@ -64,7 +66,7 @@ func mustRegister(t *testing.T, h Harness, ctx context.Context, w Worker) *Regis
 	return r
 }
 
-func watch(t *testing.T, h Harness) ([]Worker, <-chan Event) {
+func watch(t *testing.T, h Harness) ([]registry.Worker, <-chan registry.Event) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -75,7 +77,7 @@ func watch(t *testing.T, h Harness) ([]Worker, <-chan Event) {
 	return ws, ch
 }
 
-func list(t *testing.T, h Harness) []Worker {
+func list(t *testing.T, h Harness) []registry.Worker {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -86,7 +88,7 @@ func list(t *testing.T, h Harness) []Worker {
 	return ws
 }
 
-func next(t *testing.T, ch <-chan Event) Event {
+func next(t *testing.T, ch <-chan registry.Event) registry.Event {
 	t.Helper()
 	select {
 	case e, ok := <-ch:
@@ -97,10 +99,10 @@ func next(t *testing.T, ch <-chan Event) Event {
 	case <-time.After(eventTimeout):
 		t.Fatalf("no event within %v", eventTimeout)
 	}
-	return Event{}
+	return registry.Event{}
 }
 
-func expect(t *testing.T, ch <-chan Event, typ EventType, w Worker) {
+func expect(t *testing.T, ch <-chan registry.Event, typ registry.EventType, w registry.Worker) {
 	t.Helper()
 	e := next(t, ch)
 	if e.Type != typ || !e.Worker.Equal(w) {
@@ -108,7 +110,7 @@ func expect(t *testing.T, ch <-chan Event, typ EventType, w Worker) {
 	}
 }
 
-func ids(ws []Worker) string {
+func ids(ws []registry.Worker) string {
 	s := "["
 	for i, w := range ws {
 		if i > 0 {
@@ -119,7 +121,7 @@ func ids(ws []Worker) string {
 	return s + "]"
 }
 
-func waitDone(t *testing.T, r *Registration) {
+func waitDone(t *testing.T, r *registry.Registration) {
 	t.Helper()
 	select {
 	case <-r.Done():
@@ -133,7 +135,7 @@ func testInitialList(t *testing.T, h Harness) {
 	mustRegister(t, h, ctx, worker("b"))
 	mustRegister(t, h, ctx, worker("a"))
 	got, _ := watch(t, h)
-	want := []Worker{worker("a"), worker("b")}
+	want := []registry.Worker{worker("a"), worker("b")}
 	if len(got) != len(want) {
 		t.Fatalf("Watch listed %s, want %s", ids(got), ids(want))
 	}
@@ -150,11 +152,11 @@ func testUpThenCloseDown(t *testing.T, h Harness) {
 		t.Fatalf("Watch on an empty registry listed %s", ids(got))
 	}
 	r := mustRegister(t, h, context.Background(), worker("a"))
-	expect(t, ch, Up, worker("a"))
+	expect(t, ch, registry.Up, worker("a"))
 	if err := r.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	expect(t, ch, Down, worker("a"))
+	expect(t, ch, registry.Down, worker("a"))
 	waitDone(t, r)
 	if r.Err() != nil {
 		t.Errorf("Err after Close = %v, want nil", r.Err())
@@ -177,7 +179,7 @@ func testReRegister(t *testing.T, h Harness) {
 	w2 := worker("a")
 	w2.Addr = "a.workers:7200"
 	nw := mustRegister(t, h, ctx, w2)
-	expect(t, ch, Up, w2)
+	expect(t, ch, registry.Up, w2)
 	if err := old.Close(); err != nil {
 		t.Fatalf("Close(old): %v", err)
 	}
@@ -187,7 +189,7 @@ func testReRegister(t *testing.T, h Harness) {
 	if err := nw.Close(); err != nil {
 		t.Fatalf("Close(new): %v", err)
 	}
-	expect(t, ch, Down, w2)
+	expect(t, ch, registry.Down, w2)
 }
 
 // The worker's process dies: keepalives stop, nothing is revoked. The key
@@ -199,15 +201,15 @@ func testProcessDeath(t *testing.T, h Harness) {
 	start := time.Now()
 	r.Orphan()
 	waitDone(t, r)
-	if !errors.Is(r.Err(), ErrOrphaned) {
-		t.Errorf("Err after Orphan = %v, want ErrOrphaned", r.Err())
+	if !errors.Is(r.Err(), registry.ErrOrphaned) {
+		t.Errorf("Err after Orphan = %v, want registry.ErrOrphaned", r.Err())
 	}
 	h.Elapse(ConformanceTTL / 4)
 	if l := list(t, h); len(l) != 1 {
 		t.Fatalf("a quarter TTL after the worker died the registry lists %s, want [a]", ids(l))
 	}
 	h.Elapse(ConformanceTTL - ConformanceTTL/4)
-	expect(t, ch, Down, worker("a"))
+	expect(t, ch, registry.Down, worker("a"))
 	t.Logf("Down %v after the worker died (TTL %v)", time.Since(start), ConformanceTTL)
 	if d, limit := time.Since(start), ConformanceTTL+2*time.Second; d > limit {
 		t.Errorf("Down came %v after the worker died, want within TTL %v (+ slack, %v)", d, ConformanceTTL, limit)
@@ -218,10 +220,10 @@ func testLostLease(t *testing.T, h Harness) {
 	r := mustRegister(t, h, context.Background(), worker("a"))
 	_, ch := watch(t, h)
 	h.Revoke(r)
-	expect(t, ch, Down, worker("a"))
+	expect(t, ch, registry.Down, worker("a"))
 	waitDone(t, r)
-	if !errors.Is(r.Err(), ErrLeaseLost) {
-		t.Errorf("Err after the lease was revoked = %v, want ErrLeaseLost", r.Err())
+	if !errors.Is(r.Err(), registry.ErrLeaseLost) {
+		t.Errorf("Err after the lease was revoked = %v, want registry.ErrLeaseLost", r.Err())
 	}
 	if err := r.Close(); err != nil {
 		t.Errorf("Close after the lease was lost = %v, want nil", err)
@@ -245,7 +247,7 @@ func testRegisterContextEnds(t *testing.T, h Harness) {
 	if err := r.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	expect(t, ch, Down, worker("a"))
+	expect(t, ch, registry.Down, worker("a"))
 }
 
 func testWatchContextEnds(t *testing.T, h Harness) {
@@ -271,15 +273,15 @@ func testWatchContextEnds(t *testing.T, h Harness) {
 
 func testRejectsBadInput(t *testing.T, h Harness) {
 	ok := worker("ok")
-	bad := func(mod func(*Worker)) Worker { w := worker("x"); mod(&w); return w }
+	bad := func(mod func(*registry.Worker)) registry.Worker { w := worker("x"); mod(&w); return w }
 	tests := []struct {
-		w   Worker
+		w   registry.Worker
 		ttl time.Duration
 	}{
-		{bad(func(w *Worker) { w.ID = "" }), ConformanceTTL},
-		{bad(func(w *Worker) { w.ID = "a/b" }), ConformanceTTL},
-		{bad(func(w *Worker) { w.ID = "a b" }), ConformanceTTL},
-		{bad(func(w *Worker) { w.GPUs = -1 }), ConformanceTTL},
+		{bad(func(w *registry.Worker) { w.ID = "" }), ConformanceTTL},
+		{bad(func(w *registry.Worker) { w.ID = "a/b" }), ConformanceTTL},
+		{bad(func(w *registry.Worker) { w.ID = "a b" }), ConformanceTTL},
+		{bad(func(w *registry.Worker) { w.GPUs = -1 }), ConformanceTTL},
 		{ok, 500 * time.Millisecond},
 		{ok, 0},
 	}
@@ -299,7 +301,7 @@ func testRejectsBadInput(t *testing.T, h Harness) {
 func testManyWorkers(t *testing.T, h Harness) {
 	_, ch := watch(t, h)
 	const n = 20
-	var regs []*Registration
+	var regs []*registry.Registration
 	for i := range n {
 		regs = append(regs, mustRegister(t, h, context.Background(), worker(fmt.Sprintf("w%02d", i))))
 	}
@@ -312,12 +314,12 @@ func testManyWorkers(t *testing.T, h Harness) {
 	for range n + n/2 {
 		e := next(t, ch)
 		switch e.Type {
-		case Up:
+		case registry.Up:
 			if up[e.Worker.ID] {
 				t.Fatalf("second Up for %s", e.Worker.ID)
 			}
 			up[e.Worker.ID] = true
-		case Down:
+		case registry.Down:
 			if !up[e.Worker.ID] || down[e.Worker.ID] {
 				t.Fatalf("Down for %s without one Up before it", e.Worker.ID)
 			}

@@ -1,4 +1,4 @@
-package consensustest
+package consensusbench
 
 import (
 	"errors"
@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/loomtrain/loom/coordinator/consensus"
+	"github.com/loomtrain/loom/coordinator/consensus/localraft"
 )
 
 // ApplyResult is one timed run of applies.
@@ -151,10 +152,10 @@ func (c *ApplyBench) defaults() error {
 		c.ValueBytes = 128
 	}
 	if c.Nodes < 1 || c.Nodes%2 == 0 {
-		return fmt.Errorf("consensustest: Nodes = %d, want 1, 3 or 5", c.Nodes)
+		return fmt.Errorf("consensusbench: Nodes = %d, want 1, 3 or 5", c.Nodes)
 	}
 	if c.Ops < 1 || c.Concurrency < 1 || c.ValueBytes < 0 {
-		return errors.New("consensustest: Ops and Concurrency must be positive, ValueBytes not negative")
+		return errors.New("consensusbench: Ops and Concurrency must be positive, ValueBytes not negative")
 	}
 	return nil
 }
@@ -162,7 +163,7 @@ func (c *ApplyBench) defaults() error {
 // KVSetCommand is the i-th command of the apply benchmark: a set of key
 // k<i mod 4096> to a value of n bytes.
 func KVSetCommand(i, n int) []byte {
-	return Set("k"+strconv.Itoa(i%4096), strings.Repeat("v", n))
+	return localraft.Set("k"+strconv.Itoa(i%4096), strings.Repeat("v", n))
 }
 
 // RunApplyBench starts a cluster of KV nodes on loopback in a temporary
@@ -178,7 +179,7 @@ func RunApplyBench(dir string, cfg ApplyBench) (ApplyBenchResult, error) {
 		return ApplyBenchResult{}, err
 	}
 	defer os.RemoveAll(tmp)
-	c, err := NewClusterWithOptions(tmp, cfg.Nodes, ClusterOptions{Sync: cfg.Sync, Tuning: BenchTuning()})
+	c, err := localraft.NewClusterWithOptions(tmp, cfg.Nodes, localraft.ClusterOptions{Sync: cfg.Sync, Tuning: localraft.BenchTuning()})
 	if err != nil {
 		return ApplyBenchResult{}, err
 	}
@@ -196,7 +197,7 @@ func RunApplyBench(dir string, cfg ApplyBench) (ApplyBenchResult, error) {
 	if err != nil {
 		return ApplyBenchResult{}, err
 	}
-	fr, err := MeasureFSMApply(NewKV(), cfg.Ops, cmd)
+	fr, err := MeasureFSMApply(localraft.NewKV(), cfg.Ops, cmd)
 	if err != nil {
 		return ApplyBenchResult{}, err
 	}

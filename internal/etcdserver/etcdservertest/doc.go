@@ -1,0 +1,2 @@
+// Package etcdservertest starts a throwaway embedded etcd for a test.
+package etcdservertest
