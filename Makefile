@@ -6,7 +6,7 @@ NORACE  := $(shell $(GO) list ./kernels/... ./models/... 2>/dev/null)
 RACE    := $(filter-out $(NORACE),$(shell $(GO) list ./... 2>/dev/null))
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: test test-short chaos fmt-check vet bench lint proto build shaders
+.PHONY: test test-short chaos fmt-check vet bench lint proto build shaders k8s-build k8s-up k8s-down
 
 build:
 	$(GO) build ./...
@@ -53,3 +53,19 @@ proto:
 # (kernels/vulkan/spv). Needs glslc (Debian: glslc).
 shaders:
 	bash kernels/vulkan/shaders/build.sh
+
+# A local Kubernetes control plane with simulated nodes, for trying deploy/k8s
+# (docs/deploy.md) and for internal/k8stest: kube-apiserver,
+# kube-controller-manager, kube-scheduler and kubectl built from the Go module
+# proxy (deploy/k8s/controlplane/tools/go.mod), Debian's etcd-server, kwok.
+# The binaries are cached under $$HOME/.cache/loom/k8s; k8s-build builds them
+# only when that cache lacks them. LOOM_K8S_DIR and LOOM_K8S_PORT choose the
+# state directory and the API server's port (deploy/k8s/controlplane/up.sh).
+k8s-build:
+	deploy/k8s/controlplane/up.sh --build-only
+
+k8s-up:
+	deploy/k8s/controlplane/up.sh
+
+k8s-down:
+	deploy/k8s/controlplane/down.sh
