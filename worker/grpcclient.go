@@ -171,7 +171,9 @@ func (c *GRPCCoordinator) ReportFailure(ctx context.Context, req *loompb.ReportF
 
 // CommitCheckpoint implements Coordinator. It retries across coordinators
 // (the request_id makes a retry apply once) until ctx ends or the
-// coordinator answers with something other than unavailability.
+// coordinator answers with something other than unavailability or
+// ResourceExhausted (all the workers sharing one token share its write
+// limit, so a busy cluster can refuse a commit for a moment).
 func (c *GRPCCoordinator) CommitCheckpoint(ctx context.Context, req *loompb.CommitCheckpointRequest) error {
 	return c.retry(ctx, fmt.Sprintf("commit checkpoint at step %d", req.Step), func(ctx context.Context, cl loompb.WorkersClient) error {
 		_, err := cl.CommitCheckpoint(ctx, req)
@@ -180,13 +182,14 @@ func (c *GRPCCoordinator) CommitCheckpoint(ctx context.Context, req *loompb.Comm
 }
 
 // retry calls fn across coordinators, with backoff, until it succeeds, fails
-// with something other than unavailability, or ctx ends. what names the call
-// in the error.
+// with something other than unavailability or a coordinator's "too many
+// in flight, retry" (ResourceExhausted: its per-client write limit, or a
+// full report batch), or ctx ends. what names the call in the error.
 func (c *GRPCCoordinator) retry(ctx context.Context, what string, fn func(context.Context, loompb.WorkersClient) error) error {
 	backoff := 100 * time.Millisecond
 	for {
 		err := c.call(ctx, fn)
-		if err == nil || !unavailable(err) {
+		if err == nil || !(unavailable(err) || status.Code(err) == codes.ResourceExhausted) {
 			return err
 		}
 		select {

@@ -25,6 +25,7 @@ type workersServer struct {
 	commits []string // request ids
 	fails   []string // request ids of ReportFailure
 	tokens  []string
+	busy    int // CommitCheckpoint answers ResourceExhausted this many times first
 }
 
 func (s *workersServer) ReportFailure(ctx context.Context, req *loompb.ReportFailureRequest) (*loompb.ReportFailureResponse, error) {
@@ -64,6 +65,10 @@ func (s *workersServer) ReportProgress(ctx context.Context, req *loompb.ReportPr
 func (s *workersServer) CommitCheckpoint(ctx context.Context, req *loompb.CommitCheckpointRequest) (*loompb.CommitCheckpointResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.busy > 0 {
+		s.busy--
+		return nil, status.Error(codes.ResourceExhausted, "role worker (worker token) has 8 writes in flight already; wait for them")
+	}
 	s.commits = append(s.commits, req.RequestId)
 	return &loompb.CommitCheckpointResponse{}, nil
 }
@@ -202,5 +207,28 @@ func TestGRPCCoordinatorReportFailureFailsOver(t *testing.T) {
 	b.mu.Unlock()
 	if len(got) != 1 || got[0] != "failure/j/3/w0" {
 		t.Errorf("failure reports seen by coordinator b: %v, want [failure/j/3/w0]", got)
+	}
+}
+
+// TestGRPCCoordinatorCommitRetriesWhenBusy: a coordinator at its write
+// limit (ResourceExhausted, "wait for them") delays a commit; it does not
+// fail it (the worker's generation used to fail there, CI 2026-12-07).
+func TestGRPCCoordinatorCommitRetriesWhenBusy(t *testing.T) {
+	ws, addr, _ := serveWorkers(t, "busy")
+	ws.busy = 3
+	c, err := NewGRPCCoordinator([]string{addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.CommitCheckpoint(ctx, &loompb.CommitCheckpointRequest{RequestId: "r1", Step: 2}); err != nil {
+		t.Fatalf("CommitCheckpoint: %v", err)
+	}
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if len(ws.commits) != 1 || ws.busy != 0 {
+		t.Errorf("commits %v after %d refusals left, want [r1] after all 3", ws.commits, ws.busy)
 	}
 }
