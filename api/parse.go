@@ -424,27 +424,22 @@ func (d *decoder) init(n *yaml.Node, path string, m *Manifest) {
 	}
 }
 
+// set is a field handler that reads a value with read and, only if it
+// parsed, points dst at it (an unparsable value leaves the field unset).
+func set[T any](d *decoder, read func(*yaml.Node, string, *T), dst **T) func(*yaml.Node, string) {
+	return func(v *yaml.Node, p string) {
+		var x T
+		before := len(d.c.errs)
+		read(v, p, &x)
+		if len(d.c.errs) == before {
+			*dst = &x
+		}
+	}
+}
+
 func (d *decoder) hyper(n *yaml.Node, path string, h *Hyperparameters) {
-	f := func(dst **float64) func(*yaml.Node, string) {
-		return func(v *yaml.Node, p string) {
-			var x float64
-			before := len(d.c.errs)
-			d.float(v, p, &x)
-			if len(d.c.errs) == before {
-				*dst = &x
-			}
-		}
-	}
-	i := func(dst **int) func(*yaml.Node, string) {
-		return func(v *yaml.Node, p string) {
-			var x int
-			before := len(d.c.errs)
-			d.int(v, p, &x)
-			if len(d.c.errs) == before {
-				*dst = &x
-			}
-		}
-	}
+	f := func(dst **float64) func(*yaml.Node, string) { return set(d, d.float, dst) }
+	i := func(dst **int) func(*yaml.Node, string) { return set(d, d.int, dst) }
 	d.fields(n, path, map[string]func(*yaml.Node, string){
 		"lr":              f(&h.LR),
 		"min_lr":          f(&h.MinLR),
@@ -458,30 +453,9 @@ func (d *decoder) hyper(n *yaml.Node, path string, h *Hyperparameters) {
 		"micro_batch":     i(&h.MicroBatch),
 		"max_seq_len":     i(&h.MaxSeqLen),
 		"image_size":      i(&h.ImageSize),
-		"recompute": func(v *yaml.Node, p string) {
-			var b bool
-			before := len(d.c.errs)
-			d.bool(v, p, &b)
-			if len(d.c.errs) == before {
-				h.Recompute = &b
-			}
-		},
-		"warmup_steps": func(v *yaml.Node, p string) {
-			var x int64
-			before := len(d.c.errs)
-			d.int64(v, p, &x)
-			if len(d.c.errs) == before {
-				h.WarmupSteps = &x
-			}
-		},
-		"schedule": func(v *yaml.Node, p string) {
-			var s string
-			before := len(d.c.errs)
-			d.str(v, p, &s)
-			if len(d.c.errs) == before {
-				h.Schedule = &s
-			}
-		},
+		"recompute":       set(d, d.bool, &h.Recompute),
+		"warmup_steps":    set(d, d.int64, &h.WarmupSteps),
+		"schedule":        set(d, d.str, &h.Schedule),
 		"trainable": func(v *yaml.Node, p string) {
 			h.Trainable = []string{}
 			d.list(v, p, func(_ int, v *yaml.Node, p string) {
